@@ -1,0 +1,105 @@
+//! The command line: what the user typed, parsed and checked by clap, then run over
+//! the configured accounts. Errors are printed here, once, one line per account.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Paths};
+use crate::exit::{classify, Exit};
+use crate::sync::{sync_account, Report};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "popfetch",
+    version,
+    about = "Fetch mail from POP3 servers, safely"
+)]
+pub struct Cli {
+    /// Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the protocol steps (never passwords) and a summary per account
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    /// Print nothing but errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fetch new mail for the named accounts, or for all of them
+    Sync {
+        /// Accounts to sync, as named in the configuration file
+        #[arg(value_name = "ACCOUNT")]
+        accounts: Vec<String>,
+    },
+}
+
+/// Runs popfetch and returns its exit status.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            }
+            .into();
+        }
+    };
+    match &cli.command {
+        Command::Sync { accounts } => sync(&cli, accounts).into(),
+    }
+}
+
+fn sync(cli: &Cli, names: &[String]) -> Exit {
+    let config =
+        match Paths::discover().and_then(|paths| Config::load(cli.config.as_deref(), &paths)) {
+            Ok(config) => config,
+            Err(e) => return fail(None, e.into()),
+        };
+    let accounts = match config.select(names) {
+        Ok(accounts) => accounts,
+        Err(e) => return fail(None, e.into()),
+    };
+    let mut worst = Exit::Ok;
+    for account in accounts {
+        let trace = cli.verbose.then(|| {
+            let name = account.name.clone();
+            Box::new(move |line: &str| eprintln!("{name}: {line}")) as crate::pop3::Trace
+        });
+        match sync_account(account, trace) {
+            Ok(report) => {
+                if cli.verbose {
+                    eprintln!("{}: {}", account.name, summary(&report));
+                }
+            }
+            Err(e) => worst = worst.max(fail(Some(&account.name), e)),
+        }
+    }
+    worst
+}
+
+/// Prints an error as one line, naming the account, and returns its exit code.
+fn fail(account: Option<&str>, err: anyhow::Error) -> Exit {
+    let code = classify(&err);
+    match account {
+        Some(name) => eprintln!("popfetch: account \"{name}\": {err:#}"),
+        None => eprintln!("popfetch: {err:#}"),
+    }
+    code
+}
+
+fn summary(report: &Report) -> String {
+    format!(
+        "{} message(s) fetched ({} bytes), {} deleted",
+        report.fetched, report.bytes, report.deleted
+    )
+}

@@ -1,0 +1,452 @@
+//! The configuration file (TOML) and its resolution into [`Account`] values that the
+//! rest of popfetch trusts: `[defaults]` merged in, paths expanded, every key checked,
+//! unknown keys refused.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::{PasswordSource, Secret};
+
+/// How the connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (RFC 8314), port 995 by default.
+    Implicit,
+    /// Plain connection upgraded with STLS (RFC 2595), port 110 by default; required.
+    Starttls,
+    /// No encryption at all.
+    None,
+}
+
+/// How to log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// USER/PASS over an encrypted connection, APOP over a plain one.
+    Auto,
+    /// USER and PASS (RFC 1939 §7).
+    User,
+    /// APOP (RFC 1939 §7).
+    Apop,
+}
+
+/// Where messages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Maildir(PathBuf),
+}
+
+/// One account, fully resolved.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub tls_ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+    pub user: String,
+    pub password: PasswordSource,
+    pub auth: AuthMethod,
+    pub deliver: Delivery,
+    pub keep: bool,
+    pub state_dir: PathBuf,
+}
+
+impl Account {
+    /// The account's UIDL state file.
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join(format!("{}.state", self.name))
+    }
+
+    /// The account's lock file.
+    pub fn lock_file(&self) -> PathBuf {
+        self.state_dir.join(format!("{}.lock", self.name))
+    }
+}
+
+/// Keys allowed in `[defaults]` and in each `[accounts.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    host: Option<String>,
+    port: Option<u16>,
+    tls: Option<TlsMode>,
+    tls_ca_file: Option<String>,
+    timeout: Option<u64>,
+    user: Option<String>,
+    password: Option<String>,
+    password_command: Option<String>,
+    auth: Option<AuthMethod>,
+    deliver: Option<String>,
+    keep: Option<bool>,
+    state_dir: Option<String>,
+}
+
+impl RawAccount {
+    /// Fills every key this account leaves unset from `defaults`.
+    fn or(self, defaults: &RawAccount) -> RawAccount {
+        let d = defaults.clone();
+        RawAccount {
+            host: self.host.or(d.host),
+            port: self.port.or(d.port),
+            tls: self.tls.or(d.tls),
+            tls_ca_file: self.tls_ca_file.or(d.tls_ca_file),
+            timeout: self.timeout.or(d.timeout),
+            user: self.user.or(d.user),
+            password: self.password.or(d.password),
+            password_command: self.password_command.or(d.password_command),
+            auth: self.auth.or(d.auth),
+            deliver: self.deliver.or(d.deliver),
+            keep: self.keep.or(d.keep),
+            state_dir: self.state_dir.or(d.state_dir),
+        }
+    }
+
+    fn has_password(&self) -> bool {
+        self.password.is_some()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    defaults: RawAccount,
+    #[serde(default)]
+    accounts: BTreeMap<String, RawAccount>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no configuration file at {path}; create one (see README) or name one with -c FILE")]
+    Missing { path: PathBuf },
+    #[error("cannot read the configuration file {path}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: account \"{account}\": {message}")]
+    Invalid {
+        path: PathBuf,
+        account: String,
+        message: String,
+    },
+    #[error("{path} holds a password but can be read by group or others; run chmod 600 {path}")]
+    Insecure { path: PathBuf },
+    #[error("{path} defines no accounts; add an [accounts.NAME] table")]
+    NoAccounts { path: PathBuf },
+    #[error("no account named \"{name}\" in {path}")]
+    UnknownAccount { name: String, path: PathBuf },
+    #[error("cannot find the home directory; set HOME")]
+    NoHome,
+}
+
+/// Where popfetch looks for things when not told otherwise (XDG on Linux).
+pub struct Paths {
+    pub home: PathBuf,
+    pub config_file: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn discover() -> Result<Paths, ConfigError> {
+        let base = directories::BaseDirs::new().ok_or(ConfigError::NoHome)?;
+        let project =
+            directories::ProjectDirs::from("", "", "popfetch").ok_or(ConfigError::NoHome)?;
+        let state_dir = project
+            .state_dir()
+            .unwrap_or_else(|| project.data_local_dir())
+            .to_path_buf();
+        Ok(Paths {
+            home: base.home_dir().to_path_buf(),
+            config_file: project.config_dir().join("config.toml"),
+            state_dir,
+        })
+    }
+}
+
+/// The loaded configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub accounts: Vec<Account>,
+}
+
+impl Config {
+    /// Loads `file`, or the default config file when `None`.
+    pub fn load(file: Option<&Path>, paths: &Paths) -> Result<Config, ConfigError> {
+        let path = file.unwrap_or(&paths.config_file).to_path_buf();
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ConfigError::Missing { path })
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let raw: RawFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            line: e
+                .span()
+                .map_or(1, |span| text[..span.start].matches('\n').count() + 1),
+            message: e.message().to_string(),
+            path: path.clone(),
+        })?;
+        let holds_password =
+            raw.defaults.has_password() || raw.accounts.values().any(RawAccount::has_password);
+        if holds_password && group_or_world_readable(&path)? {
+            return Err(ConfigError::Insecure { path });
+        }
+        if raw.accounts.is_empty() {
+            return Err(ConfigError::NoAccounts { path });
+        }
+        let accounts = raw
+            .accounts
+            .into_iter()
+            .map(|(name, account)| resolve(&path, paths, name, account.or(&raw.defaults)))
+            .collect::<Result<_, _>>()?;
+        Ok(Config { path, accounts })
+    }
+
+    /// The named accounts, in the order given, or all of them when none are named.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&Account>, ConfigError> {
+        if names.is_empty() {
+            return Ok(self.accounts.iter().collect());
+        }
+        names
+            .iter()
+            .map(|name| {
+                self.accounts
+                    .iter()
+                    .find(|a| &a.name == name)
+                    .ok_or_else(|| ConfigError::UnknownAccount {
+                        name: name.clone(),
+                        path: self.path.clone(),
+                    })
+            })
+            .collect()
+    }
+}
+
+fn group_or_world_readable(path: &Path) -> Result<bool, ConfigError> {
+    let meta = fs::metadata(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(meta.permissions().mode() & 0o077 != 0)
+}
+
+fn resolve(
+    path: &Path,
+    paths: &Paths,
+    name: String,
+    raw: RawAccount,
+) -> Result<Account, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        account: name.clone(),
+        message,
+    };
+    let valid_name = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@+".contains(c));
+    if !valid_name {
+        return Err(invalid(
+            "account names may hold only letters, digits and . _ - @ + (and not start with a dot)"
+                .into(),
+        ));
+    }
+    let required = |value: Option<String>, key: &str| {
+        value
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| invalid(format!("\"{key}\" is required")))
+    };
+    let host = required(raw.host, "host")?;
+    let user = required(raw.user, "user")?;
+    let tls = raw.tls.unwrap_or(TlsMode::Implicit);
+    let port = raw.port.unwrap_or(match tls {
+        TlsMode::Implicit => 995,
+        _ => 110,
+    });
+    let timeout = match raw.timeout.unwrap_or(60) {
+        0 => return Err(invalid("\"timeout\" must be at least 1 second".into())),
+        secs => Duration::from_secs(secs),
+    };
+    let password = match (raw.password, raw.password_command) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "set either \"password\" or \"password_command\", not both".into(),
+            ))
+        }
+        (Some(p), None) => PasswordSource::Inline(Secret::new(p)),
+        (None, Some(cmd)) => {
+            let argv = shell_words::split(&cmd)
+                .map_err(|e| invalid(format!("cannot split \"password_command\": {e}")))?;
+            if argv.is_empty() {
+                return Err(invalid("\"password_command\" is empty".into()));
+            }
+            PasswordSource::Command(argv)
+        }
+        (None, None) => PasswordSource::Missing,
+    };
+    let deliver = required(raw.deliver, "deliver")?;
+    let deliver = match deliver.split_once(':') {
+        Some(("maildir", dir)) if !dir.is_empty() => {
+            Delivery::Maildir(expand_home(dir, &paths.home))
+        }
+        _ => {
+            return Err(invalid(format!(
+                "cannot understand deliver = \"{deliver}\"; use \"maildir:PATH\""
+            )))
+        }
+    };
+    Ok(Account {
+        host,
+        port,
+        tls,
+        tls_ca_file: raw.tls_ca_file.map(|f| expand_home(&f, &paths.home)),
+        timeout,
+        user,
+        password,
+        auth: raw.auth.unwrap_or(AuthMethod::Auto),
+        deliver,
+        keep: raw.keep.unwrap_or(false),
+        state_dir: raw
+            .state_dir
+            .map_or_else(|| paths.state_dir.clone(), |d| expand_home(&d, &paths.home)),
+        name,
+    })
+}
+
+/// Expands a leading `~` to the home directory.
+fn expand_home(path: &str, home: &Path) -> PathBuf {
+    match path.strip_prefix('~') {
+        Some("") => home.to_path_buf(),
+        Some(rest) if rest.starts_with('/') => home.join(&rest[1..]),
+        _ => PathBuf::from(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths() -> Paths {
+        Paths {
+            home: "/home/u".into(),
+            config_file: "/nonexistent".into(),
+            state_dir: "/state".into(),
+        }
+    }
+
+    fn load(text: &str, mode: u32) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        fs::write(&file, text).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+        Config::load(Some(&file), &paths())
+    }
+
+    const BASIC: &str = r#"
+[defaults]
+keep = true
+timeout = 5
+
+[accounts.work]
+host = "pop.example.com"
+user = "me"
+password_command = "pass show 'mail work'"
+deliver = "maildir:~/Mail/work"
+
+[accounts.home]
+host = "pop.example.net"
+tls = "starttls"
+user = "me"
+keep = false
+deliver = "maildir:/var/mail/me"
+state_dir = "~/st"
+"#;
+
+    #[test]
+    fn defaults_merge_and_paths_expand() {
+        let config = load(BASIC, 0o644).unwrap();
+        let names: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["home", "work"]);
+        let work = &config.select(&["work".into()]).unwrap()[0];
+        assert_eq!(work.port, 995);
+        assert_eq!(work.tls, TlsMode::Implicit);
+        assert!(work.keep);
+        assert_eq!(work.timeout, Duration::from_secs(5));
+        assert_eq!(work.deliver, Delivery::Maildir("/home/u/Mail/work".into()));
+        assert_eq!(work.state_file(), PathBuf::from("/state/work.state"));
+        let PasswordSource::Command(argv) = &work.password else {
+            panic!()
+        };
+        assert_eq!(argv, &["pass", "show", "mail work"]);
+        let home = &config.accounts[0];
+        assert_eq!(home.port, 110);
+        assert!(!home.keep);
+        assert_eq!(home.state_dir, PathBuf::from("/home/u/st"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_file_and_line() {
+        let err = load("[accounts.a]\nhots = \"x\"\n", 0o600).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("config.toml:2:"), "{text}");
+        assert!(text.contains("hots"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+    }
+
+    #[test]
+    fn readable_password_file_is_refused() {
+        let text =
+            "[accounts.a]\nhost=\"h\"\nuser=\"u\"\npassword=\"pw\"\ndeliver=\"maildir:/m\"\n";
+        let err = load(text, 0o644).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"));
+        assert!(!err.to_string().contains("pw\""));
+        assert!(load(text, 0o600).is_ok());
+    }
+
+    #[test]
+    fn missing_keys_and_bad_values() {
+        let err = load("[accounts.a]\nhost=\"h\"\ndeliver=\"maildir:/m\"\n", 0o600).unwrap_err();
+        assert!(err.to_string().contains("\"user\" is required"), "{err}");
+        let err = load(
+            "[accounts.a]\nhost=\"h\"\nuser=\"u\"\ndeliver=\"pigeon:/m\"\n",
+            0o600,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("maildir:PATH"), "{err}");
+        let err = load("[accounts.a]\ntls=\"maybe\"\n", 0o600).unwrap_err();
+        assert!(err.to_string().contains("maybe"), "{err}");
+        let err = load(
+            "[accounts.\"../x\"]\nhost=\"h\"\nuser=\"u\"\ndeliver=\"maildir:/m\"\n",
+            0o600,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("account names"), "{err}");
+        assert!(matches!(
+            load("", 0o600),
+            Err(ConfigError::NoAccounts { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_account_is_named() {
+        let config = load(BASIC, 0o600).unwrap();
+        let err = config.select(&["nope".into()]).unwrap_err();
+        assert!(err.to_string().contains("\"nope\""));
+    }
+}

@@ -1,0 +1,137 @@
+//! The one way popfetch makes a file durable: write a temporary file, fsync it, put it
+//! in place with link or rename, then fsync the directory so that the new name
+//! survives a power cut too. A guard removes the temporary file on every early return.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// A file being written under a temporary name. Dropped without being placed, it
+/// removes itself, so a failed write never leaves a partial file behind.
+pub struct TempFile {
+    path: PathBuf,
+    file: File,
+    placed: bool,
+}
+
+impl TempFile {
+    /// Creates `path`, which must not exist yet, readable by its owner only.
+    pub fn create(path: PathBuf) -> io::Result<TempFile> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(TempFile {
+            path,
+            file,
+            placed: false,
+        })
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Makes the content durable and gives it the name `dest` with a hard link, which
+    /// never replaces an existing file; then drops the temporary name.
+    pub fn link_into(mut self, dest: &Path) -> io::Result<()> {
+        self.file.sync_all()?;
+        match fs::hard_link(&self.path, dest) {
+            Ok(()) => {
+                self.placed = true;
+                // A leftover temporary name is harmless: recovery removes it.
+                let _ = fs::remove_file(&self.path);
+            }
+            // Some file systems have no hard links; the name is unique, so a rename
+            // cannot replace anything either.
+            Err(e) if e.kind() == io::ErrorKind::Unsupported || e.raw_os_error() == Some(1) => {
+                fs::rename(&self.path, dest)?;
+                self.placed = true;
+            }
+            Err(e) => return Err(e),
+        }
+        sync_parent(dest)
+    }
+
+    /// Makes the content durable and atomically replaces `dest` with it.
+    pub fn rename_into(mut self, dest: &Path) -> io::Result<()> {
+        self.file.sync_all()?;
+        fs::rename(&self.path, dest)?;
+        self.placed = true;
+        sync_parent(dest)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// fsyncs the directory that holds `path`, making a new or renamed entry durable.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// Creates a directory and its parents, owner-only, and makes the new entries durable.
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_all(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => sync_parent(dir),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn dropped_temp_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        {
+            let mut t = TempFile::create(path.clone()).unwrap();
+            t.file().write_all(b"half").unwrap();
+        }
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn link_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("d");
+        fs::write(&dest, b"old").unwrap();
+        let mut t = TempFile::create(dir.path().join("t")).unwrap();
+        t.file().write_all(b"new").unwrap();
+        assert!(t.link_into(&dest).is_err());
+        assert_eq!(fs::read(&dest).unwrap(), b"old");
+        assert!(!dir.path().join("t").exists());
+    }
+
+    #[test]
+    fn rename_replaces_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("d");
+        fs::write(&dest, b"old").unwrap();
+        let mut t = TempFile::create(dir.path().join("t")).unwrap();
+        t.file().write_all(b"new").unwrap();
+        t.rename_into(&dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"new");
+    }
+}

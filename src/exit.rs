@@ -1,0 +1,74 @@
+//! Exit status in the sysexits(3) style, so that cron wrappers can tell "retry later"
+//! from "fix your config", and the one function that maps an error to it.
+
+use std::process::ExitCode;
+
+use crate::config::ConfigError;
+use crate::deliver::DeliverError;
+use crate::lock::LockError;
+use crate::pop3::transport::TlsConfigError;
+use crate::pop3::{self, ErrorKind};
+use crate::secret::SecretError;
+use crate::state::StateError;
+
+/// The exit codes popfetch uses. With several accounts the highest one wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    Ok = 0,
+    /// EX_USAGE: bad command line.
+    Usage = 64,
+    /// EX_UNAVAILABLE: connect, DNS, TLS handshake or certificate failure.
+    Unavailable = 69,
+    /// EX_SOFTWARE: a bug in popfetch.
+    Software = 70,
+    /// EX_IOERR: local I/O failed (delivery or state).
+    IoError = 74,
+    /// EX_TEMPFAIL: try again later.
+    TempFail = 75,
+    /// EX_PROTOCOL: the server broke the protocol.
+    Protocol = 76,
+    /// EX_NOPERM: authentication rejected.
+    NoPerm = 77,
+    /// EX_CONFIG: configuration error.
+    Config = 78,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// The exit code for an error: the first typed error in its chain decides.
+pub fn classify(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<pop3::Error>() {
+            return match e.kind() {
+                ErrorKind::Unavailable => Exit::Unavailable,
+                ErrorKind::Temporary => Exit::TempFail,
+                ErrorKind::Protocol => Exit::Protocol,
+                ErrorKind::Auth => Exit::NoPerm,
+                ErrorKind::Config => Exit::Config,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<ConfigError>() {
+            return match e {
+                ConfigError::UnknownAccount { .. } => Exit::Usage,
+                _ => Exit::Config,
+            };
+        }
+        if cause.is::<DeliverError>() || cause.is::<StateError>() {
+            return Exit::IoError;
+        }
+        if let Some(e) = cause.downcast_ref::<LockError>() {
+            return match e {
+                LockError::Held { .. } => Exit::TempFail,
+                LockError::Io { .. } => Exit::IoError,
+            };
+        }
+        if cause.is::<SecretError>() || cause.is::<TlsConfigError>() {
+            return Exit::Config;
+        }
+    }
+    Exit::Software
+}

@@ -1,0 +1,14 @@
+//! popfetch: a careful POP3 mail fetcher. The binary is a thin layer over these
+//! modules; `sync` tells the story of a session and the others each own one concern.
+
+pub mod cli;
+pub mod config;
+pub mod deliver;
+pub mod durable;
+pub mod exit;
+pub mod lock;
+pub mod policy;
+pub mod pop3;
+pub mod secret;
+pub mod state;
+pub mod sync;

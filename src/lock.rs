@@ -1,0 +1,65 @@
+//! One sync per account at a time: an exclusive flock(2) on a lock file in the state
+//! directory. The kernel drops the lock when its holder dies, so the lock of a killed
+//! run never blocks the next one.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another popfetch is syncing this account (lock {path} is held); it will be fetched on a later run")]
+    Held { path: PathBuf },
+    #[error("cannot lock {path}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// Held for as long as the account is being synced.
+#[derive(Debug)]
+pub struct AccountLock {
+    _file: File,
+}
+
+impl AccountLock {
+    /// Takes the lock at once or fails: a cron run must not queue up behind another.
+    pub fn acquire(path: &Path) -> Result<AccountLock, LockError> {
+        let io_error = |source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_error)?;
+        match file.try_lock() {
+            Ok(()) => Ok(AccountLock { _file: file }),
+            Err(TryLockError::WouldBlock) => Err(LockError::Held {
+                path: path.to_path_buf(),
+            }),
+            Err(TryLockError::Error(e)) => Err(io_error(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.lock");
+        let first = AccountLock::acquire(&path).unwrap();
+        assert!(matches!(
+            AccountLock::acquire(&path),
+            Err(LockError::Held { .. })
+        ));
+        drop(first);
+        AccountLock::acquire(&path).unwrap();
+    }
+}

@@ -1,0 +1,745 @@
+//! The POP3 conversation. A [`Client`] is a connection in the AUTHORIZATION state
+//! (RFC 1939 §4); only a successful login turns it into a [`Session`] (TRANSACTION
+//! state, RFC 1939 §5), so no mailbox command can be sent before login.
+//!
+//! A session is called in this order: `listing`, then `retrieve`, then `delete`, then
+//! `quit`. Deletions take effect only at QUIT (RFC 1939 §6), so a session dropped
+//! without `quit` deletes nothing.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+use md5::{Digest, Md5};
+
+use super::command::Command;
+use super::multiline::DotReader;
+use super::response::{
+    apop_timestamp, parse_list_line, parse_status, parse_uidl_line, Status, MAX_LINE,
+};
+use super::Error;
+
+/// Read buffer size: large reads keep system calls and TLS records few.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Commands in flight at once when the server allows PIPELINING (RFC 2449 §6.6). The
+/// bound keeps both sides' socket buffers from filling up and deadlocking.
+const WINDOW: usize = 32;
+
+/// Receives one line per command sent and status received; passwords never reach it.
+pub type Trace = Box<dyn FnMut(&str) + Send>;
+
+/// What the server said it can do (RFC 2449 §6). Empty when CAPA is not supported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The server answered CAPA at all.
+    pub known: bool,
+    pub stls: bool,
+    pub pipelining: bool,
+    pub uidl: bool,
+    pub top: bool,
+    pub user: bool,
+    pub resp_codes: bool,
+    pub sasl: Vec<String>,
+}
+
+impl Capabilities {
+    fn parse(lines: &[Vec<u8>]) -> Capabilities {
+        let mut caps = Capabilities {
+            known: true,
+            ..Capabilities::default()
+        };
+        for line in lines {
+            let line = String::from_utf8_lossy(line);
+            let mut words = line.split_ascii_whitespace();
+            match words.next().map(str::to_ascii_uppercase).as_deref() {
+                Some("STLS") => caps.stls = true,
+                Some("PIPELINING") => caps.pipelining = true,
+                Some("UIDL") => caps.uidl = true,
+                Some("TOP") => caps.top = true,
+                Some("USER") => caps.user = true,
+                Some("RESP-CODES") => caps.resp_codes = true,
+                Some("SASL") => caps.sasl = words.map(str::to_ascii_uppercase).collect(),
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+/// How to log in (RFC 1939 §7).
+#[derive(Clone, Copy)]
+pub enum Credentials<'a> {
+    User { user: &'a str, password: &'a str },
+    Apop { user: &'a str, password: &'a str },
+}
+
+/// A message in the server's listing: number, size and unique-id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedMessage {
+    pub num: u32,
+    pub size: u64,
+    pub uid: String,
+}
+
+/// Whether `retrieve` should go on after a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// The wire: buffered reads, batched writes, optional trace.
+struct Connection<S> {
+    io: BufReader<S>,
+    out: Vec<u8>,
+    trace: Option<Trace>,
+}
+
+impl<S: Read + Write> Connection<S> {
+    fn new(stream: S, trace: Option<Trace>) -> Self {
+        Connection {
+            io: BufReader::with_capacity(READ_BUFFER, stream),
+            out: Vec::new(),
+            trace,
+        }
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            trace(&line());
+        }
+    }
+
+    /// Adds a command to the outgoing batch without sending it.
+    fn queue(&mut self, cmd: Command) -> Result<(), Error> {
+        cmd.encode(&mut self.out)?;
+        self.note(|| format!("> {}", cmd.redacted()));
+        Ok(())
+    }
+
+    /// Sends the batch in one write.
+    fn flush(&mut self, phase: &'static str) -> Result<(), Error> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let stream = self.io.get_mut();
+        stream
+            .write_all(&self.out)
+            .and_then(|()| stream.flush())
+            .map_err(|e| Error::io(phase, e))?;
+        self.out.clear();
+        Ok(())
+    }
+
+    fn send(&mut self, cmd: Command) -> Result<(), Error> {
+        self.queue(cmd)?;
+        self.flush(cmd.name())
+    }
+
+    /// One line without its CRLF, bounded by [`MAX_LINE`].
+    fn read_line(&mut self, phase: &'static str) -> Result<Vec<u8>, Error> {
+        let mut line = Vec::new();
+        loop {
+            let buf = match self.io.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(phase, e)),
+            };
+            if buf.is_empty() {
+                return Err(Error::Lost {
+                    phase,
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    ),
+                });
+            }
+            let (take, end) = match memchr::memchr(b'\n', buf) {
+                Some(p) => (p + 1, true),
+                None => (buf.len(), false),
+            };
+            line.extend_from_slice(&buf[..take]);
+            self.io.consume(take);
+            if line.len() > MAX_LINE {
+                return Err(Error::Protocol(format!(
+                    "the server sent a line longer than {MAX_LINE} bytes during {phase}"
+                )));
+            }
+            if end {
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(line);
+            }
+        }
+    }
+
+    fn read_status(&mut self, phase: &'static str) -> Result<Status, Error> {
+        let line = self.read_line(phase)?;
+        let status = parse_status(&line)?;
+        self.note(|| {
+            let word = if status.ok { "+OK" } else { "-ERR" };
+            format!("< {word} {}", status.text).trim_end().to_string()
+        });
+        Ok(status)
+    }
+
+    fn expect_ok(&mut self, phase: &'static str) -> Result<Status, Error> {
+        let status = self.read_status(phase)?;
+        if status.ok {
+            Ok(status)
+        } else {
+            Err(Error::Server {
+                command: phase,
+                code: status.code,
+                text: status.text,
+            })
+        }
+    }
+
+    /// A short multi-line response (CAPA, UIDL, LIST) as unstuffed lines.
+    fn read_lines(&mut self, phase: &'static str) -> Result<Vec<Vec<u8>>, Error> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.read_line(phase)?;
+            match line.strip_prefix(b".") {
+                Some([]) => return Ok(lines),
+                Some(unstuffed) => lines.push(unstuffed.to_vec()),
+                None => lines.push(line),
+            }
+        }
+    }
+
+    /// Streams a multi-line body to `consume`, then skips whatever it left unread.
+    fn read_body<T>(
+        &mut self,
+        phase: &'static str,
+        consume: impl FnOnce(&mut dyn Read) -> T,
+    ) -> Result<T, Error> {
+        let mut body = DotReader::new(&mut self.io);
+        let result = consume(&mut body);
+        if let Some(kind) = body.failure() {
+            return Err(Error::io(phase, io::Error::from(kind)));
+        }
+        body.drain().map_err(|e| Error::io(phase, e))?;
+        Ok(result)
+    }
+}
+
+/// A connection in the AUTHORIZATION state.
+pub struct Client<S> {
+    conn: Connection<S>,
+    greeting: Status,
+    caps: Option<Capabilities>,
+}
+
+impl<S: Read + Write> Client<S> {
+    /// Reads the greeting (RFC 1939 §4) from a fresh connection.
+    pub fn new(stream: S, trace: Option<Trace>) -> Result<Self, Error> {
+        let mut conn = Connection::new(stream, trace);
+        let greeting = conn.read_status("the greeting")?;
+        if !greeting.ok {
+            return Err(Error::Server {
+                command: "the greeting",
+                code: greeting.code,
+                text: greeting.text,
+            });
+        }
+        Ok(Client {
+            conn,
+            greeting,
+            caps: None,
+        })
+    }
+
+    pub fn greeting(&self) -> &Status {
+        &self.greeting
+    }
+
+    /// Asks CAPA once (RFC 2449 §5). A server that answers -ERR has no capabilities.
+    pub fn capabilities(&mut self) -> Result<&Capabilities, Error> {
+        if self.caps.is_none() {
+            self.conn.send(Command::Capa)?;
+            let status = self.conn.read_status("CAPA")?;
+            let caps = if status.ok {
+                Capabilities::parse(&self.conn.read_lines("CAPA")?)
+            } else {
+                Capabilities::default()
+            };
+            self.caps = Some(caps);
+        }
+        Ok(self.caps.get_or_insert_with(Capabilities::default))
+    }
+
+    /// Upgrades the connection with STLS (RFC 2595 §4). `handshake` turns the plain
+    /// stream into a secure one. Nothing is ever sent in cleartext after a failure here.
+    pub fn starttls(
+        mut self,
+        handshake: impl FnOnce(S) -> Result<S, Error>,
+    ) -> Result<Client<S>, Error> {
+        let caps = self.capabilities()?;
+        if caps.known && !caps.stls {
+            return Err(Error::StlsUnavailable);
+        }
+        let known = caps.known;
+        self.conn.send(Command::Stls)?;
+        let status = self.conn.read_status("STLS")?;
+        if !status.ok {
+            return Err(if known {
+                Error::StlsRefused(status.text)
+            } else {
+                Error::StlsUnavailable
+            });
+        }
+        // Anything buffered now was sent before TLS but would be read as if it came
+        // after: the response injection of CVE-2011-0411 and CVE-2020-14954.
+        if !self.conn.io.buffer().is_empty() {
+            return Err(Error::StlsInjection);
+        }
+        let Connection { io, trace, .. } = self.conn;
+        let stream = handshake(io.into_inner())?;
+        // RFC 2595 §4: what CAPA said before TLS must be forgotten and asked again.
+        Ok(Client {
+            conn: Connection::new(stream, trace),
+            greeting: self.greeting,
+            caps: None,
+        })
+    }
+
+    /// Logs in. On failure the client comes back with the error, so the caller can
+    /// still say QUIT.
+    pub fn login(mut self, creds: Credentials) -> Result<Session<S>, Box<LoginFailed<S>>> {
+        if let Err(error) = self.authenticate(creds) {
+            return Err(Box::new(LoginFailed {
+                error,
+                client: self,
+            }));
+        }
+        let caps = self.caps.take().unwrap_or_default();
+        Ok(Session {
+            conn: self.conn,
+            pipelining: caps.pipelining,
+        })
+    }
+
+    fn authenticate(&mut self, creds: Credentials) -> Result<(), Error> {
+        let auth_failed = |s: Status| Error::Auth {
+            code: s.code,
+            text: s.text,
+        };
+        match creds {
+            Credentials::User { user, password } => {
+                self.conn.send(Command::User(user))?;
+                let status = self.conn.read_status("USER")?;
+                if !status.ok {
+                    return Err(auth_failed(status));
+                }
+                self.conn.send(Command::Pass(password))?;
+            }
+            Credentials::Apop { user, password } => {
+                let stamp = apop_timestamp(&self.greeting.raw).ok_or_else(|| {
+                    Error::Refused(
+                        "auth = \"apop\", but the server greeting has no valid APOP timestamp"
+                            .into(),
+                    )
+                })?;
+                let digest = Md5::digest(format!("{stamp}{password}").as_bytes());
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                self.conn.send(Command::Apop(user, &hex))?;
+            }
+        }
+        let status = self.conn.read_status("login")?;
+        if status.ok {
+            Ok(())
+        } else {
+            Err(auth_failed(status))
+        }
+    }
+
+    /// Ends the conversation politely.
+    pub fn quit(mut self) -> Result<(), Error> {
+        self.conn.send(Command::Quit)?;
+        self.conn.expect_ok("QUIT").map(drop)
+    }
+}
+
+/// A refused login: the error, and the client still in the AUTHORIZATION state.
+pub struct LoginFailed<S> {
+    pub error: Error,
+    pub client: Client<S>,
+}
+
+/// A logged-in connection in the TRANSACTION state.
+pub struct Session<S> {
+    conn: Connection<S>,
+    pipelining: bool,
+}
+
+impl<S: Read + Write> Session<S> {
+    fn window(&self) -> usize {
+        if self.pipelining {
+            WINDOW
+        } else {
+            1
+        }
+    }
+
+    /// STAT (RFC 1939 §5): message count and total size.
+    pub fn stat(&mut self) -> Result<(u32, u64), Error> {
+        self.conn.send(Command::Stat)?;
+        let status = self.conn.expect_ok("STAT")?;
+        let mut words = status.text.split(' ');
+        let mut number = || words.next().and_then(|w| w.parse::<u64>().ok());
+        match (number(), number()) {
+            (Some(count), Some(size)) => Ok((count as u32, size)),
+            _ => Err(Error::Protocol(format!(
+                "malformed STAT reply \"{}\"",
+                status.text
+            ))),
+        }
+    }
+
+    /// Every message with its size and unique-id: UIDL and LIST, sent together when
+    /// the server allows pipelining.
+    pub fn listing(&mut self) -> Result<Vec<ListedMessage>, Error> {
+        self.conn.queue(Command::Uidl)?;
+        if self.pipelining {
+            self.conn.queue(Command::List)?;
+        }
+        self.conn.flush("UIDL")?;
+        let uidl = self.conn.read_status("UIDL")?;
+        let uid_lines = if uidl.ok {
+            Some(self.conn.read_lines("UIDL")?)
+        } else {
+            None
+        };
+        if !self.pipelining {
+            self.conn.send(Command::List)?;
+        }
+        self.conn.expect_ok("LIST")?;
+        let size_lines = self.conn.read_lines("LIST")?;
+        let Some(uid_lines) = uid_lines else {
+            return Err(Error::Server {
+                command: "UIDL",
+                code: uidl.code,
+                text: format!(
+                    "{} (popfetch needs UIDL, RFC 1939 §7, to deliver each message once)",
+                    uidl.text
+                ),
+            });
+        };
+        join_listings(&uid_lines, &size_lines)
+    }
+
+    /// Retrieves messages in order, handing each body to `each` as a stream; a message
+    /// the server refuses comes as its status. With PIPELINING, up to a window of RETRs
+    /// is in flight. After `Flow::Stop`, outstanding replies are read and skipped so the
+    /// session stays usable for DELE and QUIT.
+    pub fn retrieve(
+        &mut self,
+        nums: &[u32],
+        mut each: impl FnMut(u32, Result<&mut dyn Read, Status>) -> Flow,
+    ) -> Result<(), Error> {
+        let window = self.window();
+        let (mut sent, mut done) = (0, 0);
+        let mut stopped = false;
+        while done < sent || (!stopped && sent < nums.len()) {
+            while !stopped && sent < nums.len() && sent - done < window {
+                self.conn.queue(Command::Retr(nums[sent]))?;
+                sent += 1;
+            }
+            self.conn.flush("RETR")?;
+            let num = nums[done];
+            done += 1;
+            let status = self.conn.read_status("RETR")?;
+            let flow = if !status.ok {
+                if stopped {
+                    continue;
+                }
+                each(num, Err(status))
+            } else if stopped {
+                self.conn.read_body("RETR", |_| Flow::Stop)?
+            } else {
+                self.conn.read_body("RETR", |body| each(num, Ok(body)))?
+            };
+            stopped |= flow == Flow::Stop;
+        }
+        Ok(())
+    }
+
+    /// TOP (RFC 1939 §7): the headers and `lines` body lines of a message, streamed.
+    pub fn top<T>(
+        &mut self,
+        num: u32,
+        lines: u32,
+        consume: impl FnOnce(&mut dyn Read) -> T,
+    ) -> Result<T, Error> {
+        self.conn.send(Command::Top(num, lines))?;
+        self.conn.expect_ok("TOP")?;
+        self.conn.read_body("TOP", consume)
+    }
+
+    /// Marks messages deleted (RFC 1939 §5); they go at QUIT. Returns the ones the
+    /// server refused, which stay on the server.
+    pub fn delete(&mut self, nums: &[u32]) -> Result<Vec<(u32, Status)>, Error> {
+        let mut refused = Vec::new();
+        for batch in nums.chunks(self.window()) {
+            for &num in batch {
+                self.conn.queue(Command::Dele(num))?;
+            }
+            self.conn.flush("DELE")?;
+            for &num in batch {
+                let status = self.conn.read_status("DELE")?;
+                if !status.ok {
+                    refused.push((num, status));
+                }
+            }
+        }
+        Ok(refused)
+    }
+
+    /// NOOP (RFC 1939 §5).
+    pub fn noop(&mut self) -> Result<(), Error> {
+        self.conn.send(Command::Noop)?;
+        self.conn.expect_ok("NOOP").map(drop)
+    }
+
+    /// RSET (RFC 1939 §5): unmarks every deletion of this session.
+    pub fn rset(&mut self) -> Result<(), Error> {
+        self.conn.send(Command::Rset)?;
+        self.conn.expect_ok("RSET").map(drop)
+    }
+
+    /// QUIT (RFC 1939 §6): the server now removes the deleted messages. -ERR here
+    /// means some of them were not removed.
+    pub fn quit(mut self) -> Result<(), Error> {
+        self.conn.send(Command::Quit)?;
+        self.conn.expect_ok("QUIT").map(drop)
+    }
+}
+
+/// Joins UIDL and LIST by message number. They must name the same messages, and
+/// unique-ids must be unique: a repeated one would make us delete a message we never
+/// fetched, believing it delivered.
+fn join_listings(
+    uid_lines: &[Vec<u8>],
+    size_lines: &[Vec<u8>],
+) -> Result<Vec<ListedMessage>, Error> {
+    let mut sizes = std::collections::BTreeMap::new();
+    for line in size_lines {
+        let (num, size) = parse_list_line(line)?;
+        sizes.insert(num, size);
+    }
+    let mut seen = std::collections::HashMap::new();
+    let mut messages = Vec::with_capacity(uid_lines.len());
+    for line in uid_lines {
+        let (num, uid) = parse_uidl_line(line)?;
+        let size = sizes.remove(&num).ok_or_else(|| {
+            Error::Protocol(format!("UIDL names message {num}, which LIST does not"))
+        })?;
+        if let Some(other) = seen.insert(uid.clone(), num) {
+            return Err(Error::Protocol(format!(
+                "the server gave messages {other} and {num} the same unique-id \"{uid}\" (RFC 1939 §7 requires them to differ)"
+            )));
+        }
+        messages.push(ListedMessage { num, size, uid });
+    }
+    if let Some((num, _)) = sizes.first_key_value() {
+        return Err(Error::Protocol(format!(
+            "LIST names message {num}, which UIDL does not"
+        )));
+    }
+    messages.sort_by_key(|m| m.num);
+    Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::mock::MockStream;
+    use super::*;
+
+    fn client(server: &str) -> Client<MockStream> {
+        Client::new(MockStream::new(server), None).unwrap()
+    }
+
+    fn login(server: &str) -> Session<MockStream> {
+        let mut c = client(server);
+        c.capabilities().unwrap();
+        c.login(Credentials::User {
+            user: "u",
+            password: "p",
+        })
+        .map_err(|f| f.error)
+        .unwrap()
+    }
+
+    const GREETING_AND_CAPA: &str = "+OK hi\r\n+OK\r\nUIDL\r\nPIPELINING\r\nSTLS\r\n.\r\n";
+
+    #[test]
+    fn pipelined_session_writes_batches() {
+        let server = format!(
+            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\n1 a\r\n2 b\r\n.\r\n+OK\r\n1 10\r\n2 20\r\n.\r\n\
+             +OK\r\n..x\r\n.\r\n+OK\r\ny\r\n.\r\n+OK\r\n+OK\r\n+OK bye\r\n"
+        );
+        let mut s = login(&server);
+        let list = s.listing().unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1].uid, "b");
+        assert_eq!(list[1].size, 20);
+        let mut bodies = Vec::new();
+        s.retrieve(&[1, 2], |_, body| {
+            let mut text = String::new();
+            body.unwrap().read_to_string(&mut text).unwrap();
+            bodies.push(text);
+            Flow::Continue
+        })
+        .unwrap();
+        assert_eq!(bodies, [".x\n", "y\n"]);
+        assert!(s.delete(&[1, 2]).unwrap().is_empty());
+        let written = s.conn.io.get_ref().written();
+        assert!(written.ends_with("UIDL\r\nLIST\r\nRETR 1\r\nRETR 2\r\nDELE 1\r\nDELE 2\r\n"));
+        s.quit().unwrap();
+    }
+
+    #[test]
+    fn stop_drains_outstanding_replies() {
+        let server = format!(
+            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\nfirst\r\n.\r\n+OK\r\nsecond\r\n.\r\n-ERR gone\r\n+OK\r\n"
+        );
+        let mut s = login(&server);
+        let mut calls = 0;
+        s.retrieve(&[1, 2, 3], |_, _| {
+            calls += 1;
+            Flow::Stop
+        })
+        .unwrap();
+        assert_eq!(calls, 1);
+        s.noop().unwrap();
+    }
+
+    #[test]
+    fn truncated_body_is_a_lost_connection() {
+        let server = format!("{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\npartial\r\n");
+        let mut s = login(&server);
+        let err = s
+            .retrieve(&[1], |_, body| {
+                let _ = io::copy(&mut body.unwrap(), &mut io::sink());
+                Flow::Continue
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::Lost { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn without_pipelining_one_command_at_a_time() {
+        let mut c = client(
+            "+OK hi\r\n-ERR no CAPA\r\n+OK\r\n+OK\r\n+OK\r\n1 a\r\n.\r\n+OK\r\n1 5\r\n.\r\n",
+        );
+        assert!(!c.capabilities().unwrap().known);
+        let mut s = c
+            .login(Credentials::User {
+                user: "u",
+                password: "p",
+            })
+            .map_err(|f| f.error)
+            .unwrap();
+        s.listing().unwrap();
+        assert!(s.conn.io.get_ref().written().ends_with("UIDL\r\nLIST\r\n"));
+    }
+
+    #[test]
+    fn duplicate_uids_are_refused() {
+        let server = format!(
+            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\n1 a\r\n2 a\r\n.\r\n+OK\r\n1 1\r\n2 1\r\n.\r\n"
+        );
+        let err = login(&server).listing().unwrap_err();
+        assert!(err.to_string().contains("same unique-id"), "{err}");
+    }
+
+    #[test]
+    fn login_failure_keeps_the_client_and_its_code() {
+        let mut c = client("+OK hi\r\n-ERR\r\n+OK\r\n-ERR [IN-USE] locked\r\n");
+        c.capabilities().unwrap();
+        let Err(failed) = c.login(Credentials::User {
+            user: "u",
+            password: "secret",
+        }) else {
+            panic!("login should fail");
+        };
+        assert_eq!(failed.error.kind(), super::super::ErrorKind::Temporary);
+        assert!(!failed.error.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn apop_digest_matches_rfc_example() {
+        // RFC 1939 §7's worked example.
+        let mut c = client("+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>\r\n+OK\r\n");
+        c.authenticate(Credentials::Apop {
+            user: "mrose",
+            password: "tanstaaf",
+        })
+        .unwrap();
+        assert!(c
+            .conn
+            .io
+            .get_ref()
+            .written()
+            .ends_with("APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n"));
+    }
+
+    #[test]
+    fn apop_without_valid_timestamp_is_refused_before_sending() {
+        let mut c = client("+OK ready <bad>\r\n");
+        let err = c
+            .authenticate(Credentials::Apop {
+                user: "u",
+                password: "p",
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::Refused(_)));
+        assert!(c.conn.io.get_ref().written().is_empty());
+    }
+
+    #[test]
+    fn stls_refuses_injected_bytes() {
+        let c = client("+OK hi\r\n+OK\r\nSTLS\r\n.\r\n+OK begin\r\n+OK injected\r\n");
+        let err = c.starttls(Ok).map(drop).unwrap_err();
+        assert!(matches!(err, Error::StlsInjection), "{err:?}");
+    }
+
+    #[test]
+    fn stls_missing_from_capa_sends_nothing_more() {
+        let c = client("+OK hi\r\n+OK\r\nUSER\r\n.\r\n");
+        let err = c.starttls(Ok).map(drop).unwrap_err();
+        assert!(matches!(err, Error::StlsUnavailable));
+    }
+
+    #[test]
+    fn stls_forgets_capabilities() {
+        let c = client("+OK hi\r\n+OK\r\nSTLS\r\n.\r\n+OK go\r\n");
+        let mut c = c
+            .starttls(|mut s| {
+                s.feed("+OK\r\nUSER\r\nSASL PLAIN\r\n.\r\n");
+                Ok(s)
+            })
+            .unwrap();
+        let caps = c.capabilities().unwrap();
+        assert!(!caps.stls);
+        assert_eq!(caps.sasl, ["PLAIN"]);
+        assert!(c
+            .conn
+            .io
+            .get_ref()
+            .written()
+            .ends_with("CAPA\r\nSTLS\r\nCAPA\r\n"));
+    }
+
+    #[test]
+    fn overlong_line_is_refused() {
+        let long = "x".repeat(MAX_LINE + 10);
+        let err = Client::new(MockStream::new(&format!("+OK {long}\r\n")), None)
+            .map(drop)
+            .unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)));
+    }
+}

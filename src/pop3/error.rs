@@ -1,0 +1,93 @@
+//! What can go wrong in a POP3 conversation, with the server's words kept apart from
+//! local causes and a kind that says whether to retry.
+
+use std::io;
+
+use super::response::RespCode;
+
+/// How an error should be treated by whoever runs the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The server cannot be reached or secured: connect, DNS, TLS or certificate.
+    Unavailable,
+    /// Try again later: timeouts, dropped connections, [IN-USE], [LOGIN-DELAY], [SYS/TEMP].
+    Temporary,
+    /// The server broke the protocol or refused a command we rely on.
+    Protocol,
+    /// The server rejected the credentials.
+    Auth,
+    /// Our own settings make the session impossible (bad argument, refused cleartext).
+    Config,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot resolve {host}")]
+    Resolve { host: String, source: io::Error },
+    #[error("cannot connect to {addr}")]
+    Connect { addr: String, source: io::Error },
+    #[error("TLS with {host} failed: {reason}")]
+    Tls { host: String, reason: String },
+    #[error(
+        "the server does not offer STLS, and tls = \"starttls\" never falls back to cleartext"
+    )]
+    StlsUnavailable,
+    #[error("the server refused STLS ({0}), and tls = \"starttls\" never falls back to cleartext")]
+    StlsRefused(String),
+    #[error("the server sent data between its STLS reply and the TLS handshake (response injection); refusing the session")]
+    StlsInjection,
+    #[error("timed out waiting for the server during {0}; the next run tries again")]
+    Timeout(&'static str),
+    #[error("the connection to the server was lost during {phase}")]
+    Lost {
+        phase: &'static str,
+        source: io::Error,
+    },
+    #[error("{command} failed: the server said \"{text}\"")]
+    Server {
+        command: &'static str,
+        code: Option<RespCode>,
+        text: String,
+    },
+    #[error("login rejected by the server: \"{text}\"; check user, password and auth")]
+    Auth {
+        code: Option<RespCode>,
+        text: String,
+    },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Resolve { .. }
+            | Error::Connect { .. }
+            | Error::Tls { .. }
+            | Error::StlsUnavailable
+            | Error::StlsRefused(_) => ErrorKind::Unavailable,
+            Error::Timeout(_) | Error::Lost { .. } => ErrorKind::Temporary,
+            Error::StlsInjection | Error::Protocol(_) => ErrorKind::Protocol,
+            Error::Server { code, .. } => match code {
+                Some(c) if c.is_temporary() => ErrorKind::Temporary,
+                Some(RespCode::Auth) => ErrorKind::Auth,
+                _ => ErrorKind::Protocol,
+            },
+            Error::Auth { code, .. } => match code {
+                Some(c) if c.is_temporary() => ErrorKind::Temporary,
+                _ => ErrorKind::Auth,
+            },
+            Error::Refused(_) => ErrorKind::Config,
+        }
+    }
+
+    /// Wraps an I/O error from the connection, naming the phase it happened in.
+    pub fn io(phase: &'static str, source: io::Error) -> Error {
+        match source.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout(phase),
+            _ => Error::Lost { phase, source },
+        }
+    }
+}

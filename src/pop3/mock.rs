@@ -1,0 +1,43 @@
+//! A canned server for protocol tests: reads come from a script, writes are recorded.
+
+use std::io::{self, Cursor, Read, Write};
+
+pub struct MockStream {
+    input: Cursor<Vec<u8>>,
+    written: Vec<u8>,
+}
+
+impl MockStream {
+    pub fn new(server: &str) -> Self {
+        MockStream {
+            input: Cursor::new(server.as_bytes().to_vec()),
+            written: Vec::new(),
+        }
+    }
+
+    /// Replaces what the server will say next (after a simulated TLS upgrade).
+    pub fn feed(&mut self, server: &str) {
+        self.input = Cursor::new(server.as_bytes().to_vec());
+    }
+
+    pub fn written(&self) -> &str {
+        std::str::from_utf8(&self.written).unwrap()
+    }
+}
+
+impl Read for MockStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl Write for MockStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.written.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

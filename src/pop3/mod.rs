@@ -1,0 +1,19 @@
+//! A blocking POP3 client (RFC 1939) with CAPA and PIPELINING (RFC 2449) and STLS
+//! (RFC 2595). Everything here is generic over `Read + Write` and knows nothing of
+//! delivery or state; `transport` supplies the real TCP and TLS streams.
+
+mod client;
+mod command;
+mod error;
+pub mod multiline;
+pub mod response;
+pub mod transport;
+
+#[cfg(test)]
+mod mock;
+
+pub use client::{
+    Capabilities, Client, Credentials, Flow, ListedMessage, LoginFailed, Session, Trace,
+};
+pub use error::{Error, ErrorKind};
+pub use response::{RespCode, Status};

@@ -1,0 +1,238 @@
+//! One account's sync, told in the order it happens: lock the account, open the
+//! target and the state, finish what a killed run left, connect, secure, log in, list,
+//! plan, fetch and deliver, make the state durable, delete, quit.
+//!
+//! The order is the never-lose-mail promise: a message gets a DELE only after its
+//! delivery and its state record are durable, and deletions take effect only at QUIT.
+
+use std::io::Read;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Result};
+
+use crate::config::{Account, AuthMethod, Delivery, TlsMode};
+use crate::deliver::{DeliverError, MaildirTarget, Target};
+use crate::lock::AccountLock;
+use crate::policy::{self, Policy, SessionPlan};
+use crate::pop3::response::apop_timestamp;
+use crate::pop3::transport::{Stream, TlsConfig};
+use crate::pop3::{Client, Credentials, Flow, Session, Trace};
+use crate::secret::Secret;
+use crate::state::UidlState;
+
+/// What a sync did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub fetched: usize,
+    pub bytes: u64,
+    pub deleted: usize,
+    /// Messages the server refused to send; they stay on the server.
+    pub refused: usize,
+}
+
+/// Syncs one account. `trace` receives the protocol steps, passwords redacted.
+pub fn sync_account(account: &Account, trace: Option<Trace>) -> Result<Report> {
+    let _lock = lock(account)?;
+    let mut target = open_target(account)?;
+    let mut state = UidlState::open(&account.state_file())?;
+    recover(&mut state, target.as_mut())?;
+
+    let password = account.password.resolve()?;
+    let tls = TlsConfig::new(account.tls_ca_file.as_deref())?;
+    let client = connect(account, &tls, trace)?;
+    let mut session = login(client, account, &password)?;
+
+    let listing = session.listing()?;
+    let plan = policy::plan(
+        &listing,
+        state.delivered_uids(),
+        &Policy { keep: account.keep },
+    );
+    state.forget(&plan.forget)?;
+
+    let mut report = Report::default();
+    let fetched = fetch_and_deliver(
+        &mut session,
+        &plan,
+        target.as_mut(),
+        &mut state,
+        &mut report,
+    );
+    // Whatever happened while fetching, every completed delivery is made durable
+    // before a single DELE goes out.
+    state.sync()?;
+    let (delivered, stopped_by) = fetched?;
+
+    let mut deletions = plan.delete.clone();
+    if plan.delete_after_delivery {
+        deletions.extend(delivered);
+    }
+    let refused = session.delete(&deletions)?;
+    session.quit()?;
+    report.deleted = deletions.len() - refused.len();
+
+    if let Some(err) = stopped_by {
+        return Err(err);
+    }
+    if report.refused > 0 {
+        return Err(anyhow!(crate::pop3::Error::Protocol(format!(
+            "the server refused to send {} message(s); they stay on the server",
+            report.refused
+        ))));
+    }
+    Ok(report)
+}
+
+fn lock(account: &Account) -> Result<AccountLock> {
+    crate::durable::create_dir_all(&account.state_dir).map_err(|source| {
+        crate::state::StateError::Io {
+            action: "create the directory of",
+            path: account.state_file(),
+            source,
+        }
+    })?;
+    Ok(AccountLock::acquire(&account.lock_file())?)
+}
+
+fn open_target(account: &Account) -> Result<Box<dyn Target>> {
+    match &account.deliver {
+        Delivery::Maildir(dir) => Ok(Box::new(MaildirTarget::open(dir)?)),
+    }
+}
+
+/// Finishes what a killed run left: a delivery announced in the state either
+/// completed (record it, so it is not fetched twice) or did not (clean up after it, so
+/// it is fetched again).
+fn recover(state: &mut UidlState, target: &mut dyn Target) -> Result<()> {
+    for interrupted in state.interrupted() {
+        if target.holds(&interrupted.location)? {
+            state.record_delivered(&interrupted.uid, now())?;
+        } else {
+            target.discard(&interrupted.location)?;
+            state.record_abandoned(&interrupted.uid)?;
+        }
+    }
+    state.sync()?;
+    Ok(())
+}
+
+/// Connects and secures the connection as configured; never falls back to cleartext.
+fn connect(account: &Account, tls: &TlsConfig, trace: Option<Trace>) -> Result<Client<Stream>> {
+    let stream = Stream::connect(&account.host, account.port, account.timeout)?;
+    let stream = match account.tls {
+        TlsMode::Implicit => stream.secure(tls, &account.host)?,
+        TlsMode::Starttls | TlsMode::None => stream,
+    };
+    let mut client = Client::new(stream, trace)?;
+    if account.tls == TlsMode::Starttls {
+        client = client.starttls(|plain| plain.secure(tls, &account.host))?;
+    }
+    Ok(client)
+}
+
+fn login(
+    mut client: Client<Stream>,
+    account: &Account,
+    password: &Secret,
+) -> Result<Session<Stream>> {
+    client.capabilities()?;
+    let encrypted = account.tls != TlsMode::None;
+    let (user, password) = (account.user.as_str(), password.expose());
+    let credentials = match account.auth {
+        AuthMethod::User => Credentials::User { user, password },
+        AuthMethod::Apop => Credentials::Apop { user, password },
+        AuthMethod::Auto if encrypted => Credentials::User { user, password },
+        AuthMethod::Auto if apop_timestamp(&client.greeting().raw).is_some() => {
+            Credentials::Apop { user, password }
+        }
+        AuthMethod::Auto => {
+            return Err(crate::pop3::Error::Refused(
+                "the connection is not encrypted and auth = \"auto\" never sends a password in cleartext; use tls = \"implicit\" or \"starttls\", or set auth = \"user\" to allow it".into(),
+            )
+            .into())
+        }
+    };
+    match client.login(credentials) {
+        Ok(session) => Ok(session),
+        Err(failed) => {
+            // Be polite, but the login error is what matters.
+            let _ = failed.client.quit();
+            Err(failed.error.into())
+        }
+    }
+}
+
+/// Fetches every planned message and delivers it. Returns the numbers of the
+/// messages delivered and, if delivery had to stop, why; a failed session is an `Err`.
+fn fetch_and_deliver(
+    session: &mut Session<Stream>,
+    plan: &SessionPlan,
+    target: &mut dyn Target,
+    state: &mut UidlState,
+    report: &mut Report,
+) -> Result<(Vec<u32>, Option<anyhow::Error>)> {
+    let nums: Vec<u32> = plan.fetch.iter().map(|m| m.num).collect();
+    let mut delivered = Vec::with_capacity(nums.len());
+    let mut stopped_by = None;
+    let mut index = 0;
+    session.retrieve(&nums, |num, body| {
+        let message = &plan.fetch[index];
+        index += 1;
+        debug_assert_eq!(message.num, num);
+        let Ok(body) = body else {
+            report.refused += 1;
+            return Flow::Continue;
+        };
+        match deliver_one(target, state, &message.uid, body) {
+            Ok(bytes) => {
+                delivered.push(num);
+                report.fetched += 1;
+                report.bytes += bytes;
+                Flow::Continue
+            }
+            // A broken connection is reported by `retrieve` itself.
+            Err(err) if is_source_error(&err) => Flow::Stop,
+            Err(err) => {
+                stopped_by = Some(err.context(format!("message {num} stays on the server")));
+                Flow::Stop
+            }
+        }
+    })?;
+    Ok((delivered, stopped_by))
+}
+
+fn is_source_error(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<DeliverError>(),
+        Some(DeliverError::Source(_))
+    )
+}
+
+/// Delivers one message: announce, deliver, record.
+fn deliver_one(
+    target: &mut dyn Target,
+    state: &mut UidlState,
+    uid: &str,
+    body: &mut dyn Read,
+) -> Result<u64> {
+    let location = target.reserve();
+    state.record_intent(uid, &location)?;
+    match target.deliver(&location, body) {
+        Ok(bytes) => {
+            state.record_delivered(uid, now())?;
+            Ok(bytes)
+        }
+        Err(err) => {
+            // The target left nothing behind; if this record is lost, recovery
+            // finds the location empty and comes to the same conclusion.
+            let _ = state.record_abandoned(uid);
+            Err(err.into())
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

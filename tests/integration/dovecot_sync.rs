@@ -1,0 +1,232 @@
+//! `popfetch sync` against a real Dovecot: byte-exact delivery over every TLS mode,
+//! nothing delivered twice, the server emptied when asked, and the failures a real
+//! server can produce.
+
+use std::fs::{self, File};
+
+use crate::support::dovecot::{self, fidelity_corpus, numbered};
+use crate::support::{Dovecot, Home};
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+#[test]
+fn implicit_tls_delivers_byte_identical_and_only_once() {
+    let server = Dovecot::start();
+    server.add_messages(&fidelity_corpus());
+    let home = Home::new();
+    home.write_config(&server.config(&home, "implicit", "keep = true"));
+
+    home.run(&["sync"]).expect(0);
+    assert_eq!(home.delivered(), sorted(fidelity_corpus()));
+    assert_eq!(
+        server.messages(),
+        sorted(fidelity_corpus()),
+        "keep = true leaves mail"
+    );
+    assert!(home.tmp_is_empty());
+    assert!(home.state_dir().join("test.state").exists());
+
+    let again = home.run(&["sync", "test"]);
+    again.expect(0);
+    assert_eq!(
+        home.delivered().len(),
+        fidelity_corpus().len(),
+        "second run delivers nothing"
+    );
+    assert!(
+        again.stderr().is_empty(),
+        "a quiet run prints nothing: {}",
+        again.stderr()
+    );
+}
+
+#[test]
+fn starttls_with_delete_empties_the_server() {
+    let server = Dovecot::start();
+    server.add_messages(&fidelity_corpus());
+    let home = Home::new();
+    let config = server.config(&home, "starttls", "").replace(
+        &format!("password = \"{}\"", dovecot::PASSWORD),
+        &format!("password_command = \"echo '{}'\"", dovecot::PASSWORD),
+    );
+    home.write_config(&config);
+
+    let run = home.run(&["-v", "sync"]);
+    run.expect(0);
+    assert_eq!(home.delivered(), sorted(fidelity_corpus()));
+    assert!(
+        server.messages().is_empty(),
+        "keep = false deletes delivered mail"
+    );
+    let trace = run.stderr();
+    assert!(
+        trace.contains("> STLS") && trace.contains("> PASS ********"),
+        "{trace}"
+    );
+    assert!(
+        !trace.contains(dovecot::PASSWORD),
+        "the password leaked into the trace"
+    );
+
+    // New mail arrives; only it is fetched.
+    server.add_messages(&numbered(3));
+    home.run(&["sync"]).expect(0);
+    assert_eq!(home.delivered().len(), fidelity_corpus().len() + 3);
+    assert!(server.messages().is_empty());
+}
+
+#[test]
+fn plain_connection_with_user_and_apop() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(5));
+    let home = Home::new();
+    home.write_config(&server.config(&home, "none", "keep = true\nauth = \"user\""));
+    home.run(&["sync"]).expect(0);
+    assert_eq!(home.delivered(), sorted(numbered(5)));
+
+    // auth = "auto" never sends a cleartext password: over a plain connection it
+    // uses APOP, which Dovecot offers here.
+    let apop_home = Home::new();
+    apop_home.write_config(&server.config(&apop_home, "none", "keep = true"));
+    let run = apop_home.run(&["-v", "sync"]);
+    run.expect(0);
+    assert!(
+        run.stderr().contains("> APOP alice ********"),
+        "{}",
+        run.stderr()
+    );
+    assert!(!run.stderr().contains("> PASS"));
+    assert_eq!(apop_home.delivered(), sorted(numbered(5)));
+}
+
+#[test]
+fn wrong_password_is_an_auth_failure_and_keeps_the_secret() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(1));
+    let home = Home::new();
+    let config = server
+        .config(&home, "implicit", "")
+        .replace(dovecot::PASSWORD, "wrong-Secret-123");
+    home.write_config(&config);
+    let run = home.run(&["sync"]);
+    run.expect(77);
+    assert!(
+        !run.stderr().contains("wrong-Secret-123"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(run.stderr().lines().count(), 1, "{}", run.stderr());
+    assert_eq!(server.messages().len(), 1);
+}
+
+#[test]
+fn untrusted_certificate_is_refused_before_login() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(1));
+    let home = Home::new();
+    // Without the test CA the certificate chain is not trusted.
+    let config = server.config(&home, "implicit", "");
+    let config: String = config
+        .lines()
+        .filter(|l| !l.starts_with("tls_ca_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    home.write_config(&config);
+    let run = home.run(&["sync"]);
+    run.expect(69);
+    assert!(run.stderr().contains("TLS"), "{}", run.stderr());
+    assert!(
+        !server.log().contains("Login: user=<alice>"),
+        "no login may happen"
+    );
+
+    // STLS with an untrusted certificate: no cleartext fallback either.
+    let config = server.config(&home, "starttls", "");
+    let config: String = config
+        .lines()
+        .filter(|l| !l.starts_with("tls_ca_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    home.write_config(&config);
+    home.run(&["sync"]).expect(69);
+    assert!(
+        !server.log().contains("Login: user=<alice>"),
+        "no login may happen"
+    );
+    assert!(home.delivered().is_empty());
+}
+
+#[test]
+fn certificate_for_another_host_name_is_refused() {
+    let server = Dovecot::start();
+    let home = Home::new();
+    let config = server.config(&home, "implicit", "").replace(
+        "host = \"127.0.0.1\"",
+        &format!("host = \"{}\"", server.wrong_name_host),
+    );
+    home.write_config(&config);
+    let run = home.run(&["sync"]);
+    run.expect(69);
+    assert!(run.stderr().contains("certificate"), "{}", run.stderr());
+}
+
+#[test]
+fn a_second_sync_of_the_same_account_waits_for_nothing() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(2));
+    let home = Home::new();
+    home.write_config(&server.config(&home, "implicit", ""));
+    fs::create_dir_all(home.state_dir()).unwrap();
+    let lock = File::create(home.state_dir().join("test.lock")).unwrap();
+    lock.lock().unwrap();
+    let run = home.run(&["sync"]);
+    run.expect(75);
+    assert!(
+        run.stderr().contains("another popfetch"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(server.messages().len(), 2);
+    drop(lock);
+    home.run(&["sync"]).expect(0);
+    assert_eq!(home.delivered(), sorted(numbered(2)));
+}
+
+#[test]
+fn write_failure_mid_session_keeps_mail_and_loses_nothing() {
+    let server = Dovecot::start();
+    let mut corpus = numbered(3);
+    let mut large = b"Subject: too large for the limit\n\n".to_vec();
+    large.extend(std::iter::repeat_n(b"0123456789abcdef\n", 20_000).flatten());
+    corpus.push(large);
+    server.add_messages(&corpus);
+    let home = Home::new();
+    home.write_config(&server.config(&home, "implicit", ""));
+    // A file-size limit makes the large message's write fail with EFBIG, as a full
+    // disk would, while the small ones and the state fit. SIGXFSZ is ignored so the
+    // write fails instead of killing the process.
+    let output = std::process::Command::new("bash")
+        .args(["-c", "ulimit -f 100; trap '' XFSZ; exec \"$0\" sync"])
+        .arg(env!("CARGO_BIN_EXE_popfetch"))
+        .envs(home.command().get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(home.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(74), "{stderr}");
+    assert!(stderr.contains("cannot deliver"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(home.tmp_is_empty(), "no partial file may stay in tmp/");
+    // Whatever was delivered was deleted; whatever was not is still on the server.
+    let mut everything = home.delivered();
+    everything.extend(server.messages());
+    assert_eq!(sorted(everything), sorted(corpus.clone()));
+    assert!(server.messages().iter().any(|m| m.len() > 100_000));
+
+    home.run(&["sync"]).expect(0);
+    assert_eq!(home.delivered(), sorted(corpus));
+    assert!(server.messages().is_empty());
+}

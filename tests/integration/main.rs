@@ -1,0 +1,8 @@
+//! Binary-level tests: the real `popfetch` against a real Dovecot, and against a
+//! scripted server for what Dovecot cannot be made to do.
+
+mod support;
+
+mod cli_errors;
+mod dovecot_sync;
+mod hostile_server;

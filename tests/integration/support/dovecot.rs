@@ -1,0 +1,407 @@
+//! A real Dovecot POP3 server for one test: its own config, user, Maildir and a CA of
+//! its own, listening on loopback ports only. Stopped when dropped.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const USER: &str = "alice";
+pub const PASSWORD: &str = "correct horse battery";
+
+const DOVECOT: &str = "/usr/sbin/dovecot";
+
+pub struct Dovecot {
+    dir: tempfile::TempDir,
+    child: Child,
+    /// Plain POP3 (STLS offered).
+    pub port: u16,
+    /// POP3 over implicit TLS.
+    pub tls_port: u16,
+    /// Same listeners on 127.0.0.2, whose address the certificate does not name.
+    pub wrong_name_host: &'static str,
+    mail_uid: u32,
+    mail_gid: u32,
+    seq: AtomicU32,
+}
+
+/// The test CA and a server certificate for localhost and 127.0.0.1, made once.
+pub struct Certs {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn certs() -> &'static Certs {
+    static CERTS: OnceLock<Certs> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("certs-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let ext = dir.join("ext.cnf");
+        fs::write(
+            &ext,
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &dir,
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "3",
+                    "-subj",
+                    "/CN=popfetch test CA",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &dir,
+            &[
+                &["req"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "3",
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        for f in ["server.key", "server.pem", "ca.pem"] {
+            fs::set_permissions(dir.join(f), fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        Certs {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }
+    })
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is needed to make test certificates: apt-get install openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The uid, gid and user names Dovecot's processes run as. Dovecot refuses to run
+/// its login processes as root and to give mail to uid 0, so as root we use the
+/// system users that Debian's package creates; otherwise everything is us.
+fn identities() -> (u32, u32, String, String) {
+    let uid = euid();
+    if uid == 0 {
+        let id = |flag: &str| {
+            let out = Command::new("id").args([flag, "dovecot"]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u32>()
+                .expect("the dovecot system user is missing: apt-get install dovecot-pop3d")
+        };
+        (id("-u"), id("-g"), "dovecot".into(), "dovenull".into())
+    } else {
+        let name = String::from_utf8_lossy(&Command::new("id").arg("-un").output().unwrap().stdout)
+            .trim()
+            .to_string();
+        let gid = String::from_utf8_lossy(&Command::new("id").arg("-g").output().unwrap().stdout)
+            .trim()
+            .parse()
+            .unwrap();
+        (uid, gid, name.clone(), name)
+    }
+}
+
+fn euid() -> u32 {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+impl Dovecot {
+    pub fn start() -> Dovecot {
+        assert!(
+            Path::new(DOVECOT).exists(),
+            "Dovecot is not installed: apt-get install dovecot-pop3d (see .ci/run)"
+        );
+        let certs = certs();
+        let dir = tempfile::Builder::new()
+            .prefix("popfetch-dovecot")
+            .tempdir()
+            .unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let (mail_uid, mail_gid, internal_user, login_user) = identities();
+        let root = dir.path().display().to_string();
+        let (port, tls_port) = (free_port(), free_port());
+        fs::write(
+            dir.path().join("passwd"),
+            format!("{USER}:{{PLAIN}}{PASSWORD}\n"),
+        )
+        .unwrap();
+        let config = format!(
+            r#"
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+instance_name = popfetch-test-{port}
+protocols = pop3
+listen = 127.0.0.1
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
+disable_plaintext_auth = no
+auth_mechanisms = plain login apop
+default_internal_user = {internal_user}
+default_internal_group = {internal_user}
+default_login_user = {login_user}
+first_valid_uid = 1
+mail_location = maildir:~/Maildir
+pop3_uidl_format = %08Xu%08Xv
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={mail_uid} gid={mail_gid} home={root}/home/%u
+}}
+service pop3-login {{
+  chroot =
+  inet_listener pop3 {{
+    address = 127.0.0.1 127.0.0.2
+    port = {port}
+  }}
+  inet_listener pop3s {{
+    address = 127.0.0.1 127.0.0.2
+    port = {tls_port}
+    ssl = yes
+  }}
+}}
+service imap-login {{
+  chroot =
+}}
+service anvil {{
+  chroot =
+}}
+"#,
+            cert = certs.cert.display(),
+            key = certs.key.display(),
+        );
+        let conf = dir.path().join("dovecot.conf");
+        fs::write(&conf, config).unwrap();
+        let child = Command::new(DOVECOT)
+            .args(["-F", "-c"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Dovecot {
+            dir,
+            child,
+            port,
+            tls_port,
+            wrong_name_host: "127.0.0.2",
+            mail_uid,
+            mail_gid,
+            seq: AtomicU32::new(0),
+        };
+        server.make_maildir();
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in [self.port, self.tls_port] {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "Dovecot did not start; its log:\n{}",
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// The user's Maildir on the server.
+    pub fn maildir(&self) -> PathBuf {
+        self.dir.path().join("home").join(USER).join("Maildir")
+    }
+
+    fn own(&self, path: &Path) {
+        chown(path, Some(self.mail_uid), Some(self.mail_gid)).unwrap();
+    }
+
+    fn make_maildir(&self) {
+        let home = self.dir.path().join("home");
+        for dir in [home.clone(), home.join(USER), self.maildir()] {
+            fs::create_dir_all(&dir).unwrap();
+            self.own(&dir);
+        }
+        for sub in ["new", "cur", "tmp"] {
+            let dir = self.maildir().join(sub);
+            fs::create_dir_all(&dir).unwrap();
+            self.own(&dir);
+        }
+    }
+
+    /// Puts messages in the user's mailbox, as a local delivery would.
+    pub fn add_messages(&self, messages: &[Vec<u8>]) {
+        for message in messages {
+            let n = self.seq.fetch_add(1, Ordering::SeqCst);
+            let tmp = self.maildir().join("tmp").join(format!("{n}.test"));
+            fs::write(&tmp, message).unwrap();
+            self.own(&tmp);
+            fs::rename(
+                &tmp,
+                self.maildir()
+                    .join("new")
+                    .join(format!("{:06}.{n}.test", n)),
+            )
+            .unwrap();
+        }
+    }
+
+    /// The messages in the mailbox as Dovecot stores them, sorted.
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        super::home::maildir_messages(&self.maildir())
+    }
+
+    /// A config for this server; `extra` adds or overrides keys.
+    pub fn config(&self, home: &super::Home, tls: &str, extra: &str) -> String {
+        let port = if tls == "implicit" {
+            self.tls_port
+        } else {
+            self.port
+        };
+        format!(
+            r#"[accounts.test]
+host = "127.0.0.1"
+port = {port}
+tls = "{tls}"
+tls_ca_file = "{ca}"
+timeout = 20
+user = "{USER}"
+password = "{PASSWORD}"
+deliver = "maildir:{maildir}"
+{extra}
+"#,
+            ca = certs().ca.display(),
+            maildir = home.maildir().display(),
+        )
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Messages that trip up careless fetchers: dot lines, "From " lines, 8-bit bytes,
+/// long lines, an empty body and a large message.
+pub fn fidelity_corpus() -> Vec<Vec<u8>> {
+    let mut corpus: Vec<Vec<u8>> = vec![
+        b"From: a@example.com\nTo: b@example.com\nSubject: plain\n\nHello.\n".to_vec(),
+        b"Subject: dots\n\n.leading dot\n..two dots\n.\n...\nend\n".to_vec(),
+        b"Subject: from lines\n\nFrom here on\n>From quoted\nFrom: not a header\n".to_vec(),
+        b"Subject: 8bit \xe9t\xe9\nContent-Type: text/plain; charset=latin1\n\ncaf\xe9 \xc3\xa9 \x80\xff\n".to_vec(),
+        b"Subject: empty body\n\n".to_vec(),
+        b"Subject: trailing blank lines\n\nbody\n\n\n".to_vec(),
+    ];
+    let mut long = b"Subject: long line\n\n".to_vec();
+    long.extend(std::iter::repeat_n(b'x', 20_000));
+    long.push(b'\n');
+    corpus.push(long);
+    let mut large = b"Subject: large\n\n".to_vec();
+    for i in 0..60_000 {
+        large.extend_from_slice(
+            format!("{i:08} the quick brown fox jumps over the lazy dog\n").as_bytes(),
+        );
+        if i % 1000 == 0 {
+            large.extend_from_slice(b".\n");
+        }
+    }
+    corpus.push(large);
+    corpus
+}
+
+/// `n` small distinct messages.
+pub fn numbered(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("Subject: message {i}\nMessage-ID: <{i}@test>\n\nbody {i}\n").into_bytes())
+        .collect()
+}

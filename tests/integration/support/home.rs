@@ -1,0 +1,159 @@
+//! A fresh home directory to run the real binary in, with the environment scrubbed
+//! and XDG paths pointing inside it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+/// The result of one run of popfetch, with everything needed to explain a failure.
+pub struct Run {
+    pub command: String,
+    pub output: Output,
+    pub listing: String,
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.output.status.code().unwrap_or(-1)
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    /// Asserts the exit code; on failure shows the command, its output and the files.
+    #[track_caller]
+    pub fn expect(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "\ncommand: {}\nstdout:\n{}\nstderr:\n{}\nfiles:\n{}",
+            self.command,
+            self.stdout(),
+            self.stderr(),
+            self.listing
+        );
+        self
+    }
+}
+
+impl Home {
+    pub fn new() -> Home {
+        Home {
+            dir: tempfile::Builder::new()
+                .prefix("popfetch-home")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join(".config/popfetch/config.toml")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join(".local/state/popfetch")
+    }
+
+    pub fn maildir(&self) -> PathBuf {
+        self.path().join("Mail")
+    }
+
+    /// Writes the default config file, owner-only.
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.config_path();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_popfetch"));
+        cmd.env_clear()
+            .env("HOME", self.path())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("XDG_CONFIG_HOME", self.path().join(".config"))
+            .env("XDG_STATE_HOME", self.path().join(".local/state"))
+            .stdin(Stdio::null())
+            .current_dir(self.path());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let output = self.command().args(args).output().unwrap();
+        if std::env::var_os("POPFETCH_TEST_SHOW").is_some() {
+            eprintln!(
+                "PEEK {args:?} -> {:?}: {}",
+                output.status.code(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Run {
+            command: format!("popfetch {}", args.join(" ")),
+            output,
+            listing: listing(self.path()),
+        }
+    }
+
+    /// Messages delivered into the Maildir (new/ and cur/), sorted.
+    pub fn delivered(&self) -> Vec<Vec<u8>> {
+        maildir_messages(&self.maildir())
+    }
+
+    pub fn tmp_is_empty(&self) -> bool {
+        fs::read_dir(self.maildir().join("tmp"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+    }
+}
+
+/// The contents of every message in a Maildir's new/ and cur/, sorted.
+pub fn maildir_messages(root: &Path) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    for sub in ["new", "cur"] {
+        if let Ok(entries) = fs::read_dir(root.join(sub)) {
+            for entry in entries {
+                messages.push(fs::read(entry.unwrap().path()).unwrap());
+            }
+        }
+    }
+    messages.sort();
+    messages
+}
+
+fn listing(root: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let meta = entry.metadata().unwrap();
+            out.push_str(&format!(
+                "  {} ({} bytes)\n",
+                path.strip_prefix(root).unwrap().display(),
+                meta.len()
+            ));
+            if meta.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,12 @@
+//! Shared test helpers: a temporary home to run popfetch in, a Dovecot started on
+//! loopback with its own config, and a scripted POP3 server.
+
+#![allow(dead_code)]
+
+pub mod dovecot;
+pub mod home;
+pub mod scripted;
+
+pub use dovecot::Dovecot;
+pub use home::Home;
+pub use scripted::{Scripted, Step};

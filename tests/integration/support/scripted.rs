@@ -1,0 +1,199 @@
+//! A scripted POP3 server on a loopback port, for what a real server will not do:
+//! injected bytes, cut connections, duplicate unique-ids, silence. It serves the
+//! scripts given, one connection each, and records every line the client sent.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Send these bytes as they are.
+    Send(Vec<u8>),
+    /// Read one line from the client; it must start with this text.
+    Expect(&'static str),
+    /// Read one command and answer it in the usual way for a small mailbox.
+    /// Loops until QUIT, serving `messages` (unique-id, content with CRLF).
+    Serve(Vec<(String, Vec<u8>)>),
+    /// Stay silent for this long.
+    Sleep(Duration),
+    /// Close the connection.
+    Close,
+}
+
+pub struct Scripted {
+    pub port: u16,
+    received: Arc<Mutex<Vec<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub fn send(text: &str) -> Step {
+    Step::Send(text.as_bytes().to_vec())
+}
+
+/// The usual greeting and a CAPA reply without STLS.
+pub fn greeting_and_capa() -> Vec<Step> {
+    vec![
+        send("+OK scripted ready\r\n"),
+        Step::Expect("CAPA"),
+        send("+OK\r\nUSER\r\nUIDL\r\nTOP\r\nPIPELINING\r\n.\r\n"),
+    ]
+}
+
+/// Greeting, CAPA, and a USER/PASS login that succeeds.
+pub fn logged_in() -> Vec<Step> {
+    let mut steps = greeting_and_capa();
+    steps.extend([
+        Step::Expect("USER"),
+        send("+OK\r\n"),
+        Step::Expect("PASS"),
+        send("+OK logged in\r\n"),
+    ]);
+    steps
+}
+
+/// A message in wire form: CRLF line endings and dot-stuffing.
+pub fn wire(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+impl Scripted {
+    /// Serves each script to one connection, in order.
+    pub fn start(scripts: Vec<Vec<Step>>) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = received.clone();
+        let thread = std::thread::spawn(move || {
+            for script in scripts {
+                let Ok((stream, _)) = listener.accept() else {
+                    return;
+                };
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                run_script(stream, script, &log);
+            }
+        });
+        Scripted {
+            port,
+            received,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every line the client sent so far, across connections.
+    pub fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits for the scripts to finish and returns what the client sent.
+    pub fn finish(mut self) -> Vec<String> {
+        if let Some(t) = self.thread.take() {
+            t.join().expect("scripted server panicked");
+        }
+        self.received()
+    }
+
+    /// A config for this server over plain TCP with USER/PASS.
+    pub fn config(&self, home: &super::Home, extra: &str) -> String {
+        format!(
+            r#"[accounts.test]
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+auth = "user"
+timeout = 5
+user = "alice"
+password = "hunter2-secret"
+deliver = "maildir:{maildir}"
+{extra}
+"#,
+            port = self.port,
+            maildir = home.maildir().display(),
+        )
+    }
+}
+
+fn run_script(stream: TcpStream, script: Vec<Step>, log: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut read_line = |log: &Mutex<Vec<String>>| -> Option<String> {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                let line = line.trim_end().to_string();
+                log.lock().unwrap().push(line.clone());
+                Some(line)
+            }
+        }
+    };
+    for step in script {
+        match step {
+            Step::Send(bytes) => {
+                if writer.write_all(&bytes).is_err() {
+                    return;
+                }
+            }
+            Step::Expect(prefix) => match read_line(log) {
+                Some(line) if line.starts_with(prefix) => {}
+                _ => return,
+            },
+            Step::Serve(messages) => {
+                while let Some(line) = read_line(log) {
+                    let reply = serve(&line, &messages);
+                    if writer.write_all(&reply).is_err() || line.starts_with("QUIT") {
+                        return;
+                    }
+                }
+                return;
+            }
+            Step::Sleep(d) => std::thread::sleep(d),
+            Step::Close => return,
+        }
+    }
+}
+
+fn serve(line: &str, messages: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut words = line.split(' ');
+    let command = words.next().unwrap_or("").to_ascii_uppercase();
+    let num: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let message = num.checked_sub(1).and_then(|i| messages.get(i));
+    let mut out = Vec::new();
+    match (command.as_str(), message) {
+        ("UIDL", _) => {
+            out.extend_from_slice(b"+OK\r\n");
+            for (i, (uid, _)) in messages.iter().enumerate() {
+                out.extend_from_slice(format!("{} {uid}\r\n", i + 1).as_bytes());
+            }
+            out.extend_from_slice(b".\r\n");
+        }
+        ("LIST", _) => {
+            out.extend_from_slice(b"+OK\r\n");
+            for (i, (_, body)) in messages.iter().enumerate() {
+                out.extend_from_slice(format!("{} {}\r\n", i + 1, wire(body).len()).as_bytes());
+            }
+            out.extend_from_slice(b".\r\n");
+        }
+        ("RETR", Some((_, body))) => {
+            out.extend_from_slice(b"+OK\r\n");
+            out.extend_from_slice(&wire(body));
+            out.extend_from_slice(b".\r\n");
+        }
+        ("DELE", Some(_)) | ("NOOP", _) | ("RSET", _) => out.extend_from_slice(b"+OK\r\n"),
+        ("QUIT", _) => out.extend_from_slice(b"+OK bye\r\n"),
+        _ => out.extend_from_slice(b"-ERR no such thing\r\n"),
+    }
+    out
+}
