@@ -174,7 +174,20 @@ fn euid() -> u32 {
 }
 
 impl Dovecot {
+    /// Starts Dovecot on fresh loopback ports, retrying when a port it was given
+    /// was taken in the meantime by another test.
     pub fn start() -> Dovecot {
+        let mut failures = String::new();
+        for _ in 0..3 {
+            match Dovecot::try_start() {
+                Ok(server) => return server,
+                Err(why) => failures.push_str(&why),
+            }
+        }
+        panic!("Dovecot did not start:\n{failures}");
+    }
+
+    fn try_start() -> Result<Dovecot, String> {
         assert!(
             Path::new(DOVECOT).exists(),
             "Dovecot is not installed: apt-get install dovecot-pop3d (see .ci/run)"
@@ -244,15 +257,16 @@ service anvil {{
         );
         let conf = dir.path().join("dovecot.conf");
         fs::write(&conf, config).unwrap();
+        let stderr = fs::File::create(dir.path().join("dovecot.stderr")).unwrap();
         let child = Command::new(DOVECOT)
             .args(["-F", "-c"])
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
-        let server = Dovecot {
+        let mut server = Dovecot {
             dir,
             child,
             port,
@@ -263,22 +277,27 @@ service anvil {{
             seq: AtomicU32::new(0),
         };
         server.make_maildir();
-        server.wait_ready();
-        server
+        server.wait_ready()?;
+        Ok(server)
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         for port in [self.port, self.tls_port] {
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "Dovecot did not start; its log:\n{}",
-                    self.log()
-                );
+                let exited = self.child.try_wait().ok().flatten();
+                if exited.is_some() || Instant::now() > deadline {
+                    return Err(format!(
+                        "exit {exited:?}; log:\n{}\nstderr:\n{}\n",
+                        self.log(),
+                        fs::read_to_string(self.dir.path().join("dovecot.stderr"))
+                            .unwrap_or_default()
+                    ));
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        Ok(())
     }
 
     pub fn log(&self) -> String {
