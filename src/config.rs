@@ -41,6 +41,9 @@ pub enum AuthMethod {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     Maildir(PathBuf),
+    Mbox(PathBuf),
+    /// An MDA command split into program and arguments, `%F` and `%T` unsubstituted.
+    Mda(Vec<String>),
 }
 
 /// One account, fully resolved.
@@ -56,6 +59,10 @@ pub struct Account {
     pub password: PasswordSource,
     pub auth: AuthMethod,
     pub deliver: Delivery,
+    /// `%T` for an MDA: the recipient.
+    pub mda_recipient: String,
+    /// How long one MDA call may take.
+    pub mda_timeout: Duration,
     pub keep: bool,
     pub state_dir: PathBuf,
 }
@@ -86,6 +93,8 @@ struct RawAccount {
     password_command: Option<String>,
     auth: Option<AuthMethod>,
     deliver: Option<String>,
+    mda_recipient: Option<String>,
+    mda_timeout: Option<u64>,
     keep: Option<bool>,
     state_dir: Option<String>,
 }
@@ -105,6 +114,8 @@ impl RawAccount {
             password_command: self.password_command.or(d.password_command),
             auth: self.auth.or(d.auth),
             deliver: self.deliver.or(d.deliver),
+            mda_recipient: self.mda_recipient.or(d.mda_recipient),
+            mda_timeout: self.mda_timeout.or(d.mda_timeout),
             keep: self.keep.or(d.keep),
             state_dir: self.state_dir.or(d.state_dir),
         }
@@ -279,10 +290,12 @@ fn resolve(
         TlsMode::Implicit => 995,
         _ => 110,
     });
-    let timeout = match raw.timeout.unwrap_or(60) {
-        0 => return Err(invalid("\"timeout\" must be at least 1 second".into())),
-        secs => Duration::from_secs(secs),
+    let seconds = |value: Option<u64>, key: &str, default: u64| match value.unwrap_or(default) {
+        0 => Err(invalid(format!("\"{key}\" must be at least 1 second"))),
+        secs => Ok(Duration::from_secs(secs)),
     };
+    let timeout = seconds(raw.timeout, "timeout", 60)?;
+    let mda_timeout = seconds(raw.mda_timeout, "mda_timeout", 300)?;
     let password = match (raw.password, raw.password_command) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -305,12 +318,22 @@ fn resolve(
         Some(("maildir", dir)) if !dir.is_empty() => {
             Delivery::Maildir(expand_home(dir, &paths.home))
         }
+        Some(("mbox", file)) if !file.is_empty() => Delivery::Mbox(expand_home(file, &paths.home)),
+        Some(("mda", command)) => {
+            let argv = shell_words::split(command)
+                .map_err(|e| invalid(format!("cannot split the MDA command: {e}")))?;
+            if argv.is_empty() {
+                return Err(invalid("the MDA command is empty".into()));
+            }
+            Delivery::Mda(argv)
+        }
         _ => {
             return Err(invalid(format!(
-                "cannot understand deliver = \"{deliver}\"; use \"maildir:PATH\""
+                "cannot understand deliver = \"{deliver}\"; use \"maildir:PATH\", \"mbox:PATH\" or \"mda:COMMAND\""
             )))
         }
     };
+    let mda_recipient = raw.mda_recipient.unwrap_or_else(|| user.clone());
     Ok(Account {
         host,
         port,
@@ -321,6 +344,8 @@ fn resolve(
         password,
         auth: raw.auth.unwrap_or(AuthMethod::Auto),
         deliver,
+        mda_recipient,
+        mda_timeout,
         keep: raw.keep.unwrap_or(false),
         state_dir: raw
             .state_dir

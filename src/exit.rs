@@ -57,7 +57,14 @@ pub fn classify(err: &anyhow::Error) -> Exit {
                 _ => Exit::Config,
             };
         }
-        if cause.is::<DeliverError>() || cause.is::<StateError>() {
+        if let Some(e) = cause.downcast_ref::<DeliverError>() {
+            return if e.is_temporary() {
+                Exit::TempFail
+            } else {
+                Exit::IoError
+            };
+        }
+        if cause.is::<StateError>() {
             return Exit::IoError;
         }
         if let Some(e) = cause.downcast_ref::<LockError>() {

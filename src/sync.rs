@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Result};
 
 use crate::config::{Account, AuthMethod, Delivery, TlsMode};
-use crate::deliver::{DeliverError, MaildirTarget, Target};
+use crate::deliver::{DeliverError, MaildirTarget, MboxTarget, MdaTarget, Recovered, Target};
 use crate::lock::AccountLock;
 use crate::policy::{self, Policy, SessionPlan};
 use crate::pop3::response::apop_timestamp;
@@ -95,9 +95,15 @@ fn lock(account: &Account) -> Result<AccountLock> {
 }
 
 fn open_target(account: &Account) -> Result<Box<dyn Target>> {
-    match &account.deliver {
-        Delivery::Maildir(dir) => Ok(Box::new(MaildirTarget::open(dir)?)),
-    }
+    Ok(match &account.deliver {
+        Delivery::Maildir(dir) => Box::new(MaildirTarget::open(dir)?),
+        Delivery::Mbox(file) => Box::new(MboxTarget::open(file, account.timeout)?),
+        Delivery::Mda(argv) => Box::new(MdaTarget::new(
+            argv.clone(),
+            account.mda_recipient.clone(),
+            account.mda_timeout,
+        )),
+    })
 }
 
 /// Finishes what a killed run left: a delivery announced in the state either
@@ -105,11 +111,9 @@ fn open_target(account: &Account) -> Result<Box<dyn Target>> {
 /// it is fetched again).
 fn recover(state: &mut UidlState, target: &mut dyn Target) -> Result<()> {
     for interrupted in state.interrupted() {
-        if target.holds(&interrupted.location)? {
-            state.record_delivered(&interrupted.uid, now())?;
-        } else {
-            target.discard(&interrupted.location)?;
-            state.record_abandoned(&interrupted.uid)?;
+        match target.recover(&interrupted.location)? {
+            Recovered::Delivered => state.record_delivered(&interrupted.uid, now())?,
+            Recovered::NotDelivered => state.record_abandoned(&interrupted.uid)?,
         }
     }
     state.sync()?;
@@ -163,7 +167,9 @@ fn login(
 }
 
 /// Fetches every planned message and delivers it. Returns the numbers of the
-/// messages delivered and, if delivery had to stop, why; a failed session is an `Err`.
+/// messages delivered and, if some could not be, the worst reason; a failed session is
+/// an `Err`. A failure of the target itself (a full disk) stops the fetching; one that
+/// concerns a single message (an MDA's verdict) does not.
 fn fetch_and_deliver(
     session: &mut Session<Stream>,
     plan: &SessionPlan,
@@ -173,7 +179,7 @@ fn fetch_and_deliver(
 ) -> Result<(Vec<u32>, Option<anyhow::Error>)> {
     let nums: Vec<u32> = plan.fetch.iter().map(|m| m.num).collect();
     let mut delivered = Vec::with_capacity(nums.len());
-    let mut stopped_by = None;
+    let mut failures = Failures::default();
     let mut index = 0;
     session.retrieve(&nums, |num, body| {
         let message = &plan.fetch[index];
@@ -190,15 +196,54 @@ fn fetch_and_deliver(
                 report.bytes += bytes;
                 Flow::Continue
             }
-            // A broken connection is reported by `retrieve` itself.
-            Err(err) if is_source_error(&err) => Flow::Stop,
             Err(err) => {
-                stopped_by = Some(err.context(format!("message {num} stays on the server")));
-                Flow::Stop
+                let per_message = is_per_message(&err);
+                // A broken connection is reported by `retrieve` itself.
+                if !is_source_error(&err) {
+                    failures.add(err.context(format!("message {num} stays on the server")));
+                }
+                if per_message {
+                    Flow::Continue
+                } else {
+                    Flow::Stop
+                }
             }
         }
     })?;
-    Ok((delivered, stopped_by))
+    Ok((delivered, failures.worst()))
+}
+
+/// Delivery failures of one session: the worst is reported, with a count of the rest.
+#[derive(Default)]
+struct Failures {
+    worst: Option<anyhow::Error>,
+    count: usize,
+}
+
+impl Failures {
+    fn add(&mut self, err: anyhow::Error) {
+        self.count += 1;
+        let worse = self
+            .worst
+            .as_ref()
+            .is_none_or(|w| crate::exit::classify(&err) > crate::exit::classify(w));
+        if worse {
+            self.worst = Some(err);
+        }
+    }
+
+    fn worst(self) -> Option<anyhow::Error> {
+        let others = self.count.saturating_sub(1);
+        self.worst.map(|err| {
+            if others == 0 {
+                err
+            } else {
+                err.context(format!(
+                    "{others} other message(s) were not delivered either"
+                ))
+            }
+        })
+    }
 }
 
 fn is_source_error(err: &anyhow::Error) -> bool {
@@ -208,16 +253,26 @@ fn is_source_error(err: &anyhow::Error) -> bool {
     )
 }
 
-/// Delivers one message: announce, deliver, record.
+fn is_per_message(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<DeliverError>()
+        .is_some_and(DeliverError::is_per_message)
+}
+
+/// Delivers one message: the target announces where it goes (recorded durably as an
+/// intent), delivers, and the delivery is recorded.
 fn deliver_one(
     target: &mut dyn Target,
     state: &mut UidlState,
     uid: &str,
     body: &mut dyn Read,
 ) -> Result<u64> {
-    let location = target.reserve();
-    state.record_intent(uid, &location)?;
-    match target.deliver(&location, body) {
+    let mut announced = false;
+    let result = target.deliver(body, &mut |location| {
+        state.record_intent(uid, location)?;
+        announced = true;
+        Ok(())
+    });
+    match result {
         Ok(bytes) => {
             state.record_delivered(uid, now())?;
             Ok(bytes)
@@ -225,7 +280,9 @@ fn deliver_one(
         Err(err) => {
             // The target left nothing behind; if this record is lost, recovery
             // finds the location empty and comes to the same conclusion.
-            let _ = state.record_abandoned(uid);
+            if announced {
+                let _ = state.record_abandoned(uid);
+            }
             Err(err.into())
         }
     }

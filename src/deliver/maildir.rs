@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{copy_message, DeliverError, Target};
+use super::{copy_message, Announce, DeliverError, Recovered, Target};
 use crate::durable::{self, TempFile};
 
 pub struct MaildirTarget {
@@ -54,9 +54,9 @@ fn maildir_host() -> String {
     host.replace('/', "\\057").replace(':', "\\072")
 }
 
-impl Target for MaildirTarget {
+impl MaildirTarget {
     /// `SECONDS.MmicrosPpidQseq.HOST`, unique per the Maildir spec's modern form.
-    fn reserve(&mut self) -> String {
+    fn unique_name(&mut self) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -71,35 +71,43 @@ impl Target for MaildirTarget {
         )
     }
 
-    fn deliver(&mut self, location: &str, message: &mut dyn Read) -> Result<u64, DeliverError> {
-        let tmp = self.root.join("tmp").join(location);
-        let mut file = TempFile::create(tmp).map_err(self.local("tmp"))?;
-        let size = copy_message(message, file.file(), self.local("tmp"))?;
-        file.link_into(&self.root.join("new").join(location))
-            .map_err(self.local("new"))?;
-        Ok(size)
-    }
-
-    fn holds(&self, location: &str) -> Result<bool, DeliverError> {
-        if self.root.join("new").join(location).exists() {
+    fn holds(&self, name: &str) -> Result<bool, DeliverError> {
+        if self.root.join("new").join(name).exists() {
             return Ok(true);
         }
         // A reader may have moved it to cur/, adding ":2,FLAGS" to the name.
         let cur = self.root.join("cur");
         for entry in fs::read_dir(&cur).map_err(self.local("cur"))? {
-            let name = entry.map_err(self.local("cur"))?.file_name();
-            let name = name.to_string_lossy();
-            if name == location || name.starts_with(&format!("{location}:")) {
+            let entry = entry.map_err(self.local("cur"))?.file_name();
+            let entry = entry.to_string_lossy();
+            if entry == name || entry.starts_with(&format!("{name}:")) {
                 return Ok(true);
             }
         }
         Ok(false)
     }
+}
 
-    fn discard(&self, location: &str) -> Result<(), DeliverError> {
-        match fs::remove_file(self.root.join("tmp").join(location)) {
+impl Target for MaildirTarget {
+    fn deliver(&mut self, message: &mut dyn Read, announce: Announce) -> Result<u64, DeliverError> {
+        let name = self.unique_name();
+        announce(&name).map_err(DeliverError::State)?;
+        let tmp = self.root.join("tmp").join(&name);
+        let mut file = TempFile::create(tmp).map_err(self.local("tmp"))?;
+        let size = copy_message(message, file.file(), self.local("tmp"))?;
+        file.link_into(&self.root.join("new").join(&name))
+            .map_err(self.local("new"))?;
+        Ok(size)
+    }
+
+    fn recover(&mut self, name: &str) -> Result<Recovered, DeliverError> {
+        if self.holds(name)? {
+            return Ok(Recovered::Delivered);
+        }
+        // The run died before the link: remove its partial file from tmp/.
+        match fs::remove_file(self.root.join("tmp").join(name)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.local("tmp")(e)),
-            _ => Ok(()),
+            _ => Ok(Recovered::NotDelivered),
         }
     }
 }
@@ -108,28 +116,45 @@ impl Target for MaildirTarget {
 mod tests {
     use super::*;
 
+    fn deliver(
+        md: &mut MaildirTarget,
+        message: &mut dyn Read,
+    ) -> (Result<u64, DeliverError>, String) {
+        let mut location = String::new();
+        let result = md.deliver(message, &mut |l| {
+            location = l.to_string();
+            Ok(())
+        });
+        (result, location)
+    }
+
     #[test]
     fn delivers_into_new_and_finds_it_again() {
         let dir = tempfile::tempdir().unwrap();
         let mut md = MaildirTarget::open(&dir.path().join("Mail")).unwrap();
-        let loc = md.reserve();
-        assert_ne!(loc, md.reserve());
-        let size = md.deliver(&loc, &mut &b"Subject: x\n\nbody\n"[..]).unwrap();
-        assert_eq!(size, 17);
+        let (size, loc) = deliver(&mut md, &mut &b"Subject: x\n\nbody\n"[..]);
+        assert_eq!(size.unwrap(), 17);
         let file = dir.path().join("Mail/new").join(&loc);
         assert_eq!(fs::read(&file).unwrap(), b"Subject: x\n\nbody\n");
         assert!(fs::read_dir(dir.path().join("Mail/tmp"))
             .unwrap()
             .next()
             .is_none());
-        assert!(md.holds(&loc).unwrap());
-        fs::rename(
-            &file,
-            dir.path().join("Mail/cur").join(format!("{loc}:2,S")),
-        )
-        .unwrap();
-        assert!(md.holds(&loc).unwrap());
-        assert!(!md.holds("other").unwrap());
+        assert_eq!(md.recover(&loc).unwrap(), Recovered::Delivered);
+        let read = dir.path().join("Mail/cur").join(format!("{loc}:2,S"));
+        fs::rename(&file, read).unwrap();
+        assert_eq!(md.recover(&loc).unwrap(), Recovered::Delivered);
+        let (_, second) = deliver(&mut md, &mut &b"x\n"[..]);
+        assert_ne!(loc, second);
+    }
+
+    #[test]
+    fn recovery_removes_a_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut md = MaildirTarget::open(dir.path()).unwrap();
+        fs::write(dir.path().join("tmp/partial"), b"half").unwrap();
+        assert_eq!(md.recover("partial").unwrap(), Recovered::NotDelivered);
+        assert!(!dir.path().join("tmp/partial").exists());
     }
 
     #[test]
@@ -142,11 +167,8 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let mut md = MaildirTarget::open(dir.path()).unwrap();
-        let loc = md.reserve();
-        assert!(matches!(
-            md.deliver(&loc, &mut Broken),
-            Err(DeliverError::Source(_))
-        ));
+        let (result, loc) = deliver(&mut md, &mut Broken);
+        assert!(matches!(result, Err(DeliverError::Source(_))));
         assert!(!md.holds(&loc).unwrap());
         assert!(fs::read_dir(dir.path().join("tmp"))
             .unwrap()

@@ -1,14 +1,21 @@
-//! Delivery targets: where a fetched message goes. A target names the location of a
-//! delivery before its first byte is written, so the state can record the intent, and
-//! can later tell whether a location holds a completed delivery (crash recovery).
+//! Delivery targets: where a fetched message goes. Each target announces the location
+//! of a delivery just before its first byte lands, so the state can record the intent,
+//! and can later tell whether an announced delivery completed (crash recovery).
 //! Targets read the message as a stream and never see the connection it comes from.
 
+pub mod envelope;
 pub mod maildir;
+pub mod mbox;
+pub mod mda;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 pub use maildir::MaildirTarget;
+pub use mbox::MboxTarget;
+pub use mda::MdaTarget;
+
+use crate::state::StateError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliverError {
@@ -18,19 +25,68 @@ pub enum DeliverError {
     /// The message stream failed (the connection broke); nothing was delivered.
     #[error("the message could not be read from the server")]
     Source(#[source] io::Error),
+    /// The intent could not be recorded, so nothing was delivered.
+    #[error("cannot record the delivery in the state")]
+    State(#[source] StateError),
+    #[error(
+        "the mbox {path} stayed locked by another program (lock {lock}); the next run tries again"
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("the mbox {path} changed after offset {offset} in a way popfetch cannot account for; check the end of the file by hand")]
+    MboxConflict { path: PathBuf, offset: u64 },
+    #[error("the MDA \"{program}\" could not be started")]
+    MdaSpawn { program: String, source: io::Error },
+    #[error("the MDA \"{program}\" failed ({reason})")]
+    MdaFailed { program: String, reason: String },
+    #[error("the MDA \"{program}\" deferred the message (exit 75); the next run tries again")]
+    MdaDeferred { program: String },
+    #[error("the MDA \"{program}\" took longer than mda_timeout ({seconds} s) and was killed")]
+    MdaTimeout { program: String, seconds: u64 },
+}
+
+impl DeliverError {
+    /// Worth retrying later without any change.
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            DeliverError::Locked { .. }
+                | DeliverError::MdaDeferred { .. }
+                | DeliverError::MdaTimeout { .. }
+        )
+    }
+
+    /// Concerns this one message only: the next message may well be delivered.
+    pub fn is_per_message(&self) -> bool {
+        matches!(
+            self,
+            DeliverError::MdaFailed { .. }
+                | DeliverError::MdaDeferred { .. }
+                | DeliverError::MdaTimeout { .. }
+        )
+    }
+}
+
+/// Called by a target with the location of a delivery before its first byte lands.
+pub type Announce<'a> = &'a mut dyn FnMut(&str) -> Result<(), StateError>;
+
+/// What recovery found at the location of an interrupted delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovered {
+    /// The delivery completed before the run died.
+    Delivered,
+    /// It did not; whatever it left has been removed.
+    NotDelivered,
 }
 
 /// A place messages can be delivered to.
 pub trait Target {
-    /// Picks the location of the next delivery, without touching the disk.
-    fn reserve(&mut self) -> String;
-    /// Delivers `message` to `location` durably and returns its size. On error,
-    /// nothing is left at `location`.
-    fn deliver(&mut self, location: &str, message: &mut dyn Read) -> Result<u64, DeliverError>;
-    /// Whether `location` holds a completed delivery.
-    fn holds(&self, location: &str) -> Result<bool, DeliverError>;
-    /// Removes whatever an interrupted delivery to `location` left behind.
-    fn discard(&self, location: &str) -> Result<(), DeliverError>;
+    /// Delivers `message` durably and returns how many bytes it took. Calls
+    /// `announce` once, before anything is written. On error, nothing is left behind.
+    fn deliver(&mut self, message: &mut dyn Read, announce: Announce) -> Result<u64, DeliverError>;
+
+    /// Looks at the location of a delivery that a killed run announced, and cleans
+    /// up after it if it did not complete.
+    fn recover(&mut self, location: &str) -> Result<Recovered, DeliverError>;
 }
 
 /// Copies a message with a large buffer, telling read failures (the server) from

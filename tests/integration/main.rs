@@ -4,5 +4,6 @@
 mod support;
 
 mod cli_errors;
+mod delivery;
 mod dovecot_sync;
 mod hostile_server;

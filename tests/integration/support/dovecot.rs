@@ -212,6 +212,7 @@ base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
 instance_name = popfetch-test-{port}
+hostname = localhost
 protocols = pop3
 listen = 127.0.0.1
 ssl = yes
@@ -348,6 +349,49 @@ service anvil {{
         super::home::maildir_messages(&self.maildir())
     }
 
+    /// The messages of an mbox file as Dovecot reads them (through doveadm, on a copy,
+    /// since Dovecot may add its own headers to an mbox it opens).
+    pub fn read_mbox(&self, mbox: &Path) -> Vec<Vec<u8>> {
+        let dir = self.dir.path().join("mbox-copy");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        self.own(&dir);
+        let copy = dir.join("inbox");
+        fs::copy(mbox, &copy).unwrap();
+        self.own(&copy);
+        let location = format!(
+            "mail_location=mbox:{0}:INBOX={0}/inbox:INDEX=MEMORY",
+            dir.display()
+        );
+        let out = Command::new("/usr/bin/doveadm")
+            .args(["-c"])
+            .arg(self.dir.path().join("dovecot.conf"))
+            .args([
+                "-o", &location, "-f", "pager", "fetch", "-u", USER, "uid text", "mailbox",
+                "INBOX", "all",
+            ])
+            .output()
+            .expect("doveadm comes with dovecot-core: apt-get install dovecot-pop3d");
+        assert!(
+            out.status.success(),
+            "doveadm: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // With two fields, doveadm's pager format ends each record with a form feed.
+        let mut messages: Vec<Vec<u8>> = out
+            .stdout
+            .split(|&b| b == b'\x0c')
+            .map(|record| record.strip_prefix(b"\n").unwrap_or(record))
+            .filter(|record| !record.is_empty())
+            .map(|record| {
+                let text = memchr_find(record, b"\ntext:\n").expect("a text field");
+                record[text + 7..].to_vec()
+            })
+            .collect();
+        messages.sort();
+        messages
+    }
+
     /// A config for this server; `extra` adds or overrides keys.
     pub fn config(&self, home: &super::Home, tls: &str, extra: &str) -> String {
         let port = if tls == "implicit" {
@@ -388,6 +432,10 @@ impl Drop for Dovecot {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn memchr_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Messages that trip up careless fetchers: dot lines, "From " lines, 8-bit bytes,

@@ -1,0 +1,318 @@
+//! Delivery through an MDA command such as procmail or maildrop: run without a shell,
+//! the message streamed to its stdin, its exit status deciding the outcome
+//! (0 delivered, 75 deferred, anything else failed; sysexits(3)).
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use rustix::process::{kill_process, waitid, Pid, Signal, WaitId, WaitIdOptions};
+
+use super::{copy_message, envelope, Announce, DeliverError, Recovered, Target};
+
+/// The location recorded for an MDA delivery: an MDA cannot be asked afterwards
+/// whether it delivered, so recovery treats it as not delivered (at most the one
+/// message in flight is delivered twice).
+const LOCATION: &str = "mda";
+
+/// EX_TEMPFAIL: the MDA asks us to try again later.
+const EX_TEMPFAIL: i32 = 75;
+
+pub struct MdaTarget {
+    /// The command and its arguments, with `%F` and `%T` not yet substituted.
+    argv: Vec<String>,
+    recipient: String,
+    timeout: Duration,
+}
+
+impl MdaTarget {
+    pub fn new(argv: Vec<String>, recipient: String, timeout: Duration) -> MdaTarget {
+        MdaTarget {
+            argv,
+            recipient,
+            timeout,
+        }
+    }
+
+    fn program(&self) -> String {
+        self.argv[0].clone()
+    }
+
+    /// The arguments for one message. Values are substituted after the command was
+    /// split, so a sender can never add an argument or reach a shell.
+    fn arguments(&self, sender: &str) -> Vec<String> {
+        self.argv
+            .iter()
+            .map(|arg| substitute(arg, sender, &self.recipient))
+            .collect()
+    }
+
+    fn failed(&self, reason: impl Into<String>) -> DeliverError {
+        DeliverError::MdaFailed {
+            program: self.program(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Judges the MDA's exit once its input has been written (or not).
+    fn outcome(
+        &self,
+        status: ExitStatus,
+        written: Result<u64, DeliverError>,
+        timed_out: bool,
+    ) -> Result<u64, DeliverError> {
+        use std::os::unix::process::ExitStatusExt;
+        if timed_out {
+            return Err(DeliverError::MdaTimeout {
+                program: self.program(),
+                seconds: self.timeout.as_secs(),
+            });
+        }
+        let written = written?;
+        match (status.code(), status.signal()) {
+            (Some(0), _) => Ok(written),
+            (Some(EX_TEMPFAIL), _) => Err(DeliverError::MdaDeferred {
+                program: self.program(),
+            }),
+            (Some(code), _) => Err(self.failed(format!("exit {code}"))),
+            (None, Some(signal)) => Err(self.failed(format!("killed by signal {signal}"))),
+            (None, None) => Err(self.failed(status.to_string())),
+        }
+    }
+}
+
+fn substitute(arg: &str, sender: &str, recipient: &str) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut chars = arg.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('F') => out.push_str(sender),
+            Some('T') => out.push_str(recipient),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// Kills the child unless cancelled within the timeout. The child is not reaped
+/// while the watchdog runs, so its pid cannot be reused under us.
+struct Watchdog {
+    cancel: mpsc::Sender<()>,
+    thread: thread::JoinHandle<bool>,
+}
+
+impl Watchdog {
+    fn start(pid: Pid, timeout: Duration) -> Watchdog {
+        let (cancel, cancelled) = mpsc::channel();
+        let thread = thread::spawn(move || {
+            let fire = matches!(
+                cancelled.recv_timeout(timeout),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            );
+            if fire {
+                let _ = kill_process(pid, Signal::KILL);
+            }
+            fire
+        });
+        Watchdog { cancel, thread }
+    }
+
+    /// Stops the watchdog; returns whether it fired.
+    fn stop(self) -> bool {
+        let _ = self.cancel.send(());
+        self.thread.join().unwrap_or(true)
+    }
+}
+
+/// Kills a child whose input must not be taken as complete.
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+}
+
+impl Target for MdaTarget {
+    fn deliver(&mut self, message: &mut dyn Read, announce: Announce) -> Result<u64, DeliverError> {
+        let head = envelope::read_head(message).map_err(DeliverError::Source)?;
+        let argv = self.arguments(&envelope::sender(&head));
+        announce(LOCATION).map_err(DeliverError::State)?;
+        // The MDA's output goes to our stderr: our stdout is for popfetch's reports.
+        let stdout = io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(stdout)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| DeliverError::MdaSpawn {
+                program: self.program(),
+                source,
+            })?;
+        let pid = Pid::from_child(&child);
+        let watchdog = Watchdog::start(pid, self.timeout);
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let written = copy_message(&mut io::Cursor::new(head).chain(message), &mut stdin, |e| {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                self.failed("it stopped reading the message before its end")
+            } else {
+                self.failed(format!("writing to it failed: {e}"))
+            }
+        })
+        .and_then(|n| {
+            stdin
+                .flush()
+                .map(|()| n)
+                .map_err(|e| self.failed(e.to_string()))
+        });
+        if matches!(written, Err(DeliverError::Source(_))) {
+            // Closing stdin now would hand the MDA a truncated message that looks
+            // complete; it must die with it instead.
+            kill(&mut child);
+        }
+        drop(stdin);
+        // Wait for the exit without reaping, so the watchdog can still kill safely.
+        let _ = waitid(
+            WaitId::Pid(pid),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+        );
+        let timed_out = watchdog.stop();
+        let status = child.wait().map_err(|e| self.failed(e.to_string()))?;
+        self.outcome(status, written, timed_out)
+    }
+
+    fn recover(&mut self, _location: &str) -> Result<Recovered, DeliverError> {
+        Ok(Recovered::NotDelivered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mda(script: &str, timeout: Duration) -> MdaTarget {
+        MdaTarget::new(
+            vec![
+                "sh".into(),
+                "-c".into(),
+                script.into(),
+                "sh".into(),
+                "%F".into(),
+                "%T".into(),
+            ],
+            "rcpt".into(),
+            timeout,
+        )
+    }
+
+    fn run(target: &mut MdaTarget, message: &[u8]) -> Result<u64, DeliverError> {
+        target.deliver(&mut &message[..], &mut |_| Ok(()))
+    }
+
+    #[test]
+    fn substitution_stays_inside_one_argument() {
+        assert_eq!(substitute("-f%F", "a b;rm -rf /", "t"), "-fa b;rm -rf /");
+        assert_eq!(substitute("%T%%%x%", "s", "t"), "t%%x%");
+    }
+
+    #[test]
+    fn exit_codes_decide() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let script = format!(
+            "cat > {} && echo \"$1 $2\" >> {}",
+            out.display(),
+            out.display()
+        );
+        let n = run(
+            &mut mda(&script, Duration::from_secs(10)),
+            b"From: a@b\n\nhi\n",
+        )
+        .unwrap();
+        assert_eq!(n, 14);
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "From: a@b\n\nhi\na@b rcpt\n"
+        );
+
+        let deferred = run(
+            &mut mda("cat >/dev/null; exit 75", Duration::from_secs(10)),
+            b"x\n",
+        );
+        assert!(matches!(deferred, Err(DeliverError::MdaDeferred { .. })));
+        let failed = run(
+            &mut mda("cat >/dev/null; exit 1", Duration::from_secs(10)),
+            b"x\n",
+        );
+        assert!(matches!(failed, Err(DeliverError::MdaFailed { .. })));
+        let killed = run(&mut mda("kill -9 $$", Duration::from_secs(10)), b"x\n");
+        assert!(
+            matches!(killed, Err(DeliverError::MdaFailed { .. })),
+            "{killed:?}"
+        );
+    }
+
+    #[test]
+    fn early_close_is_a_failure() {
+        let big = vec![b'x'; 4 << 20];
+        let result = run(
+            &mut mda("head -c 10 >/dev/null", Duration::from_secs(10)),
+            &big,
+        );
+        assert!(
+            matches!(result, Err(DeliverError::MdaFailed { .. })),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn hung_mda_is_killed_at_the_timeout() {
+        let start = std::time::Instant::now();
+        let result = run(&mut mda("sleep 30", Duration::from_millis(300)), b"x\n");
+        assert!(
+            matches!(result, Err(DeliverError::MdaTimeout { .. })),
+            "{result:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn broken_source_kills_the_mda_before_it_sees_eof() {
+        struct Broken(usize);
+        impl Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
+                }
+                self.0 -= 1;
+                buf[..3].copy_from_slice(b"ab\n");
+                Ok(3)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let mut target = mda(
+            &format!("cat > {0}.part && mv {0}.part {0}", out.display()),
+            Duration::from_secs(10),
+        );
+        let result = target.deliver(&mut Broken(2), &mut |_| Ok(()));
+        assert!(matches!(result, Err(DeliverError::Source(_))), "{result:?}");
+        assert!(
+            !out.exists(),
+            "the MDA must not deliver a truncated message"
+        );
+    }
+}
