@@ -60,6 +60,8 @@ pub struct UidlState {
     pending: BTreeMap<String, String>,
     /// Lines in the journal, to decide when to compact.
     lines: usize,
+    /// Length of the journal up to its last whole line.
+    len: u64,
     /// Appended lines not yet fsynced.
     unsynced: bool,
 }
@@ -97,6 +99,7 @@ impl UidlState {
             delivered: HashMap::new(),
             pending: BTreeMap::new(),
             lines: 0,
+            len: text.len() as u64,
             unsynced: false,
         };
         let torn = state.replay(&text)?;
@@ -229,14 +232,19 @@ impl UidlState {
     }
 
     fn append(&mut self, record: &str) -> Result<(), StateError> {
+        let line = seal(record);
         // One write per line, so a killed process leaves whole lines or a torn tail.
-        self.journal
-            .write_all(seal(record).as_bytes())
-            .map_err(|source| StateError::Io {
+        if let Err(source) = self.journal.write_all(line.as_bytes()) {
+            // A full disk may have taken part of the line; cut it off, or the next
+            // record would be glued to it and the journal would read as damaged.
+            let _ = self.journal.set_len(self.len);
+            return Err(StateError::Io {
                 action: "write",
                 path: self.path.clone(),
                 source,
-            })?;
+            });
+        }
+        self.len += line.len() as u64;
         self.lines += 1;
         self.unsynced = true;
         Ok(())
@@ -251,6 +259,7 @@ impl UidlState {
         };
         write_snapshot(&self.path, &self.delivered, &self.pending).map_err(io_err)?;
         self.journal = open_append(&self.path).map_err(io_err)?;
+        self.len = self.journal.metadata().map_err(io_err)?.len();
         self.lines = 1 + self.delivered.len() + self.pending.len();
         self.unsynced = false;
         Ok(())

@@ -101,14 +101,18 @@ impl Target for MaildirTarget {
     }
 
     fn recover(&mut self, name: &str) -> Result<Recovered, DeliverError> {
-        if self.holds(name)? {
-            return Ok(Recovered::Delivered);
-        }
-        // The run died before the link: remove its partial file from tmp/.
+        let delivered = self.holds(name)?;
+        // Either the run died before the link (a partial file) or between the link
+        // and the unlink (a second name for the delivered file): tmp/ goes either way.
         match fs::remove_file(self.root.join("tmp").join(name)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.local("tmp")(e)),
-            _ => Ok(Recovered::NotDelivered),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(self.local("tmp")(e)),
+            _ => {}
         }
+        Ok(if delivered {
+            Recovered::Delivered
+        } else {
+            Recovered::NotDelivered
+        })
     }
 }
 
@@ -140,7 +144,10 @@ mod tests {
             .unwrap()
             .next()
             .is_none());
+        // Killed between the link and the unlink: the tmp/ name goes too.
+        fs::hard_link(&file, dir.path().join("Mail/tmp").join(&loc)).unwrap();
         assert_eq!(md.recover(&loc).unwrap(), Recovered::Delivered);
+        assert!(!dir.path().join("Mail/tmp").join(&loc).exists());
         let read = dir.path().join("Mail/cur").join(format!("{loc}:2,S"));
         fs::rename(&file, read).unwrap();
         assert_eq!(md.recover(&loc).unwrap(), Recovered::Delivered);

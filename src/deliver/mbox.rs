@@ -449,12 +449,21 @@ fn create_dotlock(mbox: &Path, lock: &Path) -> io::Result<bool> {
     linked
 }
 
+/// A dotlock is stale when it is old, or when it names a process that no longer
+/// exists (liblockfile's rule), such as a popfetch killed while holding it.
 fn is_stale(lock: &Path) -> bool {
-    fs::metadata(lock)
+    let old = fs::metadata(lock)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|modified| modified.elapsed().ok())
-        .is_some_and(|age| age > STALE_DOTLOCK)
+        .is_some_and(|age| age > STALE_DOTLOCK);
+    let holder = fs::read_to_string(lock)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw);
+    let dead = holder
+        .is_some_and(|pid| rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH));
+    old || dead
 }
 
 #[cfg(test)]
@@ -549,13 +558,31 @@ mod tests {
     fn held_lock_times_out_as_temporary() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inbox");
-        fs::write(with_suffix(&path, ".lock"), b"1\n").unwrap();
+        // Held by a live process (ourselves), so not stale.
+        fs::write(
+            with_suffix(&path, ".lock"),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
         let mut target = MboxTarget::open(&path, Duration::from_millis(300)).unwrap();
         let err = target
             .deliver(&mut &b"x\n"[..], &mut |_| Ok(()))
             .unwrap_err();
         assert!(err.is_temporary(), "{err}");
         assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn dotlock_of_a_dead_process_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        fs::write(with_suffix(&path, ".lock"), format!("{dead}\n")).unwrap();
+        let mut target = MboxTarget::open(&path, Duration::from_millis(300)).unwrap();
+        deliver(&mut target, b"x\n");
+        assert!(!with_suffix(&path, ".lock").exists());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli_errors;
+mod crash_safety;
 mod delivery;
 mod dovecot_sync;
 mod hostile_server;

@@ -127,7 +127,8 @@ pub fn maildir_messages(root: &Path) -> Vec<Vec<u8>> {
     for sub in ["new", "cur"] {
         if let Ok(entries) = fs::read_dir(root.join(sub)) {
             for entry in entries {
-                messages.push(fs::read(entry.unwrap().path()).unwrap());
+                let path = entry.unwrap().path();
+                messages.push(fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
             }
         }
     }

@@ -5,7 +5,9 @@
 
 pub mod dovecot;
 pub mod home;
+pub mod proxy;
 pub mod scripted;
+pub mod tmpfs;
 
 pub use dovecot::Dovecot;
 pub use home::Home;
