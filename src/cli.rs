@@ -71,6 +71,13 @@ fn sync(cli: &Cli, names: &[String]) -> Exit {
     };
     let mut worst = Exit::Ok;
     for account in accounts {
+        if account.tls_insecure_skip_verify {
+            // Printed on every run, even with -q: this must never be forgotten.
+            eprintln!(
+                "popfetch: warning: account \"{}\": tls_insecure_skip_verify = true, the server's certificate is not checked and anyone on the path can read the mail and the password",
+                account.name
+            );
+        }
         let trace = cli.verbose.then(|| {
             let name = account.name.clone();
             Box::new(move |line: &str| eprintln!("{name}: {line}")) as crate::pop3::Trace

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::pop3::transport::{TlsOptions, TlsVersion};
 use crate::secret::{PasswordSource, Secret};
 
 /// How the connection is secured.
@@ -27,14 +28,30 @@ pub enum TlsMode {
 
 /// How to log in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum AuthMethod {
-    /// USER/PASS over an encrypted connection, APOP over a plain one.
+    /// The strongest the server offers; never a cleartext password outside TLS.
     Auto,
     /// USER and PASS (RFC 1939 §7).
     User,
     /// APOP (RFC 1939 §7).
     Apop,
+    Plain,
+    Login,
+    CramMd5,
+    #[serde(rename = "scram-sha-1")]
+    ScramSha1,
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    Xoauth2,
+    Oauthbearer,
+}
+
+impl AuthMethod {
+    /// XOAUTH2 and OAUTHBEARER log in with a token instead of a password.
+    pub fn uses_token(self) -> bool {
+        matches!(self, AuthMethod::Xoauth2 | AuthMethod::Oauthbearer)
+    }
 }
 
 /// Where messages go.
@@ -54,9 +71,14 @@ pub struct Account {
     pub port: u16,
     pub tls: TlsMode,
     pub tls_ca_file: Option<PathBuf>,
+    pub tls_min_version: TlsVersion,
+    pub tls_insecure_skip_verify: bool,
+    pub tls_fingerprint: Option<[u8; 32]>,
     pub timeout: Duration,
     pub user: String,
     pub password: PasswordSource,
+    /// `oauth_token_command`, for XOAUTH2 and OAUTHBEARER.
+    pub oauth_token: PasswordSource,
     pub auth: AuthMethod,
     pub deliver: Delivery,
     /// `%T` for an MDA: the recipient.
@@ -68,6 +90,15 @@ pub struct Account {
 }
 
 impl Account {
+    pub fn tls_options(&self) -> TlsOptions {
+        TlsOptions {
+            ca_file: self.tls_ca_file.clone(),
+            min_version: self.tls_min_version,
+            skip_verify: self.tls_insecure_skip_verify,
+            fingerprint: self.tls_fingerprint,
+        }
+    }
+
     /// The account's UIDL state file.
     pub fn state_file(&self) -> PathBuf {
         self.state_dir.join(format!("{}.state", self.name))
@@ -87,10 +118,14 @@ struct RawAccount {
     port: Option<u16>,
     tls: Option<TlsMode>,
     tls_ca_file: Option<String>,
+    tls_min_version: Option<String>,
+    tls_insecure_skip_verify: Option<bool>,
+    tls_fingerprint: Option<String>,
     timeout: Option<u64>,
     user: Option<String>,
     password: Option<String>,
     password_command: Option<String>,
+    oauth_token_command: Option<String>,
     auth: Option<AuthMethod>,
     deliver: Option<String>,
     mda_recipient: Option<String>,
@@ -108,10 +143,14 @@ impl RawAccount {
             port: self.port.or(d.port),
             tls: self.tls.or(d.tls),
             tls_ca_file: self.tls_ca_file.or(d.tls_ca_file),
+            tls_min_version: self.tls_min_version.or(d.tls_min_version),
+            tls_insecure_skip_verify: self.tls_insecure_skip_verify.or(d.tls_insecure_skip_verify),
+            tls_fingerprint: self.tls_fingerprint.or(d.tls_fingerprint),
             timeout: self.timeout.or(d.timeout),
             user: self.user.or(d.user),
             password: self.password.or(d.password),
             password_command: self.password_command.or(d.password_command),
+            oauth_token_command: self.oauth_token_command.or(d.oauth_token_command),
             auth: self.auth.or(d.auth),
             deliver: self.deliver.or(d.deliver),
             mda_recipient: self.mda_recipient.or(d.mda_recipient),
@@ -278,6 +317,14 @@ fn resolve(
                 .into(),
         ));
     }
+    let command = |cmd: &str, key: &str| -> Result<Vec<String>, ConfigError> {
+        let argv =
+            shell_words::split(cmd).map_err(|e| invalid(format!("cannot split \"{key}\": {e}")))?;
+        if argv.is_empty() {
+            return Err(invalid(format!("\"{key}\" is empty")));
+        }
+        Ok(argv)
+    };
     let required = |value: Option<String>, key: &str| {
         value
             .filter(|v| !v.trim().is_empty())
@@ -303,15 +350,18 @@ fn resolve(
             ))
         }
         (Some(p), None) => PasswordSource::Inline(Secret::new(p)),
-        (None, Some(cmd)) => {
-            let argv = shell_words::split(&cmd)
-                .map_err(|e| invalid(format!("cannot split \"password_command\": {e}")))?;
-            if argv.is_empty() {
-                return Err(invalid("\"password_command\" is empty".into()));
-            }
-            PasswordSource::Command(argv)
-        }
+        (None, Some(cmd)) => PasswordSource::Command(command(&cmd, "password_command")?),
         (None, None) => PasswordSource::Missing,
+    };
+    let auth = raw.auth.unwrap_or(AuthMethod::Auto);
+    let oauth_token = match raw.oauth_token_command {
+        Some(cmd) => PasswordSource::Command(command(&cmd, "oauth_token_command")?),
+        None if auth.uses_token() => {
+            return Err(invalid(
+                "XOAUTH2 and OAUTHBEARER need \"oauth_token_command\", a command that prints an access token".into(),
+            ))
+        }
+        None => PasswordSource::Missing,
     };
     let deliver = required(raw.deliver, "deliver")?;
     let deliver = match deliver.split_once(':') {
@@ -334,15 +384,38 @@ fn resolve(
         }
     };
     let mda_recipient = raw.mda_recipient.unwrap_or_else(|| user.clone());
+    let tls_min_version = match raw.tls_min_version.as_deref().unwrap_or("1.2") {
+        "1.0" => TlsVersion::V1_0,
+        "1.1" => TlsVersion::V1_1,
+        "1.2" => TlsVersion::V1_2,
+        "1.3" => TlsVersion::V1_3,
+        other => {
+            return Err(invalid(format!(
+                "tls_min_version = \"{other}\" is not one of \"1.0\", \"1.1\", \"1.2\", \"1.3\""
+            )))
+        }
+    };
+    let tls_fingerprint = match raw.tls_fingerprint {
+        None => None,
+        Some(text) => Some(parse_fingerprint(&text).ok_or_else(|| {
+            invalid(format!(
+                "tls_fingerprint = \"{text}\" is not \"sha256:\" and 64 hex digits (popfetch probe prints it)"
+            ))
+        })?),
+    };
     Ok(Account {
         host,
         port,
         tls,
         tls_ca_file: raw.tls_ca_file.map(|f| expand_home(&f, &paths.home)),
+        tls_min_version,
+        tls_insecure_skip_verify: raw.tls_insecure_skip_verify.unwrap_or(false),
+        tls_fingerprint,
         timeout,
         user,
         password,
-        auth: raw.auth.unwrap_or(AuthMethod::Auto),
+        oauth_token,
+        auth,
         deliver,
         mda_recipient,
         mda_timeout,
@@ -352,6 +425,24 @@ fn resolve(
             .map_or_else(|| paths.state_dir.clone(), |d| expand_home(&d, &paths.home)),
         name,
     })
+}
+
+/// `sha256:` and the SHA-256 in hex, with or without colons, in either case.
+fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let hex: String = text
+        .strip_prefix("sha256:")
+        .or_else(|| text.strip_prefix("SHA256:"))?
+        .chars()
+        .filter(|&c| c != ':')
+        .collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Expands a leading `~` to the home directory.

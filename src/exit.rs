@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use crate::auth::ChoiceError;
 use crate::config::ConfigError;
 use crate::deliver::DeliverError;
 use crate::lock::LockError;
@@ -73,7 +74,7 @@ pub fn classify(err: &anyhow::Error) -> Exit {
                 LockError::Io { .. } => Exit::IoError,
             };
         }
-        if cause.is::<SecretError>() || cause.is::<TlsConfigError>() {
+        if cause.is::<SecretError>() || cause.is::<TlsConfigError>() || cause.is::<ChoiceError>() {
             return Exit::Config;
         }
     }

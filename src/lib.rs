@@ -1,6 +1,7 @@
 //! popfetch: a careful POP3 mail fetcher. The binary is a thin layer over these
 //! modules; `sync` tells the story of a session and the others each own one concern.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod deliver;

@@ -10,13 +10,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 
-use crate::config::{Account, AuthMethod, Delivery, TlsMode};
+use crate::auth::{self, Login, Offer};
+use crate::config::{Account, Delivery, TlsMode};
 use crate::deliver::{DeliverError, MaildirTarget, MboxTarget, MdaTarget, Recovered, Target};
 use crate::lock::AccountLock;
 use crate::policy::{self, Policy, SessionPlan};
 use crate::pop3::response::apop_timestamp;
 use crate::pop3::transport::{Stream, TlsConfig};
-use crate::pop3::{Client, Credentials, Flow, Session, Trace};
+use crate::pop3::{Client, Credentials, Flow, Peer, Session, Trace};
 use crate::secret::Secret;
 use crate::state::UidlState;
 
@@ -37,10 +38,14 @@ pub fn sync_account(account: &Account, trace: Option<Trace>) -> Result<Report> {
     let mut state = UidlState::open(&account.state_file())?;
     recover(&mut state, target.as_mut())?;
 
-    let password = account.password.resolve()?;
-    let tls = TlsConfig::new(account.tls_ca_file.as_deref())?;
+    let secret = if account.auth.uses_token() {
+        account.oauth_token.resolve()?
+    } else {
+        account.password.resolve()?
+    };
+    let tls = TlsConfig::new(&account.tls_options())?;
     let client = connect(account, &tls, trace)?;
-    let mut session = login(client, account, &password)?;
+    let mut session = login(client, account, &secret)?;
 
     let listing = session.listing()?;
     let plan = policy::plan(
@@ -137,24 +142,33 @@ fn connect(account: &Account, tls: &TlsConfig, trace: Option<Trace>) -> Result<C
 fn login(
     mut client: Client<Stream>,
     account: &Account,
-    password: &Secret,
+    secret: &Secret,
 ) -> Result<Session<Stream>> {
-    client.capabilities()?;
-    let encrypted = account.tls != TlsMode::None;
-    let (user, password) = (account.user.as_str(), password.expose());
-    let credentials = match account.auth {
-        AuthMethod::User => Credentials::User { user, password },
-        AuthMethod::Apop => Credentials::Apop { user, password },
-        AuthMethod::Auto if encrypted => Credentials::User { user, password },
-        AuthMethod::Auto if apop_timestamp(&client.greeting().raw).is_some() => {
-            Credentials::Apop { user, password }
-        }
-        AuthMethod::Auto => {
-            return Err(crate::pop3::Error::Refused(
-                "the connection is not encrypted and auth = \"auto\" never sends a password in cleartext; use tls = \"implicit\" or \"starttls\", or set auth = \"user\" to allow it".into(),
-            )
-            .into())
-        }
+    let caps = client.capabilities()?.clone();
+    let offer = Offer {
+        caps: &caps,
+        apop: apop_timestamp(&client.greeting().raw).is_some(),
+        encrypted: account.tls != TlsMode::None,
+    };
+    let (user, secret) = (account.user.as_str(), secret.expose());
+    let credentials = match auth::choose(account.auth, &offer)? {
+        Login::User => Credentials::User {
+            user,
+            password: secret,
+        },
+        Login::Apop => Credentials::Apop {
+            user,
+            password: secret,
+        },
+        Login::Sasl(mechanism) => Credentials::Sasl {
+            mechanism,
+            user,
+            secret,
+            peer: Peer {
+                host: account.host.clone(),
+                port: account.port,
+            },
+        },
     };
     match client.login(credentials) {
         Ok(session) => Ok(session),

@@ -8,6 +8,8 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use md5::{Digest, Md5};
 
 use super::command::Command;
@@ -15,6 +17,7 @@ use super::multiline::DotReader;
 use super::response::{
     apop_timestamp, parse_list_line, parse_status, parse_uidl_line, Status, MAX_LINE,
 };
+use super::sasl::{Exchange, Mechanism, Peer};
 use super::Error;
 
 /// Read buffer size: large reads keep system calls and TLS records few.
@@ -65,12 +68,31 @@ impl Capabilities {
     }
 }
 
-/// How to log in (RFC 1939 §7).
-#[derive(Clone, Copy)]
+/// How to log in: RFC 1939 §7, or SASL (RFC 5034).
+#[derive(Clone)]
 pub enum Credentials<'a> {
-    User { user: &'a str, password: &'a str },
-    Apop { user: &'a str, password: &'a str },
+    User {
+        user: &'a str,
+        password: &'a str,
+    },
+    Apop {
+        user: &'a str,
+        password: &'a str,
+    },
+    Sasl {
+        mechanism: Mechanism,
+        user: &'a str,
+        secret: &'a str,
+        peer: Peer,
+    },
 }
+
+/// RFC 5034 §4: an AUTH command with its initial response must fit in this many
+/// octets; a longer response waits for the server's empty challenge.
+const MAX_AUTH_LINE: usize = 255;
+
+/// A bound on challenge rounds, so a hostile server cannot keep us answering.
+const MAX_SASL_ROUNDS: usize = 10;
 
 /// A message in the server's listing: number, size and unique-id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -347,6 +369,12 @@ impl<S: Read + Write> Client<S> {
                 let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
                 self.conn.send(Command::Apop(user, &hex))?;
             }
+            Credentials::Sasl {
+                mechanism,
+                user,
+                secret,
+                peer,
+            } => return self.sasl(Exchange::new(mechanism, user, secret, peer)),
         }
         let status = self.conn.read_status("login")?;
         if status.ok {
@@ -356,11 +384,78 @@ impl<S: Read + Write> Client<S> {
         }
     }
 
+    /// Runs a SASL exchange (RFC 5034 §4).
+    fn sasl(&mut self, mut exchange: Exchange) -> Result<(), Error> {
+        let name = exchange.mechanism().name();
+        let mut pending = exchange.initial_response()?.map(|ir| encode(&ir));
+        match pending.take() {
+            Some(ir) if name.len() + ir.len() + 7 <= MAX_AUTH_LINE => {
+                self.conn.send(Command::Auth(name, Some(&ir)))?
+            }
+            other => {
+                pending = other;
+                self.conn.send(Command::Auth(name, None))?
+            }
+        }
+        for _ in 0..MAX_SASL_ROUNDS {
+            let line = self.conn.read_line("AUTH")?;
+            // A challenge is "+" alone or "+ " and base64; "+OK" is the verdict.
+            let challenge = match line.strip_prefix(b"+") {
+                Some(rest) if rest.is_empty() || rest.starts_with(b" ") => Some(rest),
+                _ => None,
+            };
+            let Some(challenge) = challenge else {
+                let status = parse_status(&line)?;
+                self.conn
+                    .note(|| format!("< {}", if status.ok { "+OK" } else { "-ERR" }));
+                return if status.ok {
+                    exchange.finish()
+                } else {
+                    Err(Error::Auth {
+                        code: status.code,
+                        text: status.text,
+                    })
+                };
+            };
+            self.conn.note(|| "< + (challenge)".into());
+            let challenge = challenge.strip_prefix(b" ").unwrap_or(challenge);
+            let response = match pending.take() {
+                Some(initial) => Ok(initial),
+                None => BASE64
+                    .decode(challenge)
+                    .map_err(|_| {
+                        Error::Protocol(
+                            "the server sent a SASL challenge that is not base64".into(),
+                        )
+                    })
+                    .and_then(|c| exchange.respond(&c))
+                    .map(|r| encode(&r)),
+            };
+            match response {
+                Ok(response) => self.conn.send(Command::SaslResponse(&response))?,
+                Err(e) => {
+                    // RFC 5034 §4: "*" cancels the exchange.
+                    let _ = self.conn.send(Command::SaslResponse("*"));
+                    return Err(e);
+                }
+            }
+        }
+        Err(Error::Protocol(format!(
+            "the server sent more than {MAX_SASL_ROUNDS} {name} challenges"
+        )))
+    }
+
     /// Ends the conversation politely.
     pub fn quit(mut self) -> Result<(), Error> {
         self.conn.send(Command::Quit)?;
         self.conn.expect_ok("QUIT").map(drop)
     }
+}
+
+/// SASL responses in base64; an empty one is "=" in an initial response and an
+/// empty line otherwise (RFC 5034 §4), which the caller's position decides.
+fn encode(bytes: &[u8]) -> String {
+    BASE64.encode(bytes)
 }
 
 /// A refused login: the error, and the client still in the AUTHORIZATION state.
@@ -698,6 +793,52 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::Refused(_)));
         assert!(c.conn.io.get_ref().written().is_empty());
+    }
+
+    #[test]
+    fn sasl_plain_with_initial_response() {
+        let mut c = client("+OK hi\r\n+OK Logged in.\r\n");
+        c.authenticate(Credentials::Sasl {
+            mechanism: Mechanism::Plain,
+            user: "tim",
+            secret: "tanstaaf",
+            peer: Peer {
+                host: "h".into(),
+                port: 110,
+            },
+        })
+        .unwrap();
+        assert!(c
+            .conn
+            .io
+            .get_ref()
+            .written()
+            .ends_with("AUTH PLAIN AHRpbQB0YW5zdGFhZg==\r\n"));
+    }
+
+    #[test]
+    fn sasl_login_answers_challenges_and_cancels_on_garbage() {
+        let mut c = client("+OK hi\r\n+ VXNlcm5hbWU6\r\n+ UGFzc3dvcmQ6\r\n-ERR [AUTH] no\r\n");
+        let creds = Credentials::Sasl {
+            mechanism: Mechanism::Login,
+            user: "u",
+            secret: "p",
+            peer: Peer {
+                host: "h".into(),
+                port: 110,
+            },
+        };
+        let err = c.authenticate(creds.clone()).unwrap_err();
+        assert_eq!(err.kind(), super::super::ErrorKind::Auth);
+        assert!(c
+            .conn
+            .io
+            .get_ref()
+            .written()
+            .ends_with("AUTH LOGIN\r\ndQ==\r\ncA==\r\n"));
+        let mut c = client("+OK hi\r\n+ !!!\r\n");
+        assert!(c.authenticate(creds).is_err());
+        assert!(c.conn.io.get_ref().written().ends_with("*\r\n"));
     }
 
     #[test]

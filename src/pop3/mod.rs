@@ -7,6 +7,7 @@ mod command;
 mod error;
 pub mod multiline;
 pub mod response;
+pub mod sasl;
 pub mod transport;
 
 #[cfg(test)]
@@ -17,3 +18,4 @@ pub use client::{
 };
 pub use error::{Error, ErrorKind};
 pub use response::{RespCode, Status};
+pub use sasl::{Mechanism, Peer};

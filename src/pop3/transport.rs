@@ -3,7 +3,9 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::Path;
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 use native_tls::{Certificate, HandshakeError, Protocol, TlsConnector, TlsStream};
@@ -63,7 +65,10 @@ impl Stream {
             already @ Stream::Tls(_) => return Ok(already),
         };
         match tls.connector.connect(host, tcp) {
-            Ok(stream) => Ok(Stream::Tls(Box::new(stream))),
+            Ok(stream) => {
+                tls.check_pin(&stream, host)?;
+                Ok(Stream::Tls(Box::new(stream)))
+            }
             // The socket's read timeout fired inside the handshake.
             Err(HandshakeError::WouldBlock(_)) => Err(Error::Timeout("the TLS handshake")),
             Err(HandshakeError::Failure(e)) => Err(Error::Tls {
@@ -113,9 +118,39 @@ impl Write for Stream {
     }
 }
 
-/// How to verify servers: the system's trusted roots plus any extra CA file.
+/// The lowest TLS version accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_0,
+    V1_1,
+    V1_2,
+    V1_3,
+}
+
+/// What the user asked of TLS.
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    /// Extra trusted CA certificates, PEM.
+    pub ca_file: Option<PathBuf>,
+    pub min_version: TlsVersion,
+    /// Accept any certificate (tls_insecure_skip_verify).
+    pub skip_verify: bool,
+    /// The SHA-256 of the server certificate's DER (tls_fingerprint). When set, it
+    /// replaces the CA and host name checks: the pin is the trust.
+    pub fingerprint: Option<[u8; 32]>,
+}
+
+/// How to verify servers: the system's trusted roots plus any extra CA file, or a
+/// pinned certificate.
 pub struct TlsConfig {
     connector: TlsConnector,
+    fingerprint: Option<[u8; 32]>,
+}
+
+/// The SHA-256 fingerprint of a DER certificate, as `tls_fingerprint` writes it.
+pub fn fingerprint_text(digest: &[u8]) -> String {
+    let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
+    format!("sha256:{}", hex.join(":"))
 }
 
 /// A problem with the local TLS settings, found before connecting.
@@ -130,10 +165,19 @@ pub enum TlsConfigError {
 }
 
 impl TlsConfig {
-    pub fn new(ca_file: Option<&Path>) -> Result<TlsConfig, TlsConfigError> {
+    pub fn new(options: &TlsOptions) -> Result<TlsConfig, TlsConfigError> {
         let mut builder = TlsConnector::builder();
-        builder.min_protocol_version(Some(Protocol::Tlsv12));
-        if let Some(path) = ca_file {
+        builder.min_protocol_version(Some(match options.min_version {
+            TlsVersion::V1_0 => Protocol::Tlsv10,
+            TlsVersion::V1_1 => Protocol::Tlsv11,
+            TlsVersion::V1_2 => Protocol::Tlsv12,
+            TlsVersion::V1_3 => Protocol::Tlsv13,
+        }));
+        if options.skip_verify || options.fingerprint.is_some() {
+            builder.danger_accept_invalid_certs(true);
+            builder.danger_accept_invalid_hostnames(true);
+        }
+        if let Some(path) = &options.ca_file {
             let shown = path.display().to_string();
             let pem = std::fs::read(path).map_err(|source| TlsConfigError::ReadCa {
                 path: shown.clone(),
@@ -156,6 +200,36 @@ impl TlsConfig {
         let connector = builder
             .build()
             .map_err(|e| TlsConfigError::Setup(e.to_string()))?;
-        Ok(TlsConfig { connector })
+        Ok(TlsConfig {
+            connector,
+            fingerprint: options.fingerprint,
+        })
+    }
+
+    /// With a pinned fingerprint, the certificate must match it before a single byte
+    /// of POP3 is read or sent.
+    fn check_pin(&self, stream: &TlsStream<TcpStream>, host: &str) -> Result<(), Error> {
+        let Some(expected) = self.fingerprint else {
+            return Ok(());
+        };
+        let failed = |reason: String| Error::Tls {
+            host: host.to_string(),
+            reason,
+        };
+        let der = stream
+            .peer_certificate()
+            .ok()
+            .flatten()
+            .and_then(|cert| cert.to_der().ok())
+            .ok_or_else(|| failed("the server sent no certificate".into()))?;
+        let actual: [u8; 32] = Sha256::digest(&der).into();
+        if actual != expected {
+            return Err(failed(format!(
+                "the certificate does not match tls_fingerprint: it is {}, expected {}",
+                fingerprint_text(&actual),
+                fingerprint_text(&expected)
+            )));
+        }
+        Ok(())
     }
 }

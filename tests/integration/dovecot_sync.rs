@@ -63,7 +63,7 @@ fn starttls_with_delete_empties_the_server() {
     );
     let trace = run.stderr();
     assert!(
-        trace.contains("> STLS") && trace.contains("> PASS ********"),
+        trace.contains("> STLS") && trace.contains("> AUTH SCRAM-SHA-256 ********"),
         "{trace}"
     );
     assert!(
@@ -79,27 +79,52 @@ fn starttls_with_delete_empties_the_server() {
 }
 
 #[test]
-fn plain_connection_with_user_and_apop() {
+fn every_login_method_works_against_dovecot() {
     let server = Dovecot::start();
-    server.add_messages(&numbered(5));
-    let home = Home::new();
-    home.write_config(&server.config(&home, "none", "keep = true\nauth = \"user\""));
-    home.run(&["sync"]).expect(0);
-    assert_eq!(home.delivered(), sorted(numbered(5)));
+    server.add_messages(&numbered(2));
+    for (tls, auth, wire) in [
+        ("none", "user", "> PASS ********"),
+        ("none", "apop", "> APOP alice ********"),
+        ("implicit", "plain", "> AUTH PLAIN ********"),
+        ("implicit", "login", "> AUTH LOGIN"),
+        ("none", "cram-md5", "> AUTH CRAM-MD5"),
+        ("none", "scram-sha-1", "> AUTH SCRAM-SHA-1 ********"),
+        ("starttls", "scram-sha-256", "> AUTH SCRAM-SHA-256 ********"),
+        // auto: the strongest offered, SCRAM even in cleartext.
+        ("none", "auto", "> AUTH SCRAM-SHA-256 ********"),
+        ("implicit", "auto", "> AUTH SCRAM-SHA-256 ********"),
+    ] {
+        let home = Home::new();
+        home.write_config(&server.config(&home, tls, &format!("keep = true\nauth = \"{auth}\"")));
+        let run = home.run(&["-v", "sync"]);
+        run.expect(0);
+        let trace = run.stderr();
+        assert!(trace.contains(wire), "{tls} {auth}: {trace}");
+        assert!(
+            !trace.contains(dovecot::PASSWORD),
+            "{auth} leaked the password"
+        );
+        assert_eq!(home.delivered(), sorted(numbered(2)), "{tls} {auth}");
+    }
+}
 
-    // auth = "auto" never sends a cleartext password: over a plain connection it
-    // uses APOP, which Dovecot offers here.
-    let apop_home = Home::new();
-    apop_home.write_config(&server.config(&apop_home, "none", "keep = true"));
-    let run = apop_home.run(&["-v", "sync"]);
-    run.expect(0);
-    assert!(
-        run.stderr().contains("> APOP alice ********"),
-        "{}",
-        run.stderr()
-    );
-    assert!(!run.stderr().contains("> PASS"));
-    assert_eq!(apop_home.delivered(), sorted(numbered(5)));
+#[test]
+fn wrong_password_fails_with_every_method() {
+    let server = Dovecot::start();
+    for auth in ["user", "apop", "plain", "cram-md5", "scram-sha-256"] {
+        let home = Home::new();
+        let config = server
+            .config(&home, "none", &format!("auth = \"{auth}\""))
+            .replace(dovecot::PASSWORD, "wrong-Secret-123");
+        home.write_config(&config);
+        let run = home.run(&["sync"]);
+        run.expect(77);
+        assert!(
+            !run.stderr().contains("wrong-Secret-123"),
+            "{}",
+            run.stderr()
+        );
+    }
 }
 
 #[test]

@@ -128,7 +128,8 @@ pub fn maildir_messages(root: &Path) -> Vec<Vec<u8>> {
         if let Ok(entries) = fs::read_dir(root.join(sub)) {
             for entry in entries {
                 let path = entry.unwrap().path();
-                messages.push(fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+                messages
+                    .push(fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
             }
         }
     }

@@ -1,0 +1,185 @@
+//! Choosing how to log in: the configured method, or with `auth = "auto"` the
+//! strongest one the server offers that does not expose the password on a cleartext
+//! connection. A configured method is never swapped for another.
+
+use crate::config::AuthMethod;
+use crate::pop3::{Capabilities, Mechanism};
+
+/// How a session will log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    User,
+    Apop,
+    Sasl(Mechanism),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChoiceError {
+    #[error("the connection is not encrypted and auth = \"auto\" never sends a password in cleartext, but the server offers no challenge-response login (SCRAM, CRAM-MD5, APOP); use tls = \"implicit\" or \"starttls\", or set auth = \"user\" to allow it")]
+    NoSafeMethod,
+    #[error("auth = \"{wanted}\", but the server does not offer it (it offers: {offered}); set auth to one it offers")]
+    NotOffered { wanted: String, offered: String },
+}
+
+/// What the server offers, as far as choosing a login goes.
+pub struct Offer<'a> {
+    pub caps: &'a Capabilities,
+    /// The greeting holds a valid APOP timestamp.
+    pub apop: bool,
+    /// The connection is inside TLS.
+    pub encrypted: bool,
+}
+
+/// SASL mechanisms for `auto`, strongest first.
+const OVER_TLS: [Mechanism; 4] = [
+    Mechanism::ScramSha256,
+    Mechanism::ScramSha1,
+    Mechanism::Plain,
+    Mechanism::Login,
+];
+const IN_CLEARTEXT: [Mechanism; 3] = [
+    Mechanism::ScramSha256,
+    Mechanism::ScramSha1,
+    Mechanism::CramMd5,
+];
+
+pub fn choose(method: AuthMethod, offer: &Offer) -> Result<Login, ChoiceError> {
+    let sasl = |m: Mechanism| offer.caps.sasl.iter().any(|s| s == m.name());
+    let wanted = match method {
+        AuthMethod::Auto => return choose_auto(offer, &sasl),
+        AuthMethod::User => return Ok(Login::User),
+        AuthMethod::Apop if offer.apop => return Ok(Login::Apop),
+        AuthMethod::Apop => {
+            return Err(ChoiceError::NotOffered {
+                wanted: "apop".into(),
+                offered: offered(offer),
+            })
+        }
+        AuthMethod::Plain => Mechanism::Plain,
+        AuthMethod::Login => Mechanism::Login,
+        AuthMethod::CramMd5 => Mechanism::CramMd5,
+        AuthMethod::ScramSha1 => Mechanism::ScramSha1,
+        AuthMethod::ScramSha256 => Mechanism::ScramSha256,
+        AuthMethod::Xoauth2 => Mechanism::XOAuth2,
+        AuthMethod::Oauthbearer => Mechanism::OAuthBearer,
+    };
+    // Without CAPA we cannot know; try it, and the server's -ERR will tell.
+    if offer.caps.known && !sasl(wanted) {
+        return Err(ChoiceError::NotOffered {
+            wanted: wanted.name().to_ascii_lowercase(),
+            offered: offered(offer),
+        });
+    }
+    Ok(Login::Sasl(wanted))
+}
+
+fn choose_auto(offer: &Offer, sasl: &dyn Fn(Mechanism) -> bool) -> Result<Login, ChoiceError> {
+    if offer.encrypted {
+        if let Some(m) = OVER_TLS.iter().copied().find(|&m| sasl(m)) {
+            return Ok(Login::Sasl(m));
+        }
+        return Ok(Login::User);
+    }
+    if let Some(m) = IN_CLEARTEXT.iter().copied().find(|&m| sasl(m)) {
+        return Ok(Login::Sasl(m));
+    }
+    if offer.apop {
+        return Ok(Login::Apop);
+    }
+    Err(ChoiceError::NoSafeMethod)
+}
+
+fn offered(offer: &Offer) -> String {
+    let mut all: Vec<String> = offer
+        .caps
+        .sasl
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    if offer.caps.user || !offer.caps.known {
+        all.push("user".into());
+    }
+    if offer.apop {
+        all.push("apop".into());
+    }
+    if all.is_empty() {
+        "nothing".into()
+    } else {
+        all.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(sasl: &[&str]) -> Capabilities {
+        Capabilities {
+            known: true,
+            user: true,
+            sasl: sasl.iter().map(|s| s.to_string()).collect(),
+            ..Capabilities::default()
+        }
+    }
+
+    fn pick(
+        method: AuthMethod,
+        sasl: &[&str],
+        apop: bool,
+        encrypted: bool,
+    ) -> Result<Login, ChoiceError> {
+        choose(
+            method,
+            &Offer {
+                caps: &caps(sasl),
+                apop,
+                encrypted,
+            },
+        )
+    }
+
+    #[test]
+    fn auto_prefers_scram_then_plain_over_tls() {
+        let all = ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"];
+        assert_eq!(
+            pick(AuthMethod::Auto, &all, true, true),
+            Ok(Login::Sasl(Mechanism::ScramSha256))
+        );
+        assert_eq!(
+            pick(AuthMethod::Auto, &["PLAIN", "LOGIN"], false, true),
+            Ok(Login::Sasl(Mechanism::Plain))
+        );
+        assert_eq!(pick(AuthMethod::Auto, &[], false, true), Ok(Login::User));
+    }
+
+    #[test]
+    fn auto_never_exposes_the_password_in_cleartext() {
+        assert_eq!(
+            pick(AuthMethod::Auto, &["PLAIN", "CRAM-MD5"], false, false),
+            Ok(Login::Sasl(Mechanism::CramMd5))
+        );
+        assert_eq!(
+            pick(AuthMethod::Auto, &["PLAIN", "LOGIN"], true, false),
+            Ok(Login::Apop)
+        );
+        assert_eq!(
+            pick(AuthMethod::Auto, &["PLAIN", "LOGIN"], false, false),
+            Err(ChoiceError::NoSafeMethod)
+        );
+    }
+
+    #[test]
+    fn configured_method_is_never_swapped() {
+        let err = pick(AuthMethod::ScramSha256, &["PLAIN"], true, true).unwrap_err();
+        assert!(
+            err.to_string().contains("offers: plain, user, apop"),
+            "{err}"
+        );
+        assert!(pick(AuthMethod::Apop, &["PLAIN"], false, true).is_err());
+        assert_eq!(
+            pick(AuthMethod::Plain, &["PLAIN"], false, false),
+            Ok(Login::Sasl(Mechanism::Plain))
+        );
+        assert_eq!(pick(AuthMethod::User, &[], false, false), Ok(Login::User));
+    }
+}
