@@ -8,3 +8,4 @@ mod crash_safety;
 mod delivery;
 mod dovecot_sync;
 mod hostile_server;
+mod security;

@@ -121,6 +121,75 @@ pub fn certs() -> &'static Certs {
     })
 }
 
+/// Certificates a client must refuse, each with its key: (certificate, key).
+pub struct BadCerts {
+    pub self_signed: (PathBuf, PathBuf),
+    pub unknown_root: (PathBuf, PathBuf),
+    pub wrong_name: (PathBuf, PathBuf),
+    pub expired: (PathBuf, PathBuf),
+    pub not_yet_valid: (PathBuf, PathBuf),
+}
+
+pub fn bad_certs() -> &'static BadCerts {
+    static BAD: OnceLock<BadCerts> = OnceLock::new();
+    BAD.get_or_init(|| {
+        let good = certs();
+        let dir = good.ca.parent().unwrap().join("bad");
+        fs::create_dir_all(dir.join("newcerts")).unwrap();
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let pair = |name: &str| (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        // Self-signed, for the right name.
+        openssl(&dir, &[&["req", "-x509"], &ec[..], &["-keyout", "self.key", "-out", "self.pem", "-days", "3", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]].concat());
+        // Signed by a CA the client does not trust.
+        openssl(&dir, &[&["req", "-x509"], &ec[..], &["-keyout", "other-ca.key", "-out", "other-ca.pem", "-days", "3", "-subj", "/CN=unknown CA"]].concat());
+        openssl(&dir, &[&["req"], &ec[..], &["-keyout", "unknown.key", "-out", "unknown.csr", "-subj", "/CN=localhost"]].concat());
+        fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+        fs::write(dir.join("wrong.cnf"), "subjectAltName=DNS:wrong.example\n").unwrap();
+        openssl(&dir, &["x509", "-req", "-in", "unknown.csr", "-CA", "other-ca.pem", "-CAkey", "other-ca.key", "-CAcreateserial", "-out", "unknown.pem", "-days", "3", "-extfile", "ext.cnf"]);
+        // Signed by the trusted CA, but for another name, or outside its dates.
+        let ca_dir = good.ca.parent().unwrap();
+        let ca = |csr: &str, out: &str, ext: &str, start: &str, end: &str| {
+            fs::write(dir.join("index.txt"), "").unwrap();
+            fs::write(dir.join("serial"), format!("{:02X}\n", rand_serial())).unwrap();
+            fs::write(
+                dir.join("ca.cnf"),
+                format!(
+                    "[ca]\ndefault_ca = test\n[test]\ndatabase = {d}/index.txt\nnew_certs_dir = {d}/newcerts\nserial = {d}/serial\ndefault_md = sha256\npolicy = any\nunique_subject = no\n[any]\ncommonName = supplied\n",
+                    d = dir.display()
+                ),
+            )
+            .unwrap();
+            openssl(&dir, &["ca", "-batch", "-config", "ca.cnf", "-cert", &ca_dir.join("ca.pem").display().to_string(), "-keyfile", &ca_dir.join("ca.key").display().to_string(), "-in", csr, "-out", out, "-startdate", start, "-enddate", end, "-extfile", ext, "-notext"]);
+        };
+        for name in ["wrong", "expired", "future"] {
+            openssl(&dir, &[&["req"], &ec[..], &["-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", "/CN=localhost"]].concat());
+        }
+        ca("wrong.csr", "wrong.pem", "wrong.cnf", "20240101000000Z", "20990101000000Z");
+        ca("expired.csr", "expired.pem", "ext.cnf", "20200101000000Z", "20200201000000Z");
+        ca("future.csr", "future.pem", "ext.cnf", "20900101000000Z", "20990101000000Z");
+        BadCerts {
+            self_signed: pair("self"),
+            unknown_root: pair("unknown"),
+            wrong_name: pair("wrong"),
+            expired: pair("expired"),
+            not_yet_valid: pair("future"),
+        }
+    })
+}
+
+fn rand_serial() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        | 0x1000
+}
+
+/// The server certificate and key of the good test CA, for scripted TLS servers.
+pub fn good_cert() -> (PathBuf, PathBuf) {
+    (certs().cert.clone(), certs().key.clone())
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)

@@ -2,7 +2,7 @@
 //! injected bytes, cut connections, duplicate unique-ids, silence. It serves the
 //! scripts given, one connection each, and records every line the client sent.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -19,6 +19,9 @@ pub enum Step {
     Serve(Vec<(String, Vec<u8>)>),
     /// Stay silent for this long.
     Sleep(Duration),
+    /// Start TLS as the server with this certificate and key (PEM files); the
+    /// handshake may fail, which ends the script.
+    Tls(std::path::PathBuf, std::path::PathBuf),
     /// Close the connection.
     Close,
 }
@@ -125,35 +128,69 @@ deliver = "maildir:{maildir}"
     }
 }
 
-fn run_script(stream: TcpStream, script: Vec<Step>, log: &Mutex<Vec<String>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut read_line = |log: &Mutex<Vec<String>>| -> Option<String> {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => {
-                let line = line.trim_end().to_string();
-                log.lock().unwrap().push(line.clone());
-                Some(line)
+/// The server side of one connection, plain or TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<native_tls::TlsStream<TcpStream>>),
+    Gone,
+}
+
+impl Conn {
+    fn io(&mut self) -> Option<&mut dyn ReadWrite> {
+        match self {
+            Conn::Plain(s) => Some(s),
+            Conn::Tls(s) => Some(s.as_mut()),
+            Conn::Gone => None,
+        }
+    }
+
+    /// One line, read a byte at a time so nothing after it is consumed.
+    fn read_line(&mut self, log: &Mutex<Vec<String>>) -> Option<String> {
+        let io = self.io()?;
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        loop {
+            match io.read(&mut byte) {
+                Ok(1) => {
+                    line.push(byte[0]);
+                    if byte[0] == b'\n' {
+                        break;
+                    }
+                }
+                _ => return None,
             }
         }
-    };
+        let line = String::from_utf8_lossy(&line).trim_end().to_string();
+        log.lock().unwrap().push(line.clone());
+        Some(line)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        self.io()
+            .is_some_and(|io| io.write_all(bytes).and_then(|()| io.flush()).is_ok())
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn run_script(stream: TcpStream, script: Vec<Step>, log: &Mutex<Vec<String>>) {
+    let mut conn = Conn::Plain(stream);
     for step in script {
         match step {
             Step::Send(bytes) => {
-                if writer.write_all(&bytes).is_err() {
+                if !conn.write(&bytes) {
                     return;
                 }
             }
-            Step::Expect(prefix) => match read_line(log) {
+            Step::Expect(prefix) => match conn.read_line(log) {
                 Some(line) if line.starts_with(prefix) => {}
                 _ => return,
             },
             Step::Serve(messages) => {
-                while let Some(line) = read_line(log) {
+                while let Some(line) = conn.read_line(log) {
                     let reply = serve(&line, &messages);
-                    if writer.write_all(&reply).is_err() || line.starts_with("QUIT") {
+                    if !conn.write(&reply) || line.starts_with("QUIT") {
                         return;
                     }
                 }
@@ -161,6 +198,21 @@ fn run_script(stream: TcpStream, script: Vec<Step>, log: &Mutex<Vec<String>>) {
             }
             Step::Sleep(d) => std::thread::sleep(d),
             Step::Close => return,
+            Step::Tls(cert, key) => {
+                let Conn::Plain(tcp) = std::mem::replace(&mut conn, Conn::Gone) else {
+                    return;
+                };
+                let identity = native_tls::Identity::from_pkcs8(
+                    &std::fs::read(cert).unwrap(),
+                    &std::fs::read(key).unwrap(),
+                )
+                .unwrap();
+                let acceptor = native_tls::TlsAcceptor::new(identity).unwrap();
+                match acceptor.accept(tcp) {
+                    Ok(tls) => conn = Conn::Tls(Box::new(tls)),
+                    Err(_) => return,
+                }
+            }
         }
     }
 }
