@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Paths};
 use crate::exit::{classify, Exit};
+use crate::secret;
 use crate::sync::{sync_account, Report};
 
 #[derive(Debug, Parser)]
@@ -38,6 +39,26 @@ enum Command {
         #[arg(value_name = "ACCOUNT")]
         accounts: Vec<String>,
     },
+    /// Manage an account's password in the system keyring (service "popfetch",
+    /// entry USER@HOST)
+    Password {
+        #[command(subcommand)]
+        action: PasswordAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PasswordAction {
+    /// Store the password: prompted for on a terminal, else read from stdin
+    Set {
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+    },
+    /// Remove the stored password
+    Delete {
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+    },
 }
 
 /// Runs popfetch and returns its exit status.
@@ -56,15 +77,58 @@ pub fn run() -> ExitCode {
     };
     match &cli.command {
         Command::Sync { accounts } => sync(&cli, accounts).into(),
+        Command::Password { action } => password(&cli, action).into(),
+    }
+}
+
+fn load(cli: &Cli) -> Result<Config, anyhow::Error> {
+    Ok(Paths::discover().and_then(|paths| Config::load(cli.config.as_deref(), &paths))?)
+}
+
+fn password(cli: &Cli, action: &PasswordAction) -> Exit {
+    let (PasswordAction::Set { account } | PasswordAction::Delete { account }) = action;
+    let config = match load(cli) {
+        Ok(config) => config,
+        Err(e) => return fail(None, e),
+    };
+    let account = match config.select(std::slice::from_ref(account)) {
+        Ok(accounts) => accounts[0],
+        Err(e) => return fail(None, e.into()),
+    };
+    let entry = format!("{}@{}", account.user, account.host);
+    let result = match action {
+        PasswordAction::Set { .. } => secret::read_new_password(&entry)
+            .map_err(|e| anyhow::anyhow!("cannot read the password: {e}"))
+            .and_then(|password| {
+                secret::keyring_set(&entry, &password)
+                    .map_err(|e| anyhow::anyhow!("cannot store the password in the keyring: {e}"))
+            })
+            .map(|()| format!("stored the password for {entry} in the keyring")),
+        PasswordAction::Delete { .. } => match secret::keyring_delete(&entry) {
+            Ok(true) => Ok(format!("removed the password for {entry} from the keyring")),
+            Ok(false) => Ok(format!("the keyring holds no password for {entry}")),
+            Err(e) => Err(anyhow::anyhow!("cannot reach the keyring: {e}")),
+        },
+    };
+    match result {
+        Ok(message) => {
+            if !cli.quiet {
+                eprintln!("popfetch: {message}");
+            }
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("popfetch: account \"{}\": {e:#}", account.name);
+            Exit::Unavailable
+        }
     }
 }
 
 fn sync(cli: &Cli, names: &[String]) -> Exit {
-    let config =
-        match Paths::discover().and_then(|paths| Config::load(cli.config.as_deref(), &paths)) {
-            Ok(config) => config,
-            Err(e) => return fail(None, e.into()),
-        };
+    let config = match load(cli) {
+        Ok(config) => config,
+        Err(e) => return fail(None, e),
+    };
     let accounts = match config.select(names) {
         Ok(accounts) => accounts,
         Err(e) => return fail(None, e.into()),

@@ -351,7 +351,7 @@ fn resolve(
         }
         (Some(p), None) => PasswordSource::Inline(Secret::new(p)),
         (None, Some(cmd)) => PasswordSource::Command(command(&cmd, "password_command")?),
-        (None, None) => PasswordSource::Missing,
+        (None, None) => PasswordSource::Keyring(format!("{user}@{host}")),
     };
     let auth = raw.auth.unwrap_or(AuthMethod::Auto);
     let oauth_token = match raw.oauth_token_command {

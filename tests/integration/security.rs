@@ -295,3 +295,79 @@ fn escape_sequences_never_reach_the_terminal() {
         "{err}"
     );
 }
+
+/// The password lives in a real Secret Service (gnome-keyring in its own D-Bus
+/// session): `popfetch password set` stores it, `sync` uses it, `delete` removes it.
+#[test]
+fn password_from_the_system_keyring() {
+    use crate::support::dovecot::{self, numbered};
+    use crate::support::Dovecot;
+    for tool in ["/usr/bin/dbus-run-session", "/usr/bin/gnome-keyring-daemon"] {
+        assert!(
+            std::path::Path::new(tool).exists(),
+            "{tool} is missing: apt-get install dbus-daemon dbus-bin gnome-keyring"
+        );
+    }
+    let server = Dovecot::start();
+    server.add_messages(&numbered(2));
+    let home = Home::new();
+    let config: String = server
+        .config(&home, "implicit", "")
+        .lines()
+        .filter(|l| !l.starts_with("password"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    home.write_config(&config);
+
+    // Without a session bus (as under cron) it says so and names the alternatives.
+    let run = home.run(&["sync"]);
+    run.expect(78);
+    assert!(
+        run.stderr().contains("no keyring is reachable"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.stderr().contains("password_command"),
+        "{}",
+        run.stderr()
+    );
+
+    let script = r#"
+        set -u
+        printf '%s' keyring-unlock | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+        printf '%s\n' "$PW" | "$POPFETCH" password set test || exit 101
+        "$POPFETCH" -v sync || exit $?
+        "$POPFETCH" password delete test || exit 102
+        "$POPFETCH" sync </dev/null
+    "#;
+    let output = Command::new("dbus-run-session")
+        .args(["--", "bash", "-c", script])
+        .env_clear()
+        .envs(
+            home.command()
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        )
+        .env("XDG_DATA_HOME", home.path().join(".local/share"))
+        .env("PW", dovecot::PASSWORD)
+        .env("POPFETCH", env!("CARGO_BIN_EXE_popfetch"))
+        .current_dir(home.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The last step runs after the entry was deleted: no password, no terminal.
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("stored the password for alice@127.0.0.1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("removed the password"), "{stderr}");
+    assert!(stderr.contains("the keyring holds none"), "{stderr}");
+    assert!(
+        !stderr.contains(dovecot::PASSWORD),
+        "the password leaked: {stderr}"
+    );
+    assert_eq!(home.delivered().len(), 2, "{stderr}");
+}
