@@ -109,6 +109,58 @@ fn every_login_method_works_against_dovecot() {
 }
 
 #[test]
+fn oauth2_tokens_log_in_with_xoauth2_and_oauthbearer() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(1));
+    for auth in ["xoauth2", "oauthbearer"] {
+        let home = Home::new();
+        let token_file = home.path().join("token");
+        fs::write(
+            &token_file,
+            format!("{}\n", server.oauth_token(dovecot::USER)),
+        )
+        .unwrap();
+        let config: String = server
+            .config(
+                &home,
+                "implicit",
+                &format!(
+                    "keep = true\nauth = \"{auth}\"\noauth_token_command = \"cat {}\"",
+                    token_file.display()
+                ),
+            )
+            .lines()
+            .filter(|l| !l.starts_with("password"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        home.write_config(&config);
+        let run = home.run(&["-v", "sync"]);
+        run.expect(0);
+        assert!(
+            run.stderr()
+                .contains(&format!("> AUTH {}", auth.to_uppercase())),
+            "{}",
+            run.stderr()
+        );
+        assert!(
+            !run.stderr()
+                .contains(&server.oauth_token(dovecot::USER)[..20]),
+            "the token leaked"
+        );
+        assert_eq!(home.delivered(), sorted(numbered(1)), "{auth}");
+
+        // A token for someone else, or a forged one, is refused.
+        fs::write(
+            &token_file,
+            server.oauth_token("mallory").replace('.', "x."),
+        )
+        .unwrap();
+        let run = home.run(&["sync"]);
+        run.expect(77);
+    }
+}
+
+#[test]
 fn wrong_password_fails_with_every_method() {
     let server = Dovecot::start();
     for auth in ["user", "apop", "plain", "cram-md5", "scram-sha-256"] {

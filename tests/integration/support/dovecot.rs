@@ -10,8 +10,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "correct horse battery";
+
+/// The key Dovecot checks OAuth2 tokens with.
+const OAUTH_KEY: &[u8] = b"popfetch-test-oauth-key-0123456789";
 
 const DOVECOT: &str = "/usr/sbin/dovecot";
 
@@ -289,13 +297,18 @@ ssl_cert = <{cert}
 ssl_key = <{key}
 disable_plaintext_auth = no
 auth_failure_delay = 0
-auth_mechanisms = plain login apop cram-md5 scram-sha-1 scram-sha-256
+auth_mechanisms = plain login apop cram-md5 scram-sha-1 scram-sha-256 xoauth2 oauthbearer
 default_internal_user = {internal_user}
 default_internal_group = {internal_user}
 default_login_user = {login_user}
 first_valid_uid = 1
 mail_location = maildir:~/Maildir
 pop3_uidl_format = %08Xu%08Xv
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root}/oauth2.conf.ext
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/passwd
@@ -326,6 +339,18 @@ service anvil {{
             cert = certs.cert.display(),
             key = certs.key.display(),
         );
+        // OAuth2 bearer tokens are JWTs checked locally against an HS256 key
+        // (Dovecot's local validation), so no token server is needed.
+        let keys = dir.path().join("keys/default/HS256");
+        fs::create_dir_all(&keys).unwrap();
+        fs::write(keys.join("default"), BASE64.encode(OAUTH_KEY)).unwrap();
+        fs::write(
+            dir.path().join("oauth2.conf.ext"),
+            format!(
+                "introspection_mode = local\nlocal_validation_key_dict = fs:posix:prefix={root}/keys/\nusername_attribute = sub\n"
+            ),
+        )
+        .unwrap();
         let conf = dir.path().join("dovecot.conf");
         fs::write(&conf, config).unwrap();
         let stderr = fs::File::create(dir.path().join("dovecot.stderr")).unwrap();
@@ -373,6 +398,25 @@ service anvil {{
 
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// A signed OAuth2 access token (JWT) for `subject`, valid for an hour.
+    pub fn oauth_token(&self, subject: &str) -> String {
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header = url.encode(r#"{"alg":"HS256","typ":"JWT","kid":"default"}"#);
+        let claims = url.encode(format!(
+            r#"{{"sub":"{subject}","iat":{now},"nbf":{},"exp":{}}}"#,
+            now - 60,
+            now + 3600
+        ));
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(OAUTH_KEY).unwrap();
+        mac.update(format!("{header}.{claims}").as_bytes());
+        let signature = url.encode(mac.finalize().into_bytes());
+        format!("{header}.{claims}.{signature}")
     }
 
     /// The user's Maildir on the server.
