@@ -8,8 +8,10 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Paths};
 use crate::exit::{classify, Exit};
+use crate::preview;
 use crate::secret;
-use crate::sync::{sync_account, Report};
+use crate::sync::{sync_account, Options, Report};
+use std::io::Write;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +40,18 @@ enum Command {
         /// Accounts to sync, as named in the configuration file
         #[arg(value_name = "ACCOUNT")]
         accounts: Vec<String>,
+        /// Print what would be fetched, skipped and deleted, and change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the messages on the server with what a sync would do with each
+    List {
+        /// Accounts to list [default: all]
+        #[arg(value_name = "ACCOUNT")]
+        accounts: Vec<String>,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
     },
     /// Manage an account's password in the system keyring (service "popfetch",
     /// entry USER@HOST)
@@ -76,7 +90,8 @@ pub fn run() -> ExitCode {
         }
     };
     match &cli.command {
-        Command::Sync { accounts } => sync(&cli, accounts).into(),
+        Command::Sync { accounts, dry_run } => sync(&cli, accounts, *dry_run).into(),
+        Command::List { accounts, json } => list(&cli, accounts, *json).into(),
         Command::Password { action } => password(&cli, action).into(),
     }
 }
@@ -124,7 +139,57 @@ fn password(cli: &Cli, action: &PasswordAction) -> Exit {
     }
 }
 
-fn sync(cli: &Cli, names: &[String]) -> Exit {
+/// A trace for -v: each line names the account.
+fn trace(cli: &Cli, account: &str) -> Option<crate::pop3::Trace> {
+    cli.verbose.then(|| {
+        let name = account.to_string();
+        Box::new(move |line: &str| eprintln!("{name}: {line}")) as crate::pop3::Trace
+    })
+}
+
+/// Warnings that are not errors: printed unless -q.
+fn warner(cli: &Cli, account: &str) -> crate::sync::Warn {
+    let quiet = cli.quiet;
+    let name = account.to_string();
+    Box::new(move |text: &str| {
+        if !quiet {
+            eprintln!("popfetch: warning: account \"{name}\": {text}");
+        }
+    })
+}
+
+fn list(cli: &Cli, names: &[String], json: bool) -> Exit {
+    let config = match load(cli) {
+        Ok(config) => config,
+        Err(e) => return fail(None, e),
+    };
+    let accounts = match config.select(names) {
+        Ok(accounts) => accounts,
+        Err(e) => return fail(None, e.into()),
+    };
+    let mut worst = Exit::Ok;
+    let mut all = serde_json::Map::new();
+    for account in accounts {
+        let warn = warner(cli, &account.name);
+        match preview::list_account(account, trace(cli, &account.name), &*warn) {
+            Ok(entries) if json => {
+                all.insert(account.name.clone(), serde_json::json!(entries));
+            }
+            Ok(entries) => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}: {} message(s)", account.name, entries.len());
+                let _ = write!(out, "{}", preview::table(&entries));
+            }
+            Err(e) => worst = worst.max(fail(Some(&account.name), e)),
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Object(all));
+    }
+    worst
+}
+
+fn sync(cli: &Cli, names: &[String], dry_run: bool) -> Exit {
     let config = match load(cli) {
         Ok(config) => config,
         Err(e) => return fail(None, e),
@@ -142,11 +207,27 @@ fn sync(cli: &Cli, names: &[String]) -> Exit {
                 account.name
             );
         }
-        let trace = cli.verbose.then(|| {
-            let name = account.name.clone();
-            Box::new(move |line: &str| eprintln!("{name}: {line}")) as crate::pop3::Trace
-        });
-        match sync_account(account, trace) {
+        let options = Options {
+            trace: trace(cli, &account.name),
+            dry_run,
+            warn: Some(warner(cli, &account.name)),
+        };
+        match sync_account(account, options) {
+            Ok(report) if dry_run => {
+                let plan = report.plan.as_ref().expect("a dry run returns its plan");
+                let state = crate::state::UidlState::peek(&account.state_file());
+                let entries = match &state {
+                    Ok(state) => preview::entries(plan, state),
+                    Err(_) => Vec::new(),
+                };
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(
+                    out,
+                    "{}: would fetch {} message(s) ({} bytes), delete {}, skip {}",
+                    account.name, report.fetched, report.bytes, report.deleted, report.skipped
+                );
+                let _ = write!(out, "{}", preview::table(&entries));
+            }
             Ok(report) => {
                 if cli.verbose {
                     eprintln!("{}: {}", account.name, summary(&report));
@@ -170,7 +251,7 @@ fn fail(account: Option<&str>, err: anyhow::Error) -> Exit {
 
 fn summary(report: &Report) -> String {
     format!(
-        "{} message(s) fetched ({} bytes), {} deleted",
-        report.fetched, report.bytes, report.deleted
+        "{} message(s) fetched ({} bytes), {} deleted, {} skipped",
+        report.fetched, report.bytes, report.deleted, report.skipped
     )
 }

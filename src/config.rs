@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::policy::{self, Policy, SizeAction};
 use crate::pop3::transport::{TlsOptions, TlsVersion};
 use crate::secret::{PasswordSource, Secret};
 
@@ -85,7 +86,12 @@ pub struct Account {
     pub mda_recipient: String,
     /// How long one MDA call may take.
     pub mda_timeout: Duration,
-    pub keep: bool,
+    /// What to fetch and what to leave on the server.
+    pub policy: Policy,
+    /// `filter`: a command judging each new message by its headers.
+    pub filter: Option<Vec<String>>,
+    /// Add a Received: trace header to each message.
+    pub received_header: bool,
     pub state_dir: PathBuf,
 }
 
@@ -131,6 +137,13 @@ struct RawAccount {
     mda_recipient: Option<String>,
     mda_timeout: Option<u64>,
     keep: Option<bool>,
+    delete_after: Option<String>,
+    fetch_all: Option<bool>,
+    max_size: Option<String>,
+    max_size_action: Option<String>,
+    max_messages: Option<usize>,
+    filter: Option<String>,
+    received_header: Option<bool>,
     state_dir: Option<String>,
 }
 
@@ -156,6 +169,13 @@ impl RawAccount {
             mda_recipient: self.mda_recipient.or(d.mda_recipient),
             mda_timeout: self.mda_timeout.or(d.mda_timeout),
             keep: self.keep.or(d.keep),
+            delete_after: self.delete_after.or(d.delete_after),
+            fetch_all: self.fetch_all.or(d.fetch_all),
+            max_size: self.max_size.or(d.max_size),
+            max_size_action: self.max_size_action.or(d.max_size_action),
+            max_messages: self.max_messages.or(d.max_messages),
+            filter: self.filter.or(d.filter),
+            received_header: self.received_header.or(d.received_header),
             state_dir: self.state_dir.or(d.state_dir),
         }
     }
@@ -384,6 +404,53 @@ fn resolve(
         }
     };
     let mda_recipient = raw.mda_recipient.unwrap_or_else(|| user.clone());
+    let keep = raw.keep.unwrap_or(false);
+    let delete_after = match raw.delete_after {
+        None => None,
+        Some(text) => Some(policy::parse_duration(&text).ok_or_else(|| {
+            invalid(format!(
+                "delete_after = \"{text}\" is not a duration such as \"30d\" (units s, m, h, d, w)"
+            ))
+        })?),
+    };
+    if delete_after.is_some() && !keep {
+        return Err(invalid(
+            "delete_after needs keep = true: without it every delivered message is deleted at once"
+                .into(),
+        ));
+    }
+    let max_size = match raw.max_size {
+        None => None,
+        Some(text) => Some(policy::parse_size(&text).ok_or_else(|| {
+            invalid(format!(
+                "max_size = \"{text}\" is not a size such as \"10M\" (units K, M, G)"
+            ))
+        })?),
+    };
+    let max_size_action = match raw.max_size_action.as_deref() {
+        None | Some("skip") => SizeAction::Skip,
+        Some("delete") => SizeAction::Delete,
+        Some(other) => {
+            return Err(invalid(format!(
+                "max_size_action = \"{other}\" is not \"skip\" or \"delete\""
+            )))
+        }
+    };
+    if raw.max_messages == Some(0) {
+        return Err(invalid("max_messages must be at least 1".into()));
+    }
+    let policy = Policy {
+        keep,
+        delete_after,
+        fetch_all: raw.fetch_all.unwrap_or(false),
+        max_size,
+        max_size_action,
+        max_messages: raw.max_messages,
+    };
+    let filter = match raw.filter {
+        Some(cmd) => Some(command(&cmd, "filter")?),
+        None => None,
+    };
     let tls_min_version = match raw.tls_min_version.as_deref().unwrap_or("1.2") {
         "1.0" => TlsVersion::V1_0,
         "1.1" => TlsVersion::V1_1,
@@ -419,7 +486,9 @@ fn resolve(
         deliver,
         mda_recipient,
         mda_timeout,
-        keep: raw.keep.unwrap_or(false),
+        policy,
+        filter,
+        received_header: raw.received_header.unwrap_or(false),
         state_dir: raw
             .state_dir
             .map_or_else(|| paths.state_dir.clone(), |d| expand_home(&d, &paths.home)),
@@ -502,7 +571,7 @@ state_dir = "~/st"
         let work = &config.select(&["work".into()]).unwrap()[0];
         assert_eq!(work.port, 995);
         assert_eq!(work.tls, TlsMode::Implicit);
-        assert!(work.keep);
+        assert!(work.policy.keep);
         assert_eq!(work.timeout, Duration::from_secs(5));
         assert_eq!(work.deliver, Delivery::Maildir("/home/u/Mail/work".into()));
         assert_eq!(work.state_file(), PathBuf::from("/state/work.state"));
@@ -512,7 +581,7 @@ state_dir = "~/st"
         assert_eq!(argv, &["pass", "show", "mail work"]);
         let home = &config.accounts[0];
         assert_eq!(home.port, 110);
-        assert!(!home.keep);
+        assert!(!home.policy.keep);
         assert_eq!(home.state_dir, PathBuf::from("/home/u/st"));
     }
 

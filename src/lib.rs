@@ -4,12 +4,15 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod deliver;
 pub mod durable;
 pub mod exit;
+pub mod filter;
 pub mod lock;
 pub mod policy;
 pub mod pop3;
+pub mod preview;
 pub mod secret;
 pub mod state;
 pub mod sync;

@@ -43,6 +43,30 @@ pub enum StateError {
     Newer { path: PathBuf, found: u32 },
 }
 
+/// A read-only view of the state, for previews.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    delivered: HashMap<String, u64>,
+}
+
+impl Snapshot {
+    pub fn delivered_uids(&self) -> impl Iterator<Item = &str> {
+        self.delivered.keys().map(String::as_str)
+    }
+}
+
+impl crate::policy::Known for Snapshot {
+    fn first_seen(&self, uid: &str) -> Option<u64> {
+        self.delivered.get(uid).copied()
+    }
+}
+
+impl crate::policy::Known for UidlState {
+    fn first_seen(&self, uid: &str) -> Option<u64> {
+        self.delivered.get(uid).copied()
+    }
+}
+
 /// A delivery that was under way when a run died.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interrupted {
@@ -53,7 +77,8 @@ pub struct Interrupted {
 /// The state of one account, open for appending.
 pub struct UidlState {
     path: PathBuf,
-    journal: File,
+    /// Open for appending; `None` only inside [`UidlState::peek`].
+    journal: Option<File>,
     /// Delivered unique-ids and when each was first seen.
     delivered: HashMap<String, u64>,
     /// Announced deliveries not yet completed or abandoned.
@@ -74,6 +99,35 @@ enum Record<'a> {
 }
 
 impl UidlState {
+    /// Reads the state at `path` without changing anything on disk: no file is
+    /// created and nothing is compacted (for `list` and `sync --dry-run`).
+    pub fn peek(path: &Path) -> Result<Snapshot, StateError> {
+        let text = match fs::read(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Snapshot::default()),
+            Err(source) => {
+                return Err(StateError::Io {
+                    action: "read",
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let mut state = UidlState {
+            path: path.to_path_buf(),
+            journal: None,
+            delivered: HashMap::new(),
+            pending: BTreeMap::new(),
+            lines: 0,
+            len: 0,
+            unsynced: false,
+        };
+        state.replay(&text)?;
+        Ok(Snapshot {
+            delivered: state.delivered,
+        })
+    }
+
     /// Opens the state at `path`, creating an empty one if there is none.
     pub fn open(path: &Path) -> Result<UidlState, StateError> {
         let io_err = |action| {
@@ -95,7 +149,7 @@ impl UidlState {
         };
         let mut state = UidlState {
             path: path.to_path_buf(),
-            journal: open_append(path).map_err(io_err("open"))?,
+            journal: Some(open_append(path).map_err(io_err("open"))?),
             delivered: HashMap::new(),
             pending: BTreeMap::new(),
             lines: 0,
@@ -220,8 +274,8 @@ impl UidlState {
 
     /// Makes every record so far durable.
     pub fn sync(&mut self) -> Result<(), StateError> {
-        if self.unsynced {
-            self.journal.sync_data().map_err(|source| StateError::Io {
+        if let (true, Some(journal)) = (self.unsynced, &self.journal) {
+            journal.sync_data().map_err(|source| StateError::Io {
                 action: "write",
                 path: self.path.clone(),
                 source,
@@ -233,11 +287,12 @@ impl UidlState {
 
     fn append(&mut self, record: &str) -> Result<(), StateError> {
         let line = seal(record);
+        let journal = self.journal.as_mut().expect("a state opened for writing");
         // One write per line, so a killed process leaves whole lines or a torn tail.
-        if let Err(source) = self.journal.write_all(line.as_bytes()) {
+        if let Err(source) = journal.write_all(line.as_bytes()) {
             // A full disk may have taken part of the line; cut it off, or the next
             // record would be glued to it and the journal would read as damaged.
-            let _ = self.journal.set_len(self.len);
+            let _ = journal.set_len(self.len);
             return Err(StateError::Io {
                 action: "write",
                 path: self.path.clone(),
@@ -258,8 +313,9 @@ impl UidlState {
             source,
         };
         write_snapshot(&self.path, &self.delivered, &self.pending).map_err(io_err)?;
-        self.journal = open_append(&self.path).map_err(io_err)?;
-        self.len = self.journal.metadata().map_err(io_err)?.len();
+        let journal = open_append(&self.path).map_err(io_err)?;
+        self.len = journal.metadata().map_err(io_err)?.len();
+        self.journal = Some(journal);
         self.lines = 1 + self.delivered.len() + self.pending.len();
         self.unsynced = false;
         Ok(())

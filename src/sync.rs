@@ -1,74 +1,101 @@
 //! One account's sync, told in the order it happens: lock the account, open the
-//! target and the state, finish what a killed run left, connect, secure, log in, list,
+//! target and the state, finish what a killed run left, connect and log in, list,
 //! plan, fetch and deliver, make the state durable, delete, quit.
 //!
 //! The order is the never-lose-mail promise: a message gets a DELE only after its
 //! delivery and its state record are durable, and deletions take effect only at QUIT.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 
-use crate::auth::{self, Login, Offer};
-use crate::config::{Account, Delivery, TlsMode};
+use crate::config::{Account, Delivery};
+use crate::connect::{self, open_session};
 use crate::deliver::{DeliverError, MaildirTarget, MboxTarget, MdaTarget, Recovered, Target};
+use crate::filter;
 use crate::lock::AccountLock;
-use crate::policy::{self, Policy, SessionPlan};
-use crate::pop3::response::apop_timestamp;
-use crate::pop3::transport::{Stream, TlsConfig};
-use crate::pop3::{Client, Credentials, Flow, Peer, Session, Trace};
-use crate::secret::Secret;
+use crate::policy::{self, Action, SessionPlan};
+use crate::pop3::transport::Stream;
+use crate::pop3::{Flow, ListedMessage, Session, Trace};
 use crate::state::UidlState;
 
-/// What a sync did.
+/// How to run a sync.
+#[derive(Default)]
+pub struct Options {
+    /// Receives the protocol steps, passwords redacted.
+    pub trace: Option<Trace>,
+    /// Plan only: change nothing on the server, on disk or in the state.
+    pub dry_run: bool,
+    /// Receives warnings that are not errors.
+    pub warn: Option<Warn>,
+}
+
+/// Where warnings that are not errors go.
+pub type Warn = Box<dyn Fn(&str)>;
+
+/// What a sync did (or, for a dry run, would do).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
     pub fetched: usize,
     pub bytes: u64,
     pub deleted: usize,
+    /// Messages left on the server this time (too large, over the limit, filtered).
+    pub skipped: usize,
     /// Messages the server refused to send; they stay on the server.
     pub refused: usize,
+    /// The plan, for a dry run to show.
+    pub plan: Option<SessionPlan>,
 }
 
-/// Syncs one account. `trace` receives the protocol steps, passwords redacted.
-pub fn sync_account(account: &Account, trace: Option<Trace>) -> Result<Report> {
+/// Syncs one account.
+pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
+    if options.dry_run {
+        return preview(account, options);
+    }
+    let warn = |text: &str| {
+        if let Some(w) = &options.warn {
+            w(text)
+        }
+    };
     let _lock = lock(account)?;
     let mut target = open_target(account)?;
     let mut state = UidlState::open(&account.state_file())?;
     recover(&mut state, target.as_mut())?;
 
-    let secret = if account.auth.uses_token() {
-        account.oauth_token.resolve()?
-    } else {
-        account.password.resolve()?
-    };
-    let tls = TlsConfig::new(&account.tls_options())?;
-    let client = connect(account, &tls, trace)?;
-    let mut session = login(client, account, &secret)?;
-
-    let listing = session.listing()?;
-    let plan = policy::plan(
+    let mut session = open_session(account, options.trace)?;
+    let listing = connect::listing(&mut session, &warn)?;
+    let mut plan = policy::plan(
         &listing,
+        &state,
         state.delivered_uids(),
-        &Policy { keep: account.keep },
+        &account.policy,
+        now(),
     );
+    let mut failures = Failures::default();
+    run_filter(&mut session, &mut plan, account, &mut failures)?;
     state.forget(&plan.forget)?;
 
-    let mut report = Report::default();
+    let mut report = Report {
+        skipped: plan.skipped().len(),
+        ..Report::default()
+    };
     let fetched = fetch_and_deliver(
         &mut session,
         &plan,
+        account,
         target.as_mut(),
         &mut state,
         &mut report,
+        &mut failures,
     );
     // Whatever happened while fetching, every completed delivery is made durable
     // before a single DELE goes out.
     state.sync()?;
-    let (delivered, stopped_by) = fetched?;
+    let delivered = fetched?;
 
-    let mut deletions = plan.delete.clone();
+    let mut deletions = plan.delete();
     if plan.delete_after_delivery {
         deletions.extend(delivered);
     }
@@ -76,7 +103,7 @@ pub fn sync_account(account: &Account, trace: Option<Trace>) -> Result<Report> {
     session.quit()?;
     report.deleted = deletions.len() - refused.len();
 
-    if let Some(err) = stopped_by {
+    if let Some(err) = failures.worst() {
         return Err(err);
     }
     if report.refused > 0 {
@@ -86,6 +113,67 @@ pub fn sync_account(account: &Account, trace: Option<Trace>) -> Result<Report> {
         ))));
     }
     Ok(report)
+}
+
+/// A dry run: the same session up to the plan, then QUIT. Nothing is locked,
+/// created, recorded, delivered or deleted.
+fn preview(account: &Account, options: Options) -> Result<Report> {
+    let warn = |text: &str| {
+        if let Some(w) = &options.warn {
+            w(text)
+        }
+    };
+    let state = UidlState::peek(&account.state_file())?;
+    let mut session = open_session(account, options.trace)?;
+    let listing = connect::listing(&mut session, &warn)?;
+    let mut plan = policy::plan(
+        &listing,
+        &state,
+        state.delivered_uids(),
+        &account.policy,
+        now(),
+    );
+    let mut failures = Failures::default();
+    run_filter(&mut session, &mut plan, account, &mut failures)?;
+    session.quit()?;
+    let fetch = plan.fetch();
+    Ok(Report {
+        fetched: fetch.len(),
+        bytes: fetch.iter().map(|m| m.size).sum(),
+        deleted: plan.delete().len()
+            + if plan.delete_after_delivery {
+                fetch.len()
+            } else {
+                0
+            },
+        skipped: plan.skipped().len(),
+        refused: 0,
+        plan: Some(plan),
+    })
+}
+
+/// Runs the filter on each message planned for fetching, by its headers.
+fn run_filter(
+    session: &mut Session<Stream>,
+    plan: &mut SessionPlan,
+    account: &Account,
+    failures: &mut Failures,
+) -> Result<()> {
+    let Some(argv) = &account.filter else {
+        return Ok(());
+    };
+    let mut judged = HashSet::new();
+    // A verdict can let another message in under max_messages, so look again.
+    while let Some(message) = plan.fetch().into_iter().find(|m| !judged.contains(&m.num)) {
+        judged.insert(message.num);
+        let head = connect::headers(session, message.num)?;
+        let verdict = filter::judge(argv, &head, account.mda_timeout).unwrap_or_else(|err| {
+            failures.add(anyhow::Error::new(err));
+            Action::Skip(policy::Reason::Filter)
+        });
+        plan.apply_filter(message.num, verdict, &account.policy);
+    }
+    Ok(())
 }
 
 fn lock(account: &Account) -> Result<AccountLock> {
@@ -125,85 +213,34 @@ fn recover(state: &mut UidlState, target: &mut dyn Target) -> Result<()> {
     Ok(())
 }
 
-/// Connects and secures the connection as configured; never falls back to cleartext.
-fn connect(account: &Account, tls: &TlsConfig, trace: Option<Trace>) -> Result<Client<Stream>> {
-    let stream = Stream::connect(&account.host, account.port, account.timeout)?;
-    let stream = match account.tls {
-        TlsMode::Implicit => stream.secure(tls, &account.host)?,
-        TlsMode::Starttls | TlsMode::None => stream,
-    };
-    let mut client = Client::new(stream, trace)?;
-    if account.tls == TlsMode::Starttls {
-        client = client.starttls(|plain| plain.secure(tls, &account.host))?;
-    }
-    Ok(client)
-}
-
-fn login(
-    mut client: Client<Stream>,
-    account: &Account,
-    secret: &Secret,
-) -> Result<Session<Stream>> {
-    let caps = client.capabilities()?.clone();
-    let offer = Offer {
-        caps: &caps,
-        apop: apop_timestamp(&client.greeting().raw).is_some(),
-        encrypted: account.tls != TlsMode::None,
-    };
-    let (user, secret) = (account.user.as_str(), secret.expose());
-    let credentials = match auth::choose(account.auth, &offer)? {
-        Login::User => Credentials::User {
-            user,
-            password: secret,
-        },
-        Login::Apop => Credentials::Apop {
-            user,
-            password: secret,
-        },
-        Login::Sasl(mechanism) => Credentials::Sasl {
-            mechanism,
-            user,
-            secret,
-            peer: Peer {
-                host: account.host.clone(),
-                port: account.port,
-            },
-        },
-    };
-    match client.login(credentials) {
-        Ok(session) => Ok(session),
-        Err(failed) => {
-            // Be polite, but the login error is what matters.
-            let _ = failed.client.quit();
-            Err(failed.error.into())
-        }
-    }
-}
-
 /// Fetches every planned message and delivers it. Returns the numbers of the
-/// messages delivered and, if some could not be, the worst reason; a failed session is
-/// an `Err`. A failure of the target itself (a full disk) stops the fetching; one that
-/// concerns a single message (an MDA's verdict) does not.
+/// messages delivered; a failed session is an `Err`. A failure of the target itself
+/// (a full disk) stops the fetching; one that concerns a single message (an MDA's
+/// verdict) does not. Both are collected in `failures`.
 fn fetch_and_deliver(
     session: &mut Session<Stream>,
     plan: &SessionPlan,
+    account: &Account,
     target: &mut dyn Target,
     state: &mut UidlState,
     report: &mut Report,
-) -> Result<(Vec<u32>, Option<anyhow::Error>)> {
-    let nums: Vec<u32> = plan.fetch.iter().map(|m| m.num).collect();
+    failures: &mut Failures,
+) -> Result<Vec<u32>> {
+    let fetch: Vec<ListedMessage> = plan.fetch();
+    let nums: Vec<u32> = fetch.iter().map(|m| m.num).collect();
     let mut delivered = Vec::with_capacity(nums.len());
-    let mut failures = Failures::default();
     let mut index = 0;
     session.retrieve(&nums, |num, body| {
-        let message = &plan.fetch[index];
+        let message = &fetch[index];
         index += 1;
         debug_assert_eq!(message.num, num);
         let Ok(body) = body else {
             report.refused += 1;
             return Flow::Continue;
         };
-        match deliver_one(target, state, &message.uid, body) {
+        let trace_header = received_header(account, &message.uid);
+        let mut body = std::io::Cursor::new(trace_header).chain(body);
+        match deliver_one(target, state, &message.uid, &mut body) {
             Ok(bytes) => {
                 delivered.push(num);
                 report.fetched += 1;
@@ -224,7 +261,24 @@ fn fetch_and_deliver(
             }
         }
     })?;
-    Ok((delivered, failures.worst()))
+    Ok(delivered)
+}
+
+/// The Received: trace header (RFC 5322 §3.6.7) added when `received_header` is on;
+/// empty otherwise, so that by default every byte is the server's.
+fn received_header(account: &Account, uid: &str) -> Vec<u8> {
+    if !account.received_header {
+        return Vec::new();
+    }
+    let local = gethostname::gethostname().to_string_lossy().into_owned();
+    format!(
+        "Received: from {} by {local} with POP3 (popfetch {})\n\tid {uid} for <{}>; {}\n",
+        account.host,
+        env!("CARGO_PKG_VERSION"),
+        account.user,
+        chrono::Utc::now().to_rfc2822()
+    )
+    .into_bytes()
 }
 
 /// Delivery failures of one session: the worst is reported, with a count of the rest.

@@ -102,6 +102,14 @@ pub struct ListedMessage {
     pub uid: String,
 }
 
+/// The server's listing: with unique-ids, or (RFC 1939 makes UIDL optional)
+/// message numbers and sizes only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listing {
+    WithUids(Vec<ListedMessage>),
+    SizesOnly(Vec<(u32, u64)>),
+}
+
 /// Whether `retrieve` should go on after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -495,8 +503,8 @@ impl<S: Read + Write> Session<S> {
     }
 
     /// Every message with its size and unique-id: UIDL and LIST, sent together when
-    /// the server allows pipelining.
-    pub fn listing(&mut self) -> Result<Vec<ListedMessage>, Error> {
+    /// the server allows pipelining. A server without UIDL gives sizes only.
+    pub fn listing(&mut self) -> Result<Listing, Error> {
         self.conn.queue(Command::Uidl)?;
         if self.pipelining {
             self.conn.queue(Command::List)?;
@@ -513,17 +521,14 @@ impl<S: Read + Write> Session<S> {
         }
         self.conn.expect_ok("LIST")?;
         let size_lines = self.conn.read_lines("LIST")?;
-        let Some(uid_lines) = uid_lines else {
-            return Err(Error::Server {
-                command: "UIDL",
-                code: uidl.code,
-                text: format!(
-                    "{} (popfetch needs UIDL, RFC 1939 §7, to deliver each message once)",
-                    uidl.text
-                ),
-            });
-        };
-        join_listings(&uid_lines, &size_lines)
+        match uid_lines {
+            Some(uid_lines) => join_listings(&uid_lines, &size_lines).map(Listing::WithUids),
+            None => size_lines
+                .iter()
+                .map(|line| parse_list_line(line))
+                .collect::<Result<_, _>>()
+                .map(Listing::SizesOnly),
+        }
     }
 
     /// Retrieves messages in order, handing each body to `each` as a stream; a message
@@ -613,22 +618,30 @@ impl<S: Read + Write> Session<S> {
     }
 }
 
-/// Joins UIDL and LIST by message number. They must name the same messages, and
-/// unique-ids must be unique: a repeated one would make us delete a message we never
-/// fetched, believing it delivered.
+/// Joins UIDL and LIST by message number.
 fn join_listings(
     uid_lines: &[Vec<u8>],
     size_lines: &[Vec<u8>],
 ) -> Result<Vec<ListedMessage>, Error> {
-    let mut sizes = std::collections::BTreeMap::new();
-    for line in size_lines {
-        let (num, size) = parse_list_line(line)?;
-        sizes.insert(num, size);
-    }
+    let sizes = size_lines
+        .iter()
+        .map(|line| parse_list_line(line))
+        .collect::<Result<Vec<_>, _>>()?;
+    let uids = uid_lines
+        .iter()
+        .map(|line| parse_uidl_line(line))
+        .collect::<Result<Vec<_>, _>>()?;
+    join(&uids, &sizes)
+}
+
+/// Joins unique-ids and sizes by message number. They must name the same messages,
+/// and unique-ids must be unique: a repeated one would make us delete a message we
+/// never fetched, believing it delivered.
+pub fn join(uids: &[(u32, String)], sizes: &[(u32, u64)]) -> Result<Vec<ListedMessage>, Error> {
+    let mut sizes: std::collections::BTreeMap<u32, u64> = sizes.iter().copied().collect();
     let mut seen = std::collections::HashMap::new();
-    let mut messages = Vec::with_capacity(uid_lines.len());
-    for line in uid_lines {
-        let (num, uid) = parse_uidl_line(line)?;
+    let mut messages = Vec::with_capacity(uids.len());
+    for (num, uid) in uids.iter().cloned() {
         let size = sizes.remove(&num).ok_or_else(|| {
             Error::Protocol(format!("UIDL names message {num}, which LIST does not"))
         })?;
@@ -677,7 +690,9 @@ mod tests {
              +OK\r\n..x\r\n.\r\n+OK\r\ny\r\n.\r\n+OK\r\n+OK\r\n+OK bye\r\n"
         );
         let mut s = login(&server);
-        let list = s.listing().unwrap();
+        let Listing::WithUids(list) = s.listing().unwrap() else {
+            panic!("UIDL was answered")
+        };
         assert_eq!(list.len(), 2);
         assert_eq!(list[1].uid, "b");
         assert_eq!(list[1].size, 20);

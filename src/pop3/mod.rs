@@ -14,7 +14,8 @@ pub mod transport;
 mod mock;
 
 pub use client::{
-    Capabilities, Client, Credentials, Flow, ListedMessage, LoginFailed, Session, Trace,
+    join, Capabilities, Client, Credentials, Flow, ListedMessage, Listing, LoginFailed, Session,
+    Trace,
 };
 pub use error::{Error, ErrorKind};
 pub use response::{RespCode, Status};

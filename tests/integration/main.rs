@@ -8,4 +8,5 @@ mod crash_safety;
 mod delivery;
 mod dovecot_sync;
 mod hostile_server;
+mod policies;
 mod security;

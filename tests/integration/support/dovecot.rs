@@ -158,7 +158,7 @@ pub fn bad_certs() -> &'static BadCerts {
         let ca_dir = good.ca.parent().unwrap();
         let ca = |csr: &str, out: &str, ext: &str, start: &str, end: &str| {
             fs::write(dir.join("index.txt"), "").unwrap();
-            fs::write(dir.join("serial"), format!("{:02X}\n", rand_serial())).unwrap();
+            fs::write(dir.join("serial"), format!("{:08X}\n", rand_serial())).unwrap();
             fs::write(
                 dir.join("ca.cnf"),
                 format!(

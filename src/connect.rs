@@ -1,0 +1,118 @@
+//! Opening a logged-in POP3 session for an account — the secret, TLS, the
+//! connection, STLS, the login — and reading what is on the server, with a digest of
+//! the headers standing in for unique-ids on servers without UIDL.
+
+use std::io::Read;
+
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+
+use crate::auth::{self, Login, Offer};
+use crate::config::{Account, TlsMode};
+use crate::pop3::response::apop_timestamp;
+use crate::pop3::transport::{Stream, TlsConfig};
+use crate::pop3::{self, Client, Credentials, ListedMessage, Listing, Peer, Session, Trace};
+use crate::secret::Secret;
+
+/// How much of a message's headers we read through TOP.
+const MAX_HEADERS: u64 = 256 * 1024;
+
+/// Resolves the secret, connects, secures and logs in.
+pub fn open_session(account: &Account, trace: Option<Trace>) -> Result<Session<Stream>> {
+    let secret = if account.auth.uses_token() {
+        account.oauth_token.resolve()?
+    } else {
+        account.password.resolve()?
+    };
+    let tls = TlsConfig::new(&account.tls_options())?;
+    let client = connect(account, &tls, trace)?;
+    login(client, account, &secret)
+}
+
+/// Connects and secures the connection as configured; never falls back to cleartext.
+fn connect(account: &Account, tls: &TlsConfig, trace: Option<Trace>) -> Result<Client<Stream>> {
+    let stream = Stream::connect(&account.host, account.port, account.timeout)?;
+    let stream = match account.tls {
+        TlsMode::Implicit => stream.secure(tls, &account.host)?,
+        TlsMode::Starttls | TlsMode::None => stream,
+    };
+    let mut client = Client::new(stream, trace)?;
+    if account.tls == TlsMode::Starttls {
+        client = client.starttls(|plain| plain.secure(tls, &account.host))?;
+    }
+    Ok(client)
+}
+
+fn login(
+    mut client: Client<Stream>,
+    account: &Account,
+    secret: &Secret,
+) -> Result<Session<Stream>> {
+    let caps = client.capabilities()?.clone();
+    let offer = Offer {
+        caps: &caps,
+        apop: apop_timestamp(&client.greeting().raw).is_some(),
+        encrypted: account.tls != TlsMode::None,
+    };
+    let (user, secret) = (account.user.as_str(), secret.expose());
+    let credentials = match auth::choose(account.auth, &offer)? {
+        Login::User => Credentials::User {
+            user,
+            password: secret,
+        },
+        Login::Apop => Credentials::Apop {
+            user,
+            password: secret,
+        },
+        Login::Sasl(mechanism) => Credentials::Sasl {
+            mechanism,
+            user,
+            secret,
+            peer: Peer {
+                host: account.host.clone(),
+                port: account.port,
+            },
+        },
+    };
+    match client.login(credentials) {
+        Ok(session) => Ok(session),
+        Err(failed) => {
+            // Be polite, but the login error is what matters.
+            let _ = failed.client.quit();
+            Err(failed.error.into())
+        }
+    }
+}
+
+/// Every message on the server with its size and unique-id. A server without UIDL
+/// (RFC 1939 makes it optional) gets a digest of each message's headers and size as
+/// its unique-id; `warn` is told once.
+pub fn listing(session: &mut Session<Stream>, warn: &dyn Fn(&str)) -> Result<Vec<ListedMessage>> {
+    let sizes = match session.listing()? {
+        Listing::WithUids(messages) => return Ok(messages),
+        Listing::SizesOnly(sizes) => sizes,
+    };
+    warn("the server has no UIDL; messages are told apart by a digest of their headers");
+    let mut uids = Vec::with_capacity(sizes.len());
+    for &(num, size) in &sizes {
+        let head = headers(session, num)?;
+        let mut digest = Sha256::new();
+        digest.update(&head);
+        digest.update(size.to_be_bytes());
+        let hex: String = digest.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        uids.push((num, format!("hdr-{hex}")));
+    }
+    Ok(pop3::join(&uids, &sizes)?)
+}
+
+/// A message's header block, through `TOP n 0` (RFC 1939 §7), bounded.
+pub fn headers(session: &mut Session<Stream>, num: u32) -> Result<Vec<u8>, pop3::Error> {
+    session.top(num, 0, |body| {
+        let mut head = Vec::new();
+        let _ = body.take(MAX_HEADERS).read_to_end(&mut head);
+        head
+    })
+}

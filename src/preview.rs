@@ -1,0 +1,223 @@
+//! What `popfetch list` and `popfetch sync --dry-run` show: one line per message on
+//! the server with its number, size, fate, date, sender and subject (headers from
+//! TOP, RFC 2047 words decoded, broken charsets tolerated), or the same as JSON.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::config::Account;
+use crate::connect::{self, open_session};
+use crate::policy::{self, Action, SessionPlan};
+use crate::pop3::Trace;
+use crate::state::UidlState;
+
+/// One message as `list` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Entry {
+    pub number: u32,
+    pub size: u64,
+    pub uid: String,
+    /// "new", "delivered", "delete", "skip"
+    pub state: String,
+    /// Why it will be deleted or skipped, or what happens after delivery.
+    pub reason: Option<String>,
+    pub date: Option<String>,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+}
+
+/// Lists the messages on the server of one account with what a sync would do with
+/// each, changing nothing anywhere.
+pub fn list_account(
+    account: &Account,
+    trace: Option<Trace>,
+    warn: &dyn Fn(&str),
+) -> Result<Vec<Entry>> {
+    let state = UidlState::peek(&account.state_file())?;
+    let mut session = open_session(account, trace)?;
+    let listing = connect::listing(&mut session, warn)?;
+    let plan = policy::plan(
+        &listing,
+        &state,
+        state.delivered_uids(),
+        &account.policy,
+        now(),
+    );
+    let mut entries = entries(&plan, &state);
+    for entry in &mut entries {
+        // A server without TOP still gets its list, without the header columns.
+        if let Ok(head) = connect::headers(&mut session, entry.number) {
+            describe_headers(entry, &head);
+        }
+    }
+    session.quit()?;
+    Ok(entries)
+}
+
+/// The entries of a plan, without header columns.
+pub fn entries(plan: &SessionPlan, known: &dyn policy::Known) -> Vec<Entry> {
+    plan.messages
+        .iter()
+        .map(|(message, action)| {
+            let delivered = known.first_seen(&message.uid).is_some();
+            let (state, reason) = match action {
+                Action::Fetch if delivered => {
+                    ("new", Some("fetched again (fetch_all)".to_string()))
+                }
+                Action::Fetch if plan.delete_after_delivery => {
+                    ("new", Some("deleted after delivery".to_string()))
+                }
+                Action::Fetch => ("new", None),
+                Action::Keep => ("delivered", None),
+                Action::Delete(reason) => ("delete", Some(reason.to_string())),
+                Action::Skip(reason) => ("skip", Some(reason.to_string())),
+            };
+            Entry {
+                number: message.num,
+                size: message.size,
+                uid: message.uid.clone(),
+                state: state.to_string(),
+                reason,
+                date: None,
+                from: None,
+                subject: None,
+            }
+        })
+        .collect()
+}
+
+/// Fills the date, sender and subject from a header block.
+pub fn describe_headers(entry: &mut Entry, head: &[u8]) {
+    let Ok((headers, _)) = mailparse::parse_headers(head) else {
+        return;
+    };
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.get_key_ref().eq_ignore_ascii_case(name))
+            .map(|h| printable(&h.get_value()))
+    };
+    entry.subject = value("Subject");
+    entry.from = value("From");
+    entry.date = value("Date").map(|raw| {
+        mailparse::dateparse(&raw)
+            .ok()
+            .filter(|&t| t > 0)
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map_or(raw, |t| t.format("%Y-%m-%d %H:%M").to_string())
+    });
+}
+
+/// Decoded header text may hold anything a sender chose, escape sequences included:
+/// control characters become "?" so nothing can drive the user's terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// The table `list` prints.
+pub fn table(entries: &[Entry]) -> String {
+    let mut out = String::new();
+    for e in entries {
+        let state = match &e.reason {
+            Some(reason) => format!("{} ({reason})", e.state),
+            None => e.state.clone(),
+        };
+        out.push_str(&format!(
+            "{:>5} {:>8}  {:<40} {:<16}  {:<30}  {}\n",
+            e.number,
+            human_size(e.size),
+            clip(&state, 40),
+            e.date.as_deref().unwrap_or("-"),
+            clip(e.from.as_deref().unwrap_or("-"), 30),
+            e.subject.as_deref().unwrap_or("-")
+        ));
+    }
+    out
+}
+
+fn clip(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(width - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// 1234 → "1.2K", in powers of 1024.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["", "K", "M", "G"];
+    let mut size = bytes as f64;
+    let mut unit = 0;
+    while size >= 1024.0 && unit < UNITS.len() - 1 {
+        size /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}")
+    } else {
+        format!("{size:.1}{}", UNITS[unit])
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            number: 1,
+            size: 10,
+            uid: "u".into(),
+            state: "new".into(),
+            reason: None,
+            date: None,
+            from: None,
+            subject: None,
+        }
+    }
+
+    #[test]
+    fn encoded_words_are_decoded() {
+        let mut e = entry();
+        describe_headers(
+            &mut e,
+            b"Subject: =?UTF-8?B?w6l0w6k=?= =?ISO-8859-1?Q?caf=E9?=\nFrom: =?utf-8?q?J=C3=B6rg?= <j@x>\nDate: Tue, 1 Jul 2003 10:52:37 +0200\n\n",
+        );
+        assert_eq!(e.subject.as_deref(), Some("étécafé"));
+        assert_eq!(e.from.as_deref(), Some("Jörg <j@x>"));
+        assert_eq!(e.date.as_deref(), Some("2003-07-01 08:52"));
+    }
+
+    #[test]
+    fn broken_and_hostile_headers_never_crash() {
+        let mut e = entry();
+        describe_headers(
+            &mut e,
+            b"Subject: =?x-unknown?B?////?= \x1b[31mred\xff\nDate: yesterday-ish\n\n",
+        );
+        let subject = e.subject.unwrap();
+        assert!(!subject.contains('\x1b'), "{subject:?}");
+        assert_eq!(e.date.as_deref(), Some("yesterday-ish"));
+        let mut e = entry();
+        describe_headers(&mut e, b"");
+        assert_eq!(e.subject, None);
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_size(999), "999");
+        assert_eq!(human_size(1536), "1.5K");
+        assert_eq!(human_size(10 << 20), "10.0M");
+    }
+}

@@ -1,0 +1,275 @@
+//! What to fetch and what stays on the server, against Dovecot: delete_after (with
+//! time moved by libfaketime), fetch_all, max_size, max_messages, filters, servers
+//! without UIDL, the Received: header, `list` and a side-effect-free `--dry-run`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::support::dovecot::numbered;
+use crate::support::scripted::{logged_in, send};
+use crate::support::{Dovecot, Home, Scripted, Step};
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+/// Plain POP3 with USER/PASS: libfaketime would make the test certificates look
+/// expired, so the time-travel tests stay off TLS.
+fn plain(server: &Dovecot, home: &Home, extra: &str) -> String {
+    server.config(home, "none", &format!("auth = \"user\"\n{extra}"))
+}
+
+fn libfaketime() -> PathBuf {
+    let path = PathBuf::from("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1");
+    assert!(
+        path.exists(),
+        "libfaketime is missing: apt-get install faketime"
+    );
+    path
+}
+
+#[test]
+fn delete_after_counts_from_first_seen() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(3));
+    let home = Home::new();
+    home.write_config(&plain(
+        &server,
+        &home,
+        "keep = true\ndelete_after = \"30d\"",
+    ));
+    home.run(&["sync"]).expect(0);
+    assert_eq!(server.messages().len(), 3, "kept for now");
+
+    // 29 days on: still kept. 31 days on: deleted, without being fetched again.
+    for (offset, left) in [("+29d", 3), ("+31d", 0)] {
+        let output = home
+            .command()
+            .arg("sync")
+            .env("LD_PRELOAD", libfaketime())
+            .env("FAKETIME", offset)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(server.messages().len(), left, "{offset}");
+    }
+    assert_eq!(home.delivered(), sorted(numbered(3)), "delivered once");
+}
+
+#[test]
+fn fetch_all_delivers_again_and_max_messages_takes_the_oldest() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(5));
+    let home = Home::new();
+    home.write_config(&server.config(&home, "implicit", "keep = true\nmax_messages = 2"));
+    for expected in [2, 4, 5, 5] {
+        home.run(&["sync"]).expect(0);
+        assert_eq!(home.delivered().len(), expected);
+    }
+    home.write_config(&server.config(&home, "implicit", "keep = true\nfetch_all = true"));
+    home.run(&["sync"]).expect(0);
+    assert_eq!(home.delivered().len(), 10, "every message once more");
+}
+
+#[test]
+fn max_size_skips_or_deletes_without_fetching() {
+    let server = Dovecot::start();
+    let small = numbered(2);
+    let big = vec![format!("Subject: big\n\n{}\n", "x".repeat(5000)).into_bytes()];
+    server.add_messages(&small);
+    server.add_messages(&big);
+    let home = Home::new();
+    home.write_config(&server.config(&home, "implicit", "max_size = \"2K\""));
+    let run = home.run(&["-v", "sync"]);
+    run.expect(0);
+    assert!(run.stderr().contains("1 skipped"), "{}", run.stderr());
+    assert_eq!(home.delivered(), sorted(small.clone()));
+    assert_eq!(server.messages(), big, "the big one stays, unfetched");
+
+    home.write_config(&server.config(
+        &home,
+        "implicit",
+        "max_size = \"2K\"\nmax_size_action = \"delete\"",
+    ));
+    home.run(&["sync"]).expect(0);
+    assert!(server.messages().is_empty());
+    assert_eq!(
+        home.delivered(),
+        sorted(small),
+        "deleted without being fetched"
+    );
+}
+
+#[test]
+fn filter_decides_by_the_headers() {
+    let server = Dovecot::start();
+    let messages: Vec<Vec<u8>> = ["hello", "spam offer", "later please", "world"]
+        .iter()
+        .map(|s| format!("Subject: {s}\n\nbody of {s}\n").into_bytes())
+        .collect();
+    server.add_messages(&messages);
+    let home = Home::new();
+    let filter = "sh -c 'h=$(cat); echo \"$h\" | grep -q \"^Subject: spam\" && exit 1; echo \"$h\" | grep -q \"^Subject: later\" && exit 2; exit 0'";
+    home.write_config(&server.config(
+        &home,
+        "implicit",
+        &format!("filter = \"{}\"", filter.replace('"', "\\\"")),
+    ));
+    home.run(&["sync"]).expect(0);
+    assert_eq!(
+        home.delivered(),
+        sorted(vec![messages[0].clone(), messages[3].clone()])
+    );
+    assert_eq!(
+        server.messages(),
+        vec![messages[2].clone()],
+        "spam deleted unfetched, later kept"
+    );
+}
+
+#[test]
+fn received_header_is_added_only_when_asked() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(1));
+    let home = Home::new();
+    home.write_config(&server.config(&home, "implicit", "keep = true\nreceived_header = true"));
+    home.run(&["sync"]).expect(0);
+    let delivered = home.delivered().pop().unwrap();
+    let text = String::from_utf8(delivered).unwrap();
+    assert!(text.starts_with("Received: from 127.0.0.1 by "), "{text}");
+    assert!(text.contains("with POP3 (popfetch"), "{text}");
+    assert!(
+        text.ends_with(std::str::from_utf8(&numbered(1)[0]).unwrap()),
+        "{text}"
+    );
+}
+
+#[test]
+fn server_without_uidl_uses_a_header_digest() {
+    let body = b"Subject: no uidl\nMessage-ID: <x@y>\n\nhello\n".to_vec();
+    let script = |deliver: bool| {
+        let mut s = logged_in();
+        s.extend([
+            Step::Expect("UIDL"),
+            Step::Expect("LIST"),
+            send("-ERR no UIDL here\r\n+OK\r\n1 50\r\n.\r\n"),
+            Step::Expect("TOP 1 0"),
+            send("+OK\r\nSubject: no uidl\r\nMessage-ID: <x@y>\r\n\r\n.\r\n"),
+        ]);
+        if deliver {
+            s.extend([
+                Step::Expect("RETR 1"),
+                send("+OK\r\nSubject: no uidl\r\nMessage-ID: <x@y>\r\n\r\nhello\r\n.\r\n"),
+            ]);
+        }
+        s.extend([Step::Expect("QUIT"), send("+OK\r\n")]);
+        s
+    };
+    let server = Scripted::start(vec![script(true), script(false)]);
+    let home = Home::new();
+    home.write_config(&server.config(&home, "keep = true"));
+    let run = home.run(&["sync"]);
+    run.expect(0);
+    assert_eq!(
+        run.stderr().matches("no UIDL").count(),
+        1,
+        "said once: {}",
+        run.stderr()
+    );
+    assert_eq!(home.delivered(), vec![body]);
+    home.run(&["sync"]).expect(0);
+    let received = server.finish();
+    assert_eq!(
+        received.iter().filter(|l| l.starts_with("RETR")).count(),
+        1,
+        "{received:?}"
+    );
+    assert_eq!(home.delivered().len(), 1);
+}
+
+#[test]
+fn list_decodes_headers_and_speaks_json() {
+    let server = Dovecot::start();
+    server.add_messages(&[
+        b"From: =?UTF-8?Q?J=C3=B6rg?= <j@example.org>\nSubject: =?UTF-8?B?w6l0w6k=?=\nDate: Tue, 1 Jul 2003 10:52:37 +0200\n\nbody\n".to_vec(),
+        b"Subject: =?x-bogus?Q?=FF=FE?= \xff\xfe broken\nFrom: \x1b[31mevil\n\n".to_vec(),
+        b"\nno headers at all\n".to_vec(),
+    ]);
+    let home = Home::new();
+    home.write_config(&server.config(&home, "implicit", "keep = true"));
+    let run = home.run(&["list"]);
+    run.expect(0);
+    let out = run.stdout();
+    assert!(out.contains("3 message(s)"), "{out}");
+    assert!(
+        out.contains("été") && out.contains("Jörg <j@example.org>") && out.contains("2003-07-01"),
+        "{out}"
+    );
+    assert!(!out.contains('\x1b'), "{out:?}");
+    assert_eq!(
+        out.matches(" new ").count() + out.matches(" new (").count(),
+        3,
+        "{out}"
+    );
+
+    home.run(&["sync"]).expect(0);
+    let run = home.run(&["list", "--json"]);
+    run.expect(0);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
+    let entries = json["test"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    assert!(entries.iter().all(|e| e["state"] == "delivered"), "{json}");
+    assert!(entries.iter().any(|e| e["subject"] == "été"), "{json}");
+}
+
+/// Every file under `root`, with its bytes.
+fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files.insert(path.clone(), Vec::new());
+                stack.push(path);
+            } else {
+                files.insert(path.clone(), fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn dry_run_changes_nothing_anywhere() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(3));
+    let home = Home::new();
+    home.write_config(&server.config(&home, "implicit", "max_size = \"60\""));
+
+    // On a fresh home nothing is created: no Maildir, no state, no lock.
+    let before = (tree(home.path()), server.messages());
+    let run = home.run(&["sync", "--dry-run"]);
+    run.expect(0);
+    assert!(run.stdout().contains("would fetch"), "{}", run.stdout());
+    assert_eq!((tree(home.path()), server.messages()), before);
+
+    // With state and mail already there, nothing changes either.
+    home.run(&["sync"]).expect(0);
+    server.add_messages(&numbered(2));
+    let before = (tree(home.path()), server.messages());
+    let run = home.run(&["sync", "--dry-run"]);
+    run.expect(0);
+    assert!(run.stdout().contains("would fetch"), "{}", run.stdout());
+    assert_eq!((tree(home.path()), server.messages()), before);
+}
