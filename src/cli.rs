@@ -11,7 +11,9 @@ use crate::exit::{classify, Exit};
 use crate::preview;
 use crate::secret;
 use crate::sync::{sync_account, Options, Report};
+use crate::ui::{Loudness, Ui};
 use std::io::Write;
+use std::sync::Mutex;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,9 +42,8 @@ enum Command {
         /// Accounts to sync, as named in the configuration file
         #[arg(value_name = "ACCOUNT")]
         accounts: Vec<String>,
-        /// Print what would be fetched, skipped and deleted, and change nothing
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        flags: SyncFlags,
     },
     /// List the messages on the server with what a sync would do with each
     List {
@@ -59,6 +60,19 @@ enum Command {
         #[command(subcommand)]
         action: PasswordAction,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct SyncFlags {
+    /// Print what would be fetched, skipped and deleted, and change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Print a JSON summary of each account on stdout
+    #[arg(long)]
+    json: bool,
+    /// How many accounts to sync at once
+    #[arg(short, long, default_value_t = 4, value_name = "N")]
+    jobs: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,7 +104,7 @@ pub fn run() -> ExitCode {
         }
     };
     match &cli.command {
-        Command::Sync { accounts, dry_run } => sync(&cli, accounts, *dry_run).into(),
+        Command::Sync { accounts, flags } => sync(&cli, accounts, flags).into(),
         Command::List { accounts, json } => list(&cli, accounts, *json).into(),
         Command::Password { action } => password(&cli, action).into(),
     }
@@ -189,7 +203,7 @@ fn list(cli: &Cli, names: &[String], json: bool) -> Exit {
     worst
 }
 
-fn sync(cli: &Cli, names: &[String], dry_run: bool) -> Exit {
+fn sync(cli: &Cli, names: &[String], flags: &SyncFlags) -> Exit {
     let config = match load(cli) {
         Ok(config) => config,
         Err(e) => return fail(None, e),
@@ -198,45 +212,100 @@ fn sync(cli: &Cli, names: &[String], dry_run: bool) -> Exit {
         Ok(accounts) => accounts,
         Err(e) => return fail(None, e.into()),
     };
-    let mut worst = Exit::Ok;
-    for account in accounts {
-        if account.tls_insecure_skip_verify {
-            // Printed on every run, even with -q: this must never be forgotten.
-            eprintln!(
-                "popfetch: warning: account \"{}\": tls_insecure_skip_verify = true, the server's certificate is not checked and anyone on the path can read the mail and the password",
-                account.name
-            );
-        }
-        let options = Options {
-            trace: trace(cli, &account.name),
-            dry_run,
-            warn: Some(warner(cli, &account.name)),
-        };
-        match sync_account(account, options) {
-            Ok(report) if dry_run => {
-                let plan = report.plan.as_ref().expect("a dry run returns its plan");
-                let state = crate::state::UidlState::peek(&account.state_file());
-                let entries = match &state {
-                    Ok(state) => preview::entries(plan, state),
-                    Err(_) => Vec::new(),
+    let ui = Ui::new(Loudness {
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+    });
+    let queue = Mutex::new(accounts.iter().enumerate());
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..flags.jobs.clamp(1, accounts.len().max(1)) {
+            scope.spawn(|| loop {
+                let Some((index, account)) = queue.lock().unwrap().next() else {
+                    break;
                 };
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(
-                    out,
-                    "{}: would fetch {} message(s) ({} bytes), delete {}, skip {}",
-                    account.name, report.fetched, report.bytes, report.deleted, report.skipped
-                );
-                let _ = write!(out, "{}", preview::table(&entries));
-            }
-            Ok(report) => {
-                if cli.verbose {
-                    eprintln!("{}: {}", account.name, summary(&report));
-                }
-            }
-            Err(e) => worst = worst.max(fail(Some(&account.name), e)),
+                let outcome = sync_one(&ui, account, flags.dry_run);
+                results.lock().unwrap().push((index, outcome));
+            });
         }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(index, _)| *index);
+    let worst = results
+        .iter()
+        .map(|(_, o)| o.exit)
+        .max()
+        .unwrap_or(Exit::Ok);
+    if flags.json {
+        let accounts: Vec<_> = results.iter().map(|(_, o)| &o.json).collect();
+        println!(
+            "{}",
+            serde_json::json!({ "accounts": accounts, "exit_code": worst as u8 })
+        );
     }
     worst
+}
+
+/// What `sync --json` says of one account.
+struct Outcome {
+    exit: Exit,
+    json: serde_json::Value,
+}
+
+/// Syncs one account, gathering its output and printing it in one piece.
+fn sync_one(ui: &Ui, account: &crate::config::Account, dry_run: bool) -> Outcome {
+    let mut out = ui.account(&account.name);
+    if account.tls_insecure_skip_verify {
+        // Shown on every run, even with -q: this must never be forgotten.
+        out.error(format!(
+            "popfetch: warning: account \"{}\": tls_insecure_skip_verify = true, the server's certificate is not checked and anyone on the path can read the mail and the password",
+            account.name
+        ));
+    }
+    let options = Options {
+        trace: out.trace(),
+        dry_run,
+        warn: Some(out.warn()),
+        progress: out.progress(),
+    };
+    let result = sync_account(account, options);
+    let (exit, report, error) = match result {
+        Ok(report) => (Exit::Ok, report, None),
+        Err(e) => {
+            let exit = classify(&e);
+            let line = format!("{e:#}");
+            out.error(format!("popfetch: account \"{}\": {line}", account.name));
+            (exit, Report::default(), Some(line))
+        }
+    };
+    if let (true, Some(plan)) = (dry_run, &report.plan) {
+        out.print(format!(
+            "{}: would fetch {} message(s) ({} bytes), delete {}, skip {}",
+            account.name, report.fetched, report.bytes, report.deleted, report.skipped
+        ));
+        if let Ok(state) = crate::state::UidlState::peek(&account.state_file()) {
+            out.print(
+                preview::table(&preview::entries(plan, &state))
+                    .trim_end()
+                    .to_string(),
+            );
+        }
+    } else if error.is_none() {
+        out.summary(summary(&report));
+    }
+    out.finish();
+    Outcome {
+        exit,
+        json: serde_json::json!({
+            "account": account.name,
+            "fetched": report.fetched,
+            "bytes": report.bytes,
+            "deleted": report.deleted,
+            "skipped": report.skipped,
+            "errors": error.into_iter().collect::<Vec<_>>(),
+            "exit_code": exit as u8,
+        }),
+    }
 }
 
 /// Prints an error as one line, naming the account, and returns its exit code.

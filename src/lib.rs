@@ -16,3 +16,4 @@ pub mod preview;
 pub mod secret;
 pub mod state;
 pub mod sync;
+pub mod ui;

@@ -21,9 +21,19 @@ use crate::pop3::transport::Stream;
 use crate::pop3::{Flow, ListedMessage, Session, Trace};
 use crate::state::UidlState;
 
+/// Told how a sync advances, for a progress bar.
+pub trait Progress: Send {
+    /// The plan is made: this many messages and bytes to fetch.
+    fn planned(&self, messages: u64, bytes: u64);
+    /// One message was delivered.
+    fn delivered(&self, bytes: u64);
+}
+
 /// How to run a sync.
 #[derive(Default)]
 pub struct Options {
+    /// Told how the sync advances.
+    pub progress: Option<Box<dyn Progress>>,
     /// Receives the protocol steps, passwords redacted.
     pub trace: Option<Trace>,
     /// Plan only: change nothing on the server, on disk or in the state.
@@ -33,7 +43,7 @@ pub struct Options {
 }
 
 /// Where warnings that are not errors go.
-pub type Warn = Box<dyn Fn(&str)>;
+pub type Warn = Box<dyn Fn(&str) + Send>;
 
 /// What a sync did (or, for a dry run, would do).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -81,12 +91,20 @@ pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
         skipped: plan.skipped().len(),
         ..Report::default()
     };
+    if let Some(progress) = &options.progress {
+        let fetch = plan.fetch();
+        progress.planned(fetch.len() as u64, fetch.iter().map(|m| m.size).sum());
+    }
+    let mut sink = Sink {
+        target: target.as_mut(),
+        state: &mut state,
+        progress: options.progress.as_deref(),
+    };
     let fetched = fetch_and_deliver(
         &mut session,
         &plan,
         account,
-        target.as_mut(),
-        &mut state,
+        &mut sink,
         &mut report,
         &mut failures,
     );
@@ -221,8 +239,7 @@ fn fetch_and_deliver(
     session: &mut Session<Stream>,
     plan: &SessionPlan,
     account: &Account,
-    target: &mut dyn Target,
-    state: &mut UidlState,
+    sink: &mut Sink,
     report: &mut Report,
     failures: &mut Failures,
 ) -> Result<Vec<u32>> {
@@ -240,11 +257,14 @@ fn fetch_and_deliver(
         };
         let trace_header = received_header(account, &message.uid);
         let mut body = std::io::Cursor::new(trace_header).chain(body);
-        match deliver_one(target, state, &message.uid, &mut body) {
+        match deliver_one(sink.target, sink.state, &message.uid, &mut body) {
             Ok(bytes) => {
                 delivered.push(num);
                 report.fetched += 1;
                 report.bytes += bytes;
+                if let Some(progress) = sink.progress {
+                    progress.delivered(message.size);
+                }
                 Flow::Continue
             }
             Err(err) => {
@@ -279,6 +299,13 @@ fn received_header(account: &Account, uid: &str) -> Vec<u8> {
         chrono::Utc::now().to_rfc2822()
     )
     .into_bytes()
+}
+
+/// Where fetched messages go, and who hears of it.
+struct Sink<'a> {
+    target: &'a mut dyn Target,
+    state: &'a mut UidlState,
+    progress: Option<&'a dyn Progress>,
 }
 
 /// Delivery failures of one session: the worst is reported, with a count of the rest.

@@ -1,0 +1,878 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: popfetch against mpop, fetchmail and getmail.
+
+Every fetcher reads the same mailboxes from a private Dovecot (POP3 on
+127.0.0.1 only) and delivers into a Maildir with keep on.  Scenarios:
+
+  1. many small messages over loopback, plain POP3 and implicit TLS
+  2. fewer small messages through an in-process TCP proxy adding latency
+  3. one huge message: peak RSS (and wall time) of the fetcher
+  4. a big mailbox with nothing new: a run after everything was fetched
+
+Each timed run starts from fresh state (empty Maildir, no UIDL state) except
+scenario 4, which keeps the state of one untimed first run.  A run counts
+only if the tool exits successfully *and* the Maildir holds exactly the
+expected number of messages afterwards.  Medians of --runs runs are shown.
+
+Needs: Python 3 standard library, dovecot (package dovecot-pop3d), openssl,
+and a built popfetch.  Peers (mpop, fetchmail + procmail, getmail6) are
+optional; missing ones are skipped with a note.
+
+  python3 bench/run.py --tiny            # a few seconds; exit 0 iff popfetch OK
+  python3 bench/run.py                   # full sizes, 3 runs each
+  python3 bench/run.py --runs 5 --popfetch target/release/popfetch
+
+Run as root, Dovecot drops to the dovecot/dovenull users; run as any other
+user, everything runs as that user.  Nothing binds anywhere but 127.0.0.1.
+"""
+
+import argparse
+import os
+import platform
+import pwd
+import grp
+import queue
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+PASSWORD = "secret"
+
+TOOLS = ["popfetch", "mpop", "fetchmail", "getmail"]
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def which(name):
+    path = shutil.which(name)
+    if path:
+        return path
+    for d in ("/usr/sbin", "/sbin", "/usr/local/sbin"):
+        p = os.path.join(d, name)
+        if os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# --------------------------------------------------------------------------
+# Test data
+
+
+def make_message(i, size, tag):
+    """An RFC 5322 message of exactly `size` bytes (LF line ends)."""
+    head = (
+        "Return-Path: <sender@example.org>\n"
+        "From: Sender <sender@example.org>\n"
+        "To: Alice <alice@example.org>\n"
+        f"Subject: {tag} benchmark message {i}\n"
+        "Date: Mon, 01 Jan 2024 00:00:00 +0000\n"
+        f"Message-ID: <{tag}.{i}@bench.popfetch>\n"
+        "MIME-Version: 1.0\n"
+        "Content-Type: text/plain; charset=us-ascii\n"
+        "\n"
+    ).encode()
+    line = (f"{i:08d} " + "abcdefghijklmnopqrstuvwxyz0123456789" * 2).encode()[:75] + b"\n"
+    need = size - len(head)
+    if need <= 0:
+        return head
+    n, rest = divmod(need, len(line))
+    tail = b"x" * (rest - 1) + b"\n" if rest > 1 else b"\n" * rest
+    return head + line * n + tail
+
+
+def write_big_message(path, size, tag):
+    """Stream a `size`-byte message to `path` without holding it in memory."""
+    head = make_message(0, 0, tag)
+    line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/\n"
+    chunk = line * 13000
+    with open(path, "wb") as f:
+        f.write(head)
+        left = size - len(head)
+        while left >= len(chunk):
+            f.write(chunk)
+            left -= len(chunk)
+        n, rest = divmod(left, len(line))
+        f.write(line * n)
+        if rest:
+            f.write(b"y" * (rest - 1) + b"\n")
+
+
+def count_maildir(path):
+    n = 0
+    for sub in ("new", "cur"):
+        try:
+            n += sum(1 for e in os.scandir(os.path.join(path, sub)) if e.is_file())
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def largest_in_maildir(path):
+    best = 0
+    for sub in ("new", "cur"):
+        try:
+            for e in os.scandir(os.path.join(path, sub)):
+                best = max(best, e.stat().st_size)
+        except FileNotFoundError:
+            pass
+    return best
+
+
+def fresh_maildir(path):
+    shutil.rmtree(path, ignore_errors=True)
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(path, sub))
+
+
+# --------------------------------------------------------------------------
+# Dovecot
+
+
+class Dovecot:
+    def __init__(self, root, binary):
+        self.root = root
+        self.binary = binary
+        self.proc = None
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.users = []
+        os.chmod(root, 0o755)
+        if os.geteuid() == 0:
+            self.internal_user, self.login_user = "dovecot", "dovenull"
+            try:
+                pwd.getpwnam("dovecot")
+                pwd.getpwnam("dovenull")
+            except KeyError:
+                raise SystemExit("dovecot/dovenull users missing (install dovecot-core)")
+        else:
+            me = pwd.getpwuid(os.geteuid()).pw_name
+            self.internal_user = self.login_user = me
+        u = pwd.getpwnam(self.internal_user)
+        self.uid, self.gid = u.pw_uid, u.pw_gid
+        self.group = grp.getgrgid(self.gid).gr_name
+        self.ca = os.path.join(root, "ca.pem")
+        self._make_certs()
+
+    def _make_certs(self):
+        r = self.root
+        ossl = which("openssl")
+        if not ossl:
+            raise SystemExit("openssl is not installed")
+
+        def run(*args):
+            subprocess.run([ossl, *args], cwd=r, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=popfetch bench CA", "-keyout", "ca.key", "-out", "ca.pem",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+            "-keyout", "server.key", "-out", "server.csr")
+        with open(os.path.join(r, "ext.cnf"), "w") as f:
+            f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                    "basicConstraints=CA:FALSE\n"
+                    "extendedKeyUsage=serverAuth\n")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem")
+        os.chmod(os.path.join(r, "server.key"), 0o644 if os.geteuid() else 0o600)
+
+    def maildir(self, user):
+        return os.path.join(self.root, "home", user, "Maildir")
+
+    def add_user(self, user):
+        self.users.append(user)
+        md = self.maildir(user)
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(md, sub), exist_ok=True)
+        return os.path.join(md, "new")
+
+    def _chown_tree(self, path):
+        if os.geteuid() != 0:
+            return
+        for dirpath, dirnames, filenames in os.walk(path):
+            os.chown(dirpath, self.uid, self.gid)
+            for n in filenames:
+                os.chown(os.path.join(dirpath, n), self.uid, self.gid)
+
+    def start(self):
+        r = self.root
+        with open(os.path.join(r, "passwd"), "w") as f:
+            for u in self.users:
+                f.write(f"{u}:{{PLAIN}}{PASSWORD}\n")
+        for d in ("base", "state"):
+            os.makedirs(os.path.join(r, d), exist_ok=True)
+        self._chown_tree(os.path.join(r, "home"))
+        conf = os.path.join(r, "dovecot.conf")
+        with open(conf, "w") as f:
+            f.write(f"""
+base_dir = {r}/base
+state_dir = {r}/state
+log_path = {r}/dovecot.log
+protocols = pop3
+listen = 127.0.0.1
+ssl = yes
+ssl_cert = <{r}/server.pem
+ssl_key = <{r}/server.key
+disable_plaintext_auth = no
+auth_failure_delay = 0
+default_internal_user = {self.internal_user}
+default_internal_group = {self.group}
+default_login_user = {self.login_user}
+first_valid_uid = 1
+mail_location = maildir:~/Maildir
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {r}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={self.internal_user} gid={self.group} home={r}/home/%u
+}}
+service pop3-login {{
+  chroot =
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+  inet_listener pop3s {{
+    address = 127.0.0.1
+    port = {self.tls_port}
+    ssl = yes
+  }}
+}}
+service imap-login {{
+  chroot =
+}}
+service anvil {{
+  chroot =
+}}
+""")
+        self.proc = subprocess.Popen([self.binary, "-F", "-c", conf],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+                greet = s.recv(512)
+                s.close()
+                if greet.startswith(b"+OK"):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        tail = ""
+        try:
+            with open(os.path.join(r, "dovecot.log"), errors="replace") as f:
+                tail = f.read()[-2000:]
+        except OSError:
+            pass
+        raise SystemExit(f"dovecot did not start\n{tail}")
+
+    def warm_up(self, user, expect):
+        """One untimed session per mailbox so Dovecot's index is built before
+        any fetcher is timed; also checks the server sees every message."""
+        import poplib
+        p = poplib.POP3("127.0.0.1", self.port, timeout=600)
+        p.user(user)
+        p.pass_(PASSWORD)
+        n, _ = p.stat()
+        p.uidl()
+        p.list()
+        p.quit()
+        if n != expect:
+            raise SystemExit(f"dovecot shows {n} messages for {user}, expected {expect}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            except ProcessLookupError:
+                pass
+        self.proc = None
+
+
+# --------------------------------------------------------------------------
+# Latency proxy
+
+
+class DelayProxy:
+    """Forwards 127.0.0.1:port -> 127.0.0.1:target, holding every chunk back
+    for `delay` seconds in each direction (bandwidth is not limited)."""
+
+    def __init__(self, target, delay):
+        self.target, self.delay = target, delay
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._session, args=(c,), daemon=True).start()
+
+    def _session(self, client):
+        try:
+            up = socket.create_connection(("127.0.0.1", self.target))
+        except OSError:
+            client.close()
+            return
+        for s in (client, up):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        done = threading.Semaphore(0)
+        for src, dst in ((client, up), (up, client)):
+            threading.Thread(target=self._pump, args=(src, dst, done), daemon=True).start()
+        done.acquire()
+        done.acquire()
+        client.close()
+        up.close()
+
+    def _pump(self, src, dst, done):
+        q = queue.Queue()
+
+        def writer():
+            while True:
+                due, data = q.get()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                try:
+                    if data is None:
+                        dst.shutdown(socket.SHUT_WR)
+                        break
+                    dst.sendall(data)
+                except OSError:
+                    break
+            done.release()
+
+        threading.Thread(target=writer, daemon=True).start()
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            q.put((time.monotonic() + self.delay, data or None))
+            if not data:
+                return
+
+    def close(self):
+        self.closed = True
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------
+# Running one tool once
+
+
+class RunResult:
+    def __init__(self, ok, wall=0.0, cpu=0.0, maxrss_kb=0, note=""):
+        self.ok, self.wall, self.cpu, self.maxrss_kb, self.note = ok, wall, cpu, maxrss_kb, note
+
+
+def run_measured(argv, env, logpath, limit, ok_codes=(0,)):
+    """Run argv, return (wall, user+sys cpu, peak RSS KiB, exit code, timed_out).
+
+    Peak RSS comes from wait4() on this very child, so it covers the tool and
+    any descendants it reaped itself (fetchmail's procmail), not earlier runs."""
+    with open(logpath, "ab") as lf:
+        lf.write(("\n$ " + " ".join(argv) + "\n").encode())
+        lf.flush()
+        t0 = time.monotonic()
+        p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=lf,
+                             stderr=lf, start_new_session=True)
+        timed_out = []
+
+        def kill():
+            timed_out.append(True)
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+        timer = threading.Timer(limit, kill)
+        timer.start()
+        try:
+            _, status, ru = os.wait4(p.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.monotonic() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        # Leftover children in its session (none expected) must not linger.
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, p.returncode, bool(timed_out)
+
+
+class Tool:
+    name = "?"
+    ok_codes = (0,)
+
+    def __init__(self, work, binary):
+        self.work = work
+        self.binary = binary
+        os.makedirs(work, exist_ok=True)
+        self.env = dict(os.environ)
+        self.env["HOME"] = work
+        self.env["LC_ALL"] = "C"
+
+    def maildir(self, scen):
+        return os.path.join(self.work, scen, "Maildir")
+
+    def reset(self, scen):
+        """Fresh state: empty Maildir, no UIDL memory."""
+        shutil.rmtree(os.path.join(self.work, scen), ignore_errors=True)
+        os.makedirs(os.path.join(self.work, scen))
+        fresh_maildir(self.maildir(scen))
+
+    def argv(self, scen, server):
+        raise NotImplementedError
+
+    def supports(self, server):
+        return True
+
+
+class Popfetch(Tool):
+    name = "popfetch"
+
+    def argv(self, scen, server):
+        d = os.path.join(self.work, scen)
+        cfg = os.path.join(d, "config.toml")
+        tls = 'tls = "implicit"\ntls_ca_file = "%s"' % server["ca"] if server["tls"] else 'tls = "none"'
+        with open(cfg, "w") as f:
+            f.write(f"""[accounts.bench]
+host = "127.0.0.1"
+port = {server['port']}
+{tls}
+auth = "user"
+user = "{server['user']}"
+password = "{PASSWORD}"
+deliver = "maildir:{self.maildir(scen)}"
+keep = true
+state_dir = "{d}/state"
+timeout = 60
+""")
+        os.chmod(cfg, 0o600)
+        return [self.binary, "-c", cfg, "sync"]
+
+
+class Mpop(Tool):
+    name = "mpop"
+
+    def argv(self, scen, server):
+        d = os.path.join(self.work, scen)
+        a = [self.binary, "--host=127.0.0.1", f"--port={server['port']}",
+             "--auth=user", f"--user={server['user']}",
+             f"--passwordeval=echo {PASSWORD}", "--keep=on", "--only-new=on",
+             "--received-header=off", "--timeout=60",
+             f"--delivery=maildir,{self.maildir(scen)}",
+             f"--uidls-file={d}/uidls", "--quiet"]
+        if server["tls"]:
+            a += ["--tls=on", "--tls-starttls=off", f"--tls-trust-file={server['ca']}"]
+        else:
+            a += ["--tls=off"]
+        return a
+
+
+class Fetchmail(Tool):
+    name = "fetchmail"
+    ok_codes = (0, 1)   # 1 = "no new mail", a success for scenario 4
+
+    def __init__(self, work, binary, procmail):
+        super().__init__(work, binary)
+        self.procmail = procmail
+        self.env["FETCHMAILHOME"] = work
+
+    def argv(self, scen, server):
+        d = os.path.join(self.work, scen)
+        prc = os.path.join(d, "procmailrc")
+        with open(prc, "w") as f:
+            f.write(f"LOGFILE=/dev/null\n:0\n{self.maildir(scen)}/\n")
+        rc = os.path.join(d, "fetchmailrc")
+        if server["tls"]:
+            tls = f"ssl sslcertck sslcertfile \"{server['ca']}\" sslcommonname localhost"
+        else:
+            tls = "sslproto ''"
+        with open(rc, "w") as f:
+            f.write(f"""set no bouncemail
+set no syslog
+poll 127.0.0.1 port {server['port']} protocol pop3 uidl auth password timeout 60
+  user "{server['user']}" password "{PASSWORD}" keep {tls}
+  mda "{self.procmail} -m {prc}"
+""")
+        os.chmod(rc, 0o600)
+        return [self.binary, "-f", rc, "--idfile", f"{d}/fetchids",
+                "--pidfile", f"{d}/fetchmail.pid", "--nodetach", "--silent"]
+
+
+class Getmail(Tool):
+    name = "getmail"
+
+    def argv(self, scen, server):
+        d = os.path.join(self.work, scen)
+        gdir = os.path.join(d, "getmail")
+        os.makedirs(gdir, exist_ok=True)
+        rc = os.path.join(gdir, "getmailrc")
+        if server["tls"]:
+            retr = f"type = SimplePOP3SSLRetriever\nca_certs = {server['ca']}\n"
+        else:
+            retr = "type = SimplePOP3Retriever\n"
+        with open(rc, "w") as f:
+            f.write(f"""[retriever]
+{retr}server = 127.0.0.1
+port = {server['port']}
+username = {server['user']}
+password = {PASSWORD}
+timeout = 60
+
+[destination]
+type = Maildir
+path = {self.maildir(scen)}/
+
+[options]
+read_all = false
+delete = false
+verbose = 0
+received = false
+delivered_to = false
+message_log_verbose = false
+""")
+        return [self.binary, f"--getmaildir={gdir}", f"--rcfile={rc}", "--quiet"]
+
+
+# --------------------------------------------------------------------------
+# Scenarios
+
+
+class Scenario:
+    def __init__(self, key, label, user, count, size, tls=False, delay=0.0,
+                 metric="time", state_kept=False, tools=None, big=False):
+        self.key, self.label, self.user = key, label, user
+        self.count, self.size, self.tls, self.delay = count, size, tls, delay
+        self.metric, self.state_kept, self.big = metric, state_kept, big
+        self.tools = tools   # None: all
+
+
+def human_size(n):
+    for unit, f in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= f:
+            v = n / f
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
+    return f"{n} B"
+
+
+def build_scenarios(tiny):
+    if tiny:
+        small, lat, big, many = 50, 20, 2 << 20, 500
+    else:
+        small, lat, big, many = 2000, 200, 100 << 20, 20000
+    kb4 = 4096
+    return [
+        Scenario("s1", f"1. {small:,} × 4 KB, loopback, plain", "alice", small, kb4),
+        Scenario("s1tls", f"1. {small:,} × 4 KB, loopback, implicit TLS", "alice", small, kb4,
+                 tls=True),
+        Scenario("s2", f"2. {lat:,} × 4 KB, +50 ms RTT proxy, plain", "bob", lat, kb4,
+                 delay=0.025),
+        Scenario("s3", f"3. 1 × {human_size(big)}: peak RSS", "carol", 1, big,
+                 metric="rss", big=True),
+        Scenario("s3t", f"3. 1 × {human_size(big)}: wall time", "carol", 1, big,
+                 metric="time", big=True),
+        Scenario("s4", f"4. {many:,} × 1 KB, nothing new (state kept)", "dave", many, 1024,
+                 state_kept=True),
+    ]
+
+
+def populate(dove, scenarios):
+    seen = set()
+    for sc in scenarios:
+        if sc.user in seen:
+            continue
+        seen.add(sc.user)
+        newdir = dove.add_user(sc.user)
+        if sc.big:
+            write_big_message(os.path.join(newdir, f"1700000000.M0P1.bench"), sc.size, sc.user)
+        else:
+            for i in range(sc.count):
+                with open(os.path.join(newdir, f"1700000000.M{i}P1.bench"), "wb") as f:
+                    f.write(make_message(i, sc.size, sc.user))
+
+
+def one_run(tool, sc, server, logpath, limit, fresh=True):
+    if fresh:
+        tool.reset(sc.key)
+    argv = tool.argv(sc.key, server)
+    wall, cpu, rss, code, timed_out = run_measured(argv, tool.env, logpath, limit)
+    if timed_out:
+        return RunResult(False, wall, note=f"failed after {limit:.0f} s (time limit)")
+    if code not in tool.ok_codes:
+        return RunResult(False, wall, note=f"failed: exit {code}")
+    got = count_maildir(tool.maildir(sc.key))
+    if got != sc.count:
+        return RunResult(False, wall, note=f"failed: delivered {got}/{sc.count}")
+    if sc.big and largest_in_maildir(tool.maildir(sc.key)) < sc.size:
+        return RunResult(False, wall, note="failed: message truncated")
+    return RunResult(True, wall, cpu, rss)
+
+
+def fmt_value(metric, v):
+    if metric == "rss":
+        return f"{v / 1024:.1f} MB"
+    if v < 0.1:
+        return f"{v * 1000:.0f} ms"
+    return f"{v:.2f} s"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tiny", action="store_true",
+                    help="small sizes, 1 run: a few seconds, for CI")
+    ap.add_argument("--runs", type=int, default=None, help="timed runs per cell (default 3)")
+    ap.add_argument("--popfetch", default=os.path.join(REPO, "target", "release", "popfetch"),
+                    help="popfetch binary (default: target/release/popfetch)")
+    ap.add_argument("--peers", default="mpop,fetchmail,getmail",
+                    help="comma-separated peers to run (default: all installed)")
+    ap.add_argument("--only", default="",
+                    help="comma-separated scenario keys (s1,s1tls,s2,s3,s3t,s4)")
+    ap.add_argument("--limit", type=float, default=None,
+                    help="time limit of one run in seconds (default 600, --tiny 60)")
+    ap.add_argument("--keep-tmp", action="store_true", help="leave the temp dir for debugging")
+    args = ap.parse_args()
+    runs = args.runs if args.runs is not None else (1 if args.tiny else 3)
+    limit = args.limit or (60.0 if args.tiny else 600.0)
+    if runs < 1:
+        ap.error("--runs must be at least 1")
+
+    popfetch = os.path.abspath(args.popfetch)
+    if not os.access(popfetch, os.X_OK):
+        log(f"popfetch binary not found: {popfetch} (cargo build --release?)")
+        return 2
+    dovecot_bin = which("dovecot")
+    if not dovecot_bin:
+        log("dovecot is not installed (apt-get install dovecot-pop3d); cannot benchmark")
+        return 2
+
+    tmp = tempfile.mkdtemp(prefix="popfetch-bench-")
+    dove = None
+    proxy = None
+    old_handlers = {}
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        old_handlers[s] = signal.signal(s, on_signal)
+
+    skipped = []
+    try:
+        tools = [Popfetch(os.path.join(tmp, "popfetch"), popfetch)]
+        wanted = [p.strip() for p in args.peers.split(",") if p.strip()]
+        for peer in ("mpop", "fetchmail", "getmail"):
+            if peer not in wanted:
+                skipped.append(f"{peer}: not requested")
+                continue
+            binary = which(peer)
+            if peer == "fetchmail":
+                procmail = which("procmail")
+                if not binary or not procmail:
+                    skipped.append("fetchmail: not installed (needs fetchmail and procmail)")
+                    continue
+                tools.append(Fetchmail(os.path.join(tmp, peer), binary, procmail))
+            elif not binary:
+                skipped.append(f"{peer}: not installed")
+            elif peer == "mpop":
+                tools.append(Mpop(os.path.join(tmp, peer), binary))
+            else:
+                tools.append(Getmail(os.path.join(tmp, peer), binary))
+        for s in skipped:
+            log(f"skipping {s}")
+
+        scenarios = build_scenarios(args.tiny)
+        if args.only:
+            keys = {k.strip() for k in args.only.split(",")}
+            scenarios = [s for s in scenarios if s.key in keys]
+
+        t0 = time.monotonic()
+        log(f"writing test mailboxes under {tmp} ...")
+        dove = Dovecot(os.path.join(tmp, "dovecot"), dovecot_bin)
+        populate(dove, scenarios)
+        dove.start()
+        warmed = set()
+        for sc in scenarios:
+            if sc.user not in warmed:
+                dove.warm_up(sc.user, sc.count)
+                warmed.add(sc.user)
+        log(f"dovecot ready on 127.0.0.1:{dove.port}/{dove.tls_port} "
+            f"({time.monotonic() - t0:.1f} s)")
+
+        results = {}   # (scenario key, tool) -> list[RunResult]
+        for sc in scenarios:
+            if sc.delay:
+                proxy = DelayProxy(dove.port, sc.delay)
+                port = proxy.port
+            else:
+                port = dove.tls_port if sc.tls else dove.port
+            server = {"port": port, "tls": sc.tls, "ca": dove.ca, "user": sc.user}
+            for tool in tools:
+                logpath = os.path.join(tmp, f"{tool.name}.log")
+                rs = []
+                if sc.state_kept:
+                    first = one_run(tool, sc, server, logpath, limit, fresh=True)
+                    if not first.ok:
+                        first.note = "first run " + first.note
+                        rs = [first]
+                if not rs:
+                    for _ in range(runs):
+                        r = one_run(tool, sc, server, logpath, limit, fresh=not sc.state_kept)
+                        rs.append(r)
+                        if not r.ok:
+                            break
+                results[(sc.key, tool.name)] = rs
+                last = rs[-1]
+                if last.ok:
+                    v = [fmt_value(sc.metric, r.maxrss_kb if sc.metric == "rss" else r.wall)
+                         for r in rs]
+                    log(f"  {sc.key:6} {tool.name:9} {' '.join(v)}")
+                else:
+                    log(f"  {sc.key:6} {tool.name:9} {last.note} (log: {logpath})")
+                    if tool.name == "popfetch":
+                        try:
+                            with open(logpath, errors="replace") as f:
+                                log(f.read()[-1500:])
+                        except OSError:
+                            pass
+            if proxy:
+                proxy.close()
+                proxy = None
+
+        # ---------------------------------------------------------------- table
+        present = {t.name for t in tools}
+
+        def cell(sc, name, what="main"):
+            if name not in present:
+                return "—", None
+            rs = results.get((sc.key, name))
+            if not rs:
+                return "—", None
+            if not rs[-1].ok:
+                return rs[-1].note, None
+            if what == "cpu":
+                v = statistics.median(r.cpu for r in rs)
+                return fmt_value("time", v), v
+            v = statistics.median(r.maxrss_kb if sc.metric == "rss" else r.wall for r in rs)
+            return fmt_value(sc.metric, v), v
+
+        def table(title, what):
+            lines = [f"### {title}", "",
+                     "| scenario | popfetch | mpop | fetchmail | getmail | popfetch/mpop |",
+                     "|---|---:|---:|---:|---:|---:|"]
+            for sc in scenarios:
+                if what == "cpu" and sc.metric == "rss":
+                    continue
+                cells = [cell(sc, t, what) for t in TOOLS]
+                pf, mp = cells[0][1], cells[1][1]
+                ratio = f"{pf / mp:.2f}×" if pf is not None and mp else "—"
+                lines.append(f"| {sc.label} | " + " | ".join(c[0] for c in cells)
+                             + f" | {ratio} |")
+            return "\n".join(lines)
+
+        print()
+        print(table(f"Wall time (peak RSS for the RSS row), median of {runs} run(s)", "main"))
+        print()
+        print(table("CPU time (user+sys of the fetcher and its children), median", "cpu"))
+        print()
+        notes = [f"- machine: {platform.node()}, {os.cpu_count()} CPUs, "
+                 f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+                 f"- dovecot {dovecot_version(dovecot_bin)}; "
+                 + "; ".join(f"{t.name} {tool_version(t)}" for t in tools)]
+        for s in skipped:
+            notes.append(f"- skipped {s}")
+        notes.append("- Maildir delivery, keep on, fresh state per run except scenario 4 "
+                     "(timed runs follow one untimed full fetch)")
+        print("\n".join(notes))
+
+        pf_ok = all(results.get((sc.key, "popfetch")) and results[(sc.key, "popfetch")][-1].ok
+                    for sc in scenarios)
+        if not pf_ok:
+            log("popfetch FAILED in at least one scenario")
+        return 0 if pf_ok else 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        if proxy:
+            proxy.close()
+        if dove:
+            dove.stop()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        if args.keep_tmp:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def dovecot_version(binary):
+    try:
+        return subprocess.run([binary, "--version"], capture_output=True, text=True,
+                              timeout=10).stdout.split()[0]
+    except Exception:
+        return "?"
+
+
+def tool_version(tool):
+    flag = {"popfetch": "--version", "mpop": "--version", "fetchmail": "-V",
+            "getmail": "--version"}[tool.name]
+    try:
+        p = subprocess.run([tool.binary, flag], capture_output=True, text=True, timeout=10,
+                           env=tool.env, stdin=subprocess.DEVNULL)
+        out = (p.stdout + "\n" + p.stderr).splitlines()
+    except Exception:
+        return "?"
+    import re
+    for line in out:
+        if "WARNING" in line:
+            continue
+        m = re.search(r"(\d+\.\d+(?:\.\d+)*)", line)
+        if m:
+            return m.group(1)
+    return "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

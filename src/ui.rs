@@ -1,0 +1,180 @@
+//! What the user sees while accounts sync: progress bars at a terminal, silence in
+//! cron (errors only), a summary with -v, JSON for scripts. Each account's output is
+//! gathered and printed in one piece, so parallel accounts never interleave.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::pop3::Trace;
+use crate::preview::human_size;
+use crate::sync::{Progress, Warn};
+
+/// How loud to be.
+#[derive(Debug, Clone, Copy)]
+pub struct Loudness {
+    pub verbose: bool,
+    pub quiet: bool,
+}
+
+/// The output of a whole run.
+pub struct Ui {
+    loudness: Loudness,
+    /// Progress bars, when a person is watching a terminal.
+    bars: Option<MultiProgress>,
+}
+
+impl Ui {
+    pub fn new(loudness: Loudness) -> Ui {
+        let watching = std::io::stderr().is_terminal() && !loudness.quiet;
+        Ui {
+            loudness,
+            bars: watching.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+        }
+    }
+
+    /// Whether a person is watching (progress bars and summaries shown).
+    pub fn interactive(&self) -> bool {
+        self.bars.is_some()
+    }
+
+    /// The output of one account.
+    pub fn account(&self, name: &str) -> AccountUi {
+        let bar = self.bars.as_ref().map(|multi| {
+            let bar = multi.add(ProgressBar::hidden());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:30}] {pos}/{len} messages, {msg} {elapsed}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(name.to_string());
+            bar
+        });
+        AccountUi {
+            name: name.to_string(),
+            loudness: self.loudness,
+            stderr: Arc::new(Mutex::new(Vec::new())),
+            stdout: Vec::new(),
+            bar,
+            multi: self.bars.clone(),
+        }
+    }
+}
+
+/// One account's output, held until the account is done.
+pub struct AccountUi {
+    name: String,
+    loudness: Loudness,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stdout: Vec<String>,
+    bar: Option<ProgressBar>,
+    multi: Option<MultiProgress>,
+}
+
+impl AccountUi {
+    /// With -v, the protocol steps, each line naming the account.
+    pub fn trace(&self) -> Option<Trace> {
+        let lines = self.stderr.clone();
+        let name = self.name.clone();
+        self.loudness.verbose.then(|| {
+            Box::new(move |line: &str| lines.lock().unwrap().push(format!("{name}: {line}")))
+                as Trace
+        })
+    }
+
+    /// Warnings that are not errors, unless -q.
+    pub fn warn(&self) -> Warn {
+        let lines = self.stderr.clone();
+        let name = self.name.clone();
+        let quiet = self.loudness.quiet;
+        Box::new(move |text: &str| {
+            if !quiet {
+                lines
+                    .lock()
+                    .unwrap()
+                    .push(format!("popfetch: warning: account \"{name}\": {text}"));
+            }
+        })
+    }
+
+    /// The progress bar's feed, at a terminal.
+    pub fn progress(&self) -> Option<Box<dyn Progress>> {
+        self.bar.clone().map(|bar| {
+            Box::new(Bar {
+                bar,
+                bytes: Mutex::new((0, 0)),
+            }) as Box<dyn Progress>
+        })
+    }
+
+    /// A line for stdout (a dry run's plan, a listing).
+    pub fn print(&mut self, line: String) {
+        self.stdout.push(line);
+    }
+
+    /// A line for stderr: an error, always shown.
+    pub fn error(&mut self, line: String) {
+        self.stderr.lock().unwrap().push(line);
+    }
+
+    /// The summary line: shown at a terminal, or with -v.
+    pub fn summary(&mut self, line: String) {
+        if self.multi.is_some() || self.loudness.verbose {
+            self.stderr
+                .lock()
+                .unwrap()
+                .push(format!("{}: {line}", self.name));
+        }
+    }
+
+    /// Prints everything gathered, in one piece.
+    pub fn finish(self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        let err_lines = std::mem::take(&mut *self.stderr.lock().unwrap());
+        let print = || {
+            let mut err = std::io::stderr().lock();
+            for line in &err_lines {
+                let _ = writeln!(err, "{line}");
+            }
+            let mut out = std::io::stdout().lock();
+            for line in &self.stdout {
+                let _ = writeln!(out, "{line}");
+            }
+        };
+        match &self.multi {
+            Some(multi) => multi.suspend(print),
+            None => print(),
+        }
+    }
+}
+
+/// Feeds a progress bar: messages as its position, bytes in its message.
+struct Bar {
+    bar: ProgressBar,
+    /// (bytes done, bytes planned)
+    bytes: Mutex<(u64, u64)>,
+}
+
+impl Progress for Bar {
+    fn planned(&self, messages: u64, bytes: u64) {
+        *self.bytes.lock().unwrap() = (0, bytes);
+        self.bar.set_length(messages);
+        self.bar.set_message(format!("0/{}", human_size(bytes)));
+        if messages > 0 {
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+    }
+
+    fn delivered(&self, bytes: u64) {
+        let mut b = self.bytes.lock().unwrap();
+        b.0 += bytes;
+        self.bar.inc(1);
+        self.bar
+            .set_message(format!("{}/{}", human_size(b.0), human_size(b.1)));
+    }
+}
