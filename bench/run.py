@@ -155,6 +155,8 @@ class Dovecot:
         self.port = free_port()
         self.tls_port = free_port()
         self.users = []
+        os.makedirs(root, exist_ok=True)
+        os.chmod(os.path.dirname(root), 0o755)   # dovecot's users must reach home/
         os.chmod(root, 0o755)
         if os.geteuid() == 0:
             self.internal_user, self.login_user = "dovecot", "dovenull"

@@ -7,12 +7,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Paths};
+use crate::config::{Delivery, TlsMode};
 use crate::exit::{classify, Exit};
 use crate::preview;
 use crate::secret;
 use crate::sync::{sync_account, Options, Report};
 use crate::ui::{Loudness, Ui};
+use std::io::IsTerminal;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
 #[derive(Debug, Parser)]
@@ -54,6 +57,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the configured accounts
+    Accounts,
+    /// Write a commented configuration file (asks for the basics at a terminal)
+    Init,
+    /// Connect to a server and show what it offers: greeting, capabilities, TLS,
+    /// certificate (with its fingerprint) and login methods
+    Probe {
+        /// A configured account (also logs in and shows the mailbox size)
+        #[arg(
+            value_name = "ACCOUNT",
+            required_unless_present = "host",
+            conflicts_with = "host"
+        )]
+        account: Option<String>,
+        /// A server to probe without an account
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// The port [default: 995 with implicit TLS, else 110]
+        #[arg(long, value_name = "PORT", requires = "host")]
+        port: Option<u16>,
+        /// implicit, starttls or none
+        #[arg(
+            long,
+            value_name = "MODE",
+            default_value = "implicit",
+            requires = "host"
+        )]
+        tls: String,
+    },
     /// Manage an account's password in the system keyring (service "popfetch",
     /// entry USER@HOST)
     Password {
@@ -89,6 +121,11 @@ enum PasswordAction {
     },
 }
 
+/// The command-line definition, for the generated completions and man page.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// Runs popfetch and returns its exit status.
 pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -107,6 +144,148 @@ pub fn run() -> ExitCode {
         Command::Sync { accounts, flags } => sync(&cli, accounts, flags).into(),
         Command::List { accounts, json } => list(&cli, accounts, *json).into(),
         Command::Password { action } => password(&cli, action).into(),
+        Command::Accounts => accounts(&cli).into(),
+        Command::Init => init(&cli).into(),
+        Command::Probe {
+            account,
+            host,
+            port,
+            tls,
+        } => probe(&cli, account.as_deref(), host.as_deref(), *port, tls).into(),
+    }
+}
+
+fn accounts(cli: &Cli) -> Exit {
+    let config = match load(cli) {
+        Ok(config) => config,
+        Err(e) => return fail(None, e),
+    };
+    let mut out = std::io::stdout().lock();
+    for a in &config.accounts {
+        let tls = match a.tls {
+            TlsMode::Implicit => "tls",
+            TlsMode::Starttls => "starttls",
+            TlsMode::None => "plain",
+        };
+        let deliver = match &a.deliver {
+            Delivery::Maildir(p) => format!("maildir:{}", p.display()),
+            Delivery::Mbox(p) => format!("mbox:{}", p.display()),
+            Delivery::Mda(argv) => format!("mda:{}", argv.join(" ")),
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {}@{}:{} ({tls}) -> {deliver}",
+            a.name, a.user, a.host, a.port
+        );
+    }
+    Exit::Ok
+}
+
+fn init(cli: &Cli) -> Exit {
+    let path = match &cli.config {
+        Some(path) => path.clone(),
+        None => match Paths::discover() {
+            Ok(paths) => paths.config_file,
+            Err(e) => return fail(None, e.into()),
+        },
+    };
+    let ask = |question: &str, default: &str| -> String {
+        if !std::io::stdin().is_terminal() {
+            return default.to_string();
+        }
+        eprint!("{question} [{default}]: ");
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        let answer = answer.trim();
+        if answer.is_empty() {
+            default.to_string()
+        } else {
+            answer.to_string()
+        }
+    };
+    let host = ask("POP3 server", "pop.example.com");
+    let user = ask("User name", "me@example.com");
+    let deliver = ask("Deliver to", "maildir:~/Mail/inbox");
+    let text = crate::config::template(&host, &user, &deliver);
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+        })
+        .and_then(|mut file| file.write_all(text.as_bytes()));
+    match written {
+        Ok(()) => {
+            if !cli.quiet {
+                eprintln!(
+                    "popfetch: wrote {}; edit it, then run `popfetch sync`",
+                    path.display()
+                );
+            }
+            Exit::Ok
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!(
+                "popfetch: {} already exists; popfetch init never overwrites it",
+                path.display()
+            );
+            Exit::Config
+        }
+        Err(e) => {
+            eprintln!("popfetch: cannot write {}: {e}", path.display());
+            Exit::IoError
+        }
+    }
+}
+
+fn probe(
+    cli: &Cli,
+    account: Option<&str>,
+    host: Option<&str>,
+    port: Option<u16>,
+    tls: &str,
+) -> Exit {
+    let config;
+    let (target, login) = match (account, host) {
+        (Some(name), _) => {
+            config = match load(cli) {
+                Ok(config) => config,
+                Err(e) => return fail(None, e),
+            };
+            match config.select(&[name.to_string()]) {
+                Ok(accounts) => (crate::probe::Target::of(accounts[0]), Some(accounts[0])),
+                Err(e) => return fail(None, e.into()),
+            }
+        }
+        (None, Some(host)) => {
+            let tls = match tls {
+                "implicit" => TlsMode::Implicit,
+                "starttls" => TlsMode::Starttls,
+                "none" => TlsMode::None,
+                other => {
+                    eprintln!("popfetch: --tls {other}: use implicit, starttls or none");
+                    return Exit::Usage;
+                }
+            };
+            let target = crate::probe::Target {
+                host: host.to_string(),
+                port: port.unwrap_or(if tls == TlsMode::Implicit { 995 } else { 110 }),
+                tls,
+                ca_file: None,
+                timeout: std::time::Duration::from_secs(30),
+            };
+            (target, None)
+        }
+        (None, None) => unreachable!("clap requires one of them"),
+    };
+    let mut out = std::io::stdout().lock();
+    match crate::probe::probe(&target, login, &mut out) {
+        Ok(()) => Exit::Ok,
+        Err(e) => fail(Some(&format!("{}:{}", target.host, target.port)), e),
     }
 }
 

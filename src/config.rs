@@ -496,6 +496,31 @@ fn resolve(
     })
 }
 
+/// A commented configuration file for `popfetch init`.
+pub fn template(host: &str, user: &str, deliver: &str) -> String {
+    format!(
+        r#"# popfetch configuration: see `man popfetch` and README.md for every key.
+# This file may hold a password, so it must stay readable by you alone (chmod 600).
+
+[defaults]
+# tls = "implicit"          # "implicit" (port 995), "starttls" (port 110) or "none"
+# timeout = 60              # seconds for connect, TLS handshake and each read
+# keep = false              # true leaves messages on the server after delivery
+
+[accounts.main]
+host = "{host}"
+user = "{user}"
+# Where the password comes from, in order: password, password_command, the system
+# keyring (`popfetch password set main`), or a prompt at a terminal.
+# password_command = "pass show mail/main"
+deliver = "{deliver}"       # "maildir:PATH", "mbox:PATH" or "mda:COMMAND ARGS"
+# keep = true
+# delete_after = "30d"      # with keep = true: delete what was first seen 30 days ago
+# max_size = "10M"
+"#
+    )
+}
+
 /// `sha256:` and the SHA-256 in hex, with or without colons, in either case.
 fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
     let hex: String = text

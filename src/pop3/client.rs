@@ -42,6 +42,8 @@ pub struct Capabilities {
     pub user: bool,
     pub resp_codes: bool,
     pub sasl: Vec<String>,
+    /// Every line as the server sent it, escaped, for `probe` to show.
+    pub lines: Vec<String>,
 }
 
 impl Capabilities {
@@ -51,6 +53,7 @@ impl Capabilities {
             ..Capabilities::default()
         };
         for line in lines {
+            caps.lines.push(super::response::escape(line));
             let line = String::from_utf8_lossy(line);
             let mut words = line.split_ascii_whitespace();
             match words.next().map(str::to_ascii_uppercase).as_deref() {

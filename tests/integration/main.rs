@@ -10,3 +10,4 @@ mod dovecot_sync;
 mod hostile_server;
 mod policies;
 mod security;
+mod ux;

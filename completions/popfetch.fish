@@ -1,0 +1,92 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_popfetch_global_optspecs
+    string join \n c/config= v/verbose q/quiet h/help V/version
+end
+
+function __fish_popfetch_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_popfetch_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_popfetch_using_subcommand
+    set -l cmd (__fish_popfetch_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c popfetch -n "__fish_popfetch_needs_command" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_needs_command" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
+complete -c popfetch -n "__fish_popfetch_needs_command" -s q -l quiet -d 'Print nothing but errors'
+complete -c popfetch -n "__fish_popfetch_needs_command" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_needs_command" -s V -l version -d 'Print version'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "sync" -d 'Fetch new mail for the named accounts, or for all of them'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "list" -d 'List the messages on the server with what a sync would do with each'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "accounts" -d 'List the configured accounts'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "init" -d 'Write a commented configuration file (asks for the basics at a terminal)'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "probe" -d 'Connect to a server and show what it offers: greeting, capabilities, TLS, certificate (with its fingerprint) and login methods'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "password" -d 'Manage an account\'s password in the system keyring (service "popfetch", entry USER@HOST)'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -s j -l jobs -d 'How many accounts to sync at once' -r
+complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -l dry-run -d 'Print what would be fetched, skipped and deleted, and change nothing'
+complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -l json -d 'Print a JSON summary of each account on stdout'
+complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
+complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -s q -l quiet -d 'Print nothing but errors'
+complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_using_subcommand list" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand list" -l json -d 'Print JSON instead of a table'
+complete -c popfetch -n "__fish_popfetch_using_subcommand list" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
+complete -c popfetch -n "__fish_popfetch_using_subcommand list" -s q -l quiet -d 'Print nothing but errors'
+complete -c popfetch -n "__fish_popfetch_using_subcommand list" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_using_subcommand accounts" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand accounts" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
+complete -c popfetch -n "__fish_popfetch_using_subcommand accounts" -s q -l quiet -d 'Print nothing but errors'
+complete -c popfetch -n "__fish_popfetch_using_subcommand accounts" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_using_subcommand init" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand init" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
+complete -c popfetch -n "__fish_popfetch_using_subcommand init" -s q -l quiet -d 'Print nothing but errors'
+complete -c popfetch -n "__fish_popfetch_using_subcommand init" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l host -d 'A server to probe without an account' -r
+complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l port -d 'The port [default: 995 with implicit TLS, else 110]' -r
+complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l tls -d 'implicit, starttls or none' -r
+complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
+complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -s q -l quiet -d 'Print nothing but errors'
+complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -s q -l quiet -d 'Print nothing but errors'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -f -a "set" -d 'Store the password: prompted for on a terminal, else read from stdin'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -f -a "delete" -d 'Remove the stored password'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from set" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from set" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from set" -s q -l quiet -d 'Print nothing but errors'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from set" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from delete" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from delete" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Print nothing but errors'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "set" -d 'Store the password: prompted for on a terminal, else read from stdin'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Remove the stored password'
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts init probe password help" -f -a "sync" -d 'Fetch new mail for the named accounts, or for all of them'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts init probe password help" -f -a "list" -d 'List the messages on the server with what a sync would do with each'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts init probe password help" -f -a "accounts" -d 'List the configured accounts'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts init probe password help" -f -a "init" -d 'Write a commented configuration file (asks for the basics at a terminal)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts init probe password help" -f -a "probe" -d 'Connect to a server and show what it offers: greeting, capabilities, TLS, certificate (with its fingerprint) and login methods'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts init probe password help" -f -a "password" -d 'Manage an account\'s password in the system keyring (service "popfetch", entry USER@HOST)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts init probe password help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and __fish_seen_subcommand_from password" -f -a "set" -d 'Store the password: prompted for on a terminal, else read from stdin'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and __fish_seen_subcommand_from password" -f -a "delete" -d 'Remove the stored password'

@@ -1,0 +1,13 @@
+//! Writes the shell completions and the man page into the repository:
+//! `cargo run --example gen-docs`.
+
+fn main() -> std::io::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (path, contents) in popfetch::docs::render() {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
+        std::fs::write(&path, contents)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

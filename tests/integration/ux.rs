@@ -1,0 +1,226 @@
+//! At home in a terminal, in cron and in scripts: output modes (with and without a
+//! pseudo-terminal), JSON, parallel accounts, accounts, init, probe, and generated
+//! completions and man page kept current.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::support::dovecot::{self, numbered};
+use crate::support::{Dovecot, Home};
+
+/// Several accounts on one Dovecot mailbox, each into its own Maildir.
+fn three_accounts(server: &Dovecot, home: &Home) -> String {
+    let one = server.config(home, "implicit", "keep = true");
+    let mut config = String::new();
+    for name in ["a", "b", "c"] {
+        config.push_str(
+            &one.replace("[accounts.test]", &format!("[accounts.{name}]"))
+                .replace(
+                    &home.maildir().display().to_string(),
+                    &home.path().join(name).display().to_string(),
+                ),
+        );
+    }
+    config
+}
+
+#[test]
+fn cron_is_silent_verbose_summarises_and_json_parses() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(3));
+    let home = Home::new();
+    home.write_config(&three_accounts(&server, &home));
+
+    let run = home.run(&["sync"]);
+    run.expect(0);
+    assert_eq!(run.stderr(), "", "no terminal, no -v: nothing at all");
+    assert_eq!(run.stdout(), "");
+
+    server.add_messages(&numbered(1));
+    let run = home.run(&["-v", "sync", "--jobs", "3"]);
+    run.expect(0);
+    let err = run.stderr();
+    for name in ["a", "b", "c"] {
+        assert!(
+            err.contains(&format!("{name}: 1 message(s) fetched")),
+            "{err}"
+        );
+        // One account's lines are printed together, never interleaved.
+        let lines: Vec<usize> = err
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.starts_with(&format!("{name}: ")))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(
+            lines.last().unwrap() - lines[0] + 1,
+            lines.len(),
+            "{name} interleaved:\n{err}"
+        );
+    }
+    assert!(!err.contains(dovecot::PASSWORD));
+
+    server.add_messages(&numbered(2));
+    let run = home.run(&["sync", "--json"]);
+    run.expect(0);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
+    assert_eq!(json["exit_code"], 0);
+    let accounts = json["accounts"].as_array().unwrap();
+    assert_eq!(accounts.len(), 3);
+    for account in accounts {
+        assert_eq!(account["fetched"], 2, "{json}");
+        assert_eq!(account["exit_code"], 0);
+        assert!(account["bytes"].as_u64().unwrap() > 0);
+    }
+
+    let run = home.run(&["-q", "sync", "--json", "nope"]);
+    run.expect(64);
+}
+
+#[test]
+fn json_reports_errors_per_account() {
+    let home = Home::new();
+    home.write_config(
+        "[defaults]\nhost = \"127.0.0.1\"\nport = 1\ntls = \"none\"\nauth = \"user\"\nuser = \"u\"\npassword_command = \"echo pw\"\ndeliver = \"maildir:~/M\"\n[accounts.x]\n",
+    );
+    let run = home.run(&["sync", "--json"]);
+    run.expect(69);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
+    assert_eq!(json["exit_code"], 69);
+    assert_eq!(json["accounts"][0]["exit_code"], 69);
+    assert!(json["accounts"][0]["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("cannot connect"));
+}
+
+#[test]
+fn a_terminal_gets_a_summary_line_per_account() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(4));
+    let home = Home::new();
+    home.write_config(&three_accounts(&server, &home));
+    // script(1) runs popfetch on a pseudo-terminal.
+    let cmd = format!("{} sync", env!("CARGO_BIN_EXE_popfetch"));
+    let output = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_clear()
+        .envs(
+            home.command()
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        )
+        .env("TERM", "xterm")
+        .current_dir(home.path())
+        .output()
+        .expect("script(1) is needed for the pseudo-terminal: apt-get install bsdutils");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    for name in ["a", "b", "c"] {
+        assert!(
+            text.contains(&format!("{name}: 4 message(s) fetched")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn accounts_and_init() {
+    let home = Home::new();
+    let run = home.run(&["init"]);
+    run.expect(0);
+    let path = home.config_path();
+    let mode = fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("[accounts.main]") && text.contains("# password_command"),
+        "{text}"
+    );
+    let run = home.run(&["accounts"]);
+    run.expect(0);
+    assert!(run.stdout().starts_with("main"), "{}", run.stdout());
+    assert!(
+        run.stdout()
+            .contains("me@example.com@pop.example.com:995 (tls)"),
+        "{}",
+        run.stdout()
+    );
+
+    let run = home.run(&["init"]);
+    run.expect(78);
+    assert!(
+        run.stderr().contains("never overwrites"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(fs::read_to_string(&path).unwrap(), text);
+}
+
+#[test]
+fn probe_shows_tls_certificate_and_mailbox() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(2));
+    let home = Home::new();
+    home.write_config(&server.config(&home, "implicit", ""));
+    let run = home.run(&["probe", "test"]);
+    run.expect(0);
+    let out = run.stdout();
+    for expected in [
+        "greeting:      +OK Dovecot",
+        "tls:           TLSv1.",
+        "subject:     CN=localhost",
+        "issuer:      CN=popfetch test CA",
+        "verified:    yes",
+        "tls_fingerprint = \"sha256:",
+        "SCRAM-SHA-256",
+        "mailbox:       2 message(s)",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains(dovecot::PASSWORD));
+
+    // Without an account, over STLS, an untrusted certificate is shown, not refused.
+    let port = server.port.to_string();
+    let run = home.run(&[
+        "probe",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tls",
+        "starttls",
+    ]);
+    run.expect(0);
+    let out = run.stdout();
+    assert!(
+        out.contains("capabilities (before STLS):") && out.contains("STLS"),
+        "{out}"
+    );
+    assert!(out.contains("verified:    NO"), "{out}");
+    assert!(!out.contains("mailbox:"), "{out}");
+}
+
+#[test]
+fn completions_and_man_page_are_current() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (path, contents) in popfetch::docs::render() {
+        let committed = fs::read(root.join(&path)).unwrap_or_default();
+        assert!(
+            committed == contents,
+            "{} is out of date: run `cargo run --example gen-docs` and commit the result",
+            path.display()
+        );
+    }
+    let man = fs::read_to_string(root.join("man/popfetch.1")).unwrap();
+    for section in [
+        "CONFIGURATION",
+        "FILES",
+        "EXIT STATUS",
+        "EXAMPLES",
+        "SECURITY",
+    ] {
+        assert!(man.contains(&format!(".SH {section}")), "{section}");
+    }
+}
