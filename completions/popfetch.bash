@@ -22,6 +22,9 @@ _popfetch() {
             popfetch,help)
                 cmd="popfetch__subcmd__help"
                 ;;
+            popfetch,import-state)
+                cmd="popfetch__subcmd__import__subcmd__state"
+                ;;
             popfetch,init)
                 cmd="popfetch__subcmd__init"
                 ;;
@@ -42,6 +45,9 @@ _popfetch() {
                 ;;
             popfetch__subcmd__help,help)
                 cmd="popfetch__subcmd__help__subcmd__help"
+                ;;
+            popfetch__subcmd__help,import-state)
+                cmd="popfetch__subcmd__help__subcmd__import__subcmd__state"
                 ;;
             popfetch__subcmd__help,init)
                 cmd="popfetch__subcmd__help__subcmd__init"
@@ -89,7 +95,7 @@ _popfetch() {
 
     case "${cmd}" in
         popfetch)
-            opts="-c -v -q -h -V --config --verbose --quiet --help --version sync list accounts init probe password help"
+            opts="-c -v -q -h -V --config --verbose --quiet --help --version sync list accounts import-state init probe password help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -133,7 +139,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__help)
-            opts="sync list accounts init probe password help"
+            opts="sync list accounts import-state init probe password help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -161,6 +167,20 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__help__subcmd__import__subcmd__state)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -265,6 +285,32 @@ _popfetch() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__import__subcmd__state)
+            opts="-c -v -q -h --from --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from)
+                    COMPREPLY=($(compgen -W "fetchmail mpop getmail" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

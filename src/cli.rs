@@ -59,6 +59,18 @@ enum Command {
     },
     /// List the configured accounts
     Accounts,
+    /// Record the messages another fetcher already delivered, so switching tools
+    /// does not fetch a mailbox again
+    ImportState {
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+        /// The tool that wrote the file
+        #[arg(long = "from", value_enum, value_name = "TOOL")]
+        tool: crate::import::Tool,
+        /// fetchmail's .fetchids, mpop's uidls file, or getmail's oldmail-* file
+        #[arg(value_name = "PATH")]
+        path: std::path::PathBuf,
+    },
     /// Write a commented configuration file (asks for the basics at a terminal)
     Init,
     /// Connect to a server and show what it offers: greeting, capabilities, TLS,
@@ -145,6 +157,11 @@ pub fn run() -> ExitCode {
         Command::List { accounts, json } => list(&cli, accounts, *json).into(),
         Command::Password { action } => password(&cli, action).into(),
         Command::Accounts => accounts(&cli).into(),
+        Command::ImportState {
+            account,
+            tool,
+            path,
+        } => import_state(&cli, account, *tool, path).into(),
         Command::Init => init(&cli).into(),
         Command::Probe {
             account,
@@ -152,6 +169,35 @@ pub fn run() -> ExitCode {
             port,
             tls,
         } => probe(&cli, account.as_deref(), host.as_deref(), *port, tls).into(),
+    }
+}
+
+fn import_state(cli: &Cli, name: &str, tool: crate::import::Tool, path: &std::path::Path) -> Exit {
+    let config = match load(cli) {
+        Ok(config) => config,
+        Err(e) => return fail(None, e),
+    };
+    let account = match config.select(&[name.to_string()]) {
+        Ok(accounts) => accounts[0],
+        Err(e) => return fail(None, e.into()),
+    };
+    match crate::import::import(account, tool, path) {
+        Ok(added) => {
+            if !cli.quiet {
+                eprintln!("popfetch: account \"{name}\": recorded {added} message(s) as delivered");
+            }
+            Exit::Ok
+        }
+        Err(e) => {
+            // A held lock is temporary; a file that cannot be read or understood is
+            // a local input problem.
+            let code = match classify(&e) {
+                Exit::Software => Exit::IoError,
+                other => other,
+            };
+            eprintln!("popfetch: account \"{name}\": {e:#}");
+            code
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod docs;
 pub mod durable;
 pub mod exit;
 pub mod filter;
+pub mod import;
 pub mod lock;
 pub mod policy;
 pub mod pop3;

@@ -224,3 +224,125 @@ fn completions_and_man_page_are_current() {
         assert!(man.contains(&format!(".SH {section}")), "{section}");
     }
 }
+
+/// fetchmail, mpop and getmail from Debian fetch from the test Dovecot and write
+/// their UID lists; popfetch imports each and then fetches only what is new.
+#[test]
+fn import_state_from_real_fetchmail_mpop_and_getmail() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(3));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let port = server.port.to_string();
+    let run = |cmd: &mut Command, what: &str| {
+        let out = cmd
+            .current_dir(dir)
+            .env("HOME", dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{what} is needed: apt-get install fetchmail mpop getmail6 ({e})")
+            });
+        assert!(
+            out.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    fs::create_dir_all(dir.join("md/new")).unwrap();
+    fs::create_dir_all(dir.join("md/cur")).unwrap();
+    fs::create_dir_all(dir.join("md/tmp")).unwrap();
+    run(
+        Command::new("mpop").args([
+            "--host=127.0.0.1",
+            &format!("--port={port}"),
+            "--tls=off",
+            "--auth=user",
+            "--user=alice",
+            &format!("--passwordeval=echo '{}'", dovecot::PASSWORD),
+            "--keep=on",
+            &format!("--delivery=maildir,{}", dir.join("md").display()),
+            &format!("--uidls-file={}", dir.join("mpop-uidls").display()),
+        ]),
+        "mpop",
+    );
+    let rc = dir.join("fetchmailrc");
+    fs::write(&rc, format!("poll 127.0.0.1 port {port} protocol pop3 uidl user \"alice\" password \"{}\" keep sslproto \"\" mda \"/bin/cat\"\n", dovecot::PASSWORD)).unwrap();
+    fs::set_permissions(&rc, fs::Permissions::from_mode(0o600)).unwrap();
+    run(
+        Command::new("fetchmail")
+            .arg("-f")
+            .arg(&rc)
+            .arg("-i")
+            .arg(dir.join("fetchids"))
+            .arg("--nosyslog"),
+        "fetchmail",
+    );
+    fs::create_dir_all(dir.join("gm")).unwrap();
+    fs::write(dir.join("gm/getmailrc"), format!("[retriever]\ntype = SimplePOP3Retriever\nserver = 127.0.0.1\nport = {port}\nusername = alice\npassword = {}\n[destination]\ntype = MDA_external\npath = /bin/true\nallow_root_commands = true\n[options]\nread_all = false\ndelete = false\n", dovecot::PASSWORD)).unwrap();
+    run(
+        Command::new("getmail")
+            .arg(format!("--getmaildir={}", dir.join("gm").display()))
+            .arg("--rcfile=getmailrc"),
+        "getmail",
+    );
+    let oldmail = fs::read_dir(dir.join("gm"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("oldmail-")
+        })
+        .expect("getmail wrote its oldmail file");
+
+    for (tool, file) in [
+        ("fetchmail", dir.join("fetchids")),
+        ("mpop", dir.join("mpop-uidls")),
+        ("getmail", oldmail),
+    ] {
+        let home = Home::new();
+        home.write_config(&server.config(&home, "none", "keep = true\nauth = \"user\""));
+        let run = home.run(&[
+            "import-state",
+            "test",
+            "--from",
+            tool,
+            file.to_str().unwrap(),
+        ]);
+        run.expect(0);
+        assert!(
+            run.stderr().contains("recorded 3 message(s)"),
+            "{tool}: {}",
+            run.stderr()
+        );
+        home.run(&["sync"]).expect(0);
+        assert!(
+            home.delivered().is_empty(),
+            "{tool}: nothing is fetched again"
+        );
+    }
+
+    // A file for another account is refused, and nothing is recorded.
+    let home = Home::new();
+    home.write_config(
+        &server
+            .config(&home, "none", "keep = true\nauth = \"user\"")
+            .replace("user = \"alice\"", "user = \"bob\""),
+    );
+    let run = home.run(&[
+        "import-state",
+        "test",
+        "--from",
+        "fetchmail",
+        dir.join("fetchids").to_str().unwrap(),
+    ]);
+    run.expect(74);
+    assert!(
+        run.stderr().contains("no UIDs for this account"),
+        "{}",
+        run.stderr()
+    );
+}
