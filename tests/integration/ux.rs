@@ -346,3 +346,18 @@ fn import_state_from_real_fetchmail_mpop_and_getmail() {
         run.stderr()
     );
 }
+
+/// README's quick start: the demo starts its own Dovecot and fetches 300 messages.
+#[test]
+fn the_demo_script_runs_end_to_end() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(root.join("scripts/demo.sh"))
+        .env("POPFETCH", env!("CARGO_BIN_EXE_popfetch"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("300 messages delivered"), "{text}");
+    assert!(text.contains("0 message(s) fetched"), "{text}");
+}
