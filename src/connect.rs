@@ -2,7 +2,7 @@
 //! connection, STLS, the login — and reading what is on the server, with a digest of
 //! the headers standing in for unique-ids on servers without UIDL.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use anyhow::Result;
 use sha2::{Digest, Sha256};
@@ -19,11 +19,7 @@ const MAX_HEADERS: u64 = 256 * 1024;
 
 /// Resolves the secret, connects, secures and logs in.
 pub fn open_session(account: &Account, trace: Option<Trace>) -> Result<Session<Stream>> {
-    let secret = if account.auth.uses_token() {
-        account.oauth_token.resolve()?
-    } else {
-        account.password.resolve()?
-    };
+    let secret = secret(account)?;
     let tls = TlsConfig::new(&account.tls_options())?;
     let client = connect(account, &tls, trace)?;
     login(client, account, &secret)
@@ -43,11 +39,21 @@ fn connect(account: &Account, tls: &TlsConfig, trace: Option<Trace>) -> Result<C
     Ok(client)
 }
 
-fn login(
-    mut client: Client<Stream>,
+/// The account's password, or its OAuth token for XOAUTH2 and OAUTHBEARER.
+pub fn secret(account: &Account) -> Result<Secret> {
+    Ok(if account.auth.uses_token() {
+        account.oauth_token.resolve()?
+    } else {
+        account.password.resolve()?
+    })
+}
+
+/// Logs in the way the account asks, or the strongest way the server offers.
+pub fn login<S: Read + Write>(
+    mut client: Client<S>,
     account: &Account,
     secret: &Secret,
-) -> Result<Session<Stream>> {
+) -> Result<Session<S>> {
     let caps = client.capabilities()?.clone();
     let offer = Offer {
         caps: &caps,

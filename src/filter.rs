@@ -3,8 +3,6 @@
 //! verdict (0 fetch, 1 delete without fetching, 2 leave it for now).
 
 use std::io::{self, Write};
-use std::os::fd::AsFd;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::policy::{Action, Reason};
@@ -24,21 +22,10 @@ pub fn judge(argv: &[String], headers: &[u8], timeout: Duration) -> Result<Actio
         program: program.clone(),
         reason,
     };
-    let stdout = io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map(Stdio::from)
-        .unwrap_or_else(|_| Stdio::null());
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::piped())
-        .stdout(stdout)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|source| FilterError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
+    let mut child = crate::child::spawn_fed(argv).map_err(|source| FilterError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
     // Write from a thread: a filter that never reads must not block us past the
     // timeout. A filter may decide without reading everything, so a broken pipe is
     // not an error.

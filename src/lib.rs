@@ -2,6 +2,7 @@
 //! modules; `sync` tells the story of a session and the others each own one concern.
 
 pub mod auth;
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod connect;

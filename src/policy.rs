@@ -145,16 +145,18 @@ impl SessionPlan {
     }
 }
 
-/// What the state knows of a unique-id: `Some(first_seen)` if delivered.
+/// What the state knows: the delivered unique-ids and when each was first seen.
 pub trait Known {
+    /// `Some(first_seen)` if `uid` was delivered.
     fn first_seen(&self, uid: &str) -> Option<u64>;
+    /// Every delivered unique-id.
+    fn uids(&self) -> Vec<&str>;
 }
 
 /// Plans a session. `now` is in Unix seconds.
-pub fn plan<'a>(
+pub fn plan(
     listing: &[ListedMessage],
     known: &dyn Known,
-    known_uids: impl IntoIterator<Item = &'a str>,
     policy: &Policy,
     now: u64,
 ) -> SessionPlan {
@@ -168,7 +170,8 @@ pub fn plan<'a>(
     }
     plan.limit(policy);
     let on_server: HashSet<&str> = listing.iter().map(|m| m.uid.as_str()).collect();
-    plan.forget = known_uids
+    plan.forget = known
+        .uids()
         .into_iter()
         .filter(|uid| !on_server.contains(uid))
         .map(str::to_string)
@@ -260,6 +263,10 @@ mod tests {
         fn first_seen(&self, uid: &str) -> Option<u64> {
             self.0.get(uid).copied()
         }
+
+        fn uids(&self) -> Vec<&str> {
+            self.0.keys().copied().collect()
+        }
     }
 
     fn listing() -> Vec<ListedMessage> {
@@ -276,8 +283,7 @@ mod tests {
 
     fn run(state: &[(&'static str, u64)], policy: Policy, now: u64) -> SessionPlan {
         let state = State(state.iter().copied().collect());
-        let uids: Vec<&str> = state.0.keys().copied().collect();
-        plan(&listing(), &state, uids, &policy, now)
+        plan(&listing(), &state, &policy, now)
     }
 
     fn actions(plan: &SessionPlan) -> Vec<Action> {

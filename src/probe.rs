@@ -14,11 +14,10 @@ use openssl::hash::MessageDigest;
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
 use openssl::x509::X509NameRef;
 
-use crate::auth::{self, Login, Offer};
 use crate::config::{Account, TlsMode};
 use crate::pop3::response::apop_timestamp;
 use crate::pop3::transport::{fingerprint_text, Stream};
-use crate::pop3::{self, Capabilities, Client, Credentials, Peer};
+use crate::pop3::{self, Capabilities, Client};
 
 /// Where to probe.
 pub struct Target {
@@ -108,37 +107,8 @@ pub fn probe(target: &Target, login: Option<&Account>, out: &mut dyn Write) -> R
     let Some(account) = login else {
         return Ok(client.quit()?);
     };
-    let secret = if account.auth.uses_token() {
-        account.oauth_token.resolve()?
-    } else {
-        account.password.resolve()?
-    };
-    let offer = Offer {
-        caps: &caps,
-        apop,
-        encrypted: target.tls != TlsMode::None,
-    };
-    let (user, secret) = (account.user.as_str(), secret.expose());
-    let credentials = match auth::choose(account.auth, &offer)? {
-        Login::User => Credentials::User {
-            user,
-            password: secret,
-        },
-        Login::Apop => Credentials::Apop {
-            user,
-            password: secret,
-        },
-        Login::Sasl(mechanism) => Credentials::Sasl {
-            mechanism,
-            user,
-            secret,
-            peer: Peer {
-                host: target.host.clone(),
-                port: target.port,
-            },
-        },
-    };
-    let mut session = client.login(credentials).map_err(|failed| failed.error)?;
+    let secret = crate::connect::secret(account)?;
+    let mut session = crate::connect::login(client, account, &secret)?;
     let (count, size) = session.stat()?;
     writeln!(out, "mailbox:       {count} message(s), {size} bytes")?;
     Ok(session.quit()?)

@@ -59,11 +59,19 @@ impl crate::policy::Known for Snapshot {
     fn first_seen(&self, uid: &str) -> Option<u64> {
         self.delivered.get(uid).copied()
     }
+
+    fn uids(&self) -> Vec<&str> {
+        self.delivered_uids().collect()
+    }
 }
 
 impl crate::policy::Known for UidlState {
     fn first_seen(&self, uid: &str) -> Option<u64> {
         self.delivered.get(uid).copied()
+    }
+
+    fn uids(&self) -> Vec<&str> {
+        self.delivered_uids().collect()
     }
 }
 

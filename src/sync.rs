@@ -75,16 +75,8 @@ pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
     recover(&mut state, target.as_mut())?;
 
     let mut session = open_session(account, options.trace)?;
-    let listing = connect::listing(&mut session, &warn)?;
-    let mut plan = policy::plan(
-        &listing,
-        &state,
-        state.delivered_uids(),
-        &account.policy,
-        now(),
-    );
     let mut failures = Failures::default();
-    run_filter(&mut session, &mut plan, account, &mut failures)?;
+    let plan = plan_session(&mut session, account, &state, &warn, &mut failures)?;
     state.forget(&plan.forget)?;
 
     let mut report = Report {
@@ -143,16 +135,8 @@ fn preview(account: &Account, options: Options) -> Result<Report> {
     };
     let state = UidlState::peek(&account.state_file())?;
     let mut session = open_session(account, options.trace)?;
-    let listing = connect::listing(&mut session, &warn)?;
-    let mut plan = policy::plan(
-        &listing,
-        &state,
-        state.delivered_uids(),
-        &account.policy,
-        now(),
-    );
     let mut failures = Failures::default();
-    run_filter(&mut session, &mut plan, account, &mut failures)?;
+    let plan = plan_session(&mut session, account, &state, &warn, &mut failures)?;
     session.quit()?;
     let fetch = plan.fetch();
     Ok(Report {
@@ -168,6 +152,20 @@ fn preview(account: &Account, options: Options) -> Result<Report> {
         refused: 0,
         plan: Some(plan),
     })
+}
+
+/// Lists the server, plans what to do with each message, and asks the filter.
+fn plan_session(
+    session: &mut Session<Stream>,
+    account: &Account,
+    known: &dyn policy::Known,
+    warn: &dyn Fn(&str),
+    failures: &mut Failures,
+) -> Result<SessionPlan> {
+    let listing = connect::listing(session, warn)?;
+    let mut plan = policy::plan(&listing, known, &account.policy, now());
+    run_filter(session, &mut plan, account, failures)?;
+    Ok(plan)
 }
 
 /// Runs the filter on each message planned for fetching, by its headers.

@@ -3,8 +3,7 @@
 //! (0 delivered, 75 deferred, anything else failed; sysexits(3)).
 
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -146,19 +145,8 @@ impl Target for MdaTarget {
         let head = envelope::read_head(message).map_err(DeliverError::Source)?;
         let argv = self.arguments(&envelope::sender(&head));
         announce(LOCATION).map_err(DeliverError::State)?;
-        // The MDA's output goes to our stderr: our stdout is for popfetch's reports.
-        let stdout = io::stderr()
-            .as_fd()
-            .try_clone_to_owned()
-            .map(Stdio::from)
-            .unwrap_or_else(|_| Stdio::null());
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::piped())
-            .stdout(stdout)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|source| DeliverError::MdaSpawn {
+        let mut child =
+            crate::child::spawn_fed(&argv).map_err(|source| DeliverError::MdaSpawn {
                 program: self.program(),
                 source,
             })?;

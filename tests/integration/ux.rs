@@ -357,7 +357,11 @@ fn the_demo_script_runs_end_to_end() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("300 messages delivered"), "{text}");
     assert!(text.contains("0 message(s) fetched"), "{text}");
 }
