@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::dovecot::numbered;
 use crate::support::home::maildir_messages;
+use crate::support::mbox::{self, unquote};
 use crate::support::proxy::{Cut, Proxy};
 use crate::support::tmpfs::Tmpfs;
 use crate::support::{Dovecot, Home};
@@ -146,16 +147,6 @@ fn sigkill_at_random_moments_into_mbox_loses_and_duplicates_nothing() {
     assert!(!home.path().join("inbox.lock").exists());
 }
 
-fn unquote(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for line in message.split_inclusive(|&b| b == b'\n') {
-        let quotes = line.iter().take_while(|&&b| b == b'>').count();
-        let cut = usize::from(quotes > 0 && line[quotes..].starts_with(b"From "));
-        out.extend_from_slice(&line[cut..]);
-    }
-    out
-}
-
 /// A config that reaches Dovecot's plain port through a proxy.
 fn through(server: &Dovecot, home: &Home, proxy: &Proxy) -> String {
     server.config(home, "none", "auth = \"user\"").replace(
@@ -272,7 +263,7 @@ fn disk_filling_up_under_the_messages_loses_nothing() {
             let file = disk.join("inbox");
             let reader = move || {
                 if file.exists() {
-                    server_read_mbox(&file)
+                    mbox::messages(&file)
                 } else {
                     Vec::new()
                 }
@@ -322,29 +313,6 @@ fn disk_filling_up_under_the_messages_loses_nothing() {
         assert_eq!(sorted(read()), sorted(corpus), "{target}");
         assert!(server.messages().is_empty());
     }
-}
-
-/// Reads an mbox with Python's mailbox module, undoing the quoting.
-fn server_read_mbox(path: &std::path::Path) -> Vec<Vec<u8>> {
-    let script = "import mailbox,sys\nfor k in mailbox.mbox(sys.argv[1]).keys():\n    d=mailbox.mbox(sys.argv[1]).get_bytes(k)\n    sys.stdout.buffer.write(str(len(d)).encode()+b'\\0'+d)\n";
-    let out = std::process::Command::new("python3")
-        .args(["-c", script])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut rest = &out.stdout[..];
-    let mut messages = Vec::new();
-    while let Some(nul) = rest.iter().position(|&b| b == 0) {
-        let len: usize = std::str::from_utf8(&rest[..nul]).unwrap().parse().unwrap();
-        messages.push(unquote(&rest[nul + 1..nul + 1 + len]));
-        rest = &rest[nul + 1 + len..];
-    }
-    messages
 }
 
 #[test]

@@ -4,66 +4,15 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use crate::support::dovecot::{fidelity_corpus, numbered};
 use crate::support::home::maildir_messages;
+use crate::support::mbox::{python_mbox, unquote};
 use crate::support::{Dovecot, Home};
 
 fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     v.sort();
     v
-}
-
-/// Undoes mboxrd quoting: one `>` less on every `^>+From ` line.
-fn unquote(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for line in message.split_inclusive(|&b| b == b'\n') {
-        let quotes = line.iter().take_while(|&&b| b == b'>').count();
-        if quotes > 0 && line[quotes..].starts_with(b"From ") {
-            out.extend_from_slice(&line[1..]);
-        } else {
-            out.extend_from_slice(line);
-        }
-    }
-    out
-}
-
-/// Reads an mbox with Python's `mailbox.mbox`; returns each message's From_ line
-/// sender and its bytes.
-fn python_mbox(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let script = r#"
-import mailbox, sys
-box = mailbox.mbox(sys.argv[1], create=False)
-out = sys.stdout.buffer
-for key in box.keys():
-    msg = box.get_message(key)
-    data = box.get_bytes(key)
-    out.write(msg.get_from().split(' ')[0].encode() + b'\0' + str(len(data)).encode() + b'\0' + data)
-"#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(path)
-        .output()
-        .expect("python3 is needed to read mbox files back: apt-get install python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut rest = &out.stdout[..];
-    let mut messages = Vec::new();
-    while !rest.is_empty() {
-        let nul = rest.iter().position(|&b| b == 0).unwrap();
-        let sender = String::from_utf8_lossy(&rest[..nul]).into_owned();
-        rest = &rest[nul + 1..];
-        let nul = rest.iter().position(|&b| b == 0).unwrap();
-        let len: usize = std::str::from_utf8(&rest[..nul]).unwrap().parse().unwrap();
-        rest = &rest[nul + 1..];
-        messages.push((sender, rest[..len].to_vec()));
-        rest = &rest[len..];
-    }
-    messages
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 pub mod dovecot;
 pub mod home;
+pub mod mbox;
 pub mod proxy;
 pub mod scripted;
 pub mod tmpfs;
