@@ -35,7 +35,9 @@ impl TempFile {
     }
 
     /// Makes the content durable and gives it the name `dest` with a hard link, which
-    /// never replaces an existing file; then drops the temporary name.
+    /// never replaces an existing file; then drops the temporary name. The new name
+    /// is durable once the caller syncs its directory ([`sync_parent`]), which lets
+    /// a batch of deliveries share one directory fsync.
     pub fn link_into(mut self, dest: &Path) -> io::Result<()> {
         self.file.sync_all()?;
         match fs::hard_link(&self.path, dest) {
@@ -52,7 +54,7 @@ impl TempFile {
             }
             Err(e) => return Err(e),
         }
-        sync_parent(dest)
+        Ok(())
     }
 
     /// Makes the content durable and atomically replaces `dest` with it.

@@ -100,9 +100,11 @@ pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
         &mut report,
         &mut failures,
     );
-    // Whatever happened while fetching, every completed delivery is made durable
-    // before a single DELE goes out.
+    // Whatever happened while fetching, every completed delivery is made durable,
+    // in the target and in the state, before a single DELE goes out.
+    let flushed = target.flush();
     state.sync()?;
+    flushed?;
     let delivered = fetched?;
 
     let mut deletions = plan.delete();

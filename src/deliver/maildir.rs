@@ -1,7 +1,7 @@
 //! Delivery into a Maildir (https://cr.yp.to/proto/maildir.html): a file with a unique
 //! name is written in tmp/, fsynced, linked into new/, and new/ is fsynced.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,6 +14,8 @@ pub struct MaildirTarget {
     host: String,
     pid: u32,
     sequence: u64,
+    /// Names were linked into new/ since it was last fsynced.
+    unsynced: bool,
 }
 
 impl MaildirTarget {
@@ -31,6 +33,7 @@ impl MaildirTarget {
             host: maildir_host(),
             pid: std::process::id(),
             sequence: 0,
+            unsynced: false,
         })
     }
 
@@ -97,7 +100,21 @@ impl Target for MaildirTarget {
         let size = copy_message(message, file.file(), self.local("tmp"))?;
         file.link_into(&self.root.join("new").join(&name))
             .map_err(self.local("new"))?;
+        // new/ is fsynced once for the whole batch, in `flush`, before any DELE. Until
+        // then a power cut may take the name back; the durable intent makes the next
+        // run look for it, find it missing, and fetch the message again.
+        self.unsynced = true;
         Ok(size)
+    }
+
+    fn flush(&mut self) -> Result<(), DeliverError> {
+        if self.unsynced {
+            File::open(self.root.join("new"))
+                .and_then(|dir| dir.sync_all())
+                .map_err(self.local("new"))?;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 
     fn recover(&mut self, name: &str) -> Result<Recovered, DeliverError> {

@@ -87,6 +87,12 @@ pub trait Target {
     /// Looks at the location of a delivery that a killed run announced, and cleans
     /// up after it if it did not complete.
     fn recover(&mut self, location: &str) -> Result<Recovered, DeliverError>;
+
+    /// Makes every delivery so far durable, where `deliver` left part of that to a
+    /// batch (one directory fsync for many messages). Called before any DELE.
+    fn flush(&mut self) -> Result<(), DeliverError> {
+        Ok(())
+    }
 }
 
 /// Copies a message with a large buffer, telling read failures (the server) from
