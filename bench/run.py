@@ -32,7 +32,6 @@ import platform
 import pwd
 import grp
 import queue
-import resource
 import shutil
 import signal
 import socket
@@ -443,6 +442,10 @@ def run_measured(argv, env, logpath, limit, user=None, rssfile=None):
         timer.start()
         try:
             _, status, ru = os.wait4(p.pid, 0)
+        except BaseException:
+            kill()
+            p.wait()
+            raise
         finally:
             timer.cancel()
         wall = time.monotonic() - t0
@@ -628,11 +631,10 @@ message_log_verbose = false
 
 class Scenario:
     def __init__(self, key, label, user, count, size, tls=False, delay=0.0,
-                 metric="time", state_kept=False, tools=None, big=False, same_runs_as=None):
+                 metric="time", state_kept=False, big=False, same_runs_as=None):
         self.key, self.label, self.user = key, label, user
         self.count, self.size, self.tls, self.delay = count, size, tls, delay
         self.metric, self.state_kept, self.big = metric, state_kept, big
-        self.tools = tools   # None: all
         self.same_runs_as = same_runs_as   # another metric of that scenario's runs
 
 
@@ -821,13 +823,13 @@ def main():
                          for r in rs]
                     log(f"  {sc.key:6} {tool.name:9} {' '.join(v)}")
                 else:
-                    log(f"  {sc.key:6} {tool.name:9} {last.note} (log: {logpath})")
-                    if tool.name == "popfetch":
-                        try:
-                            with open(logpath, errors="replace") as f:
-                                log(f.read()[-1500:])
-                        except OSError:
-                            pass
+                    log(f"  {sc.key:6} {tool.name:9} {last.note}")
+                    try:
+                        with open(logpath, errors="replace") as f:
+                            tail = f.read()[-1500 if tool.name == "popfetch" else -400:]
+                        log("    | " + "\n    | ".join(tail.strip().splitlines()[-12:]))
+                    except OSError:
+                        pass
             if proxy:
                 proxy.close()
                 proxy = None

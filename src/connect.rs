@@ -90,28 +90,48 @@ pub fn login<S: Read + Write>(
     }
 }
 
-/// Every message on the server with its size and unique-id. A server without UIDL
-/// (RFC 1939 makes it optional) gets a digest of each message's headers and size as
-/// its unique-id; `warn` is told once.
+/// Every message on the server with its size and a unique-id. A server without
+/// UIDL (RFC 1939 makes it optional) gets a digest of each message's headers and
+/// size as its unique-id. A server that repeats a unique-id (popa3d does, for
+/// messages without Message-ID and Date) gets the digest appended for those
+/// messages. `warn` is told once; if messages still cannot be told apart, the
+/// session stops rather than risk deleting one never fetched.
 pub fn listing(session: &mut Session<Stream>, warn: &dyn Fn(&str)) -> Result<Vec<ListedMessage>> {
-    let sizes = match session.listing()? {
-        Listing::WithUids(messages) => return Ok(messages),
-        Listing::SizesOnly(sizes) => sizes,
+    let mut messages = match session.listing()? {
+        Listing::WithUids(messages) => messages,
+        Listing::SizesOnly(sizes) => {
+            warn("the server has no UIDL; messages are told apart by a digest of their headers");
+            let mut uids = Vec::with_capacity(sizes.len());
+            for &(num, size) in &sizes {
+                uids.push((num, format!("hdr-{}", digest(session, num, size)?)));
+            }
+            pop3::join(&uids, &sizes)?
+        }
     };
-    warn("the server has no UIDL; messages are told apart by a digest of their headers");
-    let mut uids = Vec::with_capacity(sizes.len());
-    for &(num, size) in &sizes {
-        let head = headers(session, num)?;
-        let mut digest = Sha256::new();
-        digest.update(&head);
-        digest.update(size.to_be_bytes());
-        let hex: String = digest.finalize()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        uids.push((num, format!("hdr-{hex}")));
+    let mut counts = std::collections::HashMap::new();
+    for m in &messages {
+        *counts.entry(m.uid.clone()).or_insert(0) += 1;
     }
-    Ok(pop3::join(&uids, &sizes)?)
+    if counts.values().any(|&n| n > 1) {
+        warn("the server gave several messages the same unique-id; they are told apart by a digest of their headers");
+        for m in messages.iter_mut().filter(|m| counts[&m.uid] > 1) {
+            m.uid = format!("{}-{}", m.uid, digest(session, m.num, m.size)?);
+        }
+    }
+    pop3::check_unique(&messages)?;
+    Ok(messages)
+}
+
+/// A digest of a message's headers and size, stable across sessions.
+fn digest(session: &mut Session<Stream>, num: u32, size: u64) -> Result<String, pop3::Error> {
+    let head = headers(session, num)?;
+    let mut digest = Sha256::new();
+    digest.update(&head);
+    digest.update(size.to_be_bytes());
+    Ok(digest.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// A message's header block, through `TOP n 0` (RFC 1939 §7), bounded.

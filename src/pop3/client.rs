@@ -637,22 +637,15 @@ fn join_listings(
     join(&uids, &sizes)
 }
 
-/// Joins unique-ids and sizes by message number. They must name the same messages,
-/// and unique-ids must be unique: a repeated one would make us delete a message we
-/// never fetched, believing it delivered.
+/// Joins unique-ids and sizes by message number; they must name the same messages.
+/// Unique-ids may still repeat here (see [`check_unique`]).
 pub fn join(uids: &[(u32, String)], sizes: &[(u32, u64)]) -> Result<Vec<ListedMessage>, Error> {
     let mut sizes: std::collections::BTreeMap<u32, u64> = sizes.iter().copied().collect();
-    let mut seen = std::collections::HashMap::new();
     let mut messages = Vec::with_capacity(uids.len());
     for (num, uid) in uids.iter().cloned() {
         let size = sizes.remove(&num).ok_or_else(|| {
             Error::Protocol(format!("UIDL names message {num}, which LIST does not"))
         })?;
-        if let Some(other) = seen.insert(uid.clone(), num) {
-            return Err(Error::Protocol(format!(
-                "the server gave messages {other} and {num} the same unique-id \"{uid}\" (RFC 1939 §7 requires them to differ)"
-            )));
-        }
         messages.push(ListedMessage { num, size, uid });
     }
     if let Some((num, _)) = sizes.first_key_value() {
@@ -662,6 +655,21 @@ pub fn join(uids: &[(u32, String)], sizes: &[(u32, u64)]) -> Result<Vec<ListedMe
     }
     messages.sort_by_key(|m| m.num);
     Ok(messages)
+}
+
+/// Unique-ids must be unique: a repeated one would make us delete a message we never
+/// fetched, believing it delivered.
+pub fn check_unique(messages: &[ListedMessage]) -> Result<(), Error> {
+    let mut seen = std::collections::HashMap::new();
+    for m in messages {
+        if let Some(other) = seen.insert(m.uid.as_str(), m.num) {
+            return Err(Error::Protocol(format!(
+                "the server gave messages {other} and {} the same unique-id \"{}\" (RFC 1939 §7 requires them to differ), and the same headers",
+                m.num, m.uid
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -765,7 +773,10 @@ mod tests {
         let server = format!(
             "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\n1 a\r\n2 a\r\n.\r\n+OK\r\n1 1\r\n2 1\r\n.\r\n"
         );
-        let err = login(&server).listing().unwrap_err();
+        let Listing::WithUids(list) = login(&server).listing().unwrap() else {
+            panic!("UIDL was answered")
+        };
+        let err = check_unique(&list).unwrap_err();
         assert!(err.to_string().contains("same unique-id"), "{err}");
     }
 

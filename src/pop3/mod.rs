@@ -14,8 +14,8 @@ pub mod transport;
 mod mock;
 
 pub use client::{
-    join, Capabilities, Client, Credentials, Flow, ListedMessage, Listing, LoginFailed, Session,
-    Trace,
+    check_unique, join, Capabilities, Client, Credentials, Flow, ListedMessage, Listing,
+    LoginFailed, Session, Trace,
 };
 pub use error::{Error, ErrorKind};
 pub use response::{RespCode, Status};

@@ -118,12 +118,16 @@ fn in_use_is_temporary_and_auth_is_permanent() {
 }
 
 #[test]
-fn duplicate_unique_ids_stop_before_anything_is_fetched() {
+fn duplicate_unique_ids_with_the_same_headers_stop_before_anything_is_fetched() {
     let mut script = logged_in();
     script.extend([
         Step::Expect("UIDL"),
         Step::Expect("LIST"),
         send("+OK\r\n1 same\r\n2 same\r\n.\r\n+OK\r\n1 10\r\n2 10\r\n.\r\n"),
+        Step::Expect("TOP 1 0"),
+        send("+OK\r\nSubject: twin\r\n\r\n.\r\n"),
+        Step::Expect("TOP 2 0"),
+        send("+OK\r\nSubject: twin\r\n\r\n.\r\n"),
         Step::Sleep(Duration::from_millis(500)),
     ]);
     let server = Scripted::start(vec![script]);

@@ -8,6 +8,7 @@ pub mod home;
 pub mod mbox;
 pub mod proxy;
 pub mod scripted;
+pub mod servers;
 pub mod tmpfs;
 
 pub use dovecot::Dovecot;
