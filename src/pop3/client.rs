@@ -41,6 +41,8 @@ pub struct Capabilities {
     pub top: bool,
     pub user: bool,
     pub resp_codes: bool,
+    /// RFC 6856: the server can send UTF-8 headers unchanged once asked.
+    pub utf8: bool,
     pub sasl: Vec<String>,
     /// Every line as the server sent it, escaped, for `probe` to show.
     pub lines: Vec<String>,
@@ -63,6 +65,7 @@ impl Capabilities {
                 Some("TOP") => caps.top = true,
                 Some("USER") => caps.user = true,
                 Some("RESP-CODES") => caps.resp_codes = true,
+                Some("UTF8") => caps.utf8 = true,
                 Some("SASL") => caps.sasl = words.map(str::to_ascii_uppercase).collect(),
                 _ => {}
             }
@@ -356,6 +359,13 @@ impl<S: Read + Write> Client<S> {
     }
 
     fn authenticate(&mut self, creds: Credentials) -> Result<(), Error> {
+        // Without UTF8, a server may replace a message with UTF-8 headers by a notice
+        // (Courier does, RFC 6856 §4): ask for messages as they are. A refusal
+        // changes nothing.
+        if self.caps.as_ref().is_some_and(|c| c.utf8) {
+            self.conn.send(Command::Utf8)?;
+            self.conn.read_status("UTF8")?;
+        }
         let auth_failed = |s: Status| Error::Auth {
             code: s.code,
             text: s.text,

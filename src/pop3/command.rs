@@ -7,6 +7,8 @@ use super::Error;
 pub enum Command<'a> {
     Capa,
     Stls,
+    /// RFC 6856 §2: lets the server send UTF-8 headers as they are.
+    Utf8,
     User(&'a str),
     Pass(&'a str),
     Apop(&'a str, &'a str),
@@ -31,6 +33,7 @@ impl Command<'_> {
         match self {
             Command::Capa => "CAPA",
             Command::Stls => "STLS",
+            Command::Utf8 => "UTF8",
             Command::User(_) => "USER",
             Command::Pass(_) => "PASS",
             Command::Apop(..) => "APOP",

@@ -193,3 +193,53 @@ fn cyrus_every_tls_mode_and_login() {
     ));
     wrong.run(&["sync"]).expect(77);
 }
+
+/// Courier: implicit TLS, STLS and plain; USER and SASL (PLAIN, LOGIN, CRAM-MD5).
+#[test]
+fn courier_every_tls_mode_and_login() {
+    use crate::support::servers::Courier;
+    let corpus = fidelity_corpus();
+    let server = Courier::start(&corpus);
+    for (tls, auth, wire) in [
+        ("implicit", "auto", "> AUTH PLAIN ********"),
+        ("starttls", "login", "> AUTH LOGIN"),
+        ("starttls", "user", "> PASS ********"),
+        ("none", "cram-md5", "> AUTH CRAM-MD5"),
+        ("none", "plain", "> AUTH PLAIN ********"),
+    ] {
+        let port = if tls == "implicit" {
+            server.tls_port
+        } else {
+            server.port
+        };
+        let home = Home::new();
+        home.write_config(&config(
+            &home,
+            port,
+            tls,
+            servers::COURIER_USER,
+            servers::COURIER_PASSWORD,
+            &format!("keep = true\nauth = \"{auth}\""),
+        ));
+        let run = home.run(&["-v", "sync"]);
+        run.expect(0);
+        assert!(
+            run.stderr().contains(wire),
+            "{tls} {auth}: {}",
+            run.stderr()
+        );
+        assert_eq!(home.delivered(), sorted(corpus.clone()), "{tls} {auth}");
+    }
+    let home = Home::new();
+    home.write_config(&config(
+        &home,
+        server.tls_port,
+        "implicit",
+        servers::COURIER_USER,
+        servers::COURIER_PASSWORD,
+        "",
+    ));
+    home.run(&["sync"]).expect(0);
+    assert_eq!(home.delivered(), sorted(corpus));
+    assert!(server.messages().is_empty(), "deleted after delivery");
+}

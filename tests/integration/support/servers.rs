@@ -401,3 +401,141 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Courier's POP3 server with a virtual user in its own userdb. Courier reads its
+/// authdaemon settings from /etc/courier and talks through /run/courier/authdaemon,
+/// so it runs in a mount namespace of its own where both are bind-mounted from a
+/// temporary directory: the machine's own Courier setup is never touched.
+pub struct Courier {
+    dir: tempfile::TempDir,
+    group: Child,
+    pub port: u16,
+    pub tls_port: u16,
+}
+
+pub const COURIER_USER: &str = "vpop";
+pub const COURIER_PASSWORD: &str = "Courier-Passw0rd";
+
+impl Courier {
+    pub fn start(messages: &[Vec<u8>]) -> Courier {
+        use std::os::unix::process::CommandExt;
+        let x = interop_dir();
+        assert!(
+            x.join("courier-pop").exists() && Path::new("/etc/courier/dhparams.pem").exists(),
+            "Courier is missing: run `sudo bash .ci/interop-setup`"
+        );
+        let certs = super::dovecot::certs();
+        let dir = tempfile::Builder::new()
+            .prefix("popfetch-courier")
+            .tempdir()
+            .unwrap();
+        let d = dir.path().to_path_buf();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        for sub in ["etc", "authrun", "home"] {
+            fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        fs::copy("/etc/courier/dhparams.pem", d.join("etc/dhparams.pem")).unwrap();
+        fs::write(
+            d.join("etc/authdaemonrc"),
+            "authmodulelist=\"authuserdb\"\ndaemons=2\nauthdaemonvar=/run/courier/authdaemon\nDEBUG_LOGIN=0\nDEFAULTOPTIONS=\"\"\nLOGGEROPTS=\"\"\n",
+        )
+        .unwrap();
+        let mut pem = fs::read(&certs.cert).unwrap();
+        pem.extend(fs::read(&certs.key).unwrap());
+        fs::write(d.join("pop3d.pem"), pem).unwrap();
+        // Mail belongs to an unprivileged uid; the virtual user maps to it.
+        let (uid, gid) = (id("-u", "nobody"), id("-g", "nobody"));
+        let maildir = d.join("home/vpop/Maildir");
+        for sub in ["new", "cur", "tmp"] {
+            fs::create_dir_all(maildir.join(sub)).unwrap();
+        }
+        for (i, message) in messages.iter().enumerate() {
+            fs::write(
+                maildir
+                    .join("new")
+                    .join(format!("17000000{i:02}.M{i}.interop")),
+                message,
+            )
+            .unwrap();
+        }
+        let chown_all = |owner: &str, path: &Path| {
+            assert!(Command::new("chown")
+                .args(["-R", owner])
+                .arg(path)
+                .status()
+                .unwrap()
+                .success());
+        };
+        chown_all(&format!("{uid}:{gid}"), &d.join("home/vpop"));
+        chown_all("courier:courier", &d.join("authrun"));
+        chown_all("root:courier", &d.join("pop3d.pem"));
+        fs::set_permissions(d.join("authrun"), fs::Permissions::from_mode(0o750)).unwrap();
+        fs::set_permissions(d.join("pop3d.pem"), fs::Permissions::from_mode(0o640)).unwrap();
+        let (port, tls_port) = (free_port(), free_port());
+        let dd = d.display();
+        fs::write(
+            d.join("pop3d.env"),
+            format!(
+                "MAXDAEMONS=40\nMAXPERIP=40\nPOP3AUTH=\"PLAIN LOGIN CRAM-MD5\"\nPOP3AUTH_TLS=\"PLAIN LOGIN CRAM-MD5\"\nPOP3_PROXY=0\nMAILDIRPATH=Maildir\nPOP3_STARTTLS=YES\nPOP3_TLS_REQUIRED=0\nCOURIERTLS=/usr/bin/couriertls\nTLS_CERTFILE={dd}/pop3d.pem\nTLS_DHPARAMS={dd}/etc/dhparams.pem\nTLS_VERIFYPEER=NONE\nTLS_CACHEFILE=\n"
+            ),
+        )
+        .unwrap();
+        let l = x.join("courier-pop/usr/lib/courier/courier");
+        let l = l.display();
+        let tcpd = "/usr/sbin/couriertcpd -address=127.0.0.1 -maxprocs=40 -maxperip=40 -nodnslookup -noidentlookup";
+        let path = "PATH=/usr/sbin:/usr/bin:/bin";
+        let script = format!(
+            r#"set -e
+mount --bind {dd}/etc /etc/courier
+mount --bind {dd}/authrun /run/courier/authdaemon
+touch /etc/courier/userdb; chmod 600 /etc/courier/userdb
+userdb {COURIER_USER} set uid={uid} gid={gid} home={dd}/home/vpop mail={dd}/home/vpop/Maildir
+echo '{COURIER_PASSWORD}' | userdbpw -md5 | userdb {COURIER_USER} set systempw
+echo '{COURIER_PASSWORD}' | userdbpw -hmac-md5 | userdb {COURIER_USER} set hmac-md5pw
+makeuserdb
+env -i {path} sh -c 'set -a; . /etc/courier/authdaemonrc; exec /usr/lib/courier/courier-authlib/authdaemond' &
+env -i {path} sh -c 'set -a; . {dd}/pop3d.env; exec {tcpd} -stderr={dd}/pop3d.log {port} {l}/courierpop3login {l}/courierpop3d Maildir' &
+env -i {path} sh -c 'set -a; . {dd}/pop3d.env; POP3_TLS=1; POP3_STARTTLS=NO; exec {tcpd} -stderr={dd}/pop3ds.log {tls_port} /usr/bin/couriertls -server -tcpd -user=courier {l}/courierpop3login {l}/courierpop3d Maildir' &
+wait
+"#
+        );
+        fs::write(d.join("run.sh"), script).unwrap();
+        let group = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "/bin/sh"])
+            .arg(d.join("run.sh"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("unshare is needed: apt-get install util-linux");
+        let server = Courier {
+            dir,
+            group,
+            port,
+            tls_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for p in [port, tls_port] {
+            while TcpStream::connect(("127.0.0.1", p)).is_err() {
+                assert!(Instant::now() < deadline, "Courier did not start");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        server
+    }
+
+    /// The messages left in the user's Maildir.
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        super::home::maildir_messages(&self.dir.path().join("home/vpop/Maildir"))
+    }
+}
+
+impl Drop for Courier {
+    fn drop(&mut self) {
+        // The whole group: the namespace's shell, authdaemond and both listeners.
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.group.id())])
+            .status();
+        let _ = self.group.wait();
+    }
+}
