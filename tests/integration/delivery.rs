@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::support::dovecot::{fidelity_corpus, numbered};
 use crate::support::home::maildir_messages;
-use crate::support::mbox::{python_mbox, unquote};
+use crate::support::mbox::{mutt_count, python_mbox, unquote};
 use crate::support::{Dovecot, Home};
 
 fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
@@ -16,7 +16,7 @@ fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 }
 
 #[test]
-fn mbox_reads_back_identical_in_python_and_dovecot() {
+fn mbox_reads_back_identical_in_python_mutt_and_dovecot() {
     let server = Dovecot::start();
     let mut corpus = fidelity_corpus();
     corpus.push(b"Return-Path: <bounce@example.org>\nFrom: x@example.com\n\nFrom the start\n>From quoted\n>>From twice\n".to_vec());
@@ -40,6 +40,7 @@ fn mbox_reads_back_identical_in_python_and_dovecot() {
     let python: Vec<_> = read.into_iter().map(|(_, m)| unquote(&m)).collect();
     assert_eq!(sorted(python), sorted(corpus.clone()));
 
+    assert_eq!(mutt_count(&mbox), corpus.len(), "mutt reads every message");
     let dovecot: Vec<_> = server.read_mbox(&mbox).iter().map(|m| unquote(m)).collect();
     assert_eq!(sorted(dovecot), sorted(corpus));
     assert!(!home.path().join("mail/inbox.lock").exists());

@@ -62,3 +62,60 @@ pub fn messages(path: &Path) -> Vec<Vec<u8>> {
         .map(|(_, m)| unquote(&m))
         .collect()
 }
+
+/// How many messages mutt sees in an mbox: mutt runs read-only in a detached tmux
+/// session, and its status line is read off the screen.
+pub fn mutt_count(path: &Path) -> usize {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("Mail")).unwrap();
+    let session = format!("popfetch-mutt-{}", std::process::id());
+    let mutt = format!(
+        "mutt -n -F /dev/null -e 'set folder={}' -R -f {}",
+        home.path().display(),
+        path.display()
+    );
+    let started = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "200",
+            "-y",
+            "40",
+            &mutt,
+        ])
+        .env("HOME", home.path())
+        .env("TERM", "xterm")
+        .status()
+        .expect("tmux is needed to drive mutt: apt-get install tmux mutt");
+    assert!(
+        started.success(),
+        "tmux could not start mutt: apt-get install tmux mutt"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let count = loop {
+        let screen = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &session])
+            .output()
+            .unwrap();
+        let screen = String::from_utf8_lossy(&screen.stdout).into_owned();
+        if let Some(at) = screen.find("[Msgs:") {
+            let digits: String = screen[at + 6..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            break digits.parse().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mutt did not open the mbox:\n{screen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
+    count
+}
