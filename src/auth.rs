@@ -30,16 +30,19 @@ pub struct Offer<'a> {
     pub encrypted: bool,
 }
 
-/// SASL mechanisms for `auto`, strongest first.
-const OVER_TLS: [Mechanism; 4] = [
+/// SASL mechanisms for `auto`, strongest first. SCRAM-SHA-256 leads: it is the one
+/// RFC 7677 makes mandatory, and the longer hashes add nothing a password adds.
+const SCRAM: [Mechanism; 5] = [
     Mechanism::ScramSha256,
+    Mechanism::ScramSha512,
+    Mechanism::ScramSha384,
+    Mechanism::ScramSha224,
     Mechanism::ScramSha1,
-    Mechanism::Plain,
-    Mechanism::Login,
 ];
+const OVER_TLS: [Mechanism; 2] = [Mechanism::Plain, Mechanism::Login];
 const IN_CLEARTEXT: [Mechanism; 3] = [
-    Mechanism::ScramSha256,
-    Mechanism::ScramSha1,
+    Mechanism::CramSha256,
+    Mechanism::CramSha1,
     Mechanism::CramMd5,
 ];
 
@@ -58,8 +61,13 @@ pub fn choose(method: AuthMethod, offer: &Offer) -> Result<Login, ChoiceError> {
         AuthMethod::Plain => Mechanism::Plain,
         AuthMethod::Login => Mechanism::Login,
         AuthMethod::CramMd5 => Mechanism::CramMd5,
+        AuthMethod::CramSha1 => Mechanism::CramSha1,
+        AuthMethod::CramSha256 => Mechanism::CramSha256,
         AuthMethod::ScramSha1 => Mechanism::ScramSha1,
+        AuthMethod::ScramSha224 => Mechanism::ScramSha224,
         AuthMethod::ScramSha256 => Mechanism::ScramSha256,
+        AuthMethod::ScramSha384 => Mechanism::ScramSha384,
+        AuthMethod::ScramSha512 => Mechanism::ScramSha512,
         AuthMethod::Xoauth2 => Mechanism::XOAuth2,
         AuthMethod::Oauthbearer => Mechanism::OAuthBearer,
     };
@@ -74,6 +82,9 @@ pub fn choose(method: AuthMethod, offer: &Offer) -> Result<Login, ChoiceError> {
 }
 
 fn choose_auto(offer: &Offer, sasl: &dyn Fn(Mechanism) -> bool) -> Result<Login, ChoiceError> {
+    if let Some(m) = SCRAM.iter().copied().find(|&m| sasl(m)) {
+        return Ok(Login::Sasl(m));
+    }
     if offer.encrypted {
         if let Some(m) = OVER_TLS.iter().copied().find(|&m| sasl(m)) {
             return Ok(Login::Sasl(m));

@@ -40,10 +40,20 @@ pub enum AuthMethod {
     Plain,
     Login,
     CramMd5,
+    #[serde(rename = "cram-sha1")]
+    CramSha1,
+    #[serde(rename = "cram-sha256")]
+    CramSha256,
     #[serde(rename = "scram-sha-1")]
     ScramSha1,
+    #[serde(rename = "scram-sha-224")]
+    ScramSha224,
     #[serde(rename = "scram-sha-256")]
     ScramSha256,
+    #[serde(rename = "scram-sha-384")]
+    ScramSha384,
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
     Xoauth2,
     Oauthbearer,
 }

@@ -25,8 +25,9 @@ the lowest TLS version (default "1.2"); turning verification off (warned about o
 .B user, password, password_command, oauth_token_command, auth
 The login. \fBpassword\fR is refused in a file readable by others.
 Without either, the keyring entry USER@HOST is used, else a prompt on a terminal.
-\fBauth\fR is auto, user, apop, plain, login, cram-md5, scram-sha-1, scram-sha-256,
-xoauth2 or oauthbearer.
+\fBauth\fR is auto, user, apop, plain, login, cram-md5, cram-sha1, cram-sha256,
+scram-sha-1, scram-sha-224, scram-sha-256, scram-sha-384, scram-sha-512, xoauth2 or
+oauthbearer.
 .TP
 .B deliver
 \fBmaildir:\fIPATH\fR, \fBmbox:\fIPATH\fR or \fBmda:\fICOMMAND ARGS\fR (%F sender, %T recipient).

@@ -1,13 +1,14 @@
 //! SASL mechanisms for the POP3 AUTH command (RFC 5034): PLAIN (RFC 4616), LOGIN,
-//! CRAM-MD5 (RFC 2195), SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802, RFC 7677), XOAUTH2
-//! and OAUTHBEARER (RFC 7628). Each is a small state machine over byte strings; the
+//! CRAM-MD5 (RFC 2195) and its SHA-1 and SHA-256 variants, SCRAM-SHA-1, -224, -256,
+//! -384 and -512 (RFC 5802, RFC 7677), XOAUTH2 and OAUTHBEARER (RFC 7628). DIGEST-MD5
+//! (historic, RFC 6331) and NTLM are deliberately left out. Each is a small state machine over byte strings; the
 //! client does the base64 and the wire.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
 
 use super::Error;
 
@@ -17,8 +18,13 @@ pub enum Mechanism {
     Plain,
     Login,
     CramMd5,
+    CramSha1,
+    CramSha256,
     ScramSha1,
+    ScramSha224,
     ScramSha256,
+    ScramSha384,
+    ScramSha512,
     XOAuth2,
     OAuthBearer,
 }
@@ -30,8 +36,13 @@ impl Mechanism {
             Mechanism::Plain => "PLAIN",
             Mechanism::Login => "LOGIN",
             Mechanism::CramMd5 => "CRAM-MD5",
+            Mechanism::CramSha1 => "CRAM-SHA1",
+            Mechanism::CramSha256 => "CRAM-SHA256",
             Mechanism::ScramSha1 => "SCRAM-SHA-1",
+            Mechanism::ScramSha224 => "SCRAM-SHA-224",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
+            Mechanism::ScramSha384 => "SCRAM-SHA-384",
+            Mechanism::ScramSha512 => "SCRAM-SHA-512",
             Mechanism::XOAuth2 => "XOAUTH2",
             Mechanism::OAuthBearer => "OAUTHBEARER",
         }
@@ -39,6 +50,18 @@ impl Mechanism {
 
     /// Whether the secret crosses the wire in a form an eavesdropper can reuse, so
     /// the mechanism must only run inside TLS unless explicitly chosen.
+    /// The hash a SCRAM mechanism runs on.
+    fn scram_hash(self) -> Option<Hash> {
+        Some(match self {
+            Mechanism::ScramSha1 => Hash::Sha1,
+            Mechanism::ScramSha224 => Hash::Sha224,
+            Mechanism::ScramSha256 => Hash::Sha256,
+            Mechanism::ScramSha384 => Hash::Sha384,
+            Mechanism::ScramSha512 => Hash::Sha512,
+            _ => return None,
+        })
+    }
+
     pub fn exposes_secret(self) -> bool {
         matches!(
             self,
@@ -116,7 +139,7 @@ impl Exchange {
                     .into_bytes(),
                 )
             }
-            Mechanism::ScramSha1 | Mechanism::ScramSha256 => {
+            m if m.scram_hash().is_some() => {
                 let client_nonce = nonce()?;
                 let bare = format!("n={},r={client_nonce}", scram_name(&self.user));
                 let first = format!("n,,{bare}");
@@ -128,7 +151,7 @@ impl Exchange {
                 self.step = 1;
                 Some(first.into_bytes())
             }
-            Mechanism::Login | Mechanism::CramMd5 => None,
+            _ => None,
         })
     }
 
@@ -140,10 +163,22 @@ impl Exchange {
             // LOGIN asks for the user name, then the password.
             (Mechanism::Login, 0) => Ok(self.user.clone().into_bytes()),
             (Mechanism::Login, 1) => Ok(self.secret.clone().into_bytes()),
-            (Mechanism::CramMd5, 0) => Ok(cram_md5(&self.user, &self.secret, challenge)),
-            (Mechanism::ScramSha1, 1) => self.scram_final(Hash::Sha1, challenge),
-            (Mechanism::ScramSha256, 1) => self.scram_final(Hash::Sha256, challenge),
-            (Mechanism::ScramSha1 | Mechanism::ScramSha256, 2) => {
+            (Mechanism::CramMd5, 0) => Ok(cram(
+                &self.user,
+                mac::<Hmac<md5::Md5>>(self.secret.as_bytes(), challenge),
+            )),
+            (Mechanism::CramSha1, 0) => Ok(cram(
+                &self.user,
+                Hash::Sha1.hmac(self.secret.as_bytes(), challenge),
+            )),
+            (Mechanism::CramSha256, 0) => Ok(cram(
+                &self.user,
+                Hash::Sha256.hmac(self.secret.as_bytes(), challenge),
+            )),
+            (m, 1) if m.scram_hash().is_some() => {
+                self.scram_final(m.scram_hash().expect("a SCRAM mechanism"), challenge)
+            }
+            (m, 2) if m.scram_hash().is_some() => {
                 self.scram_verify(challenge)?;
                 Ok(Vec::new())
             }
@@ -239,35 +274,46 @@ impl Exchange {
     }
 }
 
-/// The hash functions SCRAM is used with.
+/// The hash functions SCRAM and the CRAM variants are used with.
 #[derive(Debug, Clone, Copy)]
 enum Hash {
     Sha1,
+    Sha224,
     Sha256,
+    Sha384,
+    Sha512,
 }
 
 impl Hash {
     fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         match self {
             Hash::Sha1 => mac::<Hmac<Sha1>>(key, data),
+            Hash::Sha224 => mac::<Hmac<Sha224>>(key, data),
             Hash::Sha256 => mac::<Hmac<Sha256>>(key, data),
+            Hash::Sha384 => mac::<Hmac<Sha384>>(key, data),
+            Hash::Sha512 => mac::<Hmac<Sha512>>(key, data),
         }
     }
 
     fn digest(self, data: &[u8]) -> Vec<u8> {
         match self {
             Hash::Sha1 => Sha1::digest(data).to_vec(),
+            Hash::Sha224 => Sha224::digest(data).to_vec(),
             Hash::Sha256 => Sha256::digest(data).to_vec(),
+            Hash::Sha384 => Sha384::digest(data).to_vec(),
+            Hash::Sha512 => Sha512::digest(data).to_vec(),
         }
     }
 
     /// RFC 5802 §2.2's Hi(): PBKDF2 with this hash's HMAC.
     fn pbkdf2(self, password: &[u8], salt: &[u8], rounds: u32) -> Vec<u8> {
+        use pbkdf2::pbkdf2_hmac_array as hi;
         match self {
-            Hash::Sha1 => pbkdf2::pbkdf2_hmac_array::<Sha1, 20>(password, salt, rounds).to_vec(),
-            Hash::Sha256 => {
-                pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password, salt, rounds).to_vec()
-            }
+            Hash::Sha1 => hi::<Sha1, 20>(password, salt, rounds).to_vec(),
+            Hash::Sha224 => hi::<Sha224, 28>(password, salt, rounds).to_vec(),
+            Hash::Sha256 => hi::<Sha256, 32>(password, salt, rounds).to_vec(),
+            Hash::Sha384 => hi::<Sha384, 48>(password, salt, rounds).to_vec(),
+            Hash::Sha512 => hi::<Sha512, 64>(password, salt, rounds).to_vec(),
         }
     }
 }
@@ -278,9 +324,8 @@ fn mac<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// RFC 2195: the user name, a space, and the hex HMAC-MD5 of the challenge.
-fn cram_md5(user: &str, secret: &str, challenge: &[u8]) -> Vec<u8> {
-    let digest = mac::<Hmac<md5::Md5>>(secret.as_bytes(), challenge);
+/// RFC 2195: the user name, a space, and the hex HMAC of the challenge.
+fn cram(user: &str, digest: Vec<u8>) -> Vec<u8> {
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("{user} {hex}").into_bytes()
 }

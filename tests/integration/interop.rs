@@ -134,6 +134,9 @@ fn cyrus_every_tls_mode_and_login() {
         ("none", "apop", "> APOP pfuser ********"),
         ("none", "cram-md5", "> AUTH CRAM-MD5"),
         ("none", "scram-sha-1", "> AUTH SCRAM-SHA-1 ********"),
+        ("none", "scram-sha-224", "> AUTH SCRAM-SHA-224 ********"),
+        ("starttls", "scram-sha-384", "> AUTH SCRAM-SHA-384 ********"),
+        ("implicit", "scram-sha-512", "> AUTH SCRAM-SHA-512 ********"),
     ] {
         let port = if tls == "implicit" {
             server.tls_port
@@ -194,7 +197,8 @@ fn cyrus_every_tls_mode_and_login() {
     wrong.run(&["sync"]).expect(77);
 }
 
-/// Courier: implicit TLS, STLS and plain; USER and SASL (PLAIN, LOGIN, CRAM-MD5).
+/// Courier: implicit TLS, STLS and plain; USER and SASL (PLAIN, LOGIN, CRAM-MD5,
+/// CRAM-SHA1, CRAM-SHA256).
 #[test]
 fn courier_every_tls_mode_and_login() {
     use crate::support::servers::Courier;
@@ -205,6 +209,9 @@ fn courier_every_tls_mode_and_login() {
         ("starttls", "login", "> AUTH LOGIN"),
         ("starttls", "user", "> PASS ********"),
         ("none", "cram-md5", "> AUTH CRAM-MD5"),
+        ("none", "cram-sha1", "> AUTH CRAM-SHA1"),
+        // auto in cleartext: the strongest challenge-response Courier offers.
+        ("none", "auto", "> AUTH CRAM-SHA256"),
         ("none", "plain", "> AUTH PLAIN ********"),
     ] {
         let port = if tls == "implicit" {

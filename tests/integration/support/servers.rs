@@ -476,7 +476,7 @@ impl Courier {
         fs::write(
             d.join("pop3d.env"),
             format!(
-                "MAXDAEMONS=40\nMAXPERIP=40\nPOP3AUTH=\"PLAIN LOGIN CRAM-MD5\"\nPOP3AUTH_TLS=\"PLAIN LOGIN CRAM-MD5\"\nPOP3_PROXY=0\nMAILDIRPATH=Maildir\nPOP3_STARTTLS=YES\nPOP3_TLS_REQUIRED=0\nCOURIERTLS=/usr/bin/couriertls\nTLS_CERTFILE={dd}/pop3d.pem\nTLS_DHPARAMS={dd}/etc/dhparams.pem\nTLS_VERIFYPEER=NONE\nTLS_CACHEFILE=\n"
+                "MAXDAEMONS=40\nMAXPERIP=40\nPOP3AUTH=\"PLAIN LOGIN CRAM-MD5 CRAM-SHA1 CRAM-SHA256\"\nPOP3AUTH_TLS=\"PLAIN LOGIN CRAM-MD5 CRAM-SHA1 CRAM-SHA256\"\nPOP3_PROXY=0\nMAILDIRPATH=Maildir\nPOP3_STARTTLS=YES\nPOP3_TLS_REQUIRED=0\nCOURIERTLS=/usr/bin/couriertls\nTLS_CERTFILE={dd}/pop3d.pem\nTLS_DHPARAMS={dd}/etc/dhparams.pem\nTLS_VERIFYPEER=NONE\nTLS_CACHEFILE=\n"
             ),
         )
         .unwrap();
@@ -492,6 +492,8 @@ touch /etc/courier/userdb; chmod 600 /etc/courier/userdb
 userdb {COURIER_USER} set uid={uid} gid={gid} home={dd}/home/vpop mail={dd}/home/vpop/Maildir
 echo '{COURIER_PASSWORD}' | userdbpw -md5 | userdb {COURIER_USER} set systempw
 echo '{COURIER_PASSWORD}' | userdbpw -hmac-md5 | userdb {COURIER_USER} set hmac-md5pw
+echo '{COURIER_PASSWORD}' | userdbpw -hmac-sha1 | userdb {COURIER_USER} set hmac-sha1pw
+echo '{COURIER_PASSWORD}' | userdbpw -hmac-sha256 | userdb {COURIER_USER} set hmac-sha256pw
 makeuserdb
 env -i {path} sh -c 'set -a; . /etc/courier/authdaemonrc; exec /usr/lib/courier/courier-authlib/authdaemond' &
 env -i {path} sh -c 'set -a; . {dd}/pop3d.env; exec {tcpd} -stderr={dd}/pop3d.log {port} {l}/courierpop3login {l}/courierpop3d Maildir' &
