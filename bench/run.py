@@ -686,18 +686,40 @@ def one_run(tool, sc, server, logpath, limit, fresh=True):
     if fresh:
         tool.reset(sc.key)
     argv = tool.argv(sc.key, server)
+    try:
+        start = os.path.getsize(logpath)
+    except OSError:
+        start = 0
     wall, cpu, rss, code, timed_out = run_measured(argv, tool.env, logpath, limit, tool.run_as,
                                                    os.path.join(tool.work, "rss.txt"))
     if timed_out:
         return RunResult(False, wall, note=f"failed after {limit:.0f} s (time limit)")
     if code not in tool.ok_codes:
-        return RunResult(False, wall, note=f"failed: exit {code}")
+        return RunResult(False, wall, note=f"failed: exit {code}{last_error(logpath, start)}")
     got = count_maildir(tool.maildir(sc.key))
     if got != sc.count:
         return RunResult(False, wall, note=f"failed: delivered {got}/{sc.count}")
     if sc.big and largest_in_maildir(tool.maildir(sc.key)) < sc.size:
         return RunResult(False, wall, note="failed: message truncated")
     return RunResult(True, wall, cpu, rss)
+
+
+def last_error(logpath, start):
+    """The last meaningful line this run wrote to its log, for the table."""
+    try:
+        with open(logpath, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [l.strip() for l in text.splitlines()
+             if l.strip() and not l.startswith("$ ") and "Running as root" not in l]
+    if not lines:
+        return ""
+    msg = lines[-1].replace("|", "/")
+    if len(msg) > 70:
+        msg = msg[:67] + "..."
+    return f" ({msg})"
 
 
 def fmt_value(metric, v):

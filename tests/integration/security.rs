@@ -371,3 +371,56 @@ fn password_from_the_system_keyring() {
     );
     assert_eq!(home.delivered().len(), 2, "{stderr}");
 }
+
+/// At a terminal, with nothing configured and no keyring, popfetch asks.
+#[test]
+fn password_prompt_at_a_terminal() {
+    use crate::support::dovecot::{self, numbered};
+    use crate::support::Dovecot;
+    let server = Dovecot::start();
+    server.add_messages(&numbered(2));
+    let home = Home::new();
+    let config: String = server
+        .config(&home, "implicit", "")
+        .lines()
+        .filter(|l| !l.starts_with("password"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    home.write_config(&config);
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} sync", env!("CARGO_BIN_EXE_popfetch")),
+            "/dev/null",
+        ])
+        .env_clear()
+        .envs(
+            home.command()
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        )
+        .env("TERM", "xterm")
+        .current_dir(home.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) is needed: apt-get install bsdutils");
+    // Typed at the prompt, once it is there.
+    std::thread::sleep(Duration::from_millis(1500));
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{}\n", dovecot::PASSWORD).as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{screen}");
+    assert!(screen.contains("Password for alice@127.0.0.1:"), "{screen}");
+    assert!(
+        !screen.contains(dovecot::PASSWORD),
+        "the password was echoed: {screen}"
+    );
+    assert_eq!(home.delivered().len(), 2);
+}
