@@ -534,9 +534,15 @@ wait
 
 impl Drop for Courier {
     fn drop(&mut self) {
-        // The whole group: the namespace's shell, authdaemond and both listeners.
+        // The namespace's shell and authdaemond share its process group; the two
+        // listeners make groups of their own and shrug off SIGTERM, but name our
+        // directory in their arguments.
         let _ = Command::new("kill")
             .args(["-TERM", "--", &format!("-{}", self.group.id())])
+            .status();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f"])
+            .arg(format!("-stderr={}/", self.dir.path().display()))
             .status();
         let _ = self.group.wait();
     }
