@@ -542,7 +542,7 @@ impl Drop for Courier {
             .status();
         let _ = Command::new("pkill")
             .args(["-KILL", "-f"])
-            .arg(format!("-stderr={}/", self.dir.path().display()))
+            .arg(format!("stderr={}/", self.dir.path().display()))
             .status();
         let _ = self.group.wait();
     }
