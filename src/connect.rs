@@ -20,20 +20,25 @@ const MAX_HEADERS: u64 = 256 * 1024;
 /// Resolves the secret, connects, secures and logs in.
 pub fn open_session(account: &Account, trace: Option<Trace>) -> Result<Session<Stream>> {
     let secret = secret(account)?;
-    let tls = TlsConfig::new(&account.tls_options())?;
-    let client = connect(account, &tls, trace)?;
+    let client = connect(account, trace)?;
     login(client, account, &secret)
 }
 
 /// Connects and secures the connection as configured; never falls back to cleartext.
-fn connect(account: &Account, tls: &TlsConfig, trace: Option<Trace>) -> Result<Client<Stream>> {
-    let stream = Stream::connect(&account.host, account.port, account.timeout)?;
-    let stream = match account.tls {
-        TlsMode::Implicit => stream.secure(tls, &account.host)?,
-        TlsMode::Starttls | TlsMode::None => stream,
+fn connect(account: &Account, trace: Option<Trace>) -> Result<Client<Stream>> {
+    // Loading the system's trusted roots costs tens of milliseconds, so only an
+    // account that uses TLS does it, and before connecting, so that a bad
+    // tls_ca_file is reported as such.
+    let tls = match account.tls {
+        TlsMode::None => None,
+        TlsMode::Implicit | TlsMode::Starttls => Some(TlsConfig::new(&account.tls_options())?),
     };
-    let mut client = Client::new(stream, trace)?;
-    if account.tls == TlsMode::Starttls {
+    let stream = Stream::connect(&account.host, account.port, account.timeout)?;
+    let mut client = match (&tls, account.tls) {
+        (Some(tls), TlsMode::Implicit) => Client::new(stream.secure(tls, &account.host)?, trace)?,
+        _ => Client::new(stream, trace)?,
+    };
+    if let (Some(tls), TlsMode::Starttls) = (&tls, account.tls) {
         client = client.starttls(|plain| plain.secure(tls, &account.host))?;
     }
     Ok(client)
