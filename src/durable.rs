@@ -34,27 +34,19 @@ impl TempFile {
         &mut self.file
     }
 
-    /// Makes the content durable and gives it the name `dest` with a hard link, which
-    /// never replaces an existing file; then drops the temporary name. The new name
-    /// is durable once the caller syncs its directory ([`sync_parent`]), which lets
-    /// a batch of deliveries share one directory fsync.
+    /// Makes the content durable and gives it the name `dest` (see [`place`]). The
+    /// new name is durable once the caller syncs its directory ([`sync_parent`]).
     pub fn link_into(mut self, dest: &Path) -> io::Result<()> {
         self.file.sync_all()?;
-        match fs::hard_link(&self.path, dest) {
-            Ok(()) => {
-                self.placed = true;
-                // A leftover temporary name is harmless: recovery removes it.
-                let _ = fs::remove_file(&self.path);
-            }
-            // Some file systems have no hard links; the name is unique, so a rename
-            // cannot replace anything either.
-            Err(e) if e.kind() == io::ErrorKind::Unsupported || e.raw_os_error() == Some(1) => {
-                fs::rename(&self.path, dest)?;
-                self.placed = true;
-            }
-            Err(e) => return Err(e),
-        }
+        place(&self.path, dest)?;
+        self.placed = true;
         Ok(())
+    }
+
+    /// Keeps the file under its temporary name, not yet durable: the caller makes a
+    /// batch durable at once (one `syncfs`) and then [`place`]s each file.
+    pub fn keep(mut self) {
+        self.placed = true;
     }
 
     /// Makes the content durable and atomically replaces `dest` with it.
@@ -71,6 +63,24 @@ impl Drop for TempFile {
         if !self.placed {
             let _ = fs::remove_file(&self.path);
         }
+    }
+}
+
+/// Gives the file at `temp` the name `dest` with a hard link, which never replaces an
+/// existing file, and drops the temporary name.
+pub fn place(temp: &Path, dest: &Path) -> io::Result<()> {
+    match fs::hard_link(temp, dest) {
+        Ok(()) => {
+            // A leftover temporary name is harmless: recovery removes it.
+            let _ = fs::remove_file(temp);
+            Ok(())
+        }
+        // Some file systems have no hard links; the name is unique, so a rename
+        // cannot replace anything either.
+        Err(e) if e.kind() == io::ErrorKind::Unsupported || e.raw_os_error() == Some(1) => {
+            fs::rename(temp, dest)
+        }
+        Err(e) => Err(e),
     }
 }
 

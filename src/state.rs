@@ -249,11 +249,13 @@ impl UidlState {
             .collect()
     }
 
-    /// Announces a delivery of `uid` to `location`, durably, before it starts.
+    /// Announces a delivery of `uid` to `location` before it starts. It is durable
+    /// at the next [`sync`](Self::sync), which the caller makes before the delivery
+    /// can become durable itself.
     pub fn record_intent(&mut self, uid: &str, location: &str) -> Result<(), StateError> {
         self.append(&format!("I {uid} {location}"))?;
         self.pending.insert(uid.to_string(), location.to_string());
-        self.sync()
+        Ok(())
     }
 
     /// Records a completed delivery. It becomes durable at the next [`sync`](Self::sync);

@@ -245,9 +245,9 @@ fn fetch_and_deliver(
 ) -> Result<Vec<u32>> {
     let fetch: Vec<ListedMessage> = plan.fetch();
     let nums: Vec<u32> = fetch.iter().map(|m| m.num).collect();
-    let mut delivered = Vec::with_capacity(nums.len());
+    let mut done = Batch::default();
     let mut index = 0;
-    session.retrieve(&nums, |num, body| {
+    let retrieved = session.retrieve(&nums, |num, body| {
         let message = &fetch[index];
         index += 1;
         debug_assert_eq!(message.num, num);
@@ -257,16 +257,10 @@ fn fetch_and_deliver(
         };
         let trace_header = received_header(account, &message.uid);
         let mut body = std::io::Cursor::new(trace_header).chain(body);
-        match deliver_one(sink.target, sink.state, &message.uid, &mut body) {
-            Ok(bytes) => {
-                delivered.push(num);
-                report.fetched += 1;
-                report.bytes += bytes;
-                if let Some(progress) = sink.progress {
-                    progress.delivered(message.size);
-                }
-                Flow::Continue
-            }
+        let delivered = deliver_one(sink.target, sink.state, &message.uid, &mut body)
+            .and_then(|bytes| done.add(sink, message, bytes, report));
+        match delivered {
+            Ok(()) => Flow::Continue,
             Err(err) => {
                 let per_message = is_per_message(&err);
                 // A broken connection is reported by `retrieve` itself.
@@ -280,8 +274,71 @@ fn fetch_and_deliver(
                 }
             }
         }
-    })?;
-    Ok(delivered)
+    });
+    // Staged messages are whole even if the connection broke after them.
+    if let Err(err) = done.commit(sink, report) {
+        failures.add(err);
+    }
+    retrieved?;
+    Ok(done.delivered)
+}
+
+/// How many staged deliveries share one commit: one pipelining window.
+const BATCH: usize = 32;
+
+/// Deliveries waiting for their commit, and those committed.
+#[derive(Default)]
+struct Batch {
+    /// Staged: (unique-id, message number, bytes, listed size).
+    staged: Vec<(String, u32, u64, u64)>,
+    /// Committed and recorded.
+    delivered: Vec<u32>,
+}
+
+impl Batch {
+    /// Takes a delivery: recorded at once if the target delivered it durably, or
+    /// staged until a batch is full if the target stages.
+    fn add(
+        &mut self,
+        sink: &mut Sink,
+        message: &ListedMessage,
+        bytes: u64,
+        report: &mut Report,
+    ) -> Result<()> {
+        self.staged
+            .push((message.uid.clone(), message.num, bytes, message.size));
+        if !sink.target.stages() || self.staged.len() >= BATCH {
+            self.commit(sink, report)?;
+        }
+        Ok(())
+    }
+
+    /// Intents durable, then the target's commit, then the records: in that order a
+    /// crash anywhere leaves each message either recorded and in place, or findable
+    /// by recovery, or absent and still on the server.
+    fn commit(&mut self, sink: &mut Sink, report: &mut Report) -> Result<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        if sink.target.stages() {
+            sink.state.sync()?;
+        }
+        let flushed = sink.target.flush();
+        if let Err(err) = flushed {
+            self.staged.clear();
+            return Err(err.into());
+        }
+        for (uid, num, bytes, size) in self.staged.drain(..) {
+            sink.state.record_delivered(&uid, now())?;
+            self.delivered.push(num);
+            report.fetched += 1;
+            report.bytes += bytes;
+            if let Some(progress) = sink.progress {
+                progress.delivered(size);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The Received: trace header (RFC 5322 §3.6.7) added when `received_header` is on;
@@ -353,8 +410,9 @@ fn is_per_message(err: &anyhow::Error) -> bool {
         .is_some_and(DeliverError::is_per_message)
 }
 
-/// Delivers one message: the target announces where it goes (recorded durably as an
-/// intent), delivers, and the delivery is recorded.
+/// Delivers one message: the target announces where it goes, recorded as an intent
+/// (made durable at once for a target that delivers durably, or with the batch for
+/// one that stages), and delivers or stages it.
 fn deliver_one(
     target: &mut dyn Target,
     state: &mut UidlState,
@@ -362,16 +420,18 @@ fn deliver_one(
     body: &mut dyn Read,
 ) -> Result<u64> {
     let mut announced = false;
+    let stages = target.stages();
     let result = target.deliver(body, &mut |location| {
         state.record_intent(uid, location)?;
+        if !stages {
+            state.sync()?;
+        }
         announced = true;
         Ok(())
     });
     match result {
-        Ok(bytes) => {
-            state.record_delivered(uid, now())?;
-            Ok(bytes)
-        }
+        // Recorded as delivered by the batch, once the delivery is committed.
+        Ok(bytes) => Ok(bytes),
         Err(err) => {
             // The target left nothing behind; if this record is lost, recovery
             // finds the location empty and comes to the same conclusion.

@@ -1,5 +1,11 @@
 //! Delivery into a Maildir (https://cr.yp.to/proto/maildir.html): a file with a unique
-//! name is written in tmp/, fsynced, linked into new/, and new/ is fsynced.
+//! name is written in tmp/, made durable, linked into new/, and new/ is fsynced.
+//!
+//! Deliveries are staged and committed in batches (group commit): each message is
+//! written into tmp/ as it streams in; `flush` then makes the whole batch durable
+//! with one `syncfs` — one journal commit instead of one per message — links every
+//! file into new/ and fsyncs new/ once. A file reaches new/ only after its bytes are
+//! durable, and only after its intent was recorded durably by the caller.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -14,6 +20,8 @@ pub struct MaildirTarget {
     host: String,
     pid: u32,
     sequence: u64,
+    /// Names written into tmp/ and waiting for `flush` to commit them.
+    staged: Vec<String>,
     /// Names were linked into new/ since it was last fsynced.
     unsynced: bool,
 }
@@ -33,6 +41,7 @@ impl MaildirTarget {
             host: maildir_host(),
             pid: std::process::id(),
             sequence: 0,
+            staged: Vec::new(),
             unsynced: false,
         })
     }
@@ -91,6 +100,23 @@ impl MaildirTarget {
     }
 }
 
+impl MaildirTarget {
+    /// Makes every staged file durable with one syncfs, then links each into new/.
+    fn commit_staged(&mut self) -> Result<(), DeliverError> {
+        let tmp = self.root.join("tmp");
+        File::open(&tmp)
+            .and_then(|dir| rustix::fs::syncfs(&dir).map_err(io::Error::from))
+            .map_err(self.local("tmp"))?;
+        while let Some(name) = self.staged.first() {
+            durable::place(&tmp.join(name), &self.root.join("new").join(name))
+                .map_err(self.local("new"))?;
+            self.unsynced = true;
+            self.staged.remove(0);
+        }
+        Ok(())
+    }
+}
+
 impl Target for MaildirTarget {
     fn deliver(&mut self, message: &mut dyn Read, announce: Announce) -> Result<u64, DeliverError> {
         let name = self.unique_name();
@@ -98,16 +124,27 @@ impl Target for MaildirTarget {
         let tmp = self.root.join("tmp").join(&name);
         let mut file = TempFile::create(tmp).map_err(self.local("tmp"))?;
         let size = copy_message(message, file.file(), self.local("tmp"))?;
-        file.link_into(&self.root.join("new").join(&name))
-            .map_err(self.local("new"))?;
-        // new/ is fsynced once for the whole batch, in `flush`, before any DELE. Until
-        // then a power cut may take the name back; the durable intent makes the next
-        // run look for it, find it missing, and fetch the message again.
-        self.unsynced = true;
+        file.keep();
+        self.staged.push(name);
         Ok(size)
     }
 
+    fn stages(&self) -> bool {
+        true
+    }
+
     fn flush(&mut self) -> Result<(), DeliverError> {
+        if !self.staged.is_empty() {
+            let committed = self.commit_staged();
+            // Whatever was not placed goes: recovery would remove it anyway.
+            for name in self.staged.drain(..) {
+                let _ = fs::remove_file(self.root.join("tmp").join(name));
+            }
+            committed?;
+        }
+        // new/ is fsynced once for the whole batch, before any DELE. Until then a
+        // power cut may take a name back; the durable intent makes the next run look
+        // for it, find it missing, and fetch the message again.
         if self.unsynced {
             File::open(self.root.join("new"))
                 .and_then(|dir| dir.sync_all())
@@ -146,6 +183,9 @@ mod tests {
             location = l.to_string();
             Ok(())
         });
+        // Staged until the batch is committed.
+        assert!(!md.root.join("new").join(&location).exists());
+        let result = result.and_then(|size| md.flush().map(|()| size));
         (result, location)
     }
 

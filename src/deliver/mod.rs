@@ -80,16 +80,25 @@ pub enum Recovered {
 
 /// A place messages can be delivered to.
 pub trait Target {
-    /// Delivers `message` durably and returns how many bytes it took. Calls
-    /// `announce` once, before anything is written. On error, nothing is left behind.
+    /// Delivers `message` (durably, or staged for `flush` when [`Target::stages`])
+    /// and returns how many bytes it took. Calls `announce` once, before anything
+    /// is written. On error, nothing is left behind.
     fn deliver(&mut self, message: &mut dyn Read, announce: Announce) -> Result<u64, DeliverError>;
 
     /// Looks at the location of a delivery that a killed run announced, and cleans
     /// up after it if it did not complete.
     fn recover(&mut self, location: &str) -> Result<Recovered, DeliverError>;
 
-    /// Makes every delivery so far durable, where `deliver` left part of that to a
-    /// batch (one directory fsync for many messages). Called before any DELE.
+    /// Whether `deliver` only stages a message, which `flush` then commits: the
+    /// caller must make the intents durable before `flush`, and may record the
+    /// messages as delivered only after it.
+    fn stages(&self) -> bool {
+        false
+    }
+
+    /// Commits what `deliver` staged and makes every delivery so far durable. On
+    /// error, staged messages are dropped; those already placed are found by
+    /// recovery. Called before any DELE.
     fn flush(&mut self) -> Result<(), DeliverError> {
         Ok(())
     }

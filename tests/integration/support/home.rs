@@ -121,20 +121,32 @@ impl Home {
     }
 }
 
-/// The contents of every message in a Maildir's new/ and cur/, sorted.
+/// The contents of every message in a Maildir's new/ and cur/, sorted. A server may
+/// be moving a file from new/ to cur/ (or expunging it) while we look: then look
+/// again.
 pub fn maildir_messages(root: &Path) -> Vec<Vec<u8>> {
-    let mut messages = Vec::new();
-    for sub in ["new", "cur"] {
-        if let Ok(entries) = fs::read_dir(root.join(sub)) {
+    'scan: for _ in 0..50 {
+        let mut messages = Vec::new();
+        for sub in ["new", "cur"] {
+            let Ok(entries) = fs::read_dir(root.join(sub)) else {
+                continue;
+            };
             for entry in entries {
                 let path = entry.unwrap().path();
-                messages
-                    .push(fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+                match fs::read(&path) {
+                    Ok(bytes) => messages.push(bytes),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        continue 'scan;
+                    }
+                    Err(e) => panic!("{}: {e}", path.display()),
+                }
             }
         }
+        messages.sort();
+        return messages;
     }
-    messages.sort();
-    messages
+    panic!("{} kept changing under us", root.display());
 }
 
 fn listing(root: &Path) -> String {
