@@ -369,18 +369,7 @@ impl Cyrus {
 
 impl Drop for Cyrus {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.master.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.master.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.master.kill();
-        let _ = self.master.wait();
+        super::dovecot::stop(&mut self.master);
     }
 }
 
