@@ -4,19 +4,17 @@
 //! can log in. It reports certificate problems instead of stopping at them, so that
 //! a self-signed certificate can be inspected and pinned.
 
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use openssl::hash::MessageDigest;
-use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
 use openssl::x509::X509NameRef;
 
 use crate::config::{Account, TlsMode};
 use crate::pop3::response::apop_timestamp;
-use crate::pop3::transport::{fingerprint_text, Stream};
+use crate::pop3::transport::{fingerprint_text, Stream, TlsConfig, TlsOptions, TlsVersion};
 use crate::pop3::{self, Capabilities, Client};
 
 /// Where to probe.
@@ -40,43 +38,10 @@ impl Target {
     }
 }
 
-enum ProbeStream {
-    Plain(TcpStream),
-    Tls(Box<SslStream<TcpStream>>),
-}
-
-impl Read for ProbeStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            ProbeStream::Plain(s) => s.read(buf),
-            ProbeStream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for ProbeStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            ProbeStream::Plain(s) => s.write(buf),
-            ProbeStream::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            ProbeStream::Plain(s) => s.flush(),
-            ProbeStream::Tls(s) => s.flush(),
-        }
-    }
-}
-
 /// Probes `target`, writing the report to `out`. With `login`, also logs in with
 /// that account's credentials and shows the mailbox size.
 pub fn probe(target: &Target, login: Option<&Account>, out: &mut dyn Write) -> Result<()> {
-    let Stream::Plain(tcp) = Stream::connect(&target.host, target.port, target.timeout)? else {
-        unreachable!("connect gives a plain stream");
-    };
-    let mut stream = ProbeStream::Plain(tcp);
+    let mut stream = Stream::connect(&target.host, target.port, target.timeout)?;
     if target.tls == TlsMode::Implicit {
         stream = handshake(stream, target, out)?;
     }
@@ -128,23 +93,16 @@ fn show_capabilities(caps: &Capabilities, out: &mut dyn Write, when: &str) -> io
 }
 
 /// The TLS handshake, verifying but not insisting, and a report of what was found.
-fn handshake(stream: ProbeStream, target: &Target, out: &mut dyn Write) -> Result<ProbeStream> {
-    let ProbeStream::Plain(tcp) = stream else {
-        return Ok(stream);
+fn handshake(stream: Stream, target: &Target, out: &mut dyn Write) -> Result<Stream> {
+    let options = TlsOptions {
+        ca_file: target.ca_file.clone(),
+        // Whatever the server speaks is worth reporting.
+        min_version: TlsVersion::V1_0,
+        skip_verify: false,
+        fingerprint: None,
     };
-    let mut builder = SslConnector::builder(SslMethod::tls_client())?;
-    builder.set_verify(SslVerifyMode::NONE);
-    if let Some(ca) = &target.ca_file {
-        builder
-            .set_ca_file(ca)
-            .with_context(|| format!("cannot read tls_ca_file {}", ca.display()))?;
-    }
-    let mut config = builder.build().configure()?;
-    config.set_verify_hostname(true);
-    let tls = config
-        .connect(&target.host, tcp)
-        .map_err(|e| anyhow::anyhow!("the TLS handshake with {} failed: {e}", target.host))?;
-    let ssl = tls.ssl();
+    let tls = stream.secure(&TlsConfig::report(&options)?, &target.host)?;
+    let ssl = tls.tls().expect("a secured stream has a TLS session");
     writeln!(
         out,
         "tls:           {}, {}",
@@ -165,7 +123,7 @@ fn handshake(stream: ProbeStream, target: &Target, out: &mut dyn Write) -> Resul
         }
         writeln!(out, "  tls_fingerprint = \"{}\"", fingerprint_text(&digest))?;
     }
-    Ok(ProbeStream::Tls(Box::new(tls)))
+    Ok(tls)
 }
 
 fn name(name: &X509NameRef) -> String {

@@ -284,7 +284,7 @@ fn fetch_and_deliver(
 }
 
 /// How many staged deliveries share one commit: one pipelining window.
-const BATCH: usize = 32;
+const BATCH: usize = 256;
 
 /// Deliveries waiting for their commit, and those committed.
 #[derive(Default)]

@@ -111,7 +111,7 @@ impl MaildirTarget {
             durable::place(&tmp.join(name), &self.root.join("new").join(name))
                 .map_err(self.local("new"))?;
             self.unsynced = true;
-            self.staged.remove(0);
+            self.staged.remove(0); // x
         }
         Ok(())
     }

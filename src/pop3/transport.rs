@@ -1,21 +1,51 @@
 //! The byte stream under POP3: a TCP connection, plain or inside TLS (implicit on
 //! port 995, RFC 8314, or after STLS, RFC 2595). Every phase is bounded by a timeout.
+//!
+//! TLS is OpenSSL through the `openssl` crate, the library native-tls wraps on
+//! Unix, used directly so that the system's trusted roots are looked up lazily
+//! (see `system_roots`) instead of the whole bundle being parsed, twice, per run.
 
-use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
-
-use sha2::{Digest, Sha256};
+use std::io::{self, BufReader, Read, Write};
+use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use native_tls::{Certificate, HandshakeError, Protocol, TlsConnector, TlsStream};
+use openssl::ssl::{
+    HandshakeError, Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode,
+    SslOptions, SslRef, SslStream, SslVerifyMode, SslVersion,
+};
+use openssl::x509::store::{X509Lookup, X509StoreBuilder};
+use openssl::x509::verify::X509CheckFlags;
+use openssl::x509::{X509VerifyResult, X509};
+use sha2::{Digest, Sha256};
 
 use super::Error;
 
 /// A connection to the server, secured or not.
 pub enum Stream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<SslStream<Socket>>),
+}
+
+/// The TCP socket under TLS, read through a buffer: OpenSSL asks for a record's
+/// 5-byte header and then its body, and the buffer turns those two system calls
+/// per record into one per 64 KiB.
+pub struct Socket(BufReader<TcpStream>);
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.get_mut().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.get_mut().flush()
+    }
 }
 
 impl Stream {
@@ -58,39 +88,62 @@ impl Stream {
     }
 
     /// Runs the TLS handshake over a plain stream, checking the certificate chain
-    /// and that it names `host`.
+    /// and that it names `host` (or, with a pin, that it is the pinned one).
     pub fn secure(self, tls: &TlsConfig, host: &str) -> Result<Stream, Error> {
         let tcp = match self {
             Stream::Plain(tcp) => tcp,
             already @ Stream::Tls(_) => return Ok(already),
         };
-        match tls.connector.connect(host, tcp) {
+        let failed = |reason: String| Error::Tls {
+            host: host.to_string(),
+            reason,
+        };
+        let ssl = tls.session(host).map_err(|e| failed(e.to_string()))?;
+        let socket = Socket(BufReader::with_capacity(64 * 1024, tcp));
+        match ssl.connect(socket) {
             Ok(stream) => {
-                tls.check_pin(&stream, host)?;
+                tls.check_pin(stream.ssl(), host)?;
                 Ok(Stream::Tls(Box::new(stream)))
             }
             // The socket's read timeout fired inside the handshake.
             Err(HandshakeError::WouldBlock(_)) => Err(Error::Timeout("the TLS handshake")),
-            Err(HandshakeError::Failure(e)) => Err(Error::Tls {
-                host: host.to_string(),
-                reason: describe_tls_failure(&e),
-            }),
+            Err(HandshakeError::SetupFailure(e)) => Err(failed(e.to_string())),
+            Err(HandshakeError::Failure(mid)) => Err(failed(describe_tls_failure(
+                mid.error(),
+                mid.ssl().verify_result(),
+            ))),
         }
     }
 
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
+
+    /// The TLS session, for a report of what was negotiated.
+    pub fn tls(&self) -> Option<&SslRef> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(s) => Some(s.ssl()),
+        }
+    }
 }
 
 /// Adds the advice a user needs to the TLS library's terse error text.
-fn describe_tls_failure(e: &native_tls::Error) -> String {
-    let text = e.to_string();
-    if text.contains("certificate verify failed") {
-        format!("{text}; the server's certificate is not trusted for this host name (set tls_ca_file if it comes from a private CA)")
-    } else {
-        text
+fn describe_tls_failure(e: &openssl::ssl::Error, verdict: X509VerifyResult) -> String {
+    let text = match e.io_error() {
+        Some(io) if e.ssl_error().is_none() => format!("the connection broke: {io}"),
+        _ => e.to_string(),
+    };
+    if verdict == X509VerifyResult::OK {
+        return text;
     }
+    // X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
+    let advice = if matches!(verdict.as_raw(), 62 | 64) {
+        "the server's certificate does not name this host; use the name it was issued for"
+    } else {
+        "the server's certificate is not trusted; set tls_ca_file if it comes from a private CA, or pin it with tls_fingerprint (popfetch probe shows it)"
+    };
+    format!("{text} ({}); {advice}", verdict.error_string())
 }
 
 impl Read for Stream {
@@ -143,7 +196,9 @@ pub struct TlsOptions {
 /// How to verify servers: the system's trusted roots plus any extra CA file, or a
 /// pinned certificate.
 pub struct TlsConfig {
-    connector: TlsConnector,
+    context: SslContext,
+    /// Check the host name (not for a pin or an insecure skip).
+    check_host: bool,
     fingerprint: Option<[u8; 32]>,
 }
 
@@ -161,54 +216,77 @@ pub enum TlsConfigError {
     #[error("tls_ca_file {path} holds no usable PEM certificate: {reason}")]
     BadCa { path: String, reason: String },
     #[error("cannot set up TLS: {0}")]
-    Setup(String),
+    Setup(#[from] openssl::error::ErrorStack),
 }
 
+/// The cipher suites of TLS 1.2 and below that are never acceptable, as the
+/// `openssl` crate's own connector excludes them.
+const CIPHERS: &str = "DEFAULT:!aNULL:!eNULL:!MD5:!3DES:!DES:!RC4:!IDEA:!SEED:!aDSS:!SRP:!PSK";
+
 impl TlsConfig {
+    /// Verifies as `options` say: the chain and the host name, or the pin, or
+    /// (tls_insecure_skip_verify) nothing.
     pub fn new(options: &TlsOptions) -> Result<TlsConfig, TlsConfigError> {
-        let mut builder = TlsConnector::builder();
-        builder.min_protocol_version(Some(match options.min_version {
-            TlsVersion::V1_0 => Protocol::Tlsv10,
-            TlsVersion::V1_1 => Protocol::Tlsv11,
-            TlsVersion::V1_2 => Protocol::Tlsv12,
-            TlsVersion::V1_3 => Protocol::Tlsv13,
-        }));
-        if options.skip_verify || options.fingerprint.is_some() {
-            builder.danger_accept_invalid_certs(true);
-            builder.danger_accept_invalid_hostnames(true);
+        let verify = !options.skip_verify && options.fingerprint.is_none();
+        TlsConfig::build(options, verify, verify)
+    }
+
+    /// Verifies the chain and the host name but lets the handshake go on whatever
+    /// the verdict, which the session's `verify_result` then tells: for `probe`.
+    pub fn report(options: &TlsOptions) -> Result<TlsConfig, TlsConfigError> {
+        TlsConfig::build(options, false, true)
+    }
+
+    fn build(
+        options: &TlsOptions,
+        insist: bool,
+        check_host: bool,
+    ) -> Result<TlsConfig, TlsConfigError> {
+        let mut builder = context(options.min_version)?;
+        builder.set_verify(if insist {
+            SslVerifyMode::PEER
+        } else {
+            SslVerifyMode::NONE
+        });
+        let mut store = X509StoreBuilder::new()?;
+        if check_host {
+            system_roots(&mut store)?;
         }
         if let Some(path) = &options.ca_file {
-            let shown = path.display().to_string();
-            let pem = std::fs::read(path).map_err(|source| TlsConfigError::ReadCa {
-                path: shown.clone(),
-                source,
-            })?;
-            let certs = Certificate::stack_from_pem(&pem).map_err(|e| TlsConfigError::BadCa {
-                path: shown.clone(),
-                reason: e.to_string(),
-            })?;
-            if certs.is_empty() {
-                return Err(TlsConfigError::BadCa {
-                    path: shown,
-                    reason: "no certificate found".into(),
-                });
-            }
-            for cert in certs {
-                builder.add_root_certificate(cert);
+            for cert in read_ca_file(path)? {
+                store.add_cert(cert)?;
             }
         }
-        let connector = builder
-            .build()
-            .map_err(|e| TlsConfigError::Setup(e.to_string()))?;
+        builder.set_cert_store(store.build());
         Ok(TlsConfig {
-            connector,
+            context: builder.build(),
+            check_host,
             fingerprint: options.fingerprint,
         })
     }
 
+    /// One connection's TLS session: SNI (RFC 6066 §3) and the host name to check
+    /// (RFC 6125), by name or by address.
+    fn session(&self, host: &str) -> Result<Ssl, openssl::error::ErrorStack> {
+        let mut ssl = Ssl::new(&self.context)?;
+        let ip = host.parse::<IpAddr>().ok();
+        if ip.is_none() {
+            ssl.set_hostname(host)?;
+        }
+        if self.check_host {
+            let param = ssl.param_mut();
+            param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
+            match ip {
+                Some(ip) => param.set_ip(ip)?,
+                None => param.set_host(host)?,
+            }
+        }
+        Ok(ssl)
+    }
+
     /// With a pinned fingerprint, the certificate must match it before a single byte
     /// of POP3 is read or sent.
-    fn check_pin(&self, stream: &TlsStream<TcpStream>, host: &str) -> Result<(), Error> {
+    fn check_pin(&self, ssl: &SslRef, host: &str) -> Result<(), Error> {
         let Some(expected) = self.fingerprint else {
             return Ok(());
         };
@@ -216,10 +294,8 @@ impl TlsConfig {
             host: host.to_string(),
             reason,
         };
-        let der = stream
+        let der = ssl
             .peer_certificate()
-            .ok()
-            .flatten()
             .and_then(|cert| cert.to_der().ok())
             .ok_or_else(|| failed("the server sent no certificate".into()))?;
         let actual: [u8; 32] = Sha256::digest(&der).into();
@@ -232,4 +308,98 @@ impl TlsConfig {
         }
         Ok(())
     }
+}
+
+/// A client context with the `openssl` crate's safe defaults, less
+/// `SSL_MODE_RELEASE_BUFFERS`, which would free and reallocate the record
+/// buffers for every record of a long download.
+fn context(min: TlsVersion) -> Result<SslContextBuilder, openssl::error::ErrorStack> {
+    let mut builder = SslContextBuilder::new(SslMethod::tls_client())?;
+    let options =
+        SslOptions::ALL | SslOptions::NO_COMPRESSION | SslOptions::NO_SSLV2 | SslOptions::NO_SSLV3;
+    builder.set_options(options & !SslOptions::DONT_INSERT_EMPTY_FRAGMENTS);
+    builder.set_mode(
+        SslMode::AUTO_RETRY | SslMode::ACCEPT_MOVING_WRITE_BUFFER | SslMode::ENABLE_PARTIAL_WRITE,
+    );
+    builder.set_cipher_list(CIPHERS)?;
+    builder.set_min_proto_version(Some(match min {
+        TlsVersion::V1_0 => SslVersion::TLS1,
+        TlsVersion::V1_1 => SslVersion::TLS1_1,
+        TlsVersion::V1_2 => SslVersion::TLS1_2,
+        TlsVersion::V1_3 => SslVersion::TLS1_3,
+    }))?;
+    Ok(builder)
+}
+
+/// The system's trusted roots, as OpenSSL would find them, but lazily where that is
+/// possible: a hashed certificate directory (c_rehash, update-ca-certificates) is
+/// consulted for the one root a chain needs, where loading the bundle file would
+/// parse every root there is (some 20 ms with OpenSSL 3). `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` are honoured as OpenSSL honours them.
+fn system_roots(store: &mut X509StoreBuilder) -> Result<(), openssl::error::ErrorStack> {
+    let env = |name| std::env::var_os(name).map(PathBuf::from);
+    let (env_file, env_dir) = (env("SSL_CERT_FILE"), env("SSL_CERT_DIR"));
+    if env_file.is_some() || env_dir.is_some() {
+        if let Some(file) = env_file.filter(|f| f.is_file()) {
+            let lookup = store.add_lookup(X509Lookup::file())?;
+            // An unreadable bundle leaves no roots: verification then fails, loudly.
+            let _ = lookup.load_cert_file(&file, SslFiletype::PEM);
+        }
+        if let Some(dir) = env_dir {
+            store
+                .add_lookup(X509Lookup::hash_dir())?
+                .add_dir(&dir.to_string_lossy(), SslFiletype::PEM)?;
+        }
+        return Ok(());
+    }
+    let probed = openssl_probe::probe();
+    let hashed: Vec<&PathBuf> = probed.cert_dir.iter().filter(|d| is_hashed(d)).collect();
+    if !hashed.is_empty() {
+        let lookup = store.add_lookup(X509Lookup::hash_dir())?;
+        for dir in hashed {
+            lookup.add_dir(&dir.to_string_lossy(), SslFiletype::PEM)?;
+        }
+    } else if let Some(file) = &probed.cert_file {
+        let _ = store
+            .add_lookup(X509Lookup::file())?
+            .load_cert_file(file, SslFiletype::PEM);
+    } else {
+        store.set_default_paths()?;
+    }
+    Ok(())
+}
+
+/// Whether `dir` holds OpenSSL's subject-hash links (`5ad8a5d6.0`).
+fn is_hashed(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let name = name.as_encoded_bytes();
+        name.len() >= 10
+            && name[..8].iter().all(u8::is_ascii_hexdigit)
+            && name[8] == b'.'
+            && name[9..].iter().all(u8::is_ascii_digit)
+    })
+}
+
+/// The certificates of a `tls_ca_file`, PEM.
+fn read_ca_file(path: &Path) -> Result<Vec<X509>, TlsConfigError> {
+    let shown = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|source| TlsConfigError::ReadCa {
+        path: shown.clone(),
+        source,
+    })?;
+    let certs = X509::stack_from_pem(&pem).map_err(|e| TlsConfigError::BadCa {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    if certs.is_empty() {
+        return Err(TlsConfigError::BadCa {
+            path: shown,
+            reason: "no certificate found".into(),
+        });
+    }
+    Ok(certs)
 }
