@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 
@@ -244,10 +244,10 @@ fn fetch_and_deliver(
     failures: &mut Failures,
 ) -> Result<Vec<u32>> {
     let fetch: Vec<ListedMessage> = plan.fetch();
-    let nums: Vec<u32> = fetch.iter().map(|m| m.num).collect();
+    let listed: Vec<(u32, u64)> = fetch.iter().map(|m| (m.num, m.size)).collect();
     let mut done = Batch::default();
     let mut index = 0;
-    let retrieved = session.retrieve(&nums, |num, body| {
+    let retrieved = session.retrieve(&listed, |num, body| {
         let message = &fetch[index];
         index += 1;
         debug_assert_eq!(message.num, num);
@@ -283,14 +283,22 @@ fn fetch_and_deliver(
     Ok(done.delivered)
 }
 
-/// How many staged deliveries share one commit: one pipelining window.
-const BATCH: usize = 256;
+/// Staged deliveries share one commit (one syncfs, one fsync of new/) until there
+/// are this many, or this many bytes, or the first has waited this long. The bounds
+/// only limit what a crash throws away — staged messages were never recorded, so
+/// they are fetched again — not what is safe: nothing is deleted before its commit.
+const BATCH_MESSAGES: usize = 256;
+const BATCH_BYTES: u64 = 32 << 20;
+const BATCH_AGE: Duration = Duration::from_secs(2);
 
 /// Deliveries waiting for their commit, and those committed.
 #[derive(Default)]
 struct Batch {
     /// Staged: (unique-id, message number, bytes, listed size).
     staged: Vec<(String, u32, u64, u64)>,
+    staged_bytes: u64,
+    /// When the first staged delivery arrived.
+    began: Option<Instant>,
     /// Committed and recorded.
     delivered: Vec<u32>,
 }
@@ -307,7 +315,12 @@ impl Batch {
     ) -> Result<()> {
         self.staged
             .push((message.uid.clone(), message.num, bytes, message.size));
-        if !sink.target.stages() || self.staged.len() >= BATCH {
+        self.staged_bytes += bytes;
+        let began = *self.began.get_or_insert_with(Instant::now);
+        let full = self.staged.len() >= BATCH_MESSAGES
+            || self.staged_bytes >= BATCH_BYTES
+            || began.elapsed() >= BATCH_AGE;
+        if !sink.target.stages() || full {
             self.commit(sink, report)?;
         }
         Ok(())
@@ -320,6 +333,8 @@ impl Batch {
         if self.staged.is_empty() {
             return Ok(());
         }
+        self.staged_bytes = 0;
+        self.began = None;
         if sink.target.stages() {
             sink.state.sync()?;
         }

@@ -107,12 +107,16 @@ impl MaildirTarget {
         File::open(&tmp)
             .and_then(|dir| rustix::fs::syncfs(&dir).map_err(io::Error::from))
             .map_err(self.local("tmp"))?;
-        while let Some(name) = self.staged.first() {
-            durable::place(&tmp.join(name), &self.root.join("new").join(name))
-                .map_err(self.local("new"))?;
-            self.unsynced = true;
-            self.staged.remove(0); // x
-        }
+        let new = self.root.join("new");
+        let mut placed = 0;
+        let result = self.staged.iter().try_for_each(|name| {
+            durable::place(&tmp.join(name), &new.join(name))?;
+            placed += 1;
+            Ok(())
+        });
+        self.unsynced |= placed > 0;
+        self.staged.drain(..placed);
+        result.map_err(self.local("new"))?;
         Ok(())
     }
 }

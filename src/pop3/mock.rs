@@ -5,6 +5,8 @@ use std::io::{self, Cursor, Read, Write};
 pub struct MockStream {
     input: Cursor<Vec<u8>>,
     written: Vec<u8>,
+    /// Where `written` stood at each flush: the client's batches end there.
+    flushed_at: Vec<usize>,
 }
 
 impl MockStream {
@@ -12,6 +14,7 @@ impl MockStream {
         MockStream {
             input: Cursor::new(server.as_bytes().to_vec()),
             written: Vec::new(),
+            flushed_at: Vec::new(),
         }
     }
 
@@ -22,6 +25,19 @@ impl MockStream {
 
     pub fn written(&self) -> &str {
         std::str::from_utf8(&self.written).unwrap()
+    }
+
+    /// What was written, cut into the batches the client flushed.
+    pub fn batches(&self) -> Vec<&str> {
+        let mut start = 0;
+        let mut batches = Vec::new();
+        for &end in &self.flushed_at {
+            if end > start {
+                batches.push(&self.written()[start..end]);
+            }
+            start = end;
+        }
+        batches
     }
 }
 
@@ -38,6 +54,7 @@ impl Write for MockStream {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.flushed_at.push(self.written.len());
         Ok(())
     }
 }
