@@ -127,7 +127,11 @@ impl Target for MaildirTarget {
         announce(&name).map_err(DeliverError::State)?;
         let tmp = self.root.join("tmp").join(&name);
         let mut file = TempFile::create(tmp).map_err(self.local("tmp"))?;
-        let size = copy_message(message, file.file(), self.local("tmp"))?;
+        let size = copy_message(
+            message,
+            &mut durable::Writeback::new(file.file()),
+            self.local("tmp"),
+        )?;
         file.keep();
         self.staged.push(name);
         Ok(size)
