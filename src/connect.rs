@@ -26,9 +26,9 @@ pub fn open_session(account: &Account, trace: Option<Trace>) -> Result<Session<S
 
 /// Connects and secures the connection as configured; never falls back to cleartext.
 fn connect(account: &Account, trace: Option<Trace>) -> Result<Client<Stream>> {
-    // Loading the system's trusted roots costs tens of milliseconds, so only an
-    // account that uses TLS does it, and before connecting, so that a bad
-    // tls_ca_file is reported as such.
+    // Only an account that uses TLS sets it up (reading tls_ca_file, finding the
+    // system's roots), and before connecting, so that a bad tls_ca_file is
+    // reported as such.
     let tls = match account.tls {
         TlsMode::None => None,
         TlsMode::Implicit | TlsMode::Starttls => Some(TlsConfig::new(&account.tls_options())?),
@@ -110,21 +110,28 @@ pub fn listing(session: &mut Session<Stream>, warn: &dyn Fn(&str)) -> Result<Vec
             for &(num, size) in &sizes {
                 uids.push((num, format!("hdr-{}", digest(session, num, size)?)));
             }
-            pop3::join(&uids, &sizes)?
+            pop3::join(uids, &sizes)?
         }
     };
-    let mut counts = std::collections::HashMap::new();
-    for m in &messages {
-        *counts.entry(m.uid.clone()).or_insert(0) += 1;
-    }
-    if counts.values().any(|&n| n > 1) {
+    let repeated = repeated_uids(&messages);
+    if !repeated.is_empty() {
         warn("the server gave several messages the same unique-id; they are told apart by a digest of their headers");
-        for m in messages.iter_mut().filter(|m| counts[&m.uid] > 1) {
+        for m in messages.iter_mut().filter(|m| repeated.contains(&m.uid)) {
             m.uid = format!("{}-{}", m.uid, digest(session, m.num, m.size)?);
         }
+        pop3::check_unique(&messages)?;
     }
-    pop3::check_unique(&messages)?;
     Ok(messages)
+}
+
+/// The unique-ids that more than one message has.
+fn repeated_uids(messages: &[ListedMessage]) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashSet::with_capacity(messages.len());
+    messages
+        .iter()
+        .filter(|m| !seen.insert(m.uid.as_str()))
+        .map(|m| m.uid.clone())
+        .collect()
 }
 
 /// A digest of a message's headers and size, stable across sessions.

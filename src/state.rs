@@ -165,10 +165,26 @@ impl UidlState {
             unsynced: false,
         };
         let torn = state.replay(&text)?;
-        if torn || state.lines > 2 * (state.delivered.len() + state.pending.len()) + 1000 {
+        if torn || state.bloated() {
             state.compact()?;
         }
         Ok(state)
+    }
+
+    /// Whether the journal holds many more lines than live records: a run that
+    /// delivered N messages appended 2N (an intent and a delivery each).
+    fn bloated(&self) -> bool {
+        let live = self.delivered.len() + self.pending.len();
+        self.lines > live + live / 2 + 1000
+    }
+
+    /// Compacts the journal if it has grown well past its live records, so that the
+    /// next run reads one short line per message. The journal is valid either way,
+    /// so a failure here (a full disk) changes nothing and is left to the next open.
+    pub fn tidy(&mut self) {
+        if self.journal.is_some() && self.bloated() {
+            let _ = self.compact();
+        }
     }
 
     /// Applies every line of the journal; returns whether its last line was torn.
@@ -196,12 +212,36 @@ impl UidlState {
                 found: version,
             });
         }
+        // Replayed on borrowed text first: most messages have an intent and then a
+        // delivery, and only what survives both is worth an allocation.
+        let mut delivered: HashMap<&str, u64> = HashMap::new();
+        let mut pending: HashMap<&str, &str> = HashMap::new();
         for (index, line) in lines.iter().enumerate().skip(1) {
             let record = checked(line).ok_or_else(|| damaged(index + 1, "bad checksum"))?;
-            let record =
-                parse_record(record).ok_or_else(|| damaged(index + 1, "unknown record"))?;
-            self.apply(record);
+            match parse_record(record).ok_or_else(|| damaged(index + 1, "unknown record"))? {
+                Record::Intent(uid, location) => {
+                    pending.insert(uid, location);
+                }
+                Record::Delivered(uid, time) => {
+                    pending.remove(uid);
+                    delivered.entry(uid).or_insert(time);
+                }
+                Record::Abandoned(uid) => {
+                    pending.remove(uid);
+                }
+                Record::Forgotten(uid) => {
+                    delivered.remove(uid);
+                }
+            }
         }
+        self.delivered = delivered
+            .into_iter()
+            .map(|(uid, time)| (uid.to_owned(), time))
+            .collect();
+        self.pending = pending
+            .into_iter()
+            .map(|(uid, location)| (uid.to_owned(), location.to_owned()))
+            .collect();
         self.lines = lines.len();
         Ok(torn)
     }
@@ -480,6 +520,33 @@ mod tests {
         assert!(UidlState::open(&path).is_err());
         fs::write(&path, "hello\n").unwrap();
         assert!(UidlState::open(&path).is_err());
+    }
+
+    #[test]
+    fn tidy_compacts_a_run_of_intents_and_deliveries() {
+        let (_dir, path) = temp_state();
+        let mut s = UidlState::open(&path).unwrap();
+        for i in 0..3000 {
+            s.record_intent(&format!("u{i}"), "1795333438.M142162P31366Q1.host")
+                .unwrap();
+            s.record_delivered(&format!("u{i}"), i).unwrap();
+        }
+        s.record_intent("open", "somewhere").unwrap();
+        s.sync().unwrap();
+        let before = fs::metadata(&path).unwrap().len();
+        s.tidy();
+        // One short line per message now, and appending still works after it.
+        assert!(fs::metadata(&path).unwrap().len() < before / 3);
+        s.record_delivered("late", 9).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let s = UidlState::open(&path).unwrap();
+        assert_eq!(s.delivered_uids().count(), 3001);
+        assert_eq!(s.first_seen("u2999"), Some(2999));
+        assert_eq!(s.first_seen("late"), Some(9));
+        let open = s.interrupted();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].location, "somewhere");
     }
 
     #[test]

@@ -114,6 +114,7 @@ pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
     let refused = session.delete(&deletions)?;
     session.quit()?;
     report.deleted = deletions.len() - refused.len();
+    state.tidy();
 
     if let Some(err) = failures.worst() {
         return Err(err);

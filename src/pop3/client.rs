@@ -180,6 +180,13 @@ impl<S: Read + Write> Connection<S> {
     /// One line without its CRLF, bounded by [`MAX_LINE`].
     fn read_line(&mut self, phase: &'static str) -> Result<Vec<u8>, Error> {
         let mut line = Vec::new();
+        self.read_line_into(phase, &mut line)?;
+        Ok(line)
+    }
+
+    /// Reads one line into `line`, replacing what it held.
+    fn read_line_into(&mut self, phase: &'static str, line: &mut Vec<u8>) -> Result<(), Error> {
+        line.clear();
         loop {
             let buf = match self.io.fill_buf() {
                 Ok(buf) => buf,
@@ -211,7 +218,7 @@ impl<S: Read + Write> Connection<S> {
                 if line.last() == Some(&b'\r') {
                     line.pop();
                 }
-                return Ok(line);
+                return Ok(());
             }
         }
     }
@@ -239,15 +246,30 @@ impl<S: Read + Write> Connection<S> {
         }
     }
 
-    /// A short multi-line response (CAPA, UIDL, LIST) as unstuffed lines.
+    /// A short multi-line response (CAPA) as unstuffed lines.
     fn read_lines(&mut self, phase: &'static str) -> Result<Vec<Vec<u8>>, Error> {
         let mut lines = Vec::new();
+        self.each_line(phase, |line| {
+            lines.push(line.to_vec());
+            Ok(())
+        })?;
+        Ok(lines)
+    }
+
+    /// Hands each unstuffed line of a multi-line response (UIDL, LIST: one per
+    /// message) to `each`, through one reused buffer.
+    fn each_line(
+        &mut self,
+        phase: &'static str,
+        mut each: impl FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut line = Vec::new();
         loop {
-            let line = self.read_line(phase)?;
+            self.read_line_into(phase, &mut line)?;
             match line.strip_prefix(b".") {
-                Some([]) => return Ok(lines),
-                Some(unstuffed) => lines.push(unstuffed.to_vec()),
-                None => lines.push(line),
+                Some([]) => return Ok(()),
+                Some(unstuffed) => each(unstuffed)?,
+                None => each(&line)?,
             }
         }
     }
@@ -545,23 +567,26 @@ impl<S: Read + Write> Session<S> {
         }
         self.conn.flush("UIDL")?;
         let uidl = self.conn.read_status("UIDL")?;
-        let uid_lines = if uidl.ok {
-            Some(self.conn.read_lines("UIDL")?)
-        } else {
-            None
-        };
+        let mut uids = Vec::new();
+        if uidl.ok {
+            self.conn.each_line("UIDL", |line| {
+                uids.push(parse_uidl_line(line)?);
+                Ok(())
+            })?;
+        }
         if !self.pipelining {
             self.conn.send(Command::List)?;
         }
         self.conn.expect_ok("LIST")?;
-        let size_lines = self.conn.read_lines("LIST")?;
-        match uid_lines {
-            Some(uid_lines) => join_listings(&uid_lines, &size_lines).map(Listing::WithUids),
-            None => size_lines
-                .iter()
-                .map(|line| parse_list_line(line))
-                .collect::<Result<_, _>>()
-                .map(Listing::SizesOnly),
+        let mut sizes = Vec::with_capacity(uids.len());
+        self.conn.each_line("LIST", |line| {
+            sizes.push(parse_list_line(line)?);
+            Ok(())
+        })?;
+        if uidl.ok {
+            join(uids, &sizes).map(Listing::WithUids)
+        } else {
+            Ok(Listing::SizesOnly(sizes))
         }
     }
 
@@ -661,28 +686,23 @@ impl<S: Read + Write> Session<S> {
     }
 }
 
-/// Joins UIDL and LIST by message number.
-fn join_listings(
-    uid_lines: &[Vec<u8>],
-    size_lines: &[Vec<u8>],
-) -> Result<Vec<ListedMessage>, Error> {
-    let sizes = size_lines
-        .iter()
-        .map(|line| parse_list_line(line))
-        .collect::<Result<Vec<_>, _>>()?;
-    let uids = uid_lines
-        .iter()
-        .map(|line| parse_uidl_line(line))
-        .collect::<Result<Vec<_>, _>>()?;
-    join(&uids, &sizes)
-}
-
 /// Joins unique-ids and sizes by message number; they must name the same messages.
 /// Unique-ids may still repeat here (see [`check_unique`]).
-pub fn join(uids: &[(u32, String)], sizes: &[(u32, u64)]) -> Result<Vec<ListedMessage>, Error> {
+pub fn join(uids: Vec<(u32, String)>, sizes: &[(u32, u64)]) -> Result<Vec<ListedMessage>, Error> {
+    // Servers list both in the same ascending order: pair them up directly.
+    let aligned = uids.len() == sizes.len()
+        && uids.iter().zip(sizes).all(|(u, s)| u.0 == s.0)
+        && sizes.windows(2).all(|w| w[0].0 < w[1].0);
+    if aligned {
+        return Ok(uids
+            .into_iter()
+            .zip(sizes)
+            .map(|((num, uid), &(_, size))| ListedMessage { num, size, uid })
+            .collect());
+    }
     let mut sizes: std::collections::BTreeMap<u32, u64> = sizes.iter().copied().collect();
     let mut messages = Vec::with_capacity(uids.len());
-    for (num, uid) in uids.iter().cloned() {
+    for (num, uid) in uids {
         let size = sizes.remove(&num).ok_or_else(|| {
             Error::Protocol(format!("UIDL names message {num}, which LIST does not"))
         })?;
@@ -858,6 +878,18 @@ mod tests {
             .unwrap();
         s.listing().unwrap();
         assert!(s.conn.io.get_ref().written().ends_with("UIDL\r\nLIST\r\n"));
+    }
+
+    #[test]
+    fn listings_in_different_orders_are_joined_by_number() {
+        let uids = vec![(2, "b".to_string()), (1, "a".to_string())];
+        let joined = join(uids, &[(1, 10), (2, 20)]).unwrap();
+        assert_eq!(joined[0].uid, "a");
+        assert_eq!(joined[0].size, 10);
+        assert_eq!(joined[1].uid, "b");
+        assert_eq!(joined[1].size, 20);
+        let err = join(vec![(1, "a".to_string())], &[(1, 10), (2, 20)]).unwrap_err();
+        assert!(err.to_string().contains("LIST names message 2"), "{err}");
     }
 
     #[test]
