@@ -836,20 +836,30 @@ def main():
             else:
                 port = dove.tls_port if sc.tls else dove.port
             server = {"port": port, "tls": sc.tls, "ca": dove.ca, "user": sc.user}
-            for tool in tools:
-                logpath = os.path.join(tmp, f"{tool.name}.log")
-                rs = []
-                if sc.state_kept:
-                    first = one_run(tool, sc, server, logpath, limit, fresh=True)
+            # The tools take turns, run by run, so that whatever else the machine
+            # is doing (writeback, Dovecot's own housekeeping) falls on all alike.
+            logpaths = {t.name: os.path.join(tmp, f"{t.name}.log") for t in tools}
+            runs_of = {t.name: [] for t in tools}
+            stopped = set()
+            if sc.state_kept:
+                for tool in tools:
+                    first = one_run(tool, sc, server, logpaths[tool.name], limit, fresh=True)
                     if not first.ok:
                         first.note = "first run " + first.note
-                        rs = [first]
-                if not rs:
-                    for _ in range(runs):
-                        r = one_run(tool, sc, server, logpath, limit, fresh=not sc.state_kept)
-                        rs.append(r)
-                        if not r.ok:
-                            break
+                        runs_of[tool.name].append(first)
+                        stopped.add(tool.name)
+            for _ in range(runs):
+                for tool in tools:
+                    if tool.name in stopped:
+                        continue
+                    r = one_run(tool, sc, server, logpaths[tool.name], limit,
+                                fresh=not sc.state_kept)
+                    runs_of[tool.name].append(r)
+                    if not r.ok:
+                        stopped.add(tool.name)
+            for tool in tools:
+                logpath = logpaths[tool.name]
+                rs = runs_of[tool.name]
                 results[(sc.key, tool.name)] = rs
                 last = rs[-1]
                 if last.ok:

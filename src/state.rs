@@ -5,9 +5,9 @@
 //! O(1), and it is compacted atomically (temporary file, fsync, rename, fsync the
 //! directory) when it has grown. Each line is `RECORD<TAB>CRC32`:
 //!
-//! - `I uid location`: a delivery of `uid` to `location` is about to start. Written and
-//!   fsynced before the first byte, so a restart can look at `location` and tell
-//!   whether the delivery completed.
+//! - `I uid location`: a delivery of `uid` to `location` is about to start. Made durable
+//!   before the delivery can be (a staged batch syncs its intents before it links its
+//!   files), so a restart can look at `location` and tell whether it completed.
 //! - `D uid time`: `uid` was delivered; `time` is when it was first seen (Unix seconds).
 //! - `A uid`: the delivery announced by `I` was abandoned and left nothing behind.
 //! - `F uid`: `uid` is no longer on the server and is forgotten.
