@@ -479,6 +479,10 @@ class Tool:
         self.binary = binary
         os.makedirs(work, exist_ok=True)
         self.env = dict(os.environ)
+        # A stock system does not set these; a build machine may, and OpenSSL-based
+        # tools would then parse the whole bundle named there on every run.
+        for var in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+            self.env.pop(var, None)
         self.env["HOME"] = work
         self.env["LC_ALL"] = "C"
 
@@ -641,11 +645,12 @@ message_log_verbose = false
 
 class Scenario:
     def __init__(self, key, label, user, count, size, tls=False, delay=0.0,
-                 metric="time", state_kept=False, big=False, same_runs_as=None):
+                 metric="time", state_kept=False, big=False, same_runs_as=None, plain_of=None):
         self.key, self.label, self.user = key, label, user
         self.count, self.size, self.tls, self.delay = count, size, tls, delay
         self.metric, self.state_kept, self.big = metric, state_kept, big
         self.same_runs_as = same_runs_as   # another metric of that scenario's runs
+        self.plain_of = plain_of           # for a TLS scenario: its plain twin
 
 
 def human_size(n):
@@ -665,15 +670,24 @@ def build_scenarios(tiny):
     return [
         Scenario("s1", f"1. {small:,} × 4 KB, loopback, plain", "alice", small, kb4),
         Scenario("s1tls", f"1. {small:,} × 4 KB, loopback, implicit TLS", "alice", small, kb4,
-                 tls=True),
+                 tls=True, plain_of="s1"),
         Scenario("s2", f"2. {lat:,} × 4 KB, +50 ms RTT proxy, plain", "bob", lat, kb4,
                  delay=0.025),
+        Scenario("s2tls", f"2. {lat:,} × 4 KB, +50 ms RTT proxy, implicit TLS", "bob", lat,
+                 kb4, tls=True, delay=0.025, plain_of="s2"),
         Scenario("s3", f"3. 1 × {human_size(big)}: peak RSS", "carol", 1, big,
                  metric="rss", big=True),
         Scenario("s3t", f"3. 1 × {human_size(big)}: wall time", "carol", 1, big,
                  metric="time", big=True, same_runs_as="s3"),
+        Scenario("s3tls", f"3. 1 × {human_size(big)}, implicit TLS: peak RSS", "carol", 1,
+                 big, tls=True, metric="rss", big=True),
+        Scenario("s3tlst", f"3. 1 × {human_size(big)}, implicit TLS: wall time", "carol", 1,
+                 big, tls=True, metric="time", big=True, same_runs_as="s3tls",
+                 plain_of="s3t"),
         Scenario("s4", f"4. {many:,} × 1 KB, nothing new (state kept)", "dave", many, 1024,
                  state_kept=True),
+        Scenario("s4tls", f"4. {many:,} × 1 KB, nothing new, implicit TLS", "dave", many,
+                 1024, tls=True, state_kept=True, plain_of="s4"),
     ]
 
 
@@ -831,7 +845,7 @@ def main():
                     results[(sc.key, tool.name)] = results.get((sc.same_runs_as, tool.name))
                 continue
             if sc.delay:
-                proxy = DelayProxy(dove.port, sc.delay)
+                proxy = DelayProxy(dove.tls_port if sc.tls else dove.port, sc.delay)
                 port = proxy.port
             else:
                 port = dove.tls_port if sc.tls else dove.port
@@ -914,6 +928,22 @@ def main():
         print()
         print(table("CPU time (user+sys of the fetcher and its children), median", "cpu"))
         print()
+        twins = [sc for sc in scenarios if sc.plain_of]
+        by_key = {sc.key: sc for sc in scenarios}
+        if twins:
+            lines = ["### Implicit TLS against plain (wall time, median)", "",
+                     "| scenario | popfetch | mpop | fetchmail | getmail |",
+                     "|---|---:|---:|---:|---:|"]
+            for sc in twins:
+                plain = by_key.get(sc.plain_of)
+                row = []
+                for t in TOOLS:
+                    tls_v = cell(sc, t)[1]
+                    plain_v = cell(plain, t)[1] if plain else None
+                    row.append(f"{tls_v / plain_v:.2f}×" if tls_v and plain_v else "—")
+                lines.append(f"| {sc.label} | " + " | ".join(row) + " |")
+            print("\n".join(lines))
+            print()
         notes = [f"- machine: {platform.node()}, {os.cpu_count()} CPUs, "
                  f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
                  f"- dovecot {dovecot_version(dovecot_bin)}; "

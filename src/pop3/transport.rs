@@ -403,3 +403,18 @@ fn read_ca_file(path: &Path) -> Result<Vec<X509>, TlsConfigError> {
     }
     Ok(certs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hashed_directory_is_recognised_by_its_links() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca-certificates.crt"), "").unwrap();
+        assert!(!is_hashed(dir.path()));
+        std::fs::write(dir.path().join("5ad8a5d6.0"), "").unwrap();
+        assert!(is_hashed(dir.path()));
+        assert!(!is_hashed(&dir.path().join("missing")));
+    }
+}
