@@ -4,10 +4,12 @@
 Every fetcher reads the same mailboxes from a private Dovecot (POP3 on
 127.0.0.1 only) and delivers into a Maildir with keep on.  Scenarios:
 
-  1. many small messages over loopback, plain POP3 and implicit TLS
+  1. many small messages over loopback
   2. fewer small messages through an in-process TCP proxy adding latency
   3. one huge message: peak RSS (and wall time) of the fetcher
   4. a big mailbox with nothing new: a run after everything was fetched
+
+each in plain POP3 and over implicit TLS, with a table of TLS against plain.
 
 Each timed run starts from fresh state (empty Maildir, no UIDL state) except
 scenario 4, which keeps the state of one untimed first run.  A run counts
@@ -766,7 +768,8 @@ def main():
     ap.add_argument("--peers", default="mpop,fetchmail,getmail",
                     help="comma-separated peers to run (default: all installed)")
     ap.add_argument("--only", default="",
-                    help="comma-separated scenario keys (s1,s1tls,s2,s3,s3t,s4)")
+                    help="comma-separated scenario keys "
+                         "(s1,s1tls,s2,s2tls,s3,s3t,s3tls,s3tlst,s4,s4tls)")
     ap.add_argument("--limit", type=float, default=None,
                     help="time limit of one run in seconds (default 600, --tiny 60)")
     ap.add_argument("--keep-tmp", action="store_true", help="leave the temp dir for debugging")
