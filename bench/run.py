@@ -117,6 +117,51 @@ def write_big_message(path, size, tag):
             f.write(b"y" * (rest - 1) + b"\n")
 
 
+def bare_read(sc, server):
+    """The server's floor for a scenario: a client that logs in, pipelines
+    UIDL, LIST and (unless nothing is new) every RETR, reads the replies into
+    nothing and quits. No delivery, no state, no process start: what is left
+    of a fetcher's time is the server's and the network's."""
+    import ssl
+    t0 = time.monotonic()
+    sock = socket.create_connection(("127.0.0.1", server["port"]), timeout=120)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if server["tls"]:
+        ctx = ssl.create_default_context(cafile=server["ca"])
+        sock = ctx.wrap_socket(sock, server_hostname="localhost")
+    buf = bytearray()
+
+    def read_until(end):
+        start = 0
+        while True:
+            i = buf.find(end, start)
+            if i >= 0:
+                del buf[:i + len(end)]
+                return
+            # Only the new bytes (and a possible split marker) are searched again.
+            start = max(0, len(buf) - len(end) + 1)
+            data = sock.recv(1 << 20)
+            if not data:
+                raise OSError("the server closed the connection")
+            buf.extend(data)
+
+    read_until(b"\r\n")
+    sock.sendall(f"USER {server['user']}\r\nPASS {PASSWORD}\r\n".encode())
+    read_until(b"\r\n")
+    read_until(b"\r\n")
+    sock.sendall(b"UIDL\r\nLIST\r\n")
+    read_until(b"\r\n.\r\n")
+    read_until(b"\r\n.\r\n")
+    if not sc.state_kept:
+        sock.sendall(b"".join(b"RETR %d\r\n" % n for n in range(1, sc.count + 1)))
+        for _ in range(sc.count):
+            read_until(b"\r\n.\r\n")
+    sock.sendall(b"QUIT\r\n")
+    read_until(b"\r\n")
+    sock.close()
+    return RunResult(True, time.monotonic() - t0)
+
+
 def count_maildir(path):
     n = 0
     for sub in ("new", "cur"):
@@ -866,6 +911,10 @@ def main():
                         runs_of[tool.name].append(first)
                         stopped.add(tool.name)
             for _ in range(runs):
+                try:
+                    runs_of.setdefault("floor", []).append(bare_read(sc, server))
+                except (OSError, ValueError) as e:
+                    log(f"  {sc.key:6} floor     failed: {e}")
                 for tool in tools:
                     if tool.name in stopped:
                         continue
@@ -874,6 +923,10 @@ def main():
                     runs_of[tool.name].append(r)
                     if not r.ok:
                         stopped.add(tool.name)
+            if runs_of.get("floor"):
+                results[(sc.key, "floor")] = runs_of["floor"]
+                log(f"  {sc.key:6} floor     "
+                    + " ".join(fmt_value("time", r.wall) for r in runs_of["floor"]))
             for tool in tools:
                 logpath = logpaths[tool.name]
                 rs = runs_of[tool.name]
@@ -899,7 +952,7 @@ def main():
         present = {t.name for t in tools}
 
         def cell(sc, name, what="main"):
-            if name not in present:
+            if name not in present and name != "floor":
                 return "—", None
             rs = results.get((sc.key, name))
             if not rs:
@@ -913,17 +966,25 @@ def main():
             return fmt_value(sc.metric, v), v
 
         def table(title, what):
+            floor = what == "main"
             lines = [f"### {title}", "",
-                     "| scenario | popfetch | mpop | fetchmail | getmail | popfetch/mpop |",
-                     "|---|---:|---:|---:|---:|---:|"]
+                     "| scenario | popfetch | mpop | fetchmail | getmail | popfetch/mpop |"
+                     + (" server floor |" if floor else ""),
+                     "|---|---:|---:|---:|---:|---:|" + ("---:|" if floor else "")]
             for sc in scenarios:
                 if what == "cpu" and sc.metric == "rss":
                     continue
                 cells = [cell(sc, t, what) for t in TOOLS]
                 pf, mp = cells[0][1], cells[1][1]
                 ratio = f"{pf / mp:.2f}×" if pf is not None and mp else "—"
+                extra = ""
+                if floor:
+                    key = sc.same_runs_as if sc.same_runs_as and sc.metric == "time" else sc.key
+                    fl = results.get((key, "floor")) if sc.metric == "time" else None
+                    extra = (f" {fmt_value('time', statistics.median(r.wall for r in fl))} |"
+                             if fl else " — |")
                 lines.append(f"| {sc.label} | " + " | ".join(c[0] for c in cells)
-                             + f" | {ratio} |")
+                             + f" | {ratio} |" + extra)
             return "\n".join(lines)
 
         print()
@@ -955,6 +1016,9 @@ def main():
             notes.append(f"- skipped {s}")
         notes.append("- Maildir delivery, keep on, fresh state per run except scenario 4 "
                      "(timed runs follow one untimed full fetch)")
+        notes.append("- server floor: a bare in-process client that pipelines the same "
+                     "commands and reads the replies into nothing (no delivery, no state, "
+                     "no process start)")
         print("\n".join(notes))
 
         pf_ok = all(results.get((sc.key, "popfetch")) and results[(sc.key, "popfetch")][-1].ok
