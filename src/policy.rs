@@ -202,15 +202,20 @@ fn decide(message: &ListedMessage, first_seen: Option<u64>, policy: &Policy, now
     Action::Fetch
 }
 
-/// Parses "30d", "12h", "90m", "45s", "2w" (and a bare number of seconds).
-pub fn parse_duration(text: &str) -> Option<Duration> {
+/// Splits "30 d" or "30d" into the number and its unit (trimmed, maybe empty).
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let seconds = match unit.trim() {
+    Some((number.parse().ok()?, unit.trim()))
+}
+
+/// Parses "30d", "12h", "90m", "45s", "2w" (and a bare number of seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let (number, unit) = number_and_unit(text)?;
+    let seconds = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
@@ -223,13 +228,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 
 /// Parses "10M", "512K", "1G", "2000" (bytes; K, M, G are powers of 1024).
 pub fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let factor = match unit.trim().to_ascii_uppercase().as_str() {
+    let (number, unit) = number_and_unit(text)?;
+    let factor = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" => 1 << 10,
         "M" | "MB" => 1 << 20,

@@ -387,20 +387,8 @@ fn password_prompt_at_a_terminal() {
         .map(|l| format!("{l}\n"))
         .collect();
     home.write_config(&config);
-    let mut child = Command::new("script")
-        .args([
-            "-qec",
-            &format!("{} sync", env!("CARGO_BIN_EXE_popfetch")),
-            "/dev/null",
-        ])
-        .env_clear()
-        .envs(
-            home.command()
-                .get_envs()
-                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
-        )
-        .env("TERM", "xterm")
-        .current_dir(home.path())
+    let mut child = home
+        .sync_on_pty()
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -102,17 +102,8 @@ fn a_terminal_gets_a_summary_line_per_account() {
     let home = Home::new();
     home.write_config(&three_accounts(&server, &home));
     // script(1) runs popfetch on a pseudo-terminal.
-    let cmd = format!("{} sync", env!("CARGO_BIN_EXE_popfetch"));
-    let output = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .env_clear()
-        .envs(
-            home.command()
-                .get_envs()
-                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
-        )
-        .env("TERM", "xterm")
-        .current_dir(home.path())
+    let output = home
+        .sync_on_pty()
         .output()
         .expect("script(1) is needed for the pseudo-terminal: apt-get install bsdutils");
     let text = String::from_utf8_lossy(&output.stdout);

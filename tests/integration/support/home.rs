@@ -93,6 +93,26 @@ impl Home {
         cmd
     }
 
+    /// `popfetch sync` on a pseudo-terminal, through script(1), in this home's
+    /// environment; stdin and stdout are left for the caller to set.
+    pub fn sync_on_pty(&self) -> Command {
+        let mut cmd = Command::new("script");
+        cmd.args([
+            "-qec",
+            &format!("{} sync", env!("CARGO_BIN_EXE_popfetch")),
+            "/dev/null",
+        ])
+        .env_clear()
+        .envs(
+            self.command()
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        )
+        .env("TERM", "xterm")
+        .current_dir(self.path());
+        cmd
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         let output = self.command().args(args).output().unwrap();
         if std::env::var_os("POPFETCH_TEST_SHOW").is_some() {
