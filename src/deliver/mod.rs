@@ -106,6 +106,10 @@ pub trait Target {
 
 /// Copies a message with a large buffer, telling read failures (the server) from
 /// write failures (the target) apart.
+///
+/// The buffer is filled before each write: over TLS a read yields one record (some
+/// 4 KiB from Dovecot), and a write per record costs a system call and, in the page
+/// cache, a partly written page each time.
 pub(crate) fn copy_message(
     message: &mut dyn Read,
     out: &mut dyn Write,
@@ -114,13 +118,77 @@ pub(crate) fn copy_message(
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
-        let n = match message.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(DeliverError::Source(e)),
+        let mut filled = 0;
+        let mut ended = false;
+        while filled < buf.len() {
+            match message.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(DeliverError::Source(e)),
+            }
+        }
+        if filled > 0 {
+            out.write_all(&buf[..filled]).map_err(&local)?;
+            total += filled as u64;
+        }
+        if ended {
+            return Ok(total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out at most `step` bytes a read, as a TLS record would.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// Keeps what is written and the size of each write.
+    #[derive(Default)]
+    struct Recorder {
+        bytes: Vec<u8>,
+        writes: Vec<usize>,
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.bytes.extend_from_slice(buf);
+            self.writes.push(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn small_reads_become_whole_buffer_writes() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut out = Recorder::default();
+        let mut source = Trickle {
+            data: &data,
+            step: 4042,
         };
-        out.write_all(&buf[..n]).map_err(&local)?;
-        total += n as u64;
+        let n = copy_message(&mut source, &mut out, |e| DeliverError::Source(e)).unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(out.bytes, data);
+        assert_eq!(out.writes, vec![65536, 65536, 65536, 3392]);
     }
 }
