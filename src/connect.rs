@@ -125,8 +125,8 @@ pub fn listing(session: &mut Session<Stream>, warn: &dyn Fn(&str)) -> Result<Vec
 }
 
 /// The unique-ids that more than one message has.
-fn repeated_uids(messages: &[ListedMessage]) -> std::collections::HashSet<String> {
-    let mut seen = std::collections::HashSet::with_capacity(messages.len());
+fn repeated_uids(messages: &[ListedMessage]) -> foldhash::HashSet<String> {
+    let mut seen = foldhash::HashSet::with_capacity_and_hasher(messages.len(), Default::default());
     messages
         .iter()
         .filter(|m| !seen.insert(m.uid.as_str()))

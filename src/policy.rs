@@ -2,8 +2,9 @@
 //! function: the server's listing, what the state knows and a clock go in, a
 //! [`SessionPlan`] comes out. No I/O happens here, so every rule is unit-tested.
 
-use std::collections::HashSet;
 use std::time::Duration;
+
+use foldhash::HashSet;
 
 use crate::pop3::ListedMessage;
 
@@ -151,11 +152,14 @@ pub trait Known {
     fn first_seen(&self, uid: &str) -> Option<u64>;
     /// Every delivered unique-id.
     fn uids(&self) -> Vec<&str>;
+    /// How many unique-ids are delivered.
+    fn count(&self) -> usize;
 }
 
-/// Plans a session. `now` is in Unix seconds.
+/// Plans a session. `now` is in Unix seconds. The listing's unique-ids are
+/// distinct (`connect::listing` makes sure of it).
 pub fn plan(
-    listing: &[ListedMessage],
+    listing: Vec<ListedMessage>,
     known: &dyn Known,
     policy: &Policy,
     now: u64,
@@ -164,19 +168,27 @@ pub fn plan(
         delete_after_delivery: !policy.keep,
         ..SessionPlan::default()
     };
+    plan.messages.reserve_exact(listing.len());
+    let mut listed_known = 0;
     for message in listing {
-        let action = decide(message, known.first_seen(&message.uid), policy, now);
-        plan.messages.push((message.clone(), action));
+        let first_seen = known.first_seen(&message.uid);
+        listed_known += usize::from(first_seen.is_some());
+        let action = decide(&message, first_seen, policy, now);
+        plan.messages.push((message, action));
     }
     plan.limit(policy);
-    let on_server: HashSet<&str> = listing.iter().map(|m| m.uid.as_str()).collect();
-    plan.forget = known
-        .uids()
-        .into_iter()
-        .filter(|uid| !on_server.contains(uid))
-        .map(str::to_string)
-        .collect();
-    plan.forget.sort();
+    // Listed unique-ids are distinct, so when as many are known as the state holds,
+    // none of the state's is gone: the usual run, spared a set of the whole listing.
+    if listed_known < known.count() {
+        let on_server: HashSet<&str> = plan.messages.iter().map(|(m, _)| m.uid.as_str()).collect();
+        plan.forget = known
+            .uids()
+            .into_iter()
+            .filter(|uid| !on_server.contains(uid))
+            .map(str::to_string)
+            .collect();
+        plan.forget.sort();
+    }
     plan
 }
 
@@ -267,6 +279,10 @@ mod tests {
         fn uids(&self) -> Vec<&str> {
             self.0.keys().copied().collect()
         }
+
+        fn count(&self) -> usize {
+            self.0.len()
+        }
     }
 
     fn listing() -> Vec<ListedMessage> {
@@ -283,7 +299,7 @@ mod tests {
 
     fn run(state: &[(&'static str, u64)], policy: Policy, now: u64) -> SessionPlan {
         let state = State(state.iter().copied().collect());
-        plan(&listing(), &state, &policy, now)
+        plan(listing(), &state, &policy, now)
     }
 
     fn actions(plan: &SessionPlan) -> Vec<Action> {

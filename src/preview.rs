@@ -36,7 +36,7 @@ pub fn list_account(
     let state = UidlState::peek(&account.state_file())?;
     let mut session = open_session(account, trace)?;
     let listing = connect::listing(&mut session, warn)?;
-    let plan = policy::plan(&listing, &state, &account.policy, now());
+    let plan = policy::plan(listing, &state, &account.policy, now());
     let mut entries = entries(&plan, &state);
     for entry in &mut entries {
         // A server without TOP still gets its list, without the header columns.

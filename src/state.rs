@@ -15,7 +15,9 @@
 //! A final line without its newline is a write cut short by a crash and is ignored;
 //! any other damage stops popfetch instead of guessing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -63,6 +65,10 @@ impl crate::policy::Known for Snapshot {
     fn uids(&self) -> Vec<&str> {
         self.delivered_uids().collect()
     }
+
+    fn count(&self) -> usize {
+        self.delivered.len()
+    }
 }
 
 impl crate::policy::Known for UidlState {
@@ -72,6 +78,10 @@ impl crate::policy::Known for UidlState {
 
     fn uids(&self) -> Vec<&str> {
         self.delivered_uids().collect()
+    }
+
+    fn count(&self) -> usize {
+        self.delivered.len()
     }
 }
 
@@ -195,9 +205,14 @@ impl UidlState {
             line,
             reason: reason.to_string(),
         };
-        let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+        let mut lines = Vec::with_capacity(text.len() / 32);
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', text) {
+            lines.push(&text[start..end]);
+            start = end + 1;
+        }
         // After the final newline comes either nothing or a torn write.
-        let torn = !lines.pop().unwrap_or_default().is_empty();
+        let torn = start < text.len();
         let Some(header) = lines.first() else {
             return Err(damaged(1, "the header is missing"));
         };
@@ -214,7 +229,7 @@ impl UidlState {
         }
         // Replayed on borrowed text first: most messages have an intent and then a
         // delivery, and only what survives both is worth an allocation.
-        let mut delivered: HashMap<&str, u64> = HashMap::new();
+        let mut delivered: HashMap<&str, u64> = HashMap::with_capacity(lines.len());
         let mut pending: HashMap<&str, &str> = HashMap::new();
         for (index, line) in lines.iter().enumerate().skip(1) {
             let record = checked(line).ok_or_else(|| damaged(index + 1, "bad checksum"))?;
@@ -223,7 +238,10 @@ impl UidlState {
                     pending.insert(uid, location);
                 }
                 Record::Delivered(uid, time) => {
-                    pending.remove(uid);
+                    // A compacted journal has no intents: no lookup for them.
+                    if !pending.is_empty() {
+                        pending.remove(uid);
+                    }
                     delivered.entry(uid).or_insert(time);
                 }
                 Record::Abandoned(uid) => {
@@ -404,14 +422,26 @@ fn seal(record: &str) -> String {
 
 /// The record of a sealed line, if its checksum matches.
 fn checked(line: &[u8]) -> Option<&str> {
-    let line = std::str::from_utf8(line).ok()?;
-    let (record, crc) = line.rsplit_once('\t')?;
-    let crc = u32::from_str_radix(crc, 16).ok()?;
-    (crc32fast::hash(record.as_bytes()) == crc).then_some(record)
+    let tab = memchr::memrchr(b'\t', line)?;
+    let (record, crc) = (&line[..tab], &line[tab + 1..]);
+    let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
+    if crc32fast::hash(record) != crc {
+        return None;
+    }
+    std::str::from_utf8(record).ok()
 }
 
 fn parse_record(record: &str) -> Option<Record<'_>> {
-    let mut words = record.split(' ');
+    let mut rest = Some(record);
+    let mut words = std::iter::from_fn(|| {
+        let text = rest?;
+        let (word, after) = match memchr::memchr(b' ', text.as_bytes()) {
+            Some(i) => (&text[..i], Some(&text[i + 1..])),
+            None => (text, None),
+        };
+        rest = after;
+        Some(word)
+    });
     let kind = words.next()?;
     let uid = words.next().filter(|u| !u.is_empty())?;
     let third = words.next();

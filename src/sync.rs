@@ -166,7 +166,7 @@ fn plan_session(
     failures: &mut Failures,
 ) -> Result<SessionPlan> {
     let listing = connect::listing(session, warn)?;
-    let mut plan = policy::plan(&listing, known, &account.policy, now());
+    let mut plan = policy::plan(listing, known, &account.policy, now());
     run_filter(session, &mut plan, account, failures)?;
     Ok(plan)
 }

@@ -720,7 +720,7 @@ pub fn join(uids: Vec<(u32, String)>, sizes: &[(u32, u64)]) -> Result<Vec<Listed
 /// Unique-ids must be unique: a repeated one would make us delete a message we never
 /// fetched, believing it delivered.
 pub fn check_unique(messages: &[ListedMessage]) -> Result<(), Error> {
-    let mut seen = std::collections::HashMap::new();
+    let mut seen = foldhash::HashMap::with_capacity_and_hasher(messages.len(), Default::default());
     for m in messages {
         if let Some(other) = seen.insert(m.uid.as_str(), m.num) {
             return Err(Error::Protocol(format!(

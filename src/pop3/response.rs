@@ -125,7 +125,9 @@ pub fn parse_uidl_line(line: &[u8]) -> Result<(u32, String), Error> {
             escape(line)
         )));
     }
-    Ok((num, String::from_utf8_lossy(uid).into_owned()))
+    // Checked above to be printable ASCII, so valid UTF-8.
+    let uid = std::str::from_utf8(uid).map_err(|_| Error::Protocol("invalid unique-id".into()))?;
+    Ok((num, uid.to_owned()))
 }
 
 /// A line of a `LIST` scan listing: message number and size in octets (RFC 1939 §5).
@@ -144,7 +146,7 @@ pub fn parse_list_line(line: &[u8]) -> Result<(u32, u64), Error> {
 
 fn split_pair<'a>(line: &'a [u8], what: &str) -> Result<(u32, &'a [u8]), Error> {
     let bad = || Error::Protocol(format!("malformed {what} line \"{}\"", escape(line)));
-    let space = line.iter().position(|&b| b == b' ').ok_or_else(bad)?;
+    let space = memchr::memchr(b' ', line).ok_or_else(bad)?;
     let num = std::str::from_utf8(&line[..space])
         .ok()
         .and_then(|s| s.parse::<u32>().ok())
