@@ -95,14 +95,24 @@ pub fn login<S: Read + Write>(
     }
 }
 
-/// Every message on the server with its size and a unique-id. A server without
-/// UIDL (RFC 1939 makes it optional) gets a digest of each message's headers and
-/// size as its unique-id. A server that repeats a unique-id (popa3d does, for
-/// messages without Message-ID and Date) gets the digest appended for those
-/// messages. `warn` is told once; if messages still cannot be told apart, the
-/// session stops rather than risk deleting one never fetched.
-pub fn listing(session: &mut Session<Stream>, warn: &dyn Fn(&str)) -> Result<Vec<ListedMessage>> {
-    let mut messages = match session.listing()? {
+/// Every message on the server with a unique-id, and its size: of every message
+/// when `sized` is `None`, else of those whose unique-id it picks (the others have
+/// size 0; see [`Session::listing_sized`]). A server without UIDL (RFC 1939 makes
+/// it optional) gets a digest of each message's headers and size as its unique-id.
+/// A server that repeats a unique-id (popa3d does, for messages without Message-ID
+/// and Date) gets the digest appended for those messages. `warn` is told once; if
+/// messages still cannot be told apart, the session stops rather than risk deleting
+/// one never fetched.
+pub fn listing(
+    session: &mut Session<Stream>,
+    sized: Option<&dyn Fn(&str) -> bool>,
+    warn: &dyn Fn(&str),
+) -> Result<Vec<ListedMessage>> {
+    let listing = match sized {
+        Some(sized) => session.listing_sized(sized)?,
+        None => session.listing()?,
+    };
+    let mut messages = match listing {
         Listing::WithUids(messages) => messages,
         Listing::SizesOnly(sizes) => {
             warn("the server has no UIDL; messages are told apart by a digest of their headers");

@@ -35,7 +35,7 @@ pub fn list_account(
 ) -> Result<Vec<Entry>> {
     let state = UidlState::peek(&account.state_file())?;
     let mut session = open_session(account, trace)?;
-    let listing = connect::listing(&mut session, warn)?;
+    let listing = connect::listing(&mut session, None, warn)?;
     let plan = policy::plan(listing, &state, &account.policy, now());
     let mut entries = entries(&plan, &state);
     for entry in &mut entries {

@@ -76,7 +76,14 @@ pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
 
     let mut session = open_session(account, options.trace)?;
     let mut failures = Failures::default();
-    let plan = plan_session(&mut session, account, &state, &warn, &mut failures)?;
+    let plan = plan_session(
+        &mut session,
+        account,
+        &state,
+        Shown::No,
+        &warn,
+        &mut failures,
+    )?;
     state.forget(&plan.forget)?;
 
     let mut report = Report {
@@ -139,7 +146,14 @@ fn preview(account: &Account, options: Options) -> Result<Report> {
     let state = UidlState::peek(&account.state_file())?;
     let mut session = open_session(account, options.trace)?;
     let mut failures = Failures::default();
-    let plan = plan_session(&mut session, account, &state, &warn, &mut failures)?;
+    let plan = plan_session(
+        &mut session,
+        account,
+        &state,
+        Shown::Yes,
+        &warn,
+        &mut failures,
+    )?;
     session.quit()?;
     let fetch = plan.fetch();
     Ok(Report {
@@ -157,15 +171,31 @@ fn preview(account: &Account, options: Options) -> Result<Report> {
     })
 }
 
+/// Whether a plan is shown to the user (a dry run) or only carried out.
+#[derive(Clone, Copy)]
+enum Shown {
+    Yes,
+    No,
+}
+
 /// Lists the server, plans what to do with each message, and asks the filter.
 fn plan_session(
     session: &mut Session<Stream>,
     account: &Account,
     known: &dyn policy::Known,
+    shown: Shown,
     warn: &dyn Fn(&str),
     failures: &mut Failures,
 ) -> Result<SessionPlan> {
-    let listing = connect::listing(session, warn)?;
+    // Only a message that may be fetched needs its size, but a plan that is shown
+    // shows every size.
+    let fetch_all = account.policy.fetch_all;
+    let sized = |uid: &str| fetch_all || known.first_seen(uid).is_none();
+    let sized: Option<&dyn Fn(&str) -> bool> = match shown {
+        Shown::No => Some(&sized),
+        Shown::Yes => None,
+    };
+    let listing = connect::listing(session, sized, warn)?;
     let mut plan = policy::plan(listing, known, &account.policy, now());
     run_filter(session, &mut plan, account, failures)?;
     Ok(plan)

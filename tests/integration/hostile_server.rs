@@ -122,8 +122,10 @@ fn duplicate_unique_ids_with_the_same_headers_stop_before_anything_is_fetched() 
     let mut script = logged_in();
     script.extend([
         Step::Expect("UIDL"),
-        Step::Expect("LIST"),
-        send("+OK\r\n1 same\r\n2 same\r\n.\r\n+OK\r\n1 10\r\n2 10\r\n.\r\n"),
+        send("+OK\r\n1 same\r\n2 same\r\n.\r\n"),
+        Step::Expect("LIST 1"),
+        Step::Expect("LIST 2"),
+        send("+OK 1 10\r\n+OK 2 10\r\n"),
         Step::Expect("TOP 1 0"),
         send("+OK\r\nSubject: twin\r\n\r\n.\r\n"),
         Step::Expect("TOP 2 0"),
@@ -166,8 +168,10 @@ fn connection_cut_mid_retr_loses_nothing_and_duplicates_nothing() {
     let mut first = logged_in();
     first.extend([
         Step::Expect("UIDL"),
-        Step::Expect("LIST"),
-        send("+OK\r\n1 uid-1\r\n2 uid-2\r\n.\r\n+OK\r\n1 20\r\n2 20\r\n.\r\n"),
+        send("+OK\r\n1 uid-1\r\n2 uid-2\r\n.\r\n"),
+        Step::Expect("LIST 1"),
+        Step::Expect("LIST 2"),
+        send("+OK 1 20\r\n+OK 2 20\r\n"),
         Step::Expect("RETR 1"),
         Step::Expect("RETR 2"),
         send("+OK\r\nSubject: 1\r\n\r\n..dot 1\r\n.\r\n+OK\r\nSubject: 2\r\n\r\nhalf of it"),
@@ -207,8 +211,10 @@ fn retr_refused_for_one_message_keeps_it_and_reports() {
     let mut script = logged_in();
     script.extend([
         Step::Expect("UIDL"),
-        Step::Expect("LIST"),
-        send("+OK\r\n1 a\r\n2 b\r\n.\r\n+OK\r\n1 20\r\n2 20\r\n.\r\n"),
+        send("+OK\r\n1 a\r\n2 b\r\n.\r\n"),
+        Step::Expect("LIST 1"),
+        Step::Expect("LIST 2"),
+        send("+OK 1 20\r\n+OK 2 20\r\n"),
         Step::Expect("RETR 1"),
         Step::Expect("RETR 2"),
         send("-ERR [SYS/PERM] message corrupt\r\n+OK\r\nSubject: b\r\n\r\nok\r\n.\r\n"),

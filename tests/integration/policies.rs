@@ -158,8 +158,9 @@ fn server_without_uidl_uses_a_header_digest() {
         let mut s = logged_in();
         s.extend([
             Step::Expect("UIDL"),
+            send("-ERR no UIDL here\r\n"),
             Step::Expect("LIST"),
-            send("-ERR no UIDL here\r\n+OK\r\n1 50\r\n.\r\n"),
+            send("+OK\r\n1 50\r\n.\r\n"),
             Step::Expect("TOP 1 0"),
             send("+OK\r\nSubject: no uidl\r\nMessage-ID: <x@y>\r\n\r\n.\r\n"),
         ]);

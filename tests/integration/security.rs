@@ -192,8 +192,9 @@ fn hangs_at_every_phase_end_in_a_timeout() {
     let mut at_retr = logged_in();
     at_retr.extend([
         Step::Expect("UIDL"),
-        Step::Expect("LIST"),
-        send("+OK\r\n1 a\r\n.\r\n+OK\r\n1 100\r\n.\r\n"),
+        send("+OK\r\n1 a\r\n.\r\n"),
+        Step::Expect("LIST 1"),
+        send("+OK 1 100\r\n"),
         Step::Expect("RETR 1"),
         send("+OK\r\nSubject: half\r\n"),
         silence.clone(),

@@ -220,7 +220,8 @@ fn run_script(stream: TcpStream, script: Vec<Step>, log: &Mutex<Vec<String>>) {
 fn serve(line: &str, messages: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut words = line.split(' ');
     let command = words.next().unwrap_or("").to_ascii_uppercase();
-    let num: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let argument = words.next();
+    let num: usize = argument.and_then(|n| n.parse().ok()).unwrap_or(0);
     let message = num.checked_sub(1).and_then(|i| messages.get(i));
     let mut out = Vec::new();
     match (command.as_str(), message) {
@@ -231,7 +232,10 @@ fn serve(line: &str, messages: &[(String, Vec<u8>)]) -> Vec<u8> {
             }
             out.extend_from_slice(b".\r\n");
         }
-        ("LIST", _) => {
+        ("LIST", Some((_, body))) => {
+            out.extend_from_slice(format!("+OK {num} {}\r\n", wire(body).len()).as_bytes());
+        }
+        ("LIST", None) if argument.is_none() => {
             out.extend_from_slice(b"+OK\r\n");
             for (i, (_, body)) in messages.iter().enumerate() {
                 out.extend_from_slice(format!("{} {}\r\n", i + 1, wire(body).len()).as_bytes());
