@@ -186,7 +186,7 @@ mod tests {
             data: &data,
             step: 4042,
         };
-        let n = copy_message(&mut source, &mut out, |e| DeliverError::Source(e)).unwrap();
+        let n = copy_message(&mut source, &mut out, DeliverError::Source).unwrap();
         assert_eq!(n, data.len() as u64);
         assert_eq!(out.bytes, data);
         assert_eq!(out.writes, vec![65536, 65536, 65536, 3392]);
