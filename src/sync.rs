@@ -1,6 +1,6 @@
 //! One account's sync, told in the order it happens: lock the account, open the
-//! target and the state, finish what a killed run left, connect and log in, list,
-//! plan, fetch and deliver, make the state durable, delete, quit.
+//! target, read the state and finish what a killed run left while connecting and
+//! logging in, list, plan, fetch and deliver, make the state durable, delete, quit.
 //!
 //! The order is the never-lose-mail promise: a message gets a DELE only after its
 //! delivery and its state record are durable, and deletions take effect only at QUIT.

@@ -144,21 +144,7 @@ pub(crate) fn copy_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Hands out at most `step` bytes a read, as a TLS record would.
-    struct Trickle<'a> {
-        data: &'a [u8],
-        step: usize,
-    }
-
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.step.min(buf.len()).min(self.data.len());
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
-    }
+    use crate::pop3::mock::Trickle;
 
     /// Keeps what is written and the size of each write.
     #[derive(Default)]

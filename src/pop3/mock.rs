@@ -58,3 +58,19 @@ impl Write for MockStream {
         Ok(())
     }
 }
+
+/// A reader that hands out at most `step` bytes a read, to split input anywhere (as
+/// TLS records and TCP segments do).
+pub struct Trickle<'a> {
+    pub data: &'a [u8],
+    pub step: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.step.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}

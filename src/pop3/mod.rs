@@ -11,7 +11,7 @@ pub mod sasl;
 pub mod transport;
 
 #[cfg(test)]
-mod mock;
+pub(crate) mod mock;
 
 pub use client::{
     check_unique, join, Capabilities, Client, Credentials, Flow, ListedMessage, Listing,

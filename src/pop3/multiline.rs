@@ -174,23 +174,9 @@ impl<R: BufRead> Read for DotReader<'_, R> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::mock::Trickle;
     use super::*;
     use std::io::BufReader;
-
-    /// A reader that hands out at most `step` bytes per read, to split input anywhere.
-    struct Trickle<'a> {
-        data: &'a [u8],
-        step: usize,
-    }
-
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.step.min(buf.len()).min(self.data.len());
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
-    }
 
     /// Decodes `wire` with every chunking of the input and output from 1 byte up, and
     /// checks that all agree; returns the decoded body and what follows the terminator.
