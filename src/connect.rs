@@ -123,25 +123,21 @@ pub fn listing(
             pop3::join(uids, &sizes)?
         }
     };
-    let repeated = repeated_uids(&messages);
+    let repeated: Vec<usize> = {
+        let uids = pop3::repeated_uids(messages.iter().map(|m| m.uid.as_str()));
+        (0..messages.len())
+            .filter(|&i| uids.contains(messages[i].uid.as_str()))
+            .collect()
+    };
     if !repeated.is_empty() {
         warn("the server gave several messages the same unique-id; they are told apart by a digest of their headers");
-        for m in messages.iter_mut().filter(|m| repeated.contains(&m.uid)) {
+        for i in repeated {
+            let m = &mut messages[i];
             m.uid = format!("{}-{}", m.uid, digest(session, m.num, m.size)?);
         }
         pop3::check_unique(&messages)?;
     }
     Ok(messages)
-}
-
-/// The unique-ids that more than one message has.
-fn repeated_uids(messages: &[ListedMessage]) -> foldhash::HashSet<String> {
-    let mut seen = foldhash::HashSet::with_capacity_and_hasher(messages.len(), Default::default());
-    messages
-        .iter()
-        .filter(|m| !seen.insert(m.uid.as_str()))
-        .map(|m| m.uid.clone())
-        .collect()
 }
 
 /// A digest of a message's headers and size, stable across sessions.

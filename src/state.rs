@@ -16,11 +16,11 @@
 //! any other damage stops popfetch instead of guessing.
 
 use std::collections::BTreeMap;
-
-use foldhash::{HashMap, HashMapExt};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::durable::TempFile;
 
@@ -432,6 +432,7 @@ fn checked(line: &[u8]) -> Option<&str> {
 }
 
 fn parse_record(record: &str) -> Option<Record<'_>> {
+    // Words split with memchr: `str::split(' ')` cost a tenth of a replay.
     let mut rest = Some(record);
     let mut words = std::iter::from_fn(|| {
         let text = rest?;

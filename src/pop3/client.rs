@@ -332,6 +332,11 @@ impl<S: Read + Write> Client<S> {
         &self.greeting
     }
 
+    /// Whether CAPA's round trip was at least [`SLOW_PATH`].
+    fn slow_path(&self) -> bool {
+        self.round_trip.is_some_and(|t| t >= SLOW_PATH)
+    }
+
     /// Asks CAPA once (RFC 2449 §5). A server that answers -ERR has no capabilities.
     pub fn capabilities(&mut self) -> Result<&Capabilities, Error> {
         if self.caps.is_none() {
@@ -395,10 +400,11 @@ impl<S: Read + Write> Client<S> {
             }));
         }
         let caps = self.caps.take().unwrap_or_default();
+        let slow_path = self.slow_path();
         Ok(Session {
             conn: self.conn,
             pipelining: caps.pipelining,
-            slow_path: self.round_trip.is_some_and(|t| t >= SLOW_PATH),
+            slow_path,
         })
     }
 
@@ -420,8 +426,8 @@ impl<S: Read + Write> Client<S> {
                 // a slow path only: Dovecot's login process answers USER and the mail
                 // process it hands over to answers PASS, and the second answer waits
                 // (Nagle) for our delayed ACK of the first, 40 ms on Linux.
-                let pipelining = self.caps.as_ref().is_some_and(|c| c.pipelining)
-                    && self.round_trip.is_some_and(|t| t >= SLOW_PATH);
+                let pipelining =
+                    self.caps.as_ref().is_some_and(|c| c.pipelining) && self.slow_path();
                 if pipelining {
                     // A refused USER refuses the PASS after it too; its reply is read
                     // and dropped.
@@ -601,9 +607,9 @@ impl<S: Read + Write> Session<S> {
     }
 
     /// Every message with its unique-id, and its size where `sized` (given the
-    /// unique-id) says it matters or the unique-id repeats; the others have size 0. The sizes come from
-    /// `LIST n` for each, pipelined, when they are few, and from one LIST otherwise;
-    /// a run with nothing new asks no LIST at all. On a slow path (see [`SLOW_PATH`])
+    /// unique-id) says it matters or the unique-id repeats; the others have size 0.
+    /// The sizes come from `LIST n` for each, pipelined, when they are few, and from
+    /// one LIST otherwise; a run with nothing new asks no LIST at all. On a slow path (see [`SLOW_PATH`])
     /// this is [`listing`](Self::listing). A server without UIDL gives sizes only.
     pub fn listing_sized(&mut self, sized: &dyn Fn(&str) -> bool) -> Result<Listing, Error> {
         if self.pipelining && self.slow_path {
@@ -627,12 +633,7 @@ impl<S: Read + Write> Session<S> {
         }
         // A unique-id that repeats is sized whatever `sized` says: telling its
         // messages apart takes their sizes (see `connect::listing`).
-        let mut seen = foldhash::HashSet::with_capacity_and_hasher(uids.len(), Default::default());
-        let repeated: foldhash::HashSet<&str> = uids
-            .iter()
-            .filter(|(_, uid)| !seen.insert(uid.as_str()))
-            .map(|(_, uid)| uid.as_str())
-            .collect();
+        let repeated = repeated_uids(uids.iter().map(|(_, uid)| uid.as_str()));
         let wanted: Vec<u32> = uids
             .iter()
             .filter(|(_, uid)| repeated.contains(uid.as_str()) || sized(uid))
@@ -643,10 +644,9 @@ impl<S: Read + Write> Session<S> {
         let messages = uids
             .into_iter()
             .map(|(num, uid)| {
-                let size = match sizes.next_if(|&(n, _)| n == num) {
-                    Some((_, size)) => size,
-                    None => 0,
-                };
+                let size = sizes
+                    .next_if(|&(n, _)| n == num)
+                    .map_or(0, |(_, size)| size);
                 ListedMessage { num, size, uid }
             })
             .collect();
@@ -841,6 +841,13 @@ pub fn join(uids: Vec<(u32, String)>, sizes: &[(u32, u64)]) -> Result<Vec<Listed
     Ok(messages)
 }
 
+/// The unique-ids that occur more than once among `uids`.
+pub fn repeated_uids<'a>(uids: impl Iterator<Item = &'a str>) -> foldhash::HashSet<&'a str> {
+    let mut seen =
+        foldhash::HashSet::with_capacity_and_hasher(uids.size_hint().0, Default::default());
+    uids.filter(|uid| !seen.insert(*uid)).collect()
+}
+
 /// Unique-ids must be unique: a repeated one would make us delete a message we never
 /// fetched, believing it delivered.
 pub fn check_unique(messages: &[ListedMessage]) -> Result<(), Error> {
@@ -868,22 +875,19 @@ mod tests {
     /// Logged in over what looks like a slow path, so that everything that may be
     /// pipelined is.
     fn login(server: &str) -> Session<MockStream> {
-        let mut c = client(server);
-        c.capabilities().unwrap();
-        c.round_trip = Some(SLOW_PATH);
-        c.login(Credentials::User {
-            user: "u",
-            password: "p",
-        })
-        .map_err(|f| f.error)
-        .unwrap()
+        login_over(server, SLOW_PATH)
     }
 
     /// Logged in over a fast path: nothing pipelined that need not be.
     fn login_fast(server: &str) -> Session<MockStream> {
+        login_over(server, Duration::ZERO)
+    }
+
+    /// Logged in as if CAPA had taken `round_trip`.
+    fn login_over(server: &str, round_trip: Duration) -> Session<MockStream> {
         let mut c = client(server);
         c.capabilities().unwrap();
-        c.round_trip = Some(Duration::ZERO);
+        c.round_trip = Some(round_trip);
         c.login(Credentials::User {
             user: "u",
             password: "p",

@@ -14,8 +14,8 @@ pub mod transport;
 pub(crate) mod mock;
 
 pub use client::{
-    check_unique, join, Capabilities, Client, Credentials, Flow, ListedMessage, Listing,
-    LoginFailed, Session, Trace,
+    check_unique, join, repeated_uids, Capabilities, Client, Credentials, Flow, ListedMessage,
+    Listing, LoginFailed, Session, Trace,
 };
 pub use error::{Error, ErrorKind};
 pub use response::{RespCode, Status};
