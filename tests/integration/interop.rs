@@ -19,6 +19,43 @@ fn config(home: &Home, port: u16, tls: &str, user: &str, password: &str, extra: 
     )
 }
 
+/// A server's ports and the account popfetch logs in to.
+struct Server<'a> {
+    port: u16,
+    tls_port: u16,
+    user: &'a str,
+    password: &'a str,
+}
+
+impl Server<'_> {
+    /// The account in `tls` mode (implicit TLS on its own port), with `extra` lines.
+    fn config(&self, home: &Home, tls: &str, extra: &str) -> String {
+        let port = if tls == "implicit" {
+            self.tls_port
+        } else {
+            self.port
+        };
+        config(home, port, tls, self.user, self.password, extra)
+    }
+}
+
+/// Fetches, keeping, once for each (TLS mode, auth, line the -v trace must show),
+/// and checks that each fetch delivered `stored`, byte for byte.
+fn each_login(server: &Server, cases: &[(&str, &str, &str)], stored: &[Vec<u8>]) {
+    for (tls, auth, wire) in cases {
+        let home = Home::new();
+        home.write_config(&server.config(&home, tls, &format!("keep = true\nauth = \"{auth}\"")));
+        let run = home.run(&["-v", "sync"]);
+        run.expect(0);
+        assert!(
+            run.stderr().contains(wire),
+            "{tls} {auth}: {}",
+            run.stderr()
+        );
+        assert_eq!(home.delivered(), stored, "{tls} {auth}: byte for byte");
+    }
+}
+
 /// popa3d: plain POP3 only, no CAPA, USER/PASS through PAM, mbox spool.
 #[test]
 fn popa3d_keep_and_delete() {
@@ -126,54 +163,30 @@ fn cyrus_every_tls_mode_and_login() {
     server.add_messages(&fidelity_corpus());
     let stored = server.messages();
     assert_eq!(stored.len(), fidelity_corpus().len());
-    for (tls, auth, wire) in [
-        ("implicit", "auto", "> AUTH SCRAM-SHA-256 ********"),
-        ("starttls", "plain", "> AUTH PLAIN ********"),
-        ("starttls", "login", "> AUTH LOGIN"),
-        ("none", "user", "> PASS ********"),
-        ("none", "apop", "> APOP pfuser ********"),
-        ("none", "cram-md5", "> AUTH CRAM-MD5"),
-        ("none", "scram-sha-1", "> AUTH SCRAM-SHA-1 ********"),
-        ("none", "scram-sha-224", "> AUTH SCRAM-SHA-224 ********"),
-        ("starttls", "scram-sha-384", "> AUTH SCRAM-SHA-384 ********"),
-        ("implicit", "scram-sha-512", "> AUTH SCRAM-SHA-512 ********"),
-    ] {
-        let port = if tls == "implicit" {
-            server.tls_port
-        } else {
-            server.port
-        };
-        let home = Home::new();
-        home.write_config(&config(
-            &home,
-            port,
-            tls,
-            servers::CYRUS_USER,
-            servers::CYRUS_PASSWORD,
-            &format!("keep = true\nauth = \"{auth}\""),
-        ));
-        let run = home.run(&["-v", "sync"]);
-        run.expect(0);
-        assert!(
-            run.stderr().contains(wire),
-            "{tls} {auth}: {}",
-            run.stderr()
-        );
-        assert_eq!(
-            home.delivered(),
-            stored,
-            "{tls} {auth}: what Cyrus stores, byte for byte"
-        );
-    }
+    let account = Server {
+        port: server.port,
+        tls_port: server.tls_port,
+        user: servers::CYRUS_USER,
+        password: servers::CYRUS_PASSWORD,
+    };
+    each_login(
+        &account,
+        &[
+            ("implicit", "auto", "> AUTH SCRAM-SHA-256 ********"),
+            ("starttls", "plain", "> AUTH PLAIN ********"),
+            ("starttls", "login", "> AUTH LOGIN"),
+            ("none", "user", "> PASS ********"),
+            ("none", "apop", "> APOP pfuser ********"),
+            ("none", "cram-md5", "> AUTH CRAM-MD5"),
+            ("none", "scram-sha-1", "> AUTH SCRAM-SHA-1 ********"),
+            ("none", "scram-sha-224", "> AUTH SCRAM-SHA-224 ********"),
+            ("starttls", "scram-sha-384", "> AUTH SCRAM-SHA-384 ********"),
+            ("implicit", "scram-sha-512", "> AUTH SCRAM-SHA-512 ********"),
+        ],
+        &stored,
+    );
     let home = Home::new();
-    home.write_config(&config(
-        &home,
-        server.tls_port,
-        "implicit",
-        servers::CYRUS_USER,
-        servers::CYRUS_PASSWORD,
-        "",
-    ));
+    home.write_config(&account.config(&home, "implicit", ""));
     home.run(&["sync"]).expect(0);
     assert_eq!(home.delivered(), stored);
     let run = home.run(&["list", "--json"]);
@@ -186,14 +199,11 @@ fn cyrus_every_tls_mode_and_login() {
     );
 
     let wrong = Home::new();
-    wrong.write_config(&config(
-        &wrong,
-        server.tls_port,
-        "implicit",
-        servers::CYRUS_USER,
-        "wrong-Secret",
-        "",
-    ));
+    let impostor = Server {
+        password: "wrong-Secret",
+        ..account
+    };
+    wrong.write_config(&impostor.config(&wrong, "implicit", ""));
     wrong.run(&["sync"]).expect(77);
 }
 
@@ -204,48 +214,28 @@ fn courier_every_tls_mode_and_login() {
     use crate::support::servers::Courier;
     let corpus = fidelity_corpus();
     let server = Courier::start(&corpus);
-    for (tls, auth, wire) in [
-        ("implicit", "auto", "> AUTH PLAIN ********"),
-        ("starttls", "login", "> AUTH LOGIN"),
-        ("starttls", "user", "> PASS ********"),
-        ("none", "cram-md5", "> AUTH CRAM-MD5"),
-        ("none", "cram-sha1", "> AUTH CRAM-SHA1"),
-        // auto in cleartext: the strongest challenge-response Courier offers.
-        ("none", "auto", "> AUTH CRAM-SHA256"),
-        ("none", "plain", "> AUTH PLAIN ********"),
-    ] {
-        let port = if tls == "implicit" {
-            server.tls_port
-        } else {
-            server.port
-        };
-        let home = Home::new();
-        home.write_config(&config(
-            &home,
-            port,
-            tls,
-            servers::COURIER_USER,
-            servers::COURIER_PASSWORD,
-            &format!("keep = true\nauth = \"{auth}\""),
-        ));
-        let run = home.run(&["-v", "sync"]);
-        run.expect(0);
-        assert!(
-            run.stderr().contains(wire),
-            "{tls} {auth}: {}",
-            run.stderr()
-        );
-        assert_eq!(home.delivered(), sorted(corpus.clone()), "{tls} {auth}");
-    }
+    let account = Server {
+        port: server.port,
+        tls_port: server.tls_port,
+        user: servers::COURIER_USER,
+        password: servers::COURIER_PASSWORD,
+    };
+    each_login(
+        &account,
+        &[
+            ("implicit", "auto", "> AUTH PLAIN ********"),
+            ("starttls", "login", "> AUTH LOGIN"),
+            ("starttls", "user", "> PASS ********"),
+            ("none", "cram-md5", "> AUTH CRAM-MD5"),
+            ("none", "cram-sha1", "> AUTH CRAM-SHA1"),
+            // auto in cleartext: the strongest challenge-response Courier offers.
+            ("none", "auto", "> AUTH CRAM-SHA256"),
+            ("none", "plain", "> AUTH PLAIN ********"),
+        ],
+        &sorted(corpus.clone()),
+    );
     let home = Home::new();
-    home.write_config(&config(
-        &home,
-        server.tls_port,
-        "implicit",
-        servers::COURIER_USER,
-        servers::COURIER_PASSWORD,
-        "",
-    ));
+    home.write_config(&account.config(&home, "implicit", ""));
     home.run(&["sync"]).expect(0);
     assert_eq!(home.delivered(), sorted(corpus));
     // Courier may still be removing the files when its QUIT reply reaches us (the
