@@ -120,20 +120,14 @@ fn oauth2_tokens_log_in_with_xoauth2_and_oauthbearer() {
             format!("{}\n", server.oauth_token(dovecot::USER)),
         )
         .unwrap();
-        let config: String = server
-            .config(
-                &home,
-                "implicit",
-                &format!(
-                    "keep = true\nauth = \"{auth}\"\noauth_token_command = \"cat {}\"",
-                    token_file.display()
-                ),
-            )
-            .lines()
-            .filter(|l| !l.starts_with("password"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        home.write_config(&config);
+        home.write_config(&server.config_without_password(
+            &home,
+            "implicit",
+            &format!(
+                "keep = true\nauth = \"{auth}\"\noauth_token_command = \"cat {}\"",
+                token_file.display()
+            ),
+        ));
         let run = home.run(&["-v", "sync"]);
         run.expect(0);
         assert!(

@@ -312,13 +312,7 @@ fn password_from_the_system_keyring() {
     let server = Dovecot::start();
     server.add_messages(&numbered(2));
     let home = Home::new();
-    let config: String = server
-        .config(&home, "implicit", "")
-        .lines()
-        .filter(|l| !l.starts_with("password"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    home.write_config(&config);
+    home.write_config(&server.config_without_password(&home, "implicit", ""));
 
     // Without a session bus (as under cron) it says so and names the alternatives.
     let run = home.run(&["sync"]);
@@ -381,13 +375,7 @@ fn password_prompt_at_a_terminal() {
     let server = Dovecot::start();
     server.add_messages(&numbered(2));
     let home = Home::new();
-    let config: String = server
-        .config(&home, "implicit", "")
-        .lines()
-        .filter(|l| !l.starts_with("password"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    home.write_config(&config);
+    home.write_config(&server.config_without_password(&home, "implicit", ""));
     let mut child = home
         .sync_on_pty()
         .stdin(std::process::Stdio::piped())

@@ -529,6 +529,16 @@ deliver = "maildir:{maildir}"
             maildir = home.maildir().display(),
         )
     }
+
+    /// The same account with no password line, for the keyring, the prompt and
+    /// OAuth, which must find the secret elsewhere.
+    pub fn config_without_password(&self, home: &super::Home, tls: &str, extra: &str) -> String {
+        self.config(home, tls, extra)
+            .lines()
+            .filter(|l| !l.starts_with("password"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
 }
 
 impl Drop for Dovecot {
