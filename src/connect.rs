@@ -2,7 +2,7 @@
 //! connection, STLS, the login — and reading what is on the server, with a digest of
 //! the headers standing in for unique-ids on servers without UIDL.
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use anyhow::Result;
 use sha2::{Digest, Sha256};
@@ -11,7 +11,7 @@ use crate::auth::{self, Login, Offer};
 use crate::config::{Account, TlsMode};
 use crate::pop3::response::apop_timestamp;
 use crate::pop3::transport::{Stream, TlsConfig};
-use crate::pop3::{self, Client, Credentials, ListedMessage, Listing, Peer, Session, Trace};
+use crate::pop3::{self, Client, Credentials, ListedMessage, Listing, Peer, Session, Trace, Wire};
 use crate::secret::Secret;
 
 /// How much of a message's headers we read through TOP.
@@ -54,7 +54,7 @@ pub fn secret(account: &Account) -> Result<Secret> {
 }
 
 /// Logs in the way the account asks, or the strongest way the server offers.
-pub fn login<S: Read + Write>(
+pub fn login<S: Wire>(
     mut client: Client<S>,
     account: &Account,
     secret: &Secret,

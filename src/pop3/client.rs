@@ -138,6 +138,20 @@ pub enum Flow {
     Stop,
 }
 
+/// The byte stream a session runs over. Besides reading and writing, it may be
+/// told how many bytes are surely on their way, so as to wait for many at a time
+/// (the TCP stream does: `transport::Tcp`); by default it lets that pass.
+pub trait Wire: Read + Write {
+    /// At least `bytes` more bytes will arrive: the listed size of a message asked
+    /// for, which its reply can only exceed.
+    fn due(&mut self, bytes: u64) {
+        let _ = bytes;
+    }
+
+    /// What was said to be due may not all come (the server refused a message).
+    fn undue(&mut self) {}
+}
+
 /// The wire: buffered reads, batched writes, optional trace.
 struct Connection<S> {
     io: BufReader<S>,
@@ -145,7 +159,7 @@ struct Connection<S> {
     trace: Option<Trace>,
 }
 
-impl<S: Read + Write> Connection<S> {
+impl<S: Wire> Connection<S> {
     fn new(stream: S, trace: Option<Trace>) -> Self {
         Connection {
             io: BufReader::with_capacity(READ_BUFFER, stream),
@@ -308,7 +322,7 @@ pub struct Client<S> {
     round_trip: Option<Duration>,
 }
 
-impl<S: Read + Write> Client<S> {
+impl<S: Wire> Client<S> {
     /// Reads the greeting (RFC 1939 §4) from a fresh connection.
     pub fn new(stream: S, trace: Option<Trace>) -> Result<Self, Error> {
         let mut conn = Connection::new(stream, trace);
@@ -563,7 +577,7 @@ pub struct Session<S> {
     slow_path: bool,
 }
 
-impl<S: Read + Write> Session<S> {
+impl<S: Wire> Session<S> {
     fn window(&self) -> usize {
         if self.pipelining {
             WINDOW
@@ -736,6 +750,7 @@ impl<S: Read + Write> Session<S> {
                     break;
                 }
                 self.conn.queue(Command::Retr(num))?;
+                self.conn.io.get_mut().due(size);
                 bytes_in_flight = bytes_in_flight.saturating_add(size);
                 sent += 1;
             }
@@ -745,6 +760,7 @@ impl<S: Read + Write> Session<S> {
             done += 1;
             let status = self.conn.read_status("RETR")?;
             let flow = if !status.ok {
+                self.conn.io.get_mut().undue();
                 if stopped {
                     continue;
                 }
@@ -1085,6 +1101,27 @@ mod tests {
         assert_eq!(
             batches[batches.len() - 2..],
             ["RETR 1\r\n", "RETR 2\r\nRETR 3\r\n"]
+        );
+    }
+
+    #[test]
+    fn retrieve_says_what_is_due_and_takes_it_back_on_a_refusal() {
+        let server = format!(
+            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\na\r\n.\r\n-ERR gone\r\n+OK\r\nc\r\n.\r\n"
+        );
+        let mut s = login(&server);
+        s.retrieve(&[(1, 300), (2, 400), (3, 500)], |_, body| {
+            if let Ok(body) = body {
+                let _ = io::copy(body, &mut io::sink());
+            }
+            Flow::Continue
+        })
+        .unwrap();
+        // Each RETR's listed size as it goes out; the refusal of message 2 takes
+        // back whatever was said, so the stream never waits for a body not coming.
+        assert_eq!(
+            s.conn.io.get_ref().due,
+            [Some(300), Some(400), Some(500), None]
         );
     }
 

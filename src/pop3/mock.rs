@@ -2,11 +2,15 @@
 
 use std::io::{self, Cursor, Read, Write};
 
+use super::Wire;
+
 pub struct MockStream {
     input: Cursor<Vec<u8>>,
     written: Vec<u8>,
     /// Where `written` stood at each flush: the client's batches end there.
     flushed_at: Vec<usize>,
+    /// What the client said is due, as `Wire` hears it; None after an `undue`.
+    pub due: Vec<Option<u64>>,
 }
 
 impl MockStream {
@@ -15,6 +19,7 @@ impl MockStream {
             input: Cursor::new(server.as_bytes().to_vec()),
             written: Vec::new(),
             flushed_at: Vec::new(),
+            due: Vec::new(),
         }
     }
 
@@ -72,5 +77,15 @@ impl Read for Trickle<'_> {
         buf[..n].copy_from_slice(&self.data[..n]);
         self.data = &self.data[n..];
         Ok(n)
+    }
+}
+
+impl Wire for MockStream {
+    fn due(&mut self, bytes: u64) {
+        self.due.push(Some(bytes));
+    }
+
+    fn undue(&mut self) {
+        self.due.push(None);
     }
 }

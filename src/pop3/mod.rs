@@ -1,6 +1,7 @@
 //! A blocking POP3 client (RFC 1939) with CAPA and PIPELINING (RFC 2449) and STLS
-//! (RFC 2595). Everything here is generic over `Read + Write` and knows nothing of
-//! delivery or state; `transport` supplies the real TCP and TLS streams.
+//! (RFC 2595). Everything here is generic over `Wire` (`Read + Write`, and a hint of
+//! the bytes on their way) and knows nothing of delivery or state; `transport`
+//! supplies the real TCP and TLS streams.
 
 mod client;
 mod command;
@@ -15,7 +16,7 @@ pub(crate) mod mock;
 
 pub use client::{
     check_unique, join, repeated_uids, Capabilities, Client, Credentials, Flow, ListedMessage,
-    Listing, LoginFailed, Session, Trace,
+    Listing, LoginFailed, Session, Trace, Wire,
 };
 pub use error::{Error, ErrorKind};
 pub use response::{RespCode, Status};

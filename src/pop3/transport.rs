@@ -7,6 +7,7 @@
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,18 +20,136 @@ use openssl::x509::verify::X509CheckFlags;
 use openssl::x509::{X509VerifyResult, X509};
 use sha2::{Digest, Sha256};
 
-use super::Error;
+use super::{Error, Wire};
 
 /// A connection to the server, secured or not.
 pub enum Stream {
-    Plain(TcpStream),
+    Plain(Tcp),
     Tls(Box<SslStream<Socket>>),
 }
 
 /// The TCP socket under TLS, read through a buffer: OpenSSL asks for a record's
 /// 5-byte header and then its body, and the buffer turns those two system calls
 /// per record into one per 64 KiB.
-pub struct Socket(BufReader<TcpStream>);
+pub struct Socket(BufReader<Tcp>);
+
+/// What a read waits for while at least that much is due: one wake-up per 64 KiB,
+/// where a server writing 4 KiB at a time (Dovecot's TLS proxy writes a record at
+/// a time) would wake the reader for nearly every write.
+const BATCH: usize = 64 * 1024;
+/// Less than this due, and a read takes whatever has come.
+const MIN_BATCH: usize = 16 * 1024;
+/// How long a read waits for its batch. A batch that does not come in time (a
+/// slow path, or a server that sends less than it listed) ends batching on the
+/// connection: reads then take whatever comes, within the account's timeout.
+const PATIENCE: Duration = Duration::from_millis(250);
+
+/// The TCP connection, told how many bytes are surely on their way: the listed
+/// sizes of the messages asked for, which the replies can only exceed (a status
+/// line, dot-stuffing, the terminator; under TLS, each record's header and tag).
+/// While enough is due, a read waits for a batch of it (SO_RCVLOWAT, socket(7)).
+pub struct Tcp {
+    socket: TcpStream,
+    /// Bytes surely still to come: an underestimate, counted down by every byte
+    /// read, so never more than what the server will send.
+    due: u64,
+    /// SO_RCVLOWAT as it is set now; 1, the system's default, when not batching.
+    low_water: usize,
+    /// The account's timeout, for reads that do not batch.
+    timeout: Duration,
+    batching: bool,
+}
+
+impl Tcp {
+    fn new(socket: TcpStream, timeout: Duration) -> Tcp {
+        Tcp {
+            socket,
+            due: 0,
+            low_water: 1,
+            timeout,
+            batching: true,
+        }
+    }
+
+    /// Has a read wait for `bytes` within PATIENCE, or (1) for whatever comes
+    /// within the account's timeout.
+    fn set_low_water(&mut self, bytes: usize) -> io::Result<()> {
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: the descriptor is this socket's, open for as long as `self`,
+        // and the option value is a c_int, as SO_RCVLOWAT takes.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let timeout = if bytes > 1 {
+            PATIENCE.min(self.timeout)
+        } else {
+            self.timeout
+        };
+        self.socket.set_read_timeout(Some(timeout))?;
+        self.low_water = bytes;
+        Ok(())
+    }
+
+    fn stop_batching(&mut self) -> io::Result<()> {
+        self.batching = false;
+        self.due = 0;
+        self.set_low_water(1)
+    }
+}
+
+impl Read for Tcp {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let batch = if self.batching {
+            self.due.min(BATCH.min(buf.len()) as u64) as usize
+        } else {
+            1
+        };
+        let want = if batch >= MIN_BATCH { batch } else { 1 };
+        if want != self.low_water {
+            self.set_low_water(want)?;
+        }
+        let n = match self.socket.read(buf) {
+            Ok(n) => n,
+            Err(e)
+                if want > 1
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+            {
+                // Nothing at all within PATIENCE: wait as before.
+                self.stop_batching()?;
+                self.socket.read(buf)?
+            }
+            Err(e) => return Err(e),
+        };
+        if want > 1 && n > 0 && n < want {
+            // The batch fell short within PATIENCE.
+            self.stop_batching()?;
+        }
+        self.due = self.due.saturating_sub(n as u64);
+        Ok(n)
+    }
+}
+
+impl Write for Tcp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.socket.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.socket.flush()
+    }
+}
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -70,7 +189,7 @@ impl Stream {
                         addr: addr.to_string(),
                         source,
                     })?;
-                    return Ok(Stream::Plain(tcp));
+                    return Ok(Stream::Plain(Tcp::new(tcp, timeout)));
                 }
                 Err(source) => last = Some((addr, source)),
             }
@@ -144,6 +263,26 @@ fn describe_tls_failure(e: &openssl::ssl::Error, verdict: X509VerifyResult) -> S
         "the server's certificate is not trusted; set tls_ca_file if it comes from a private CA, or pin it with tls_fingerprint (popfetch probe shows it)"
     };
     format!("{text} ({}); {advice}", verdict.error_string())
+}
+
+impl Stream {
+    fn tcp(&mut self) -> &mut Tcp {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(s) => s.get_mut().0.get_mut(),
+        }
+    }
+}
+
+impl Wire for Stream {
+    fn due(&mut self, bytes: u64) {
+        let tcp = self.tcp();
+        tcp.due = tcp.due.saturating_add(bytes);
+    }
+
+    fn undue(&mut self) {
+        self.tcp().due = 0;
+    }
 }
 
 impl Read for Stream {
@@ -407,6 +546,87 @@ fn read_ca_file(path: &Path) -> Result<Vec<X509>, TlsConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    /// A loopback connection: our end as a `Tcp` with a 30 s timeout, and the
+    /// server's end for a thread to write to.
+    fn connected() -> (Tcp, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let timeout = Duration::from_secs(30);
+        ours.set_read_timeout(Some(timeout)).unwrap();
+        let (theirs, _) = listener.accept().unwrap();
+        (Tcp::new(ours, timeout), theirs)
+    }
+
+    /// Reads `total` bytes; the size of each read.
+    fn reads(tcp: &mut Tcp, total: usize) -> Vec<usize> {
+        let mut buf = vec![0; 1 << 20];
+        let (mut got, mut sizes) = (0, Vec::new());
+        while got < total {
+            let n = tcp.read(&mut buf).unwrap();
+            assert!(n > 0, "the connection closed after {got} bytes");
+            got += n;
+            sizes.push(n);
+        }
+        sizes
+    }
+
+    #[test]
+    fn what_is_due_is_read_in_batches_not_per_write() {
+        let (mut tcp, mut server) = connected();
+        let writer = std::thread::spawn(move || {
+            for _ in 0..64 {
+                server.write_all(&[b'x'; 4096]).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        tcp.due = 64 * 4096;
+        let sizes = reads(&mut tcp, 64 * 4096);
+        writer.join().unwrap();
+        // Without the low-water mark, about one read per 4 KiB write (64).
+        assert!(sizes.len() <= 6, "{sizes:?}");
+        assert!(sizes[0] >= BATCH, "{sizes:?}");
+        assert!(tcp.batching);
+        assert_eq!(tcp.due, 0);
+    }
+
+    #[test]
+    fn a_server_sending_less_than_due_costs_patience_not_the_timeout() {
+        let (mut tcp, mut server) = connected();
+        server.write_all(&[b'x'; 10_000]).unwrap();
+        tcp.due = 1 << 20;
+        let start = Instant::now();
+        assert_eq!(reads(&mut tcp, 10_000), [10_000]);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        // Batching is over for this connection; a later read takes what comes.
+        assert!(!tcp.batching);
+        assert_eq!(tcp.low_water, 1);
+        tcp.due = 1 << 20;
+        server.write_all(b"more").unwrap();
+        assert_eq!(reads(&mut tcp, 4), [4]);
+        drop(server);
+    }
+
+    #[test]
+    fn a_server_slower_than_patience_is_still_read() {
+        let (mut tcp, mut server) = connected();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(PATIENCE * 2);
+            server.write_all(&[b'x'; 20_000]).unwrap();
+            server
+        });
+        tcp.due = 1 << 20;
+        assert_eq!(reads(&mut tcp, 20_000).iter().sum::<usize>(), 20_000);
+        assert!(!tcp.batching);
+        drop(writer.join().unwrap());
+    }
 
     #[test]
     fn a_hashed_directory_is_recognised_by_its_links() {
