@@ -1,5 +1,6 @@
 //! The byte stream under POP3: a TCP connection, plain or inside TLS (implicit on
-//! port 995, RFC 8314, or after STLS, RFC 2595). Every phase is bounded by a timeout.
+//! port 995, RFC 8314, or after STLS, RFC 2595). Every phase is bounded by a timeout,
+//! and message bodies the protocol says are due are read in batches (see `Tcp`).
 //!
 //! TLS is OpenSSL through the `openssl` crate, the library native-tls wraps on
 //! Unix, used directly so that the system's trusted roots are looked up lazily
