@@ -142,14 +142,15 @@ pub enum Flow {
 /// told how many bytes are surely on their way, so as to wait for many at a time
 /// (the TCP stream does: `transport::Tcp`); by default it lets that pass.
 pub trait Wire: Read + Write {
-    /// At least `bytes` more bytes will arrive: the listed size of a message asked
-    /// for, which its reply can only exceed.
+    /// `bytes` more bytes will arrive: the listed size of a message asked for,
+    /// which its reply usually exceeds.
     fn due(&mut self, bytes: u64) {
         let _ = bytes;
     }
 
-    /// What was said to be due may not all come (the server refused a message).
-    fn undue(&mut self) {}
+    /// Nothing more is owed, or what was said may not all come (the server
+    /// refused a message).
+    fn clear_due(&mut self) {}
 }
 
 /// The wire: buffered reads, batched writes, optional trace.
@@ -737,6 +738,17 @@ impl<S: Wire> Session<S> {
     pub fn retrieve(
         &mut self,
         messages: &[(u32, u64)],
+        each: impl FnMut(u32, Result<&mut dyn Read, Status>) -> Flow,
+    ) -> Result<(), Error> {
+        let retrieved = self.retrieve_in_windows(messages, each);
+        // What a server overstated must not make a later reply wait.
+        self.conn.io.get_mut().clear_due();
+        retrieved
+    }
+
+    fn retrieve_in_windows(
+        &mut self,
+        messages: &[(u32, u64)],
         mut each: impl FnMut(u32, Result<&mut dyn Read, Status>) -> Flow,
     ) -> Result<(), Error> {
         let window = self.window();
@@ -760,7 +772,7 @@ impl<S: Wire> Session<S> {
             done += 1;
             let status = self.conn.read_status("RETR")?;
             let flow = if !status.ok {
-                self.conn.io.get_mut().undue();
+                self.conn.io.get_mut().clear_due();
                 if stopped {
                     continue;
                 }
@@ -771,6 +783,9 @@ impl<S: Wire> Session<S> {
                 self.conn.read_body("RETR", |body| each(num, Ok(body)))?
             };
             stopped |= flow == Flow::Stop;
+            if done == sent {
+                self.conn.io.get_mut().clear_due();
+            }
         }
         Ok(())
     }
@@ -1105,7 +1120,7 @@ mod tests {
     }
 
     #[test]
-    fn retrieve_says_what_is_due_and_takes_it_back_on_a_refusal() {
+    fn retrieve_says_what_is_due_and_clears_it_on_a_refusal_and_at_the_end() {
         let server = format!(
             "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\na\r\n.\r\n-ERR gone\r\n+OK\r\nc\r\n.\r\n"
         );
@@ -1117,11 +1132,12 @@ mod tests {
             Flow::Continue
         })
         .unwrap();
-        // Each RETR's listed size as it goes out; the refusal of message 2 takes
-        // back whatever was said, so the stream never waits for a body not coming.
+        // Each RETR's listed size as it goes out. The refusal of message 2 clears
+        // what was said, so that later reads do not wait for its body; so does the
+        // end of the window, and the end of `retrieve`.
         assert_eq!(
             s.conn.io.get_ref().due,
-            [Some(300), Some(400), Some(500), None]
+            [Some(300), Some(400), Some(500), None, None, None]
         );
     }
 

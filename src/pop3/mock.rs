@@ -9,7 +9,7 @@ pub struct MockStream {
     written: Vec<u8>,
     /// Where `written` stood at each flush: the client's batches end there.
     flushed_at: Vec<usize>,
-    /// What the client said is due, as `Wire` hears it; None after an `undue`.
+    /// What the client said is due, as `Wire` hears it; None for a `clear_due`.
     pub due: Vec<Option<u64>>,
 }
 
@@ -85,7 +85,7 @@ impl Wire for MockStream {
         self.due.push(Some(bytes));
     }
 
-    fn undue(&mut self) {
+    fn clear_due(&mut self) {
         self.due.push(None);
     }
 }

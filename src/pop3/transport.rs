@@ -41,23 +41,26 @@ const BATCH: usize = 64 * 1024;
 /// Less than this due, and a read takes whatever has come.
 const MIN_BATCH: usize = 16 * 1024;
 /// How long a read waits for its batch. A batch that does not come in time (a
-/// slow path, or a server that sends less than it listed) ends batching on the
-/// connection: reads then take whatever comes, within the account's timeout.
+/// slow path, a moment of packet loss, a server that sends less than it listed)
+/// ends batching on the connection: reads then take whatever comes, within the
+/// account's timeout.
 const PATIENCE: Duration = Duration::from_millis(250);
 
-/// The TCP connection, told how many bytes are surely on their way: the listed
-/// sizes of the messages asked for, which the replies can only exceed (a status
-/// line, dot-stuffing, the terminator; under TLS, each record's header and tag).
-/// While enough is due, a read waits for a batch of it (SO_RCVLOWAT, socket(7)).
+/// The TCP connection, told how many bytes are on their way: the listed sizes of
+/// the messages asked for, which the replies usually exceed (a status line,
+/// dot-stuffing, the terminator; under TLS, each record's header and tag). While
+/// enough is due, a read waits for a batch of it (SO_RCVLOWAT, socket(7)).
 pub struct Tcp {
     socket: TcpStream,
-    /// Bytes surely still to come: an underestimate, counted down by every byte
-    /// read, so never more than what the server will send.
+    /// Bytes due: counted down by every byte read, and cleared when the protocol
+    /// is owed nothing more, so it overshoots only by what a server overstated.
     due: u64,
     /// SO_RCVLOWAT as it is set now; 1, the system's default, when not batching.
     low_water: usize,
     /// The account's timeout, for reads that do not batch.
     timeout: Duration,
+    /// How long a batch may take: PATIENCE (the tests set their own).
+    patience: Duration,
     batching: bool,
 }
 
@@ -68,13 +71,12 @@ impl Tcp {
             due: 0,
             low_water: 1,
             timeout,
+            patience: PATIENCE,
             batching: true,
         }
     }
 
-    /// Has a read wait for `bytes` within PATIENCE, or (1) for whatever comes
-    /// within the account's timeout.
-    fn set_low_water(&mut self, bytes: usize) -> io::Result<()> {
+    fn set_rcvlowat(&self, bytes: usize) -> io::Result<()> {
         let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
         // SAFETY: the descriptor is this socket's, open for as long as `self`,
         // and the option value is a c_int, as SO_RCVLOWAT takes.
@@ -90,20 +92,35 @@ impl Tcp {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        let timeout = if bytes > 1 {
-            PATIENCE.min(self.timeout)
-        } else {
-            self.timeout
-        };
-        self.socket.set_read_timeout(Some(timeout))?;
+        Ok(())
+    }
+
+    /// Has reads wait for `bytes` at a time, within `patience`. The short timeout
+    /// goes first, so that a mark is never waited for with the account's.
+    fn batch(&mut self, bytes: usize) -> io::Result<()> {
+        self.socket
+            .set_read_timeout(Some(self.patience.min(self.timeout)))?;
+        self.set_rcvlowat(bytes)?;
         self.low_water = bytes;
         Ok(())
     }
 
+    /// Has reads take whatever comes, within the account's timeout. The mark goes
+    /// first, so that a mark is never waited for with the account's timeout.
+    fn settle(&mut self) -> io::Result<()> {
+        if self.low_water != 1 {
+            self.set_rcvlowat(1)?;
+            self.low_water = 1;
+        }
+        self.socket.set_read_timeout(Some(self.timeout))
+    }
+
+    /// Settles for good: batching is an optimisation, and whatever goes wrong
+    /// with it ends it for the connection.
     fn stop_batching(&mut self) -> io::Result<()> {
         self.batching = false;
         self.due = 0;
-        self.set_low_water(1)
+        self.settle()
     }
 }
 
@@ -115,28 +132,35 @@ impl Read for Tcp {
             1
         };
         let want = if batch >= MIN_BATCH { batch } else { 1 };
-        if want != self.low_water {
-            self.set_low_water(want)?;
+        if self.batching && want != self.low_water {
+            if want == 1 {
+                self.settle()?;
+            } else if self.batch(want).is_err() {
+                self.stop_batching()?;
+            }
         }
+        let waited = self.low_water > 1;
         let n = match self.socket.read(buf) {
+            Ok(n) if waited && n > 0 && n < self.low_water => {
+                // The batch fell short within its patience.
+                self.stop_batching()?;
+                n
+            }
             Ok(n) => n,
             Err(e)
-                if want > 1
+                if waited
                     && matches!(
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
             {
-                // Nothing at all within PATIENCE: wait as before.
+                // Nothing at all within its patience: wait as before (a real
+                // timeout is then reported that much later).
                 self.stop_batching()?;
                 self.socket.read(buf)?
             }
             Err(e) => return Err(e),
         };
-        if want > 1 && n > 0 && n < want {
-            // The batch fell short within PATIENCE.
-            self.stop_batching()?;
-        }
         self.due = self.due.saturating_sub(n as u64);
         Ok(n)
     }
@@ -239,6 +263,14 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// The TCP connection, under TLS or not.
+    fn tcp(&mut self) -> &mut Tcp {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(s) => s.get_mut().0.get_mut(),
+        }
+    }
+
     /// The TLS session, for a report of what was negotiated.
     pub fn tls(&self) -> Option<&SslRef> {
         match self {
@@ -266,22 +298,13 @@ fn describe_tls_failure(e: &openssl::ssl::Error, verdict: X509VerifyResult) -> S
     format!("{text} ({}); {advice}", verdict.error_string())
 }
 
-impl Stream {
-    fn tcp(&mut self) -> &mut Tcp {
-        match self {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(s) => s.get_mut().0.get_mut(),
-        }
-    }
-}
-
 impl Wire for Stream {
     fn due(&mut self, bytes: u64) {
         let tcp = self.tcp();
         tcp.due = tcp.due.saturating_add(bytes);
     }
 
-    fn undue(&mut self) {
+    fn clear_due(&mut self) {
         self.tcp().due = 0;
     }
 }
@@ -551,82 +574,173 @@ mod tests {
     use std::net::TcpListener;
     use std::time::Instant;
 
-    /// A loopback connection: our end as a `Tcp` with a 30 s timeout, and the
-    /// server's end for a thread to write to.
-    fn connected() -> (Tcp, TcpStream) {
+    /// A loopback connection: our end as a plain `Stream` with a 30 s timeout and
+    /// the given patience, and the server's end for a thread to write to.
+    fn connected(patience: Duration) -> (Stream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let timeout = Duration::from_secs(30);
         ours.set_read_timeout(Some(timeout)).unwrap();
         let (theirs, _) = listener.accept().unwrap();
-        (Tcp::new(ours, timeout), theirs)
+        let mut tcp = Tcp::new(ours, timeout);
+        tcp.patience = patience;
+        (Stream::Plain(tcp), theirs)
     }
 
-    /// Reads `total` bytes; the size of each read.
-    fn reads(tcp: &mut Tcp, total: usize) -> Vec<usize> {
-        let mut buf = vec![0; 1 << 20];
+    /// Reads until `total` bytes came; for each read from the socket, what was
+    /// due before it and how much of that it brought.
+    fn reads(stream: &mut Stream, total: usize) -> Vec<(u64, u64)> {
+        let mut buf = vec![0; 1 << 16];
         let (mut got, mut sizes) = (0, Vec::new());
         while got < total {
-            let n = tcp.read(&mut buf).unwrap();
+            let before = stream.tcp().due;
+            let n = stream.read(&mut buf).unwrap();
             assert!(n > 0, "the connection closed after {got} bytes");
             got += n;
-            sizes.push(n);
+            let after = stream.tcp().due;
+            if after != before {
+                sizes.push((before, before - after));
+            }
         }
         sizes
     }
 
+    /// Every read made while a full batch was due brought a full batch (without
+    /// the low-water mark, a read would bring about one 4 KiB write).
+    fn batched(sizes: &[(u64, u64)]) -> bool {
+        let batch = BATCH as u64;
+        let full: Vec<_> = sizes.iter().filter(|(due, _)| *due >= batch).collect();
+        !full.is_empty() && full.iter().all(|(_, n)| *n >= batch)
+    }
+
+    /// Writes `total` bytes 4 KiB at a time, a millisecond apart.
+    fn trickle(server: &mut impl Write, total: usize) {
+        for _ in 0..total / 4096 {
+            server.write_all(&[b'x'; 4096]).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn what_is_due_is_read_in_batches_not_per_write() {
-        let (mut tcp, mut server) = connected();
-        let writer = std::thread::spawn(move || {
-            for _ in 0..64 {
-                server.write_all(&[b'x'; 4096]).unwrap();
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        });
-        tcp.due = 64 * 4096;
-        let sizes = reads(&mut tcp, 64 * 4096);
+        let (mut stream, mut server) = connected(Duration::from_secs(10));
+        let writer = std::thread::spawn(move || trickle(&mut server, 64 * 4096));
+        Wire::due(&mut stream, 64 * 4096);
+        assert_eq!(stream.tcp().due, 64 * 4096);
+        let sizes = reads(&mut stream, 64 * 4096);
         writer.join().unwrap();
-        // Without the low-water mark, about one read per 4 KiB write (64).
-        assert!(sizes.len() <= 6, "{sizes:?}");
-        assert!(sizes[0] >= BATCH, "{sizes:?}");
-        assert!(tcp.batching);
-        assert_eq!(tcp.due, 0);
+        assert!(batched(&sizes), "{sizes:?}");
+        assert!(stream.tcp().batching);
+        assert_eq!(stream.tcp().due, 0);
+        Wire::due(&mut stream, 100);
+        Wire::clear_due(&mut stream);
+        assert_eq!(stream.tcp().due, 0);
     }
 
     #[test]
     fn a_server_sending_less_than_due_costs_patience_not_the_timeout() {
-        let (mut tcp, mut server) = connected();
+        let (mut stream, mut server) = connected(Duration::from_millis(100));
         server.write_all(&[b'x'; 10_000]).unwrap();
-        tcp.due = 1 << 20;
+        Wire::due(&mut stream, 1 << 20);
         let start = Instant::now();
-        assert_eq!(reads(&mut tcp, 10_000), [10_000]);
+        let mut buf = [0; 1 << 16];
+        assert_eq!(stream.read(&mut buf).unwrap(), 10_000);
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "{:?}",
             start.elapsed()
         );
-        // Batching is over for this connection; a later read takes what comes.
+        // Batching is over for this connection; a later read takes what comes,
+        // within the account's timeout.
+        let tcp = stream.tcp();
         assert!(!tcp.batching);
         assert_eq!(tcp.low_water, 1);
-        tcp.due = 1 << 20;
+        assert_eq!(tcp.socket.read_timeout().unwrap(), Some(tcp.timeout));
+        Wire::due(&mut stream, 1 << 20);
         server.write_all(b"more").unwrap();
-        assert_eq!(reads(&mut tcp, 4), [4]);
-        drop(server);
+        assert_eq!(stream.read(&mut buf).unwrap(), 4);
     }
 
     #[test]
     fn a_server_slower_than_patience_is_still_read() {
-        let (mut tcp, mut server) = connected();
+        let (mut stream, mut server) = connected(Duration::from_millis(100));
         let writer = std::thread::spawn(move || {
-            std::thread::sleep(PATIENCE * 2);
+            std::thread::sleep(Duration::from_secs(1));
             server.write_all(&[b'x'; 20_000]).unwrap();
             server
         });
-        tcp.due = 1 << 20;
-        assert_eq!(reads(&mut tcp, 20_000).iter().sum::<usize>(), 20_000);
+        Wire::due(&mut stream, 1 << 20);
+        let mut got = 0;
+        let mut buf = [0; 1 << 16];
+        while got < 20_000 {
+            got += stream.read(&mut buf).unwrap();
+        }
+        assert_eq!(got, 20_000);
+        let tcp = stream.tcp();
         assert!(!tcp.batching);
+        assert_eq!(tcp.socket.read_timeout().unwrap(), Some(tcp.timeout));
         drop(writer.join().unwrap());
+    }
+
+    /// A self-signed certificate for "localhost" and its key.
+    fn self_signed() -> (openssl::pkey::PKey<openssl::pkey::Private>, X509) {
+        use openssl::asn1::Asn1Time;
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::hash::MessageDigest;
+        use openssl::nid::Nid;
+        use openssl::pkey::PKey;
+        use openssl::x509::{X509Builder, X509NameBuilder};
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "localhost").unwrap();
+        let name = name.build();
+        let mut cert = X509Builder::new().unwrap();
+        cert.set_version(2).unwrap();
+        cert.set_subject_name(&name).unwrap();
+        cert.set_issuer_name(&name).unwrap();
+        cert.set_pubkey(&key).unwrap();
+        cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        cert.sign(&key, MessageDigest::sha256()).unwrap();
+        (key, cert.build())
+    }
+
+    #[test]
+    fn under_tls_what_is_due_reaches_the_socket_and_batches_the_records() {
+        use openssl::ssl::{SslAcceptor, SslMethod as Method};
+        let (key, cert) = self_signed();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let mut acceptor = SslAcceptor::mozilla_intermediate_v5(Method::tls()).unwrap();
+            acceptor.set_private_key(&key).unwrap();
+            acceptor.set_certificate(&cert).unwrap();
+            let acceptor = acceptor.build();
+            let (tcp, _) = listener.accept().unwrap();
+            let mut tls = acceptor.accept(tcp).unwrap();
+            // One 4 KiB record per write, as Dovecot's proxy sends them.
+            trickle(&mut tls, 64 * 4096);
+            tls
+        });
+        let options = TlsOptions {
+            ca_file: None,
+            min_version: TlsVersion::V1_2,
+            skip_verify: true,
+            fingerprint: None,
+        };
+        let config = TlsConfig::new(&options).unwrap();
+        let plain = Stream::connect("127.0.0.1", port, Duration::from_secs(30)).unwrap();
+        let mut stream = plain.secure(&config, "localhost").unwrap();
+        stream.tcp().patience = Duration::from_secs(10);
+        Wire::due(&mut stream, 64 * 4096);
+        assert_eq!(stream.tcp().due, 64 * 4096);
+        // What the socket brought per read, not what OpenSSL hands up per record.
+        let sizes = reads(&mut stream, 64 * 4096);
+        drop(server.join().unwrap());
+        assert!(batched(&sizes), "{sizes:?}");
     }
 
     #[test]
