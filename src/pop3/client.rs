@@ -624,8 +624,9 @@ impl<S: Wire> Session<S> {
     /// Every message with its unique-id, and its size where `sized` (given the
     /// unique-id) says it matters or the unique-id repeats; the others have size 0.
     /// The sizes come from `LIST n` for each, pipelined, when they are few, and from
-    /// one LIST otherwise; a run with nothing new asks no LIST at all. On a slow path (see [`SLOW_PATH`])
-    /// this is [`listing`](Self::listing). A server without UIDL gives sizes only.
+    /// one LIST otherwise; a run with nothing new asks no LIST at all. On a slow
+    /// path (see [`SLOW_PATH`]) this is [`listing`](Self::listing). A server without
+    /// UIDL gives sizes only.
     pub fn listing_sized(&mut self, sized: &dyn Fn(&str) -> bool) -> Result<Listing, Error> {
         if self.pipelining && self.slow_path {
             return self.listing();
@@ -952,9 +953,8 @@ mod tests {
         .unwrap();
         assert_eq!(bodies, [".x\n", "y\n"]);
         assert!(s.delete(&[1, 2]).unwrap().is_empty());
-        let batches = s.conn.io.get_ref().batches();
         assert_eq!(
-            batches[batches.len() - 4..],
+            s.conn.io.get_ref().last_batches(4),
             [
                 "USER u\r\nPASS p\r\n",
                 "UIDL\r\nLIST\r\n",
@@ -975,8 +975,10 @@ mod tests {
     #[test]
     fn a_fast_path_logs_in_one_command_at_a_time() {
         let s = login_fast(&format!("{GREETING_AND_CAPA}+OK\r\n+OK\r\n"));
-        let batches = s.conn.io.get_ref().batches();
-        assert_eq!(batches[batches.len() - 2..], ["USER u\r\n", "PASS p\r\n"]);
+        assert_eq!(
+            s.conn.io.get_ref().last_batches(2),
+            ["USER u\r\n", "PASS p\r\n"]
+        );
     }
 
     #[test]
@@ -985,8 +987,7 @@ mod tests {
         let mut s = login_fast(&server);
         let list = uids_and_sizes(s.listing_sized(&|_| false).unwrap());
         assert_eq!(list, [("a".to_string(), 0), ("b".to_string(), 0)]);
-        let batches = s.conn.io.get_ref().batches();
-        assert_eq!(batches[batches.len() - 1], "UIDL\r\n");
+        assert_eq!(s.conn.io.get_ref().last_batches(1), ["UIDL\r\n"]);
     }
 
     #[test]
@@ -1005,9 +1006,8 @@ mod tests {
                 ("c".to_string(), 30)
             ]
         );
-        let batches = s.conn.io.get_ref().batches();
         assert_eq!(
-            batches[batches.len() - 2..],
+            s.conn.io.get_ref().last_batches(2),
             ["UIDL\r\n", "LIST 2\r\nLIST 3\r\n"]
         );
     }
@@ -1041,24 +1041,15 @@ mod tests {
         let mut s = login(&server);
         let list = uids_and_sizes(s.listing_sized(&|_| false).unwrap());
         assert_eq!(list, [("a".to_string(), 10)]);
-        let batches = s.conn.io.get_ref().batches();
-        assert_eq!(batches[batches.len() - 1], "UIDL\r\nLIST\r\n");
+        assert_eq!(s.conn.io.get_ref().last_batches(1), ["UIDL\r\nLIST\r\n"]);
     }
 
     #[test]
     fn without_pipelining_new_messages_are_sized_by_one_list() {
-        let mut c = client(
+        let mut s = login_fast(
             "+OK hi\r\n-ERR no CAPA\r\n+OK\r\n+OK\r\n+OK\r\n1 a\r\n2 b\r\n.\r\n\
              +OK\r\n1 5\r\n2 7\r\n.\r\n",
         );
-        c.capabilities().unwrap();
-        let mut s = c
-            .login(Credentials::User {
-                user: "u",
-                password: "p",
-            })
-            .map_err(|f| f.error)
-            .unwrap();
         let list = uids_and_sizes(s.listing_sized(&|uid| uid == "b").unwrap());
         assert_eq!(list, [("a".to_string(), 0), ("b".to_string(), 7)]);
         assert!(s.conn.io.get_ref().written().ends_with("UIDL\r\nLIST\r\n"));
@@ -1112,9 +1103,8 @@ mod tests {
         })
         .unwrap();
         // Messages 1 and 2 do not fit in one window together; 3 goes out with 2.
-        let batches = s.conn.io.get_ref().batches();
         assert_eq!(
-            batches[batches.len() - 2..],
+            s.conn.io.get_ref().last_batches(2),
             ["RETR 1\r\n", "RETR 2\r\nRETR 3\r\n"]
         );
     }

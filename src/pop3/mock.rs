@@ -44,6 +44,12 @@ impl MockStream {
         }
         batches
     }
+
+    /// The last `n` batches the client flushed.
+    pub fn last_batches(&self, n: usize) -> Vec<&str> {
+        let batches = self.batches();
+        batches[batches.len().saturating_sub(n)..].to_vec()
+    }
 }
 
 impl Read for MockStream {
