@@ -485,7 +485,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__probe)
-            opts="-c -v -q -h --host --port --tls --config --verbose --quiet --help"
+            opts="-c -v -q -h --host --port --tls --tls-ca-file --config --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -500,6 +500,10 @@ _popfetch() {
                     return 0
                     ;;
                 --tls)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -67,6 +67,7 @@ complete -c popfetch -n "__fish_popfetch_using_subcommand init" -s h -l help -d 
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l host -d 'A server to probe without an account' -r
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l port -d 'The port [default: 995 with implicit TLS, else 110]' -r
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l tls -d 'implicit, starttls or none' -r
+complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l tls-ca-file -d 'Also trust the CA certificates in FILE (PEM), as tls_ca_file does' -r -F
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -s q -l quiet -d 'Print nothing but errors'

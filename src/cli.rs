@@ -97,6 +97,9 @@ enum Command {
             requires = "host"
         )]
         tls: String,
+        /// Also trust the CA certificates in FILE (PEM), as tls_ca_file does
+        #[arg(long, value_name = "FILE", requires = "host")]
+        tls_ca_file: Option<PathBuf>,
     },
     /// Manage an account's password in the system keyring (service "popfetch",
     /// entry USER@HOST)
@@ -168,7 +171,16 @@ pub fn run() -> ExitCode {
             host,
             port,
             tls,
-        } => probe(&cli, account.as_deref(), host.as_deref(), *port, tls).into(),
+            tls_ca_file,
+        } => probe(
+            &cli,
+            account.as_deref(),
+            host.as_deref(),
+            *port,
+            tls,
+            tls_ca_file.clone(),
+        )
+        .into(),
     }
 }
 
@@ -294,6 +306,7 @@ fn probe(
     host: Option<&str>,
     port: Option<u16>,
     tls: &str,
+    tls_ca_file: Option<PathBuf>,
 ) -> Exit {
     let config;
     let (target, login) = match (account, host) {
@@ -317,21 +330,24 @@ fn probe(
                     return Exit::Usage;
                 }
             };
-            let target = crate::probe::Target {
-                host: host.to_string(),
-                port: port.unwrap_or(if tls == TlsMode::Implicit { 995 } else { 110 }),
-                tls,
-                ca_file: None,
-                timeout: std::time::Duration::from_secs(30),
-            };
+            let port = port.unwrap_or(if tls == TlsMode::Implicit { 995 } else { 110 });
+            let target = crate::probe::Target::host(host, port, tls, tls_ca_file);
             (target, None)
         }
         (None, None) => unreachable!("clap requires one of them"),
     };
+    // Errors name the account probed (or, without one, the server).
+    let name = match login {
+        Some(account) => account.name.clone(),
+        None => format!("{}:{}", target.host, target.port),
+    };
     let mut out = std::io::stdout().lock();
-    match crate::probe::probe(&target, login, &mut out) {
+    match crate::probe::probe(&target, login, trace(cli, &name), &mut out) {
         Ok(()) => Exit::Ok,
-        Err(e) => fail(Some(&format!("{}:{}", target.host, target.port)), e),
+        Err(e) => {
+            let _ = out.flush();
+            fail(Some(&name), e)
+        }
     }
 }
 

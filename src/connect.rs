@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::{self, Login, Offer};
 use crate::config::{Account, TlsMode};
 use crate::pop3::response::apop_timestamp;
-use crate::pop3::transport::{Stream, TlsConfig};
+use crate::pop3::transport::{CertificateProblem, Stream, TlsConfig};
 use crate::pop3::{self, Client, Credentials, ListedMessage, Listing, Peer, Session, Trace, Wire};
 use crate::secret::Secret;
 
@@ -25,7 +25,7 @@ pub fn open_session(account: &Account, trace: Option<Trace>) -> Result<Session<S
 }
 
 /// Connects and secures the connection as configured; never falls back to cleartext.
-fn connect(account: &Account, trace: Option<Trace>) -> Result<Client<Stream>> {
+fn connect(account: &Account, mut trace: Option<Trace>) -> Result<Client<Stream>> {
     // Only an account that uses TLS sets it up (reading tls_ca_file, finding the
     // system's roots), and before connecting, so that a bad tls_ca_file is
     // reported as such.
@@ -34,14 +34,131 @@ fn connect(account: &Account, trace: Option<Trace>) -> Result<Client<Stream>> {
         TlsMode::Implicit | TlsMode::Starttls => Some(TlsConfig::new(&account.tls_options())?),
     };
     let stream = Stream::connect(&account.host, account.port, account.timeout)?;
+    trace_connect(&mut trace, &stream);
+    let greeted = |stream, trace| {
+        Client::new(stream, trace).map_err(|e| match e {
+            // Port 995 speaks TLS first and waits for us: a client waiting for a
+            // greeting there waits for ever (RFC 8314 §3.3).
+            pop3::Error::Timeout(_) if account.port == 995 => advise(pop3::Error::TlsNotGreeting),
+            e => advise(e),
+        })
+    };
     let mut client = match (&tls, account.tls) {
-        (Some(tls), TlsMode::Implicit) => Client::new(stream.secure(tls, &account.host)?, trace)?,
-        _ => Client::new(stream, trace)?,
+        (Some(tls), TlsMode::Implicit) => {
+            let secured = stream.secure(tls, &account.host).map_err(advise)?;
+            trace_tls(&mut trace, &secured);
+            greeted(secured, trace)?
+        }
+        _ => greeted(stream, trace)?,
     };
     if let (Some(tls), TlsMode::Starttls) = (&tls, account.tls) {
-        client = client.starttls(|plain| plain.secure(tls, &account.host))?;
+        client = client
+            .starttls(|plain| plain.secure(tls, &account.host))
+            .map_err(advise)?;
+        let lines = stream_report(client.stream());
+        for line in lines {
+            client.note(&line);
+        }
     }
     Ok(client)
+}
+
+/// For -v: the address connected to, as fetchmail -v shows it.
+pub fn trace_connect(trace: &mut Option<Trace>, stream: &Stream) {
+    if let Some(trace) = trace {
+        match stream.peer() {
+            Some(addr) => trace(&format!("connected to {} port {}", addr.ip(), addr.port())),
+            None => trace("connected"),
+        }
+    }
+}
+
+/// For -v: the TLS version and cipher and the certificate's subject and issuer.
+pub fn trace_tls(trace: &mut Option<Trace>, stream: &Stream) {
+    if let Some(trace) = trace {
+        for line in stream_report(stream) {
+            trace(&line);
+        }
+    }
+}
+
+fn stream_report(stream: &Stream) -> Vec<String> {
+    let Some(ssl) = stream.tls() else {
+        return Vec::new();
+    };
+    let mut lines = vec![format!(
+        "TLS: {}, cipher {}",
+        ssl.version_str(),
+        ssl.current_cipher().map_or("?", |c| c.name())
+    )];
+    if let Some(cert) = ssl.peer_certificate() {
+        lines.push(format!(
+            "certificate subject: {}",
+            crate::probe::name(cert.subject_name())
+        ));
+        lines.push(format!(
+            "certificate issuer: {}",
+            crate::probe::name(cert.issuer_name())
+        ));
+    }
+    lines
+}
+
+/// A connection error with the advice that names what to change in the config.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}; {hint}")]
+pub struct Advised {
+    pub error: pop3::Error,
+    pub hint: &'static str,
+}
+
+/// Adds the advice a user needs to a connection or TLS error, where there is one.
+pub fn advise(error: pop3::Error) -> anyhow::Error {
+    let hint = match &error {
+        pop3::Error::NotTls { .. } => {
+            "is this a plain POP3 port? try tls = \"starttls\" (or port 995 for tls = \"implicit\")"
+        }
+        pop3::Error::TlsNotGreeting => {
+            "port 995 speaks TLS from the start: use tls = \"implicit\" (or port 110 for tls = \"starttls\")"
+        }
+        pop3::Error::Certificate { problem, .. } => certificate_hint(problem),
+        pop3::Error::PinMismatch { .. } => {
+            "it does not match tls_fingerprint: if the certificate was renewed, check the new one and update the pin (popfetch probe shows it)"
+        }
+        _ => return error.into(),
+    };
+    Advised { error, hint }.into()
+}
+
+/// What to do about a certificate problem: "set tls_ca_file" only where a CA the
+/// machine does not know is the cause.
+pub fn certificate_hint(problem: &CertificateProblem) -> &'static str {
+    match problem {
+        CertificateProblem::Expired => {
+            "the server's administrator must renew it (or this machine's clock is wrong)"
+        }
+        CertificateProblem::NotYetValid => {
+            "check this machine's clock; else the server's administrator installed it early"
+        }
+        CertificateProblem::SelfSigned => {
+            "check it out of band, then pin it with tls_fingerprint (popfetch probe shows it)"
+        }
+        CertificateProblem::UnknownIssuer => {
+            "if the server uses a private CA, set tls_ca_file to that CA's certificate, or pin the server's with tls_fingerprint (popfetch probe shows it)"
+        }
+        CertificateProblem::WrongName => {
+            "connect by a name the certificate was issued for (popfetch probe shows its subject)"
+        }
+        CertificateProblem::Other(_) => {
+            "popfetch probe shows the certificate; pin it with tls_fingerprint if you trust it"
+        }
+    }
+}
+
+/// A certificate problem with its advice, for `probe`.
+pub fn certificate_problem(verdict: openssl::x509::X509VerifyResult) -> String {
+    let problem = crate::pop3::transport::certificate_problem(verdict);
+    format!("it {problem}; {}", certificate_hint(&problem))
 }
 
 /// The account's password, or its OAuth token for XOAUTH2 and OAUTHBEARER.

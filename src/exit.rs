@@ -43,7 +43,11 @@ impl From<Exit> for ExitCode {
 /// The exit code for an error: the first typed error in its chain decides.
 pub fn classify(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<pop3::Error>() {
+        let pop3 = match cause.downcast_ref::<crate::connect::Advised>() {
+            Some(advised) => Some(&advised.error),
+            None => cause.downcast_ref::<pop3::Error>(),
+        };
+        if let Some(e) = pop3 {
             return match e.kind() {
                 ErrorKind::Unavailable => Exit::Unavailable,
                 ErrorKind::Temporary => Exit::TempFail,

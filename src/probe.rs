@@ -2,7 +2,9 @@
 //! capabilities, TLS version and cipher, the certificate (with the fingerprint ready
 //! to paste as `tls_fingerprint`), the login methods, and the mailbox size when it
 //! can log in. It reports certificate problems instead of stopping at them, so that
-//! a self-signed certificate can be inspected and pinned.
+//! a self-signed certificate can be inspected and pinned, but it logs in only when
+//! the account's own trust rules (CA and tls_ca_file, host name, tls_fingerprint,
+//! tls_min_version, tls_insecure_skip_verify) accept the server, as a sync would.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -10,19 +12,21 @@ use std::time::Duration;
 
 use anyhow::Result;
 use openssl::hash::MessageDigest;
-use openssl::x509::X509NameRef;
+use openssl::x509::{X509NameRef, X509VerifyResult};
 
 use crate::config::{Account, TlsMode};
 use crate::pop3::response::apop_timestamp;
 use crate::pop3::transport::{fingerprint_text, Stream, TlsConfig, TlsOptions, TlsVersion};
-use crate::pop3::{self, Capabilities, Client};
+use crate::pop3::{self, Capabilities, Client, Trace};
 
-/// Where to probe.
+/// Where to probe, and what to trust there.
 pub struct Target {
     pub host: String,
     pub port: u16,
     pub tls: TlsMode,
-    pub ca_file: Option<PathBuf>,
+    /// The trust rules: the account's own, or (`--host`) the defaults with any
+    /// `--tls-ca-file`.
+    pub trust: TlsOptions,
     pub timeout: Duration,
 }
 
@@ -32,29 +36,60 @@ impl Target {
             host: account.host.clone(),
             port: account.port,
             tls: account.tls,
-            ca_file: account.tls_ca_file.clone(),
+            trust: account.tls_options(),
             timeout: account.timeout,
+        }
+    }
+
+    /// A server given on the command line, verified against the system's roots
+    /// and `ca_file`.
+    pub fn host(host: &str, port: u16, tls: TlsMode, ca_file: Option<PathBuf>) -> Target {
+        Target {
+            host: host.to_string(),
+            port,
+            tls,
+            trust: TlsOptions {
+                ca_file,
+                min_version: TlsVersion::V1_2,
+                skip_verify: false,
+                fingerprint: None,
+            },
+            timeout: Duration::from_secs(30),
         }
     }
 }
 
-/// Probes `target`, writing the report to `out`. With `login`, also logs in with
-/// that account's credentials and shows the mailbox size.
-pub fn probe(target: &Target, login: Option<&Account>, out: &mut dyn Write) -> Result<()> {
+/// Probes `target`, writing the report to `out` and the protocol steps to
+/// `trace`. With `login`, also logs in with that account's credentials and shows
+/// the mailbox size, if the target's trust rules accept the server; if they do not,
+/// the report ends before the login with an error that says why.
+pub fn probe(
+    target: &Target,
+    login: Option<&Account>,
+    mut trace: Option<Trace>,
+    out: &mut dyn Write,
+) -> Result<()> {
     let mut stream = Stream::connect(&target.host, target.port, target.timeout)?;
+    crate::connect::trace_connect(&mut trace, &stream);
+    let mut trusted = Ok(());
     if target.tls == TlsMode::Implicit {
-        stream = handshake(stream, target, out)?;
+        let (secured, verdict) = handshake(stream, target, out)?;
+        (stream, trusted) = (secured, verdict);
     }
-    let mut client = Client::new(stream, None)?;
+    let mut client = Client::new(stream, trace).map_err(crate::connect::advise)?;
     writeln!(out, "greeting:      +OK {}", client.greeting().text)?;
     if target.tls == TlsMode::Starttls {
         show_capabilities(client.capabilities()?, out, "before STLS")?;
         let mut report = Vec::new();
+        let verdict = &mut trusted;
         client = client.starttls(|plain| {
-            handshake(plain, target, &mut report).map_err(|e| pop3::Error::Tls {
-                host: target.host.clone(),
-                reason: format!("{e:#}"),
-            })
+            let (secured, v) =
+                handshake(plain, target, &mut report).map_err(|e| pop3::Error::Tls {
+                    host: target.host.clone(),
+                    reason: format!("{e:#}"),
+                })?;
+            *verdict = v;
+            Ok(secured)
         })?;
         out.write_all(&report)?;
     }
@@ -72,6 +107,16 @@ pub fn probe(target: &Target, login: Option<&Account>, out: &mut dyn Write) -> R
     let Some(account) = login else {
         return Ok(client.quit()?);
     };
+    if let Err(why) = trusted {
+        // Nothing secret has been sent; the password is not offered to a server
+        // the account would not trust.
+        let _ = client.quit();
+        return Err(pop3::Error::Tls {
+            host: target.host.clone(),
+            reason: format!("{why}; not logging in"),
+        }
+        .into());
+    }
     let secret = crate::connect::secret(account)?;
     let mut session = crate::connect::login(client, account, &secret)?;
     let (count, size) = session.stat()?;
@@ -92,16 +137,24 @@ fn show_capabilities(caps: &Capabilities, out: &mut dyn Write, when: &str) -> io
     }
 }
 
-/// The TLS handshake, verifying but not insisting, and a report of what was found.
-fn handshake(stream: Stream, target: &Target, out: &mut dyn Write) -> Result<Stream> {
+/// The TLS handshake, verifying but not insisting, a report of what was found, and
+/// whether the target's trust rules accept the server (else why not).
+fn handshake(
+    stream: Stream,
+    target: &Target,
+    out: &mut dyn Write,
+) -> Result<(Stream, Result<(), String>)> {
     let options = TlsOptions {
-        ca_file: target.ca_file.clone(),
-        // Whatever the server speaks is worth reporting.
+        // Whatever the server speaks is worth reporting; the account's minimum
+        // is checked below.
         min_version: TlsVersion::V1_0,
         skip_verify: false,
         fingerprint: None,
+        ..target.trust.clone()
     };
-    let tls = stream.secure(&TlsConfig::report(&options)?, &target.host)?;
+    let tls = stream
+        .secure(&TlsConfig::report(&options)?, &target.host)
+        .map_err(crate::connect::advise)?;
     let ssl = tls.tls().expect("a secured stream has a TLS session");
     writeln!(
         out,
@@ -109,24 +162,87 @@ fn handshake(stream: Stream, target: &Target, out: &mut dyn Write) -> Result<Str
         ssl.version_str(),
         ssl.current_cipher().map_or("?", |c| c.name())
     )?;
-    if let Some(cert) = ssl.peer_certificate() {
-        let digest = cert.digest(MessageDigest::sha256())?;
-        let verdict = ssl.verify_result();
-        writeln!(out, "certificate:")?;
-        writeln!(out, "  subject:     {}", name(cert.subject_name()))?;
-        writeln!(out, "  issuer:      {}", name(cert.issuer_name()))?;
-        writeln!(out, "  valid until: {}", cert.not_after())?;
-        if verdict == openssl::x509::X509VerifyResult::OK {
-            writeln!(out, "  verified:    yes, for {}", target.host)?;
-        } else {
-            writeln!(out, "  verified:    NO ({})", verdict.error_string())?;
-        }
-        writeln!(out, "  tls_fingerprint = \"{}\"", fingerprint_text(&digest))?;
+    let Some(cert) = ssl.peer_certificate() else {
+        writeln!(out, "certificate:   none")?;
+        return Ok((tls, Err("the server sent no certificate".into())));
+    };
+    let digest: [u8; 32] = cert
+        .digest(MessageDigest::sha256())?
+        .as_ref()
+        .try_into()
+        .expect("a SHA-256 digest is 32 bytes");
+    writeln!(out, "certificate:")?;
+    writeln!(out, "  subject:     {}", name(cert.subject_name()))?;
+    writeln!(out, "  issuer:      {}", name(cert.issuer_name()))?;
+    writeln!(out, "  valid until: {}", cert.not_after())?;
+    let verdict = verdict(
+        &target.trust,
+        &target.host,
+        ssl.verify_result(),
+        &digest,
+        negotiated(ssl),
+    );
+    match &verdict {
+        Ok(how) => writeln!(out, "  verified:    {how}")?,
+        Err(why) => writeln!(out, "  verified:    NO ({why})")?,
     }
-    Ok(tls)
+    writeln!(out, "  tls_fingerprint = \"{}\"", fingerprint_text(&digest))?;
+    Ok((tls, verdict.map(drop)))
 }
 
-fn name(name: &X509NameRef) -> String {
+/// The TLS version a session negotiated, if it is one `tls_min_version` names.
+fn negotiated(ssl: &openssl::ssl::SslRef) -> Option<TlsVersion> {
+    use openssl::ssl::SslVersion;
+    let version = ssl.version2()?;
+    [
+        (SslVersion::TLS1, TlsVersion::V1_0),
+        (SslVersion::TLS1_1, TlsVersion::V1_1),
+        (SslVersion::TLS1_2, TlsVersion::V1_2),
+        (SslVersion::TLS1_3, TlsVersion::V1_3),
+    ]
+    .into_iter()
+    .find(|(v, _)| *v == version)
+    .map(|(_, ours)| ours)
+}
+
+/// Whether `trust` accepts the server, as a sync with the same settings would:
+/// how it was verified, or why not. `chain` is OpenSSL's verdict on the chain and
+/// host name (against the system's roots and tls_ca_file); `digest` is the SHA-256
+/// of the certificate; `version` what the handshake negotiated.
+fn verdict(
+    trust: &TlsOptions,
+    host: &str,
+    chain: X509VerifyResult,
+    digest: &[u8; 32],
+    version: Option<TlsVersion>,
+) -> Result<String, String> {
+    match version {
+        Some(v) if v >= trust.min_version => {}
+        _ => {
+            return Err(format!(
+                "the server negotiated an older TLS than tls_min_version = \"{}\" allows",
+                trust.min_version
+            ))
+        }
+    }
+    if trust.skip_verify {
+        return Ok("not checked (tls_insecure_skip_verify = true)".into());
+    }
+    if let Some(pin) = trust.fingerprint {
+        return if &pin == digest {
+            Ok("yes, by tls_fingerprint".into())
+        } else {
+            Err("the certificate does not match tls_fingerprint".into())
+        };
+    }
+    if chain == X509VerifyResult::OK {
+        Ok(format!("yes, for {host}"))
+    } else {
+        Err(crate::connect::certificate_problem(chain))
+    }
+}
+
+pub fn name(name: &X509NameRef) -> String {
     name.entries()
         .map(|e| {
             let key = e.object().nid().short_name().unwrap_or("?");
@@ -136,4 +252,59 @@ fn name(name: &X509NameRef) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trust(min_version: TlsVersion, pin: Option<[u8; 32]>, skip: bool) -> TlsOptions {
+        TlsOptions {
+            ca_file: None,
+            min_version,
+            skip_verify: skip,
+            fingerprint: pin,
+        }
+    }
+
+    const OK: X509VerifyResult = X509VerifyResult::OK;
+
+    #[test]
+    fn an_older_tls_than_the_account_allows_is_refused_whatever_the_chain() {
+        let digest = [7; 32];
+        let v12 = trust(TlsVersion::V1_2, None, false);
+        let why = verdict(&v12, "h", OK, &digest, Some(TlsVersion::V1_0)).unwrap_err();
+        assert!(why.contains("tls_min_version = \"1.2\""), "{why}");
+        assert!(verdict(&v12, "h", OK, &digest, None).is_err());
+        // Not even a pin or a skipped check lets it through.
+        let pinned = trust(TlsVersion::V1_2, Some(digest), false);
+        assert!(verdict(&pinned, "h", OK, &digest, Some(TlsVersion::V1_1)).is_err());
+        let skip = trust(TlsVersion::V1_3, None, true);
+        assert!(verdict(&skip, "h", OK, &digest, Some(TlsVersion::V1_2)).is_err());
+        let v10 = trust(TlsVersion::V1_0, None, false);
+        assert!(verdict(&v10, "h", OK, &digest, Some(TlsVersion::V1_0)).is_ok());
+    }
+
+    #[test]
+    fn a_pin_is_the_trust_and_a_skip_trusts_anything() {
+        let digest = [7; 32];
+        // An untrusted chain (self-signed, 18) with a matching pin is verified.
+        // SAFETY: 18 is X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, a valid code.
+        let self_signed = unsafe { X509VerifyResult::from_raw(18) };
+        let pinned = trust(TlsVersion::V1_2, Some(digest), false);
+        let how = verdict(&pinned, "h", self_signed, &digest, Some(TlsVersion::V1_3));
+        assert_eq!(how.unwrap(), "yes, by tls_fingerprint");
+        // A trusted chain with a pin that does not match is not.
+        let why = verdict(&pinned, "h", OK, &[8; 32], Some(TlsVersion::V1_3)).unwrap_err();
+        assert!(why.contains("does not match tls_fingerprint"), "{why}");
+        let skip = trust(TlsVersion::V1_2, None, true);
+        assert!(verdict(&skip, "h", self_signed, &digest, Some(TlsVersion::V1_3)).is_ok());
+        let plain = trust(TlsVersion::V1_2, None, false);
+        let why = verdict(&plain, "h", self_signed, &digest, Some(TlsVersion::V1_3)).unwrap_err();
+        assert!(
+            why.contains("self-signed") && why.contains("tls_fingerprint"),
+            "{why}"
+        );
+        assert!(!why.contains("tls_ca_file"), "{why}");
+    }
 }

@@ -40,6 +40,21 @@ const BYTES_IN_FLIGHT: u64 = 4 << 20;
 /// messages in Dovecot). Below it, LIST is asked only for what the plan needs.
 const SLOW_PATH: Duration = Duration::from_millis(10);
 
+/// Listing lines at most in one UIDL or LIST reply: a bound on what a server
+/// answering with an endless stream of well-formed lines can make us hold.
+const MAX_LISTED: usize = 1 << 20;
+
+/// Listing bytes at most in one UIDL or LIST reply (a unique-id is at most 70
+/// characters, RFC 1939 §7, so a million lines fit well within it).
+const MAX_LISTING_BYTES: usize = 64 << 20;
+
+/// A listing line at most: RFC 2449 §4 caps a response line at 512 octets, and a
+/// UIDL line (a number and at most 70 characters) needs far less.
+const MAX_LISTING_LINE: usize = 512;
+
+/// CAPA lines at most: real servers send a dozen or two.
+const MAX_CAPA_LINES: usize = 256;
+
 /// Receives one line per command sent and status received; passwords never reach it.
 pub type Trace = Box<dyn FnMut(&str) + Send>;
 
@@ -158,6 +173,10 @@ struct Connection<S> {
     io: BufReader<S>,
     out: Vec<u8>,
     trace: Option<Trace>,
+    /// Set by any I/O or protocol error: where the conversation stands is then
+    /// unknown, so nothing more is sent, not even QUIT (a timed-out server would
+    /// make QUIT wait a second timeout), and the connection is only closed.
+    broken: Option<String>,
 }
 
 impl<S: Wire> Connection<S> {
@@ -166,6 +185,28 @@ impl<S: Wire> Connection<S> {
             io: BufReader::with_capacity(READ_BUFFER, stream),
             out: Vec::new(),
             trace,
+            broken: None,
+        }
+    }
+
+    /// Marks the connection unusable when `result` is an error; see `broken`.
+    fn check<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
+        if let Err(e) = &result {
+            if self.broken.is_none() {
+                self.broken = Some(e.to_string());
+            }
+        }
+        result
+    }
+
+    /// Refuses to go on over a broken connection.
+    fn usable(&self, phase: &'static str) -> Result<(), Error> {
+        match &self.broken {
+            None => Ok(()),
+            Some(why) => Err(Error::Unusable {
+                phase,
+                why: why.clone(),
+            }),
         }
     }
 
@@ -187,11 +228,13 @@ impl<S: Wire> Connection<S> {
         if self.out.is_empty() {
             return Ok(());
         }
+        self.usable(phase)?;
         let stream = self.io.get_mut();
-        stream
+        let written = stream
             .write_all(&self.out)
             .and_then(|()| stream.flush())
-            .map_err(|e| Error::io(phase, e))?;
+            .map_err(|e| Error::io(phase, e));
+        self.check(written)?;
         self.out.clear();
         Ok(())
     }
@@ -210,6 +253,28 @@ impl<S: Wire> Connection<S> {
 
     /// Reads one line into `line`, replacing what it held.
     fn read_line_into(&mut self, phase: &'static str, line: &mut Vec<u8>) -> Result<(), Error> {
+        self.read_bounded(phase, line, MAX_LINE)
+    }
+
+    /// Reads one line of at most `max` bytes into `line`; an error marks the
+    /// connection unusable.
+    fn read_bounded(
+        &mut self,
+        phase: &'static str,
+        line: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<(), Error> {
+        self.usable(phase)?;
+        let read = self.read_raw(phase, line, max);
+        self.check(read)
+    }
+
+    fn read_raw(
+        &mut self,
+        phase: &'static str,
+        line: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<(), Error> {
         line.clear();
         loop {
             let buf = match self.io.fill_buf() {
@@ -232,9 +297,9 @@ impl<S: Wire> Connection<S> {
             };
             line.extend_from_slice(&buf[..take]);
             self.io.consume(take);
-            if line.len() > MAX_LINE {
+            if line.len() > max {
                 return Err(Error::Protocol(format!(
-                    "the server sent a line longer than {MAX_LINE} bytes during {phase}"
+                    "the server sent a line longer than {max} bytes during {phase}"
                 )));
             }
             if end {
@@ -249,7 +314,8 @@ impl<S: Wire> Connection<S> {
 
     fn read_status(&mut self, phase: &'static str) -> Result<Status, Error> {
         let line = self.read_line(phase)?;
-        let status = parse_status(&line)?;
+        let status = parse_status(&line);
+        let status = self.check(status)?;
         self.note(|| {
             let word = if status.ok { "+OK" } else { "-ERR" };
             format!("< {word} {}", status.text).trim_end().to_string()
@@ -270,31 +336,66 @@ impl<S: Wire> Connection<S> {
         }
     }
 
-    /// A short multi-line response (CAPA) as unstuffed lines.
+    /// A short multi-line response (CAPA) as unstuffed lines, at most
+    /// [`MAX_CAPA_LINES`] of them.
     fn read_lines(&mut self, phase: &'static str) -> Result<Vec<Vec<u8>>, Error> {
         let mut lines = Vec::new();
-        self.each_line(phase, |line| {
+        self.each_line(phase, MAX_LINE, MAX_CAPA_LINES, usize::MAX, |line| {
             lines.push(line.to_vec());
             Ok(())
         })?;
         Ok(lines)
     }
 
-    /// Hands each unstuffed line of a multi-line response (UIDL, LIST: one per
-    /// message) to `each`, through one reused buffer.
+    /// A listing (UIDL, LIST: one line per message), bounded so that a server
+    /// cannot make us hold more than [`MAX_LISTED`] lines of [`MAX_LISTING_LINE`]
+    /// bytes, [`MAX_LISTING_BYTES`] in all, or more lines than `expected` allows.
+    fn each_listed(
+        &mut self,
+        phase: &'static str,
+        expected: usize,
+        each: impl FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.each_line(
+            phase,
+            MAX_LISTING_LINE,
+            expected.min(MAX_LISTED),
+            MAX_LISTING_BYTES,
+            each,
+        )
+    }
+
+    /// Hands each unstuffed line of a multi-line response to `each`, through one
+    /// reused buffer; more than `max_lines` lines or `max_bytes` bytes end the
+    /// session with a protocol error.
     fn each_line(
         &mut self,
         phase: &'static str,
+        max_line: usize,
+        max_lines: usize,
+        max_bytes: usize,
         mut each: impl FnMut(&[u8]) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let mut line = Vec::new();
+        let (mut lines, mut bytes) = (0usize, 0usize);
         loop {
-            self.read_line_into(phase, &mut line)?;
-            match line.strip_prefix(b".") {
+            self.read_bounded(phase, &mut line, max_line)?;
+            let unstuffed = match line.strip_prefix(b".") {
                 Some([]) => return Ok(()),
-                Some(unstuffed) => each(unstuffed)?,
-                None => each(&line)?,
+                Some(unstuffed) => unstuffed,
+                None => &line,
+            };
+            lines += 1;
+            bytes = bytes.saturating_add(line.len());
+            if lines > max_lines || bytes > max_bytes {
+                let e = Error::Protocol(format!(
+                    "the server's {phase} reply goes on past {} lines; ending the session",
+                    lines - 1
+                ));
+                return self.check(Err(e));
             }
+            let handled = each(unstuffed);
+            self.check(handled)?;
         }
     }
 
@@ -304,12 +405,14 @@ impl<S: Wire> Connection<S> {
         phase: &'static str,
         consume: impl FnOnce(&mut dyn Read) -> T,
     ) -> Result<T, Error> {
+        self.usable(phase)?;
         let mut body = DotReader::new(&mut self.io);
         let result = consume(&mut body);
-        if let Some(kind) = body.failure() {
-            return Err(Error::io(phase, io::Error::from(kind)));
-        }
-        body.drain().map_err(|e| Error::io(phase, e))?;
+        let read = match body.failure() {
+            Some(kind) => Err(Error::io(phase, io::Error::from(kind))),
+            None => body.drain().map_err(|e| Error::io(phase, e)),
+        };
+        self.check(read)?;
         Ok(result)
     }
 }
@@ -327,6 +430,14 @@ impl<S: Wire> Client<S> {
     /// Reads the greeting (RFC 1939 §4) from a fresh connection.
     pub fn new(stream: S, trace: Option<Trace>) -> Result<Self, Error> {
         let mut conn = Connection::new(stream, trace);
+        // A TLS record (handshake 22 or alert 21, then major version 3) where the
+        // greeting should be: the port speaks TLS first (RFC 8446 §5.1).
+        let first = conn.io.fill_buf().map(|b| b.get(..2).map(<[u8]>::to_vec));
+        if let Ok(Some(first)) = first {
+            if matches!(first[..], [21 | 22, 3]) {
+                return Err(Error::TlsNotGreeting);
+            }
+        }
         let greeting = conn.read_status("the greeting")?;
         if !greeting.ok {
             return Err(Error::Server {
@@ -345,6 +456,16 @@ impl<S: Wire> Client<S> {
 
     pub fn greeting(&self) -> &Status {
         &self.greeting
+    }
+
+    /// The stream under the conversation, for a report of its TLS session.
+    pub fn stream(&self) -> &S {
+        self.conn.io.get_ref()
+    }
+
+    /// Adds a line to the trace, if there is one.
+    pub fn note(&mut self, line: &str) {
+        self.conn.note(|| line.to_string());
     }
 
     /// Whether CAPA's round trip was at least [`SLOW_PATH`].
@@ -551,8 +672,9 @@ impl<S: Wire> Client<S> {
         )))
     }
 
-    /// Ends the conversation politely.
+    /// Ends the conversation politely; over a broken connection, only closes it.
     pub fn quit(mut self) -> Result<(), Error> {
+        self.conn.usable("QUIT")?;
         self.conn.send(Command::Quit)?;
         self.conn.expect_ok("QUIT").map(drop)
     }
@@ -614,7 +736,7 @@ impl<S: Wire> Session<S> {
         if !self.pipelining {
             self.conn.send(Command::List)?;
         }
-        let sizes = self.read_sizes()?;
+        let sizes = self.read_sizes(uids.as_ref().map(Vec::len))?;
         match uids {
             Some(uids) => join(uids, &sizes).map(Listing::WithUids),
             None => Ok(Listing::SizesOnly(sizes)),
@@ -634,7 +756,7 @@ impl<S: Wire> Session<S> {
         self.conn.send(Command::Uidl)?;
         let Some(uids) = self.read_uids()? else {
             self.conn.send(Command::List)?;
-            return Ok(Listing::SizesOnly(self.read_sizes()?));
+            return Ok(Listing::SizesOnly(self.read_sizes(None)?));
         };
         // Sizes are matched to unique-ids by message number, so it must not repeat.
         if !uids.windows(2).all(|w| w[0].0 < w[1].0) {
@@ -655,7 +777,7 @@ impl<S: Wire> Session<S> {
             .filter(|(_, uid)| repeated.contains(uid.as_str()) || sized(uid))
             .map(|&(num, _)| num)
             .collect();
-        let sizes = self.sizes_of(&wanted)?;
+        let sizes = self.sizes_of(&wanted, uids.len())?;
         let mut sizes = sizes.into_iter().peekable();
         let messages = uids
             .into_iter()
@@ -675,18 +797,20 @@ impl<S: Wire> Session<S> {
             return Ok(None);
         }
         let mut uids = Vec::new();
-        self.conn.each_line("UIDL", |line| {
+        self.conn.each_listed("UIDL", MAX_LISTED, |line| {
             uids.push(parse_uidl_line(line)?);
             Ok(())
         })?;
         Ok(Some(uids))
     }
 
-    /// The reply to a LIST of every message.
-    fn read_sizes(&mut self) -> Result<Vec<(u32, u64)>, Error> {
+    /// The reply to a LIST of every message: as many lines as `expected` at most
+    /// (UIDL's count, when known, for both list the same messages).
+    fn read_sizes(&mut self, expected: Option<usize>) -> Result<Vec<(u32, u64)>, Error> {
         self.conn.expect_ok("LIST")?;
         let mut sizes = Vec::new();
-        self.conn.each_line("LIST", |line| {
+        let expected = expected.unwrap_or(MAX_LISTED);
+        self.conn.each_listed("LIST", expected, |line| {
             sizes.push(parse_list_line(line)?);
             Ok(())
         })?;
@@ -696,7 +820,7 @@ impl<S: Wire> Session<S> {
     /// The sizes of the messages `nums`, in that order: `LIST n` for each in
     /// pipelined batches when the server allows it and they fit in a window, or one
     /// LIST of everything, kept to `nums`.
-    fn sizes_of(&mut self, nums: &[u32]) -> Result<Vec<(u32, u64)>, Error> {
+    fn sizes_of(&mut self, nums: &[u32], listed: usize) -> Result<Vec<(u32, u64)>, Error> {
         if nums.is_empty() {
             return Ok(Vec::new());
         }
@@ -708,18 +832,19 @@ impl<S: Wire> Session<S> {
             let mut sizes = Vec::with_capacity(nums.len());
             for &num in nums {
                 let status = self.conn.expect_ok("LIST")?;
-                let (listed, size) = parse_list_line(status.text.as_bytes())?;
+                let parsed = parse_list_line(status.text.as_bytes());
+                let (listed, size) = self.conn.check(parsed)?;
                 if listed != num {
-                    return Err(Error::Protocol(format!(
+                    return self.conn.check(Err(Error::Protocol(format!(
                         "asked LIST {num}, the server answered for message {listed}"
-                    )));
+                    ))));
                 }
                 sizes.push((num, size));
             }
             return Ok(sizes);
         }
         self.conn.send(Command::List)?;
-        let all: foldhash::HashMap<u32, u64> = self.read_sizes()?.into_iter().collect();
+        let all: foldhash::HashMap<u32, u64> = self.read_sizes(Some(listed))?.into_iter().collect();
         nums.iter()
             .map(|&num| match all.get(&num) {
                 Some(&size) => Ok((num, size)),
@@ -835,8 +960,10 @@ impl<S: Wire> Session<S> {
     }
 
     /// QUIT (RFC 1939 §6): the server now removes the deleted messages. -ERR here
-    /// means some of them were not removed.
+    /// means some of them were not removed. Over a broken connection nothing is
+    /// sent: the connection is closed and the deletions are not made.
     pub fn quit(mut self) -> Result<(), Error> {
+        self.conn.usable("QUIT")?;
         self.conn.send(Command::Quit)?;
         self.conn.expect_ok("QUIT").map(drop)
     }
@@ -1332,5 +1459,160 @@ mod tests {
             .map(drop)
             .unwrap_err();
         assert!(matches!(err, Error::Protocol(_)));
+    }
+
+    /// A server that says `head`, then sends well-formed listing lines for ever,
+    /// counting the bytes it sent; whatever the client writes is kept.
+    struct Endless {
+        head: io::Cursor<Vec<u8>>,
+        next: u64,
+        line: Vec<u8>,
+        at: usize,
+        sent: u64,
+        written: Vec<u8>,
+    }
+
+    impl Endless {
+        fn new(head: &str) -> Endless {
+            Endless {
+                head: io::Cursor::new(head.as_bytes().to_vec()),
+                next: 1,
+                line: Vec::new(),
+                at: 0,
+                sent: 0,
+                written: Vec::new(),
+            }
+        }
+    }
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.head.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            let mut n = 0;
+            while n < buf.len() {
+                if self.at == self.line.len() {
+                    self.line = format!("{} {}00\r\n", self.next, self.next).into_bytes();
+                    self.next += 1;
+                    self.at = 0;
+                }
+                let take = (self.line.len() - self.at).min(buf.len() - n);
+                buf[n..n + take].copy_from_slice(&self.line[self.at..self.at + take]);
+                self.at += take;
+                n += take;
+            }
+            self.sent += n as u64;
+            Ok(n)
+        }
+    }
+
+    impl Write for Endless {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Wire for Endless {}
+
+    fn endless_session(head: &str) -> Session<Endless> {
+        let mut c = Client::new(Endless::new(head), None).unwrap();
+        c.capabilities().unwrap();
+        c.round_trip = Some(Duration::ZERO);
+        c.login(Credentials::User {
+            user: "u",
+            password: "p",
+        })
+        .map_err(|f| f.error)
+        .unwrap()
+    }
+
+    #[test]
+    fn an_endless_uidl_listing_is_refused_early_and_closes_without_quit() {
+        let mut s = endless_session(&format!("{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\n"));
+        let err = s.listing_sized(&|_| true).unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{err}");
+        assert_eq!(err.kind(), super::super::ErrorKind::Protocol);
+        // Refused at the cap, not after whatever the server could send.
+        let sent = s.conn.io.get_ref().sent;
+        let lines = s.conn.io.get_ref().next - 1;
+        assert!(lines <= MAX_LISTED as u64 + (READ_BUFFER as u64), "{lines}");
+        assert!(
+            sent < (MAX_LISTING_BYTES + 2 * READ_BUFFER) as u64,
+            "{sent}"
+        );
+        let written = s.conn.io.get_ref().written.len();
+        assert!(matches!(s.quit(), Err(Error::Unusable { .. })));
+        assert_eq!(written, "CAPA\r\nUSER u\r\nPASS p\r\nUIDL\r\n".len());
+    }
+
+    #[test]
+    fn an_endless_list_is_refused_past_the_uidl_count() {
+        let server = format!("{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\n1 a\r\n2 b\r\n.\r\n+OK\r\n");
+        let mut s = endless_session(&server);
+        let err = s.listing().unwrap_err();
+        assert!(err.to_string().contains("past 2 lines"), "{err}");
+        assert!(s.conn.io.get_ref().sent < 2 * READ_BUFFER as u64);
+    }
+
+    #[test]
+    fn an_endless_capa_is_refused() {
+        let mut c = Client::new(Endless::new("+OK hi\r\n+OK\r\n"), None).unwrap();
+        let err = c.capabilities().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("past {MAX_CAPA_LINES} lines")),
+            "{err}"
+        );
+        assert!(c.conn.io.get_ref().sent < 2 * READ_BUFFER as u64);
+    }
+
+    #[test]
+    fn an_overlong_listing_line_is_refused() {
+        let long = "x".repeat(MAX_LISTING_LINE);
+        let server = format!("{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\n1 {long}\r\n.\r\n");
+        let mut s = login_fast(&server);
+        let err = s.listing_sized(&|_| false).unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{err}");
+    }
+
+    #[test]
+    fn after_a_lost_connection_quit_sends_nothing() {
+        // The server goes away after PASS: the login fails, and the polite QUIT
+        // that follows must not be sent (a timed-out server would make it wait a
+        // second timeout).
+        let mut c = client(GREETING_AND_CAPA);
+        c.capabilities().unwrap();
+        let failed = c
+            .login(Credentials::User {
+                user: "u",
+                password: "p",
+            })
+            .map(drop)
+            .unwrap_err();
+        assert!(matches!(failed.error, Error::Lost { .. }));
+        let before = failed.client.conn.io.get_ref().written().to_string();
+        assert!(before.ends_with("USER u\r\n"), "{before}");
+        let mut client = failed.client;
+        assert!(matches!(
+            client.conn.send(Command::Noop),
+            Err(Error::Unusable { .. })
+        ));
+        assert_eq!(client.conn.io.get_ref().written(), before);
+        assert!(matches!(client.quit(), Err(Error::Unusable { .. })));
+    }
+
+    #[test]
+    fn after_a_garbled_reply_the_session_quits_without_a_word() {
+        let server = format!("{GREETING_AND_CAPA}+OK\r\n+OK\r\nnonsense\r\n+OK bye\r\n");
+        let mut s = login_fast(&server);
+        assert!(matches!(s.stat(), Err(Error::Protocol(_))));
+        assert!(matches!(s.quit(), Err(Error::Unusable { .. })));
     }
 }

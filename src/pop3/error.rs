@@ -4,6 +4,7 @@
 use std::io;
 
 use super::response::RespCode;
+use super::transport::CertificateProblem;
 
 /// How an error should be treated by whoever runs the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,21 @@ pub enum Error {
     Connect { addr: String, source: io::Error },
     #[error("TLS with {host} failed: {reason}")]
     Tls { host: String, reason: String },
+    #[error("the certificate of {host} {problem}")]
+    Certificate {
+        host: String,
+        problem: CertificateProblem,
+    },
+    #[error("the certificate of {host} is {actual}, expected {expected}")]
+    PinMismatch {
+        host: String,
+        actual: String,
+        expected: String,
+    },
+    #[error("{host} did not answer the TLS handshake with TLS")]
+    NotTls { host: String },
+    #[error("the server began TLS where a POP3 greeting should be")]
+    TlsNotGreeting,
     #[error(
         "the server does not offer STLS, and tls = \"starttls\" never falls back to cleartext"
     )]
@@ -54,6 +70,8 @@ pub enum Error {
         code: Option<RespCode>,
         text: String,
     },
+    #[error("{phase} not sent: the connection was already unusable ({why})")]
+    Unusable { phase: &'static str, why: String },
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("{0}")]
@@ -66,9 +84,13 @@ impl Error {
             Error::Resolve { .. }
             | Error::Connect { .. }
             | Error::Tls { .. }
+            | Error::Certificate { .. }
+            | Error::PinMismatch { .. }
+            | Error::NotTls { .. }
+            | Error::TlsNotGreeting
             | Error::StlsUnavailable
             | Error::StlsRefused(_) => ErrorKind::Unavailable,
-            Error::Timeout(_) | Error::Lost { .. } => ErrorKind::Temporary,
+            Error::Timeout(_) | Error::Lost { .. } | Error::Unusable { .. } => ErrorKind::Temporary,
             Error::StlsInjection | Error::Protocol(_) => ErrorKind::Protocol,
             Error::Server { code, .. } => match code {
                 Some(c) if c.is_temporary() => ErrorKind::Temporary,

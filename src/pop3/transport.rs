@@ -252,11 +252,31 @@ impl Stream {
             // The socket's read timeout fired inside the handshake.
             Err(HandshakeError::WouldBlock(_)) => Err(Error::Timeout("the TLS handshake")),
             Err(HandshakeError::SetupFailure(e)) => Err(failed(e.to_string())),
-            Err(HandshakeError::Failure(mid)) => Err(failed(describe_tls_failure(
-                mid.error(),
-                mid.ssl().verify_result(),
-            ))),
+            Err(HandshakeError::Failure(mid)) => {
+                let verdict = mid.ssl().verify_result();
+                if verdict != X509VerifyResult::OK {
+                    return Err(Error::Certificate {
+                        host: host.to_string(),
+                        problem: certificate_problem(verdict),
+                    });
+                }
+                if not_tls(mid.error()) {
+                    return Err(Error::NotTls {
+                        host: host.to_string(),
+                    });
+                }
+                Err(failed(describe_tls_failure(mid.error())))
+            }
         }
+    }
+
+    /// The address connected to.
+    pub fn peer(&self) -> Option<std::net::SocketAddr> {
+        let tcp = match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(s) => s.get_ref().0.get_ref(),
+        };
+        tcp.socket.peer_addr().ok()
     }
 
     pub fn is_tls(&self) -> bool {
@@ -280,22 +300,76 @@ impl Stream {
     }
 }
 
-/// Adds the advice a user needs to the TLS library's terse error text.
-fn describe_tls_failure(e: &openssl::ssl::Error, verdict: X509VerifyResult) -> String {
-    let text = match e.io_error() {
-        Some(io) if e.ssl_error().is_none() => format!("the connection broke: {io}"),
-        _ => e.to_string(),
-    };
-    if verdict == X509VerifyResult::OK {
-        return text;
+/// The TLS library's error, in its own short words (the reasons of its error
+/// stack, not the internal file and function names).
+fn describe_tls_failure(e: &openssl::ssl::Error) -> String {
+    if let Some(io) = e.io_error() {
+        if e.ssl_error().is_none() {
+            return format!("the connection broke: {io}");
+        }
     }
-    // X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
-    let advice = if matches!(verdict.as_raw(), 62 | 64) {
-        "the server's certificate does not name this host; use the name it was issued for"
+    let reasons: Vec<&str> = e
+        .ssl_error()
+        .map(|stack| stack.errors().iter().filter_map(|e| e.reason()).collect())
+        .unwrap_or_default();
+    if reasons.is_empty() {
+        "the handshake failed".into()
     } else {
-        "the server's certificate is not trusted; set tls_ca_file if it comes from a private CA, or pin it with tls_fingerprint (popfetch probe shows it)"
-    };
-    format!("{text} ({}); {advice}", verdict.error_string())
+        reasons.join(", ")
+    }
+}
+
+/// Whether the peer answered the handshake with something that is not TLS at
+/// all (OpenSSL's "wrong version number" or "packet length too long": a plain
+/// POP3 greeting read as a record header).
+fn not_tls(e: &openssl::ssl::Error) -> bool {
+    e.ssl_error().is_some_and(|stack| {
+        stack.errors().iter().any(|e| {
+            matches!(
+                e.reason(),
+                Some("wrong version number" | "packet length too long" | "record layer failure")
+            )
+        })
+    })
+}
+
+/// What is wrong with a certificate, in a few words, from OpenSSL's verification
+/// result (`X509_V_ERR_*`, x509_vfy.h).
+pub fn certificate_problem(verdict: X509VerifyResult) -> CertificateProblem {
+    match verdict.as_raw() {
+        10 => CertificateProblem::Expired,
+        9 => CertificateProblem::NotYetValid,
+        18 | 19 => CertificateProblem::SelfSigned,
+        2 | 20 | 21 => CertificateProblem::UnknownIssuer,
+        62 | 64 => CertificateProblem::WrongName,
+        _ => CertificateProblem::Other(verdict.error_string().to_string()),
+    }
+}
+
+/// Why a certificate was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateProblem {
+    Expired,
+    NotYetValid,
+    SelfSigned,
+    UnknownIssuer,
+    WrongName,
+    Other(String),
+}
+
+impl std::fmt::Display for CertificateProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertificateProblem::Expired => f.write_str("has expired"),
+            CertificateProblem::NotYetValid => f.write_str("is not valid yet"),
+            CertificateProblem::SelfSigned => f.write_str("is self-signed"),
+            CertificateProblem::UnknownIssuer => {
+                f.write_str("is issued by a CA this machine does not trust")
+            }
+            CertificateProblem::WrongName => f.write_str("does not name this host"),
+            CertificateProblem::Other(text) => write!(f, "was refused: {text}"),
+        }
+    }
 }
 
 impl Wire for Stream {
@@ -335,12 +409,23 @@ impl Write for Stream {
 }
 
 /// The lowest TLS version accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TlsVersion {
     V1_0,
     V1_1,
     V1_2,
     V1_3,
+}
+
+impl std::fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsVersion::V1_0 => "1.0",
+            TlsVersion::V1_1 => "1.1",
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        })
+    }
 }
 
 /// What the user asked of TLS.
@@ -463,11 +548,11 @@ impl TlsConfig {
             .ok_or_else(|| failed("the server sent no certificate".into()))?;
         let actual: [u8; 32] = Sha256::digest(&der).into();
         if actual != expected {
-            return Err(failed(format!(
-                "the certificate does not match tls_fingerprint: it is {}, expected {}",
-                fingerprint_text(&actual),
-                fingerprint_text(&expected)
-            )));
+            return Err(Error::PinMismatch {
+                host: host.to_string(),
+                actual: fingerprint_text(&actual),
+                expected: fingerprint_text(&expected),
+            });
         }
         Ok(())
     }

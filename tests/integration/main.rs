@@ -9,6 +9,7 @@ mod delivery;
 mod dovecot_sync;
 mod hostile_server;
 mod interop;
+mod net;
 mod policies;
 mod security;
 mod ux;

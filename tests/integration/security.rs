@@ -49,12 +49,16 @@ fn sha256_pin(cert: &std::path::Path) -> String {
 #[test]
 fn bad_certificates_are_refused_before_any_credential() {
     let bad = bad_certs();
-    for (what, pair) in [
-        ("self-signed", &bad.self_signed),
-        ("unknown root", &bad.unknown_root),
-        ("wrong name", &bad.wrong_name),
-        ("expired", &bad.expired),
-        ("not yet valid", &bad.not_yet_valid),
+    for (what, pair, says) in [
+        ("self-signed", &bad.self_signed, "is self-signed"),
+        (
+            "unknown root",
+            &bad.unknown_root,
+            "a CA this machine does not trust",
+        ),
+        ("wrong name", &bad.wrong_name, "does not name this host"),
+        ("expired", &bad.expired, "has expired"),
+        ("not yet valid", &bad.not_yet_valid, "is not valid yet"),
     ] {
         let mut script = vec![tls_step(pair)];
         script.extend(logged_in());
@@ -63,10 +67,17 @@ fn bad_certificates_are_refused_before_any_credential() {
         home.write_config(&tls_config(&server, &home, ""));
         let run = home.run(&["sync"]);
         assert_eq!(run.code(), 69, "{what}: {}", run.stderr());
-        assert!(
-            run.stderr().contains("certificate"),
-            "{what}: {}",
-            run.stderr()
+        let stderr = run.stderr();
+        assert!(stderr.contains(says), "{what}: {stderr}");
+        assert!(stderr.contains("account \"test\""), "{what}: {stderr}");
+        // One short line: no OpenSSL error stack, and "set tls_ca_file" only
+        // where an unknown CA is the cause.
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{what}: {stderr}");
+        assert!(!stderr.contains("error:0"), "{what}: {stderr}");
+        assert_eq!(
+            stderr.contains("tls_ca_file"),
+            what == "unknown root",
+            "{what}: {stderr}"
         );
         assert!(!credentials_sent(&server.finish()), "{what}");
     }
