@@ -14,6 +14,9 @@ use crate::pop3::transport::{CertificateProblem, Stream, TlsConfig};
 use crate::pop3::{self, Client, Credentials, ListedMessage, Listing, Peer, Session, Trace, Wire};
 use crate::secret::Secret;
 
+/// How long a look at a silent port may take to see whether it speaks TLS.
+const TLS_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How much of a message's headers we read through TOP.
 const MAX_HEADERS: u64 = 256 * 1024;
 
@@ -37,9 +40,15 @@ fn connect(account: &Account, mut trace: Option<Trace>) -> Result<Client<Stream>
     trace_connect(&mut trace, &stream);
     let greeted = |stream, trace| {
         Client::new(stream, trace).map_err(|e| match e {
-            // Port 995 speaks TLS first and waits for us: a client waiting for a
-            // greeting there waits for ever (RFC 8314 §3.3).
-            pop3::Error::Timeout(_) if account.port == 995 => advise(pop3::Error::TlsNotGreeting),
+            // An implicit-TLS port (995, RFC 8314 §3.3) waits for our handshake
+            // as we wait for its greeting: a second, short look tells it apart
+            // from a slow server, so the error says what to change.
+            pop3::Error::Timeout(_)
+                if account.tls != TlsMode::Implicit
+                    && Stream::speaks_tls(&account.host, account.port, TLS_LOOK) =>
+            {
+                advise(pop3::Error::TlsNotGreeting)
+            }
             e => advise(e),
         })
     };

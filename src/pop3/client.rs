@@ -432,11 +432,13 @@ impl<S: Wire> Client<S> {
         let mut conn = Connection::new(stream, trace);
         // A TLS record (handshake 22 or alert 21, then major version 3) where the
         // greeting should be: the port speaks TLS first (RFC 8446 §5.1).
-        let first = conn.io.fill_buf().map(|b| b.get(..2).map(<[u8]>::to_vec));
-        if let Ok(Some(first)) = first {
-            if matches!(first[..], [21 | 22, 3]) {
-                return Err(Error::TlsNotGreeting);
-            }
+        let first = match conn.io.fill_buf() {
+            Ok(buf) => buf.get(..2).map(<[u8]>::to_vec),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(e) => return Err(Error::io("the greeting", e)),
+        };
+        if first.is_some_and(|first| matches!(first[..], [21 | 22, 3])) {
+            return Err(Error::TlsNotGreeting);
         }
         let greeting = conn.read_status("the greeting")?;
         if !greeting.ok {

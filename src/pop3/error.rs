@@ -42,7 +42,7 @@ pub enum Error {
     },
     #[error("{host} did not answer the TLS handshake with TLS")]
     NotTls { host: String },
-    #[error("the server began TLS where a POP3 greeting should be")]
+    #[error("the server speaks TLS where a POP3 greeting should be")]
     TlsNotGreeting,
     #[error(
         "the server does not offer STLS, and tls = \"starttls\" never falls back to cleartext"

@@ -270,6 +270,23 @@ impl Stream {
         }
     }
 
+    /// Whether `host:port` answers a TLS handshake within `patience`: a fresh
+    /// connection, nothing verified, nothing sent after it.
+    pub fn speaks_tls(host: &str, port: u16, patience: Duration) -> bool {
+        let options = TlsOptions {
+            ca_file: None,
+            min_version: TlsVersion::V1_0,
+            skip_verify: true,
+            fingerprint: None,
+        };
+        let Ok(config) = TlsConfig::new(&options) else {
+            return false;
+        };
+        Stream::connect(host, port, patience)
+            .and_then(|plain| plain.secure(&config, host))
+            .is_ok()
+    }
+
     /// The address connected to.
     pub fn peer(&self) -> Option<std::net::SocketAddr> {
         let tcp = match self {

@@ -221,6 +221,29 @@ fn a_tls_mode_that_does_not_fit_the_port_says_which_fits() {
         "{err}"
     );
 
+    // STARTTLS against the implicit-TLS port: it waits for our handshake as we
+    // wait for its greeting. One timeout, then a short look, then 69.
+    let config = server
+        .config(&home, "starttls", "timeout = 2")
+        .replace("timeout = 20\n", "");
+    home.write_config(&config.replace(
+        &format!("port = {}", server.port),
+        &format!("port = {}", server.tls_port),
+    ));
+    let start = Instant::now();
+    let run = home.run(&["sync"]);
+    assert_eq!(run.code(), 69, "{}", run.stderr());
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        run.stderr().contains("speaks TLS") && run.stderr().contains("tls = \"implicit\""),
+        "{}",
+        run.stderr()
+    );
+
     // A server that starts TLS where the greeting should be.
     let tls_first = Scripted::start(vec![vec![
         Step::Send(b"\x16\x03\x03\x00\x40\x02\x00\x00\x3c\x03\x03".to_vec()),
