@@ -208,7 +208,12 @@ fn untrusted_certificate_is_refused_before_login() {
     home.write_config(&config);
     let run = home.run(&["sync"]);
     run.expect(69);
-    assert!(run.stderr().contains("TLS"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("a CA this machine does not trust")
+            && run.stderr().contains("tls_ca_file"),
+        "{}",
+        run.stderr()
+    );
     assert!(
         !server.log().contains("Login: user=<alice>"),
         "no login may happen"
