@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use crate::auth::ChoiceError;
 use crate::config::ConfigError;
 use crate::deliver::DeliverError;
+use crate::filter::FilterError;
 use crate::lock::LockError;
 use crate::pop3::transport::TlsConfigError;
 use crate::pop3::{self, ErrorKind};
@@ -59,10 +60,20 @@ pub fn classify(err: &anyhow::Error) -> Exit {
             };
         }
         if let Some(e) = cause.downcast_ref::<DeliverError>() {
-            return if e.is_temporary() {
+            // An MDA that cannot be started is named wrongly in the config.
+            return if matches!(e, DeliverError::MdaSpawn { .. }) {
+                Exit::Config
+            } else if e.is_temporary() {
                 Exit::TempFail
             } else {
                 Exit::IoError
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<FilterError>() {
+            return match e {
+                FilterError::Spawn { .. } => Exit::Config,
+                FilterError::Failed { .. } => Exit::IoError,
+                FilterError::Timeout { .. } => Exit::TempFail,
             };
         }
         if cause.is::<StateError>() {
