@@ -76,6 +76,13 @@ pub fn classify(err: &anyhow::Error) -> Exit {
                 FilterError::Timeout { .. } => Exit::TempFail,
             };
         }
+        if let Some(e) = cause.downcast_ref::<SecretError>() {
+            return if e.is_temporary() {
+                Exit::TempFail
+            } else {
+                Exit::Config
+            };
+        }
         if cause.is::<StateError>() {
             return Exit::IoError;
         }
@@ -85,7 +92,7 @@ pub fn classify(err: &anyhow::Error) -> Exit {
                 LockError::Io { .. } => Exit::IoError,
             };
         }
-        if cause.is::<SecretError>() || cause.is::<TlsConfigError>() || cause.is::<ChoiceError>() {
+        if cause.is::<TlsConfigError>() || cause.is::<ChoiceError>() {
             return Exit::Config;
         }
     }
