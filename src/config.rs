@@ -368,7 +368,7 @@ fn resolve(
                 .into(),
         ));
     }
-    let command = |cmd: &str, key: &str| split_command(cmd, key, &paths.home).map_err(&invalid);
+    let command = |cmd: &str, key: &str| split_command(cmd, key, "", &paths.home).map_err(&invalid);
     let required = |value: Option<String>, key: &str| {
         let value = value
             .filter(|v| !v.trim().is_empty())
@@ -438,7 +438,9 @@ fn resolve(
     let deliver = match deliver.split_once(':') {
         Some(("maildir", dir)) => Delivery::Maildir(path(dir, "deliver", &deliver)?),
         Some(("mbox", file)) => Delivery::Mbox(path(file, "deliver", &deliver)?),
-        Some(("mda", mda)) => Delivery::Mda(command(mda, "the MDA command")?),
+        Some(("mda", mda)) => {
+            Delivery::Mda(split_command(mda, "deliver", "mda:", &paths.home).map_err(&invalid)?)
+        }
         _ => {
             return Err(invalid(format!(
                 "cannot understand deliver = \"{deliver}\"; use \"maildir:PATH\", \"mbox:PATH\" or \"mda:COMMAND\""
@@ -632,7 +634,8 @@ pub fn toml_string(text: &str) -> String {
 /// Splits a command (`password_command`, `filter`, an MDA) the way a shell would,
 /// for running without one. A leading `~` or `~user` in each argument is expanded,
 /// as in paths; a shell operator such as `|` is refused with the `sh -c` form.
-fn split_command(text: &str, key: &str, home: &Path) -> Result<Vec<String>, String> {
+/// `prefix` is what precedes the command in the value of `key` (`mda:`).
+fn split_command(text: &str, key: &str, prefix: &str, home: &Path) -> Result<Vec<String>, String> {
     if text.chars().any(|c| c.is_control() && c != '\t') {
         return Err(format!("{key} holds a control character"));
     }
@@ -642,8 +645,8 @@ fn split_command(text: &str, key: &str, home: &Path) -> Result<Vec<String>, Stri
     }
     if argv.iter().any(|arg| crate::secret::is_shell_operator(arg)) {
         return Err(format!(
-            "{key} holds a shell operator, but it runs without a shell; write {}",
-            toml_string(&crate::secret::sh_c(text))
+            "{key} holds a shell operator, but the command runs without a shell; write {key} = {}",
+            toml_string(&format!("{prefix}{}", crate::secret::sh_c(text)))
         ));
     }
     argv.into_iter()
@@ -978,7 +981,16 @@ state_dir = "~/st"
                 .unwrap_err()
                 .to_string();
         assert!(
-            err.contains(r#"without a shell; write "sh -c 'gpg -d ~/p.gpg | head -1'""#),
+            err.contains(
+                r#"without a shell; write password_command = "sh -c 'gpg -d ~/p.gpg | head -1'""#
+            ),
+            "{err}"
+        );
+        let err = account("deliver = \"mda:procmail > /tmp/x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"write deliver = "mda:sh -c 'procmail > /tmp/x'""#),
             "{err}"
         );
         let err = account("deliver = \"mda:procmail \\u001b[2J\"")
