@@ -3,8 +3,10 @@
 //! unknown keys refused.
 
 use std::collections::BTreeMap;
+use std::ffi::{CStr, CString, OsStr};
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +15,7 @@ use serde::Deserialize;
 
 use crate::policy::{self, Policy, SizeAction};
 use crate::pop3::transport::{TlsOptions, TlsVersion};
-use crate::secret::{PasswordSource, Secret};
+use crate::secret::{PasswordSource, Secret, SecretCommand};
 
 /// How the connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -149,7 +151,7 @@ struct RawAccount {
     keep: Option<bool>,
     delete_after: Option<String>,
     fetch_all: Option<bool>,
-    max_size: Option<String>,
+    max_size: Option<SizeValue>,
     max_size_action: Option<String>,
     max_messages: Option<usize>,
     filter: Option<String>,
@@ -195,6 +197,15 @@ impl RawAccount {
     }
 }
 
+/// `max_size`: a TOML integer counts bytes (as fetchmail's `limit`), a string may
+/// carry a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(i64),
+    Text(String),
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
@@ -204,30 +215,38 @@ struct RawFile {
     accounts: BTreeMap<String, RawAccount>,
 }
 
+/// Config text in messages is passed through [`shown`]: it is the user's, but may
+/// hold escape sequences or NULs that must not drive the terminal (as server text
+/// is escaped by `pop3::response::escape`).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no configuration file at {path}; create one (see README) or name one with -c FILE")]
+    #[error("no configuration file at {}; run `popfetch init` to write one, or name one with -c FILE", shown_path(.path))]
     Missing { path: PathBuf },
-    #[error("cannot read the configuration file {path}")]
+    #[error("cannot read the configuration file {}", shown_path(.path))]
     Read { path: PathBuf, source: io::Error },
-    #[error("{path}:{line}: {message}")]
+    #[error("{}:{line}: {}", shown_path(.path), shown(.message))]
     Parse {
         path: PathBuf,
         line: usize,
         message: String,
     },
-    #[error("{path}: account \"{account}\": {message}")]
+    #[error("{}: account \"{}\": {}", shown_path(.path), shown(.account), shown(.message))]
     Invalid {
         path: PathBuf,
         account: String,
         message: String,
     },
-    #[error("{path} holds a password but can be read by group or others; run chmod 600 {path}")]
+    #[error("{0} holds a password but can be read by group or others; run chmod 600 {0}", shown_path(.path))]
     Insecure { path: PathBuf },
-    #[error("{path} defines no accounts; add an [accounts.NAME] table")]
+    #[error("{} defines no accounts; add an [accounts.NAME] table", shown_path(.path))]
     NoAccounts { path: PathBuf },
-    #[error("no account named \"{name}\" in {path}")]
-    UnknownAccount { name: String, path: PathBuf },
+    #[error("no account named \"{}\" in {}; its accounts: {}", shown(.name), shown_path(.path), .known.join(", "))]
+    UnknownAccount {
+        name: String,
+        path: PathBuf,
+        /// The accounts the file does define.
+        known: Vec<String>,
+    },
     #[error("cannot find the home directory; set HOME")]
     NoHome,
 }
@@ -278,7 +297,8 @@ impl Config {
             line: e
                 .span()
                 .map_or(1, |span| text[..span.start].matches('\n').count() + 1),
-            message: e.message().to_string(),
+            // toml's message may run over lines; a message is one line.
+            message: e.message().trim().replace('\n', "; "),
             path: path.clone(),
         })?;
         let holds_password =
@@ -311,6 +331,7 @@ impl Config {
                     .ok_or_else(|| ConfigError::UnknownAccount {
                         name: name.clone(),
                         path: self.path.clone(),
+                        known: self.accounts.iter().map(|a| a.name.clone()).collect(),
                     })
             })
             .collect()
@@ -347,18 +368,22 @@ fn resolve(
                 .into(),
         ));
     }
-    let command = |cmd: &str, key: &str| -> Result<Vec<String>, ConfigError> {
-        let argv =
-            shell_words::split(cmd).map_err(|e| invalid(format!("cannot split \"{key}\": {e}")))?;
-        if argv.is_empty() {
-            return Err(invalid(format!("\"{key}\" is empty")));
-        }
-        Ok(argv)
-    };
+    let command = |cmd: &str, key: &str| split_command(cmd, key, "", &paths.home).map_err(&invalid);
     let required = |value: Option<String>, key: &str| {
-        value
+        let value = value
             .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| invalid(format!("\"{key}\" is required")))
+            .ok_or_else(|| invalid(format!("\"{key}\" is required")))?;
+        if value.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "{key} = \"{value}\" holds a control character"
+            )));
+        }
+        Ok(value)
+    };
+    // `written` is the whole setting as the file has it, for the message.
+    let path = |value: &str, key: &str, written: &str| {
+        expand_path(value, &paths.home)
+            .map_err(|e| invalid(format!("{key} = {}: {e}", toml_string(written))))
     };
     let host = required(raw.host, "host")?;
     let user = required(raw.user, "user")?;
@@ -367,9 +392,12 @@ fn resolve(
         TlsMode::Implicit => 995,
         _ => 110,
     });
+    // Bounded so that no deadline computed from them can overflow the clock.
     let seconds = |value: Option<u64>, key: &str, default: u64| match value.unwrap_or(default) {
-        0 => Err(invalid(format!("\"{key}\" must be at least 1 second"))),
-        secs => Ok(Duration::from_secs(secs)),
+        secs @ 1..=MAX_SECONDS => Ok(Duration::from_secs(secs)),
+        secs => Err(invalid(format!(
+            "{key} = {secs} is out of range; use 1 to {MAX_SECONDS} seconds"
+        ))),
     };
     let timeout = seconds(raw.timeout, "timeout", 60)?;
     let mda_timeout = seconds(raw.mda_timeout, "mda_timeout", 300)?;
@@ -380,12 +408,22 @@ fn resolve(
             ))
         }
         (Some(p), None) => PasswordSource::Inline(Secret::new(p)),
-        (None, Some(cmd)) => PasswordSource::Command(command(&cmd, "password_command")?),
+        (None, Some(cmd)) => PasswordSource::Command(SecretCommand {
+            key: "password_command",
+            argv: command(&cmd, "password_command")?,
+            text: cmd,
+            timeout,
+        }),
         (None, None) => PasswordSource::Keyring(format!("{user}@{host}")),
     };
     let auth = raw.auth.unwrap_or(AuthMethod::Auto);
     let oauth_token = match raw.oauth_token_command {
-        Some(cmd) => PasswordSource::Command(command(&cmd, "oauth_token_command")?),
+        Some(cmd) => PasswordSource::Command(SecretCommand {
+            key: "oauth_token_command",
+            argv: command(&cmd, "oauth_token_command")?,
+            text: cmd,
+            timeout,
+        }),
         None if auth.uses_token() => {
             return Err(invalid(
                 "XOAUTH2 and OAUTHBEARER need \"oauth_token_command\", a command that prints an access token".into(),
@@ -393,19 +431,15 @@ fn resolve(
         }
         None => PasswordSource::Missing,
     };
-    let deliver = required(raw.deliver, "deliver")?;
+    let deliver = raw
+        .deliver
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| invalid("\"deliver\" is required".into()))?;
     let deliver = match deliver.split_once(':') {
-        Some(("maildir", dir)) if !dir.is_empty() => {
-            Delivery::Maildir(expand_home(dir, &paths.home))
-        }
-        Some(("mbox", file)) if !file.is_empty() => Delivery::Mbox(expand_home(file, &paths.home)),
-        Some(("mda", command)) => {
-            let argv = shell_words::split(command)
-                .map_err(|e| invalid(format!("cannot split the MDA command: {e}")))?;
-            if argv.is_empty() {
-                return Err(invalid("the MDA command is empty".into()));
-            }
-            Delivery::Mda(argv)
+        Some(("maildir", dir)) => Delivery::Maildir(path(dir, "deliver", &deliver)?),
+        Some(("mbox", file)) => Delivery::Mbox(path(file, "deliver", &deliver)?),
+        Some(("mda", mda)) => {
+            Delivery::Mda(split_command(mda, "deliver", "mda:", &paths.home).map_err(&invalid)?)
         }
         _ => {
             return Err(invalid(format!(
@@ -419,7 +453,7 @@ fn resolve(
         None => None,
         Some(text) => Some(policy::parse_duration(&text).ok_or_else(|| {
             invalid(format!(
-                "delete_after = \"{text}\" is not a duration such as \"30d\" (units s, m, h, d, w)"
+                "delete_after = \"{text}\" is not a duration with a unit, such as \"30d\" (units s, m, h, d, w)"
             ))
         })?),
     };
@@ -431,9 +465,14 @@ fn resolve(
     }
     let max_size = match raw.max_size {
         None => None,
-        Some(text) => Some(policy::parse_size(&text).ok_or_else(|| {
+        Some(SizeValue::Bytes(bytes)) => Some(u64::try_from(bytes).map_err(|_| {
             invalid(format!(
-                "max_size = \"{text}\" is not a size such as \"10M\" (units K, M, G)"
+                "max_size = {bytes} is negative; give bytes, or a size such as \"10M\""
+            ))
+        })?),
+        Some(SizeValue::Text(text)) => Some(policy::parse_size(&text).ok_or_else(|| {
+            invalid(format!(
+                "max_size = \"{text}\" is not a size such as \"10M\" (units K, M, G) or a number of bytes"
             ))
         })?),
     };
@@ -484,7 +523,10 @@ fn resolve(
         host,
         port,
         tls,
-        tls_ca_file: raw.tls_ca_file.map(|f| expand_home(&f, &paths.home)),
+        tls_ca_file: raw
+            .tls_ca_file
+            .map(|f| path(&f, "tls_ca_file", &f))
+            .transpose()?,
         tls_min_version,
         tls_insecure_skip_verify: raw.tls_insecure_skip_verify.unwrap_or(false),
         tls_fingerprint,
@@ -499,9 +541,10 @@ fn resolve(
         policy,
         filter,
         received_header: raw.received_header.unwrap_or(false),
-        state_dir: raw
-            .state_dir
-            .map_or_else(|| paths.state_dir.clone(), |d| expand_home(&d, &paths.home)),
+        state_dir: match raw.state_dir {
+            None => paths.state_dir.clone(),
+            Some(dir) => path(&dir, "state_dir", &dir)?,
+        },
         name,
     })
 }
@@ -514,7 +557,7 @@ pub fn template(host: &str, user: &str, deliver: &str) -> String {
 
 [defaults]
 # tls = "implicit"          # "implicit" (port 995), "starttls" (port 110) or "none"
-# timeout = 60              # seconds for connect, TLS handshake and each read
+# timeout = 60              # seconds (1 to 86400) for connect, TLS and each read
 # keep = false              # true leaves messages on the server after delivery
 
 [accounts.main]
@@ -522,11 +565,11 @@ host = "{host}"
 user = "{user}"
 # Where the password comes from, in order: password, password_command, the system
 # keyring (`popfetch password set main`), or a prompt at a terminal.
-# password_command = "pass show mail/main"
-deliver = "{deliver}"       # "maildir:PATH", "mbox:PATH" or "mda:COMMAND ARGS"
+# password_command = "pass show mail/main"   # no shell: "sh -c '...'" for pipes
+deliver = "{deliver}"       # "maildir:PATH", "mbox:PATH" or "mda:COMMAND ARGS"; paths absolute or ~/
 # keep = true
 # delete_after = "30d"      # with keep = true: delete what was first seen 30 days ago
-# max_size = "10M"
+# max_size = "10M"         # or a number of bytes
 "#
     )
 }
@@ -549,12 +592,177 @@ fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Expands a leading `~` to the home directory.
-fn expand_home(path: &str, home: &Path) -> PathBuf {
-    match path.strip_prefix('~') {
-        Some("") => home.to_path_buf(),
-        Some(rest) if rest.starts_with('/') => home.join(&rest[1..]),
-        _ => PathBuf::from(path),
+/// The largest `timeout` or `mda_timeout`: a day.
+pub const MAX_SECONDS: u64 = 86_400;
+
+/// Makes config text safe to print: control characters (escape sequences, NUL, line
+/// ends) become `\xNN` or `\u{NNNN}`; everything else, non-ASCII included, stays.
+pub fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            c if (c as u32) < 0x100 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// [`shown`] for a path, which need not be UTF-8.
+pub fn shown_path(path: &Path) -> String {
+    shown(&path.to_string_lossy())
+}
+
+/// A TOML basic string holding `text`, quotes included.
+pub fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Splits a command (`password_command`, `filter`, an MDA) the way a shell would,
+/// for running without one. A leading `~` or `~user` in each argument is expanded,
+/// as in paths; a shell operator such as `|` is refused with the `sh -c` form.
+/// `prefix` is what precedes the command in the value of `key` (`mda:`).
+fn split_command(text: &str, key: &str, prefix: &str, home: &Path) -> Result<Vec<String>, String> {
+    if text.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(format!("{key} holds a control character"));
+    }
+    let argv = shell_words::split(text).map_err(|e| format!("cannot split {key}: {e}"))?;
+    if argv.is_empty() {
+        return Err(format!("{key} is empty"));
+    }
+    if argv.iter().any(|arg| crate::secret::is_shell_operator(arg)) {
+        return Err(format!(
+            "{key} holds a shell operator, but the command runs without a shell; write {key} = {}",
+            toml_string(&format!("{prefix}{}", crate::secret::sh_c(text)))
+        ));
+    }
+    argv.into_iter()
+        .map(|arg| {
+            if arg.starts_with('~') {
+                Ok(expand_tilde(&arg, home)
+                    .map_err(|e| format!("{key}: {e}"))?
+                    .to_string_lossy()
+                    .into_owned())
+            } else {
+                Ok(arg)
+            }
+        })
+        .collect()
+}
+
+/// Resolves a path from the config: `~` and `~user` expand to a home directory,
+/// `$VAR` and `${VAR}` to the environment; the result must be absolute, so that a
+/// run from cron and one by hand deliver to the same place.
+fn expand_path(text: &str, home: &Path) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err("the path is empty; give an absolute path or one under ~/".into());
+    }
+    if text.chars().any(char::is_control) {
+        return Err("the path holds a control character (a NUL, an escape, a line end)".into());
+    }
+    let text = expand_variables(text)?;
+    let path = if text.starts_with('~') {
+        expand_tilde(&text, home)?
+    } else {
+        PathBuf::from(&text)
+    };
+    if !path.is_absolute() {
+        return Err("a relative path would depend on the directory popfetch runs in; give an absolute path or one under ~/".into());
+    }
+    Ok(path)
+}
+
+/// `~`, `~/…`, `~user` and `~user/…`.
+fn expand_tilde(text: &str, home: &Path) -> Result<PathBuf, String> {
+    let rest = &text[1..];
+    let (user, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let base = if user.is_empty() {
+        home.to_path_buf()
+    } else {
+        home_of(user).ok_or_else(|| format!("there is no user \"{user}\" for ~{user}"))?
+    };
+    Ok(if tail.is_empty() {
+        base
+    } else {
+        base.join(tail)
+    })
+}
+
+/// `$NAME` and `${NAME}` from the environment; an unset or empty variable is an
+/// error rather than an empty string, which would silently move the path. A `$`
+/// that starts no name stays as it is.
+fn expand_variables(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, next) = if let Some(braced) = after.strip_prefix('{') {
+            let end = braced
+                .find('}')
+                .ok_or_else(|| "\"${\" has no closing \"}\"".to_string())?;
+            (&braced[..end], &braced[end + 1..])
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        if name.is_empty() {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        match std::env::var(name) {
+            Ok(value) if !value.is_empty() => out.push_str(&value),
+            _ => return Err(format!("the variable ${name} is not set")),
+        }
+        rest = next;
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A user's home directory from the password database (NSS included).
+fn home_of(user: &str) -> Option<PathBuf> {
+    let name = CString::new(user).ok()?;
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        // SAFETY: every pointer is valid for the call; `pwd` and the strings it
+        // points into live in `buf`, read before `buf` changes.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getpwnam_r(
+                name.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 || found.is_null() || pwd.pw_dir.is_null() {
+            return None;
+        }
+        let dir = unsafe { CStr::from_ptr(pwd.pw_dir) };
+        return Some(PathBuf::from(OsStr::from_bytes(dir.to_bytes())));
     }
 }
 
@@ -610,10 +818,11 @@ state_dir = "~/st"
         assert_eq!(work.timeout, Duration::from_secs(5));
         assert_eq!(work.deliver, Delivery::Maildir("/home/u/Mail/work".into()));
         assert_eq!(work.state_file(), PathBuf::from("/state/work.state"));
-        let PasswordSource::Command(argv) = &work.password else {
+        let PasswordSource::Command(command) = &work.password else {
             panic!()
         };
-        assert_eq!(argv, &["pass", "show", "mail work"]);
+        assert_eq!(command.argv, ["pass", "show", "mail work"]);
+        assert_eq!(command.timeout, Duration::from_secs(5));
         let home = &config.accounts[0];
         assert_eq!(home.port, 110);
         assert!(!home.policy.keep);
@@ -664,9 +873,156 @@ state_dir = "~/st"
     }
 
     #[test]
-    fn unknown_account_is_named() {
+    fn unknown_account_is_named_with_the_accounts_there_are() {
         let config = load(BASIC, 0o600).unwrap();
-        let err = config.select(&["nope".into()]).unwrap_err();
-        assert!(err.to_string().contains("\"nope\""));
+        let err = config.select(&["nope\x1b".into()]).unwrap_err();
+        assert!(err.to_string().contains("\"nope\\x1b\""), "{err}");
+        assert!(
+            err.to_string().contains("its accounts: home, work"),
+            "{err}"
+        );
+    }
+
+    fn account(extra: &str) -> Result<Account, ConfigError> {
+        let text = format!("[accounts.a]\nhost=\"h\"\nuser=\"u\"\n{extra}\n");
+        load(&text, 0o600).map(|c| c.accounts.into_iter().next().unwrap())
+    }
+
+    #[test]
+    fn durations_are_bounded_and_need_units() {
+        for key in ["timeout", "mda_timeout"] {
+            let err = account(&format!(
+                "deliver=\"maildir:/m\"\n{key} = 18446744073709551615"
+            ));
+            // TOML integers are i64: the largest is refused by the parser, the
+            // largest it takes by the range check.
+            assert!(err.is_err(), "{key}");
+            let err = account(&format!(
+                "deliver=\"maildir:/m\"\n{key} = 9223372036854775807"
+            ))
+            .unwrap_err();
+            assert!(err.to_string().contains("1 to 86400 seconds"), "{err}");
+            assert!(account(&format!("deliver=\"maildir:/m\"\n{key} = 86400")).is_ok());
+        }
+        let err = account("deliver=\"maildir:/m\"\nkeep=true\ndelete_after=\"30\"").unwrap_err();
+        assert!(err.to_string().contains("units s, m, h, d, w"), "{err}");
+        let a = account("deliver=\"maildir:/m\"\nmax_size = 1000").unwrap();
+        assert_eq!(a.policy.max_size, Some(1000));
+        let a = account("deliver=\"maildir:/m\"\nmax_size = \"2K\"").unwrap();
+        assert_eq!(a.policy.max_size, Some(2048));
+        assert!(account("deliver=\"maildir:/m\"\nmax_size = -1").is_err());
+    }
+
+    #[test]
+    fn paths_expand_or_are_refused() {
+        let deliver = |d: &str| account(&format!("deliver = {}", toml_string(d)));
+        let root = home_of("root").expect("root has a home");
+        assert_eq!(
+            deliver("maildir:~root/Mail").unwrap().deliver,
+            Delivery::Maildir(root.join("Mail"))
+        );
+        assert_eq!(
+            deliver("mbox:~").unwrap().deliver,
+            Delivery::Mbox("/home/u".into())
+        );
+        let path_var = std::env::var("PATH").unwrap();
+        assert_eq!(
+            deliver("maildir:/x/${PATH}/y").unwrap().deliver,
+            Delivery::Maildir(format!("/x/{path_var}/y").into())
+        );
+        assert_eq!(
+            deliver("maildir:/cost$/5").unwrap().deliver,
+            Delivery::Maildir("/cost$/5".into())
+        );
+        for bad in [
+            "maildir:relative/inbox",
+            "maildir:",
+            "mbox:inbox",
+            "maildir:$POPFETCH_SURELY_UNSET/x",
+            "maildir:${POPFETCH_SURELY_UNSET}/x",
+            "maildir:${HOME",
+            "maildir:~no-such-user-here/x",
+            "maildir:/a\0b",
+        ] {
+            let err = deliver(bad).unwrap_err().to_string();
+            assert!(err.contains("deliver = "), "{bad}: {err}");
+            assert!(!err.contains('\0'), "{bad}: {err}");
+        }
+        for key in ["state_dir", "tls_ca_file"] {
+            for bad in ["", "rel", "/a\0b", "/a\x1b[2J"] {
+                let err = account(&format!(
+                    "deliver=\"maildir:/m\"\n{key} = {}",
+                    toml_string(bad)
+                ))
+                .unwrap_err()
+                .to_string();
+                assert!(err.contains(key), "{err}");
+                assert!(!err.contains(['\0', '\x1b']), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn command_arguments_expand_a_leading_tilde() {
+        let a = account("deliver = \"mda:procmail -m ~/.procmailrc a~b\"").unwrap();
+        assert_eq!(
+            a.deliver,
+            Delivery::Mda(vec![
+                "procmail".into(),
+                "-m".into(),
+                "/home/u/.procmailrc".into(),
+                "a~b".into()
+            ])
+        );
+        let a = account("deliver=\"maildir:/m\"\nfilter = \"~/bin/judge\"").unwrap();
+        assert_eq!(a.filter.unwrap(), ["/home/u/bin/judge"]);
+        let err =
+            account("deliver=\"maildir:/m\"\npassword_command = \"gpg -d ~/p.gpg | head -1\"")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains(
+                r#"without a shell; write password_command = "sh -c 'gpg -d ~/p.gpg | head -1'""#
+            ),
+            "{err}"
+        );
+        let err = account("deliver = \"mda:procmail > /tmp/x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"write deliver = "mda:sh -c 'procmail > /tmp/x'""#),
+            "{err}"
+        );
+        let err = account("deliver = \"mda:procmail \\u001b[2J\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("control character") && !err.contains('\x1b'),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn config_text_is_shown_escaped() {
+        let err = load(
+            "[accounts.\"a\\u001b[31m\"]\nhost=\"h\"\nuser=\"u\"\ndeliver=\"maildir:/m\"\n",
+            0o600,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("a\\x1b[31m"), "{err}");
+        assert!(!err.contains('\x1b'), "{err}");
+        let err = load(
+            "[accounts.a]\nhost=\"h\\u001b\"\nuser=\"u\"\ndeliver=\"maildir:/m\"\n",
+            0o600,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("control character") && !err.contains('\x1b'),
+            "{err}"
+        );
+        assert_eq!(shown("ä\0\u{85}"), "ä\\x00\\x85");
+        assert_eq!(toml_string("a\"b\\c\n"), r#""a\"b\\c\u000A""#);
     }
 }

@@ -31,12 +31,15 @@ oauthbearer.
 .TP
 .B deliver
 \fBmaildir:\fIPATH\fR, \fBmbox:\fIPATH\fR or \fBmda:\fICOMMAND ARGS\fR (%F sender, %T recipient).
+In every path (and \fBstate_dir\fR, \fBtls_ca_file\fR) a leading \fB~\fR or \fB~\fIuser\fR and
+\fB$NAME\fR or \fB${NAME}\fR expand; an unset variable or a relative path is an error.
+Commands run without a shell; a leading \fB~\fR in each argument expands.
 .TP
 .B keep, delete_after, fetch_all, max_size, max_size_action, max_messages, filter, received_header
 What to fetch and what stays on the server.
 .TP
 .B timeout, mda_timeout, mda_recipient, state_dir
-Bounds on waiting, and where the UIDL state lives.
+Bounds on waiting (seconds, 1 to 86400), and where the UIDL state lives.
 .SH FILES
 .TP
 .I $XDG_CONFIG_HOME/popfetch/config.toml

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use crate::auth::ChoiceError;
 use crate::config::ConfigError;
 use crate::deliver::DeliverError;
+use crate::filter::FilterError;
 use crate::lock::LockError;
 use crate::pop3::transport::TlsConfigError;
 use crate::pop3::{self, ErrorKind};
@@ -63,10 +64,27 @@ pub fn classify(err: &anyhow::Error) -> Exit {
             };
         }
         if let Some(e) = cause.downcast_ref::<DeliverError>() {
-            return if e.is_temporary() {
+            // An MDA that cannot be started is named wrongly in the config.
+            return if matches!(e, DeliverError::MdaSpawn { .. }) {
+                Exit::Config
+            } else if e.is_temporary() {
                 Exit::TempFail
             } else {
                 Exit::IoError
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<FilterError>() {
+            return match e {
+                FilterError::Spawn { .. } => Exit::Config,
+                FilterError::Failed { .. } => Exit::IoError,
+                FilterError::Timeout { .. } => Exit::TempFail,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<SecretError>() {
+            return if e.is_temporary() {
+                Exit::TempFail
+            } else {
+                Exit::Config
             };
         }
         if cause.is::<StateError>() {
@@ -78,7 +96,7 @@ pub fn classify(err: &anyhow::Error) -> Exit {
                 LockError::Io { .. } => Exit::IoError,
             };
         }
-        if cause.is::<SecretError>() || cause.is::<TlsConfigError>() || cause.is::<ChoiceError>() {
+        if cause.is::<TlsConfigError>() || cause.is::<ChoiceError>() {
             return Exit::Config;
         }
     }

@@ -3,16 +3,23 @@
 //! verdict (0 fetch, 1 delete without fetching, 2 leave it for now).
 
 use std::io::{self, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::child::{describe, Watchdog};
 use crate::policy::{Action, Reason};
 
+/// What went wrong with a filter. Either way the message stays on the server. As
+/// with an MDA (README, "Delivery targets"): a filter that cannot be started is a
+/// configuration error (exit 78), one that fails or is killed a local failure (74),
+/// one past `mda_timeout` a temporary one (75).
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
-    #[error("the filter \"{program}\" could not be started")]
+    #[error("the filter \"{program}\" could not be started ({source}); check \"filter\" in the configuration")]
     Spawn { program: String, source: io::Error },
-    #[error("the filter \"{program}\" failed ({reason}); the message stays on the server")]
+    #[error("the filter \"{program}\" failed ({reason}; its verdicts are exit 0, 1 and 2); the message stays on the server")]
     Failed { program: String, reason: String },
+    #[error("the filter \"{program}\" gave no verdict within mda_timeout ({seconds} s) and was killed; the message stays on the server")]
+    Timeout { program: String, seconds: u64 },
 }
 
 /// Runs the filter on one message's headers and returns what to do with it.
@@ -26,40 +33,37 @@ pub fn judge(argv: &[String], headers: &[u8], timeout: Duration) -> Result<Actio
         program: program.clone(),
         source,
     })?;
+    let watchdog = Watchdog::start(&child, timeout);
     // Write from a thread: a filter that never reads must not block us past the
     // timeout. A filter may decide without reading everything, so a broken pipe is
-    // not an error.
+    // not an error. The thread is not joined: a grandchild holding the pipe open
+    // must not hold us either.
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let headers = headers.to_vec();
-    let writer = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let _ = stdin.write_all(&headers);
     });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(failed(format!("no verdict within {} s", timeout.as_secs())));
-            }
-            Err(e) => return Err(failed(e.to_string())),
-        }
-    };
-    let _ = writer.join();
-    match status.code() {
+    let ended = watchdog
+        .wait(&mut child)
+        .map_err(|e| failed(e.to_string()))?;
+    if ended.timed_out {
+        return Err(FilterError::Timeout {
+            program,
+            seconds: timeout.as_secs(),
+        });
+    }
+    match ended.status.code() {
         Some(0) => Ok(Action::Fetch),
         Some(1) => Ok(Action::Delete(Reason::Filter)),
         Some(2) => Ok(Action::Skip(Reason::Filter)),
-        Some(code) => Err(failed(format!("exit {code}; 0, 1 and 2 are verdicts"))),
-        None => Err(failed(status.to_string())),
+        _ => Err(failed(describe(ended.status))),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn sh(script: &str) -> Vec<String> {
         vec!["sh".into(), "-c".into(), script.into()]
@@ -81,19 +85,36 @@ mod tests {
             judge(&sh("exit 2"), b"x\n", t).unwrap(),
             Action::Skip(Reason::Filter)
         );
-        assert!(judge(&sh("exit 9"), b"x\n", t).is_err());
-        assert!(judge(&["/nonexistent/filter".into()], b"x\n", t).is_err());
+        assert!(matches!(
+            judge(&sh("exit 9"), b"x\n", t),
+            Err(FilterError::Failed { reason, .. }) if reason == "exit 9"
+        ));
+        assert!(matches!(
+            judge(&sh("kill -9 $$"), b"x\n", t),
+            Err(FilterError::Failed { reason, .. }) if reason == "killed by signal 9"
+        ));
+        assert!(matches!(
+            judge(&["/nonexistent/filter".into()], b"x\n", t),
+            Err(FilterError::Spawn { .. })
+        ));
+        // A timeout too large for the clock waits for the verdict instead of panicking.
+        assert_eq!(
+            judge(&sh("exit 0"), b"x\n", Duration::from_secs(u64::MAX)).unwrap(),
+            Action::Fetch
+        );
     }
 
     #[test]
     fn a_stuck_filter_is_killed() {
         let start = Instant::now();
-        assert!(judge(
-            &sh("sleep 30"),
-            &vec![b'x'; 1 << 20],
-            Duration::from_millis(200)
-        )
-        .is_err());
+        assert!(matches!(
+            judge(
+                &sh("sleep 30"),
+                &vec![b'x'; 1 << 20],
+                Duration::from_millis(200)
+            ),
+            Err(FilterError::Timeout { .. })
+        ));
         assert!(start.elapsed() < Duration::from_secs(5));
     }
 }

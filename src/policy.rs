@@ -224,11 +224,13 @@ fn number_and_unit(text: &str) -> Option<(u64, &str)> {
     Some((number.parse().ok()?, unit.trim()))
 }
 
-/// Parses "30d", "12h", "90m", "45s", "2w" (and a bare number of seconds).
+/// Parses "30d", "12h", "90m", "45s", "2w". The unit is required: getmail's
+/// `delete_after` counts days, so a bare "30" would mean different things to
+/// different readers.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let (number, unit) = number_and_unit(text)?;
     let seconds = match unit {
-        "" | "s" => 1,
+        "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
@@ -389,7 +391,7 @@ mod tests {
     fn durations_and_sizes() {
         assert_eq!(parse_duration("30d"), Some(Duration::from_secs(30 * DAY)));
         assert_eq!(parse_duration("2w"), Some(Duration::from_secs(14 * DAY)));
-        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90"), None, "a bare number has no unit");
         assert_eq!(parse_duration("5y"), None);
         assert_eq!(parse_duration("d"), None);
         assert_eq!(parse_size("10M"), Some(10 << 20));

@@ -3,11 +3,23 @@
 //! messages and debug output.
 
 use std::fmt;
-use std::io::{self, IsTerminal};
-use std::process::{Command, Stdio};
+use std::io::{self, IsTerminal, Read};
+use std::process::Child;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::child::{describe, Watchdog};
 
 /// The keyring service name; entries are named `USER@HOST`.
 pub const KEYRING_SERVICE: &str = "popfetch";
+
+/// The most a command's first line (the secret) may hold: an OAuth access token
+/// runs to a few KiB, a password to far less.
+const FIRST_LINE_MAX: usize = 16 * 1024;
+
+/// The most read after the first line (`pass show` prints notes there) before the
+/// command is taken as runaway and killed, so `yes` cannot fill our memory.
+const REST_MAX: usize = 64 * 1024;
 
 /// A password. Its `Debug` form is redacted; only [`Secret::expose`] reveals it.
 #[derive(Clone)]
@@ -29,13 +41,25 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// `password_command` or `oauth_token_command`: the command as written, split into
+/// program and arguments, and how long it may run.
+#[derive(Debug, Clone)]
+pub struct SecretCommand {
+    /// The config key, for messages.
+    pub key: &'static str,
+    /// The command as written in the config, for the `sh -c` hint.
+    pub text: String,
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+}
+
 /// How to obtain the password of an account.
 #[derive(Debug, Clone)]
 pub enum PasswordSource {
     /// `password` in the (owner-only) config file.
     Inline(Secret),
-    /// `password_command`, already split into program and arguments.
-    Command(Vec<String>),
+    /// `password_command` or `oauth_token_command`.
+    Command(SecretCommand),
     /// Nothing configured: the keyring entry `USER@HOST`, else a prompt on a terminal.
     Keyring(String),
     /// Nothing to ask for (an OAuth token source that is not used).
@@ -44,88 +68,269 @@ pub enum PasswordSource {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("password_command \"{program}\" could not be started")]
-    Spawn { program: String, source: io::Error },
-    #[error("password_command \"{program}\" failed ({status})")]
-    Failed { program: String, status: String },
-    #[error("password_command \"{program}\" printed no password")]
-    Empty { program: String },
+    #[error("{key} \"{program}\" could not be started{hint}")]
+    Spawn {
+        key: &'static str,
+        program: String,
+        hint: String,
+        source: io::Error,
+    },
+    #[error("{key} \"{program}\" failed ({status}){hint}")]
+    Failed {
+        key: &'static str,
+        program: String,
+        status: String,
+        hint: String,
+    },
+    #[error("{key} \"{program}\" printed nothing on its first line{hint}")]
+    Empty {
+        key: &'static str,
+        program: String,
+        hint: String,
+    },
+    #[error("{key} \"{program}\" printed {what} and was killed; it must print the secret on its first line and end")]
+    Runaway {
+        key: &'static str,
+        program: String,
+        what: &'static str,
+    },
+    #[error("{key} \"{program}\" did not finish within timeout ({seconds} s) and was killed")]
+    Timeout {
+        key: &'static str,
+        program: String,
+        seconds: u64,
+    },
     #[error("no password is configured for {entry} and the keyring holds none; run `popfetch password set ACCOUNT`, or set password_command, or password in a config file only you can read")]
     NotStored { entry: String },
-    #[error("no password is configured for {entry} and no keyring is reachable ({reason}), as in a cron job without a session bus; set password_command, or password in a config file only you can read")]
-    NoKeyring { entry: String, reason: String },
+    #[error("no password is configured for {entry}, and no Secret Service (the desktop keyring) is running, as in cron or over ssh; set password_command, for example password_command = \"pass show mail/{entry}\"")]
+    NoSecretService { entry: String },
     #[error("cannot read the password from the terminal")]
     Prompt(#[source] io::Error),
     #[error("nothing to read a secret from")]
     Missing,
 }
 
+impl SecretError {
+    /// A command that was slow (a pinentry nobody answered) may do better later.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, SecretError::Timeout { .. })
+    }
+}
+
 impl PasswordSource {
-    /// The password, running `password_command` if that is the source. The command
-    /// runs without a shell; its stderr goes to ours, so a pinentry can prompt.
+    /// The password, running the command if that is the source.
     pub fn resolve(&self) -> Result<Secret, SecretError> {
-        let argv = match self {
-            PasswordSource::Inline(secret) => return Ok(secret.clone()),
-            PasswordSource::Missing => return Err(SecretError::Missing),
-            PasswordSource::Keyring(entry) => return from_keyring_or_prompt(entry),
-            PasswordSource::Command(argv) => argv,
-        };
-        let program = argv[0].clone();
-        let output = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|source| SecretError::Spawn {
+        match self {
+            PasswordSource::Inline(secret) => Ok(secret.clone()),
+            PasswordSource::Missing => Err(SecretError::Missing),
+            PasswordSource::Keyring(entry) => from_keyring_or_prompt(entry),
+            PasswordSource::Command(command) => command.run(),
+        }
+    }
+}
+
+/// What the reader of a command's stdout found.
+enum Output {
+    /// The first line, without its end.
+    Line(Vec<u8>),
+    /// More than [`FIRST_LINE_MAX`] without a line end, or more than [`REST_MAX`] after.
+    Runaway(&'static str),
+}
+
+impl SecretCommand {
+    /// Runs the command without a shell; its stderr goes to ours, so a pinentry can
+    /// prompt. Reads its first line, bounded in size, and waits at most `timeout`.
+    pub fn run(&self) -> Result<Secret, SecretError> {
+        let program = self.argv[0].clone();
+        let mut child =
+            crate::child::spawn_reading(&self.argv).map_err(|source| SecretError::Spawn {
+                key: self.key,
                 program: program.clone(),
+                hint: self.shell_hint(),
                 source,
             })?;
-        if !output.status.success() {
+        let watchdog = Watchdog::start(&child, self.timeout);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        // Read on a thread: a grandchild that keeps the pipe open must not hold us
+        // past the timeout, which killing the child alone cannot promise.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_first_line(stdout));
+        });
+        let output = rx.recv_timeout(self.timeout);
+        let line = match output {
+            Ok(Output::Line(line)) => line,
+            Ok(Output::Runaway(what)) => {
+                kill(&mut child, watchdog);
+                return Err(SecretError::Runaway {
+                    key: self.key,
+                    program,
+                    what,
+                });
+            }
+            Err(_) => {
+                kill(&mut child, watchdog);
+                return Err(self.timed_out(program));
+            }
+        };
+        let ended = watchdog.wait(&mut child).map_err(|e| SecretError::Failed {
+            key: self.key,
+            program: program.clone(),
+            status: e.to_string(),
+            hint: String::new(),
+        })?;
+        if ended.timed_out {
+            return Err(self.timed_out(program));
+        }
+        if !ended.status.success() {
             return Err(SecretError::Failed {
+                key: self.key,
                 program,
-                status: output.status.to_string(),
+                status: describe(ended.status),
+                hint: self.shell_hint(),
             });
         }
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let first = stdout.lines().next().unwrap_or("").trim_end_matches('\r');
-        if first.is_empty() {
-            return Err(SecretError::Empty { program });
+        let line = String::from_utf8_lossy(&line);
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            return Err(SecretError::Empty {
+                key: self.key,
+                program,
+                hint: self.shell_hint(),
+            });
         }
-        Ok(Secret(first.to_string()))
+        Ok(Secret(line.to_string()))
     }
+
+    fn timed_out(&self, program: String) -> SecretError {
+        SecretError::Timeout {
+            key: self.key,
+            program,
+            seconds: self.timeout.as_secs(),
+        }
+    }
+
+    /// When the command looks written for a shell, says that none runs it and how
+    /// to ask for one; else nothing.
+    fn shell_hint(&self) -> String {
+        if !looks_like_shell(&self.argv) {
+            return String::new();
+        }
+        format!(
+            "; it runs without a shell, so write {} = {}",
+            self.key,
+            crate::config::toml_string(&sh_c(&self.text))
+        )
+    }
+}
+
+/// Kills a child whose output we no longer want, and reaps it.
+fn kill(child: &mut Child, watchdog: Watchdog) {
+    let _ = child.kill();
+    let _ = watchdog.wait(child);
+}
+
+/// Reads up to the first line end, then drains the rest, both bounded.
+fn read_first_line(mut stdout: impl Read) -> Output {
+    let mut line = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut rest = 0usize;
+    let mut in_first = true;
+    loop {
+        let n = match stdout.read(&mut buf) {
+            Ok(0) => return Output::Line(line),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Output::Line(line),
+        };
+        let mut chunk = &buf[..n];
+        if in_first {
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    line.extend_from_slice(&chunk[..end]);
+                    chunk = &chunk[end + 1..];
+                    in_first = false;
+                }
+                None => {
+                    line.extend_from_slice(chunk);
+                    chunk = &[];
+                }
+            }
+            if line.len() > FIRST_LINE_MAX {
+                return Output::Runaway("more than 16 KiB without a line end");
+            }
+        }
+        rest += chunk.len();
+        if rest > REST_MAX {
+            return Output::Runaway("more than 64 KiB");
+        }
+    }
+}
+
+/// Whether a command looks written for a shell: an operator, a variable, a `~` not
+/// at the start of an argument (a leading one is expanded), a backquote, a glob, or
+/// quotes left over after splitting (quoting meant for a shell inside the command).
+pub fn looks_like_shell(argv: &[String]) -> bool {
+    argv.iter().any(|arg| {
+        is_shell_operator(arg)
+            || arg.contains(['$', '`', '\'', '"', '|', '>', '<', ';', '*'])
+            || arg.contains("&&")
+            || arg.get(1..).is_some_and(|rest| rest.contains('~'))
+    })
+}
+
+/// `|`, `&&`, `>` and the like as a whole argument: never meant literally.
+pub fn is_shell_operator(arg: &str) -> bool {
+    matches!(
+        arg,
+        "|" | "||" | "&&" | "&" | ";" | ">" | ">>" | "<" | "<<" | "2>" | "2>&1" | "|&"
+    )
+}
+
+/// `sh -c 'TEXT'`, quoted for a shell.
+pub fn sh_c(text: &str) -> String {
+    format!("sh -c '{}'", text.replace('\'', r"'\''"))
 }
 
 /// The keyring entry, else a prompt when a person is at a terminal.
 fn from_keyring_or_prompt(entry: &str) -> Result<Secret, SecretError> {
     let unreachable = match keyring_get(entry) {
         Ok(Some(secret)) => return Ok(secret),
-        Ok(None) => None,
-        Err(reason) => Some(reason),
+        Ok(None) => false,
+        Err(()) => true,
     };
     if io::stdin().is_terminal() {
         let password = rpassword::prompt_password(format!("Password for {entry}: "))
             .map_err(SecretError::Prompt)?;
         return Ok(Secret(password));
     }
-    Err(match unreachable {
-        None => SecretError::NotStored {
-            entry: entry.to_string(),
-        },
-        Some(reason) => SecretError::NoKeyring {
-            entry: entry.to_string(),
-            reason,
-        },
+    let entry = entry.to_string();
+    Err(if unreachable {
+        SecretError::NoSecretService { entry }
+    } else {
+        SecretError::NotStored { entry }
     })
 }
 
 /// Reads the keyring entry: `Ok(None)` when there is none, `Err` when no keyring
-/// can be reached.
-fn keyring_get(entry: &str) -> Result<Option<Secret>, String> {
-    let item = keyring::Entry::new(KEYRING_SERVICE, entry).map_err(|e| e.to_string())?;
+/// can be reached. The keyring's own text is not shown: it names D-Bus internals,
+/// not the fix.
+fn keyring_get(entry: &str) -> Result<Option<Secret>, ()> {
+    let item = keyring::Entry::new(KEYRING_SERVICE, entry).map_err(|_| ())?;
     match item.get_password() {
         Ok(password) => Ok(Some(Secret(password))),
         Err(keyring::Error::NoEntry) => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(_) => Err(()),
+    }
+}
+
+/// What to say when the keyring fails: no Secret Service is the usual cause.
+fn keyring_failure(e: keyring::Error) -> String {
+    match e {
+        keyring::Error::PlatformFailure(_)
+        | keyring::Error::NoStorageAccess(_)
+        | keyring::Error::NoDefaultStore => "no Secret Service (the desktop keyring) is running, as in cron or over ssh; set password_command in the config instead".to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -133,16 +338,16 @@ fn keyring_get(entry: &str) -> Result<Option<Secret>, String> {
 pub fn keyring_set(entry: &str, password: &Secret) -> Result<(), String> {
     keyring::Entry::new(KEYRING_SERVICE, entry)
         .and_then(|item| item.set_password(password.expose()))
-        .map_err(|e| e.to_string())
+        .map_err(keyring_failure)
 }
 
 /// Removes the keyring entry; `Ok(false)` if there was none.
 pub fn keyring_delete(entry: &str) -> Result<bool, String> {
-    let item = keyring::Entry::new(KEYRING_SERVICE, entry).map_err(|e| e.to_string())?;
+    let item = keyring::Entry::new(KEYRING_SERVICE, entry).map_err(keyring_failure)?;
     match item.delete_credential() {
         Ok(()) => Ok(true),
         Err(keyring::Error::NoEntry) => Ok(false),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(keyring_failure(e)),
     }
 }
 
@@ -168,16 +373,24 @@ pub fn read_new_password(entry: &str) -> io::Result<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
-    fn command(args: &[&str]) -> PasswordSource {
-        PasswordSource::Command(args.iter().map(|s| s.to_string()).collect())
+    fn command_text(text: &str, timeout: Duration) -> PasswordSource {
+        PasswordSource::Command(SecretCommand {
+            key: "password_command",
+            text: text.to_string(),
+            argv: shell_words::split(text).unwrap(),
+            timeout,
+        })
+    }
+
+    fn command(text: &str) -> PasswordSource {
+        command_text(text, Duration::from_secs(10))
     }
 
     #[test]
     fn first_line_of_the_command() {
-        let s = command(&["printf", "s3cret\\nsecond\\n"])
-            .resolve()
-            .unwrap();
+        let s = command(r"printf 's3cret\nsecond\n'").resolve().unwrap();
         assert_eq!(s.expose(), "s3cret");
         assert!(!format!("{s:?}").contains("s3cret"));
     }
@@ -185,16 +398,65 @@ mod tests {
     #[test]
     fn failing_or_silent_command_is_an_error() {
         assert!(matches!(
-            command(&["false"]).resolve(),
+            command("false").resolve(),
             Err(SecretError::Failed { .. })
         ));
         assert!(matches!(
-            command(&["true"]).resolve(),
+            command("true").resolve(),
             Err(SecretError::Empty { .. })
         ));
         assert!(matches!(
-            command(&["/nonexistent/pw"]).resolve(),
+            command("/nonexistent/pw").resolve(),
             Err(SecretError::Spawn { .. })
         ));
+    }
+
+    #[test]
+    fn endless_output_is_cut_short() {
+        let start = Instant::now();
+        let err = command("yes").resolve().unwrap_err();
+        assert!(matches!(err, SecretError::Runaway { .. }), "{err}");
+        let err = command("head -c 100000000 /dev/zero")
+            .resolve()
+            .unwrap_err();
+        assert!(err.to_string().contains("16 KiB"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        // A few lines after the first are normal (`pass show` prints notes there).
+        let s = command(r"printf 'pw\nurl: x\nlogin: y\n'")
+            .resolve()
+            .unwrap();
+        assert_eq!(s.expose(), "pw");
+    }
+
+    #[test]
+    fn a_slow_command_times_out_once() {
+        // Silent; a line in time but no exit; an exit but a grandchild holding stdout.
+        for text in [
+            "sleep 30",
+            "sh -c 'echo pw; sleep 30'",
+            "sh -c 'sleep 30 & exit 0'",
+        ] {
+            let start = Instant::now();
+            let err = command_text(text, Duration::from_millis(300))
+                .resolve()
+                .unwrap_err();
+            assert!(matches!(err, SecretError::Timeout { .. }), "{text}: {err}");
+            assert!(err.is_temporary());
+            assert!(start.elapsed() < Duration::from_secs(5), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_shell_ism_gets_the_sh_c_hint() {
+        let err = command("cat /nonexistent/$USER-pw").resolve().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("runs without a shell"), "{text}");
+        assert!(
+            text.contains(r#"password_command = "sh -c 'cat /nonexistent/$USER-pw'""#),
+            "{text}"
+        );
+        let plain = command("false").resolve().unwrap_err().to_string();
+        assert!(!plain.contains("shell"), "{plain}");
+        assert_eq!(sh_c("echo 'a'"), r"sh -c 'echo '\''a'\'''");
     }
 }

@@ -358,7 +358,10 @@ impl MboxLock {
             path: path.to_path_buf(),
             lock: dotlock_path.clone(),
         };
-        let deadline = Instant::now() + wait;
+        // The config bounds `wait`; should a caller not, a deadline past the clock's
+        // range means waiting without end rather than a panic.
+        let deadline = Instant::now().checked_add(wait);
+        let expired = || deadline.is_some_and(|d| Instant::now() >= d);
         let pause = || std::thread::sleep(Duration::from_millis(100));
         let file = OpenOptions::new()
             .read(true)
@@ -372,7 +375,7 @@ impl MboxLock {
             match fcntl_lock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => break,
                 Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => {
-                    if Instant::now() >= deadline {
+                    if expired() {
                         return Err(locked());
                     }
                     pause();
@@ -402,7 +405,7 @@ impl MboxLock {
                         let _ = fs::remove_file(&dotlock_path);
                         continue;
                     }
-                    if Instant::now() >= deadline {
+                    if expired() {
                         return Err(locked());
                     }
                     pause();
@@ -478,6 +481,14 @@ mod tests {
         }
         q.finish().unwrap();
         out
+    }
+
+    #[test]
+    fn a_lock_wait_past_the_clock_is_no_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let lock = MboxLock::acquire(&path, Duration::from_secs(u64::MAX)).unwrap();
+        drop(lock);
     }
 
     #[test]

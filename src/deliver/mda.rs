@@ -4,11 +4,9 @@
 
 use std::io::{self, Read, Write};
 use std::process::{Child, ExitStatus};
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
-use rustix::process::{kill_process, waitid, Pid, Signal, WaitId, WaitIdOptions};
+use crate::child::Watchdog;
 
 use super::{copy_message, envelope, Announce, DeliverError, Recovered, Target};
 
@@ -63,7 +61,6 @@ impl MdaTarget {
         written: Result<u64, DeliverError>,
         timed_out: bool,
     ) -> Result<u64, DeliverError> {
-        use std::os::unix::process::ExitStatusExt;
         if timed_out {
             return Err(DeliverError::MdaTimeout {
                 program: self.program(),
@@ -71,14 +68,12 @@ impl MdaTarget {
             });
         }
         let written = written?;
-        match (status.code(), status.signal()) {
-            (Some(0), _) => Ok(written),
-            (Some(EX_TEMPFAIL), _) => Err(DeliverError::MdaDeferred {
+        match status.code() {
+            Some(0) => Ok(written),
+            Some(EX_TEMPFAIL) => Err(DeliverError::MdaDeferred {
                 program: self.program(),
             }),
-            (Some(code), _) => Err(self.failed(format!("exit {code}"))),
-            (None, Some(signal)) => Err(self.failed(format!("killed by signal {signal}"))),
-            (None, None) => Err(self.failed(status.to_string())),
+            _ => Err(self.failed(crate::child::describe(status))),
         }
     }
 }
@@ -105,36 +100,6 @@ fn substitute(arg: &str, sender: &str, recipient: &str) -> String {
     out
 }
 
-/// Kills the child unless cancelled within the timeout. The child is not reaped
-/// while the watchdog runs, so its pid cannot be reused under us.
-struct Watchdog {
-    cancel: mpsc::Sender<()>,
-    thread: thread::JoinHandle<bool>,
-}
-
-impl Watchdog {
-    fn start(pid: Pid, timeout: Duration) -> Watchdog {
-        let (cancel, cancelled) = mpsc::channel();
-        let thread = thread::spawn(move || {
-            let fire = matches!(
-                cancelled.recv_timeout(timeout),
-                Err(mpsc::RecvTimeoutError::Timeout)
-            );
-            if fire {
-                let _ = kill_process(pid, Signal::KILL);
-            }
-            fire
-        });
-        Watchdog { cancel, thread }
-    }
-
-    /// Stops the watchdog; returns whether it fired.
-    fn stop(self) -> bool {
-        let _ = self.cancel.send(());
-        self.thread.join().unwrap_or(true)
-    }
-}
-
 /// Kills a child whose input must not be taken as complete.
 fn kill(child: &mut Child) {
     let _ = child.kill();
@@ -150,8 +115,7 @@ impl Target for MdaTarget {
                 program: self.program(),
                 source,
             })?;
-        let pid = Pid::from_child(&child);
-        let watchdog = Watchdog::start(pid, self.timeout);
+        let watchdog = Watchdog::start(&child, self.timeout);
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let written = copy_message(&mut io::Cursor::new(head).chain(message), &mut stdin, |e| {
             if e.kind() == io::ErrorKind::BrokenPipe {
@@ -172,14 +136,10 @@ impl Target for MdaTarget {
             kill(&mut child);
         }
         drop(stdin);
-        // Wait for the exit without reaping, so the watchdog can still kill safely.
-        let _ = waitid(
-            WaitId::Pid(pid),
-            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
-        );
-        let timed_out = watchdog.stop();
-        let status = child.wait().map_err(|e| self.failed(e.to_string()))?;
-        self.outcome(status, written, timed_out)
+        let ended = watchdog
+            .wait(&mut child)
+            .map_err(|e| self.failed(e.to_string()))?;
+        self.outcome(ended.status, written, ended.timed_out)
     }
 
     fn recover(&mut self, _location: &str) -> Result<Recovered, DeliverError> {

@@ -329,7 +329,7 @@ fn password_from_the_system_keyring() {
     let run = home.run(&["sync"]);
     run.expect(78);
     assert!(
-        run.stderr().contains("no keyring is reachable"),
+        run.stderr().contains("no Secret Service"),
         "{}",
         run.stderr()
     );
