@@ -178,6 +178,8 @@ impl Progress for Bar {
         self.bar.set_length(messages);
         self.bar.set_message(format!("0/{}", human_size(bytes)));
         if messages > 0 {
+            // Elapsed counts from here, not from when the account began.
+            self.bar.reset_elapsed();
             self.multi.add(self.bar.clone());
             self.bar.tick();
         }
