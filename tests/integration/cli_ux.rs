@@ -435,3 +435,52 @@ fn help_describes_every_argument() {
     home.run(&["-v", "sync", "--help"]).expect(0);
     home.run(&["sync", "-v", "--help"]).expect(0);
 }
+
+/// The bash completion offers the configured account names and the values of --tls.
+#[test]
+fn completion_offers_account_names_and_tls_values() {
+    let home = Home::new();
+    home.write_config(
+        "[defaults]\nhost = \"h\"\nuser = \"u\"\npassword_command = \"echo x\"\ndeliver = \"maildir:/tmp/x\"\n[accounts.work]\n[accounts.home]\n",
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_popfetch"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let complete = |words: &str, cword: usize| {
+        let script = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; \
+             _popfetch_with_accounts popfetch \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            root.join("completions/popfetch.bash").display()
+        );
+        let mut path = std::ffi::OsString::from(&bin);
+        path.push(":");
+        path.push(std::env::var_os("PATH").unwrap_or_default());
+        let out = home
+            .command()
+            .env("PATH", path)
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+            .fold(Command::new("bash"), |mut cmd, (k, v)| {
+                cmd.env(k, v);
+                cmd
+            })
+            .args(["--norc", "-c", &script])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let names = complete("popfetch sync w", 2);
+    assert_eq!(names.trim(), "work", "{names}");
+    let names = complete("popfetch list \"\"", 2);
+    assert!(
+        names.contains("home\n") && names.contains("work"),
+        "{names}"
+    );
+    let values = complete("popfetch probe --tls \"\"", 3);
+    for value in ["implicit", "starttls", "none"] {
+        assert!(values.contains(value), "{values}");
+    }
+}
