@@ -42,11 +42,10 @@ Bounds on waiting, and where the UIDL state lives.
 .I $XDG_CONFIG_HOME/popfetch/config.toml
 The configuration.
 .TP
-.I $XDG_STATE_HOME/popfetch/ACCOUNT.state
-The UIDL state: an append-only journal of checksummed records.
-.TP
-.I $XDG_STATE_HOME/popfetch/ACCOUNT.lock
-Held while the account syncs.
+.I $XDG_STATE_HOME/popfetch/
+The UIDL state of each mailbox (an append-only journal of checksummed records) and
+the lock held while it syncs; \fBstate_dir\fR moves them. README.md says how a
+mailbox's state is found.
 .SH EXIT STATUS
 .TP
 .B 0
