@@ -19,6 +19,9 @@ _popfetch() {
             popfetch,accounts)
                 cmd="popfetch__subcmd__accounts"
                 ;;
+            popfetch,complete-accounts)
+                cmd="popfetch__subcmd__complete__subcmd__accounts"
+                ;;
             popfetch,help)
                 cmd="popfetch__subcmd__help"
                 ;;
@@ -42,6 +45,9 @@ _popfetch() {
                 ;;
             popfetch__subcmd__help,accounts)
                 cmd="popfetch__subcmd__help__subcmd__accounts"
+                ;;
+            popfetch__subcmd__help,complete-accounts)
+                cmd="popfetch__subcmd__help__subcmd__complete__subcmd__accounts"
                 ;;
             popfetch__subcmd__help,help)
                 cmd="popfetch__subcmd__help__subcmd__help"
@@ -95,7 +101,7 @@ _popfetch() {
 
     case "${cmd}" in
         popfetch)
-            opts="-c -v -q -h -V --config --verbose --quiet --help --version sync list accounts import-state init probe password help"
+            opts="-c -v -q -h -V --config --verbose --quiet --help --version sync list accounts import-state init probe password complete-accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -117,7 +123,29 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__accounts)
-            opts="-c -v -q -h --config --verbose --quiet --help"
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__complete__subcmd__accounts)
+            opts="-c -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -139,7 +167,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__help)
-            opts="sync list accounts import-state init probe password help"
+            opts="sync list accounts import-state init probe password complete-accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -153,6 +181,20 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__help__subcmd__accounts)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__help__subcmd__complete__subcmd__accounts)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -293,7 +335,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__import__subcmd__state)
-            opts="-c -v -q -h --from --config --verbose --quiet --help"
+            opts="-q -c -h --from --key --quiet --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -301,6 +343,10 @@ _popfetch() {
             case "${prev}" in
                 --from)
                     COMPREPLY=($(compgen -W "fetchmail mpop getmail" -- "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -319,12 +365,32 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__init)
-            opts="-c -v -q -h --config --verbose --quiet --help"
+            opts="-q -c -h --host --port --tls --user --deliver --keep --quiet --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls)
+                    COMPREPLY=($(compgen -W "implicit starttls none" -- "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --deliver)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -341,7 +407,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__list)
-            opts="-c -v -q -h --json --config --verbose --quiet --help"
+            opts="-v -q -c -h --json --verbose --quiet --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -363,7 +429,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__password)
-            opts="-c -v -q -h --config --verbose --quiet --help set delete help"
+            opts="-q -c -h --quiet --config --help set delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -385,7 +451,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__password__subcmd__delete)
-            opts="-c -v -q -h --config --verbose --quiet --help"
+            opts="-c -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -463,7 +529,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__password__subcmd__set)
-            opts="-c -v -q -h --config --verbose --quiet --help"
+            opts="-c -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -485,7 +551,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__probe)
-            opts="-c -v -q -h --host --port --tls --tls-ca-file --config --verbose --quiet --help"
+            opts="-v -q -c -h --host --port --tls --tls-ca-file --verbose --quiet --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -500,7 +566,7 @@ _popfetch() {
                     return 0
                     ;;
                 --tls)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "implicit starttls none" -- "${cur}"))
                     return 0
                     ;;
                 --tls-ca-file)
@@ -523,7 +589,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__sync)
-            opts="-j -c -v -q -h --dry-run --json --jobs --config --verbose --quiet --help"
+            opts="-j -v -q -c -h --dry-run --json --jobs --verbose --quiet --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -560,3 +626,30 @@ if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERS
 else
     complete -F _popfetch -o bashdefault -o default popfetch
 fi
+
+# Account names come from the configuration, read when completing
+# (`popfetch complete-accounts` is a hidden subcommand that prints them).
+_popfetch_with_accounts() {
+    _popfetch "$@"
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
+    [[ "$cur" == -* ]] && return 0
+    case "$prev" in
+        -c|--config|--from|--key|--host|--port|--tls|-j|--jobs|--user|--deliver) return 0 ;;
+    esac
+    local sub="" config=() i
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case "${COMP_WORDS[i]}" in
+            -c|--config) config=(-c "${COMP_WORDS[i+1]}"); ((i++)) ;;
+            -*) ;;
+            *) [[ -z "$sub" ]] && sub="${COMP_WORDS[i]}" ;;
+        esac
+    done
+    case "$sub" in
+        sync|list|probe|import-state) ;;
+        password) [[ "$prev" == set || "$prev" == delete ]] || return 0 ;;
+        *) return 0 ;;
+    esac
+    local IFS=$'\n'
+    COMPREPLY+=($(compgen -W "$(popfetch "${config[@]}" complete-accounts 2>/dev/null)" -- "$cur"))
+}
+complete -F _popfetch_with_accounts -o bashdefault -o default popfetch

@@ -33,70 +33,81 @@ complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "sync" -d 'Fetch n
 complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "list" -d 'List the messages on the server with what a sync would do with each'
 complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "accounts" -d 'List the configured accounts'
 complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "import-state" -d 'Record the messages another fetcher already delivered, so switching tools does not fetch a mailbox again'
-complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "init" -d 'Write a commented configuration file (asks for the basics at a terminal)'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "init" -d 'Write a commented configuration file (asks for what is not given, at a terminal; never overwrites)'
 complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "probe" -d 'Connect to a server and show what it offers: greeting, capabilities, TLS, certificate (with its fingerprint) and login methods'
 complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "password" -d 'Manage an account\'s password in the system keyring (service "popfetch", entry USER@HOST)'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "complete-accounts" -d 'Account names, one a line, for the shell completions'
 complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -s j -l jobs -d 'How many accounts to sync at once' -r
 complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
 complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -l dry-run -d 'Print what would be fetched, skipped and deleted, and change nothing'
-complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -l json -d 'Print a JSON summary of each account on stdout'
+complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -l json -d 'Print a JSON summary of each account on stdout (with --dry-run, the plan too)'
 complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
 complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -s q -l quiet -d 'Print nothing but errors'
 complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -s h -l help -d 'Print help'
 complete -c popfetch -n "__fish_popfetch_using_subcommand list" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
-complete -c popfetch -n "__fish_popfetch_using_subcommand list" -l json -d 'Print JSON instead of a table'
+complete -c popfetch -n "__fish_popfetch_using_subcommand list" -l json -d 'Print JSON instead of a table (dates in RFC 3339, sizes in server octets)'
 complete -c popfetch -n "__fish_popfetch_using_subcommand list" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
 complete -c popfetch -n "__fish_popfetch_using_subcommand list" -s q -l quiet -d 'Print nothing but errors'
 complete -c popfetch -n "__fish_popfetch_using_subcommand list" -s h -l help -d 'Print help'
 complete -c popfetch -n "__fish_popfetch_using_subcommand accounts" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
-complete -c popfetch -n "__fish_popfetch_using_subcommand accounts" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
-complete -c popfetch -n "__fish_popfetch_using_subcommand accounts" -s q -l quiet -d 'Print nothing but errors'
 complete -c popfetch -n "__fish_popfetch_using_subcommand accounts" -s h -l help -d 'Print help'
 complete -c popfetch -n "__fish_popfetch_using_subcommand import-state" -l from -d 'The tool that wrote the file' -r -f -a "fetchmail\t''
 mpop\t''
 getmail\t''"
+complete -c popfetch -n "__fish_popfetch_using_subcommand import-state" -l key -d 'Take the messages the file holds for this mailbox instead of the account\'s own user@host (fetchmail and mpop files hold several)' -r
 complete -c popfetch -n "__fish_popfetch_using_subcommand import-state" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
-complete -c popfetch -n "__fish_popfetch_using_subcommand import-state" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
 complete -c popfetch -n "__fish_popfetch_using_subcommand import-state" -s q -l quiet -d 'Print nothing but errors'
 complete -c popfetch -n "__fish_popfetch_using_subcommand import-state" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_using_subcommand init" -l host -d 'The POP3 server\'s host name, without a port' -r
+complete -c popfetch -n "__fish_popfetch_using_subcommand init" -l port -d 'The server\'s port [default: 995 with implicit TLS, else 110]' -r
+complete -c popfetch -n "__fish_popfetch_using_subcommand init" -l tls -d 'How to secure the connection [default: implicit]' -r -f -a "implicit\t'TLS from the first byte, usually port 995'
+starttls\t'plain POP3 upgraded with STLS, never falling back, usually port 110'
+none\t'no TLS at all'"
+complete -c popfetch -n "__fish_popfetch_using_subcommand init" -l user -d 'The login name on the server' -r
+complete -c popfetch -n "__fish_popfetch_using_subcommand init" -l deliver -d 'Where mail goes: maildir:PATH, mbox:PATH or mda:COMMAND ARGS; a bare path is a Maildir, and a path must be absolute or start with ~/' -r
 complete -c popfetch -n "__fish_popfetch_using_subcommand init" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
-complete -c popfetch -n "__fish_popfetch_using_subcommand init" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
+complete -c popfetch -n "__fish_popfetch_using_subcommand init" -l keep -d 'Leave messages on the server after delivery (asked at a terminal otherwise)'
 complete -c popfetch -n "__fish_popfetch_using_subcommand init" -s q -l quiet -d 'Print nothing but errors'
-complete -c popfetch -n "__fish_popfetch_using_subcommand init" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l host -d 'A server to probe without an account' -r
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l port -d 'The port [default: 995 with implicit TLS, else 110]' -r
-complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l tls -d 'implicit, starttls or none' -r
+complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l tls -d 'How to secure the connection' -r -f -a "implicit\t'TLS from the first byte, usually port 995'
+starttls\t'plain POP3 upgraded with STLS, never falling back, usually port 110'
+none\t'no TLS at all'"
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l tls-ca-file -d 'Also trust the CA certificates in FILE (PEM), as tls_ca_file does' -r -F
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -s q -l quiet -d 'Print nothing but errors'
-complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
-complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -s q -l quiet -d 'Print nothing but errors'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -s h -l help -d 'Print help'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -f -a "set" -d 'Store the password: prompted for on a terminal, else read from stdin'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -f -a "delete" -d 'Remove the stored password'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from set" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
-complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from set" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
-complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from set" -s q -l quiet -d 'Print nothing but errors'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from set" -s h -l help -d 'Print help'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from delete" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
-complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from delete" -s v -l verbose -d 'Print the protocol steps (never passwords) and a summary per account'
-complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Print nothing but errors'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "set" -d 'Store the password: prompted for on a terminal, else read from stdin'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Remove the stored password'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password help" -f -a "sync" -d 'Fetch new mail for the named accounts, or for all of them'
-complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password help" -f -a "list" -d 'List the messages on the server with what a sync would do with each'
-complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password help" -f -a "accounts" -d 'List the configured accounts'
-complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password help" -f -a "import-state" -d 'Record the messages another fetcher already delivered, so switching tools does not fetch a mailbox again'
-complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password help" -f -a "init" -d 'Write a commented configuration file (asks for the basics at a terminal)'
-complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password help" -f -a "probe" -d 'Connect to a server and show what it offers: greeting, capabilities, TLS, certificate (with its fingerprint) and login methods'
-complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password help" -f -a "password" -d 'Manage an account\'s password in the system keyring (service "popfetch", entry USER@HOST)'
-complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand complete-accounts" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand complete-accounts" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password complete-accounts help" -f -a "sync" -d 'Fetch new mail for the named accounts, or for all of them'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password complete-accounts help" -f -a "list" -d 'List the messages on the server with what a sync would do with each'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password complete-accounts help" -f -a "accounts" -d 'List the configured accounts'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password complete-accounts help" -f -a "import-state" -d 'Record the messages another fetcher already delivered, so switching tools does not fetch a mailbox again'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password complete-accounts help" -f -a "init" -d 'Write a commented configuration file (asks for what is not given, at a terminal; never overwrites)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password complete-accounts help" -f -a "probe" -d 'Connect to a server and show what it offers: greeting, capabilities, TLS, certificate (with its fingerprint) and login methods'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password complete-accounts help" -f -a "password" -d 'Manage an account\'s password in the system keyring (service "popfetch", entry USER@HOST)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password complete-accounts help" -f -a "complete-accounts" -d 'Account names, one a line, for the shell completions'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from sync list accounts import-state init probe password complete-accounts help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c popfetch -n "__fish_popfetch_using_subcommand help; and __fish_seen_subcommand_from password" -f -a "set" -d 'Store the password: prompted for on a terminal, else read from stdin'
 complete -c popfetch -n "__fish_popfetch_using_subcommand help; and __fish_seen_subcommand_from password" -f -a "delete" -d 'Remove the stored password'
+
+# Account names come from the configuration, read when completing
+# (`popfetch complete-accounts` is a hidden subcommand that prints them).
+complete -c popfetch -n "__fish_seen_subcommand_from sync list probe import-state" -f -a "(popfetch complete-accounts 2>/dev/null)"
+complete -c popfetch -n "__fish_seen_subcommand_from set delete" -f -a "(popfetch complete-accounts 2>/dev/null)"

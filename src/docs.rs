@@ -45,11 +45,10 @@ Bounds on waiting (seconds, 1 to 86400), and where the UIDL state lives.
 .I $XDG_CONFIG_HOME/popfetch/config.toml
 The configuration.
 .TP
-.I $XDG_STATE_HOME/popfetch/ACCOUNT.state
-The UIDL state: an append-only journal of checksummed records.
-.TP
-.I $XDG_STATE_HOME/popfetch/ACCOUNT.lock
-Held while the account syncs.
+.I $XDG_STATE_HOME/popfetch/
+The UIDL state of each mailbox (an append-only journal of checksummed records) and
+the lock held while it syncs; \fBstate_dir\fR moves them. README.md says how a
+mailbox's state is found.
 .SH EXIT STATUS
 .TP
 .B 0
@@ -60,6 +59,9 @@ Usage error.
 .TP
 .B 69
 Server unavailable: connect, DNS, TLS handshake or certificate failure.
+.TP
+.B 70
+Internal error: a bug in popfetch; please report it.
 .TP
 .B 74
 Local I/O error: delivery or state.
@@ -75,6 +77,9 @@ Authentication rejected.
 .TP
 .B 78
 Configuration error.
+.TP
+.B 130
+Interrupted (Ctrl-C): nothing was lost; run sync again.
 .PP
 With several accounts the highest code is returned.
 .SH EXAMPLES
@@ -98,23 +103,241 @@ A message is deleted from the server only after its delivery and its state recor
 durable on disk, and deletions take effect only at QUIT.
 "#;
 
+/// Bash: account names, read from the configuration when completing, after the
+/// subcommands that take an account. The generated completion does the rest.
+const BASH_ACCOUNTS: &str = r#"
+# Account names come from the configuration, read when completing
+# (`popfetch complete-accounts` is a hidden subcommand that prints them).
+_popfetch_with_accounts() {
+    _popfetch "$@"
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
+    [[ "$cur" == -* ]] && return 0
+    case "$prev" in
+        -c|--config|--from|--key|--host|--port|--tls|-j|--jobs|--user|--deliver) return 0 ;;
+    esac
+    local sub="" config=() i
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case "${COMP_WORDS[i]}" in
+            -c|--config) config=(-c "${COMP_WORDS[i+1]}"); ((i++)) ;;
+            -*) ;;
+            *) [[ -z "$sub" ]] && sub="${COMP_WORDS[i]}" ;;
+        esac
+    done
+    case "$sub" in
+        sync|list|probe|import-state) ;;
+        password) [[ "$prev" == set || "$prev" == delete ]] || return 0 ;;
+        *) return 0 ;;
+    esac
+    local IFS=$'\n'
+    COMPREPLY+=($(compgen -W "$(popfetch "${config[@]}" complete-accounts 2>/dev/null)" -- "$cur"))
+}
+complete -F _popfetch_with_accounts -o bashdefault -o default popfetch
+"#;
+
+/// Zsh: the same, as an action for the ACCOUNT arguments.
+const ZSH_ACCOUNTS: &str = r#"
+# Account names come from the configuration, read when completing
+# (`popfetch complete-accounts` is a hidden subcommand that prints them).
+(( $+functions[_popfetch_account_names] )) ||
+_popfetch_account_names() {
+    local -a names
+    names=(${(f)"$(popfetch complete-accounts 2>/dev/null)"})
+    _describe -t accounts 'account' names
+}
+"#;
+
+/// Fish: the same.
+const FISH_ACCOUNTS: &str = r#"
+# Account names come from the configuration, read when completing
+# (`popfetch complete-accounts` is a hidden subcommand that prints them).
+complete -c popfetch -n "__fish_seen_subcommand_from sync list probe import-state" -f -a "(popfetch complete-accounts 2>/dev/null)"
+complete -c popfetch -n "__fish_seen_subcommand_from set delete" -f -a "(popfetch complete-accounts 2>/dev/null)"
+"#;
+
+/// The completion for one shell: clap_complete's, with account names added.
+fn completion(shell: Shell) -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut crate::cli::command(), "popfetch", &mut out);
+    let text = String::from_utf8(out).expect("completions are UTF-8");
+    let text = match shell {
+        Shell::Bash => text + BASH_ACCOUNTS,
+        Shell::Zsh => {
+            let text = text.replacen(
+                "autoload -U is-at-least\n",
+                &format!("autoload -U is-at-least\n{ZSH_ACCOUNTS}"),
+                1,
+            );
+            text.lines()
+                .map(|line| {
+                    let account =
+                        line.starts_with("':account -- ") || line.starts_with("'*::accounts -- ");
+                    if account {
+                        line.replace(":_default'", ":_popfetch_account_names'")
+                    } else {
+                        line.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n"
+        }
+        Shell::Fish => text + FISH_ACCOUNTS,
+        _ => text,
+    };
+    text.into_bytes()
+}
+
+/// Roff text: backslashes and hyphens escaped, and no line that starts with a dot
+/// or a quote (they would be read as requests).
+fn roff(text: &str) -> String {
+    text.replace('\\', "\\e")
+        .replace('-', "\\-")
+        .lines()
+        .map(|line| {
+            if line.starts_with('.') || line.starts_with('\'') {
+                format!("\\&{line}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The usage line of a subcommand: popfetch NAME [OPTIONS] ARGS.
+fn usage(path: &str, cmd: &clap::Command) -> String {
+    let mut words = vec![path.to_string()];
+    let args: Vec<&clap::Arg> = cmd.get_arguments().filter(|a| !a.is_hide_set()).collect();
+    if args.iter().any(|a| !a.is_positional()) {
+        words.push("[OPTIONS]".into());
+    }
+    for arg in args.iter().filter(|a| a.is_positional()) {
+        let name = arg
+            .get_value_names()
+            .and_then(|v| v.first())
+            .map_or(arg.get_id().to_string(), |v| v.to_string());
+        let many = matches!(arg.get_action(), clap::ArgAction::Append);
+        let name = if many { format!("{name}...") } else { name };
+        words.push(if arg.is_required_set() {
+            name
+        } else {
+            format!("[{name}]")
+        });
+    }
+    if cmd.has_subcommands() {
+        words.push("COMMAND".into());
+    }
+    words.join(" ")
+}
+
+/// One subcommand and its options, and its own subcommands after it.
+fn render_command(path: &str, cmd: &clap::Command, out: &mut String) {
+    let path = format!("{path} {}", cmd.get_name());
+    out.push_str(&format!(".SS \"{}\"\n", roff(&usage(&path, cmd))));
+    if let Some(about) = cmd.get_long_about().or(cmd.get_about()) {
+        out.push_str(&roff(&about.to_string()));
+        out.push('\n');
+    }
+    for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+        let value = arg
+            .get_value_names()
+            .and_then(|v| v.first())
+            .map(|v| v.to_string());
+        let mut names = Vec::new();
+        if let Some(short) = arg.get_short() {
+            names.push(format!("\\fB\\-{short}\\fR"));
+        }
+        if let Some(long) = arg.get_long() {
+            names.push(format!("\\fB\\-\\-{}\\fR", roff(long)));
+        }
+        let mut head = names.join(", ");
+        match (arg.is_positional(), value) {
+            (true, Some(value)) => head = format!("\\fI{}\\fR", roff(&value)),
+            (false, Some(value)) if arg.get_action().takes_values() => {
+                head.push_str(&format!(" \\fI{}\\fR", roff(&value)))
+            }
+            _ => {}
+        }
+        out.push_str(&format!(".TP\n{head}\n"));
+        if let Some(help) = arg.get_long_help().or(arg.get_help()) {
+            out.push_str(&roff(&help.to_string()));
+            out.push('\n');
+        }
+        let values: Vec<_> = arg
+            .get_possible_values()
+            .into_iter()
+            .filter(|v| !v.is_hide_set() && arg.get_action().takes_values())
+            .collect();
+        if !values.is_empty() {
+            let listed: Vec<String> = values
+                .iter()
+                .map(|v| match v.get_help() {
+                    Some(help) => format!(
+                        "\\fB{}\\fR ({})",
+                        roff(v.get_name()),
+                        roff(&help.to_string())
+                    ),
+                    None => format!("\\fB{}\\fR", roff(v.get_name())),
+                })
+                .collect();
+            out.push_str(&format!(".br\nOne of: {}.\n", listed.join("; ")));
+        }
+        let defaults = arg.get_default_values();
+        if arg.get_action().takes_values() && !defaults.is_empty() {
+            let shown: Vec<String> = defaults
+                .iter()
+                .map(|d| roff(&d.to_string_lossy()))
+                .collect();
+            out.push_str(&format!(".br\n[default: {}]\n", shown.join(", ")));
+        }
+    }
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        render_command(&path, sub, out);
+    }
+}
+
+/// The one man page: clap_mangen's header, synopsis and global options, then every
+/// subcommand with all its options (there are no separate popfetch-sync(1) pages),
+/// then the hand-written sections.
+fn man_page() -> Vec<u8> {
+    let command = crate::cli::command();
+    let man = clap_mangen::Man::new(command.clone());
+    let mut out = Vec::new();
+    man.render_title(&mut out).expect("rendering to memory");
+    man.render_name_section(&mut out)
+        .expect("rendering to memory");
+    man.render_synopsis_section(&mut out)
+        .expect("rendering to memory");
+    man.render_description_section(&mut out)
+        .expect("rendering to memory");
+    man.render_options_section(&mut out)
+        .expect("rendering to memory");
+    let mut commands = String::from(".SH COMMANDS\n");
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        render_command("popfetch", sub, &mut commands);
+    }
+    out.extend_from_slice(commands.as_bytes());
+    out.extend_from_slice(MAN_SECTIONS.as_bytes());
+    man.render_version_section(&mut out)
+        .expect("rendering to memory");
+    out
+}
+
 /// Every generated file: its path in the repository and its contents.
 pub fn render() -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    for (shell, name) in [
-        (Shell::Bash, "completions/popfetch.bash"),
-        (Shell::Zsh, "completions/_popfetch"),
-        (Shell::Fish, "completions/popfetch.fish"),
-    ] {
-        let mut out = Vec::new();
-        clap_complete::generate(shell, &mut crate::cli::command(), "popfetch", &mut out);
-        files.push((PathBuf::from(name), out));
-    }
-    let mut man = Vec::new();
-    clap_mangen::Man::new(crate::cli::command())
-        .render(&mut man)
-        .expect("rendering to memory cannot fail");
-    man.extend_from_slice(MAN_SECTIONS.as_bytes());
-    files.push((PathBuf::from("man/popfetch.1"), man));
-    files
+    vec![
+        (
+            PathBuf::from("completions/popfetch.bash"),
+            completion(Shell::Bash),
+        ),
+        (
+            PathBuf::from("completions/_popfetch"),
+            completion(Shell::Zsh),
+        ),
+        (
+            PathBuf::from("completions/popfetch.fish"),
+            completion(Shell::Fish),
+        ),
+        (PathBuf::from("man/popfetch.1"), man_page()),
+    ]
 }

@@ -33,6 +33,8 @@ pub enum Exit {
     NoPerm = 77,
     /// EX_CONFIG: configuration error.
     Config = 78,
+    /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
+    Interrupted = 130,
 }
 
 impl From<Exit> for ExitCode {

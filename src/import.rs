@@ -18,15 +18,31 @@ pub enum Tool {
     Getmail,
 }
 
+impl std::fmt::Display for Tool {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            Tool::Fetchmail => "fetchmail",
+            Tool::Mpop => "mpop",
+            Tool::Getmail => "getmail",
+        })
+    }
+}
+
 /// Records every UID in `path` as delivered for `account`; returns how many were new.
-pub fn import(account: &Account, tool: Tool, path: &Path) -> Result<usize> {
+/// `key` (USER@HOST) takes another mailbox's list from a file that holds several.
+pub fn import(account: &Account, tool: Tool, key: Option<&str>, path: &Path) -> Result<usize> {
+    let (user, host) = match key {
+        Some(key) => key
+            .rsplit_once('@')
+            .filter(|(u, h)| !u.is_empty() && !h.is_empty())
+            .with_context(|| format!("--key {key:?}: give it as USER@HOST"))?,
+        None => (account.user.as_str(), account.host.as_str()),
+    };
     let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let uids = uids(tool, &text, &account.user, &account.host).with_context(|| {
+    let uids = uids(tool, &text, user, host).with_context(|| {
         format!(
-            "{} is not a {tool:?} UID list for {}@{}",
-            path.display(),
-            account.user,
-            account.host
+            "{} is not a {tool} UID list for {user}@{host}",
+            path.display()
         )
     })?;
     crate::durable::create_dir_all(&account.state_dir)
@@ -97,9 +113,48 @@ pub fn uids(tool: Tool, text: &[u8], user: &str, host: &str) -> Result<Vec<Strin
         bail!("{bad:?} is not a POP3 unique-id");
     }
     if uids.is_empty() {
-        bail!("it holds no UIDs for this account");
+        let held = owners(tool, &text);
+        if held.is_empty() {
+            bail!("it holds no UIDs for this account");
+        }
+        bail!(
+            "it holds no UIDs for this account, only for {}; to take one of those, add --key USER@HOST",
+            held.join(", ")
+        );
     }
     Ok(uids)
+}
+
+/// The mailboxes (user@host) a fetchmail or mpop file holds lists for, sorted and
+/// made printable; getmail keeps one file per mailbox.
+fn owners(tool: Tool, text: &str) -> Vec<String> {
+    let mut owners: Vec<String> = match tool {
+        Tool::Fetchmail => text
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .map(|(who, _)| who.to_string())
+            .collect(),
+        Tool::Mpop => text
+            .lines()
+            .filter_map(|line| line.strip_prefix(' '))
+            .filter_map(|header| {
+                let mut words = header.split(' ').skip(1);
+                let host = words.next()?;
+                Some(format!("{}@{host}", words.next()?))
+            })
+            .collect(),
+        Tool::Getmail => Vec::new(),
+    };
+    owners.sort();
+    owners.dedup();
+    owners
+        .into_iter()
+        .map(|o| {
+            o.chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -124,6 +179,20 @@ mod tests {
             uids(Tool::Getmail, getmail, "alice", "h").unwrap(),
             ["000000016b0266ef", "abc"]
         );
+    }
+
+    #[test]
+    fn a_foreign_file_names_the_mailboxes_it_holds() {
+        let err = uids(Tool::Fetchmail, b"bob@h x\ncarol@k y\n", "alice", "h").unwrap_err();
+        assert!(
+            err.to_string().contains("only for bob@h, carol@k")
+                && err.to_string().contains("--key"),
+            "{err}"
+        );
+        let mpop = b" 1 other.example bob\nx\n";
+        let err = uids(Tool::Mpop, mpop, "alice", "h").unwrap_err();
+        assert!(err.to_string().contains("bob@other.example"), "{err}");
+        assert_eq!(Tool::Mpop.to_string(), "mpop");
     }
 
     #[test]

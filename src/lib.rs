@@ -12,6 +12,8 @@ pub mod durable;
 pub mod exit;
 pub mod filter;
 pub mod import;
+pub mod init;
+pub mod interrupt;
 pub mod lock;
 pub mod policy;
 pub mod pop3;

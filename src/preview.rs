@@ -21,7 +21,11 @@ pub struct Entry {
     pub state: String,
     /// Why it will be deleted or skipped, or what happens after delivery.
     pub reason: Option<String>,
+    /// The Date header in RFC 3339, in UTC with its zone ("Z"), when it parses.
     pub date: Option<String>,
+    /// The Date header as sent, when it does not parse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date_header: Option<String>,
     pub from: Option<String>,
     pub subject: Option<String>,
 }
@@ -73,6 +77,7 @@ pub fn entries(plan: &SessionPlan, known: &dyn policy::Known) -> Vec<Entry> {
                 state: state.to_string(),
                 reason,
                 date: None,
+                date_header: None,
                 from: None,
                 subject: None,
             }
@@ -93,13 +98,16 @@ pub fn describe_headers(entry: &mut Entry, head: &[u8]) {
     };
     entry.subject = value("Subject");
     entry.from = value("From");
-    entry.date = value("Date").map(|raw| {
-        mailparse::dateparse(&raw)
+    if let Some(raw) = value("Date") {
+        match mailparse::dateparse(&raw)
             .ok()
             .filter(|&t| t > 0)
             .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-            .map_or(raw, |t| t.format("%Y-%m-%d %H:%M").to_string())
-    });
+        {
+            Some(t) => entry.date = Some(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            None => entry.date_header = Some(raw),
+        }
+    }
 }
 
 /// Decoded header text may hold anything a sender chose, escape sequences included:
@@ -112,23 +120,67 @@ fn printable(text: &str) -> String {
         .to_string()
 }
 
-/// The table `list` prints.
-pub fn table(entries: &[Entry]) -> String {
+/// The table `list` and `sync --dry-run` print: number, size in server octets,
+/// action with its reason, date (UTC), sender and subject. Given a terminal width,
+/// the sender and then the subject are cut to fit; the action and its reason never
+/// are, since they say what will happen to the mail.
+pub fn table(entries: &[Entry], width: Option<usize>) -> String {
+    let rows: Vec<[String; 6]> = entries
+        .iter()
+        .map(|e| {
+            let action = match &e.reason {
+                Some(reason) => format!("{} ({reason})", e.state),
+                None => e.state.clone(),
+            };
+            let date = match (&e.date, &e.date_header) {
+                (Some(date), _) => chrono::DateTime::parse_from_rfc3339(date)
+                    .map_or(date.clone(), |t| t.format("%Y-%m-%d %H:%MZ").to_string()),
+                (None, Some(raw)) => clip(raw, 17),
+                (None, None) => "-".to_string(),
+            };
+            [
+                e.number.to_string(),
+                human_size(e.size),
+                action,
+                date,
+                e.from.clone().unwrap_or_else(|| "-".into()),
+                e.subject.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let widest = |column: usize| {
+        rows.iter()
+            .map(|r| r[column].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (number, size, action, date) = (widest(0).max(3), widest(1).max(4), widest(2), widest(3));
+    let mut from = widest(4).min(30);
+    let mut subject = widest(5);
+    if let Some(width) = width {
+        // Fixed columns and the gaps between all six.
+        let fixed = number + size + action + date + 2 * 5;
+        let room = width.saturating_sub(fixed);
+        if from + subject > room {
+            // The subject gives way first, down to what the sender leaves it;
+            // then both share what is left, the sender a third.
+            subject = room.saturating_sub(from).max(room * 2 / 3);
+            from = room.saturating_sub(subject);
+        }
+    }
     let mut out = String::new();
-    for e in entries {
-        let state = match &e.reason {
-            Some(reason) => format!("{} ({reason})", e.state),
-            None => e.state.clone(),
-        };
-        out.push_str(&format!(
-            "{:>5} {:>8}  {:<40} {:<16}  {:<30}  {}\n",
-            e.number,
-            human_size(e.size),
-            clip(&state, 40),
-            e.date.as_deref().unwrap_or("-"),
-            clip(e.from.as_deref().unwrap_or("-"), 30),
-            e.subject.as_deref().unwrap_or("-")
-        ));
+    for r in rows {
+        let line = format!(
+            "{:>number$}  {:>size$}  {:<action$}  {:<date$}  {:<from$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            clip(&r[4], from),
+            clip(&r[5], subject),
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }
@@ -136,6 +188,9 @@ pub fn table(entries: &[Entry]) -> String {
 fn clip(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
         return text.to_string();
+    }
+    if width == 0 {
+        return String::new();
     }
     let mut cut: String = text.chars().take(width - 1).collect();
     cut.push('…');
@@ -176,9 +231,29 @@ mod tests {
             state: "new".into(),
             reason: None,
             date: None,
+            date_header: None,
             from: None,
             subject: None,
         }
+    }
+
+    #[test]
+    fn the_table_fits_the_terminal_and_never_cuts_the_reason() {
+        let mut e = entry();
+        e.state = "skip".into();
+        e.reason = Some("larger than max_size (10M)".into());
+        e.date = Some("2003-07-01T08:52:37Z".into());
+        e.from = Some("A Very Long Sender Name <somebody@example.org>".into());
+        e.subject = Some("s".repeat(200));
+        for width in [80, 120] {
+            let table = table(std::slice::from_ref(&e), Some(width));
+            let line = table.lines().next().unwrap();
+            assert!(line.contains("skip (larger than max_size (10M))"), "{line}");
+            assert!(line.contains("2003-07-01 08:52Z"), "{line}");
+            assert!(line.chars().count() <= width, "{width}: {line}");
+        }
+        let wide = table(std::slice::from_ref(&e), None);
+        assert!(wide.contains(&"s".repeat(200)), "no terminal, nothing cut");
     }
 
     #[test]
@@ -190,7 +265,7 @@ mod tests {
         );
         assert_eq!(e.subject.as_deref(), Some("étécafé"));
         assert_eq!(e.from.as_deref(), Some("Jörg <j@x>"));
-        assert_eq!(e.date.as_deref(), Some("2003-07-01 08:52"));
+        assert_eq!(e.date.as_deref(), Some("2003-07-01T08:52:37Z"));
     }
 
     #[test]
@@ -202,7 +277,8 @@ mod tests {
         );
         let subject = e.subject.unwrap();
         assert!(!subject.contains('\x1b'), "{subject:?}");
-        assert_eq!(e.date.as_deref(), Some("yesterday-ish"));
+        assert_eq!(e.date, None);
+        assert_eq!(e.date_header.as_deref(), Some("yesterday-ish"));
         let mut e = entry();
         describe_headers(&mut e, b"");
         assert_eq!(e.subject, None);

@@ -49,7 +49,10 @@ pub type Warn = Box<dyn Fn(&str) + Send>;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
     pub fetched: usize,
+    /// Bytes written to disk for what was fetched (after CRLF→LF; none in a dry run).
     pub bytes: u64,
+    /// The server's octets (its LIST sizes, RFC 1939 §5) of what was, or would be, fetched.
+    pub octets: u64,
     pub deleted: usize,
     /// Messages left on the server this time (too large, over the limit, filtered).
     pub skipped: usize,
@@ -57,6 +60,8 @@ pub struct Report {
     pub refused: usize,
     /// The plan, for a dry run to show.
     pub plan: Option<SessionPlan>,
+    /// A dry run's header blocks (message number, TOP n 0), for its table.
+    pub heads: Vec<(u32, Vec<u8>)>,
 }
 
 /// Syncs one account.
@@ -183,11 +188,24 @@ fn preview(account: &Account, options: Options) -> Result<Report> {
         &warn,
         &mut failures,
     )?;
+    // The table shows date, sender and subject as `list` does; a server without
+    // TOP still gets its plan, without those columns.
+    let heads = plan
+        .messages
+        .iter()
+        .filter_map(|(m, _)| {
+            crate::connect::headers(&mut session, m.num)
+                .ok()
+                .map(|h| (m.num, h))
+        })
+        .collect();
     session.quit()?;
     let fetch = plan.fetch();
     Ok(Report {
         fetched: fetch.len(),
-        bytes: fetch.iter().map(|m| m.size).sum(),
+        bytes: 0,
+        octets: fetch.iter().map(|m| m.size).sum(),
+        heads,
         deleted: plan.delete().len()
             + if plan.delete_after_delivery {
                 fetch.len()
@@ -408,6 +426,7 @@ impl Batch {
             self.delivered.push(num);
             report.fetched += 1;
             report.bytes += bytes;
+            report.octets += size;
             if let Some(progress) = sink.progress {
                 progress.delivered(size);
             }

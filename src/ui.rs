@@ -34,6 +34,11 @@ impl Ui {
         }
     }
 
+    /// The bars of the run, for the interrupt notice to clear.
+    pub fn bars(&self) -> Option<MultiProgress> {
+        self.bars.clone()
+    }
+
     /// Whether a person is watching (progress bars and summaries shown).
     pub fn interactive(&self) -> bool {
         self.bars.is_some()
@@ -41,8 +46,10 @@ impl Ui {
 
     /// The output of one account.
     pub fn account(&self, name: &str) -> AccountUi {
-        let bar = self.bars.as_ref().map(|multi| {
-            let bar = multi.add(ProgressBar::hidden());
+        // The bar joins the screen only once there is something to fetch (see
+        // `Bar::planned`): an account that fails before never leaves a line behind.
+        let bar = self.bars.as_ref().map(|_| {
+            let bar = ProgressBar::hidden();
             bar.set_style(
                 ProgressStyle::with_template(
                     "{prefix:>12} [{bar:30}] {pos}/{len} messages, {msg} {elapsed}",
@@ -102,9 +109,11 @@ impl AccountUi {
 
     /// The progress bar's feed, at a terminal.
     pub fn progress(&self) -> Option<Box<dyn Progress>> {
+        let multi = self.multi.clone()?;
         self.bar.clone().map(|bar| {
             Box::new(Bar {
                 bar,
+                multi,
                 bytes: Mutex::new((0, 0)),
             }) as Box<dyn Progress>
         })
@@ -132,8 +141,9 @@ impl AccountUi {
 
     /// Prints everything gathered, in one piece.
     pub fn finish(self) {
-        if let Some(bar) = &self.bar {
+        if let (Some(bar), Some(multi)) = (&self.bar, &self.multi) {
             bar.finish_and_clear();
+            multi.remove(bar);
         }
         let err_lines = std::mem::take(&mut *self.stderr.lock().unwrap());
         let print = || {
@@ -153,9 +163,11 @@ impl AccountUi {
     }
 }
 
-/// Feeds a progress bar: messages as its position, bytes in its message.
+/// Feeds a progress bar: messages as its position, the server's octets in its
+/// message (what the plan counts; bytes on disk differ by the line endings).
 struct Bar {
     bar: ProgressBar,
+    multi: MultiProgress,
     /// (bytes done, bytes planned)
     bytes: Mutex<(u64, u64)>,
 }
@@ -166,7 +178,10 @@ impl Progress for Bar {
         self.bar.set_length(messages);
         self.bar.set_message(format!("0/{}", human_size(bytes)));
         if messages > 0 {
-            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+            // Elapsed counts from here, not from when the account began.
+            self.bar.reset_elapsed();
+            self.multi.add(self.bar.clone());
+            self.bar.tick();
         }
     }
 
@@ -177,4 +192,23 @@ impl Progress for Bar {
         self.bar
             .set_message(format!("{}/{}", human_size(b.0), human_size(b.1)));
     }
+}
+
+/// The width of the terminal on stdout, if stdout is one: what `list` and the dry
+/// run's table must fit. $COLUMNS, when set, wins, as for ls(1).
+pub fn stdout_width() -> Option<usize> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    if let Some(columns) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+        .filter(|&c| c > 0)
+    {
+        return Some(columns);
+    }
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ fills a winsize, which `size` is.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some(size.ws_col as usize)
 }

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli_errors;
+mod cli_ux;
 mod config_checks;
 mod crash_safety;
 mod delivery;

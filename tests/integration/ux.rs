@@ -336,6 +336,30 @@ fn import_state_from_real_fetchmail_mpop_and_getmail() {
         "{}",
         run.stderr()
     );
+    // It names the mailboxes the file holds and the tool, and --key takes one.
+    assert!(
+        run.stderr().contains("only for alice@127.0.0.1")
+            && run.stderr().contains("--key USER@HOST")
+            && run.stderr().contains("a fetchmail UID list"),
+        "{}",
+        run.stderr()
+    );
+    let run = home.run(&[
+        "import-state",
+        "test",
+        "--from",
+        "fetchmail",
+        "--key",
+        "alice@127.0.0.1",
+        dir.join("fetchids").to_str().unwrap(),
+    ]);
+    run.expect(0);
+    assert!(
+        run.stderr()
+            .contains("recorded 3 message(s) from fetchmail"),
+        "{}",
+        run.stderr()
+    );
 }
 
 /// README's quick start: the demo starts its own Dovecot and fetches 300 messages.

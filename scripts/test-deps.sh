@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on Debian (as root, or through sudo): the one
+# list of packages, used by scripts/test.sh and by .ci/run. Installs Rust through
+# rustup when cargo is missing (Debian's own is older than popfetch's 1.89).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+PACKAGES=(
+    # Building: OpenSSL's headers.
+    libssl-dev pkg-config ca-certificates curl build-essential
+    # The servers and tools the tests run for real.
+    dovecot-pop3d openssl procmail maildrop python3 mutt
+    # The keyring tests: a session bus and gnome-keyring.
+    dbus dbus-bin dbus-daemon gnome-keyring
+    # Clock games, pseudo-terminals (script(1), tmux) and the tools import-state reads.
+    faketime bsdutils tmux mpop fetchmail getmail6
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    # Package scripts must not start a system Dovecot: it would listen on every
+    # interface, and the tests start their own on loopback.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+        as_root chmod 755 /usr/sbin/policy-rc.d
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Cyrus, Courier, popa3d and solid-pop3d for the interoperability matrix (they
+# conflict with dovecot-pop3d as packages, so they are unpacked beside it).
+if [ ! -d "${POPFETCH_INTEROP_DIR:-/opt/popfetch-interop}/popa3d" ]; then
+    as_root bash .ci/interop-setup
+fi
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component rustfmt,clippy
+fi

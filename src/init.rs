@@ -1,0 +1,348 @@
+//! `popfetch init`: the answers for a first configuration file — given as flags or
+//! asked at a terminal — checked when they are given, so that a mistake is caught
+//! now and not at the first sync, and rendered as TOML by the toml crate.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use crate::cli::TlsArg;
+
+/// What the user may give on the command line instead of answering questions.
+#[derive(Debug, Default, clap::Args)]
+pub struct Given {
+    /// The POP3 server's host name, without a port
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// The server's port [default: 995 with implicit TLS, else 110]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// How to secure the connection [default: implicit]
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub tls: Option<TlsArg>,
+    /// The login name on the server
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Where mail goes: maildir:PATH, mbox:PATH or mda:COMMAND ARGS; a bare path is
+    /// a Maildir, and a path must be absolute or start with ~/
+    #[arg(long, value_name = "TARGET")]
+    pub deliver: Option<String>,
+    /// Leave messages on the server after delivery (asked at a terminal otherwise)
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Checked answers, ready to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answers {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsArg,
+    pub user: String,
+    pub deliver: String,
+    pub keep: bool,
+}
+
+/// A host answer: a plain host, or one that carries a port.
+#[derive(Debug, PartialEq, Eq)]
+enum Host {
+    Plain(String),
+    WithPort(String, u16),
+}
+
+fn check_host(text: &str) -> Result<Host, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("the host is empty".into());
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{text:?} is not a host name"));
+    }
+    // One colon is host:port; more is an IPv6 address, which is left alone.
+    if let Some((host, port)) = text.rsplit_once(':') {
+        if !host.contains(':') {
+            return match port.parse::<u16>() {
+                Ok(port) if port > 0 && !host.is_empty() => {
+                    Ok(Host::WithPort(host.to_string(), port))
+                }
+                _ => Err(format!("{text:?} is not a host name")),
+            };
+        }
+    }
+    Ok(Host::Plain(text.to_string()))
+}
+
+fn check_user(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("the user name is empty".into());
+    }
+    if text.chars().any(char::is_control) {
+        return Err("the user name holds a control character".into());
+    }
+    Ok(text.to_string())
+}
+
+/// A delivery target with its path made absolute: `~` expanded, relative refused,
+/// so that a cron job and a shell deliver to the same place. A bare path is a Maildir.
+fn check_deliver(text: &str, home: &Path) -> Result<String, String> {
+    let text = text.trim();
+    let (kind, rest) = match text.split_once(':') {
+        Some((kind @ ("maildir" | "mbox" | "mda"), rest)) => (kind, rest.trim()),
+        _ => ("maildir", text),
+    };
+    if rest.is_empty() {
+        return Err(format!("{text:?} names no {kind} target"));
+    }
+    if kind == "mda" {
+        return Ok(format!("mda:{rest}"));
+    }
+    let path = match rest.strip_prefix('~') {
+        Some("") => home.to_path_buf(),
+        Some(tail) if tail.starts_with('/') => home.join(&tail[1..]),
+        _ if Path::new(rest).is_absolute() => Path::new(rest).to_path_buf(),
+        _ => {
+            return Err(format!(
+                "{rest:?}: the path must be absolute or start with ~/, so that cron and a shell deliver to the same place"
+            ))
+        }
+    };
+    Ok(format!("{kind}:{}", path.display()))
+}
+
+fn default_port(tls: TlsArg) -> u16 {
+    if tls == TlsArg::Implicit {
+        995
+    } else {
+        110
+    }
+}
+
+/// The answers: given ones are checked (an error names the flag to fix), missing
+/// ones are asked at a terminal, else take their defaults.
+pub fn answers(given: &Given, home: &Path) -> Result<Answers, String> {
+    let terminal = std::io::stdin().is_terminal();
+    let mut port = given.port;
+    let host = match &given.host {
+        Some(text) => match check_host(text)? {
+            Host::Plain(host) => host,
+            Host::WithPort(host, p) => {
+                return Err(format!(
+                    "--host {text}: give the port on its own, as --host {host} --port {p}"
+                ))
+            }
+        },
+        None if terminal => loop {
+            match check_host(&ask("POP3 server", "pop.example.com")) {
+                Ok(Host::Plain(host)) => break host,
+                Ok(Host::WithPort(host, p)) => {
+                    if yes(&format!("Use host {host} and port {p}?"), true) {
+                        port = Some(p);
+                        break host;
+                    }
+                }
+                Err(e) => eprintln!("{e}"),
+            }
+        },
+        None => "pop.example.com".to_string(),
+    };
+    let tls = match given.tls {
+        Some(tls) => tls,
+        None if terminal => {
+            let default = if port == Some(110) {
+                "starttls"
+            } else {
+                "implicit"
+            };
+            loop {
+                let answer = ask(
+                    "TLS: implicit (port 995), starttls (port 110) or none",
+                    default,
+                );
+                match <TlsArg as clap::ValueEnum>::from_str(&answer, true) {
+                    Ok(tls) => break tls,
+                    Err(_) => eprintln!("{answer:?}: answer implicit, starttls or none"),
+                }
+            }
+        }
+        None => TlsArg::Implicit,
+    };
+    let port = match port {
+        Some(port) => port,
+        None if terminal => loop {
+            let default = default_port(tls).to_string();
+            match ask("Port", &default).parse::<u16>() {
+                Ok(port) if port > 0 => break port,
+                _ => eprintln!("a port is a number from 1 to 65535"),
+            }
+        },
+        None => default_port(tls),
+    };
+    let user = match &given.user {
+        Some(text) => check_user(text).map_err(|e| format!("--user: {e}"))?,
+        None if terminal => loop {
+            match check_user(&ask("User name", "me@example.com")) {
+                Ok(user) => break user,
+                Err(e) => eprintln!("{e}"),
+            }
+        },
+        None => "me@example.com".to_string(),
+    };
+    let deliver = match &given.deliver {
+        Some(text) => check_deliver(text, home).map_err(|e| format!("--deliver: {e}"))?,
+        None if terminal => loop {
+            match check_deliver(&ask("Deliver to", "maildir:~/Mail/inbox"), home) {
+                Ok(deliver) => break deliver,
+                Err(e) => eprintln!("{e}"),
+            }
+        },
+        None => check_deliver("maildir:~/Mail/inbox", home)?,
+    };
+    let keep =
+        given.keep || (terminal && yes("Keep messages on the server after delivery?", false));
+    Ok(Answers {
+        host,
+        port,
+        tls,
+        user,
+        deliver,
+        keep,
+    })
+}
+
+/// Asks one question on stderr; an empty answer takes the default.
+fn ask(question: &str, default: &str) -> String {
+    eprint!("{question} [{default}]: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    let answer = answer.trim();
+    if answer.is_empty() {
+        default.to_string()
+    } else {
+        answer.to_string()
+    }
+}
+
+fn yes(question: &str, default: bool) -> bool {
+    let hint = if default { "Y/n" } else { "y/N" };
+    loop {
+        eprint!("{question} [{hint}]: ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        if std::io::stdin().lock().read_line(&mut answer).unwrap_or(0) == 0 {
+            return default;
+        }
+        match answer.trim().to_ascii_lowercase().as_str() {
+            "" => return default,
+            "y" | "yes" => return true,
+            "n" | "no" => return false,
+            _ => eprintln!("answer y or n"),
+        }
+    }
+}
+
+/// A TOML string: quoted and escaped by the toml crate, never by hand.
+fn quoted(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+/// The configuration file for these answers, commented.
+pub fn render(a: &Answers) -> String {
+    let tls = match a.tls {
+        TlsArg::Implicit => "implicit",
+        TlsArg::Starttls => "starttls",
+        TlsArg::None => "none",
+    };
+    format!(
+        r#"# popfetch configuration: see `man popfetch` and README.md for every key.
+# This file may hold a password, so it must stay readable by you alone (chmod 600).
+
+[defaults]
+# timeout = 60              # seconds for connect, TLS handshake and each read
+
+[accounts.main]
+host = {host}
+port = {port}
+tls = {tls}           # "implicit" (port 995), "starttls" (port 110) or "none"
+user = {user}
+# Where the password comes from, in order: password, password_command, the system
+# keyring (`popfetch password set main`), or a prompt at a terminal.
+# password_command = "pass show mail/main"
+deliver = {deliver}
+# "maildir:PATH", "mbox:PATH" or "mda:COMMAND ARGS"
+keep = {keep}                # true leaves messages on the server after delivery
+# delete_after = "30d"      # with keep = true: delete what was first seen 30 days ago
+# max_size = "10M"
+"#,
+        host = quoted(&a.host),
+        port = a.port,
+        tls = quoted(tls),
+        user = quoted(&a.user),
+        deliver = quoted(&a.deliver),
+        keep = a.keep,
+    )
+}
+
+/// What to run next, naming the file when it is not the default one.
+pub fn next_steps(config: Option<&Path>) -> String {
+    let c = config.map_or(String::new(), |p| {
+        format!(" -c {}", shell_words::quote(&p.to_string_lossy()))
+    });
+    format!(
+        "next: `popfetch{c} probe main` checks the server, its certificate and the login; \
+         then `popfetch{c} password set main` (or set password_command) and `popfetch{c} sync`"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_with_a_port_are_caught() {
+        assert_eq!(
+            check_host("pop.example.com:995"),
+            Ok(Host::WithPort("pop.example.com".into(), 995))
+        );
+        assert_eq!(check_host(" h "), Ok(Host::Plain("h".into())));
+        assert_eq!(check_host("::1"), Ok(Host::Plain("::1".into())));
+        assert!(check_host("h:x").is_err());
+        assert!(check_host("a b").is_err());
+        assert!(check_host("").is_err());
+    }
+
+    #[test]
+    fn targets_are_absolute() {
+        let home = Path::new("/home/u");
+        assert_eq!(
+            check_deliver("~/Mail", home).unwrap(),
+            "maildir:/home/u/Mail"
+        );
+        assert_eq!(check_deliver("mbox:/var/m", home).unwrap(), "mbox:/var/m");
+        assert_eq!(
+            check_deliver("mda:procmail -f %F", home).unwrap(),
+            "mda:procmail -f %F"
+        );
+        assert!(check_deliver("maildir:Mail", home).is_err());
+        assert!(check_deliver("mbox:", home).is_err());
+    }
+
+    #[test]
+    fn what_is_written_reads_back() {
+        let answers = Answers {
+            host: "h\"\\".into(),
+            port: 1995,
+            tls: TlsArg::Starttls,
+            user: "al\"ice\\\n".into(),
+            deliver: "maildir:/x \"y\"".into(),
+            keep: true,
+        };
+        let text = render(&answers);
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        let main = &v["accounts"]["main"];
+        assert_eq!(main["host"].as_str(), Some("h\"\\"));
+        assert_eq!(main["user"].as_str(), Some("al\"ice\\\n"));
+        assert_eq!(main["deliver"].as_str(), Some("maildir:/x \"y\""));
+        assert_eq!(main["tls"].as_str(), Some("starttls"));
+        assert_eq!(main["keep"].as_bool(), Some(true));
+    }
+}
