@@ -508,7 +508,7 @@ fn sync_one(ui: &Ui, account: &crate::config::Account, dry_run: bool) -> Outcome
             "{}: would fetch {} message(s) ({} bytes), delete {}, skip {}",
             account.name, report.fetched, report.bytes, report.deleted, report.skipped
         ));
-        if let Ok(state) = crate::state::UidlState::peek(&account.state_file()) {
+        if let Ok(state) = crate::state::UidlState::peek(&account.state_place()) {
             out.print(
                 preview::table(&preview::entries(plan, &state))
                     .trim_end()

@@ -373,7 +373,7 @@ fn damaged_state_stops_before_touching_the_server() {
     let home = Home::new();
     home.write_config(&server.config(&home, "implicit", "keep = true"));
     home.run(&["sync"]).expect(0);
-    let path = home.state_dir().join("test.state");
+    let path = home.state_file();
     let text = fs::read_to_string(&path).unwrap();
     let mut lines: Vec<_> = text.lines().map(str::to_string).collect();
     // As a hand edit would: the record changes, its checksum does not.

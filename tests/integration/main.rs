@@ -11,4 +11,5 @@ mod hostile_server;
 mod interop;
 mod policies;
 mod security;
+mod state_files;
 mod ux;
