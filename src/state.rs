@@ -526,7 +526,13 @@ impl UidlState {
             });
         }
         let (mailbox, epoch) = if version >= 2 {
-            let mailbox = words.next().filter(|m| !m.is_empty());
+            // Only what mailbox_key writes, so that a hand-made header never puts a
+            // raw control character into a message.
+            let mailbox = words.next().filter(|m| {
+                !m.is_empty()
+                    && m.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._+-%@:~".contains(&b))
+            });
             let epoch = words.next().and_then(|e| u64::from_str_radix(e, 16).ok());
             let (Some(mailbox), Some(epoch)) = (mailbox, epoch) else {
                 return Err(damaged(1, "the header names no mailbox"));
