@@ -11,7 +11,6 @@
 //! - `D uid time`: `uid` was delivered; `time` is when it was first seen (Unix seconds).
 //! - `A uid`: the delivery announced by `I` was abandoned and left nothing behind.
 //! - `F uid`: `uid` is no longer on the server and is forgotten.
-//!
 //! - `L D uid time`, `L I uid location`: a record adopted from a state that does not
 //!   say which mailbox wrote it (format 1, or `import-state`). It keeps the message
 //!   from being fetched again, but never leads to a DELE.
