@@ -699,7 +699,7 @@ fn sync_one(
     if let (true, Some(planned)) = (flags.dry_run, &report.plan) {
         // The plan as `list` shows it: date, sender and subject from the headers
         // the dry run read.
-        let mut entries = match crate::state::UidlState::peek(&account.state_file()) {
+        let mut entries = match crate::state::UidlState::peek(&account.state_place()) {
             Ok(state) => preview::entries(planned, &state),
             Err(_) => Vec::new(),
         };

@@ -117,14 +117,25 @@ impl Account {
         }
     }
 
-    /// The account's UIDL state file.
-    pub fn state_file(&self) -> PathBuf {
-        self.state_dir.join(format!("{}.state", self.name))
+    /// The mailbox's state: found by `user@host:port`, not by the account's name,
+    /// so that two configs naming their accounts alike never share one, and a
+    /// renamed account keeps its own (issue 15, bug 2).
+    pub fn state_place(&self) -> crate::state::Place {
+        crate::state::Place::new(
+            &self.state_dir,
+            crate::state::mailbox_key(&self.user, &self.host, self.port),
+            Some(&self.name),
+        )
     }
 
-    /// The account's lock file.
+    /// The mailbox's UIDL state file.
+    pub fn state_file(&self) -> PathBuf {
+        self.state_place().path()
+    }
+
+    /// The mailbox's lock file.
     pub fn lock_file(&self) -> PathBuf {
-        self.state_dir.join(format!("{}.lock", self.name))
+        self.state_place().lock()
     }
 }
 
@@ -817,7 +828,14 @@ state_dir = "~/st"
         assert!(work.policy.keep);
         assert_eq!(work.timeout, Duration::from_secs(5));
         assert_eq!(work.deliver, Delivery::Maildir("/home/u/Mail/work".into()));
-        assert_eq!(work.state_file(), PathBuf::from("/state/work.state"));
+        assert_eq!(
+            work.state_file(),
+            PathBuf::from("/state/me@pop.example.com:995.state")
+        );
+        assert_eq!(
+            work.lock_file(),
+            PathBuf::from("/state/me@pop.example.com:995.lock")
+        );
         let PasswordSource::Command(command) = &work.password else {
             panic!()
         };

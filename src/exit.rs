@@ -89,8 +89,12 @@ pub fn classify(err: &anyhow::Error) -> Exit {
                 Exit::Config
             };
         }
-        if cause.is::<StateError>() {
-            return Exit::IoError;
+        if let Some(e) = cause.downcast_ref::<StateError>() {
+            return match e {
+                // Another mailbox's state where this one's belongs: fixed by hand.
+                StateError::Foreign { .. } => Exit::Config,
+                _ => Exit::IoError,
+            };
         }
         if let Some(e) = cause.downcast_ref::<LockError>() {
             return match e {

@@ -48,14 +48,16 @@ pub fn import(account: &Account, tool: Tool, key: Option<&str>, path: &Path) -> 
     crate::durable::create_dir_all(&account.state_dir)
         .with_context(|| format!("cannot create {}", account.state_dir.display()))?;
     let _lock = AccountLock::acquire(&account.lock_file())?;
-    let mut state = UidlState::open(&account.state_file())?;
+    let mut state = UidlState::open(&account.state_place())?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut added = 0;
     for uid in uids {
         if !state.is_delivered(&uid) {
-            state.record_delivered(&uid, now)?;
+            // Another tool's word, not a session of this mailbox: it keeps the
+            // message from being fetched, but never grounds a DELE.
+            state.record_adopted(&uid, now)?;
             added += 1;
         }
     }

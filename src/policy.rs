@@ -154,6 +154,11 @@ pub trait Known {
     fn uids(&self) -> Vec<&str>;
     /// How many unique-ids are delivered.
     fn count(&self) -> usize;
+    /// Whether the record of `uid` was written by this mailbox's own sessions. One
+    /// that was not (adopted from an older popfetch's state, or imported) keeps the
+    /// message from being fetched again, but is never grounds for a DELE: see
+    /// [`crate::state::Place`].
+    fn own(&self, uid: &str) -> bool;
 }
 
 /// Plans a session. `now` is in Unix seconds. The listing's unique-ids are
@@ -173,6 +178,7 @@ pub fn plan(
     for message in listing {
         let first_seen = known.first_seen(&message.uid);
         listed_known += usize::from(first_seen.is_some());
+        let first_seen = first_seen.map(|seen| (seen, known.own(&message.uid)));
         let action = decide(&message, first_seen, policy, now);
         plan.messages.push((message, action));
     }
@@ -192,17 +198,29 @@ pub fn plan(
     plan
 }
 
-fn decide(message: &ListedMessage, first_seen: Option<u64>, policy: &Policy, now: u64) -> Action {
-    if let Some(seen) = first_seen {
-        if !policy.keep {
-            return Action::Delete(Reason::Delivered);
-        }
-        let age = Duration::from_secs(now.saturating_sub(seen));
-        if policy.delete_after.is_some_and(|limit| age > limit) {
-            return Action::Delete(Reason::Expired { age });
-        }
-        if !policy.fetch_all {
-            return Action::Keep;
+/// `first_seen` is when a delivered message was first seen, and whether its record
+/// is the mailbox's own.
+fn decide(
+    message: &ListedMessage,
+    first_seen: Option<(u64, bool)>,
+    policy: &Policy,
+    now: u64,
+) -> Action {
+    match first_seen {
+        // Never deleted unfetched on the word of a record this mailbox did not write.
+        Some((_, false)) if !policy.fetch_all => return Action::Keep,
+        Some((_, false)) | None => {}
+        Some((seen, true)) => {
+            if !policy.keep {
+                return Action::Delete(Reason::Delivered);
+            }
+            let age = Duration::from_secs(now.saturating_sub(seen));
+            if policy.delete_after.is_some_and(|limit| age > limit) {
+                return Action::Delete(Reason::Expired { age });
+            }
+            if !policy.fetch_all {
+                return Action::Keep;
+            }
         }
     }
     if let Some(max) = policy.max_size.filter(|&max| message.size > max) {
@@ -284,6 +302,11 @@ mod tests {
 
         fn count(&self) -> usize {
             self.0.len()
+        }
+
+        /// Uids starting with `L` stand for adopted records.
+        fn own(&self, uid: &str) -> bool {
+            !uid.starts_with('L')
         }
     }
 
@@ -385,6 +408,46 @@ mod tests {
         let nums: Vec<u32> = plan.fetch().iter().map(|m| m.num).collect();
         assert_eq!(nums, [2, 3]);
         assert_eq!(plan.delete(), [1]);
+    }
+
+    #[test]
+    fn an_adopted_record_keeps_a_message_but_never_deletes_it() {
+        let state = State([("L1", 0), ("own", 0)].into_iter().collect());
+        let delete_after = Policy {
+            keep: true,
+            delete_after: parse_duration("1d"),
+            ..Policy::default()
+        };
+        let fetch_all = Policy {
+            fetch_all: true,
+            ..Policy::default()
+        };
+        for (policy, adopted, own) in [
+            (
+                Policy::default(),
+                Action::Keep,
+                Action::Delete(Reason::Delivered),
+            ),
+            (
+                delete_after,
+                Action::Keep,
+                Action::Delete(Reason::Expired {
+                    age: Duration::from_secs(100 * DAY),
+                }),
+            ),
+            (fetch_all, Action::Fetch, Action::Delete(Reason::Delivered)),
+        ] {
+            assert_eq!(plan_of(&state, "L1", &policy), [adopted], "{policy:?}");
+            assert_eq!(plan_of(&state, "own", &policy), [own], "{policy:?}");
+        }
+        fn plan_of(state: &State, uid: &str, policy: &Policy) -> Vec<Action> {
+            let listed = ListedMessage {
+                num: 1,
+                size: 10,
+                uid: uid.to_string(),
+            };
+            actions(&plan(vec![listed], state, policy, 100 * DAY))
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub fn list_account(
     trace: Option<Trace>,
     warn: &dyn Fn(&str),
 ) -> Result<Vec<Entry>> {
-    let state = UidlState::peek(&account.state_file())?;
+    let state = UidlState::peek(&account.state_place())?;
     let mut session = open_session(account, trace)?;
     let listing = connect::listing(&mut session, None, warn)?;
     let plan = policy::plan(listing, &state, &account.policy, now());

@@ -11,21 +11,133 @@
 //! - `D uid time`: `uid` was delivered; `time` is when it was first seen (Unix seconds).
 //! - `A uid`: the delivery announced by `I` was abandoned and left nothing behind.
 //! - `F uid`: `uid` is no longer on the server and is forgotten.
+//! - `L D uid time`, `L I uid location`: a record adopted from a state that does not
+//!   say which mailbox wrote it (format 1, or `import-state`). It keeps the message
+//!   from being fetched again, but never leads to a DELE.
+//!
+//! The header is `popfetch-state 2 MAILBOX EPOCH`: the mailbox the file belongs to
+//! (see [`Place`]) and a random epoch, new at every compaction. Format 1 files
+//! (`popfetch-state 1`, no mailbox) are still read: all their records are adopted.
 //!
 //! A final line without its newline is a write cut short by a crash and is ignored;
-//! any other damage stops popfetch instead of guessing.
+//! any other damage stops popfetch instead of guessing. A file cut short at a line
+//! boundary has no such tell, so a witness outside the journal, `MAILBOX.synced`,
+//! holds the epoch, length and line count of the journal as of its last fsync: a
+//! journal of the same epoch that is shorter than that was cut, and is refused.
+//! The witness is written only after the fsync it describes, so after a crash it is
+//! the old value or the new one, never ahead of what is durable; it needs no fsync.
+//! A witness of another epoch (a crash between a compaction and its witness) says
+//! nothing and is ignored.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::durable::TempFile;
 
 const MAGIC: &str = "popfetch-state";
-const VERSION: u32 = 1;
+/// 2: the header names the mailbox and an epoch; `L` records.
+const VERSION: u32 = 2;
+
+/// Where the state of one mailbox lives, and whose it is.
+///
+/// Why a DELE is only ever planned on the strength of records this mailbox's own
+/// sessions wrote (issue 15, bug 2):
+/// - The file is named after the mailbox, `user@host:port` with the host lowercased,
+///   escaped so that the naming is one-to-one ([`mailbox_key`]): sessions of another
+///   mailbox open another file, whatever their account is called and whichever
+///   config names it; an account renamed keeps its file.
+/// - Its header names the mailbox again, and a file whose header names another one
+///   (copied or renamed by hand) is refused, never read, trusted or pruned.
+/// - The lock beside it is per mailbox too, so two sessions of one mailbox never
+///   write at once.
+/// - Records that no session of this mailbox provably wrote — a format-1 file
+///   adopted from `STATE_DIR/NAME.state`, which named no mailbox, and UIDs imported
+///   from another tool — are `L` records: [`crate::policy::Known::own`] says no for
+///   them, and the policy then keeps the message on the server rather than delete
+///   it unfetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    dir: PathBuf,
+    /// The mailbox, escaped: see [`mailbox_key`].
+    mailbox: String,
+    /// The file name without its extension: the mailbox, or a digest of a long one.
+    stem: String,
+    /// `STATE_DIR/NAME.state`, where popfetch kept an account's state in format 1.
+    legacy: Option<PathBuf>,
+}
+
+impl Place {
+    /// The state of `mailbox` (from [`mailbox_key`]) in `dir`; `account` is the name
+    /// an older popfetch filed it under.
+    pub fn new(dir: &Path, mailbox: String, account: Option<&str>) -> Place {
+        // NAME_MAX is 255; a longer key keeps a readable start and a digest.
+        let stem = if mailbox.len() <= 200 {
+            mailbox.clone()
+        } else {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(mailbox.as_bytes());
+            let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+            let mut cut = 160;
+            while !mailbox.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}~{hex}", &mailbox[..cut])
+        };
+        Place {
+            dir: dir.to_path_buf(),
+            legacy: account.map(|name| dir.join(format!("{name}.state"))),
+            mailbox,
+            stem,
+        }
+    }
+
+    /// `STATE_DIR/MAILBOX.state`: the journal.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(format!("{}.state", self.stem))
+    }
+
+    /// `STATE_DIR/MAILBOX.lock`: one sync of the mailbox at a time.
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join(format!("{}.lock", self.stem))
+    }
+
+    /// `STATE_DIR/MAILBOX.synced`: the journal's length as of its last fsync.
+    pub fn witness(&self) -> PathBuf {
+        self.dir.join(format!("{}.synced", self.stem))
+    }
+
+    pub fn mailbox(&self) -> &str {
+        &self.mailbox
+    }
+}
+
+/// `user@host:port` as one safe file name and header word: the host lowercased,
+/// and in the user and the host every byte but `A-Z a-z 0-9 . _ + -` written `%XX`,
+/// so `@`, `:`, `/`, spaces and control characters never appear raw and no two
+/// mailboxes share a key.
+pub fn mailbox_key(user: &str, host: &str, port: u16) -> String {
+    fn escape(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for &b in text.as_bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-') {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+    format!(
+        "{}@{}:{port}",
+        escape(user),
+        escape(&host.to_ascii_lowercase())
+    )
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -43,12 +155,29 @@ pub enum StateError {
     },
     #[error("the state file {path} has format version {found}, written by a newer popfetch; upgrade popfetch")]
     Newer { path: PathBuf, found: u32 },
+    #[error("the state file {path} belongs to the mailbox {found}, not to {expected}; popfetch names each state file after its mailbox, so this one was copied or renamed by hand: move it back to {home}, or move it aside to fetch every message on the server again")]
+    Foreign {
+        path: PathBuf,
+        found: String,
+        expected: String,
+        home: PathBuf,
+    },
+    #[error("the state file {path} was cut short: it holds {len} bytes ({lines} lines), but {synced_len} bytes ({synced_lines} lines) of it had been made durable; popfetch will not guess which messages were delivered. Restore it from a backup; if you restored an older copy on purpose, remove {witness}")]
+    CutShort {
+        path: PathBuf,
+        len: u64,
+        lines: u64,
+        synced_len: u64,
+        synced_lines: u64,
+        witness: PathBuf,
+    },
 }
 
 /// A read-only view of the state, for previews.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     delivered: HashMap<String, u64>,
+    adopted: HashSet<String>,
 }
 
 impl Snapshot {
@@ -69,6 +198,10 @@ impl crate::policy::Known for Snapshot {
     fn count(&self) -> usize {
         self.delivered.len()
     }
+
+    fn own(&self, uid: &str) -> bool {
+        !self.adopted.contains(uid)
+    }
 }
 
 impl crate::policy::Known for UidlState {
@@ -83,6 +216,10 @@ impl crate::policy::Known for UidlState {
     fn count(&self) -> usize {
         self.delivered.len()
     }
+
+    fn own(&self, uid: &str) -> bool {
+        !self.adopted.contains(uid)
+    }
 }
 
 /// A delivery that was under way when a run died.
@@ -90,15 +227,48 @@ impl crate::policy::Known for UidlState {
 pub struct Interrupted {
     pub uid: String,
     pub location: String,
+    /// Announced in an adopted record: if it completed, record it adopted too.
+    pub adopted: bool,
+}
+
+/// A state file of an older popfetch taken over by its mailbox, said once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adoption {
+    pub from: PathBuf,
+    pub to: PathBuf,
+    pub messages: usize,
+}
+
+impl std::fmt::Display for Adoption {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "adopted {} from an older popfetch as {}: its {} message(s) are not fetched again, but as it does not say which mailbox wrote it, none of them is ever deleted from the server unfetched; the old file stays as {}",
+            self.from.display(),
+            self.to.display(),
+            self.messages,
+            adopted_name(&self.from).display()
+        )
+    }
+}
+
+/// Where an adopted format-1 file is moved, so that it is adopted only once.
+fn adopted_name(legacy: &Path) -> PathBuf {
+    let mut name = legacy.as_os_str().to_owned();
+    name.push(".adopted");
+    PathBuf::from(name)
 }
 
 /// The state of one account, open for appending.
 pub struct UidlState {
     path: PathBuf,
+    place: Option<Place>,
     /// Open for appending; `None` only inside [`UidlState::peek`].
     journal: Option<File>,
     /// Delivered unique-ids and when each was first seen.
     delivered: HashMap<String, u64>,
+    /// Unique-ids whose records are adopted (`L`): never grounds for a DELE.
+    adopted: HashSet<String>,
     /// Announced deliveries not yet completed or abandoned.
     pending: BTreeMap<String, String>,
     /// Lines in the journal, to decide when to compact.
@@ -107,6 +277,12 @@ pub struct UidlState {
     len: u64,
     /// Appended lines not yet fsynced.
     unsynced: bool,
+    /// The header's epoch.
+    epoch: u64,
+    /// The witness file, once written.
+    witness: Option<File>,
+    /// Set when this open adopted a format-1 file.
+    adoption: Option<Adoption>,
 }
 
 enum Record<'a> {
@@ -116,69 +292,185 @@ enum Record<'a> {
     Forgotten(&'a str),
 }
 
-impl UidlState {
-    /// Reads the state at `path` without changing anything on disk: no file is
-    /// created and nothing is compacted (for `list` and `sync --dry-run`).
-    pub fn peek(path: &Path) -> Result<Snapshot, StateError> {
-        let text = match fs::read(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Snapshot::default()),
-            Err(source) => {
-                return Err(StateError::Io {
-                    action: "read",
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
+/// What the header and the shape of a journal said.
+struct Replayed {
+    version: u32,
+    mailbox: Option<String>,
+    epoch: u64,
+    /// A partial last line.
+    torn: bool,
+    /// Length up to the last whole line.
+    whole: u64,
+}
+
+/// The witness: epoch, length and lines of the journal as of its last fsync.
+struct Synced {
+    epoch: u64,
+    len: u64,
+    lines: u64,
+}
+
+impl Synced {
+    fn read(path: &Path) -> Option<Synced> {
+        let text = fs::read(path).ok()?;
+        let line = text.strip_suffix(b"\n")?;
+        let mut words = checked(line)?.split(' ');
+        let synced = Synced {
+            epoch: u64::from_str_radix(words.next()?, 16).ok()?,
+            len: words.next()?.parse().ok()?,
+            lines: words.next()?.parse().ok()?,
         };
-        let mut state = UidlState {
+        words.next().is_none().then_some(synced)
+    }
+
+    /// Always the same length, so an overwrite in place never leaves a stale tail.
+    fn line(&self) -> String {
+        seal(&format!(
+            "{:016x} {:020} {:020}",
+            self.epoch, self.len, self.lines
+        ))
+    }
+}
+
+/// The file's bytes, or `None` if there is no file.
+fn read_existing(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
+    match fs::read(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Io {
+            action: "read",
             path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+impl UidlState {
+    fn empty(path: &Path, place: Option<&Place>) -> UidlState {
+        UidlState {
+            path: path.to_path_buf(),
+            place: place.cloned(),
             journal: None,
             delivered: HashMap::new(),
+            adopted: HashSet::new(),
             pending: BTreeMap::new(),
             lines: 0,
             len: 0,
             unsynced: false,
-        };
-        state.replay(&text)?;
+            epoch: 0,
+            witness: None,
+            adoption: None,
+        }
+    }
+
+    /// Reads the state of `place` without changing anything on disk: no file is
+    /// created, adopted or compacted (for `list` and `sync --dry-run`).
+    pub fn peek(place: &Place) -> Result<Snapshot, StateError> {
+        let state = UidlState::read(place)?;
         Ok(Snapshot {
             delivered: state.delivered,
+            adopted: state.adopted,
         })
     }
 
-    /// Opens the state at `path`, creating an empty one if there is none.
-    pub fn open(path: &Path) -> Result<UidlState, StateError> {
+    /// Reads the state of `place`: its own file, checked against the header's
+    /// mailbox and the witness; else the format-1 file of its account, adopted;
+    /// else nothing. `unsynced` is set when the file needs a rewrite (a torn tail,
+    /// an old format).
+    fn read(place: &Place) -> Result<UidlState, StateError> {
+        let path = place.path();
+        // The witness first: it only grows after the journal has, so a journal read
+        // after it is never shorter than it unless the file was cut.
+        let synced = Synced::read(&place.witness());
+        if let Some(text) = read_existing(&path)? {
+            let mut state = UidlState::empty(&path, Some(place));
+            let replayed = state.replay(&text)?;
+            if let Some(found) = replayed.mailbox.filter(|m| m != place.mailbox()) {
+                return Err(StateError::Foreign {
+                    home: Place::new(&place.dir, found.clone(), None).path(),
+                    path,
+                    found,
+                    expected: place.mailbox().to_string(),
+                });
+            }
+            if let Some(synced) = synced.filter(|s| s.epoch == replayed.epoch) {
+                if synced.len > replayed.whole {
+                    return Err(StateError::CutShort {
+                        path,
+                        len: replayed.whole,
+                        lines: state.lines as u64,
+                        synced_len: synced.len,
+                        synced_lines: synced.lines,
+                        witness: place.witness(),
+                    });
+                }
+            }
+            state.epoch = replayed.epoch;
+            state.len = text.len() as u64;
+            state.unsynced = replayed.torn || replayed.version < VERSION;
+            return Ok(state);
+        }
+        let mut state = UidlState::empty(&path, Some(place));
+        let Some(legacy) = &place.legacy else {
+            return Ok(state);
+        };
+        let Some(text) = read_existing(legacy)? else {
+            return Ok(state);
+        };
+        let mut old = UidlState::empty(legacy, None);
+        // Format 1 only: no popfetch writes a newer format under an account's name.
+        if old.replay(&text)?.version != 1 {
+            return Ok(state);
+        }
+        state.adoption = Some(Adoption {
+            from: legacy.clone(),
+            to: path,
+            messages: old.delivered.len(),
+        });
+        state.delivered = old.delivered;
+        state.adopted = old.adopted;
+        state.pending = old.pending;
+        Ok(state)
+    }
+
+    /// Opens the state of `place`, creating an empty one if there is none. A
+    /// format-1 state of its account is adopted: see [`UidlState::adoption`].
+    pub fn open(place: &Place) -> Result<UidlState, StateError> {
+        let mut state = UidlState::read(place)?;
+        let path = state.path.clone();
         let io_err = |action| {
-            let path = path.to_path_buf();
+            let path = path.clone();
             move |source| StateError::Io {
                 action,
                 path,
                 source,
             }
         };
-        let text = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                write_snapshot(path, &HashMap::new(), &BTreeMap::new())
-                    .map_err(io_err("create"))?;
-                fs::read(path).map_err(io_err("read"))?
-            }
-            Err(e) => return Err(io_err("read")(e)),
-        };
-        let mut state = UidlState {
-            path: path.to_path_buf(),
-            journal: Some(open_append(path).map_err(io_err("open"))?),
-            delivered: HashMap::new(),
-            pending: BTreeMap::new(),
-            lines: 0,
-            len: text.len() as u64,
-            unsynced: false,
-        };
-        let torn = state.replay(&text)?;
-        if torn || state.bloated() {
+        // `unsynced` after `read`: the file is missing, torn, or in an old format.
+        let fresh = !path.exists();
+        if fresh || state.unsynced || state.bloated() {
+            state.unsynced = false;
             state.compact()?;
+        } else {
+            state.journal = Some(open_append(&path).map_err(io_err("open"))?);
+            // A run that ended without its last fsync left a witness behind the
+            // journal: make the journal durable and say so, for the next open.
+            let synced = Synced::read(&place.witness());
+            if synced.is_none_or(|s| s.epoch != state.epoch || s.len != state.len) {
+                state.unsynced = true;
+                state.sync()?;
+            }
+        }
+        if let Some(adoption) = &state.adoption {
+            // The new file is durable: the old one goes aside, to be adopted once.
+            let _ = fs::rename(&adoption.from, adopted_name(&adoption.from));
         }
         Ok(state)
+    }
+
+    /// The format-1 file this open adopted, for a one-time notice.
+    pub fn adoption(&self) -> Option<&Adoption> {
+        self.adoption.as_ref()
     }
 
     /// Whether the journal holds many more lines than live records: a run that
@@ -197,8 +489,8 @@ impl UidlState {
         }
     }
 
-    /// Applies every line of the journal; returns whether its last line was torn.
-    fn replay(&mut self, text: &[u8]) -> Result<bool, StateError> {
+    /// Applies every line of the journal.
+    fn replay(&mut self, text: &[u8]) -> Result<Replayed, StateError> {
         let path = self.path.clone();
         let damaged = |line: usize, reason: &str| StateError::Damaged {
             path: path.clone(),
@@ -217,25 +509,69 @@ impl UidlState {
             return Err(damaged(1, "the header is missing"));
         };
         let header = checked(header).ok_or_else(|| damaged(1, "bad header checksum"))?;
-        let version = header
-            .strip_prefix(MAGIC)
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            .ok_or_else(|| damaged(1, "not a popfetch state file"))?;
+        let not_ours = || damaged(1, "not a popfetch state file");
+        let mut words = header.split(' ');
+        if words.next() != Some(MAGIC) {
+            return Err(not_ours());
+        }
+        let version: u32 = words
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(not_ours)?;
         if version > VERSION {
             return Err(StateError::Newer {
                 path: self.path.clone(),
                 found: version,
             });
         }
+        let (mailbox, epoch) = if version >= 2 {
+            // Only what mailbox_key writes, so that a hand-made header never puts a
+            // raw control character into a message.
+            let mailbox = words.next().filter(|m| {
+                !m.is_empty()
+                    && m.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._+-%@:~".contains(&b))
+            });
+            let epoch = words.next().and_then(|e| u64::from_str_radix(e, 16).ok());
+            let (Some(mailbox), Some(epoch)) = (mailbox, epoch) else {
+                return Err(damaged(1, "the header names no mailbox"));
+            };
+            (Some(mailbox.to_string()), epoch)
+        } else {
+            (None, 0)
+        };
+        if words.next().is_some() {
+            return Err(not_ours());
+        }
+        // Format 1 named no mailbox: all its records are adopted.
+        let all_adopted = version < 2;
         // Replayed on borrowed text first: most messages have an intent and then a
         // delivery, and only what survives both is worth an allocation.
         let mut delivered: HashMap<&str, u64> = HashMap::with_capacity(lines.len());
         let mut pending: HashMap<&str, &str> = HashMap::new();
+        let mut adopted: HashSet<&str> = HashSet::new();
         for (index, line) in lines.iter().enumerate().skip(1) {
             let record = checked(line).ok_or_else(|| damaged(index + 1, "bad checksum"))?;
-            match parse_record(record).ok_or_else(|| damaged(index + 1, "unknown record"))? {
+            let (record, prefixed) = match record.strip_prefix("L ") {
+                Some(inner) if version >= 2 => (inner, true),
+                _ => (record, false),
+            };
+            let marked = prefixed || all_adopted;
+            let parsed = parse_record(record)
+                .filter(|r| !prefixed || matches!(r, Record::Intent(..) | Record::Delivered(..)))
+                .ok_or_else(|| damaged(index + 1, "unknown record"))?;
+            match parsed {
                 Record::Intent(uid, location) => {
+                    if !is_plain_location(location) {
+                        return Err(damaged(
+                            index + 1,
+                            "an intent names a location outside its target",
+                        ));
+                    }
                     pending.insert(uid, location);
+                    if marked {
+                        adopted.insert(uid);
+                    }
                 }
                 Record::Delivered(uid, time) => {
                     // A compacted journal has no intents: no lookup for them.
@@ -243,12 +579,21 @@ impl UidlState {
                         pending.remove(uid);
                     }
                     delivered.entry(uid).or_insert(time);
+                    if marked {
+                        adopted.insert(uid);
+                    } else if !adopted.is_empty() {
+                        // A delivery of this mailbox's own makes the record its own.
+                        adopted.remove(uid);
+                    }
                 }
                 Record::Abandoned(uid) => {
                     pending.remove(uid);
                 }
                 Record::Forgotten(uid) => {
                     delivered.remove(uid);
+                    if !adopted.is_empty() {
+                        adopted.remove(uid);
+                    }
                 }
             }
         }
@@ -260,8 +605,15 @@ impl UidlState {
             .into_iter()
             .map(|(uid, location)| (uid.to_owned(), location.to_owned()))
             .collect();
+        self.adopted = adopted.into_iter().map(str::to_owned).collect();
         self.lines = lines.len();
-        Ok(torn)
+        Ok(Replayed {
+            version,
+            mailbox,
+            epoch,
+            torn,
+            whole: start as u64,
+        })
     }
 
     fn apply(&mut self, record: Record) {
@@ -272,12 +624,14 @@ impl UidlState {
             Record::Delivered(uid, time) => {
                 self.pending.remove(uid);
                 self.delivered.entry(uid.to_string()).or_insert(time);
+                self.adopted.remove(uid);
             }
             Record::Abandoned(uid) => {
                 self.pending.remove(uid);
             }
             Record::Forgotten(uid) => {
                 self.delivered.remove(uid);
+                self.adopted.remove(uid);
             }
         }
     }
@@ -303,6 +657,7 @@ impl UidlState {
             .map(|(uid, location)| Interrupted {
                 uid: uid.clone(),
                 location: location.clone(),
+                adopted: self.adopted.contains(uid),
             })
             .collect()
     }
@@ -324,6 +679,17 @@ impl UidlState {
         Ok(())
     }
 
+    /// Records `uid` as delivered on the word of something other than this
+    /// mailbox's own sessions (another tool's list, an adopted intent): it keeps the
+    /// message from being fetched again, but never leads to a DELE.
+    pub fn record_adopted(&mut self, uid: &str, first_seen: u64) -> Result<(), StateError> {
+        self.append(&format!("L D {uid} {first_seen}"))?;
+        self.pending.remove(uid);
+        self.delivered.entry(uid.to_string()).or_insert(first_seen);
+        self.adopted.insert(uid.to_string());
+        Ok(())
+    }
+
     /// Records that an announced delivery left nothing behind.
     pub fn record_abandoned(&mut self, uid: &str) -> Result<(), StateError> {
         self.append(&format!("A {uid}"))?;
@@ -336,6 +702,7 @@ impl UidlState {
         for uid in uids {
             self.append(&format!("F {uid}"))?;
             self.delivered.remove(uid);
+            self.adopted.remove(uid);
         }
         Ok(())
     }
@@ -349,8 +716,35 @@ impl UidlState {
                 source,
             })?;
             self.unsynced = false;
+            self.witness();
         }
         Ok(())
+    }
+
+    /// Tells the witness how long the journal is now. Called only once that length
+    /// is durable. A witness that cannot be written stays behind the journal, which
+    /// only weakens the check, so a failure here is not an error.
+    fn witness(&mut self) {
+        let Some(place) = &self.place else {
+            return;
+        };
+        if self.witness.is_none() {
+            self.witness = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(place.witness())
+                .ok();
+        }
+        if let Some(file) = &self.witness {
+            let synced = Synced {
+                epoch: self.epoch,
+                len: self.len,
+                lines: self.lines as u64,
+            };
+            let _ = file.write_all_at(synced.line().as_bytes(), 0);
+        }
     }
 
     fn append(&mut self, record: &str) -> Result<(), StateError> {
@@ -380,33 +774,52 @@ impl UidlState {
             path: self.path.clone(),
             source,
         };
-        write_snapshot(&self.path, &self.delivered, &self.pending).map_err(io_err)?;
+        let mailbox = self.place.as_ref().map_or("", |p| p.mailbox());
+        let mut epoch = [0u8; 8];
+        getrandom::fill(&mut epoch).map_err(|e| io_err(io::Error::other(e.to_string())))?;
+        // Never 0, the epoch of a format-1 file.
+        let epoch = u64::from_le_bytes(epoch) | 1;
+        let header = format!("{MAGIC} {VERSION} {mailbox} {epoch:016x}");
+        write_snapshot(&self.path, &header, self).map_err(io_err)?;
         let journal = open_append(&self.path).map_err(io_err)?;
         self.len = journal.metadata().map_err(io_err)?.len();
         self.journal = Some(journal);
+        self.epoch = epoch;
         self.lines = 1 + self.delivered.len() + self.pending.len();
         self.unsynced = false;
+        // The snapshot and its directory entry are durable.
+        self.witness();
         Ok(())
     }
+}
+
+/// Whether an intent's location can only name something inside its target: a
+/// file name of one component, or an mbox mark. Each target checks its own form
+/// again before it touches anything (issue 15, bug 8).
+fn is_plain_location(location: &str) -> bool {
+    !location.is_empty() && location != "." && location != ".." && !location.contains(['/', '\0'])
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().append(true).open(path)
 }
 
-fn write_snapshot(
-    path: &Path,
-    delivered: &HashMap<String, u64>,
-    pending: &BTreeMap<String, String>,
-) -> io::Result<()> {
-    let mut text = seal(&format!("{MAGIC} {VERSION}"));
-    let mut uids: Vec<_> = delivered.iter().collect();
+fn write_snapshot(path: &Path, header: &str, state: &UidlState) -> io::Result<()> {
+    let mut text = seal(header);
+    let mark = |uid: &str| {
+        if state.adopted.contains(uid) {
+            "L "
+        } else {
+            ""
+        }
+    };
+    let mut uids: Vec<_> = state.delivered.iter().collect();
     uids.sort();
     for (uid, time) in uids {
-        text.push_str(&seal(&format!("D {uid} {time}")));
+        text.push_str(&seal(&format!("{}D {uid} {time}", mark(uid))));
     }
-    for (uid, location) in pending {
-        text.push_str(&seal(&format!("I {uid} {location}")));
+    for (uid, location) in &state.pending {
+        text.push_str(&seal(&format!("{}I {uid} {location}", mark(uid))));
     }
     let mut temp_name = path.as_os_str().to_owned();
     temp_name.push(format!(".tmp{}", std::process::id()));
@@ -462,16 +875,20 @@ fn parse_record(record: &str) -> Option<Record<'_>> {
 mod tests {
     use super::*;
 
-    fn temp_state() -> (tempfile::TempDir, PathBuf) {
+    fn temp_state() -> (tempfile::TempDir, Place) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("acct.state");
-        (dir, path)
+        let place = Place::new(
+            dir.path(),
+            mailbox_key("me", "Pop.Example", 995),
+            Some("acct"),
+        );
+        (dir, place)
     }
 
     #[test]
     fn records_survive_reopen() {
-        let (_dir, path) = temp_state();
-        let mut s = UidlState::open(&path).unwrap();
+        let (_dir, place) = temp_state();
+        let mut s = UidlState::open(&place).unwrap();
         s.record_intent("u1", "loc1").unwrap();
         s.record_delivered("u1", 100).unwrap();
         s.record_intent("u2", "loc2").unwrap();
@@ -479,7 +896,7 @@ mod tests {
         s.record_abandoned("u3").unwrap();
         s.sync().unwrap();
         drop(s);
-        let s = UidlState::open(&path).unwrap();
+        let s = UidlState::open(&place).unwrap();
         assert!(s.is_delivered("u1"));
         assert_eq!(s.first_seen("u1"), Some(100));
         assert!(!s.is_delivered("u2"));
@@ -487,76 +904,82 @@ mod tests {
             s.interrupted(),
             [Interrupted {
                 uid: "u2".into(),
-                location: "loc2".into()
+                location: "loc2".into(),
+                adopted: false,
             }]
         );
     }
 
     #[test]
     fn forget_removes() {
-        let (_dir, path) = temp_state();
-        let mut s = UidlState::open(&path).unwrap();
+        let (_dir, place) = temp_state();
+        let mut s = UidlState::open(&place).unwrap();
         s.record_delivered("u1", 1).unwrap();
         s.forget(&["u1".into()]).unwrap();
         s.sync().unwrap();
-        assert!(!UidlState::open(&path).unwrap().is_delivered("u1"));
+        assert!(!UidlState::open(&place).unwrap().is_delivered("u1"));
     }
 
     #[test]
     fn torn_tail_is_ignored_and_compacted_away() {
-        let (_dir, path) = temp_state();
-        let mut s = UidlState::open(&path).unwrap();
+        let (_dir, place) = temp_state();
+        let path = place.path();
+        let mut s = UidlState::open(&place).unwrap();
         s.record_delivered("u1", 1).unwrap();
         s.sync().unwrap();
         drop(s);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"D u2 5\t1234").unwrap();
-        let mut s = UidlState::open(&path).unwrap();
+        let mut s = UidlState::open(&place).unwrap();
         assert!(s.is_delivered("u1") && !s.is_delivered("u2"));
         s.record_delivered("u3", 1).unwrap();
         s.sync().unwrap();
-        let s = UidlState::open(&path).unwrap();
+        let s = UidlState::open(&place).unwrap();
         assert!(s.is_delivered("u3"));
     }
 
     #[test]
     fn damage_in_the_middle_is_refused() {
-        let (_dir, path) = temp_state();
-        let mut s = UidlState::open(&path).unwrap();
+        let (_dir, place) = temp_state();
+        let path = place.path();
+        let mut s = UidlState::open(&place).unwrap();
         s.record_delivered("u1", 1).unwrap();
         s.record_delivered("u2", 1).unwrap();
         s.sync().unwrap();
         drop(s);
         let text = fs::read_to_string(&path).unwrap().replace("D u1", "D x1");
         fs::write(&path, text).unwrap();
-        let err = UidlState::open(&path).err().unwrap();
+        let err = UidlState::open(&place).err().unwrap();
         assert!(matches!(err, StateError::Damaged { line: 2, .. }), "{err}");
         assert!(err.to_string().contains("damaged at line 2"));
     }
 
     #[test]
     fn newer_version_is_refused() {
-        let (_dir, path) = temp_state();
+        let (_dir, place) = temp_state();
+        let path = place.path();
         fs::write(&path, seal("popfetch-state 9")).unwrap();
         assert!(matches!(
-            UidlState::open(&path),
+            UidlState::open(&place),
             Err(StateError::Newer { found: 9, .. })
         ));
     }
 
     #[test]
     fn empty_or_foreign_file_is_refused() {
-        let (_dir, path) = temp_state();
+        let (_dir, place) = temp_state();
+        let path = place.path();
         fs::write(&path, "").unwrap();
-        assert!(UidlState::open(&path).is_err());
+        assert!(UidlState::open(&place).is_err());
         fs::write(&path, "hello\n").unwrap();
-        assert!(UidlState::open(&path).is_err());
+        assert!(UidlState::open(&place).is_err());
     }
 
     #[test]
     fn tidy_compacts_a_run_of_intents_and_deliveries() {
-        let (_dir, path) = temp_state();
-        let mut s = UidlState::open(&path).unwrap();
+        let (_dir, place) = temp_state();
+        let path = place.path();
+        let mut s = UidlState::open(&place).unwrap();
         for i in 0..3000 {
             s.record_intent(&format!("u{i}"), "1795333438.M142162P31366Q1.host")
                 .unwrap();
@@ -571,7 +994,7 @@ mod tests {
         s.record_delivered("late", 9).unwrap();
         s.sync().unwrap();
         drop(s);
-        let s = UidlState::open(&path).unwrap();
+        let s = UidlState::open(&place).unwrap();
         assert_eq!(s.delivered_uids().count(), 3001);
         assert_eq!(s.first_seen("u2999"), Some(2999));
         assert_eq!(s.first_seen("late"), Some(9));
@@ -582,8 +1005,9 @@ mod tests {
 
     #[test]
     fn compaction_keeps_live_records() {
-        let (_dir, path) = temp_state();
-        let mut s = UidlState::open(&path).unwrap();
+        let (_dir, place) = temp_state();
+        let path = place.path();
+        let mut s = UidlState::open(&place).unwrap();
         for i in 0..1500 {
             s.record_delivered(&format!("u{i}"), i).unwrap();
             s.forget(&[format!("u{i}")]).unwrap();
@@ -592,9 +1016,178 @@ mod tests {
         s.sync().unwrap();
         drop(s);
         let before = fs::metadata(&path).unwrap().len();
-        let s = UidlState::open(&path).unwrap();
+        let s = UidlState::open(&place).unwrap();
         assert!(fs::metadata(&path).unwrap().len() < before / 100);
         assert_eq!(s.first_seen("keep"), Some(7));
         assert_eq!(s.delivered_uids().count(), 1);
+    }
+
+    #[test]
+    fn mailbox_keys_are_safe_file_names_and_one_to_one() {
+        assert_eq!(
+            mailbox_key("me", "Pop.Example.COM", 995),
+            "me@pop.example.com:995"
+        );
+        assert_eq!(
+            mailbox_key("a@b/../c d", "::1", 110),
+            "a%40b%2F..%2Fc%20d@%3A%3A1:110"
+        );
+        // `@` in the user cannot pass for the separator.
+        assert_ne!(mailbox_key("a@b", "c", 1), mailbox_key("a", "b@c", 1));
+        let long = Place::new(Path::new("/s"), mailbox_key(&"x".repeat(300), "h", 1), None);
+        let name = long.path().file_name().unwrap().len();
+        assert!(name < 255, "{name}");
+        let other = Place::new(Path::new("/s"), mailbox_key(&"x".repeat(301), "h", 1), None);
+        assert_ne!(long.path(), other.path());
+    }
+
+    #[test]
+    fn the_state_of_another_mailbox_is_refused() {
+        let (dir, place) = temp_state();
+        let mut s = UidlState::open(&place).unwrap();
+        s.record_delivered("u1", 1).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let other = Place::new(dir.path(), mailbox_key("you", "pop.example", 995), None);
+        fs::copy(place.path(), other.path()).unwrap();
+        let err = UidlState::open(&other).err().unwrap();
+        assert!(matches!(err, StateError::Foreign { .. }), "{err}");
+        assert!(err
+            .to_string()
+            .contains(&place.path().display().to_string()));
+        assert!(UidlState::peek(&other).is_err());
+    }
+
+    #[test]
+    fn a_format_1_state_is_adopted_once_and_owns_nothing() {
+        let (_dir, place) = temp_state();
+        let legacy = place.legacy.clone().unwrap();
+        let old = [
+            "popfetch-state 1",
+            "D u1 5",
+            "D u2 6",
+            "I u3 1.M1P1Q1.host",
+            "F u2",
+        ];
+        fs::write(&legacy, old.iter().map(|r| seal(r)).collect::<String>()).unwrap();
+        let peeked = UidlState::peek(&place).unwrap();
+        use crate::policy::Known;
+        assert_eq!(peeked.first_seen("u1"), Some(5));
+        assert!(!peeked.own("u1"));
+        assert!(legacy.exists(), "peek changes nothing");
+
+        let mut s = UidlState::open(&place).unwrap();
+        assert_eq!(s.adoption().unwrap().messages, 1);
+        assert!(!legacy.exists() && adopted_name(&legacy).exists());
+        assert!(!s.own("u1") && s.first_seen("u1") == Some(5));
+        assert_eq!(s.first_seen("u2"), None);
+        assert!(s.interrupted()[0].adopted);
+        s.record_adopted("u3", 7).unwrap();
+        s.record_delivered("u4", 8).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let s = UidlState::open(&place).unwrap();
+        assert!(s.adoption().is_none(), "adopted once");
+        assert!(!s.own("u1") && !s.own("u3") && s.own("u4"));
+        assert!(s.interrupted().is_empty());
+        let text = fs::read_to_string(place.path()).unwrap();
+        assert!(
+            text.starts_with("popfetch-state 2 me@pop.example:995 "),
+            "{text}"
+        );
+        assert!(text.contains("L D u1 5\t"), "{text}");
+
+        // A delivery of this mailbox's own makes the record its own, also across a
+        // compaction.
+        let mut s = s;
+        s.record_delivered("u1", 9).unwrap();
+        s.compact().unwrap();
+        drop(s);
+        let s = UidlState::open(&place).unwrap();
+        assert!(s.own("u1") && s.first_seen("u1") == Some(5));
+    }
+
+    /// Issue 15, bug 7: a real journal cut at every byte offset. Every cut below
+    /// what was made durable is refused; a torn tail beyond it is tolerated.
+    #[test]
+    fn a_journal_cut_anywhere_below_the_witness_is_refused() {
+        let (_dir, place) = temp_state();
+        let path = place.path();
+        let mut s = UidlState::open(&place).unwrap();
+        for i in 0..6 {
+            s.record_intent(&format!("u{i}"), "1795333438.M1P2Q3.host")
+                .unwrap();
+            s.record_delivered(&format!("u{i}"), i).unwrap();
+        }
+        s.sync().unwrap();
+        // Appended after the last fsync: what a crash may tear.
+        s.record_intent("late", "1795333438.M1P2Q9.host").unwrap();
+        drop(s);
+        let whole = fs::read(&path).unwrap();
+        let synced = Synced::read(&place.witness()).unwrap();
+        assert!(synced.len < whole.len() as u64);
+        for cut in 0..whole.len() {
+            fs::write(&path, &whole[..cut]).unwrap();
+            let opened = UidlState::open(&place);
+            if (cut as u64) < synced.len {
+                let err = opened
+                    .err()
+                    .unwrap_or_else(|| panic!("cut at {cut} accepted"));
+                assert!(
+                    matches!(
+                        err,
+                        StateError::CutShort { .. } | StateError::Damaged { .. }
+                    ),
+                    "cut at {cut}: {err}"
+                );
+                assert_eq!(fs::read(&path).unwrap(), &whole[..cut], "left alone");
+            } else {
+                let s = opened.unwrap_or_else(|e| panic!("torn tail at {cut}: {e}"));
+                assert_eq!(s.delivered_uids().count(), 6);
+                drop(s);
+                // Accepting it compacted the file under a new epoch: start again.
+                fs::write(&path, &whole).unwrap();
+                fs::write(place.witness(), synced.line()).unwrap();
+            }
+        }
+        // A witness of another epoch (a crash right after a compaction) says nothing.
+        fs::write(&path, &whole[..synced.len as usize - 10]).unwrap();
+        let other = Synced {
+            epoch: synced.epoch ^ 2,
+            ..synced
+        };
+        fs::write(place.witness(), other.line()).unwrap();
+        assert!(UidlState::open(&place).is_ok());
+        // And after a refusal, removing the witness is the way to accept a copy.
+        let mut s = UidlState::open(&place).unwrap();
+        s.record_delivered("x", 1).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let text = fs::read(&path).unwrap();
+        fs::write(&path, &text[..text.len() - 3]).unwrap();
+        let err = UidlState::open(&place).err().unwrap();
+        assert!(err.to_string().contains("cut short"), "{err}");
+        assert!(err.to_string().contains(".synced"), "{err}");
+        fs::remove_file(place.witness()).unwrap();
+        assert!(UidlState::open(&place).is_ok());
+    }
+
+    /// Issue 15, bug 8: a location that could leave its target is damage.
+    #[test]
+    fn an_intent_outside_its_target_is_damage() {
+        for location in ["/etc/passwd", "../x", "a/b", "..", "."] {
+            let (_dir, place) = temp_state();
+            let mut s = UidlState::open(&place).unwrap();
+            s.sync().unwrap();
+            drop(s);
+            let mut f = OpenOptions::new().append(true).open(place.path()).unwrap();
+            f.write_all(seal(&format!("I u1 {location}")).as_bytes())
+                .unwrap();
+            let err = UidlState::open(&place).err().unwrap();
+            assert!(
+                matches!(err, StateError::Damaged { line: 2, .. }),
+                "{location}: {err}"
+            );
+        }
     }
 }

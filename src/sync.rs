@@ -77,6 +77,9 @@ pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
     let _lock = lock(account)?;
     let mut target = open_target(account)?;
     let (mut state, mut session) = open_state_and_session(account, target.as_mut(), options.trace)?;
+    if let Some(adoption) = state.adoption() {
+        warn(&adoption.to_string());
+    }
     let mut failures = Failures::default();
     let plan = plan_session(
         &mut session,
@@ -149,7 +152,7 @@ fn open_state_and_session(
 ) -> Result<(UidlState, Session<Stream>)> {
     std::thread::scope(|scope| {
         let connecting = scope.spawn(|| open_session(account, trace));
-        let state = UidlState::open(&account.state_file())
+        let state = UidlState::open(&account.state_place())
             .map_err(anyhow::Error::from)
             .and_then(|mut state| {
                 recover(&mut state, target)?;
@@ -177,7 +180,7 @@ fn preview(account: &Account, options: Options) -> Result<Report> {
             w(text)
         }
     };
-    let state = UidlState::peek(&account.state_file())?;
+    let state = UidlState::peek(&account.state_place())?;
     let mut session = open_session(account, options.trace)?;
     let mut failures = Failures::default();
     let plan = plan_session(
@@ -301,6 +304,10 @@ fn open_target(account: &Account) -> Result<Box<dyn Target>> {
 fn recover(state: &mut UidlState, target: &mut dyn Target) -> Result<()> {
     for interrupted in state.interrupted() {
         match target.recover(&interrupted.location)? {
+            // An intent adopted from an older state: not this mailbox's own record.
+            Recovered::Delivered if interrupted.adopted => {
+                state.record_adopted(&interrupted.uid, now())?
+            }
             Recovered::Delivered => state.record_delivered(&interrupted.uid, now())?,
             Recovered::NotDelivered => state.record_abandoned(&interrupted.uid)?,
         }

@@ -100,6 +100,23 @@ impl MaildirTarget {
     }
 }
 
+/// Whether `name` is one [`MaildirTarget::unique_name`] makes:
+/// `SECONDS.MmicrosPpidQseq.HOST`, one path component.
+fn is_own_name(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let mut parts = name.splitn(3, '.');
+    let (Some(seconds), Some(unique), Some(host)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let unique = unique
+        .strip_prefix('M')
+        .and_then(|rest| rest.split_once('P'))
+        .and_then(|(micros, rest)| Some((micros, rest.split_once('Q')?)))
+        .is_some_and(|(micros, (pid, seq))| digits(micros) && digits(pid) && digits(seq));
+    digits(seconds) && unique && !host.is_empty() && !host.contains(['/', ':', '\0'])
+}
+
 impl MaildirTarget {
     /// Makes every staged file durable with one syncfs, then links each into new/.
     fn commit_staged(&mut self) -> Result<(), DeliverError> {
@@ -163,6 +180,14 @@ impl Target for MaildirTarget {
     }
 
     fn recover(&mut self, name: &str) -> Result<Recovered, DeliverError> {
+        // Joined onto new/ and tmp/ below: anything but a name of our own making
+        // could reach outside the Maildir.
+        if !is_own_name(name) {
+            return Err(DeliverError::BadLocation {
+                target: self.root.clone(),
+                location: name.to_string(),
+            });
+        }
         let delivered = self.holds(name)?;
         // Either the run died before the link (a partial file) or between the link
         // and the unlink (a second name for the delivered file): tmp/ goes either way.
@@ -224,9 +249,40 @@ mod tests {
     fn recovery_removes_a_partial_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut md = MaildirTarget::open(dir.path()).unwrap();
-        fs::write(dir.path().join("tmp/partial"), b"half").unwrap();
-        assert_eq!(md.recover("partial").unwrap(), Recovered::NotDelivered);
-        assert!(!dir.path().join("tmp/partial").exists());
+        let name = "1795333438.M142162P31366Q1.host";
+        fs::write(dir.path().join("tmp").join(name), b"half").unwrap();
+        assert_eq!(md.recover(name).unwrap(), Recovered::NotDelivered);
+        assert!(!dir.path().join("tmp").join(name).exists());
+    }
+
+    /// Issue 15, bug 8: recovery touches only names of its own making.
+    #[test]
+    fn recovery_refuses_a_name_it_did_not_make() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut md = MaildirTarget::open(&dir.path().join("Mail")).unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        for name in [
+            victim.to_str().unwrap(),
+            "../../victim",
+            "../victim",
+            "..",
+            ".",
+            "",
+            "partial",
+            "1.M1P1Q1.",
+            "1.M1P1Q1.h/../../victim",
+            "1.M1P1Q1.h\0",
+            "x.M1P1Q1.host",
+        ] {
+            assert!(
+                matches!(md.recover(name), Err(DeliverError::BadLocation { .. })),
+                "{name:?}"
+            );
+        }
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(is_own_name(&md.unique_name()));
+        assert!(is_own_name("1.M1P1Q1.host\\057with.dots"));
     }
 
     #[test]

@@ -112,15 +112,26 @@ impl Mark {
         )
     }
 
+    /// Only what `encode` writes: decimal digits and eight hex digits, nothing else.
     fn decode(text: &str) -> Option<Mark> {
         let mut parts = text.split(':');
         let mut next = || parts.next();
+        let number = |s: &str| {
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse().ok())
+                .flatten()
+        };
+        let crc = |s: &str| {
+            (s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| u32::from_str_radix(s, 16).ok())
+                .flatten()
+        };
         let mark = Mark {
-            offset: next()?.parse().ok()?,
-            len: next()?.parse().ok()?,
-            crc: u32::from_str_radix(next()?, 16).ok()?,
-            head_len: next()?.parse().ok()?,
-            head_crc: u32::from_str_radix(next()?, 16).ok()?,
+            offset: number(next()?)?,
+            len: number(next()?)?,
+            crc: crc(next()?)?,
+            head_len: number(next()?)?,
+            head_crc: crc(next()?)?,
         };
         next().is_none().then_some(mark)
     }
@@ -162,7 +173,10 @@ impl Target for MboxTarget {
             path: self.path.clone(),
             offset,
         };
-        let mark = Mark::decode(location).ok_or_else(|| conflict(0))?;
+        let mark = Mark::decode(location).ok_or_else(|| DeliverError::BadLocation {
+            target: self.path.clone(),
+            location: location.to_string(),
+        })?;
         let locked = MboxLock::acquire(&self.path, self.lock_wait)?;
         let mbox = &locked.file;
         let size = mbox.metadata().map_err(self.local())?.len();
@@ -607,5 +621,26 @@ mod tests {
         };
         assert_eq!(Mark::decode(&mark.encode()), Some(mark));
         assert_eq!(Mark::decode("1:2"), None);
+        // Only what encode writes (issue 15, bug 8).
+        for bad in [
+            "+10:20:deadbeef:5:00000007",
+            "10:20:deadbeef:5:7",
+            "10:20:DEADBEEG:5:00000007",
+            "/etc/passwd",
+            "../x",
+        ] {
+            assert_eq!(Mark::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn recovery_refuses_a_location_that_is_not_a_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        fs::write(&path, b"From x\n\nkept\n").unwrap();
+        let mut target = MboxTarget::open(&path, Duration::from_millis(300)).unwrap();
+        let err = target.recover("../inbox").unwrap_err();
+        assert!(matches!(err, DeliverError::BadLocation { .. }), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"From x\n\nkept\n");
     }
 }

@@ -142,7 +142,13 @@ impl Target for MdaTarget {
         self.outcome(ended.status, written, ended.timed_out)
     }
 
-    fn recover(&mut self, _location: &str) -> Result<Recovered, DeliverError> {
+    fn recover(&mut self, location: &str) -> Result<Recovered, DeliverError> {
+        if location != LOCATION {
+            return Err(DeliverError::BadLocation {
+                target: std::path::PathBuf::from(self.program()),
+                location: location.to_string(),
+            });
+        }
         Ok(Recovered::NotDelivered)
     }
 }
@@ -168,6 +174,18 @@ mod tests {
 
     fn run(target: &mut MdaTarget, message: &[u8]) -> Result<u64, DeliverError> {
         target.deliver(&mut &message[..], &mut |_| Ok(()))
+    }
+
+    #[test]
+    fn recovery_accepts_only_its_own_location() {
+        let mut target = mda("cat >/dev/null", Duration::from_secs(10));
+        assert_eq!(target.recover(LOCATION).unwrap(), Recovered::NotDelivered);
+        for bad in ["/etc/passwd", "../x", ""] {
+            assert!(matches!(
+                target.recover(bad),
+                Err(DeliverError::BadLocation { .. })
+            ));
+        }
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub enum DeliverError {
     Locked { path: PathBuf, lock: PathBuf },
     #[error("the mbox {path} changed after offset {offset} in a way popfetch cannot account for; check the end of the file by hand")]
     MboxConflict { path: PathBuf, offset: u64 },
+    /// A location read back from the state is not one this target writes: the
+    /// state is damaged, and nothing is touched (issue 15, bug 8).
+    #[error("the state names {location:?} as a delivery into {target}, which is not a location popfetch writes there; the state file is damaged: restore it from a backup or remove that line")]
+    BadLocation { target: PathBuf, location: String },
     #[error("the MDA \"{program}\" could not be started")]
     MdaSpawn { program: String, source: io::Error },
     #[error("the MDA \"{program}\" failed ({reason})")]

@@ -97,6 +97,7 @@ deliver = "maildir:~/Mail"
 
 [accounts.first]
 [accounts.second]
+user = "v"
 "#,
     );
     let run = home.run(&["sync"]);

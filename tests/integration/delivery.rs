@@ -72,7 +72,7 @@ fn procmail_and_maildrop_deliver_identically() {
     home.run(&["sync"]).expect(0);
     assert_eq!(maildir_messages(&pm), sorted(fidelity_corpus()));
 
-    fs::remove_file(home.state_dir().join("test.state")).unwrap();
+    fs::remove_file(home.state_file()).unwrap();
     home.write_config(&with(format!("maildrop {}", mrc.display())));
     home.run(&["sync"]).expect(0);
     assert_eq!(maildir_messages(&md), sorted(fidelity_corpus()));
@@ -97,7 +97,7 @@ fn deferring_mda_keeps_everything_then_each_message_arrives_once() {
         sorted(numbered(4)),
         "everything stays on the server"
     );
-    let state = fs::read_to_string(home.state_dir().join("test.state")).unwrap();
+    let state = fs::read_to_string(home.state_file()).unwrap();
     assert!(
         !state.lines().any(|l| l.starts_with("D ")),
         "nothing recorded as delivered:\n{state}"

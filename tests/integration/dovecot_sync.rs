@@ -27,7 +27,7 @@ fn implicit_tls_delivers_byte_identical_and_only_once() {
         "keep = true leaves mail"
     );
     assert!(home.tmp_is_empty());
-    assert!(home.state_dir().join("test.state").exists());
+    assert!(home.state_file().exists());
 
     let again = home.run(&["sync", "test"]);
     again.expect(0);
@@ -256,7 +256,12 @@ fn a_second_sync_of_the_same_account_waits_for_nothing() {
     let home = Home::new();
     home.write_config(&server.config(&home, "implicit", ""));
     fs::create_dir_all(home.state_dir()).unwrap();
-    let lock = File::create(home.state_dir().join("test.lock")).unwrap();
+    // The lock is named after the mailbox, user@host:port.
+    let lock = File::create(
+        home.state_dir()
+            .join(format!("alice@127.0.0.1:{}.lock", server.tls_port)),
+    )
+    .unwrap();
     lock.lock().unwrap();
     let run = home.run(&["sync"]);
     run.expect(75);

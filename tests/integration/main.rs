@@ -14,4 +14,5 @@ mod interop;
 mod net;
 mod policies;
 mod security;
+mod state_files;
 mod ux;

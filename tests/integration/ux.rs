@@ -9,11 +9,20 @@ use std::process::Command;
 use crate::support::dovecot::{self, numbered};
 use crate::support::{Dovecot, Home};
 
-/// Several accounts on one Dovecot mailbox, each into its own Maildir.
+/// Several accounts on one Dovecot mailbox, each into its own Maildir. Each reaches
+/// it by another host:port, so each is a mailbox of its own with its own state.
 fn three_accounts(server: &Dovecot, home: &Home) -> String {
-    let one = server.config(home, "implicit", "keep = true");
+    let implicit = server.config(home, "implicit", "keep = true");
+    let starttls = server.config(home, "starttls", "keep = true");
     let mut config = String::new();
-    for name in ["a", "b", "c"] {
+    for (name, one) in [
+        ("a", implicit.clone()),
+        ("b", starttls),
+        (
+            "c",
+            implicit.replace("host = \"127.0.0.1\"", "host = \"localhost\""),
+        ),
+    ] {
         config.push_str(
             &one.replace("[accounts.test]", &format!("[accounts.{name}]"))
                 .replace(

@@ -421,7 +421,30 @@ service anvil {{
 
     /// The user's Maildir on the server.
     pub fn maildir(&self) -> PathBuf {
-        self.dir.path().join("home").join(USER).join("Maildir")
+        self.maildir_of(USER)
+    }
+
+    /// The Maildir on the server of `user`, added by [`Dovecot::add_user`].
+    pub fn maildir_of(&self, user: &str) -> PathBuf {
+        self.dir.path().join("home").join(user).join("Maildir")
+    }
+
+    /// Adds a second mailbox, `user` with the same password as alice's.
+    pub fn add_user(&self, user: &str) {
+        let passwd = self.dir.path().join("passwd");
+        let mut text = fs::read_to_string(&passwd).unwrap();
+        text.push_str(&format!("{user}:{{PLAIN}}{PASSWORD}\n"));
+        fs::write(&passwd, text).unwrap();
+        self.make_maildir_of(user);
+    }
+
+    /// Gives `user`'s empty mailbox a UIDVALIDITY of our choosing, as a new
+    /// dovecot-uidlist would. With the test's `pop3_uidl_format = %08Xu%08Xv`,
+    /// two mailboxes with the same UIDVALIDITY list the same unique-ids.
+    pub fn set_uidvalidity(&self, user: &str, uidvalidity: u32) {
+        let list = self.maildir_of(user).join("dovecot-uidlist");
+        fs::write(&list, format!("3 V{uidvalidity} N1\n")).unwrap();
+        self.own(&list);
     }
 
     fn own(&self, path: &Path) {
@@ -429,13 +452,17 @@ service anvil {{
     }
 
     fn make_maildir(&self) {
+        self.make_maildir_of(USER);
+    }
+
+    fn make_maildir_of(&self, user: &str) {
         let home = self.dir.path().join("home");
-        for dir in [home.clone(), home.join(USER), self.maildir()] {
+        for dir in [home.clone(), home.join(user), self.maildir_of(user)] {
             fs::create_dir_all(&dir).unwrap();
             self.own(&dir);
         }
         for sub in ["new", "cur", "tmp"] {
-            let dir = self.maildir().join(sub);
+            let dir = self.maildir_of(user).join(sub);
             fs::create_dir_all(&dir).unwrap();
             self.own(&dir);
         }
@@ -443,24 +470,29 @@ service anvil {{
 
     /// Puts messages in the user's mailbox, as a local delivery would.
     pub fn add_messages(&self, messages: &[Vec<u8>]) {
+        self.add_messages_to(USER, messages);
+    }
+
+    /// Puts messages in `user`'s mailbox, as a local delivery would.
+    pub fn add_messages_to(&self, user: &str, messages: &[Vec<u8>]) {
+        let maildir = self.maildir_of(user);
         for message in messages {
             let n = self.seq.fetch_add(1, Ordering::SeqCst);
-            let tmp = self.maildir().join("tmp").join(format!("{n}.test"));
+            let tmp = maildir.join("tmp").join(format!("{n}.test"));
             fs::write(&tmp, message).unwrap();
             self.own(&tmp);
-            fs::rename(
-                &tmp,
-                self.maildir()
-                    .join("new")
-                    .join(format!("{:06}.{n}.test", n)),
-            )
-            .unwrap();
+            fs::rename(&tmp, maildir.join("new").join(format!("{:06}.{n}.test", n))).unwrap();
         }
     }
 
     /// The messages in the mailbox as Dovecot stores them, sorted.
     pub fn messages(&self) -> Vec<Vec<u8>> {
-        super::home::maildir_messages(&self.maildir())
+        self.messages_of(USER)
+    }
+
+    /// The messages in `user`'s mailbox as Dovecot stores them, sorted.
+    pub fn messages_of(&self, user: &str) -> Vec<Vec<u8>> {
+        super::home::maildir_messages(&self.maildir_of(user))
     }
 
     /// The messages of an mbox file as Dovecot reads them (through doveadm, on a copy,

@@ -72,6 +72,18 @@ impl Home {
         self.path().join("Mail")
     }
 
+    /// The one state file in the state directory (its name is popfetch's business).
+    #[track_caller]
+    pub fn state_file(&self) -> PathBuf {
+        let files: Vec<PathBuf> = fs::read_dir(self.state_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "state"))
+            .collect();
+        assert_eq!(files.len(), 1, "one state file: {files:?}");
+        files.into_iter().next().unwrap()
+    }
+
     /// Writes the default config file, owner-only.
     pub fn write_config(&self, text: &str) -> PathBuf {
         let path = self.config_path();
