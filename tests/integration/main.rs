@@ -7,6 +7,7 @@ mod cli_errors;
 mod crash_safety;
 mod delivery;
 mod dovecot_sync;
+mod fuzz;
 mod hostile_server;
 mod interop;
 mod policies;
