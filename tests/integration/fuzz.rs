@@ -26,7 +26,8 @@ use crate::support::Home;
 /// The base seed when none is given.
 const DEFAULT_SEED: u64 = 0x1515_f022_5eed_0001;
 /// Cases per family when `POPFETCH_FUZZ_CASES` is unset: the three families run in
-/// parallel and take about a minute together in a debug build on 2 cores.
+/// parallel and took 67 s together in a debug build on 2 busy cores, most of it the
+/// server family (silence costs a timeout per run).
 const DEFAULT_CASES: u64 = 40;
 /// The account's `timeout` in the server family: small, so silence costs little.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,7 +39,7 @@ const HANG: Duration = Duration::from_secs(30);
 /// A config run only reads files: one still going after this long is a hang.
 const CONFIG_HANG: Duration = Duration::from_secs(10);
 /// Peak resident memory allowed to one run. A debug build syncing a few messages
-/// needs well under 16 MiB; a listing kept without bound passes this in a moment.
+/// peaks at about 14 MiB; a listing kept without bound passes this in seconds.
 const MAX_RSS_KIB: u64 = 64 * 1024;
 /// Exit codes of the README's "Exit status" table, less 70 ("a bug; please report").
 const EXIT_CODES: [i32; 8] = [0, 64, 69, 74, 75, 76, 77, 78];
