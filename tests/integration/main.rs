@@ -9,6 +9,7 @@ mod config_checks;
 mod crash_safety;
 mod delivery;
 mod dovecot_sync;
+mod fuzz;
 mod hostile_server;
 mod interop;
 mod net;

@@ -253,3 +253,374 @@ fn serve(line: &str, messages: &[(String, Vec<u8>)]) -> Vec<u8> {
     }
     out
 }
+
+/// One message of a [`Mailbox`]: its serial (unique in the model, never on the
+/// wire), its unique-id as the server lists it, and its content in LF form.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub serial: usize,
+    pub uid: String,
+    pub content: Vec<u8>,
+}
+
+/// A fault the mailbox server commits in one session. Message indexes count from 0
+/// in the session's listing; command indexes count every line the client sends,
+/// from its first.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// UIDL also lists a message that does not exist.
+    UidlGhost,
+    /// UIDL leaves this message out.
+    UidlMissing(usize),
+    /// LIST (and LIST n) report this message's size off by this many octets.
+    ListSize(usize, i64),
+    /// RETR of this message sends this content instead (extra, missing, garbage or
+    /// overlong lines).
+    Body(usize, Vec<u8>),
+    /// Before the reply to RETR of this message, one reply nobody asked for.
+    ExtraReply(usize),
+    /// RETR of this message sends half its body, then closes.
+    CloseInBody(usize),
+    /// Garbage bytes instead of the reply to this command.
+    Garbage(usize, Vec<u8>),
+    /// A reply whose status line is this long instead of the reply to this command.
+    LongLine(usize, usize),
+    /// This listing ("CAPA", "UIDL" or "LIST") never ends.
+    Endless(&'static str),
+    /// Close without a word on reading this command.
+    CloseAt(usize),
+    /// From this command on, read everything and answer nothing.
+    SilentAt(usize),
+    /// -ERR to this command ("RETR", "DELE", "UIDL", "TOP") for this message.
+    Refuse(&'static str, usize),
+}
+
+/// What a [`Mailbox`] server holds and has done, across its sessions.
+#[derive(Debug, Default)]
+pub struct MailboxModel {
+    /// On the server now, in listing order.
+    pub messages: Vec<Message>,
+    /// Removed by a QUIT after DELE (RFC 1939 §6), in the order committed.
+    pub deleted: Vec<Message>,
+    /// Every RETR reply sent in full: (serial, content as a correct client decodes it).
+    pub sent: Vec<(usize, Vec<u8>)>,
+    /// The faults of the next session; taken when it starts.
+    pub faults: Vec<Fault>,
+    /// Whether CAPA advertises PIPELINING in the next session.
+    pub pipelining: bool,
+    /// Connections served so far.
+    pub sessions: usize,
+}
+
+/// A POP3 server over a [`MailboxModel`]: it answers whatever the client sends, in
+/// any order, commits DELEs only at QUIT, and commits the session's faults. One
+/// connection at a time; it stops when dropped.
+pub struct Mailbox {
+    pub port: u16,
+    pub model: Arc<Mutex<MailboxModel>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Mailbox {
+    pub fn start(messages: Vec<Message>) -> Mailbox {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let model = Arc::new(Mutex::new(MailboxModel {
+            messages,
+            pipelining: true,
+            ..MailboxModel::default()
+        }));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (m, s) = (model.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if s.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(60)))
+                    .unwrap();
+                serve_mailbox(stream, &m);
+            }
+        });
+        Mailbox {
+            port,
+            model,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn config(&self, maildir: &std::path::Path, extra: &str) -> String {
+        format!(
+            r#"[accounts.test]
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+auth = "user"
+timeout = 5
+user = "alice"
+password = "hunter2-secret"
+deliver = "maildir:{maildir}"
+{extra}
+"#,
+            port = self.port,
+            maildir = maildir.display(),
+        )
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The header part of a message and the blank line after it (for TOP n 0).
+fn headers(content: &[u8]) -> &[u8] {
+    match content.windows(2).position(|w| w == b"\n\n") {
+        Some(i) => &content[..i + 2],
+        None => content,
+    }
+}
+
+fn serve_mailbox(stream: TcpStream, model: &Mutex<MailboxModel>) {
+    let (listing, faults, pipelining) = {
+        let mut m = model.lock().unwrap();
+        m.sessions += 1;
+        (
+            m.messages.clone(),
+            std::mem::take(&mut m.faults),
+            m.pipelining,
+        )
+    };
+    let log = Mutex::new(Vec::new());
+    let mut conn = Conn::Plain(stream);
+    let mut pending: Vec<usize> = Vec::new();
+    let has = |f: &dyn Fn(&Fault) -> bool| faults.iter().any(f);
+    if !conn.write(b"+OK mailbox ready\r\n") {
+        return;
+    }
+    let mut index = 0;
+    while let Some(line) = conn.read_line(&log) {
+        let this = index;
+        index += 1;
+        if has(&|f| matches!(f, Fault::CloseAt(n) if *n == this)) {
+            return;
+        }
+        if has(&|f| matches!(f, Fault::SilentAt(n) if *n <= this)) {
+            // Read and answer nothing until the client goes away.
+            while conn.read_line(&log).is_some() {}
+            return;
+        }
+        if let Some(Fault::Garbage(_, bytes)) = faults
+            .iter()
+            .find(|f| matches!(f, Fault::Garbage(n, _) if *n == this))
+        {
+            if !conn.write(bytes) {
+                return;
+            }
+            continue;
+        }
+        if let Some(Fault::LongLine(_, len)) = faults
+            .iter()
+            .find(|f| matches!(f, Fault::LongLine(n, _) if *n == this))
+        {
+            let mut reply = b"+OK ".to_vec();
+            reply.resize(*len, b'x');
+            reply.extend_from_slice(b"\r\n");
+            if !conn.write(&reply) {
+                return;
+            }
+            continue;
+        }
+        let mut words = line.split(' ');
+        let command = words.next().unwrap_or("").to_ascii_uppercase();
+        let argument = words.next();
+        let num: usize = argument.and_then(|n| n.parse().ok()).unwrap_or(0);
+        // The message a numbered command names, unless absent or marked deleted.
+        let target = num
+            .checked_sub(1)
+            .filter(|i| *i < listing.len() && !pending.contains(i));
+        let refused = |name: &str, i: usize| {
+            has(&|f| matches!(f, Fault::Refuse(c, m) if *c == name && *m == i))
+        };
+        let size_of = |i: usize| {
+            let real = wire(&listing[i].content).len() as i64;
+            let delta = faults
+                .iter()
+                .find_map(|f| match f {
+                    Fault::ListSize(m, d) if *m == i => Some(*d),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            (real + delta).max(0)
+        };
+        let endless = |name: &str| has(&|f| matches!(f, Fault::Endless(c) if *c == name));
+        let mut out = Vec::new();
+        match command.as_str() {
+            "CAPA" if endless("CAPA") => {
+                endless_listing(&mut conn, |n| format!("X-CAPABILITY-{n}\r\n"));
+                return;
+            }
+            "CAPA" => {
+                out.extend_from_slice(b"+OK\r\nUSER\r\nUIDL\r\nTOP\r\n");
+                if pipelining {
+                    out.extend_from_slice(b"PIPELINING\r\n");
+                }
+                out.extend_from_slice(b".\r\n");
+            }
+            "USER" | "PASS" | "NOOP" => out.extend_from_slice(b"+OK\r\n"),
+            "RSET" => {
+                pending.clear();
+                out.extend_from_slice(b"+OK\r\n");
+            }
+            "STAT" => {
+                let live: Vec<usize> = (0..listing.len())
+                    .filter(|i| !pending.contains(i))
+                    .collect();
+                let octets: i64 = live.iter().map(|&i| size_of(i)).sum();
+                out.extend_from_slice(format!("+OK {} {octets}\r\n", live.len()).as_bytes());
+            }
+            "UIDL" if endless("UIDL") && argument.is_none() => {
+                endless_listing(&mut conn, |n| format!("{n} endless-{n}\r\n"));
+                return;
+            }
+            "LIST" if endless("LIST") && argument.is_none() => {
+                endless_listing(&mut conn, |n| format!("{n} 100\r\n"));
+                return;
+            }
+            "UIDL" | "LIST" if argument.is_none() => {
+                if command == "UIDL" && refused("UIDL", 0) {
+                    out.extend_from_slice(b"-ERR no unique-ids today\r\n");
+                } else {
+                    out.extend_from_slice(b"+OK\r\n");
+                    for (i, m) in listing.iter().enumerate() {
+                        if pending.contains(&i) {
+                            continue;
+                        }
+                        if command == "UIDL" {
+                            if !has(&|f| matches!(f, Fault::UidlMissing(x) if *x == i)) {
+                                out.extend_from_slice(
+                                    format!("{} {}\r\n", i + 1, m.uid).as_bytes(),
+                                );
+                            }
+                        } else {
+                            out.extend_from_slice(
+                                format!("{} {}\r\n", i + 1, size_of(i)).as_bytes(),
+                            );
+                        }
+                    }
+                    if has(&|f| matches!(f, Fault::UidlGhost)) {
+                        let ghost = listing.len() + 1;
+                        out.extend_from_slice(format!("{ghost} ghost-{ghost}\r\n").as_bytes());
+                    }
+                    out.extend_from_slice(b".\r\n");
+                }
+            }
+            "UIDL" | "LIST" => match target {
+                Some(i) if command == "UIDL" => {
+                    out.extend_from_slice(format!("+OK {num} {}\r\n", listing[i].uid).as_bytes())
+                }
+                Some(i) => {
+                    out.extend_from_slice(format!("+OK {num} {}\r\n", size_of(i)).as_bytes())
+                }
+                None => out.extend_from_slice(b"-ERR no such message\r\n"),
+            },
+            "TOP" => match target {
+                Some(i) if !refused("TOP", i) => {
+                    out.extend_from_slice(b"+OK\r\n");
+                    out.extend_from_slice(&wire(headers(&listing[i].content)));
+                    out.extend_from_slice(b".\r\n");
+                }
+                _ => out.extend_from_slice(b"-ERR no such message\r\n"),
+            },
+            "RETR" => match target {
+                Some(i) if !refused("RETR", i) => {
+                    if has(&|f| matches!(f, Fault::ExtraReply(x) if *x == i)) {
+                        out.extend_from_slice(b"+OK\r\nX-Injected: yes\r\n\r\n.\r\n");
+                    }
+                    let content = faults
+                        .iter()
+                        .find_map(|f| match f {
+                            Fault::Body(x, c) if *x == i => Some(c.clone()),
+                            _ => None,
+                        })
+                        .unwrap_or_else(|| listing[i].content.clone());
+                    out.extend_from_slice(b"+OK\r\n");
+                    let body = wire(&content);
+                    if has(&|f| matches!(f, Fault::CloseInBody(x) if *x == i)) {
+                        out.extend_from_slice(&body[..body.len() / 2]);
+                        conn.write(&out);
+                        return;
+                    }
+                    out.extend_from_slice(&body);
+                    out.extend_from_slice(b".\r\n");
+                    if !conn.write(&out) {
+                        return;
+                    }
+                    model
+                        .lock()
+                        .unwrap()
+                        .sent
+                        .push((listing[i].serial, content));
+                    continue;
+                }
+                Some(_) => out.extend_from_slice(b"-ERR cannot read that message now\r\n"),
+                None => out.extend_from_slice(b"-ERR no such message\r\n"),
+            },
+            "DELE" => match target {
+                Some(i) if !refused("DELE", i) => {
+                    pending.push(i);
+                    out.extend_from_slice(b"+OK marked\r\n");
+                }
+                Some(_) => out.extend_from_slice(b"-ERR [SYS/PERM] cannot delete that\r\n"),
+                None => out.extend_from_slice(b"-ERR no such message\r\n"),
+            },
+            "QUIT" => {
+                // RFC 1939 §6: the UPDATE state removes what was marked, whether or
+                // not the client reads the reply.
+                let mut m = model.lock().unwrap();
+                pending.sort_unstable();
+                for &i in pending.iter().rev() {
+                    let serial = listing[i].serial;
+                    if let Some(pos) = m.messages.iter().position(|x| x.serial == serial) {
+                        let gone = m.messages.remove(pos);
+                        m.deleted.push(gone);
+                    }
+                }
+                drop(m);
+                conn.write(b"+OK bye\r\n");
+                return;
+            }
+            _ => out.extend_from_slice(b"-ERR unknown command\r\n"),
+        }
+        if !conn.write(&out) {
+            return;
+        }
+    }
+}
+
+/// Writes well-formed listing lines until the client stops reading.
+fn endless_listing(conn: &mut Conn, line: impl Fn(u64) -> String) {
+    if !conn.write(b"+OK\r\n") {
+        return;
+    }
+    let mut n = 1u64;
+    loop {
+        let mut chunk = String::new();
+        for _ in 0..256 {
+            chunk.push_str(&line(n));
+            n += 1;
+        }
+        if !conn.write(chunk.as_bytes()) {
+            return;
+        }
+    }
+}
