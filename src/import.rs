@@ -39,7 +39,7 @@ pub fn import(account: &Account, tool: Tool, path: &Path) -> Result<usize> {
     let mut added = 0;
     for uid in uids {
         if !state.is_delivered(&uid) {
-            state.record_delivered(&uid, now)?;
+            state.record_delivered(&uid, now, None)?;
             added += 1;
         }
     }

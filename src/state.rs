@@ -8,9 +8,17 @@
 //! - `I uid location`: a delivery of `uid` to `location` is about to start. Made durable
 //!   before the delivery can be (a staged batch syncs its intents before it links its
 //!   files), so a restart can look at `location` and tell whether it completed.
-//! - `D uid time`: `uid` was delivered; `time` is when it was first seen (Unix seconds).
+//!   A second `I uid location size digest` adds the message's identity once its
+//!   body has been read, so that recovery records it with the delivery.
+//! - `D uid time [size digest]`: `uid` was delivered; `time` is when it was first seen
+//!   (Unix seconds); `size digest` is the message's identity (see [`crate::identity`]).
+//!   A server may give several messages one unique-id (popa3d does) or reuse one,
+//!   so a unique-id may have several records, told apart by their identities. A
+//!   record without one (written by an older popfetch, or imported) marks its
+//!   unique-id as delivered but can never authorize a DELE.
 //! - `A uid`: the delivery announced by `I` was abandoned and left nothing behind.
-//! - `F uid`: `uid` is no longer on the server and is forgotten.
+//! - `F uid [size digest]`: `uid` (or only its record with that identity) is no
+//!   longer on the server and is forgotten.
 //!
 //! A final line without its newline is a write cut short by a crash and is ignored;
 //! any other damage stops popfetch instead of guessing.
@@ -23,6 +31,8 @@ use std::path::{Path, PathBuf};
 use foldhash::{HashMap, HashMapExt};
 
 use crate::durable::TempFile;
+use crate::identity::{Identity, Record as Delivered};
+use crate::policy::Known as _;
 
 const MAGIC: &str = "popfetch-state";
 const VERSION: u32 = 1;
@@ -45,43 +55,128 @@ pub enum StateError {
     Newer { path: PathBuf, found: u32 },
 }
 
+/// The delivered messages: the records of each unique-id, and an index of the keys
+/// an older popfetch wrote for repeated unique-ids (`uid-HEX`, HEX 32 hex digits of
+/// a digest of the headers from TOP and the listed size), so that a message known
+/// under one form is known under the other.
+#[derive(Debug, Default)]
+struct Records {
+    by_uid: HashMap<String, Vec<Delivered>>,
+    forms: HashMap<String, Vec<String>>,
+}
+
+impl Records {
+    /// Adds a record; one with the same identity keeps its first sighting.
+    fn insert(&mut self, uid: &str, record: Delivered) {
+        let records = match self.by_uid.get_mut(uid) {
+            Some(records) => records,
+            None => {
+                if let Some(base) = digest_form(uid) {
+                    self.forms
+                        .entry(base.to_string())
+                        .or_default()
+                        .push(uid.to_string());
+                }
+                self.by_uid.entry(uid.to_string()).or_default()
+            }
+        };
+        if !records.iter().any(|r| r.id == record.id) {
+            records.push(record);
+        }
+    }
+
+    /// Forgets every record of `uid`, or only the one with identity `id`.
+    fn forget(&mut self, uid: &str, id: Option<Identity>) {
+        if let (Some(id), Some(records)) = (id, self.by_uid.get_mut(uid)) {
+            records.retain(|r| r.id != Some(id));
+            if !records.is_empty() {
+                return;
+            }
+        }
+        if self.by_uid.remove(uid).is_some() {
+            if let Some(base) = digest_form(uid) {
+                if let Some(keys) = self.forms.get_mut(base) {
+                    keys.retain(|k| k != uid);
+                    if keys.is_empty() {
+                        self.forms.remove(base);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The unique-id in a key of the form `uid-HEX` an older popfetch gave messages
+/// whose unique-id repeated.
+fn digest_form(key: &str) -> Option<&str> {
+    let (base, hex) = key.rsplit_once('-')?;
+    (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) && !base.is_empty())
+        .then_some(base)
+}
+
+impl crate::policy::Known for Records {
+    fn records(&self, uid: &str) -> &[Delivered] {
+        self.by_uid.get(uid).map_or(&[], Vec::as_slice)
+    }
+
+    fn forms(&self, uid: &str) -> &[String] {
+        self.forms.get(uid).map_or(&[], Vec::as_slice)
+    }
+
+    fn uids(&self) -> Vec<&str> {
+        self.by_uid.keys().map(String::as_str).collect()
+    }
+
+    fn count(&self) -> usize {
+        self.by_uid.len()
+    }
+}
+
 /// A read-only view of the state, for previews.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    delivered: HashMap<String, u64>,
+    delivered: Records,
 }
 
 impl Snapshot {
     pub fn delivered_uids(&self) -> impl Iterator<Item = &str> {
-        self.delivered.keys().map(String::as_str)
+        self.delivered.by_uid.keys().map(String::as_str)
     }
 }
 
 impl crate::policy::Known for Snapshot {
-    fn first_seen(&self, uid: &str) -> Option<u64> {
-        self.delivered.get(uid).copied()
+    fn records(&self, uid: &str) -> &[Delivered] {
+        self.delivered.records(uid)
+    }
+
+    fn forms(&self, uid: &str) -> &[String] {
+        self.delivered.forms(uid)
     }
 
     fn uids(&self) -> Vec<&str> {
-        self.delivered_uids().collect()
+        self.delivered.uids()
     }
 
     fn count(&self) -> usize {
-        self.delivered.len()
+        self.delivered.count()
     }
 }
 
 impl crate::policy::Known for UidlState {
-    fn first_seen(&self, uid: &str) -> Option<u64> {
-        self.delivered.get(uid).copied()
+    fn records(&self, uid: &str) -> &[Delivered] {
+        self.delivered.records(uid)
+    }
+
+    fn forms(&self, uid: &str) -> &[String] {
+        self.delivered.forms(uid)
     }
 
     fn uids(&self) -> Vec<&str> {
-        self.delivered_uids().collect()
+        self.delivered.uids()
     }
 
     fn count(&self) -> usize {
-        self.delivered.len()
+        self.delivered.count()
     }
 }
 
@@ -90,17 +185,22 @@ impl crate::policy::Known for UidlState {
 pub struct Interrupted {
     pub uid: String,
     pub location: String,
+    /// The message's identity, if its body was read before the run died.
+    pub id: Option<Identity>,
 }
+
+/// An announced delivery: where, and the message's identity once known.
+type Pending = (String, Option<Identity>);
 
 /// The state of one account, open for appending.
 pub struct UidlState {
     path: PathBuf,
     /// Open for appending; `None` only inside [`UidlState::peek`].
     journal: Option<File>,
-    /// Delivered unique-ids and when each was first seen.
-    delivered: HashMap<String, u64>,
+    /// Delivered messages.
+    delivered: Records,
     /// Announced deliveries not yet completed or abandoned.
-    pending: BTreeMap<String, String>,
+    pending: BTreeMap<String, Pending>,
     /// Lines in the journal, to decide when to compact.
     lines: usize,
     /// Length of the journal up to its last whole line.
@@ -110,10 +210,10 @@ pub struct UidlState {
 }
 
 enum Record<'a> {
-    Intent(&'a str, &'a str),
-    Delivered(&'a str, u64),
+    Intent(&'a str, &'a str, Option<Identity>),
+    Delivered(&'a str, Delivered),
     Abandoned(&'a str),
-    Forgotten(&'a str),
+    Forgotten(&'a str, Option<Identity>),
 }
 
 impl UidlState {
@@ -134,7 +234,7 @@ impl UidlState {
         let mut state = UidlState {
             path: path.to_path_buf(),
             journal: None,
-            delivered: HashMap::new(),
+            delivered: Records::default(),
             pending: BTreeMap::new(),
             lines: 0,
             len: 0,
@@ -159,7 +259,7 @@ impl UidlState {
         let text = match fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                write_snapshot(path, &HashMap::new(), &BTreeMap::new())
+                write_snapshot(path, &Records::default(), &BTreeMap::new())
                     .map_err(io_err("create"))?;
                 fs::read(path).map_err(io_err("read"))?
             }
@@ -168,7 +268,7 @@ impl UidlState {
         let mut state = UidlState {
             path: path.to_path_buf(),
             journal: Some(open_append(path).map_err(io_err("open"))?),
-            delivered: HashMap::new(),
+            delivered: Records::default(),
             pending: BTreeMap::new(),
             lines: 0,
             len: text.len() as u64,
@@ -184,7 +284,7 @@ impl UidlState {
     /// Whether the journal holds many more lines than live records: a run that
     /// delivered N messages appended 2N (an intent and a delivery each).
     fn bloated(&self) -> bool {
-        let live = self.delivered.len() + self.pending.len();
+        let live = self.delivered.count() + self.pending.len();
         self.lines > live + live / 2 + 1000
     }
 
@@ -229,36 +329,50 @@ impl UidlState {
         }
         // Replayed on borrowed text first: most messages have an intent and then a
         // delivery, and only what survives both is worth an allocation.
-        let mut delivered: HashMap<&str, u64> = HashMap::with_capacity(lines.len());
-        let mut pending: HashMap<&str, &str> = HashMap::new();
+        let mut delivered: HashMap<&str, Vec<Delivered>> = HashMap::with_capacity(lines.len());
+        let mut pending: HashMap<&str, (&str, Option<Identity>)> = HashMap::new();
         for (index, line) in lines.iter().enumerate().skip(1) {
             let record = checked(line).ok_or_else(|| damaged(index + 1, "bad checksum"))?;
             match parse_record(record).ok_or_else(|| damaged(index + 1, "unknown record"))? {
-                Record::Intent(uid, location) => {
-                    pending.insert(uid, location);
+                Record::Intent(uid, location, id) => {
+                    pending.insert(uid, (location, id));
                 }
-                Record::Delivered(uid, time) => {
+                Record::Delivered(uid, record) => {
                     // A compacted journal has no intents: no lookup for them.
                     if !pending.is_empty() {
                         pending.remove(uid);
                     }
-                    delivered.entry(uid).or_insert(time);
+                    let records = delivered.entry(uid).or_default();
+                    if !records.iter().any(|r| r.id == record.id) {
+                        records.push(record);
+                    }
                 }
                 Record::Abandoned(uid) => {
                     pending.remove(uid);
                 }
-                Record::Forgotten(uid) => {
-                    delivered.remove(uid);
-                }
+                Record::Forgotten(uid, id) => match (id, delivered.get_mut(uid)) {
+                    (Some(id), Some(records)) => {
+                        records.retain(|r| r.id != Some(id));
+                        if records.is_empty() {
+                            delivered.remove(uid);
+                        }
+                    }
+                    _ => {
+                        delivered.remove(uid);
+                    }
+                },
             }
         }
-        self.delivered = delivered
-            .into_iter()
-            .map(|(uid, time)| (uid.to_owned(), time))
-            .collect();
+        let mut records = Records::default();
+        for (uid, list) in delivered {
+            for record in list {
+                records.insert(uid, record);
+            }
+        }
+        self.delivered = records;
         self.pending = pending
             .into_iter()
-            .map(|(uid, location)| (uid.to_owned(), location.to_owned()))
+            .map(|(uid, (location, id))| (uid.to_owned(), (location.to_owned(), id)))
             .collect();
         self.lines = lines.len();
         Ok(torn)
@@ -266,43 +380,44 @@ impl UidlState {
 
     fn apply(&mut self, record: Record) {
         match record {
-            Record::Intent(uid, location) => {
-                self.pending.insert(uid.to_string(), location.to_string());
+            Record::Intent(uid, location, id) => {
+                self.pending
+                    .insert(uid.to_string(), (location.to_string(), id));
             }
-            Record::Delivered(uid, time) => {
+            Record::Delivered(uid, record) => {
                 self.pending.remove(uid);
-                self.delivered.entry(uid.to_string()).or_insert(time);
+                self.delivered.insert(uid, record);
             }
             Record::Abandoned(uid) => {
                 self.pending.remove(uid);
             }
-            Record::Forgotten(uid) => {
-                self.delivered.remove(uid);
-            }
+            Record::Forgotten(uid, id) => self.delivered.forget(uid, id),
         }
     }
 
     pub fn is_delivered(&self, uid: &str) -> bool {
-        self.delivered.contains_key(uid)
+        self.delivered.by_uid.contains_key(uid)
     }
 
-    /// When `uid` was first seen, if it has been delivered.
+    /// When `uid` was first seen, if it has been delivered (its earliest record).
     pub fn first_seen(&self, uid: &str) -> Option<u64> {
-        self.delivered.get(uid).copied()
+        let records = self.delivered.by_uid.get(uid)?;
+        records.iter().map(|r| r.first_seen).min()
     }
 
     /// Every delivered unique-id.
     pub fn delivered_uids(&self) -> impl Iterator<Item = &str> {
-        self.delivered.keys().map(String::as_str)
+        self.delivered.by_uid.keys().map(String::as_str)
     }
 
     /// Deliveries that a previous run announced but never finished or abandoned.
     pub fn interrupted(&self) -> Vec<Interrupted> {
         self.pending
             .iter()
-            .map(|(uid, location)| Interrupted {
+            .map(|(uid, (location, id))| Interrupted {
                 uid: uid.clone(),
                 location: location.clone(),
+                id: *id,
             })
             .collect()
     }
@@ -312,15 +427,32 @@ impl UidlState {
     /// can become durable itself.
     pub fn record_intent(&mut self, uid: &str, location: &str) -> Result<(), StateError> {
         self.append(&format!("I {uid} {location}"))?;
-        self.pending.insert(uid.to_string(), location.to_string());
+        self.apply(Record::Intent(uid, location, None));
         Ok(())
     }
 
-    /// Records a completed delivery. It becomes durable at the next [`sync`](Self::sync);
-    /// until then the intent record lets recovery find it.
-    pub fn record_delivered(&mut self, uid: &str, first_seen: u64) -> Result<(), StateError> {
-        self.append(&format!("D {uid} {first_seen}"))?;
-        self.apply(Record::Delivered(uid, first_seen));
+    /// Adds the message's identity to the announced delivery of `uid`, once its body
+    /// has been read, so that recovery can record it too.
+    pub fn record_identity(&mut self, uid: &str, id: Identity) -> Result<(), StateError> {
+        let Some((location, _)) = self.pending.get(uid).cloned() else {
+            return Ok(());
+        };
+        self.append(&format!("I {uid} {location} {} {}", id.size, id.hex()))?;
+        self.apply(Record::Intent(uid, &location, Some(id)));
+        Ok(())
+    }
+
+    /// Records a completed delivery, with the message's identity when known. It
+    /// becomes durable at the next [`sync`](Self::sync); until then the intent
+    /// record lets recovery find it.
+    pub fn record_delivered(
+        &mut self,
+        uid: &str,
+        first_seen: u64,
+        id: Option<Identity>,
+    ) -> Result<(), StateError> {
+        self.append(&delivered_line(uid, first_seen, id))?;
+        self.apply(Record::Delivered(uid, Delivered { first_seen, id }));
         Ok(())
     }
 
@@ -335,7 +467,17 @@ impl UidlState {
     pub fn forget(&mut self, uids: &[String]) -> Result<(), StateError> {
         for uid in uids {
             self.append(&format!("F {uid}"))?;
-            self.delivered.remove(uid);
+            self.delivered.forget(uid, None);
+        }
+        Ok(())
+    }
+
+    /// Forgets single records of unique-ids still on the server: those that no
+    /// message listed under them matches any more.
+    pub fn forget_records(&mut self, records: &[(String, Identity)]) -> Result<(), StateError> {
+        for (uid, id) in records {
+            self.append(&format!("F {uid} {} {}", id.size, id.hex()))?;
+            self.delivered.forget(uid, Some(*id));
         }
         Ok(())
     }
@@ -384,7 +526,7 @@ impl UidlState {
         let journal = open_append(&self.path).map_err(io_err)?;
         self.len = journal.metadata().map_err(io_err)?.len();
         self.journal = Some(journal);
-        self.lines = 1 + self.delivered.len() + self.pending.len();
+        self.lines = 1 + self.delivered.count() + self.pending.len();
         self.unsynced = false;
         Ok(())
     }
@@ -394,19 +536,37 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().append(true).open(path)
 }
 
+/// A `D` line: the identity, when known, as two trailing fields, so that a record
+/// without one reads as before.
+fn delivered_line(uid: &str, first_seen: u64, id: Option<Identity>) -> String {
+    match id {
+        Some(id) => format!("D {uid} {first_seen} {} {}", id.size, id.hex()),
+        None => format!("D {uid} {first_seen}"),
+    }
+}
+
 fn write_snapshot(
     path: &Path,
-    delivered: &HashMap<String, u64>,
-    pending: &BTreeMap<String, String>,
+    delivered: &Records,
+    pending: &BTreeMap<String, Pending>,
 ) -> io::Result<()> {
     let mut text = seal(&format!("{MAGIC} {VERSION}"));
-    let mut uids: Vec<_> = delivered.iter().collect();
-    uids.sort();
-    for (uid, time) in uids {
-        text.push_str(&seal(&format!("D {uid} {time}")));
+    let mut uids: Vec<_> = delivered.by_uid.iter().collect();
+    uids.sort_by(|a, b| a.0.cmp(b.0));
+    for (uid, records) in uids {
+        for record in records {
+            text.push_str(&seal(&delivered_line(uid, record.first_seen, record.id)));
+        }
     }
-    for (uid, location) in pending {
+    for (uid, (location, id)) in pending {
         text.push_str(&seal(&format!("I {uid} {location}")));
+        if let Some(id) = id {
+            text.push_str(&seal(&format!(
+                "I {uid} {location} {} {}",
+                id.size,
+                id.hex()
+            )));
+        }
     }
     let mut temp_name = path.as_os_str().to_owned();
     temp_name.push(format!(".tmp{}", std::process::id()));
@@ -445,15 +605,29 @@ fn parse_record(record: &str) -> Option<Record<'_>> {
     });
     let kind = words.next()?;
     let uid = words.next().filter(|u| !u.is_empty())?;
-    let third = words.next();
+    let rest: [Option<&str>; 3] = [words.next(), words.next(), words.next()];
     if words.next().is_some() {
         return None;
     }
-    match (kind, third) {
-        ("I", Some(location)) if !location.is_empty() => Some(Record::Intent(uid, location)),
-        ("D", Some(time)) => Some(Record::Delivered(uid, time.parse().ok()?)),
-        ("A", None) => Some(Record::Abandoned(uid)),
-        ("F", None) => Some(Record::Forgotten(uid)),
+    // An identity is two trailing fields, both or neither.
+    let identity = |size: Option<&str>, hex: Option<&str>| match (size, hex) {
+        (None, None) => Some(None),
+        (Some(size), Some(hex)) => Identity::parse(size, hex).map(Some),
+        _ => None,
+    };
+    match (kind, rest) {
+        ("I", [Some(location), size, hex]) if !location.is_empty() => {
+            Some(Record::Intent(uid, location, identity(size, hex)?))
+        }
+        ("D", [Some(time), size, hex]) => Some(Record::Delivered(
+            uid,
+            Delivered {
+                first_seen: time.parse().ok()?,
+                id: identity(size, hex)?,
+            },
+        )),
+        ("A", [None, None, None]) => Some(Record::Abandoned(uid)),
+        ("F", [size, hex, None]) => Some(Record::Forgotten(uid, identity(size, hex)?)),
         _ => None,
     }
 }
@@ -473,7 +647,7 @@ mod tests {
         let (_dir, path) = temp_state();
         let mut s = UidlState::open(&path).unwrap();
         s.record_intent("u1", "loc1").unwrap();
-        s.record_delivered("u1", 100).unwrap();
+        s.record_delivered("u1", 100, None).unwrap();
         s.record_intent("u2", "loc2").unwrap();
         s.record_intent("u3", "loc3").unwrap();
         s.record_abandoned("u3").unwrap();
@@ -487,16 +661,68 @@ mod tests {
             s.interrupted(),
             [Interrupted {
                 uid: "u2".into(),
-                location: "loc2".into()
+                location: "loc2".into(),
+                id: None
             }]
         );
+    }
+
+    #[test]
+    fn identities_are_kept_apart_under_one_unique_id_and_survive_compaction() {
+        use crate::policy::Known;
+        let a = Identity {
+            size: 10,
+            digest: [0xa; 16],
+        };
+        let b = Identity {
+            size: 20,
+            digest: [0xb; 16],
+        };
+        let (_dir, path) = temp_state();
+        let mut s = UidlState::open(&path).unwrap();
+        s.record_delivered("X", 1, Some(a)).unwrap();
+        s.record_delivered("X", 2, Some(b)).unwrap();
+        s.record_delivered("X", 3, Some(a)).unwrap();
+        s.record_delivered("old", 4, None).unwrap();
+        s.record_delivered("Y-0123456789abcdef0123456789abcdef", 5, None)
+            .unwrap();
+        s.record_intent("Z", "loc").unwrap();
+        s.record_identity("Z", b).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let check = |s: &UidlState| {
+            let x = s.records("X");
+            assert_eq!(x.len(), 2);
+            assert_eq!((x[0].first_seen, x[0].id), (1, Some(a)));
+            assert_eq!(s.records("old")[0].id, None);
+            assert_eq!(s.forms("Y"), ["Y-0123456789abcdef0123456789abcdef"]);
+            assert_eq!(s.interrupted()[0].id, Some(b));
+        };
+        let mut s = UidlState::open(&path).unwrap();
+        check(&s);
+        s.compact().unwrap();
+        let mut s = UidlState::open(&path).unwrap();
+        check(&s);
+        s.forget_records(&[("X".into(), a)]).unwrap();
+        s.forget(&["Y-0123456789abcdef0123456789abcdef".into()])
+            .unwrap();
+        s.sync().unwrap();
+        let s = UidlState::open(&path).unwrap();
+        assert_eq!(s.records("X").len(), 1);
+        assert_eq!(s.records("X")[0].id, Some(b));
+        assert!(s.forms("Y").is_empty());
+        // A record with half an identity is damage, not a guess.
+        drop(s);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(seal("D W 1 10").as_bytes()).unwrap();
+        assert!(UidlState::open(&path).is_err());
     }
 
     #[test]
     fn forget_removes() {
         let (_dir, path) = temp_state();
         let mut s = UidlState::open(&path).unwrap();
-        s.record_delivered("u1", 1).unwrap();
+        s.record_delivered("u1", 1, None).unwrap();
         s.forget(&["u1".into()]).unwrap();
         s.sync().unwrap();
         assert!(!UidlState::open(&path).unwrap().is_delivered("u1"));
@@ -506,14 +732,14 @@ mod tests {
     fn torn_tail_is_ignored_and_compacted_away() {
         let (_dir, path) = temp_state();
         let mut s = UidlState::open(&path).unwrap();
-        s.record_delivered("u1", 1).unwrap();
+        s.record_delivered("u1", 1, None).unwrap();
         s.sync().unwrap();
         drop(s);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"D u2 5\t1234").unwrap();
         let mut s = UidlState::open(&path).unwrap();
         assert!(s.is_delivered("u1") && !s.is_delivered("u2"));
-        s.record_delivered("u3", 1).unwrap();
+        s.record_delivered("u3", 1, None).unwrap();
         s.sync().unwrap();
         let s = UidlState::open(&path).unwrap();
         assert!(s.is_delivered("u3"));
@@ -523,8 +749,8 @@ mod tests {
     fn damage_in_the_middle_is_refused() {
         let (_dir, path) = temp_state();
         let mut s = UidlState::open(&path).unwrap();
-        s.record_delivered("u1", 1).unwrap();
-        s.record_delivered("u2", 1).unwrap();
+        s.record_delivered("u1", 1, None).unwrap();
+        s.record_delivered("u2", 1, None).unwrap();
         s.sync().unwrap();
         drop(s);
         let text = fs::read_to_string(&path).unwrap().replace("D u1", "D x1");
@@ -560,7 +786,7 @@ mod tests {
         for i in 0..3000 {
             s.record_intent(&format!("u{i}"), "1795333438.M142162P31366Q1.host")
                 .unwrap();
-            s.record_delivered(&format!("u{i}"), i).unwrap();
+            s.record_delivered(&format!("u{i}"), i, None).unwrap();
         }
         s.record_intent("open", "somewhere").unwrap();
         s.sync().unwrap();
@@ -568,7 +794,7 @@ mod tests {
         s.tidy();
         // One short line per message now, and appending still works after it.
         assert!(fs::metadata(&path).unwrap().len() < before / 3);
-        s.record_delivered("late", 9).unwrap();
+        s.record_delivered("late", 9, None).unwrap();
         s.sync().unwrap();
         drop(s);
         let s = UidlState::open(&path).unwrap();
@@ -585,10 +811,10 @@ mod tests {
         let (_dir, path) = temp_state();
         let mut s = UidlState::open(&path).unwrap();
         for i in 0..1500 {
-            s.record_delivered(&format!("u{i}"), i).unwrap();
+            s.record_delivered(&format!("u{i}"), i, None).unwrap();
             s.forget(&[format!("u{i}")]).unwrap();
         }
-        s.record_delivered("keep", 7).unwrap();
+        s.record_delivered("keep", 7, None).unwrap();
         s.sync().unwrap();
         drop(s);
         let before = fs::metadata(&path).unwrap().len();
