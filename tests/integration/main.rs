@@ -8,6 +8,7 @@ mod crash_safety;
 mod delivery;
 mod dovecot_sync;
 mod hostile_server;
+mod identity;
 mod interop;
 mod policies;
 mod security;
