@@ -8,8 +8,10 @@
 //! - `I uid location`: a delivery of `uid` to `location` is about to start. Made durable
 //!   before the delivery can be (a staged batch syncs its intents before it links its
 //!   files), so a restart can look at `location` and tell whether it completed.
-//!   A second `I uid location size digest` adds the message's identity once its
-//!   body has been read, so that recovery records it with the delivery.
+//!   `I uid location size digest` carries the message's identity too, so that
+//!   recovery records it with the delivery: at once where the target read the
+//!   message before announcing it (mbox), else as a second line once the body has
+//!   been read, before the delivery is committed (Maildir).
 //! - `D uid time [size digest]`: `uid` was delivered; `time` is when it was first seen
 //!   (Unix seconds); `size digest` is the message's identity (see [`crate::identity`]).
 //!   A server may give several messages one unique-id (popa3d does) or reuse one,
@@ -425,9 +427,19 @@ impl UidlState {
     /// Announces a delivery of `uid` to `location` before it starts. It is durable
     /// at the next [`sync`](Self::sync), which the caller makes before the delivery
     /// can become durable itself.
-    pub fn record_intent(&mut self, uid: &str, location: &str) -> Result<(), StateError> {
-        self.append(&format!("I {uid} {location}"))?;
-        self.apply(Record::Intent(uid, location, None));
+    /// The message's identity goes with it when the target has read the message
+    /// before announcing it (mbox spools it first).
+    pub fn record_intent(
+        &mut self,
+        uid: &str,
+        location: &str,
+        id: Option<Identity>,
+    ) -> Result<(), StateError> {
+        self.append(&match id {
+            Some(id) => format!("I {uid} {location} {} {}", id.size, id.hex()),
+            None => format!("I {uid} {location}"),
+        })?;
+        self.apply(Record::Intent(uid, location, id));
         Ok(())
     }
 
@@ -646,10 +658,10 @@ mod tests {
     fn records_survive_reopen() {
         let (_dir, path) = temp_state();
         let mut s = UidlState::open(&path).unwrap();
-        s.record_intent("u1", "loc1").unwrap();
+        s.record_intent("u1", "loc1", None).unwrap();
         s.record_delivered("u1", 100, None).unwrap();
-        s.record_intent("u2", "loc2").unwrap();
-        s.record_intent("u3", "loc3").unwrap();
+        s.record_intent("u2", "loc2", None).unwrap();
+        s.record_intent("u3", "loc3", None).unwrap();
         s.record_abandoned("u3").unwrap();
         s.sync().unwrap();
         drop(s);
@@ -686,7 +698,7 @@ mod tests {
         s.record_delivered("old", 4, None).unwrap();
         s.record_delivered("Y-0123456789abcdef0123456789abcdef", 5, None)
             .unwrap();
-        s.record_intent("Z", "loc").unwrap();
+        s.record_intent("Z", "loc", None).unwrap();
         s.record_identity("Z", b).unwrap();
         s.sync().unwrap();
         drop(s);
@@ -784,11 +796,11 @@ mod tests {
         let (_dir, path) = temp_state();
         let mut s = UidlState::open(&path).unwrap();
         for i in 0..3000 {
-            s.record_intent(&format!("u{i}"), "1795333438.M142162P31366Q1.host")
+            s.record_intent(&format!("u{i}"), "1795333438.M142162P31366Q1.host", None)
                 .unwrap();
             s.record_delivered(&format!("u{i}"), i, None).unwrap();
         }
-        s.record_intent("open", "somewhere").unwrap();
+        s.record_intent("open", "somewhere", None).unwrap();
         s.sync().unwrap();
         let before = fs::metadata(&path).unwrap().len();
         s.tidy();

@@ -5,6 +5,7 @@
 //! The order is the never-lose-mail promise: a message gets a DELE only after its
 //! delivery and its state record are durable, and deletions take effect only at QUIT.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::io::Read;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,7 +20,7 @@ use crate::identity::Identity;
 use crate::lock::AccountLock;
 use crate::policy::{self, Action, SessionPlan};
 use crate::pop3::transport::Stream;
-use crate::pop3::{Flow, ListedMessage, Session, Trace};
+use crate::pop3::{Flow, ListedMessage, Retrieved, Session, Trace};
 use crate::state::UidlState;
 
 /// Told how a sync advances, for a progress bar.
@@ -355,13 +356,22 @@ fn fetch_and_deliver(
             return Flow::Continue;
         };
         let trace_header = received_header(account, &message.uid);
-        let mut chained = std::io::Cursor::new(trace_header).chain(&mut *body);
-        let delivered =
-            deliver_one(sink.target, sink.state, &message.uid, &mut chained).and_then(|bytes| {
+        let id = Cell::new(None);
+        let mut chained = std::io::Cursor::new(trace_header).chain(Noted {
+            body: &mut *body,
+            id: &id,
+        });
+        let delivered = deliver_one(sink.target, sink.state, &message.uid, &mut chained, &id)
+            .and_then(|bytes| {
                 // Read to its end, so checked (see `Session::retrieve`).
                 let id = body.identity();
                 if let (Some(id), true) = (id, sink.target.stages()) {
-                    sink.state.record_identity(&message.uid, id)?;
+                    // Recovery must find the identity with the intent: a delivery
+                    // that cannot say it is not committed.
+                    if let Err(err) = sink.state.record_identity(&message.uid, id) {
+                        sink.target.unstage();
+                        return Err(err.into());
+                    }
                 }
                 done.add(sink, message, bytes, id, report)
             });
@@ -532,6 +542,24 @@ fn is_per_message(err: &anyhow::Error) -> bool {
         .is_some_and(DeliverError::is_per_message)
 }
 
+/// A RETR body that leaves the message's identity in `id` once read to its end
+/// (and so checked), where the announcement of its delivery finds it if the target
+/// read the whole message first (mbox does).
+struct Noted<'a> {
+    body: &'a mut dyn Retrieved,
+    id: &'a Cell<Option<Identity>>,
+}
+
+impl Read for Noted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.body.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.id.set(self.body.identity());
+        }
+        Ok(n)
+    }
+}
+
 /// Delivers one message: the target announces where it goes, recorded as an intent
 /// (made durable at once for a target that delivers durably, or with the batch for
 /// one that stages), and delivers or stages it.
@@ -540,11 +568,12 @@ fn deliver_one(
     state: &mut UidlState,
     uid: &str,
     body: &mut dyn Read,
+    id: &Cell<Option<Identity>>,
 ) -> Result<u64> {
     let mut announced = false;
     let stages = target.stages();
     let result = target.deliver(body, &mut |location| {
-        state.record_intent(uid, location)?;
+        state.record_intent(uid, location, id.get())?;
         if !stages {
             state.sync()?;
         }

@@ -25,10 +25,11 @@ use crate::identity::{self, HeadHasher, Identity};
 /// Read buffer size: large reads keep system calls and TLS records few.
 const READ_BUFFER: usize = 64 * 1024;
 
-/// Commands in flight at most when the server allows PIPELINING (RFC 2449 §6.6).
-/// Their text (at most 17 bytes a command, under 5 KiB in all) stays far below any
-/// socket buffer, so our writes never block while the server waits for us to read
-/// its replies: the deadlock pipelining must avoid.
+/// Messages in flight at most when the server allows PIPELINING (RFC 2449 §6.6):
+/// one command each, or two for a RETR and its `LIST n` fence. Their text (at most
+/// 17 bytes a command, under 9 KiB in all) stays far below any socket buffer, so our
+/// writes never block while the server waits for us to read its replies: the
+/// deadlock pipelining must avoid.
 const WINDOW: usize = 256;
 
 /// Listed message bytes in flight at most, a window's worth of RETRs: enough to
