@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{self, Login, Offer};
 use crate::config::{Account, TlsMode};
+use crate::policy;
 use crate::pop3::response::apop_timestamp;
 use crate::pop3::transport::{CertificateProblem, Stream, TlsConfig};
 use crate::pop3::{self, Client, Credentials, ListedMessage, Listing, Peer, Session, Trace, Wire};
@@ -225,10 +226,8 @@ pub fn login<S: Wire>(
 /// when `sized` is `None`, else of those whose unique-id it picks (the others have
 /// size 0; see [`Session::listing_sized`]). A server without UIDL (RFC 1939 makes
 /// it optional) gets a digest of each message's headers and size as its unique-id.
-/// A server that repeats a unique-id (popa3d does, for messages without Message-ID
-/// and Date) gets the digest appended for those messages. `warn` is told once; if
-/// messages still cannot be told apart, the session stops rather than risk deleting
-/// one never fetched.
+/// A unique-id may repeat (popa3d repeats one for messages without Message-ID and
+/// Date); [`probe`] tells such messages apart.
 pub fn listing(
     session: &mut Session<Stream>,
     sized: Option<&dyn Fn(&str) -> bool>,
@@ -238,7 +237,7 @@ pub fn listing(
         Some(sized) => session.listing_sized(sized)?,
         None => session.listing()?,
     };
-    let mut messages = match listing {
+    Ok(match listing {
         Listing::WithUids(messages) => messages,
         Listing::SizesOnly(sizes) => {
             warn("the server has no UIDL; messages are told apart by a digest of their headers");
@@ -248,22 +247,89 @@ pub fn listing(
             }
             pop3::join(uids, &sizes)?
         }
-    };
-    let repeated: Vec<usize> = {
-        let uids = pop3::repeated_uids(messages.iter().map(|m| m.uid.as_str()));
-        (0..messages.len())
-            .filter(|&i| uids.contains(messages[i].uid.as_str()))
-            .collect()
-    };
+    })
+}
+
+/// Probes, with `TOP n 0` pipelined, the messages whose records must be checked
+/// before they are planned (see [`policy::needs_probe`]). Messages of one unique-id
+/// that even their size and headers cannot tell apart stop the session: a record
+/// of one would pass for the other, and a DELE could take one never fetched.
+pub fn probe(
+    session: &mut Session<Stream>,
+    listing: &[ListedMessage],
+    known: &dyn policy::Known,
+    policy: &policy::Policy,
+    now: u64,
+    warn: &dyn Fn(&str),
+) -> Result<policy::Probes> {
+    let repeated = pop3::repeated_uids(listing.iter().map(|m| m.uid.as_str()));
     if !repeated.is_empty() {
-        warn("the server gave several messages the same unique-id; they are told apart by a digest of their headers");
-        for i in repeated {
-            let m = &mut messages[i];
-            m.uid = format!("{}-{}", m.uid, digest(session, m.num, m.size)?);
-        }
-        pop3::check_unique(&messages)?;
+        warn("the server gave several messages the same unique-id; they are told apart by their size and a digest of their headers");
     }
-    Ok(messages)
+    let wanted: Vec<&ListedMessage> = listing
+        .iter()
+        .filter(|m| {
+            policy::needs_probe(
+                &m.uid,
+                repeated.contains(m.uid.as_str()),
+                known,
+                policy,
+                now,
+            )
+        })
+        .collect();
+    let mut probes = policy::Probes::default();
+    if wanted.is_empty() {
+        return Ok(probes);
+    }
+    let nums: Vec<u32> = wanted.iter().map(|m| m.num).collect();
+    let mut heads = Vec::with_capacity(nums.len());
+    session.tops(&nums, |num, head| {
+        if let Some(head) = head {
+            heads.push((num, hash_head(head)));
+        }
+    })?;
+    let sizes: foldhash::HashMap<u32, &ListedMessage> =
+        wanted.iter().map(|m| (m.num, *m)).collect();
+    let mut seen = foldhash::HashMap::default();
+    for (num, (digest, legacy)) in heads {
+        let message = sizes[&num];
+        let mut legacy = legacy;
+        legacy.update(message.size.to_be_bytes());
+        let legacy: String = legacy.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if let Some(other) = seen.insert((message.uid.as_str(), message.size, digest), num) {
+            return Err(pop3::Error::Protocol(format!(
+                "the server gave messages {other} and {num} the same unique-id \"{}\" (RFC 1939 §7 requires them to differ), the same size and the same headers",
+                crate::pop3::response::escape(message.uid.as_bytes())
+            ))
+            .into());
+        }
+        probes.insert(num, policy::Probe { digest, legacy });
+    }
+    Ok(probes)
+}
+
+/// The digest of a header section as [`crate::identity::Identity`] takes it, and
+/// the hash an older popfetch took of the first [`MAX_HEADERS`] bytes of a `TOP n 0`
+/// reply (the listed size is added after), streamed.
+fn hash_head(head: &mut dyn Read) -> ([u8; 16], Sha256) {
+    let mut section = crate::identity::HeadHasher::default();
+    let mut legacy = Sha256::new();
+    let mut taken = 0u64;
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = head.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        section.update(&buf[..n]);
+        let keep = (n as u64).min(MAX_HEADERS.saturating_sub(taken)) as usize;
+        legacy.update(&buf[..keep]);
+        taken += keep as u64;
+    }
+    (section.finish(), legacy)
 }
 
 /// A digest of a message's headers and size, stable across sessions.

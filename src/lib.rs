@@ -11,6 +11,7 @@ pub mod docs;
 pub mod durable;
 pub mod exit;
 pub mod filter;
+pub mod identity;
 pub mod import;
 pub mod init;
 pub mod interrupt;

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use foldhash::HashSet;
+use foldhash::{HashMap, HashSet};
 
+use crate::identity::{Identity, Record};
 use crate::pop3::ListedMessage;
 
 /// What to do with a message that is over `max_size`.
@@ -80,6 +81,11 @@ pub struct SessionPlan {
     pub forget: Vec<String>,
     /// Whether each message delivered in this session is then deleted.
     pub delete_after_delivery: bool,
+    /// Records to write before `forget`: a message an older popfetch recorded under
+    /// the digest form of a repeated unique-id, now recorded under the unique-id.
+    pub adopt: Vec<(String, Record)>,
+    /// Records of unique-ids still listed that no listed message matches any more.
+    pub stale: Vec<(String, Identity)>,
 }
 
 impl SessionPlan {
@@ -146,13 +152,16 @@ impl SessionPlan {
     }
 }
 
-/// What the state knows: the delivered unique-ids and when each was first seen.
+/// What the state knows of delivered messages.
 pub trait Known {
-    /// `Some(first_seen)` if `uid` was delivered.
-    fn first_seen(&self, uid: &str) -> Option<u64>;
-    /// Every delivered unique-id.
+    /// The records of messages delivered under `uid`.
+    fn records(&self, uid: &str) -> &[Record];
+    /// The keys under which an older popfetch recorded messages whose unique-id
+    /// `uid` repeated: `uid-HEX`, HEX being [`Probe::legacy`] of the message.
+    fn forms(&self, uid: &str) -> &[String];
+    /// Every key with records.
     fn uids(&self) -> Vec<&str>;
-    /// How many unique-ids are delivered.
+    /// How many keys have records.
     fn count(&self) -> usize;
     /// Whether the record of `uid` was written by this mailbox's own sessions. One
     /// that was not (adopted from an older popfetch's state, or imported) keeps the
@@ -161,10 +170,85 @@ pub trait Known {
     fn own(&self, uid: &str) -> bool;
 }
 
-/// Plans a session. `now` is in Unix seconds. The listing's unique-ids are
-/// distinct (`connect::listing` makes sure of it).
+/// What `TOP n 0` told of a listed message whose records must be checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The digest of its header section (see [`Identity`]).
+    pub digest: [u8; 16],
+    /// The digest an older popfetch appended to a repeated unique-id (of the TOP
+    /// reply and the listed size), to find records kept under that form.
+    pub legacy: String,
+}
+
+/// Probes by message number.
+pub type Probes = HashMap<u32, Probe>;
+
+/// Whether a listed message must be probed with TOP before it is planned: its
+/// unique-id repeats in the listing, or has several records or records under the
+/// digest form, or its one record would have it deleted without being retrieved.
+/// A message merely kept, or new, needs nothing: a run with nothing to delete sends
+/// no TOP.
+pub fn needs_probe(
+    uid: &str,
+    repeated: bool,
+    known: &dyn Known,
+    policy: &Policy,
+    now: u64,
+) -> bool {
+    let records = known.records(uid);
+    if repeated || records.len() > 1 || !known.forms(uid).is_empty() {
+        return true;
+    }
+    records.first().is_some_and(|record| {
+        let unlisted = ListedMessage {
+            num: 0,
+            size: 0,
+            uid: String::new(),
+        };
+        matches!(
+            decide(&unlisted, Some(record.first_seen), policy, now),
+            Action::Delete(Reason::Delivered | Reason::Expired { .. })
+        )
+    })
+}
+
+/// Whether a message needs its listed size: to be fetched (new, or again with
+/// `fetch_all`), or to be checked before a DELE without RETR.
+pub fn needs_size(uid: &str, known: &dyn Known, policy: &Policy, now: u64) -> bool {
+    (known.records(uid).is_empty() && known.forms(uid).is_empty())
+        || policy.fetch_all
+        || needs_probe(uid, false, known, policy, now)
+}
+
+/// What the records say of one listed message.
+enum Recalled {
+    New,
+    /// A record proves this is the message delivered, first seen then.
+    Verified(u64),
+    /// Its unique-id was delivered, but no record proves it was this message: it
+    /// may stay, but it is never deleted without being retrieved first.
+    Unverified(u64),
+}
+
+/// Plans a session. `now` is in Unix seconds. `probes` holds what TOP told of the
+/// messages [`needs_probe`] picked (a server may refuse TOP; such a message is
+/// never deleted without being retrieved).
+///
+/// Why a DELE without RETR is safe: a message is deleted unretrieved only when a
+/// record of its unique-id carries its identity — the size LIST gave and the
+/// digest of the header section, both taken from the very reply delivered (see
+/// `Session::retrieve`) — and the message listed now has the same listed size and
+/// the same header digest by `TOP n 0`. A message reusing the unique-id of one
+/// delivered and deleted earlier would need the same headers byte for byte (its
+/// Message-ID, Date and Received trace included) and the same size to pass; and
+/// messages of one listing that cannot be told apart that way stop the session
+/// before any plan (`connect::probe`). Records without an identity (older
+/// popfetch, imports, recovery of a delivery whose body was not yet checked) only
+/// keep a message from being fetched twice; where one would delete it, the
+/// message is fetched again instead: a possible duplicate, never a loss.
 pub fn plan(
     listing: Vec<ListedMessage>,
+    probes: &Probes,
     known: &dyn Known,
     policy: &Policy,
     now: u64,
@@ -173,19 +257,117 @@ pub fn plan(
         delete_after_delivery: !policy.keep,
         ..SessionPlan::default()
     };
+    let repeated: HashSet<String> =
+        crate::pop3::repeated_uids(listing.iter().map(|m| m.uid.as_str()))
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+    // Unique-ids whose every listed message was probed, with the records matched.
+    let mut probed: HashMap<String, Vec<Identity>> = HashMap::default();
+    let mut unprobed: HashSet<String> = HashSet::default();
     plan.messages.reserve_exact(listing.len());
     let mut listed_known = 0;
     for message in listing {
-        let first_seen = known.first_seen(&message.uid);
-        listed_known += usize::from(first_seen.is_some());
-        let first_seen = first_seen.map(|seen| (seen, known.own(&message.uid)));
-        let action = decide(&message, first_seen, policy, now);
+        let records = known.records(&message.uid);
+        listed_known += usize::from(!records.is_empty());
+        let probe = probes.get(&message.num);
+        let recalled = match probe {
+            Some(probe) => {
+                let id = Identity {
+                    size: message.size,
+                    digest: probe.digest,
+                };
+                let matched = probed.entry(message.uid.clone()).or_default();
+                matched.push(id);
+                // Only a form this mailbox's own sessions recorded can become an
+                // identity: an adopted one never grounds a DELE.
+                let legacy = known.forms(&message.uid).iter().find(|key| {
+                    known.own(key)
+                        && key
+                            .strip_prefix(message.uid.as_str())
+                            .and_then(|rest| rest.strip_prefix('-'))
+                            == Some(probe.legacy.as_str())
+                });
+                if let Some(record) = records.iter().find(|r| r.id == Some(id)) {
+                    Recalled::Verified(record.first_seen)
+                } else if let Some(first_seen) =
+                    legacy.and_then(|key| known.records(key).iter().map(|r| r.first_seen).min())
+                {
+                    // The digest form was taken from TOP and the listed size too:
+                    // the same evidence as an identity, so it becomes one.
+                    let record = Record {
+                        first_seen,
+                        id: Some(id),
+                    };
+                    plan.adopt.push((message.uid.clone(), record));
+                    Recalled::Verified(first_seen)
+                } else if let ([record], false) = (records, repeated.contains(&message.uid)) {
+                    match record.id {
+                        None => Recalled::Unverified(record.first_seen),
+                        Some(_) => Recalled::New,
+                    }
+                } else {
+                    Recalled::New
+                }
+            }
+            None => {
+                if !records.is_empty() || !known.forms(&message.uid).is_empty() {
+                    unprobed.insert(message.uid.clone());
+                }
+                let earliest = records
+                    .iter()
+                    .map(|r| r.first_seen)
+                    .chain(
+                        known
+                            .forms(&message.uid)
+                            .iter()
+                            .flat_map(|key| known.records(key))
+                            .map(|r| r.first_seen),
+                    )
+                    .min();
+                match earliest {
+                    Some(first_seen) => Recalled::Unverified(first_seen),
+                    None => Recalled::New,
+                }
+            }
+        };
+        let action = match recalled {
+            Recalled::New => decide(&message, None, policy, now),
+            Recalled::Verified(seen) => decide(&message, Some(seen), policy, now),
+            Recalled::Unverified(seen) => match decide(&message, Some(seen), policy, now) {
+                // A record this mailbox did not write (adopted, imported) keeps the
+                // message from being fetched again and never grounds a DELE.
+                Action::Delete(Reason::Delivered | Reason::Expired { .. })
+                    if !known.own(&message.uid) && !policy.fetch_all =>
+                {
+                    Action::Keep
+                }
+                Action::Delete(Reason::Delivered | Reason::Expired { .. }) => {
+                    decide(&message, None, policy, now)
+                }
+                action => action,
+            },
+        };
         plan.messages.push((message, action));
     }
     plan.limit(policy);
-    // Listed unique-ids are distinct, so when as many are known as the state holds,
-    // none of the state's is gone: the usual run, spared a set of the whole listing.
-    if listed_known < known.count() {
+    // Records of a unique-id whose every message was probed and matched none of
+    // them describe messages gone from the server.
+    for (uid, matched) in &probed {
+        if unprobed.contains(uid) {
+            continue;
+        }
+        for record in known.records(uid) {
+            if let Some(id) = record.id.filter(|id| !matched.contains(id)) {
+                plan.stale.push((uid.clone(), id));
+            }
+        }
+    }
+    plan.stale.sort();
+    // Listed unique-ids are distinct but for `repeated`, so when as many are known
+    // as the state holds, none of the state's is gone: the usual run, spared a set
+    // of the whole listing.
+    if listed_known < known.count() || !repeated.is_empty() {
         let on_server: HashSet<&str> = plan.messages.iter().map(|(m, _)| m.uid.as_str()).collect();
         plan.forget = known
             .uids()
@@ -198,29 +380,19 @@ pub fn plan(
     plan
 }
 
-/// `first_seen` is when a delivered message was first seen, and whether its record
-/// is the mailbox's own.
-fn decide(
-    message: &ListedMessage,
-    first_seen: Option<(u64, bool)>,
-    policy: &Policy,
-    now: u64,
-) -> Action {
-    match first_seen {
-        // Never deleted unfetched on the word of a record this mailbox did not write.
-        Some((_, false)) if !policy.fetch_all => return Action::Keep,
-        Some((_, false)) | None => {}
-        Some((seen, true)) => {
-            if !policy.keep {
-                return Action::Delete(Reason::Delivered);
-            }
-            let age = Duration::from_secs(now.saturating_sub(seen));
-            if policy.delete_after.is_some_and(|limit| age > limit) {
-                return Action::Delete(Reason::Expired { age });
-            }
-            if !policy.fetch_all {
-                return Action::Keep;
-            }
+/// What to do with one message, given when it was first seen if a record proves
+/// it delivered.
+fn decide(message: &ListedMessage, first_seen: Option<u64>, policy: &Policy, now: u64) -> Action {
+    if let Some(seen) = first_seen {
+        if !policy.keep {
+            return Action::Delete(Reason::Delivered);
+        }
+        let age = Duration::from_secs(now.saturating_sub(seen));
+        if policy.delete_after.is_some_and(|limit| age > limit) {
+            return Action::Delete(Reason::Expired { age });
+        }
+        if !policy.fetch_all {
+            return Action::Keep;
         }
     }
     if let Some(max) = policy.max_size.filter(|&max| message.size > max) {
@@ -289,19 +461,51 @@ mod tests {
 
     const DAY: u64 = 86_400;
 
-    struct State(HashMap<&'static str, u64>);
+    /// Records by unique-id; a digest form (`uid-HEX`) is indexed under its uid.
+    #[derive(Default)]
+    struct State {
+        records: HashMap<String, Vec<Record>>,
+        forms: HashMap<String, Vec<String>>,
+    }
+
+    impl State {
+        fn of(seen: &[(&str, u64)]) -> State {
+            let mut state = State::default();
+            for (uid, first_seen) in seen {
+                state.add(uid, *first_seen, None);
+            }
+            state
+        }
+
+        fn add(&mut self, uid: &str, first_seen: u64, id: Option<Identity>) {
+            if let Some((base, _)) = uid.split_once('-') {
+                self.forms
+                    .entry(base.to_string())
+                    .or_default()
+                    .push(uid.to_string());
+            }
+            self.records
+                .entry(uid.to_string())
+                .or_default()
+                .push(Record { first_seen, id });
+        }
+    }
 
     impl Known for State {
-        fn first_seen(&self, uid: &str) -> Option<u64> {
-            self.0.get(uid).copied()
+        fn records(&self, uid: &str) -> &[Record] {
+            self.records.get(uid).map_or(&[], Vec::as_slice)
+        }
+
+        fn forms(&self, uid: &str) -> &[String] {
+            self.forms.get(uid).map_or(&[], Vec::as_slice)
         }
 
         fn uids(&self) -> Vec<&str> {
-            self.0.keys().copied().collect()
+            self.records.keys().map(String::as_str).collect()
         }
 
         fn count(&self) -> usize {
-            self.0.len()
+            self.records.len()
         }
 
         /// Uids starting with `L` stand for adopted records.
@@ -322,18 +526,50 @@ mod tests {
             .collect()
     }
 
+    /// Plans the four-message listing over records without identities.
     fn run(state: &[(&'static str, u64)], policy: Policy, now: u64) -> SessionPlan {
-        let state = State(state.iter().copied().collect());
-        plan(listing(), &state, &policy, now)
+        plan(
+            listing(),
+            &Probes::default(),
+            &State::of(state),
+            &policy,
+            now,
+        )
     }
 
     fn actions(plan: &SessionPlan) -> Vec<Action> {
         plan.messages.iter().map(|(_, a)| *a).collect()
     }
 
+    /// An identity for tests: the size, and a digest made of one byte.
+    fn id(size: u64, tag: u8) -> Identity {
+        Identity {
+            size,
+            digest: [tag; 16],
+        }
+    }
+
+    fn probe(tag: u8) -> Probe {
+        Probe {
+            digest: [tag; 16],
+            legacy: format!("{tag:032x}"),
+        }
+    }
+
+    fn message(num: u32, uid: &str, size: u64) -> ListedMessage {
+        ListedMessage {
+            num,
+            size,
+            uid: uid.to_string(),
+        }
+    }
+
     #[test]
     fn fetches_only_new_and_deletes_delivered_without_keep() {
-        let plan = run(&[("b", 0), ("gone", 0)], Policy::default(), 10);
+        let mut state = State::of(&[("gone", 0)]);
+        state.add("b", 0, Some(id(5000, 2)));
+        let probes: Probes = [(2, probe(2))].into_iter().collect();
+        let plan = plan(listing(), &probes, &state, &Policy::default(), 10);
         use Action::*;
         assert_eq!(
             actions(&plan),
@@ -344,6 +580,131 @@ mod tests {
     }
 
     #[test]
+    fn a_record_without_identity_never_deletes_but_keeps() {
+        let policy = Policy::default();
+        // Without keep, a message recorded by an older popfetch is fetched again
+        // rather than deleted unseen.
+        let plan = run(&[("b", 0)], policy, 10);
+        assert_eq!(plan.fetch().len(), 4);
+        assert!(plan.delete().is_empty());
+        // With keep it stays, without TOP or LIST.
+        let keep = Policy {
+            keep: true,
+            ..policy
+        };
+        let state = State::of(&[("b", 0)]);
+        assert!(!needs_probe("b", false, &state, &keep, 10));
+        assert!(!needs_size("b", &state, &keep, 10));
+        assert!(needs_probe("b", false, &state, &policy, 10));
+        assert_eq!(run(&[("b", 0)], keep, 10).messages[1].1, Action::Keep);
+    }
+
+    #[test]
+    fn a_reused_unique_id_is_fetched_not_deleted() {
+        // Session 1 delivered and deleted A under X; session 2 lists B under X.
+        let mut state = State::default();
+        state.add("X", 0, Some(id(100, 0xa)));
+        let probes: Probes = [(1, probe(0xb))].into_iter().collect();
+        let plan = plan(
+            vec![message(1, "X", 120)],
+            &probes,
+            &state,
+            &Policy::default(),
+            9,
+        );
+        assert_eq!(actions(&plan), [Action::Fetch]);
+        assert_eq!(plan.stale, [("X".to_string(), id(100, 0xa))]);
+        // The same headers under another size are another message too.
+        let probes: Probes = [(1, probe(0xa))].into_iter().collect();
+        let plan = plan_of(
+            &state,
+            &probes,
+            vec![message(1, "X", 101)],
+            Policy::default(),
+        );
+        assert_eq!(actions(&plan), [Action::Fetch]);
+    }
+
+    fn plan_of(
+        state: &State,
+        probes: &Probes,
+        listing: Vec<ListedMessage>,
+        policy: Policy,
+    ) -> SessionPlan {
+        plan(listing, probes, state, &policy, 9)
+    }
+
+    #[test]
+    fn a_message_arriving_under_a_known_unique_id_is_fetched_alone() {
+        let keep = Policy {
+            keep: true,
+            ..Policy::default()
+        };
+        let mut state = State::default();
+        state.add("X", 0, Some(id(100, 0xa)));
+        let listing = vec![message(1, "X", 100), message(2, "X", 100)];
+        assert!(needs_probe("X", true, &state, &keep, 9));
+        let probes: Probes = [(1, probe(0xa)), (2, probe(0xb))].into_iter().collect();
+        let plan = plan_of(&state, &probes, listing, keep);
+        assert_eq!(actions(&plan), [Action::Keep, Action::Fetch]);
+        assert!(plan.stale.is_empty() && plan.forget.is_empty());
+    }
+
+    #[test]
+    fn when_one_of_two_repeated_messages_vanishes_the_other_stays_known() {
+        let mut state = State::default();
+        state.add("X", 0, Some(id(100, 0xa)));
+        state.add("X", 0, Some(id(100, 0xb)));
+        assert!(needs_probe("X", false, &state, &Policy::default(), 9));
+        let probes: Probes = [(1, probe(0xb))].into_iter().collect();
+        let keep = Policy {
+            keep: true,
+            ..Policy::default()
+        };
+        let plan = plan_of(&state, &probes, vec![message(1, "X", 100)], keep);
+        assert_eq!(actions(&plan), [Action::Keep]);
+        assert_eq!(plan.stale, [("X".to_string(), id(100, 0xa))]);
+        // After a refused DELE, the one left is deleted, verified, not fetched again.
+        let plan = plan_of(
+            &state,
+            &probes,
+            vec![message(1, "X", 100)],
+            Policy::default(),
+        );
+        assert_eq!(actions(&plan), [Action::Delete(Reason::Delivered)]);
+        // Unprobed (the server refused TOP), it is fetched again rather than deleted.
+        let plan = plan_of(
+            &state,
+            &Probes::default(),
+            vec![message(1, "X", 100)],
+            Policy::default(),
+        );
+        assert_eq!(actions(&plan), [Action::Fetch]);
+        assert!(plan.stale.is_empty());
+    }
+
+    #[test]
+    fn the_digest_form_of_a_repeated_unique_id_is_known_as_the_unique_id() {
+        let keep = Policy {
+            keep: true,
+            ..Policy::default()
+        };
+        let legacy = probe(0xa).legacy;
+        let mut state = State::default();
+        state.add(&format!("X-{legacy}"), 7, None);
+        assert!(needs_probe("X", false, &state, &keep, 9));
+        let probes: Probes = [(1, probe(0xa))].into_iter().collect();
+        let plan = plan_of(&state, &probes, vec![message(1, "X", 100)], keep);
+        assert_eq!(actions(&plan), [Action::Keep]);
+        let adopted = Record {
+            first_seen: 7,
+            id: Some(id(100, 0xa)),
+        };
+        assert_eq!(plan.adopt, [("X".to_string(), adopted)]);
+        assert_eq!(plan.forget, [format!("X-{legacy}")]);
+    }
+
+    #[test]
     fn keep_leaves_delivered_until_delete_after() {
         let policy = Policy {
             keep: true,
@@ -351,7 +712,14 @@ mod tests {
             ..Policy::default()
         };
         let now = 100 * DAY;
-        let plan = run(&[("a", now - 31 * DAY), ("b", now - 29 * DAY)], policy, now);
+        let mut state = State::default();
+        state.add("a", now - 31 * DAY, Some(id(100, 1)));
+        state.add("b", now - 29 * DAY, Some(id(5000, 2)));
+        // Only the expired one is probed.
+        assert!(needs_probe("a", false, &state, &policy, now));
+        assert!(!needs_probe("b", false, &state, &policy, now));
+        let probes: Probes = [(1, probe(1))].into_iter().collect();
+        let plan = plan(listing(), &probes, &state, &policy, now);
         use Action::*;
         assert_eq!(
             actions(&plan),
@@ -412,7 +780,8 @@ mod tests {
 
     #[test]
     fn an_adopted_record_keeps_a_message_but_never_deletes_it() {
-        let state = State([("L1", 0), ("own", 0)].into_iter().collect());
+        let mut state = State::of(&[("L1", 0)]);
+        state.add("own", 0, Some(id(10, 7)));
         let delete_after = Policy {
             keep: true,
             delete_after: parse_duration("1d"),
@@ -446,7 +815,10 @@ mod tests {
                 size: 10,
                 uid: uid.to_string(),
             };
-            actions(&plan(vec![listed], state, policy, 100 * DAY))
+            // TOP finds both messages as recorded: only the own record's
+            // identity can prove it.
+            let probes: Probes = [(1, probe(7))].into_iter().collect();
+            actions(&plan(vec![listed], &probes, state, policy, 100 * DAY))
         }
     }
 

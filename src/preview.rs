@@ -39,8 +39,10 @@ pub fn list_account(
 ) -> Result<Vec<Entry>> {
     let state = UidlState::peek(&account.state_place())?;
     let mut session = open_session(account, trace)?;
+    let now = now();
     let listing = connect::listing(&mut session, None, warn)?;
-    let plan = policy::plan(listing, &state, &account.policy, now());
+    let probes = connect::probe(&mut session, &listing, &state, &account.policy, now, warn)?;
+    let plan = policy::plan(listing, &probes, &state, &account.policy, now);
     let mut entries = entries(&plan, &state);
     for entry in &mut entries {
         // A server without TOP still gets its list, without the header columns.
@@ -57,7 +59,7 @@ pub fn entries(plan: &SessionPlan, known: &dyn policy::Known) -> Vec<Entry> {
     plan.messages
         .iter()
         .map(|(message, action)| {
-            let delivered = known.first_seen(&message.uid).is_some();
+            let delivered = !known.records(&message.uid).is_empty();
             let (state, reason) = match action {
                 Action::Fetch if delivered => {
                     ("new", Some("fetched again (fetch_all)".to_string()))

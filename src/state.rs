@@ -8,9 +8,19 @@
 //! - `I uid location`: a delivery of `uid` to `location` is about to start. Made durable
 //!   before the delivery can be (a staged batch syncs its intents before it links its
 //!   files), so a restart can look at `location` and tell whether it completed.
-//! - `D uid time`: `uid` was delivered; `time` is when it was first seen (Unix seconds).
+//!   `I uid location size digest` carries the message's identity too, so that
+//!   recovery records it with the delivery: at once where the target read the
+//!   message before announcing it (mbox), else as a second line once the body has
+//!   been read, before the delivery is committed (Maildir).
+//! - `D uid time [size digest]`: `uid` was delivered; `time` is when it was first seen
+//!   (Unix seconds); `size digest` is the message's identity (see [`crate::identity`]).
+//!   A server may give several messages one unique-id (popa3d does) or reuse one,
+//!   so a unique-id may have several records, told apart by their identities. A
+//!   record without one (recovered before its body was checked) marks its
+//!   unique-id as delivered but can never authorize a DELE.
 //! - `A uid`: the delivery announced by `I` was abandoned and left nothing behind.
-//! - `F uid`: `uid` is no longer on the server and is forgotten.
+//! - `F uid [size digest]`: `uid` (or only its record with that identity) is no
+//!   longer on the server and is forgotten.
 //! - `L D uid time`, `L I uid location`: a record adopted from a state that does not
 //!   say which mailbox wrote it (format 1, or `import-state`). It keeps the message
 //!   from being fetched again, but never leads to a DELE.
@@ -38,6 +48,7 @@ use std::path::{Path, PathBuf};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::durable::TempFile;
+use crate::identity::{Identity, Record as Delivered};
 
 const MAGIC: &str = "popfetch-state";
 /// 2: the header names the mailbox and an epoch; `L` records.
@@ -173,30 +184,113 @@ pub enum StateError {
     },
 }
 
+/// The delivered messages: the records of each unique-id, and an index of the keys
+/// an older popfetch wrote for repeated unique-ids (`uid-HEX`, HEX 32 hex digits of
+/// a digest of the headers from TOP and the listed size), so that a message known
+/// under one form is known under the other.
+#[derive(Debug, Default)]
+struct Records {
+    by_uid: HashMap<String, Vec<Delivered>>,
+    forms: HashMap<String, Vec<String>>,
+}
+
+impl Records {
+    /// Adds a record; one with the same identity keeps its first sighting.
+    fn insert(&mut self, uid: &str, record: Delivered) {
+        let records = match self.by_uid.get_mut(uid) {
+            Some(records) => records,
+            None => {
+                if let Some(base) = digest_form(uid) {
+                    self.forms
+                        .entry(base.to_string())
+                        .or_default()
+                        .push(uid.to_string());
+                }
+                self.by_uid.entry(uid.to_string()).or_default()
+            }
+        };
+        if !records.iter().any(|r| r.id == record.id) {
+            records.push(record);
+        }
+    }
+
+    /// Forgets every record of `uid`, or only the one with identity `id`.
+    fn forget(&mut self, uid: &str, id: Option<Identity>) {
+        if let (Some(id), Some(records)) = (id, self.by_uid.get_mut(uid)) {
+            records.retain(|r| r.id != Some(id));
+            if !records.is_empty() {
+                return;
+            }
+        }
+        if self.by_uid.remove(uid).is_some() {
+            if let Some(base) = digest_form(uid) {
+                if let Some(keys) = self.forms.get_mut(base) {
+                    keys.retain(|k| k != uid);
+                    if keys.is_empty() {
+                        self.forms.remove(base);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The unique-id in a key of the form `uid-HEX` an older popfetch gave messages
+/// whose unique-id repeated.
+fn digest_form(key: &str) -> Option<&str> {
+    let (base, hex) = key.rsplit_once('-')?;
+    (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) && !base.is_empty())
+        .then_some(base)
+}
+
+/// The same questions as [`crate::policy::Known`], less ownership, which the
+/// state keeps beside the records.
+impl Records {
+    fn records(&self, uid: &str) -> &[Delivered] {
+        self.by_uid.get(uid).map_or(&[], Vec::as_slice)
+    }
+
+    fn forms(&self, uid: &str) -> &[String] {
+        self.forms.get(uid).map_or(&[], Vec::as_slice)
+    }
+
+    fn uids(&self) -> Vec<&str> {
+        self.by_uid.keys().map(String::as_str).collect()
+    }
+
+    fn count(&self) -> usize {
+        self.by_uid.len()
+    }
+}
+
 /// A read-only view of the state, for previews.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    delivered: HashMap<String, u64>,
+    delivered: Records,
     adopted: HashSet<String>,
 }
 
 impl Snapshot {
     pub fn delivered_uids(&self) -> impl Iterator<Item = &str> {
-        self.delivered.keys().map(String::as_str)
+        self.delivered.by_uid.keys().map(String::as_str)
     }
 }
 
 impl crate::policy::Known for Snapshot {
-    fn first_seen(&self, uid: &str) -> Option<u64> {
-        self.delivered.get(uid).copied()
+    fn records(&self, uid: &str) -> &[Delivered] {
+        self.delivered.records(uid)
+    }
+
+    fn forms(&self, uid: &str) -> &[String] {
+        self.delivered.forms(uid)
     }
 
     fn uids(&self) -> Vec<&str> {
-        self.delivered_uids().collect()
+        self.delivered.uids()
     }
 
     fn count(&self) -> usize {
-        self.delivered.len()
+        self.delivered.count()
     }
 
     fn own(&self, uid: &str) -> bool {
@@ -205,16 +299,20 @@ impl crate::policy::Known for Snapshot {
 }
 
 impl crate::policy::Known for UidlState {
-    fn first_seen(&self, uid: &str) -> Option<u64> {
-        self.delivered.get(uid).copied()
+    fn records(&self, uid: &str) -> &[Delivered] {
+        self.delivered.records(uid)
+    }
+
+    fn forms(&self, uid: &str) -> &[String] {
+        self.delivered.forms(uid)
     }
 
     fn uids(&self) -> Vec<&str> {
-        self.delivered_uids().collect()
+        self.delivered.uids()
     }
 
     fn count(&self) -> usize {
-        self.delivered.len()
+        self.delivered.count()
     }
 
     fn own(&self, uid: &str) -> bool {
@@ -229,7 +327,12 @@ pub struct Interrupted {
     pub location: String,
     /// Announced in an adopted record: if it completed, record it adopted too.
     pub adopted: bool,
+    /// The message's identity, if its body was read before the run died.
+    pub id: Option<Identity>,
 }
+
+/// An announced delivery: where, and the message's identity once known.
+type Pending = (String, Option<Identity>);
 
 /// A state file of an older popfetch taken over by its mailbox, said once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,12 +368,12 @@ pub struct UidlState {
     place: Option<Place>,
     /// Open for appending; `None` only inside [`UidlState::peek`].
     journal: Option<File>,
-    /// Delivered unique-ids and when each was first seen.
-    delivered: HashMap<String, u64>,
+    /// Delivered messages.
+    delivered: Records,
     /// Unique-ids whose records are adopted (`L`): never grounds for a DELE.
     adopted: HashSet<String>,
     /// Announced deliveries not yet completed or abandoned.
-    pending: BTreeMap<String, String>,
+    pending: BTreeMap<String, Pending>,
     /// Lines in the journal, to decide when to compact.
     lines: usize,
     /// Length of the journal up to its last whole line.
@@ -286,10 +389,10 @@ pub struct UidlState {
 }
 
 enum Record<'a> {
-    Intent(&'a str, &'a str),
-    Delivered(&'a str, u64),
+    Intent(&'a str, &'a str, Option<Identity>),
+    Delivered(&'a str, Delivered),
     Abandoned(&'a str),
-    Forgotten(&'a str),
+    Forgotten(&'a str, Option<Identity>),
 }
 
 /// What the header and the shape of a journal said.
@@ -351,7 +454,7 @@ impl UidlState {
             path: path.to_path_buf(),
             place: place.cloned(),
             journal: None,
-            delivered: HashMap::new(),
+            delivered: Records::default(),
             adopted: HashSet::new(),
             pending: BTreeMap::new(),
             lines: 0,
@@ -425,7 +528,7 @@ impl UidlState {
         state.adoption = Some(Adoption {
             from: legacy.clone(),
             to: path,
-            messages: old.delivered.len(),
+            messages: old.delivered.count(),
         });
         state.delivered = old.delivered;
         state.adopted = old.adopted;
@@ -476,7 +579,7 @@ impl UidlState {
     /// Whether the journal holds many more lines than live records: a run that
     /// delivered N messages appended 2N (an intent and a delivery each).
     fn bloated(&self) -> bool {
-        let live = self.delivered.len() + self.pending.len();
+        let live = self.delivered.count() + self.pending.len();
         self.lines > live + live / 2 + 1000
     }
 
@@ -547,8 +650,8 @@ impl UidlState {
         let all_adopted = version < 2;
         // Replayed on borrowed text first: most messages have an intent and then a
         // delivery, and only what survives both is worth an allocation.
-        let mut delivered: HashMap<&str, u64> = HashMap::with_capacity(lines.len());
-        let mut pending: HashMap<&str, &str> = HashMap::new();
+        let mut delivered: HashMap<&str, Vec<Delivered>> = HashMap::with_capacity(lines.len());
+        let mut pending: HashMap<&str, (&str, Option<Identity>)> = HashMap::new();
         let mut adopted: HashSet<&str> = HashSet::new();
         for (index, line) in lines.iter().enumerate().skip(1) {
             let record = checked(line).ok_or_else(|| damaged(index + 1, "bad checksum"))?;
@@ -561,24 +664,27 @@ impl UidlState {
                 .filter(|r| !prefixed || matches!(r, Record::Intent(..) | Record::Delivered(..)))
                 .ok_or_else(|| damaged(index + 1, "unknown record"))?;
             match parsed {
-                Record::Intent(uid, location) => {
+                Record::Intent(uid, location, id) => {
                     if !is_plain_location(location) {
                         return Err(damaged(
                             index + 1,
                             "an intent names a location outside its target",
                         ));
                     }
-                    pending.insert(uid, location);
+                    pending.insert(uid, (location, id));
                     if marked {
                         adopted.insert(uid);
                     }
                 }
-                Record::Delivered(uid, time) => {
+                Record::Delivered(uid, record) => {
                     // A compacted journal has no intents: no lookup for them.
                     if !pending.is_empty() {
                         pending.remove(uid);
                     }
-                    delivered.entry(uid).or_insert(time);
+                    let records = delivered.entry(uid).or_default();
+                    if !records.iter().any(|r| r.id == record.id) {
+                        records.push(record);
+                    }
                     if marked {
                         adopted.insert(uid);
                     } else if !adopted.is_empty() {
@@ -589,21 +695,33 @@ impl UidlState {
                 Record::Abandoned(uid) => {
                     pending.remove(uid);
                 }
-                Record::Forgotten(uid) => {
-                    delivered.remove(uid);
-                    if !adopted.is_empty() {
-                        adopted.remove(uid);
+                Record::Forgotten(uid, id) => {
+                    let gone = match (id, delivered.get_mut(uid)) {
+                        (Some(id), Some(records)) => {
+                            records.retain(|r| r.id != Some(id));
+                            records.is_empty()
+                        }
+                        _ => true,
+                    };
+                    if gone {
+                        delivered.remove(uid);
+                        if !adopted.is_empty() {
+                            adopted.remove(uid);
+                        }
                     }
                 }
             }
         }
-        self.delivered = delivered
-            .into_iter()
-            .map(|(uid, time)| (uid.to_owned(), time))
-            .collect();
+        let mut records = Records::default();
+        for (uid, list) in delivered {
+            for record in list {
+                records.insert(uid, record);
+            }
+        }
+        self.delivered = records;
         self.pending = pending
             .into_iter()
-            .map(|(uid, location)| (uid.to_owned(), location.to_owned()))
+            .map(|(uid, (location, id))| (uid.to_owned(), (location.to_owned(), id)))
             .collect();
         self.adopted = adopted.into_iter().map(str::to_owned).collect();
         self.lines = lines.len();
@@ -618,46 +736,51 @@ impl UidlState {
 
     fn apply(&mut self, record: Record) {
         match record {
-            Record::Intent(uid, location) => {
-                self.pending.insert(uid.to_string(), location.to_string());
+            Record::Intent(uid, location, id) => {
+                self.pending
+                    .insert(uid.to_string(), (location.to_string(), id));
             }
-            Record::Delivered(uid, time) => {
+            Record::Delivered(uid, record) => {
                 self.pending.remove(uid);
-                self.delivered.entry(uid.to_string()).or_insert(time);
+                self.delivered.insert(uid, record);
                 self.adopted.remove(uid);
             }
             Record::Abandoned(uid) => {
                 self.pending.remove(uid);
             }
-            Record::Forgotten(uid) => {
-                self.delivered.remove(uid);
-                self.adopted.remove(uid);
+            Record::Forgotten(uid, id) => {
+                self.delivered.forget(uid, id);
+                if !self.delivered.by_uid.contains_key(uid) {
+                    self.adopted.remove(uid);
+                }
             }
         }
     }
 
     pub fn is_delivered(&self, uid: &str) -> bool {
-        self.delivered.contains_key(uid)
+        self.delivered.by_uid.contains_key(uid)
     }
 
-    /// When `uid` was first seen, if it has been delivered.
+    /// When `uid` was first seen, if it has been delivered (its earliest record).
     pub fn first_seen(&self, uid: &str) -> Option<u64> {
-        self.delivered.get(uid).copied()
+        let records = self.delivered.by_uid.get(uid)?;
+        records.iter().map(|r| r.first_seen).min()
     }
 
     /// Every delivered unique-id.
     pub fn delivered_uids(&self) -> impl Iterator<Item = &str> {
-        self.delivered.keys().map(String::as_str)
+        self.delivered.by_uid.keys().map(String::as_str)
     }
 
     /// Deliveries that a previous run announced but never finished or abandoned.
     pub fn interrupted(&self) -> Vec<Interrupted> {
         self.pending
             .iter()
-            .map(|(uid, location)| Interrupted {
+            .map(|(uid, (location, id))| Interrupted {
                 uid: uid.clone(),
                 location: location.clone(),
                 adopted: self.adopted.contains(uid),
+                id: *id,
             })
             .collect()
     }
@@ -665,17 +788,44 @@ impl UidlState {
     /// Announces a delivery of `uid` to `location` before it starts. It is durable
     /// at the next [`sync`](Self::sync), which the caller makes before the delivery
     /// can become durable itself.
-    pub fn record_intent(&mut self, uid: &str, location: &str) -> Result<(), StateError> {
-        self.append(&format!("I {uid} {location}"))?;
-        self.pending.insert(uid.to_string(), location.to_string());
+    /// The message's identity goes with it when the target has read the message
+    /// before announcing it (mbox spools it first).
+    pub fn record_intent(
+        &mut self,
+        uid: &str,
+        location: &str,
+        id: Option<Identity>,
+    ) -> Result<(), StateError> {
+        self.append(&match id {
+            Some(id) => format!("I {uid} {location} {} {}", id.size, id.hex()),
+            None => format!("I {uid} {location}"),
+        })?;
+        self.apply(Record::Intent(uid, location, id));
         Ok(())
     }
 
-    /// Records a completed delivery. It becomes durable at the next [`sync`](Self::sync);
-    /// until then the intent record lets recovery find it.
-    pub fn record_delivered(&mut self, uid: &str, first_seen: u64) -> Result<(), StateError> {
-        self.append(&format!("D {uid} {first_seen}"))?;
-        self.apply(Record::Delivered(uid, first_seen));
+    /// Adds the message's identity to the announced delivery of `uid`, once its body
+    /// has been read, so that recovery can record it too.
+    pub fn record_identity(&mut self, uid: &str, id: Identity) -> Result<(), StateError> {
+        let Some((location, _)) = self.pending.get(uid).cloned() else {
+            return Ok(());
+        };
+        self.append(&format!("I {uid} {location} {} {}", id.size, id.hex()))?;
+        self.apply(Record::Intent(uid, &location, Some(id)));
+        Ok(())
+    }
+
+    /// Records a completed delivery, with the message's identity when known. It
+    /// becomes durable at the next [`sync`](Self::sync); until then the intent
+    /// record lets recovery find it.
+    pub fn record_delivered(
+        &mut self,
+        uid: &str,
+        first_seen: u64,
+        id: Option<Identity>,
+    ) -> Result<(), StateError> {
+        self.append(&delivered_line(uid, first_seen, id))?;
+        self.apply(Record::Delivered(uid, Delivered { first_seen, id }));
         Ok(())
     }
 
@@ -685,7 +835,13 @@ impl UidlState {
     pub fn record_adopted(&mut self, uid: &str, first_seen: u64) -> Result<(), StateError> {
         self.append(&format!("L D {uid} {first_seen}"))?;
         self.pending.remove(uid);
-        self.delivered.entry(uid.to_string()).or_insert(first_seen);
+        self.delivered.insert(
+            uid,
+            Delivered {
+                first_seen,
+                id: None,
+            },
+        );
         self.adopted.insert(uid.to_string());
         Ok(())
     }
@@ -701,8 +857,21 @@ impl UidlState {
     pub fn forget(&mut self, uids: &[String]) -> Result<(), StateError> {
         for uid in uids {
             self.append(&format!("F {uid}"))?;
-            self.delivered.remove(uid);
+            self.delivered.forget(uid, None);
             self.adopted.remove(uid);
+        }
+        Ok(())
+    }
+
+    /// Forgets single records of unique-ids still on the server: those that no
+    /// message listed under them matches any more.
+    pub fn forget_records(&mut self, records: &[(String, Identity)]) -> Result<(), StateError> {
+        for (uid, id) in records {
+            self.append(&format!("F {uid} {} {}", id.size, id.hex()))?;
+            self.delivered.forget(uid, Some(*id));
+            if !self.delivered.by_uid.contains_key(uid.as_str()) {
+                self.adopted.remove(uid);
+            }
         }
         Ok(())
     }
@@ -785,7 +954,7 @@ impl UidlState {
         self.len = journal.metadata().map_err(io_err)?.len();
         self.journal = Some(journal);
         self.epoch = epoch;
-        self.lines = 1 + self.delivered.len() + self.pending.len();
+        self.lines = 1 + self.delivered.count() + self.pending.len();
         self.unsynced = false;
         // The snapshot and its directory entry are durable.
         self.witness();
@@ -804,6 +973,15 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().append(true).open(path)
 }
 
+/// A `D` line: the identity, when known, as two trailing fields, so that a record
+/// without one reads as before.
+fn delivered_line(uid: &str, first_seen: u64, id: Option<Identity>) -> String {
+    match id {
+        Some(id) => format!("D {uid} {first_seen} {} {}", id.size, id.hex()),
+        None => format!("D {uid} {first_seen}"),
+    }
+}
+
 fn write_snapshot(path: &Path, header: &str, state: &UidlState) -> io::Result<()> {
     let mut text = seal(header);
     let mark = |uid: &str| {
@@ -813,13 +991,24 @@ fn write_snapshot(path: &Path, header: &str, state: &UidlState) -> io::Result<()
             ""
         }
     };
-    let mut uids: Vec<_> = state.delivered.iter().collect();
-    uids.sort();
-    for (uid, time) in uids {
-        text.push_str(&seal(&format!("{}D {uid} {time}", mark(uid))));
+    let mut uids: Vec<_> = state.delivered.by_uid.iter().collect();
+    uids.sort_by(|a, b| a.0.cmp(b.0));
+    for (uid, records) in uids {
+        for record in records {
+            let line = delivered_line(uid, record.first_seen, record.id);
+            text.push_str(&seal(&format!("{}{line}", mark(uid))));
+        }
     }
-    for (uid, location) in &state.pending {
+    for (uid, (location, id)) in &state.pending {
         text.push_str(&seal(&format!("{}I {uid} {location}", mark(uid))));
+        if let Some(id) = id {
+            text.push_str(&seal(&format!(
+                "{}I {uid} {location} {} {}",
+                mark(uid),
+                id.size,
+                id.hex()
+            )));
+        }
     }
     let mut temp_name = path.as_os_str().to_owned();
     temp_name.push(format!(".tmp{}", std::process::id()));
@@ -858,15 +1047,29 @@ fn parse_record(record: &str) -> Option<Record<'_>> {
     });
     let kind = words.next()?;
     let uid = words.next().filter(|u| !u.is_empty())?;
-    let third = words.next();
+    let rest: [Option<&str>; 3] = [words.next(), words.next(), words.next()];
     if words.next().is_some() {
         return None;
     }
-    match (kind, third) {
-        ("I", Some(location)) if !location.is_empty() => Some(Record::Intent(uid, location)),
-        ("D", Some(time)) => Some(Record::Delivered(uid, time.parse().ok()?)),
-        ("A", None) => Some(Record::Abandoned(uid)),
-        ("F", None) => Some(Record::Forgotten(uid)),
+    // An identity is two trailing fields, both or neither.
+    let identity = |size: Option<&str>, hex: Option<&str>| match (size, hex) {
+        (None, None) => Some(None),
+        (Some(size), Some(hex)) => Identity::parse(size, hex).map(Some),
+        _ => None,
+    };
+    match (kind, rest) {
+        ("I", [Some(location), size, hex]) if !location.is_empty() => {
+            Some(Record::Intent(uid, location, identity(size, hex)?))
+        }
+        ("D", [Some(time), size, hex]) => Some(Record::Delivered(
+            uid,
+            Delivered {
+                first_seen: time.parse().ok()?,
+                id: identity(size, hex)?,
+            },
+        )),
+        ("A", [None, None, None]) => Some(Record::Abandoned(uid)),
+        ("F", [size, hex, None]) => Some(Record::Forgotten(uid, identity(size, hex)?)),
         _ => None,
     }
 }
@@ -889,10 +1092,10 @@ mod tests {
     fn records_survive_reopen() {
         let (_dir, place) = temp_state();
         let mut s = UidlState::open(&place).unwrap();
-        s.record_intent("u1", "loc1").unwrap();
-        s.record_delivered("u1", 100).unwrap();
-        s.record_intent("u2", "loc2").unwrap();
-        s.record_intent("u3", "loc3").unwrap();
+        s.record_intent("u1", "loc1", None).unwrap();
+        s.record_delivered("u1", 100, None).unwrap();
+        s.record_intent("u2", "loc2", None).unwrap();
+        s.record_intent("u3", "loc3", None).unwrap();
         s.record_abandoned("u3").unwrap();
         s.sync().unwrap();
         drop(s);
@@ -906,15 +1109,68 @@ mod tests {
                 uid: "u2".into(),
                 location: "loc2".into(),
                 adopted: false,
+                id: None,
             }]
         );
+    }
+
+    #[test]
+    fn identities_are_kept_apart_under_one_unique_id_and_survive_compaction() {
+        use crate::policy::Known;
+        let a = Identity {
+            size: 10,
+            digest: [0xa; 16],
+        };
+        let b = Identity {
+            size: 20,
+            digest: [0xb; 16],
+        };
+        let (_dir, place) = temp_state();
+        let path = place.path();
+        let mut s = UidlState::open(&place).unwrap();
+        s.record_delivered("X", 1, Some(a)).unwrap();
+        s.record_delivered("X", 2, Some(b)).unwrap();
+        s.record_delivered("X", 3, Some(a)).unwrap();
+        s.record_delivered("old", 4, None).unwrap();
+        s.record_delivered("Y-0123456789abcdef0123456789abcdef", 5, None)
+            .unwrap();
+        s.record_intent("Z", "loc", None).unwrap();
+        s.record_identity("Z", b).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let check = |s: &UidlState| {
+            let x = s.records("X");
+            assert_eq!(x.len(), 2);
+            assert_eq!((x[0].first_seen, x[0].id), (1, Some(a)));
+            assert_eq!(s.records("old")[0].id, None);
+            assert_eq!(s.forms("Y"), ["Y-0123456789abcdef0123456789abcdef"]);
+            assert_eq!(s.interrupted()[0].id, Some(b));
+        };
+        let mut s = UidlState::open(&place).unwrap();
+        check(&s);
+        s.compact().unwrap();
+        let mut s = UidlState::open(&place).unwrap();
+        check(&s);
+        s.forget_records(&[("X".into(), a)]).unwrap();
+        s.forget(&["Y-0123456789abcdef0123456789abcdef".into()])
+            .unwrap();
+        s.sync().unwrap();
+        let s = UidlState::open(&place).unwrap();
+        assert_eq!(s.records("X").len(), 1);
+        assert_eq!(s.records("X")[0].id, Some(b));
+        assert!(s.forms("Y").is_empty());
+        // A record with half an identity is damage, not a guess.
+        drop(s);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(seal("D W 1 10").as_bytes()).unwrap();
+        assert!(UidlState::open(&place).is_err());
     }
 
     #[test]
     fn forget_removes() {
         let (_dir, place) = temp_state();
         let mut s = UidlState::open(&place).unwrap();
-        s.record_delivered("u1", 1).unwrap();
+        s.record_delivered("u1", 1, None).unwrap();
         s.forget(&["u1".into()]).unwrap();
         s.sync().unwrap();
         assert!(!UidlState::open(&place).unwrap().is_delivered("u1"));
@@ -925,14 +1181,14 @@ mod tests {
         let (_dir, place) = temp_state();
         let path = place.path();
         let mut s = UidlState::open(&place).unwrap();
-        s.record_delivered("u1", 1).unwrap();
+        s.record_delivered("u1", 1, None).unwrap();
         s.sync().unwrap();
         drop(s);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"D u2 5\t1234").unwrap();
         let mut s = UidlState::open(&place).unwrap();
         assert!(s.is_delivered("u1") && !s.is_delivered("u2"));
-        s.record_delivered("u3", 1).unwrap();
+        s.record_delivered("u3", 1, None).unwrap();
         s.sync().unwrap();
         let s = UidlState::open(&place).unwrap();
         assert!(s.is_delivered("u3"));
@@ -943,8 +1199,8 @@ mod tests {
         let (_dir, place) = temp_state();
         let path = place.path();
         let mut s = UidlState::open(&place).unwrap();
-        s.record_delivered("u1", 1).unwrap();
-        s.record_delivered("u2", 1).unwrap();
+        s.record_delivered("u1", 1, None).unwrap();
+        s.record_delivered("u2", 1, None).unwrap();
         s.sync().unwrap();
         drop(s);
         let text = fs::read_to_string(&path).unwrap().replace("D u1", "D x1");
@@ -981,17 +1237,17 @@ mod tests {
         let path = place.path();
         let mut s = UidlState::open(&place).unwrap();
         for i in 0..3000 {
-            s.record_intent(&format!("u{i}"), "1795333438.M142162P31366Q1.host")
+            s.record_intent(&format!("u{i}"), "1795333438.M142162P31366Q1.host", None)
                 .unwrap();
-            s.record_delivered(&format!("u{i}"), i).unwrap();
+            s.record_delivered(&format!("u{i}"), i, None).unwrap();
         }
-        s.record_intent("open", "somewhere").unwrap();
+        s.record_intent("open", "somewhere", None).unwrap();
         s.sync().unwrap();
         let before = fs::metadata(&path).unwrap().len();
         s.tidy();
         // One short line per message now, and appending still works after it.
         assert!(fs::metadata(&path).unwrap().len() < before / 3);
-        s.record_delivered("late", 9).unwrap();
+        s.record_delivered("late", 9, None).unwrap();
         s.sync().unwrap();
         drop(s);
         let s = UidlState::open(&place).unwrap();
@@ -1009,10 +1265,10 @@ mod tests {
         let path = place.path();
         let mut s = UidlState::open(&place).unwrap();
         for i in 0..1500 {
-            s.record_delivered(&format!("u{i}"), i).unwrap();
+            s.record_delivered(&format!("u{i}"), i, None).unwrap();
             s.forget(&[format!("u{i}")]).unwrap();
         }
-        s.record_delivered("keep", 7).unwrap();
+        s.record_delivered("keep", 7, None).unwrap();
         s.sync().unwrap();
         drop(s);
         let before = fs::metadata(&path).unwrap().len();
@@ -1045,7 +1301,7 @@ mod tests {
     fn the_state_of_another_mailbox_is_refused() {
         let (dir, place) = temp_state();
         let mut s = UidlState::open(&place).unwrap();
-        s.record_delivered("u1", 1).unwrap();
+        s.record_delivered("u1", 1, None).unwrap();
         s.sync().unwrap();
         drop(s);
         let other = Place::new(dir.path(), mailbox_key("you", "pop.example", 995), None);
@@ -1072,7 +1328,7 @@ mod tests {
         fs::write(&legacy, old.iter().map(|r| seal(r)).collect::<String>()).unwrap();
         let peeked = UidlState::peek(&place).unwrap();
         use crate::policy::Known;
-        assert_eq!(peeked.first_seen("u1"), Some(5));
+        assert_eq!(peeked.records("u1")[0].first_seen, 5);
         assert!(!peeked.own("u1"));
         assert!(legacy.exists(), "peek changes nothing");
 
@@ -1083,7 +1339,7 @@ mod tests {
         assert_eq!(s.first_seen("u2"), None);
         assert!(s.interrupted()[0].adopted);
         s.record_adopted("u3", 7).unwrap();
-        s.record_delivered("u4", 8).unwrap();
+        s.record_delivered("u4", 8, None).unwrap();
         s.sync().unwrap();
         drop(s);
         let s = UidlState::open(&place).unwrap();
@@ -1100,7 +1356,7 @@ mod tests {
         // A delivery of this mailbox's own makes the record its own, also across a
         // compaction.
         let mut s = s;
-        s.record_delivered("u1", 9).unwrap();
+        s.record_delivered("u1", 9, None).unwrap();
         s.compact().unwrap();
         drop(s);
         let s = UidlState::open(&place).unwrap();
@@ -1115,13 +1371,14 @@ mod tests {
         let path = place.path();
         let mut s = UidlState::open(&place).unwrap();
         for i in 0..6 {
-            s.record_intent(&format!("u{i}"), "1795333438.M1P2Q3.host")
+            s.record_intent(&format!("u{i}"), "1795333438.M1P2Q3.host", None)
                 .unwrap();
-            s.record_delivered(&format!("u{i}"), i).unwrap();
+            s.record_delivered(&format!("u{i}"), i, None).unwrap();
         }
         s.sync().unwrap();
         // Appended after the last fsync: what a crash may tear.
-        s.record_intent("late", "1795333438.M1P2Q9.host").unwrap();
+        s.record_intent("late", "1795333438.M1P2Q9.host", None)
+            .unwrap();
         drop(s);
         let whole = fs::read(&path).unwrap();
         let synced = Synced::read(&place.witness()).unwrap();
@@ -1160,7 +1417,7 @@ mod tests {
         assert!(UidlState::open(&place).is_ok());
         // And after a refusal, removing the witness is the way to accept a copy.
         let mut s = UidlState::open(&place).unwrap();
-        s.record_delivered("x", 1).unwrap();
+        s.record_delivered("x", 1, None).unwrap();
         s.sync().unwrap();
         drop(s);
         let text = fs::read(&path).unwrap();

@@ -5,6 +5,7 @@
 //! The order is the never-lose-mail promise: a message gets a DELE only after its
 //! delivery and its state record are durable, and deletions take effect only at QUIT.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::io::Read;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,10 +16,11 @@ use crate::config::{Account, Delivery};
 use crate::connect::{self, open_session};
 use crate::deliver::{DeliverError, MaildirTarget, MboxTarget, MdaTarget, Recovered, Target};
 use crate::filter;
+use crate::identity::Identity;
 use crate::lock::AccountLock;
 use crate::policy::{self, Action, SessionPlan};
 use crate::pop3::transport::Stream;
-use crate::pop3::{Flow, ListedMessage, Session, Trace};
+use crate::pop3::{Flow, ListedMessage, Retrieved, Session, Trace};
 use crate::state::UidlState;
 
 /// Told how a sync advances, for a progress bar.
@@ -89,6 +91,12 @@ pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
         &warn,
         &mut failures,
     )?;
+    // Adopted records first: a crash between them and the forgetting of their old
+    // form leaves both, never neither.
+    for (uid, record) in &plan.adopt {
+        state.record_delivered(uid, record.first_seen, record.id)?;
+    }
+    state.forget_records(&plan.stale)?;
     state.forget(&plan.forget)?;
 
     let mut report = Report {
@@ -127,6 +135,10 @@ pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
     session.quit()?;
     report.deleted = deletions.len() - refused.len();
     state.tidy();
+    if let Some(err) = refused_deletions(&refused) {
+        warn(&format!("{err:#}"));
+        failures.add(err);
+    }
 
     if let Some(err) = failures.worst() {
         return Err(err);
@@ -138,6 +150,30 @@ pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
         ))));
     }
     Ok(report)
+}
+
+/// The error for DELEs the server refused (RFC 1939 §5 allows -ERR): the messages
+/// stay on the server, and the run must not look like a success. The first refusal
+/// decides the exit: `[IN-USE]` or `[SYS/TEMP]` (RFC 2449 §8, RFC 3206) is worth a
+/// retry (75), anything else is a protocol error (76).
+fn refused_deletions(refused: &[(u32, crate::pop3::Status)]) -> Option<anyhow::Error> {
+    use crate::pop3::RespCode;
+    let (_, first) = refused.first()?;
+    // Only these two codes make it temporary; any other (even [AUTH]) is a
+    // protocol error here.
+    let code = first
+        .code
+        .clone()
+        .filter(|c| matches!(c, RespCode::InUse | RespCode::SysTemp));
+    let err = crate::pop3::Error::Server {
+        command: "DELE",
+        code,
+        text: first.text.clone(),
+    };
+    Some(anyhow::Error::new(err).context(format!(
+        "the server refused to delete {} message(s); they stay on the server, and the next run tries again",
+        refused.len()
+    )))
 }
 
 /// Reads the state and finishes what a killed run left while connecting and logging
@@ -240,13 +276,15 @@ fn plan_session(
     // Only a message that may be fetched needs its size, but a plan that is shown
     // shows every size.
     let fetch_all = account.policy.fetch_all;
-    let sized = |uid: &str| fetch_all || known.first_seen(uid).is_none();
+    let now = now();
+    let sized = |uid: &str| fetch_all || policy::needs_size(uid, known, &account.policy, now);
     let sized: Option<&dyn Fn(&str) -> bool> = match shown {
         Shown::No => Some(&sized),
         Shown::Yes => None,
     };
     let listing = connect::listing(session, sized, warn)?;
-    let mut plan = policy::plan(listing, known, &account.policy, now());
+    let probes = connect::probe(session, &listing, known, &account.policy, now, warn)?;
+    let mut plan = policy::plan(listing, &probes, known, &account.policy, now);
     run_filter(session, &mut plan, account, failures)?;
     Ok(plan)
 }
@@ -308,7 +346,9 @@ fn recover(state: &mut UidlState, target: &mut dyn Target) -> Result<()> {
             Recovered::Delivered if interrupted.adopted => {
                 state.record_adopted(&interrupted.uid, now())?
             }
-            Recovered::Delivered => state.record_delivered(&interrupted.uid, now())?,
+            Recovered::Delivered => {
+                state.record_delivered(&interrupted.uid, now(), interrupted.id)?
+            }
             Recovered::NotDelivered => state.record_abandoned(&interrupted.uid)?,
         }
     }
@@ -341,9 +381,25 @@ fn fetch_and_deliver(
             return Flow::Continue;
         };
         let trace_header = received_header(account, &message.uid);
-        let mut body = std::io::Cursor::new(trace_header).chain(body);
-        let delivered = deliver_one(sink.target, sink.state, &message.uid, &mut body)
-            .and_then(|bytes| done.add(sink, message, bytes, report));
+        let id = Cell::new(None);
+        let mut chained = std::io::Cursor::new(trace_header).chain(Noted {
+            body: &mut *body,
+            id: &id,
+        });
+        let delivered = deliver_one(sink.target, sink.state, &message.uid, &mut chained, &id)
+            .and_then(|bytes| {
+                // Read to its end, so checked (see `Session::retrieve`).
+                let id = body.identity();
+                if let (Some(id), true) = (id, sink.target.stages()) {
+                    // Recovery must find the identity with the intent: a delivery
+                    // that cannot say it is not committed.
+                    if let Err(err) = sink.state.record_identity(&message.uid, id) {
+                        sink.target.unstage();
+                        return Err(err.into());
+                    }
+                }
+                done.add(sink, message, bytes, id, report)
+            });
         match delivered {
             Ok(()) => Flow::Continue,
             Err(err) => {
@@ -379,8 +435,8 @@ const BATCH_AGE: Duration = Duration::from_secs(2);
 /// Deliveries waiting for their commit, and those committed.
 #[derive(Default)]
 struct Batch {
-    /// Staged: (unique-id, message number, bytes, listed size).
-    staged: Vec<(String, u32, u64, u64)>,
+    /// Staged: (unique-id, message number, bytes, listed size, identity).
+    staged: Vec<(String, u32, u64, u64, Option<Identity>)>,
     staged_bytes: u64,
     /// When the first staged delivery arrived.
     began: Option<Instant>,
@@ -396,10 +452,11 @@ impl Batch {
         sink: &mut Sink,
         message: &ListedMessage,
         bytes: u64,
+        id: Option<Identity>,
         report: &mut Report,
     ) -> Result<()> {
         self.staged
-            .push((message.uid.clone(), message.num, bytes, message.size));
+            .push((message.uid.clone(), message.num, bytes, message.size, id));
         self.staged_bytes += bytes;
         let began = *self.began.get_or_insert_with(Instant::now);
         let full = self.staged.len() >= BATCH_MESSAGES
@@ -428,8 +485,8 @@ impl Batch {
             self.staged.clear();
             return Err(err.into());
         }
-        for (uid, num, bytes, size) in self.staged.drain(..) {
-            sink.state.record_delivered(&uid, now())?;
+        for (uid, num, bytes, size, id) in self.staged.drain(..) {
+            sink.state.record_delivered(&uid, now(), id)?;
             self.delivered.push(num);
             report.fetched += 1;
             report.bytes += bytes;
@@ -511,6 +568,24 @@ fn is_per_message(err: &anyhow::Error) -> bool {
         .is_some_and(DeliverError::is_per_message)
 }
 
+/// A RETR body that leaves the message's identity in `id` once read to its end
+/// (and so checked), where the announcement of its delivery finds it if the target
+/// read the whole message first (mbox does).
+struct Noted<'a> {
+    body: &'a mut dyn Retrieved,
+    id: &'a Cell<Option<Identity>>,
+}
+
+impl Read for Noted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.body.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.id.set(self.body.identity());
+        }
+        Ok(n)
+    }
+}
+
 /// Delivers one message: the target announces where it goes, recorded as an intent
 /// (made durable at once for a target that delivers durably, or with the batch for
 /// one that stages), and delivers or stages it.
@@ -519,11 +594,12 @@ fn deliver_one(
     state: &mut UidlState,
     uid: &str,
     body: &mut dyn Read,
+    id: &Cell<Option<Identity>>,
 ) -> Result<u64> {
     let mut announced = false;
     let stages = target.stages();
     let result = target.deliver(body, &mut |location| {
-        state.record_intent(uid, location)?;
+        state.record_intent(uid, location, id.get())?;
         if !stages {
             state.sync()?;
         }

@@ -158,6 +158,12 @@ impl Target for MaildirTarget {
         true
     }
 
+    fn unstage(&mut self) {
+        if let Some(name) = self.staged.pop() {
+            let _ = fs::remove_file(self.root.join("tmp").join(name));
+        }
+    }
+
     fn flush(&mut self) -> Result<(), DeliverError> {
         if !self.staged.is_empty() {
             let committed = self.commit_staged();

@@ -100,6 +100,10 @@ pub trait Target {
         false
     }
 
+    /// Drops the message `deliver` staged last, as if its delivery had failed: it
+    /// could not be recorded as the caller needs.
+    fn unstage(&mut self) {}
+
     /// Commits what `deliver` staged and makes every delivery so far durable. On
     /// error, staged messages are dropped; those already placed are found by
     /// recovery. Called before any DELE.

@@ -20,14 +20,16 @@ use super::response::{
 };
 use super::sasl::{Exchange, Mechanism, Peer};
 use super::Error;
+use crate::identity::{self, HeadHasher, Identity};
 
 /// Read buffer size: large reads keep system calls and TLS records few.
 const READ_BUFFER: usize = 64 * 1024;
 
-/// Commands in flight at most when the server allows PIPELINING (RFC 2449 §6.6).
-/// Their text (at most 17 bytes a command, under 5 KiB in all) stays far below any
-/// socket buffer, so our writes never block while the server waits for us to read
-/// its replies: the deadlock pipelining must avoid.
+/// Messages in flight at most when the server allows PIPELINING (RFC 2449 §6.6):
+/// one command each, or two for a RETR and its `LIST n` fence. Their text (at most
+/// 17 bytes a command, under 9 KiB in all) stays far below any socket buffer, so our
+/// writes never block while the server waits for us to read its replies: the
+/// deadlock pipelining must avoid.
 const WINDOW: usize = 256;
 
 /// Listed message bytes in flight at most, a window's worth of RETRs: enough to
@@ -265,51 +267,8 @@ impl<S: Wire> Connection<S> {
         max: usize,
     ) -> Result<(), Error> {
         self.usable(phase)?;
-        let read = self.read_raw(phase, line, max);
+        let read = read_line_from(&mut self.io, phase, line, max);
         self.check(read)
-    }
-
-    fn read_raw(
-        &mut self,
-        phase: &'static str,
-        line: &mut Vec<u8>,
-        max: usize,
-    ) -> Result<(), Error> {
-        line.clear();
-        loop {
-            let buf = match self.io.fill_buf() {
-                Ok(buf) => buf,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(phase, e)),
-            };
-            if buf.is_empty() {
-                return Err(Error::Lost {
-                    phase,
-                    source: io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection",
-                    ),
-                });
-            }
-            let (take, end) = match memchr::memchr(b'\n', buf) {
-                Some(p) => (p + 1, true),
-                None => (buf.len(), false),
-            };
-            line.extend_from_slice(&buf[..take]);
-            self.io.consume(take);
-            if line.len() > max {
-                return Err(Error::Protocol(format!(
-                    "the server sent a line longer than {max} bytes during {phase}"
-                )));
-            }
-            if end {
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                return Ok(());
-            }
-        }
     }
 
     fn read_status(&mut self, phase: &'static str) -> Result<Status, Error> {
@@ -414,6 +373,50 @@ impl<S: Wire> Connection<S> {
         };
         self.check(read)?;
         Ok(result)
+    }
+}
+
+/// Reads one line without its CRLF into `line`, bounded by `max` bytes.
+fn read_line_from<R: BufRead>(
+    io: &mut R,
+    phase: &'static str,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> Result<(), Error> {
+    line.clear();
+    loop {
+        let buf = match io.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(phase, e)),
+        };
+        if buf.is_empty() {
+            return Err(Error::Lost {
+                phase,
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                ),
+            });
+        }
+        let (take, end) = match memchr::memchr(b'\n', buf) {
+            Some(p) => (p + 1, true),
+            None => (buf.len(), false),
+        };
+        line.extend_from_slice(&buf[..take]);
+        io.consume(take);
+        if line.len() > max {
+            return Err(Error::Protocol(format!(
+                "the server sent a line longer than {max} bytes during {phase}"
+            )));
+        }
+        if end {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(());
+        }
     }
 }
 
@@ -859,14 +862,24 @@ impl<S: Wire> Session<S> {
 
     /// Retrieves messages, given as (number, listed size), in order, handing each body
     /// to `each` as a stream; a message the server refuses comes as its status. With
-    /// PIPELINING, RETRs are in flight up to [`WINDOW`] commands and
+    /// PIPELINING, RETRs are in flight up to [`WINDOW`] messages and
     /// [`BYTES_IN_FLIGHT`] listed bytes (always at least one). After `Flow::Stop`,
     /// outstanding replies are read and skipped so the session stays usable for DELE
     /// and QUIT.
+    ///
+    /// Each reply is checked against what was asked before its body ends: one reply
+    /// too many or too few (a lying or broken server) would otherwise shift every
+    /// later body onto the next message's unique-id. The body must fit the listed
+    /// size (see [`identity::fits`]), and every RETR is followed by `LIST n` for the
+    /// same message (pipelined with it where allowed), whose reply must be
+    /// `+OK n size` with the listed size: a RETR reply is never that, so a reply out
+    /// of place is caught at the message it displaced. A body that does not fit ends
+    /// in a read error instead of its end, so no target keeps it, and `retrieve`
+    /// returns a protocol error without reading further.
     pub fn retrieve(
         &mut self,
         messages: &[(u32, u64)],
-        each: impl FnMut(u32, Result<&mut dyn Read, Status>) -> Flow,
+        each: impl FnMut(u32, Result<&mut dyn Retrieved, Status>) -> Flow,
     ) -> Result<(), Error> {
         let retrieved = self.retrieve_in_windows(messages, each);
         // What a server overstated must not make a later reply wait.
@@ -877,7 +890,7 @@ impl<S: Wire> Session<S> {
     fn retrieve_in_windows(
         &mut self,
         messages: &[(u32, u64)],
-        mut each: impl FnMut(u32, Result<&mut dyn Read, Status>) -> Flow,
+        mut each: impl FnMut(u32, Result<&mut dyn Retrieved, Status>) -> Flow,
     ) -> Result<(), Error> {
         let window = self.window();
         let (mut sent, mut done) = (0, 0);
@@ -890,6 +903,9 @@ impl<S: Wire> Session<S> {
                     break;
                 }
                 self.conn.queue(Command::Retr(num))?;
+                if self.pipelining {
+                    self.conn.queue(Command::ListOne(num))?;
+                }
                 self.conn.io.get_mut().due(size);
                 bytes_in_flight = bytes_in_flight.saturating_add(size);
                 sent += 1;
@@ -899,16 +915,35 @@ impl<S: Wire> Session<S> {
             bytes_in_flight = bytes_in_flight.saturating_sub(size);
             done += 1;
             let status = self.conn.read_status("RETR")?;
+            let fence_sent = self.pipelining;
             let flow = if !status.ok {
                 self.conn.io.get_mut().clear_due();
+                let Connection { io, trace, .. } = &mut self.conn;
+                fence(io, trace, num, size, fence_sent)?;
                 if stopped {
                     continue;
                 }
                 each(num, Err(status))
-            } else if stopped {
-                self.conn.read_body("RETR", |_| Flow::Stop)?
             } else {
-                self.conn.read_body("RETR", |body| each(num, Ok(body)))?
+                let Connection { io, trace, .. } = &mut self.conn;
+                let mut reply = Reply {
+                    body: DotReader::new(io),
+                    trace,
+                    fence_sent,
+                    num,
+                    listed: size,
+                    bytes: 0,
+                    lines: 0,
+                    head: HeadHasher::default(),
+                    end: None,
+                };
+                let flow = if stopped {
+                    Flow::Stop
+                } else {
+                    each(num, Ok(&mut reply))
+                };
+                reply.finish()?;
+                flow
             };
             stopped |= flow == Flow::Stop;
             if done == sent {
@@ -928,6 +963,30 @@ impl<S: Wire> Session<S> {
         self.conn.send(Command::Top(num, lines))?;
         self.conn.expect_ok("TOP")?;
         self.conn.read_body("TOP", consume)
+    }
+
+    /// `TOP n 0` (RFC 1939 §7) for each of `nums`, pipelined in windows where the
+    /// server allows it: each header block is handed to `each` as a stream, or
+    /// `None` where the server refused it.
+    pub fn tops(
+        &mut self,
+        nums: &[u32],
+        mut each: impl FnMut(u32, Option<&mut dyn Read>),
+    ) -> Result<(), Error> {
+        for batch in nums.chunks(self.window()) {
+            for &num in batch {
+                self.conn.queue(Command::Top(num, 0))?;
+            }
+            self.conn.flush("TOP")?;
+            for &num in batch {
+                if self.conn.read_status("TOP")?.ok {
+                    self.conn.read_body("TOP", |head| each(num, Some(head)))?;
+                } else {
+                    each(num, None);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Marks messages deleted (RFC 1939 §5); they go at QUIT. Returns the ones the
@@ -968,6 +1027,151 @@ impl<S: Wire> Session<S> {
         self.conn.usable("QUIT")?;
         self.conn.send(Command::Quit)?;
         self.conn.expect_ok("QUIT").map(drop)
+    }
+}
+
+/// A RETR body as `retrieve` hands it over.
+pub trait Retrieved: Read {
+    /// The message's listed size and header digest, once its body was read to the
+    /// end and the reply found to be the one asked for.
+    fn identity(&self) -> Option<Identity>;
+}
+
+/// A RETR reply being read: counted, its header section hashed, and checked at its
+/// end (see [`Session::retrieve`]).
+struct Reply<'a, S: Wire> {
+    body: DotReader<'a, BufReader<S>>,
+    trace: &'a mut Option<Trace>,
+    /// `LIST n` went out with the RETR; if not, it is sent at the end of the body.
+    fence_sent: bool,
+    num: u32,
+    listed: u64,
+    bytes: u64,
+    lines: u64,
+    head: HeadHasher,
+    /// Set at the end of the body: the message's identity, or why the reply is not
+    /// the one asked for.
+    end: Option<Result<Identity, Error>>,
+}
+
+impl<S: Wire> Reply<'_, S> {
+    /// Checks the reply at the end of its body.
+    fn check(&mut self) -> Result<Identity, Error> {
+        if !identity::fits(self.listed, self.bytes, self.lines) {
+            return Err(Error::Protocol(format!(
+                "the reply to RETR {} has {} octets, but the server listed {}; it may be another message's, so nothing from it is kept",
+                self.num,
+                self.bytes + self.lines,
+                self.listed
+            )));
+        }
+        fence(
+            self.body.inner(),
+            self.trace,
+            self.num,
+            self.listed,
+            self.fence_sent,
+        )?;
+        Ok(Identity {
+            size: self.listed,
+            digest: std::mem::take(&mut self.head).finish(),
+        })
+    }
+
+    /// After the consumer is done: reads what it left and checks the reply.
+    fn finish(&mut self) -> Result<(), Error> {
+        if self.end.is_none() {
+            if let Some(kind) = self.body.failure() {
+                return Err(Error::io("RETR", io::Error::from(kind)));
+            }
+            let mut scratch = [0u8; 8192];
+            loop {
+                match self.read(&mut scratch) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    // The check failed: its error is in `end`.
+                    Err(_) if self.end.is_some() => break,
+                    Err(e) => return Err(Error::io("RETR", e)),
+                }
+            }
+        }
+        match self.end.take() {
+            Some(Err(err)) => Err(err),
+            end => {
+                self.end = end;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<S: Wire> Read for Reply<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.end.is_none() {
+            let n = self.body.read(buf)?;
+            if n > 0 {
+                let read = &buf[..n];
+                self.bytes += n as u64;
+                self.lines += memchr::memchr_iter(b'\n', read).count() as u64;
+                self.head.update(read);
+                return Ok(n);
+            }
+            self.end = Some(self.check());
+        }
+        match &self.end {
+            Some(Err(err)) => Err(io::Error::new(io::ErrorKind::InvalidData, err.to_string())),
+            _ => Ok(0),
+        }
+    }
+}
+
+impl<S: Wire> Retrieved for Reply<'_, S> {
+    fn identity(&self) -> Option<Identity> {
+        match self.end {
+            Some(Ok(identity)) => Some(identity),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the reply to the `LIST n` that follows each RETR (sending it first when it
+/// did not go out with the RETR): it must be `+OK n size` with the listed size.
+fn fence<S: Wire>(
+    io: &mut BufReader<S>,
+    trace: &mut Option<Trace>,
+    num: u32,
+    listed: u64,
+    sent: bool,
+) -> Result<(), Error> {
+    if !sent {
+        let mut out = Vec::new();
+        Command::ListOne(num).encode(&mut out)?;
+        let stream = io.get_mut();
+        stream
+            .write_all(&out)
+            .and_then(|()| stream.flush())
+            .map_err(|e| Error::io("LIST", e))?;
+        if let Some(trace) = trace {
+            trace(&format!("> LIST {num}"));
+        }
+    }
+    let mut line = Vec::new();
+    read_line_from(io, "LIST", &mut line, MAX_LINE)?;
+    if let Some(trace) = trace {
+        trace(&format!("< {}", super::response::escape(&line)));
+    }
+    let fits = parse_status(&line)
+        .ok()
+        .filter(|status| status.ok)
+        .and_then(|status| parse_list_line(status.text.as_bytes()).ok())
+        == Some((num, listed));
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::Protocol(format!(
+            "the server's replies are out of step: after RETR {num}, LIST {num} was answered \"{}\"; nothing from that reply is kept",
+            super::response::escape(&line)
+        )))
     }
 }
 
@@ -1063,7 +1267,7 @@ mod tests {
     fn pipelined_session_writes_batches() {
         let server = format!(
             "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\n1 a\r\n2 b\r\n.\r\n+OK\r\n1 10\r\n2 20\r\n.\r\n\
-             +OK\r\n..x\r\n.\r\n+OK\r\ny\r\n.\r\n+OK\r\n+OK\r\n+OK bye\r\n"
+             +OK\r\n..x\r\n.\r\n+OK 1 10\r\n+OK\r\ny\r\n.\r\n+OK 2 20\r\n+OK\r\n+OK\r\n+OK bye\r\n"
         );
         let mut s = login(&server);
         let Listing::WithUids(list) = s.listing().unwrap() else {
@@ -1087,7 +1291,7 @@ mod tests {
             [
                 "USER u\r\nPASS p\r\n",
                 "UIDL\r\nLIST\r\n",
-                "RETR 1\r\nRETR 2\r\n",
+                "RETR 1\r\nLIST 1\r\nRETR 2\r\nLIST 2\r\n",
                 "DELE 1\r\nDELE 2\r\n"
             ]
         );
@@ -1222,8 +1426,13 @@ mod tests {
     #[test]
     fn retr_window_is_bounded_by_listed_bytes() {
         let big = BYTES_IN_FLIGHT / 2 + 1;
+        // Bodies of the listed size, or they would not fit it.
+        let body = |c: &str| c.repeat(big as usize - 2);
         let server = format!(
-            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\na\r\n.\r\n+OK\r\nb\r\n.\r\n+OK\r\nc\r\n.\r\n"
+            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\n{}\r\n.\r\n+OK 1 {big}\r\n\
+             +OK\r\n{}\r\n.\r\n+OK 2 {big}\r\n+OK\r\nc\r\n.\r\n+OK 3 1\r\n",
+            body("a"),
+            body("b")
         );
         let mut s = login(&server);
         s.retrieve(&[(1, big), (2, big), (3, 1)], |_, body| {
@@ -1234,17 +1443,21 @@ mod tests {
         // Messages 1 and 2 do not fit in one window together; 3 goes out with 2.
         assert_eq!(
             s.conn.io.get_ref().last_batches(2),
-            ["RETR 1\r\n", "RETR 2\r\nRETR 3\r\n"]
+            [
+                "RETR 1\r\nLIST 1\r\n",
+                "RETR 2\r\nLIST 2\r\nRETR 3\r\nLIST 3\r\n"
+            ]
         );
     }
 
     #[test]
     fn retrieve_says_what_is_due_and_clears_it_on_a_refusal_and_at_the_end() {
         let server = format!(
-            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\na\r\n.\r\n-ERR gone\r\n+OK\r\nc\r\n.\r\n"
+            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\na\r\n.\r\n+OK 1 3\r\n-ERR gone\r\n+OK 2 4\r\n\
+             +OK\r\nc\r\n.\r\n+OK 3 5\r\n"
         );
         let mut s = login(&server);
-        s.retrieve(&[(1, 300), (2, 400), (3, 500)], |_, body| {
+        s.retrieve(&[(1, 3), (2, 4), (3, 5)], |_, body| {
             if let Ok(body) = body {
                 let _ = io::copy(body, &mut io::sink());
             }
@@ -1256,14 +1469,15 @@ mod tests {
         // end of the window, and the end of `retrieve`.
         assert_eq!(
             s.conn.io.get_ref().due,
-            [Some(300), Some(400), Some(500), None, None, None]
+            [Some(3), Some(4), Some(5), None, None, None]
         );
     }
 
     #[test]
     fn stop_drains_outstanding_replies() {
         let server = format!(
-            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\nfirst\r\n.\r\n+OK\r\nsecond\r\n.\r\n-ERR gone\r\n+OK\r\n"
+            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\nfirst\r\n.\r\n+OK 1 1\r\n\
+             +OK\r\nsecond\r\n.\r\n+OK 2 1\r\n-ERR gone\r\n+OK 3 1\r\n+OK\r\n"
         );
         let mut s = login(&server);
         let mut calls = 0;
@@ -1274,6 +1488,101 @@ mod tests {
         .unwrap();
         assert_eq!(calls, 1);
         s.noop().unwrap();
+    }
+
+    /// A body as read, with its identity.
+    type Body = (String, Option<Identity>);
+
+    /// Reads every body of a retrieve to its end; returns them with their
+    /// identities, and what `retrieve` returned.
+    fn read_all(
+        s: &mut Session<MockStream>,
+        messages: &[(u32, u64)],
+    ) -> (Vec<Body>, Result<(), Error>) {
+        let mut bodies = Vec::new();
+        let result = s.retrieve(messages, |_, body| {
+            let body = body.unwrap();
+            let mut text = String::new();
+            match body.read_to_string(&mut text) {
+                Ok(_) => bodies.push((text, body.identity())),
+                Err(_) => bodies.push(("(refused)".into(), body.identity())),
+            }
+            Flow::Continue
+        });
+        (bodies, result)
+    }
+
+    #[test]
+    fn an_extra_reply_in_a_window_stops_at_the_message_it_displaced() {
+        // One reply too many after message 1's: it would pass for message 2's, and
+        // message 2's for message 3's.
+        let server = format!(
+            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\nA: 1\r\n\r\none\r\n.\r\n+OK 1 16\r\n\
+             +OK\r\nA: 1\r\n\r\none\r\n.\r\n\
+             +OK\r\nA: 2\r\n\r\ntwo\r\n.\r\n+OK 2 16\r\n+OK\r\nA: 3\r\n\r\nsix\r\n.\r\n+OK 3 16\r\n"
+        );
+        let mut s = login(&server);
+        let (bodies, result) = read_all(&mut s, &[(1, 16), (2, 16), (3, 16)]);
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+        assert!(err.to_string().contains("out of step"), "{err}");
+        // Message 1 is whole and checked; message 2's body never reached its end.
+        assert_eq!(bodies.len(), 2);
+        assert!(bodies[0].1.is_some());
+        assert_eq!(bodies[1], ("(refused)".to_string(), None));
+    }
+
+    #[test]
+    fn a_body_far_from_its_listed_size_is_refused_before_its_end() {
+        let server = format!(
+            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\nA: 1\r\n\r\none\r\n.\r\n+OK 1 90000\r\n"
+        );
+        let mut s = login(&server);
+        let (bodies, result) = read_all(&mut s, &[(1, 90_000)]);
+        assert!(matches!(result, Err(Error::Protocol(_))), "{result:?}");
+        assert_eq!(bodies, [("(refused)".to_string(), None)]);
+    }
+
+    #[test]
+    fn the_identity_is_the_listed_size_and_the_header_digest() {
+        let server = format!(
+            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\nA: 1\r\n\r\none\r\n..two\r\n.\r\n+OK 1 21\r\n"
+        );
+        let mut s = login(&server);
+        let (bodies, result) = read_all(&mut s, &[(1, 21)]);
+        result.unwrap();
+        let mut head = HeadHasher::default();
+        head.update(b"A: 1\n\n");
+        let expected = Identity {
+            size: 21,
+            digest: head.finish(),
+        };
+        assert_eq!(
+            bodies,
+            [("A: 1\n\none\n.two\n".to_string(), Some(expected))]
+        );
+    }
+
+    #[test]
+    fn without_pipelining_the_list_fence_follows_each_body() {
+        let mut c = client(
+            "+OK hi\r\n-ERR no CAPA\r\n+OK\r\n+OK\r\n+OK\r\nx\r\n.\r\n+OK 1 3\r\n+OK\r\ny\r\n.\r\n+OK 2 3\r\n",
+        );
+        c.capabilities().unwrap();
+        let mut s = c
+            .login(Credentials::User {
+                user: "u",
+                password: "p",
+            })
+            .map_err(|f| f.error)
+            .unwrap();
+        let (bodies, result) = read_all(&mut s, &[(1, 3), (2, 3)]);
+        result.unwrap();
+        assert_eq!(bodies.len(), 2);
+        assert_eq!(
+            s.conn.io.get_ref().last_batches(4),
+            ["RETR 1\r\n", "LIST 1\r\n", "RETR 2\r\n", "LIST 2\r\n"]
+        );
     }
 
     #[test]

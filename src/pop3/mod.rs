@@ -16,7 +16,7 @@ pub(crate) mod mock;
 
 pub use client::{
     check_unique, join, repeated_uids, Capabilities, Client, Credentials, Flow, ListedMessage,
-    Listing, LoginFailed, Session, Trace, Wire,
+    Listing, LoginFailed, Retrieved, Session, Trace, Wire,
 };
 pub use error::{Error, ErrorKind};
 pub use response::{RespCode, Status};

@@ -41,6 +41,11 @@ impl<'a, R: BufRead> DotReader<'a, R> {
         }
     }
 
+    /// The connection under the body, for what follows its terminator.
+    pub fn inner(&mut self) -> &mut R {
+        self.inner
+    }
+
     /// True once the terminator has been read.
     pub fn is_done(&self) -> bool {
         self.decoder.done

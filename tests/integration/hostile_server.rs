@@ -171,10 +171,13 @@ fn connection_cut_mid_retr_loses_nothing_and_duplicates_nothing() {
         send("+OK\r\n1 uid-1\r\n2 uid-2\r\n.\r\n"),
         Step::Expect("LIST 1"),
         Step::Expect("LIST 2"),
-        send("+OK 1 20\r\n+OK 2 20\r\n"),
+        // The sizes the second session lists: an identity includes the size.
+        send("+OK 1 23\r\n+OK 2 23\r\n"),
         Step::Expect("RETR 1"),
+        Step::Expect("LIST 1"),
         Step::Expect("RETR 2"),
-        send("+OK\r\nSubject: 1\r\n\r\n..dot 1\r\n.\r\n+OK\r\nSubject: 2\r\n\r\nhalf of it"),
+        Step::Expect("LIST 2"),
+        send("+OK\r\nSubject: 1\r\n\r\n..dot 1\r\n.\r\n+OK 1 23\r\n+OK\r\nSubject: 2\r\n\r\nhalf of it"),
         Step::Close,
     ]);
     let mut second = logged_in();
@@ -216,8 +219,10 @@ fn retr_refused_for_one_message_keeps_it_and_reports() {
         Step::Expect("LIST 2"),
         send("+OK 1 20\r\n+OK 2 20\r\n"),
         Step::Expect("RETR 1"),
+        Step::Expect("LIST 1"),
         Step::Expect("RETR 2"),
-        send("-ERR [SYS/PERM] message corrupt\r\n+OK\r\nSubject: b\r\n\r\nok\r\n.\r\n"),
+        Step::Expect("LIST 2"),
+        send("-ERR [SYS/PERM] message corrupt\r\n+OK 1 20\r\n+OK\r\nSubject: b\r\n\r\nok\r\n.\r\n+OK 2 20\r\n"),
         Step::Expect("DELE 2"),
         send("+OK\r\n"),
         Step::Expect("QUIT"),

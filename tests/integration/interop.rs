@@ -246,3 +246,49 @@ fn courier_every_tls_mode_and_login() {
     }
     assert!(server.messages().is_empty(), "deleted after delivery");
 }
+
+/// popa3d gives one unique-id to messages without Message-ID and Date that share a
+/// From_ line. Such a message arriving next to one delivered, one of them vanishing,
+/// and a DELE of the one left: nothing twice, nothing deleted unverified.
+#[test]
+fn popa3d_repeated_unique_ids_arrive_vanish_and_are_deleted_verified() {
+    let _user = servers::system_user();
+    let mail = |name: &str| {
+        format!("From: same@example.org\nSubject: {name}\n\nbody of {name}\n").into_bytes()
+    };
+    let (a, b) = (mail("A"), mail("B"));
+    let server = servers::popa3d();
+    let home = Home::new();
+    let base = config(
+        &home,
+        server.port,
+        "none",
+        servers::SYSTEM_USER,
+        servers::SYSTEM_PASSWORD,
+        "auth = \"user\"",
+    );
+    home.write_config(&format!("{base}keep = true\n"));
+    servers::write_system_mbox(std::slice::from_ref(&a));
+    home.run(&["sync"]).expect(0);
+    // B arrives under A's unique-id: only B is fetched.
+    servers::write_system_mbox(&[a.clone(), b.clone()]);
+    let run = home.run(&["sync"]);
+    run.expect(0);
+    assert!(
+        run.stderr().contains("same unique-id"),
+        "popa3d repeats the id: {}",
+        run.stderr()
+    );
+    assert_eq!(home.delivered(), sorted(vec![a.clone(), b.clone()]));
+    // A vanishes: B is still known.
+    servers::write_system_mbox(std::slice::from_ref(&b));
+    home.run(&["sync"]).expect(0);
+    assert_eq!(home.delivered().len(), 2);
+    // Without keep, B is deleted after TOP shows it is the message delivered.
+    home.write_config(&base);
+    let run = home.run(&["-v", "sync"]);
+    run.expect(0);
+    assert!(!run.stderr().contains("RETR"), "{}", run.stderr());
+    assert_eq!(servers::system_mbox_count(), 0);
+    assert_eq!(home.delivered(), sorted(vec![a, b]));
+}

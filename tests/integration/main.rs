@@ -11,6 +11,7 @@ mod delivery;
 mod dovecot_sync;
 mod fuzz;
 mod hostile_server;
+mod identity;
 mod interop;
 mod net;
 mod policies;

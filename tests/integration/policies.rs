@@ -167,7 +167,8 @@ fn server_without_uidl_uses_a_header_digest() {
         if deliver {
             s.extend([
                 Step::Expect("RETR 1"),
-                send("+OK\r\nSubject: no uidl\r\nMessage-ID: <x@y>\r\n\r\nhello\r\n.\r\n"),
+                Step::Expect("LIST 1"),
+                send("+OK\r\nSubject: no uidl\r\nMessage-ID: <x@y>\r\n\r\nhello\r\n.\r\n+OK 1 50\r\n"),
             ]);
         }
         s.extend([Step::Expect("QUIT"), send("+OK\r\n")]);

@@ -17,6 +17,8 @@ pub enum Step {
     /// Read one command and answer it in the usual way for a small mailbox.
     /// Loops until QUIT, serving `messages` (unique-id, content with CRLF).
     Serve(Vec<(String, Vec<u8>)>),
+    /// Like `Serve`, with the faults given.
+    ServeWith(Vec<(String, Vec<u8>)>, Faults),
     /// Stay silent for this long.
     Sleep(Duration),
     /// Start TLS as the server with this certificate and key (PEM files); the
@@ -24,6 +26,16 @@ pub enum Step {
     Tls(std::path::PathBuf, std::path::PathBuf),
     /// Close the connection.
     Close,
+}
+
+/// Faults of a served mailbox.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// DELE of these message numbers is answered with `dele_reply`.
+    pub refuse_dele: Vec<usize>,
+    pub dele_reply: &'static str,
+    /// The connection is closed, unanswered, at the first command starting so.
+    pub close_at: Option<&'static str>,
 }
 
 pub struct Scripted {
@@ -196,6 +208,26 @@ fn run_script(stream: TcpStream, script: Vec<Step>, log: &Mutex<Vec<String>>) {
                 }
                 return;
             }
+            Step::ServeWith(messages, faults) => {
+                while let Some(line) = conn.read_line(log) {
+                    if faults.close_at.is_some_and(|c| line.starts_with(c)) {
+                        return;
+                    }
+                    let num: usize = line
+                        .strip_prefix("DELE ")
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                    let reply = if faults.refuse_dele.contains(&num) {
+                        format!("{}\r\n", faults.dele_reply).into_bytes()
+                    } else {
+                        serve(&line, &messages)
+                    };
+                    if !conn.write(&reply) || line.starts_with("QUIT") {
+                        return;
+                    }
+                }
+                return;
+            }
             Step::Sleep(d) => std::thread::sleep(d),
             Step::Close => return,
             Step::Tls(cert, key) => {
@@ -240,6 +272,17 @@ fn serve(line: &str, messages: &[(String, Vec<u8>)]) -> Vec<u8> {
             for (i, (_, body)) in messages.iter().enumerate() {
                 out.extend_from_slice(format!("{} {}\r\n", i + 1, wire(body).len()).as_bytes());
             }
+            out.extend_from_slice(b".\r\n");
+        }
+        ("TOP", Some((_, body))) if words.next() == Some("0") => {
+            // The header section and the empty line after it (RFC 1939 §7).
+            let whole = wire(body);
+            let head = match whole.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(end) => &whole[..end + 4],
+                None => &whole[..],
+            };
+            out.extend_from_slice(b"+OK\r\n");
+            out.extend_from_slice(head);
             out.extend_from_slice(b".\r\n");
         }
         ("RETR", Some((_, body))) => {
