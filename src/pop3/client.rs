@@ -46,9 +46,15 @@ const SLOW_PATH: Duration = Duration::from_millis(10);
 /// answering with an endless stream of well-formed lines can make us hold.
 const MAX_LISTED: usize = 1 << 20;
 
-/// Listing bytes at most in one UIDL or LIST reply (a unique-id is at most 70
-/// characters, RFC 1939 §7, so a million lines fit well within it).
-const MAX_LISTING_BYTES: usize = 64 << 20;
+/// What one UIDL or LIST reply may cost in memory: each line's text plus
+/// [`LISTED_ENTRY_COST`] for the entry that holds it. 24 MiB holds some 280,000
+/// messages with Dovecot's 16-character unique-ids, and keeps a whole run well
+/// under 64 MiB however long a hostile server goes on.
+const MAX_LISTING_BYTES: usize = 24 << 20;
+
+/// What a listed message costs beyond its line's text: its entry (number, size and
+/// the unique-id's string header) and the allocator's share.
+const LISTED_ENTRY_COST: usize = 64;
 
 /// A listing line at most: RFC 2449 §4 caps a response line at 512 octets, and a
 /// UIDL line (a number and at most 70 characters) needs far less.
@@ -345,7 +351,7 @@ impl<S: Wire> Connection<S> {
                 None => &line,
             };
             lines += 1;
-            bytes = bytes.saturating_add(line.len());
+            bytes = bytes.saturating_add(line.len() + LISTED_ENTRY_COST);
             if lines > max_lines || bytes > max_bytes {
                 let e = Error::Protocol(format!(
                     "the server's {phase} reply goes on past {} lines; ending the session",

@@ -431,6 +431,24 @@ fn server_mutations() {
             if faults.iter().any(|f| matches!(f, Fault::Refuse("UIDL", _))) {
                 uidl_refused += 1;
             }
+            // A body served with other headers than TOP shows is, to any client,
+            // another message under the same unique-id: popfetch fetches it again
+            // rather than delete it unverified, so it is not a stable id.
+            {
+                let model = server.model.lock().unwrap();
+                let reheaded = |i: usize, served: &[u8]| {
+                    model
+                        .messages
+                        .get(i)
+                        .is_some_and(|m| header_section(&m.content) != header_section(served))
+                };
+                if faults
+                    .iter()
+                    .any(|f| matches!(f, Fault::Body(i, c) if reheaded(*i, c)))
+                {
+                    stable = false;
+                }
+            }
             let keep = rng.chance(40);
             {
                 let mut model = server.model.lock().unwrap();
@@ -556,6 +574,17 @@ fn server_faults(rng: &mut Rng, messages: &[Message]) -> (Vec<Fault>, bool) {
 /// A body changed as a hostile or broken server might: a line added or dropped,
 /// garbage bytes, an overlong line. Never a bare CR or LF, so that what a correct
 /// client decodes is exactly this content.
+/// A message's header section: up to its first empty line (RFC 5322 §2.1).
+fn header_section(content: &[u8]) -> &[u8] {
+    let crlf = content.windows(4).position(|w| w == b"\r\n\r\n");
+    let lf = content.windows(2).position(|w| w == b"\n\n");
+    match (crlf, lf) {
+        (Some(a), Some(b)) => &content[..a.min(b)],
+        (Some(a), None) | (None, Some(a)) => &content[..a],
+        (None, None) => content,
+    }
+}
+
 fn mutate_body(rng: &mut Rng, content: &[u8]) -> Vec<u8> {
     let mut lines: Vec<Vec<u8>> = content
         .split_inclusive(|&b| b == b'\n')
