@@ -22,7 +22,8 @@ missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
-if [ "${#missing[@]}" -gt 0 ]; then
+interop=${POPFETCH_INTEROP_DIR:-/opt/popfetch-interop}
+if [ "${#missing[@]}" -gt 0 ] || [ ! -d "$interop/popa3d" ]; then
     # Package scripts must not start a system Dovecot: it would listen on every
     # interface, and the tests start their own on loopback.
     if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -31,11 +32,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -qq
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
     as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 # Cyrus, Courier, popa3d and solid-pop3d for the interoperability matrix (they
 # conflict with dovecot-pop3d as packages, so they are unpacked beside it).
-if [ ! -d "${POPFETCH_INTEROP_DIR:-/opt/popfetch-interop}/popa3d" ]; then
+if [ ! -d "$interop/popa3d" ]; then
     as_root bash .ci/interop-setup
 fi
 if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then

@@ -81,6 +81,8 @@ pub struct SessionPlan {
     pub forget: Vec<String>,
     /// Whether each message delivered in this session is then deleted.
     pub delete_after_delivery: bool,
+    /// Whether delivered messages are fetched again (`fetch_all`).
+    pub fetch_all: bool,
     /// Records to write before `forget`: a message an older popfetch recorded under
     /// the digest form of a repeated unique-id, now recorded under the unique-id.
     pub adopt: Vec<(String, Record)>,
@@ -255,6 +257,7 @@ pub fn plan(
 ) -> SessionPlan {
     let mut plan = SessionPlan {
         delete_after_delivery: !policy.keep,
+        fetch_all: policy.fetch_all,
         ..SessionPlan::default()
     };
     let repeated: HashSet<String> =

@@ -61,9 +61,17 @@ pub fn entries(plan: &SessionPlan, known: &dyn policy::Known) -> Vec<Entry> {
         .map(|(message, action)| {
             let delivered = !known.records(&message.uid).is_empty();
             let (state, reason) = match action {
-                Action::Fetch if delivered => {
+                Action::Fetch if delivered && plan.fetch_all => {
                     ("new", Some("fetched again (fetch_all)".to_string()))
                 }
+                // Its unique-id was delivered, but no record proves this is the
+                // message delivered (a reused unique-id, or changed headers).
+                Action::Fetch if delivered => (
+                    "new",
+                    Some(
+                        "fetched again: not the message delivered under this unique-id".to_string(),
+                    ),
+                ),
                 Action::Fetch if plan.delete_after_delivery => {
                     ("new", Some("deleted after delivery".to_string()))
                 }

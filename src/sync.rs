@@ -304,10 +304,16 @@ fn run_filter(
     while let Some(message) = plan.fetch().into_iter().find(|m| !judged.contains(&m.num)) {
         judged.insert(message.num);
         let head = connect::headers(session, message.num)?;
-        let verdict = filter::judge(argv, &head, account.mda_timeout).unwrap_or_else(|err| {
-            failures.add(anyhow::Error::new(err));
-            Action::Skip(policy::Reason::Filter)
-        });
+        let verdict = match filter::judge(argv, &head, account.mda_timeout) {
+            Ok(verdict) => verdict,
+            // A filter that cannot start judges no message: stop before fetching
+            // any, rather than report the same cause once per message.
+            Err(err @ filter::FilterError::Spawn { .. }) => return Err(err.into()),
+            Err(err) => {
+                failures.add(anyhow::Error::new(err));
+                Action::Skip(policy::Reason::Filter)
+            }
+        };
         plan.apply_filter(message.num, verdict, &account.policy);
     }
     Ok(())
