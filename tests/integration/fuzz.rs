@@ -1064,7 +1064,9 @@ fn mutated_configs() {
                             rng.pick(&["imap:x", "maildir", "nothing:"]),
                             nasty(rng)
                         ),
-                        _ => rng.pick(&["\"unclosed", "", "'", "a \\"]).to_string(),
+                        // A trailing backslash is a literal one to shell_words (and
+                        // to sh at the end of input): a shell operator is refused.
+                        _ => rng.pick(&["\"unclosed", "", "'", "a | b"]).to_string(),
                     };
                     if key == "password_command" {
                         keys.retain(|(k, _)| k != "password");
