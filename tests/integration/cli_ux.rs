@@ -100,8 +100,9 @@ impl Drop for Screen {
     }
 }
 
-/// Accounts named `names` on one Dovecot mailbox, each into its own Maildir;
-/// `edit` may change one account's text.
+/// Accounts named `names` (three at most) on one Dovecot mailbox, each into its
+/// own Maildir; `edit` may change one account's text. Each reaches the mailbox by
+/// another host:port, so each has a state and a lock of its own.
 fn accounts(
     server: &Dovecot,
     home: &Home,
@@ -109,9 +110,15 @@ fn accounts(
     extra: &str,
     edit: impl Fn(&str, String) -> String,
 ) -> String {
-    let one = server.config(home, "implicit", extra);
+    let implicit = server.config(home, "implicit", extra);
+    let ways = [
+        implicit.clone(),
+        server.config(home, "starttls", extra),
+        implicit.replace("host = \"127.0.0.1\"", "host = \"localhost\""),
+    ];
+    assert!(names.len() <= ways.len(), "three ways to one mailbox");
     let mut config = String::new();
-    for name in names {
+    for (name, one) in names.iter().zip(ways) {
         let text = one
             .replace("[accounts.test]", &format!("[accounts.{name}]"))
             .replace(
@@ -168,13 +175,15 @@ fn the_password_prompt_has_a_line_of_its_own_before_any_bar() {
     server.add_messages(&numbered(2));
     let home = Home::new();
     let with = accounts(&server, &home, &["a"], "keep = true", |_, t| t);
+    // By another host name, so that it is a mailbox with a state of its own.
     let without = server
         .config_without_password(&home, "implicit", "keep = true")
-        .replace("[accounts.test]", "[accounts.b]");
+        .replace("[accounts.test]", "[accounts.b]")
+        .replace("host = \"127.0.0.1\"", "host = \"localhost\"");
     home.write_config(&format!("{with}{without}"));
     let screen = Screen::start(&home, &["sync"]);
     // tmux drops the trailing space of a line.
-    let prompt = format!("Password for {}@127.0.0.1:", dovecot::USER);
+    let prompt = format!("Password for {}@localhost:", dovecot::USER);
     let text = screen.wait_for(&prompt);
     let line = text.lines().find(|l| l.contains(&prompt)).unwrap();
     assert!(line.starts_with(&prompt), "shares a line: {line:?}\n{text}");
