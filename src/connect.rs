@@ -2,6 +2,7 @@
 //! connection, STLS, the login — and reading what is on the server, with a digest of
 //! the headers standing in for unique-ids on servers without UIDL.
 
+use std::collections::HashSet;
 use std::io::Read;
 
 use anyhow::Result;
@@ -282,15 +283,24 @@ pub fn probe(
     if wanted.is_empty() {
         return Ok(probes);
     }
-    let nums: Vec<u32> = wanted.iter().map(|m| m.num).collect();
+    let nums: Vec<(u32, u64)> = wanted.iter().map(|m| (m.num, m.size)).collect();
     let mut heads = Vec::with_capacity(nums.len());
-    session.tops(&nums, |num, head| {
-        if let Some(head) = head {
-            heads.push((num, hash_head(head)));
-        }
+    let mut refused = Vec::new();
+    session.tops(&nums, |num, head| match head {
+        Some(head) => heads.push((num, hash_head(head))),
+        None => refused.push(num),
     })?;
     let sizes: foldhash::HashMap<u32, &ListedMessage> =
         wanted.iter().map(|m| (m.num, *m)).collect();
+    // Of a repeated unique-id whose messages were not all probed, none is: the one
+    // refused might be the twin of one probed, which would then pass for the
+    // message delivered and be deleted unfetched.
+    let unprobed: HashSet<&str> = refused
+        .iter()
+        .map(|num| sizes[num].uid.as_str())
+        .filter(|uid| repeated.contains(uid))
+        .collect();
+    heads.retain(|(num, _)| !unprobed.contains(sizes[num].uid.as_str()));
     let mut seen = foldhash::HashMap::default();
     for (num, (digest, legacy)) in heads {
         let message = sizes[&num];

@@ -228,8 +228,10 @@ enum Recalled {
     /// A record proves this is the message delivered, first seen then.
     Verified(u64),
     /// Its unique-id was delivered, but no record proves it was this message: it
-    /// may stay, but it is never deleted without being retrieved first.
-    Unverified(u64),
+    /// may stay, but it is never deleted without being retrieved first. The flag
+    /// says whether the records are this mailbox's own: an adopted one keeps the
+    /// message from being fetched again too.
+    Unverified(u64, bool),
 }
 
 /// Plans a session. `now` is in Unix seconds. `probes` holds what TOP told of the
@@ -291,11 +293,25 @@ pub fn plan(
                             .and_then(|rest| rest.strip_prefix('-'))
                             == Some(probe.legacy.as_str())
                 });
+                let adopted_form = known.forms(&message.uid).iter().find(|key| {
+                    !known.own(key)
+                        && key
+                            .strip_prefix(message.uid.as_str())
+                            .and_then(|rest| rest.strip_prefix('-'))
+                            == Some(probe.legacy.as_str())
+                });
+                let earliest = |key: &str| known.records(key).iter().map(|r| r.first_seen).min();
                 if let Some(record) = records.iter().find(|r| r.id == Some(id)) {
-                    Recalled::Verified(record.first_seen)
-                } else if let Some(first_seen) =
-                    legacy.and_then(|key| known.records(key).iter().map(|r| r.first_seen).min())
-                {
+                    if known.own(&message.uid) {
+                        Recalled::Verified(record.first_seen)
+                    } else {
+                        Recalled::Unverified(record.first_seen, false)
+                    }
+                } else if let Some(first_seen) = adopted_form.and_then(|key| earliest(key)) {
+                    // An older popfetch's record of this very message (the digest
+                    // form matches), adopted: known, never grounds for a DELE.
+                    Recalled::Unverified(first_seen, false)
+                } else if let Some(first_seen) = legacy.and_then(|key| earliest(key)) {
                     // The digest form was taken from TOP and the listed size too:
                     // the same evidence as an identity, so it becomes one.
                     let record = Record {
@@ -306,7 +322,7 @@ pub fn plan(
                     Recalled::Verified(first_seen)
                 } else if let ([record], false) = (records, repeated.contains(&message.uid)) {
                     match record.id {
-                        None => Recalled::Unverified(record.first_seen),
+                        None => Recalled::Unverified(record.first_seen, known.own(&message.uid)),
                         Some(_) => Recalled::New,
                     }
                 } else {
@@ -328,8 +344,10 @@ pub fn plan(
                             .map(|r| r.first_seen),
                     )
                     .min();
+                let own = (records.is_empty() || known.own(&message.uid))
+                    && known.forms(&message.uid).iter().all(|key| known.own(key));
                 match earliest {
-                    Some(first_seen) => Recalled::Unverified(first_seen),
+                    Some(first_seen) => Recalled::Unverified(first_seen, own),
                     None => Recalled::New,
                 }
             }
@@ -337,11 +355,11 @@ pub fn plan(
         let action = match recalled {
             Recalled::New => decide(&message, None, policy, now),
             Recalled::Verified(seen) => decide(&message, Some(seen), policy, now),
-            Recalled::Unverified(seen) => match decide(&message, Some(seen), policy, now) {
+            Recalled::Unverified(seen, own) => match decide(&message, Some(seen), policy, now) {
                 // A record this mailbox did not write (adopted, imported) keeps the
                 // message from being fetched again and never grounds a DELE.
                 Action::Delete(Reason::Delivered | Reason::Expired { .. })
-                    if !known.own(&message.uid) && !policy.fetch_all =>
+                    if !own && !policy.fetch_all =>
                 {
                     Action::Keep
                 }
@@ -371,7 +389,16 @@ pub fn plan(
     // as the state holds, none of the state's is gone: the usual run, spared a set
     // of the whole listing.
     if listed_known < known.count() || !repeated.is_empty() {
-        let on_server: HashSet<&str> = plan.messages.iter().map(|(m, _)| m.uid.as_str()).collect();
+        // An adopted digest form (`uid-HEX`) of a listed unique-id still names a
+        // message on the server (an own one was made over to the unique-id).
+        let on_server: HashSet<&str> = plan
+            .messages
+            .iter()
+            .flat_map(|(m, _)| {
+                let adopted = known.forms(&m.uid).iter().filter(|k| !known.own(k));
+                std::iter::once(m.uid.as_str()).chain(adopted.map(String::as_str))
+            })
+            .collect();
         plan.forget = known
             .uids()
             .into_iter()
@@ -705,6 +732,34 @@ mod tests {
         };
         assert_eq!(plan.adopt, [("X".to_string(), adopted)]);
         assert_eq!(plan.forget, [format!("X-{legacy}")]);
+    }
+
+    #[test]
+    fn an_adopted_digest_form_keeps_its_message_and_is_not_forgotten() {
+        // Uids starting with `L` are adopted in this test's state: an older
+        // popfetch recorded `LX` repeated, under two digest forms.
+        let (a, b) = (probe(0xa), probe(0xb));
+        let mut state = State::default();
+        state.add(&format!("LX-{}", a.legacy), 7, None);
+        state.add(&format!("LX-{}", b.legacy), 8, None);
+        let probes: Probes = [(1, a), (2, b)].into_iter().collect();
+        let listing = vec![message(1, "LX", 100), message(2, "LX", 200)];
+        for keep in [false, true] {
+            let policy = Policy {
+                keep,
+                delete_after: parse_duration("1d"),
+                ..Policy::default()
+            };
+            let plan = plan_of(&state, &probes, listing.clone(), policy);
+            assert_eq!(actions(&plan), [Action::Keep, Action::Keep], "keep={keep}");
+            assert!(
+                plan.forget.is_empty() && plan.adopt.is_empty(),
+                "keep={keep}"
+            );
+        }
+        // Once the messages are gone from the server, so are their records.
+        let plan = plan_of(&state, &probes, vec![message(1, "Y", 5)], Policy::default());
+        assert_eq!(plan.forget.len(), 2);
     }
 
     #[test]

@@ -158,7 +158,7 @@ pub enum StateError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("the state file {path} is damaged at line {line} ({reason}); popfetch will not guess which messages were delivered. Restore it from a backup or remove the bad line by hand; moving it aside makes popfetch fetch every message on the server again")]
+    #[error("the state file {path} is damaged at line {line} ({reason}); popfetch will not guess which messages were delivered. Restore it from a backup, or remove the bad line by hand and then the .synced file beside it; moving it aside makes popfetch fetch every message on the server again")]
     Damaged {
         path: PathBuf,
         line: usize,
@@ -346,20 +346,12 @@ impl std::fmt::Display for Adoption {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(
             f,
-            "adopted {} from an older popfetch as {}: its {} message(s) are not fetched again, but as it does not say which mailbox wrote it, none of them is ever deleted from the server unfetched; the old file stays as {}",
+            "adopted {} from an older popfetch as {}: its {} message(s) are not fetched again, but as it does not say which mailbox wrote it, none of them is ever deleted from the server unfetched; the old file stays for any other mailbox that used it, and may be removed once each has synced",
             self.from.display(),
             self.to.display(),
             self.messages,
-            adopted_name(&self.from).display()
         )
     }
-}
-
-/// Where an adopted format-1 file is moved, so that it is adopted only once.
-fn adopted_name(legacy: &Path) -> PathBuf {
-    let mut name = legacy.as_os_str().to_owned();
-    name.push(".adopted");
-    PathBuf::from(name)
 }
 
 /// The state of one account, open for appending.
@@ -564,10 +556,9 @@ impl UidlState {
                 state.sync()?;
             }
         }
-        if let Some(adoption) = &state.adoption {
-            // The new file is durable: the old one goes aside, to be adopted once.
-            let _ = fs::rename(&adoption.from, adopted_name(&adoption.from));
-        }
+        // The old file stays where it is: each mailbox adopts it once (it then has
+        // a state of its own), so two that shared an account name before keep
+        // apart, instead of the first taking it from the other.
         Ok(state)
     }
 
@@ -663,6 +654,15 @@ impl UidlState {
             let parsed = parse_record(record)
                 .filter(|r| !prefixed || matches!(r, Record::Intent(..) | Record::Delivered(..)))
                 .ok_or_else(|| damaged(index + 1, "unknown record"))?;
+            // An adopted record never carries an identity: an identity is what
+            // lets a record ground a DELE, and only this mailbox's own may.
+            let parsed = match parsed {
+                Record::Intent(uid, location, _) if marked => Record::Intent(uid, location, None),
+                Record::Delivered(uid, record) if marked => {
+                    Record::Delivered(uid, Delivered { id: None, ..record })
+                }
+                other => other,
+            };
             match parsed {
                 Record::Intent(uid, location, id) => {
                     if !is_plain_location(location) {
@@ -949,12 +949,12 @@ impl UidlState {
         // Never 0, the epoch of a format-1 file.
         let epoch = u64::from_le_bytes(epoch) | 1;
         let header = format!("{MAGIC} {VERSION} {mailbox} {epoch:016x}");
-        write_snapshot(&self.path, &header, self).map_err(io_err)?;
+        let lines = write_snapshot(&self.path, &header, self).map_err(io_err)?;
         let journal = open_append(&self.path).map_err(io_err)?;
         self.len = journal.metadata().map_err(io_err)?.len();
         self.journal = Some(journal);
         self.epoch = epoch;
-        self.lines = 1 + self.delivered.count() + self.pending.len();
+        self.lines = lines;
         self.unsynced = false;
         // The snapshot and its directory entry are durable.
         self.witness();
@@ -982,7 +982,8 @@ fn delivered_line(uid: &str, first_seen: u64, id: Option<Identity>) -> String {
     }
 }
 
-fn write_snapshot(path: &Path, header: &str, state: &UidlState) -> io::Result<()> {
+/// Writes a snapshot of `state` atomically; returns how many lines it holds.
+fn write_snapshot(path: &Path, header: &str, state: &UidlState) -> io::Result<usize> {
     let mut text = seal(header);
     let mark = |uid: &str| {
         if state.adopted.contains(uid) {
@@ -1014,7 +1015,8 @@ fn write_snapshot(path: &Path, header: &str, state: &UidlState) -> io::Result<()
     temp_name.push(format!(".tmp{}", std::process::id()));
     let mut temp = TempFile::create(PathBuf::from(temp_name))?;
     temp.file().write_all(text.as_bytes())?;
-    temp.rename_into(path)
+    temp.rename_into(path)?;
+    Ok(memchr::memchr_iter(b'\n', text.as_bytes()).count())
 }
 
 /// A record with its checksum and newline.
@@ -1334,7 +1336,7 @@ mod tests {
 
         let mut s = UidlState::open(&place).unwrap();
         assert_eq!(s.adoption().unwrap().messages, 1);
-        assert!(!legacy.exists() && adopted_name(&legacy).exists());
+        assert!(legacy.exists(), "left for any other mailbox that used it");
         assert!(!s.own("u1") && s.first_seen("u1") == Some(5));
         assert_eq!(s.first_seen("u2"), None);
         assert!(s.interrupted()[0].adopted);

@@ -971,25 +971,34 @@ impl<S: Wire> Session<S> {
         self.conn.read_body("TOP", consume)
     }
 
-    /// `TOP n 0` (RFC 1939 §7) for each of `nums`, pipelined in windows where the
-    /// server allows it: each header block is handed to `each` as a stream, or
-    /// `None` where the server refused it.
+    /// `TOP n 0` (RFC 1939 §7) for each of `messages` (number, listed size),
+    /// pipelined in windows where the server allows it: each header block is handed
+    /// to `each` as a stream, or `None` where the server refused it. Each TOP is
+    /// followed by a `LIST n` fence, as each RETR is (see [`Session::retrieve`]): a
+    /// header block that a reply out of place shifted onto the next message could
+    /// pass for that message's and have it deleted unfetched.
     pub fn tops(
         &mut self,
-        nums: &[u32],
+        messages: &[(u32, u64)],
         mut each: impl FnMut(u32, Option<&mut dyn Read>),
     ) -> Result<(), Error> {
-        for batch in nums.chunks(self.window()) {
-            for &num in batch {
+        for batch in messages.chunks(self.window()) {
+            for &(num, _) in batch {
                 self.conn.queue(Command::Top(num, 0))?;
+                if self.pipelining {
+                    self.conn.queue(Command::ListOne(num))?;
+                }
             }
             self.conn.flush("TOP")?;
-            for &num in batch {
+            for &(num, size) in batch {
                 if self.conn.read_status("TOP")?.ok {
                     self.conn.read_body("TOP", |head| each(num, Some(head)))?;
                 } else {
                     each(num, None);
                 }
+                let Connection { io, trace, .. } = &mut self.conn;
+                let fenced = fence(io, trace, num, size, self.pipelining);
+                self.conn.check(fenced)?;
             }
         }
         Ok(())
@@ -1536,6 +1545,32 @@ mod tests {
         assert_eq!(bodies.len(), 2);
         assert!(bodies[0].1.is_some());
         assert_eq!(bodies[1], ("(refused)".to_string(), None));
+    }
+
+    #[test]
+    fn an_extra_reply_among_tops_stops_before_any_header_is_shifted() {
+        // An extra TOP reply after message 1's would pass message 1's headers off
+        // as message 2's: the LIST fence after TOP 2 catches it.
+        let server = format!(
+            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\nA: 1\r\n\r\n.\r\n+OK 1 16\r\n\
+             +OK\r\nA: 1\r\n\r\n.\r\n+OK\r\nA: 2\r\n\r\n.\r\n+OK 2 16\r\n"
+        );
+        let mut s = login(&server);
+        let mut heads = Vec::new();
+        let result = s.tops(&[(1, 16), (2, 16)], |num, head| {
+            let mut text = String::new();
+            head.unwrap().read_to_string(&mut text).unwrap();
+            heads.push((num, text));
+        });
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("out of step"), "{err}");
+        // The shifted block was handed on as message 2's, but the fence after it
+        // failed, and a failed `tops` leaves the caller nothing to plan with.
+        assert_eq!(heads[0], (1, "A: 1\n\n".to_string()));
+        assert_eq!(
+            s.conn.io.get_ref().last_batches(1),
+            ["TOP 1 0\r\nLIST 1\r\nTOP 2 0\r\nLIST 2\r\n"]
+        );
     }
 
     #[test]

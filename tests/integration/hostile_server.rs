@@ -126,10 +126,15 @@ fn duplicate_unique_ids_with_the_same_headers_stop_before_anything_is_fetched() 
         Step::Expect("LIST 1"),
         Step::Expect("LIST 2"),
         send("+OK 1 10\r\n+OK 2 10\r\n"),
+        // Each TOP has its LIST fence, as each RETR has.
         Step::Expect("TOP 1 0"),
         send("+OK\r\nSubject: twin\r\n\r\n.\r\n"),
+        Step::Expect("LIST 1"),
+        send("+OK 1 10\r\n"),
         Step::Expect("TOP 2 0"),
         send("+OK\r\nSubject: twin\r\n\r\n.\r\n"),
+        Step::Expect("LIST 2"),
+        send("+OK 2 10\r\n"),
         Step::Sleep(Duration::from_millis(500)),
     ]);
     let server = Scripted::start(vec![script]);
