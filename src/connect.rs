@@ -229,8 +229,8 @@ pub fn login<S: Wire>(
 /// it optional) gets a digest of each message's headers and size as its unique-id.
 /// A unique-id may repeat (popa3d repeats one for messages without Message-ID and
 /// Date); [`probe`] tells such messages apart.
-pub fn listing(
-    session: &mut Session<Stream>,
+pub fn listing<S: Wire>(
+    session: &mut Session<S>,
     sized: Option<&dyn Fn(&str) -> bool>,
     warn: &dyn Fn(&str),
 ) -> Result<Vec<ListedMessage>> {
@@ -255,8 +255,8 @@ pub fn listing(
 /// before they are planned (see [`policy::needs_probe`]). Messages of one unique-id
 /// that even their size and headers cannot tell apart stop the session: a record
 /// of one would pass for the other, and a DELE could take one never fetched.
-pub fn probe(
-    session: &mut Session<Stream>,
+pub fn probe<S: Wire>(
+    session: &mut Session<S>,
     listing: &[ListedMessage],
     known: &dyn policy::Known,
     policy: &policy::Policy,
@@ -343,7 +343,7 @@ fn hash_head(head: &mut dyn Read) -> ([u8; 16], Sha256) {
 }
 
 /// A digest of a message's headers and size, stable across sessions.
-fn digest(session: &mut Session<Stream>, num: u32, size: u64) -> Result<String, pop3::Error> {
+fn digest<S: Wire>(session: &mut Session<S>, num: u32, size: u64) -> Result<String, pop3::Error> {
     let head = headers(session, num)?;
     let mut digest = Sha256::new();
     digest.update(&head);
@@ -355,7 +355,7 @@ fn digest(session: &mut Session<Stream>, num: u32, size: u64) -> Result<String, 
 }
 
 /// A message's header block, through `TOP n 0` (RFC 1939 §7), bounded.
-pub fn headers(session: &mut Session<Stream>, num: u32) -> Result<Vec<u8>, pop3::Error> {
+pub fn headers<S: Wire>(session: &mut Session<S>, num: u32) -> Result<Vec<u8>, pop3::Error> {
     session.top(num, 0, |body| {
         let mut head = Vec::new();
         let _ = body.take(MAX_HEADERS).read_to_end(&mut head);
