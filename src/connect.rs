@@ -362,3 +362,39 @@ pub fn headers<S: Wire>(session: &mut Session<S>, num: u32) -> Result<Vec<u8>, p
         head
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::pop3::mock::MockStream;
+
+    fn session(server: &str) -> Session<MockStream> {
+        Client::new(MockStream::new(server), None)
+            .unwrap()
+            .login(Credentials::User {
+                user: "u",
+                password: "p",
+            })
+            .map_err(|f| f.error)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_server_without_uidl_gets_a_digest_of_each_message_headers() {
+        let server = "+OK hi\r\n+OK\r\n+OK\r\n-ERR no UIDL\r\n+OK\r\n1 20\r\n2 20\r\n.\r\n\
+                      +OK\r\nSubject: a\r\n\r\n.\r\n+OK\r\nSubject: b\r\n\r\n.\r\n";
+        let warned = RefCell::new(Vec::new());
+        let warn = |text: &str| warned.borrow_mut().push(text.to_string());
+        let listed = listing(&mut session(server), None, &warn).unwrap();
+        let uids: Vec<&str> = listed.iter().map(|m| m.uid.as_str()).collect();
+        assert_eq!(uids.len(), 2);
+        assert!(uids.iter().all(|uid| uid.starts_with("hdr-")), "{uids:?}");
+        assert_ne!(uids[0], uids[1]);
+        assert_eq!(warned.borrow().len(), 1);
+        // The same headers and size give the same unique-id in the next session.
+        let again = listing(&mut session(server), None, &warn).unwrap();
+        assert_eq!(again, listed);
+    }
+}
