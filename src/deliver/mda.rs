@@ -225,6 +225,22 @@ mod tests {
             "{result:?}"
         );
         assert!(start.elapsed() < Duration::from_secs(10));
+
+        // It exits at once, leaving a grandchild that holds its stdin unread: the
+        // message cannot be written whole, and the run still ends at the timeout.
+        let start = std::time::Instant::now();
+        let result = run(
+            &mut mda(
+                "exec 3<&0; sleep 10 <&3 & exit 0",
+                Duration::from_millis(300),
+            ),
+            &vec![b'x'; 4 << 20],
+        );
+        assert!(
+            matches!(result, Err(DeliverError::MdaTimeout { .. })),
+            "{result:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
