@@ -574,24 +574,21 @@ mod tests {
 
     #[test]
     fn a_failed_source_kills_before_the_end_of_input() {
-        struct Broken(usize);
-        impl Read for Broken {
-            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                if self.0 == 0 {
-                    return Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
-                }
-                self.0 -= 1;
-                buf[..3].copy_from_slice(b"ab\n");
-                Ok(3)
+        /// The connection resets after the start of a message.
+        struct Reset;
+        impl Read for Reset {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::ConnectionReset.into())
             }
         }
+        let mut source = (&b"From: a@b\n\nhalf a"[..]).chain(Reset);
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let ended = Run::new(
             &sh(&format!("cat > {0}.part && mv {0}.part {0}", out.display())),
             Duration::from_secs(10),
         )
-        .stdin(Stdin::Stream(&mut Broken(2)))
+        .stdin(Stdin::Stream(&mut source))
         .run();
         assert!(
             matches!(ended.outcome, Outcome::SourceFailed(_)),
