@@ -2,10 +2,10 @@
 //! It runs without a shell with the headers on its stdin; its exit status is the
 //! verdict (0 fetch, 1 delete without fetching, 2 leave it for now).
 
-use std::io::{self, Write};
+use std::io;
 use std::time::Duration;
 
-use crate::child::{describe, Watchdog};
+use crate::child::{Outcome, Run, Stdin};
 use crate::policy::{Action, Reason};
 
 /// What went wrong with a filter. Either way the message stays on the server. As
@@ -22,41 +22,26 @@ pub enum FilterError {
     Timeout { program: String, seconds: u64 },
 }
 
-/// Runs the filter on one message's headers and returns what to do with it.
+/// Runs the filter on one message's headers and returns what to do with it. The
+/// headers are offered, not forced: a filter may decide without reading them all.
 pub fn judge(argv: &[String], headers: &[u8], timeout: Duration) -> Result<Action, FilterError> {
     let program = argv[0].clone();
-    let failed = |reason: String| FilterError::Failed {
-        program: program.clone(),
-        reason,
-    };
-    let mut child = crate::child::spawn_fed(argv).map_err(|source| FilterError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
-    let watchdog = Watchdog::start(&child, timeout);
-    // Write from a thread: a filter that never reads must not block us past the
-    // timeout. A filter may decide without reading everything, so a broken pipe is
-    // not an error. The thread is not joined: a grandchild holding the pipe open
-    // must not hold us either.
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let headers = headers.to_vec();
-    std::thread::spawn(move || {
-        let _ = stdin.write_all(&headers);
-    });
-    let ended = watchdog
-        .wait(&mut child)
-        .map_err(|e| failed(e.to_string()))?;
-    if ended.timed_out {
-        return Err(FilterError::Timeout {
+    let ended = Run::new(argv, timeout)
+        .stdin(Stdin::Offer(headers.to_vec()))
+        .run();
+    match ended.outcome {
+        Outcome::Exited(0) => Ok(Action::Fetch),
+        Outcome::Exited(1) => Ok(Action::Delete(Reason::Filter)),
+        Outcome::Exited(2) => Ok(Action::Skip(Reason::Filter)),
+        Outcome::SpawnFailed(source) => Err(FilterError::Spawn { program, source }),
+        Outcome::TimedOut => Err(FilterError::Timeout {
             program,
             seconds: timeout.as_secs(),
-        });
-    }
-    match ended.status.code() {
-        Some(0) => Ok(Action::Fetch),
-        Some(1) => Ok(Action::Delete(Reason::Filter)),
-        Some(2) => Ok(Action::Skip(Reason::Filter)),
-        _ => Err(failed(describe(ended.status))),
+        }),
+        other => Err(FilterError::Failed {
+            program,
+            reason: other.to_string(),
+        }),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod child;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod copy;
 pub mod deliver;
 pub mod docs;
 pub mod durable;

@@ -3,12 +3,10 @@
 //! messages and debug output.
 
 use std::fmt;
-use std::io::{self, IsTerminal, Read};
-use std::process::Child;
-use std::sync::mpsc;
+use std::io::{self, IsTerminal};
 use std::time::Duration;
 
-use crate::child::{describe, Watchdog};
+use crate::child::{Outcome, Overflow, Run, Stdout};
 
 /// The keyring service name; entries are named `USER@HOST`.
 pub const KEYRING_SERVICE: &str = "popfetch";
@@ -129,68 +127,56 @@ impl PasswordSource {
     }
 }
 
-/// What the reader of a command's stdout found.
-enum Output {
-    /// The first line, without its end.
-    Line(Vec<u8>),
-    /// More than [`FIRST_LINE_MAX`] without a line end, or more than [`REST_MAX`] after.
-    Runaway(&'static str),
-}
-
 impl SecretCommand {
-    /// Runs the command without a shell; its stderr goes to ours, so a pinentry can
-    /// prompt. Reads its first line, bounded in size, and waits at most `timeout`.
+    /// Runs the command without a shell, with nothing on its stdin; its stderr goes
+    /// to ours, so a pinentry can prompt. Reads its first line, bounded in size, and
+    /// waits at most `timeout`.
     pub fn run(&self) -> Result<Secret, SecretError> {
         let program = self.argv[0].clone();
-        let mut child =
-            crate::child::spawn_reading(&self.argv).map_err(|source| SecretError::Spawn {
-                key: self.key,
-                program: program.clone(),
-                hint: self.shell_hint(),
-                source,
-            })?;
-        let watchdog = Watchdog::start(&child, self.timeout);
-        let stdout = child.stdout.take().expect("stdout is piped");
-        // Read on a thread: a grandchild that keeps the pipe open must not hold us
-        // past the timeout, which killing the child alone cannot promise.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(read_first_line(stdout));
-        });
-        let output = rx.recv_timeout(self.timeout);
-        let line = match output {
-            Ok(Output::Line(line)) => line,
-            Ok(Output::Runaway(what)) => {
-                kill(&mut child, watchdog);
-                return Err(SecretError::Runaway {
-                    key: self.key,
-                    program,
-                    what,
-                });
-            }
-            Err(_) => {
-                kill(&mut child, watchdog);
-                return Err(self.timed_out(program));
-            }
-        };
-        let ended = watchdog.wait(&mut child).map_err(|e| SecretError::Failed {
+        let ended = Run::new(&self.argv, self.timeout)
+            .stdout(Stdout::FirstLine {
+                line_max: FIRST_LINE_MAX,
+                rest_max: REST_MAX,
+            })
+            .run();
+        let runaway = |what| SecretError::Runaway {
             key: self.key,
             program: program.clone(),
-            status: e.to_string(),
-            hint: String::new(),
-        })?;
-        if ended.timed_out {
-            return Err(self.timed_out(program));
+            what,
+        };
+        match ended.outcome {
+            Outcome::Exited(0) => {}
+            Outcome::SpawnFailed(source) => {
+                return Err(SecretError::Spawn {
+                    key: self.key,
+                    program,
+                    hint: self.shell_hint(),
+                    source,
+                })
+            }
+            Outcome::OutputTooLarge(Overflow::FirstLine) => {
+                return Err(runaway("more than 16 KiB without a line end"))
+            }
+            Outcome::OutputTooLarge(Overflow::Rest) => return Err(runaway("more than 64 KiB")),
+            Outcome::TimedOut => return Err(self.timed_out(program)),
+            Outcome::WaitFailed(e) => {
+                return Err(SecretError::Failed {
+                    key: self.key,
+                    program,
+                    status: e.to_string(),
+                    hint: String::new(),
+                })
+            }
+            other => {
+                return Err(SecretError::Failed {
+                    key: self.key,
+                    program,
+                    status: other.to_string(),
+                    hint: self.shell_hint(),
+                })
+            }
         }
-        if !ended.status.success() {
-            return Err(SecretError::Failed {
-                key: self.key,
-                program,
-                status: describe(ended.status),
-                hint: self.shell_hint(),
-            });
-        }
-        let line = String::from_utf8_lossy(&line);
+        let line = String::from_utf8_lossy(&ended.line);
         let line = line.trim_end_matches('\r');
         if line.is_empty() {
             return Err(SecretError::Empty {
@@ -221,49 +207,6 @@ impl SecretCommand {
             self.key,
             crate::config::toml_string(&sh_c(&self.text))
         )
-    }
-}
-
-/// Kills a child whose output we no longer want, and reaps it.
-fn kill(child: &mut Child, watchdog: Watchdog) {
-    let _ = child.kill();
-    let _ = watchdog.wait(child);
-}
-
-/// Reads up to the first line end, then drains the rest, both bounded.
-fn read_first_line(mut stdout: impl Read) -> Output {
-    let mut line = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut rest = 0usize;
-    let mut in_first = true;
-    loop {
-        let n = match stdout.read(&mut buf) {
-            Ok(0) => return Output::Line(line),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Output::Line(line),
-        };
-        let mut chunk = &buf[..n];
-        if in_first {
-            match chunk.iter().position(|&b| b == b'\n') {
-                Some(end) => {
-                    line.extend_from_slice(&chunk[..end]);
-                    chunk = &chunk[end + 1..];
-                    in_first = false;
-                }
-                None => {
-                    line.extend_from_slice(chunk);
-                    chunk = &[];
-                }
-            }
-            if line.len() > FIRST_LINE_MAX {
-                return Output::Runaway("more than 16 KiB without a line end");
-            }
-        }
-        rest += chunk.len();
-        if rest > REST_MAX {
-            return Output::Runaway("more than 64 KiB");
-        }
     }
 }
 

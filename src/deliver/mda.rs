@@ -2,13 +2,12 @@
 //! the message streamed to its stdin, its exit status deciding the outcome
 //! (0 delivered, 75 deferred, anything else failed; sysexits(3)).
 
-use std::io::{self, Read, Write};
-use std::process::{Child, ExitStatus};
+use std::io::{self, Read};
 use std::time::Duration;
 
-use crate::child::Watchdog;
+use crate::child::{Outcome, Run, Stdin};
 
-use super::{copy_message, envelope, Announce, DeliverError, Recovered, Target};
+use super::{envelope, Announce, DeliverError, Recovered, Target};
 
 /// The location recorded for an MDA delivery: an MDA cannot be asked afterwards
 /// whether it delivered, so recovery treats it as not delivered (at most the one
@@ -54,26 +53,27 @@ impl MdaTarget {
         }
     }
 
-    /// Judges the MDA's exit once its input has been written (or not).
-    fn outcome(
-        &self,
-        status: ExitStatus,
-        written: Result<u64, DeliverError>,
-        timed_out: bool,
-    ) -> Result<u64, DeliverError> {
-        if timed_out {
-            return Err(DeliverError::MdaTimeout {
-                program: self.program(),
-                seconds: self.timeout.as_secs(),
-            });
-        }
-        let written = written?;
-        match status.code() {
-            Some(0) => Ok(written),
-            Some(EX_TEMPFAIL) => Err(DeliverError::MdaDeferred {
+    /// Judges how the MDA ended; `fed` is how much of the message it was given.
+    fn outcome(&self, outcome: Outcome, fed: u64) -> Result<u64, DeliverError> {
+        match outcome {
+            Outcome::Exited(0) => Ok(fed),
+            Outcome::Exited(EX_TEMPFAIL) => Err(DeliverError::MdaDeferred {
                 program: self.program(),
             }),
-            _ => Err(self.failed(crate::child::describe(status))),
+            Outcome::SpawnFailed(source) => Err(DeliverError::MdaSpawn {
+                program: self.program(),
+                source,
+            }),
+            Outcome::TimedOut => Err(DeliverError::MdaTimeout {
+                program: self.program(),
+                seconds: self.timeout.as_secs(),
+            }),
+            Outcome::SourceFailed(e) => Err(DeliverError::Source(e)),
+            Outcome::InputRefused(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                Err(self.failed("it stopped reading the message before its end"))
+            }
+            Outcome::InputRefused(e) => Err(self.failed(format!("writing to it failed: {e}"))),
+            other => Err(self.failed(other.to_string())),
         }
     }
 }
@@ -100,46 +100,18 @@ fn substitute(arg: &str, sender: &str, recipient: &str) -> String {
     out
 }
 
-/// Kills a child whose input must not be taken as complete.
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-}
-
 impl Target for MdaTarget {
     fn deliver(&mut self, message: &mut dyn Read, announce: Announce) -> Result<u64, DeliverError> {
         let head = envelope::read_head(message).map_err(DeliverError::Source)?;
         let argv = self.arguments(&envelope::sender(&head));
         announce(LOCATION).map_err(DeliverError::State)?;
-        let mut child =
-            crate::child::spawn_fed(&argv).map_err(|source| DeliverError::MdaSpawn {
-                program: self.program(),
-                source,
-            })?;
-        let watchdog = Watchdog::start(&child, self.timeout);
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        let written = copy_message(&mut io::Cursor::new(head).chain(message), &mut stdin, |e| {
-            if e.kind() == io::ErrorKind::BrokenPipe {
-                self.failed("it stopped reading the message before its end")
-            } else {
-                self.failed(format!("writing to it failed: {e}"))
-            }
-        })
-        .and_then(|n| {
-            stdin
-                .flush()
-                .map(|()| n)
-                .map_err(|e| self.failed(e.to_string()))
-        });
-        if matches!(written, Err(DeliverError::Source(_))) {
-            // Closing stdin now would hand the MDA a truncated message that looks
-            // complete; it must die with it instead.
-            kill(&mut child);
-        }
-        drop(stdin);
-        let ended = watchdog
-            .wait(&mut child)
-            .map_err(|e| self.failed(e.to_string()))?;
-        self.outcome(ended.status, written, ended.timed_out)
+        // Streamed, so a message is never held whole; a broken source kills the
+        // MDA before it sees an end of input and delivers a truncated message.
+        let mut message = io::Cursor::new(head).chain(message);
+        let ended = Run::new(&argv, self.timeout)
+            .stdin(Stdin::Stream(&mut message))
+            .run();
+        self.outcome(ended.outcome, ended.fed)
     }
 
     fn recover(&mut self, location: &str) -> Result<Recovered, DeliverError> {
@@ -253,6 +225,22 @@ mod tests {
             "{result:?}"
         );
         assert!(start.elapsed() < Duration::from_secs(10));
+
+        // It exits at once, leaving a grandchild that holds its stdin unread: the
+        // message cannot be written whole, and the run still ends at the timeout.
+        let start = std::time::Instant::now();
+        let result = run(
+            &mut mda(
+                "exec 3<&0; sleep 10 <&3 & exit 0",
+                Duration::from_millis(300),
+            ),
+            &vec![b'x'; 4 << 20],
+        );
+        assert!(
+            matches!(result, Err(DeliverError::MdaTimeout { .. })),
+            "{result:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

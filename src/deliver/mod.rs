@@ -15,6 +15,7 @@ pub use maildir::MaildirTarget;
 pub use mbox::MboxTarget;
 pub use mda::MdaTarget;
 
+use crate::copy::CopyError;
 use crate::state::StateError;
 
 #[derive(Debug, thiserror::Error)]
@@ -112,41 +113,17 @@ pub trait Target {
     }
 }
 
-/// Copies a message with a large buffer, telling read failures (the server) from
-/// write failures (the target) apart.
-///
-/// The buffer is filled before each write: over TLS a read yields one record (some
-/// 4 KiB from Dovecot), and a write per record costs a system call and, in the page
-/// cache, a partly written page each time.
+/// Copies a message in large batches (see [`crate::copy::batched`]): a failed read
+/// is the server's, a failed write the target's, which `local` describes.
 pub(crate) fn copy_message(
     message: &mut dyn Read,
     out: &mut dyn Write,
     local: impl Fn(io::Error) -> DeliverError,
 ) -> Result<u64, DeliverError> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        let mut filled = 0;
-        let mut ended = false;
-        while filled < buf.len() {
-            match message.read(&mut buf[filled..]) {
-                Ok(0) => {
-                    ended = true;
-                    break;
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(DeliverError::Source(e)),
-            }
-        }
-        if filled > 0 {
-            out.write_all(&buf[..filled]).map_err(&local)?;
-            total += filled as u64;
-        }
-        if ended {
-            return Ok(total);
-        }
-    }
+    crate::copy::batched(message, out).map_err(|e| match e {
+        CopyError::Read(e) => DeliverError::Source(e),
+        CopyError::Write(e) => local(e),
+    })
 }
 
 #[cfg(test)]

@@ -103,6 +103,33 @@ fn password_command_output_and_time_are_bounded() {
 }
 
 #[test]
+fn a_hung_oauth_token_command_ends_at_the_account_timeout() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(1));
+    let home = Home::new();
+    home.write_config(
+        &server
+            .config_without_password(
+                &home,
+                "implicit",
+                "auth = \"xoauth2\"\noauth_token_command = \"sleep 30\"",
+            )
+            .replace("timeout = 20", "timeout = 2"),
+    );
+    let started = Instant::now();
+    let run = home.run(&["sync"]);
+    run.expect(75);
+    assert!(
+        run.stderr().contains("oauth_token_command") && run.stderr().contains("2 s"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(run.stderr().lines().count(), 1, "{}", run.stderr());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(server.messages(), numbered(1));
+}
+
+#[test]
 fn password_command_with_a_shell_pipe_is_refused_with_sh_c() {
     let home = Home::new();
     home.write_config(&offline_with_deliver("").replace(
