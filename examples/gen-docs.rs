@@ -1,9 +1,9 @@
-//! Writes the shell completions and the man page into the repository:
-//! `cargo run --example gen-docs`.
+//! Writes the shell completions, the man page and the README's key table into the
+//! repository: `cargo run --example gen-docs`.
 
-fn main() -> std::io::Result<()> {
+fn main() -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (path, contents) in popfetch::docs::render() {
+    for (path, contents) in popfetch::docs::render(root)? {
         let path = root.join(path);
         std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
         std::fs::write(&path, contents)?;

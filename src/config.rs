@@ -1,6 +1,6 @@
 //! The configuration file (TOML) and its resolution into [`Account`] values that the
 //! rest of popfetch trusts: `[defaults]` merged in, paths expanded, every key checked,
-//! unknown keys refused.
+//! unknown keys refused. The keys themselves are declared once, in [`keys`].
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsStr};
@@ -11,14 +11,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::{self, Policy, SizeAction};
 use crate::pop3::transport::{TlsOptions, TlsVersion};
 use crate::secret::{PasswordSource, Secret, SecretCommand};
 
+pub(crate) mod keys;
+
+use keys::{name as key, RawAccount, Settings};
+
 /// How the connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     /// TLS from the first byte (RFC 8314), port 995 by default.
@@ -30,7 +34,7 @@ pub enum TlsMode {
 }
 
 /// How to log in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMethod {
     /// The strongest the server offers; never a cleartext password outside TLS.
@@ -139,70 +143,7 @@ impl Account {
     }
 }
 
-/// Keys allowed in `[defaults]` and in each `[accounts.NAME]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAccount {
-    host: Option<String>,
-    port: Option<u16>,
-    tls: Option<TlsMode>,
-    tls_ca_file: Option<String>,
-    tls_min_version: Option<String>,
-    tls_insecure_skip_verify: Option<bool>,
-    tls_fingerprint: Option<String>,
-    timeout: Option<u64>,
-    user: Option<String>,
-    password: Option<String>,
-    password_command: Option<String>,
-    oauth_token_command: Option<String>,
-    auth: Option<AuthMethod>,
-    deliver: Option<String>,
-    mda_recipient: Option<String>,
-    mda_timeout: Option<u64>,
-    keep: Option<bool>,
-    delete_after: Option<String>,
-    fetch_all: Option<bool>,
-    max_size: Option<SizeValue>,
-    max_size_action: Option<String>,
-    max_messages: Option<usize>,
-    filter: Option<String>,
-    received_header: Option<bool>,
-    state_dir: Option<String>,
-}
-
 impl RawAccount {
-    /// Fills every key this account leaves unset from `defaults`.
-    fn or(self, defaults: &RawAccount) -> RawAccount {
-        let d = defaults.clone();
-        RawAccount {
-            host: self.host.or(d.host),
-            port: self.port.or(d.port),
-            tls: self.tls.or(d.tls),
-            tls_ca_file: self.tls_ca_file.or(d.tls_ca_file),
-            tls_min_version: self.tls_min_version.or(d.tls_min_version),
-            tls_insecure_skip_verify: self.tls_insecure_skip_verify.or(d.tls_insecure_skip_verify),
-            tls_fingerprint: self.tls_fingerprint.or(d.tls_fingerprint),
-            timeout: self.timeout.or(d.timeout),
-            user: self.user.or(d.user),
-            password: self.password.or(d.password),
-            password_command: self.password_command.or(d.password_command),
-            oauth_token_command: self.oauth_token_command.or(d.oauth_token_command),
-            auth: self.auth.or(d.auth),
-            deliver: self.deliver.or(d.deliver),
-            mda_recipient: self.mda_recipient.or(d.mda_recipient),
-            mda_timeout: self.mda_timeout.or(d.mda_timeout),
-            keep: self.keep.or(d.keep),
-            delete_after: self.delete_after.or(d.delete_after),
-            fetch_all: self.fetch_all.or(d.fetch_all),
-            max_size: self.max_size.or(d.max_size),
-            max_size_action: self.max_size_action.or(d.max_size_action),
-            max_messages: self.max_messages.or(d.max_messages),
-            filter: self.filter.or(d.filter),
-            received_header: self.received_header.or(d.received_header),
-            state_dir: self.state_dir.or(d.state_dir),
-        }
-    }
-
     fn has_password(&self) -> bool {
         self.password.is_some()
     }
@@ -323,7 +264,7 @@ impl Config {
         let accounts = raw
             .accounts
             .into_iter()
-            .map(|(name, account)| resolve(&path, paths, name, account.or(&raw.defaults)))
+            .map(|(name, account)| resolve(&path, paths, name, account.merge(&raw.defaults)))
             .collect::<Result<_, _>>()?;
         Ok(Config { path, accounts })
     }
@@ -361,7 +302,7 @@ fn resolve(
     path: &Path,
     paths: &Paths,
     name: String,
-    raw: RawAccount,
+    set: Settings,
 ) -> Result<Account, ConfigError> {
     let invalid = |message: String| ConfigError::Invalid {
         path: path.to_path_buf(),
@@ -396,23 +337,23 @@ fn resolve(
         expand_path(value, &paths.home)
             .map_err(|e| invalid(format!("{key} = {}: {e}", toml_string(written))))
     };
-    let host = required(raw.host, "host")?;
-    let user = required(raw.user, "user")?;
-    let tls = raw.tls.unwrap_or(TlsMode::Implicit);
-    let port = raw.port.unwrap_or(match tls {
+    let host = required(set.host, key::host)?;
+    let user = required(set.user, key::user)?;
+    let tls = set.tls;
+    let port = set.port.unwrap_or(match tls {
         TlsMode::Implicit => 995,
         _ => 110,
     });
     // Bounded so that no deadline computed from them can overflow the clock.
-    let seconds = |value: Option<u64>, key: &str, default: u64| match value.unwrap_or(default) {
+    let seconds = |value: u64, key: &str| match value {
         secs @ 1..=MAX_SECONDS => Ok(Duration::from_secs(secs)),
         secs => Err(invalid(format!(
             "{key} = {secs} is out of range; use 1 to {MAX_SECONDS} seconds"
         ))),
     };
-    let timeout = seconds(raw.timeout, "timeout", 60)?;
-    let mda_timeout = seconds(raw.mda_timeout, "mda_timeout", 300)?;
-    let password = match (raw.password, raw.password_command) {
+    let timeout = seconds(set.timeout, key::timeout)?;
+    let mda_timeout = seconds(set.mda_timeout, key::mda_timeout)?;
+    let password = match (set.password, set.password_command) {
         (Some(_), Some(_)) => {
             return Err(invalid(
                 "set either \"password\" or \"password_command\", not both".into(),
@@ -420,18 +361,18 @@ fn resolve(
         }
         (Some(p), None) => PasswordSource::Inline(Secret::new(p)),
         (None, Some(cmd)) => PasswordSource::Command(SecretCommand {
-            key: "password_command",
-            argv: command(&cmd, "password_command")?,
+            key: key::password_command,
+            argv: command(&cmd, key::password_command)?,
             text: cmd,
             timeout,
         }),
         (None, None) => PasswordSource::Keyring(format!("{user}@{host}")),
     };
-    let auth = raw.auth.unwrap_or(AuthMethod::Auto);
-    let oauth_token = match raw.oauth_token_command {
+    let auth = set.auth;
+    let oauth_token = match set.oauth_token_command {
         Some(cmd) => PasswordSource::Command(SecretCommand {
-            key: "oauth_token_command",
-            argv: command(&cmd, "oauth_token_command")?,
+            key: key::oauth_token_command,
+            argv: command(&cmd, key::oauth_token_command)?,
             text: cmd,
             timeout,
         }),
@@ -442,15 +383,15 @@ fn resolve(
         }
         None => PasswordSource::Missing,
     };
-    let deliver = raw
+    let deliver = set
         .deliver
         .filter(|v| !v.trim().is_empty())
         .ok_or_else(|| invalid("\"deliver\" is required".into()))?;
     let deliver = match deliver.split_once(':') {
-        Some(("maildir", dir)) => Delivery::Maildir(path(dir, "deliver", &deliver)?),
-        Some(("mbox", file)) => Delivery::Mbox(path(file, "deliver", &deliver)?),
+        Some(("maildir", dir)) => Delivery::Maildir(path(dir, key::deliver, &deliver)?),
+        Some(("mbox", file)) => Delivery::Mbox(path(file, key::deliver, &deliver)?),
         Some(("mda", mda)) => {
-            Delivery::Mda(split_command(mda, "deliver", "mda:", &paths.home).map_err(&invalid)?)
+            Delivery::Mda(split_command(mda, key::deliver, "mda:", &paths.home).map_err(&invalid)?)
         }
         _ => {
             return Err(invalid(format!(
@@ -458,9 +399,9 @@ fn resolve(
             )))
         }
     };
-    let mda_recipient = raw.mda_recipient.unwrap_or_else(|| user.clone());
-    let keep = raw.keep.unwrap_or(false);
-    let delete_after = match raw.delete_after {
+    let mda_recipient = set.mda_recipient.unwrap_or_else(|| user.clone());
+    let keep = set.keep;
+    let delete_after = match set.delete_after {
         None => None,
         Some(text) => Some(policy::parse_duration(&text).ok_or_else(|| {
             invalid(format!(
@@ -474,7 +415,7 @@ fn resolve(
                 .into(),
         ));
     }
-    let max_size = match raw.max_size {
+    let max_size = match set.max_size {
         None => None,
         Some(SizeValue::Bytes(bytes)) => Some(u64::try_from(bytes).map_err(|_| {
             invalid(format!(
@@ -487,31 +428,31 @@ fn resolve(
             ))
         })?),
     };
-    let max_size_action = match raw.max_size_action.as_deref() {
-        None | Some("skip") => SizeAction::Skip,
-        Some("delete") => SizeAction::Delete,
-        Some(other) => {
+    let max_size_action = match set.max_size_action.as_str() {
+        "skip" => SizeAction::Skip,
+        "delete" => SizeAction::Delete,
+        other => {
             return Err(invalid(format!(
                 "max_size_action = \"{other}\" is not \"skip\" or \"delete\""
             )))
         }
     };
-    if raw.max_messages == Some(0) {
+    if set.max_messages == Some(0) {
         return Err(invalid("max_messages must be at least 1".into()));
     }
     let policy = Policy {
         keep,
         delete_after,
-        fetch_all: raw.fetch_all.unwrap_or(false),
+        fetch_all: set.fetch_all,
         max_size,
         max_size_action,
-        max_messages: raw.max_messages,
+        max_messages: set.max_messages,
     };
-    let filter = match raw.filter {
-        Some(cmd) => Some(command(&cmd, "filter")?),
+    let filter = match set.filter {
+        Some(cmd) => Some(command(&cmd, key::filter)?),
         None => None,
     };
-    let tls_min_version = match raw.tls_min_version.as_deref().unwrap_or("1.2") {
+    let tls_min_version = match set.tls_min_version.as_str() {
         "1.0" => TlsVersion::V1_0,
         "1.1" => TlsVersion::V1_1,
         "1.2" => TlsVersion::V1_2,
@@ -522,7 +463,7 @@ fn resolve(
             )))
         }
     };
-    let tls_fingerprint = match raw.tls_fingerprint {
+    let tls_fingerprint = match set.tls_fingerprint {
         None => None,
         Some(text) => Some(parse_fingerprint(&text).ok_or_else(|| {
             invalid(format!(
@@ -534,12 +475,12 @@ fn resolve(
         host,
         port,
         tls,
-        tls_ca_file: raw
+        tls_ca_file: set
             .tls_ca_file
-            .map(|f| path(&f, "tls_ca_file", &f))
+            .map(|f| path(&f, key::tls_ca_file, &f))
             .transpose()?,
         tls_min_version,
-        tls_insecure_skip_verify: raw.tls_insecure_skip_verify.unwrap_or(false),
+        tls_insecure_skip_verify: set.tls_insecure_skip_verify,
         tls_fingerprint,
         timeout,
         user,
@@ -551,38 +492,13 @@ fn resolve(
         mda_timeout,
         policy,
         filter,
-        received_header: raw.received_header.unwrap_or(false),
-        state_dir: match raw.state_dir {
+        received_header: set.received_header,
+        state_dir: match set.state_dir {
             None => paths.state_dir.clone(),
-            Some(dir) => path(&dir, "state_dir", &dir)?,
+            Some(dir) => path(&dir, key::state_dir, &dir)?,
         },
         name,
     })
-}
-
-/// A commented configuration file for `popfetch init`.
-pub fn template(host: &str, user: &str, deliver: &str) -> String {
-    format!(
-        r#"# popfetch configuration: see `man popfetch` and README.md for every key.
-# This file may hold a password, so it must stay readable by you alone (chmod 600).
-
-[defaults]
-# tls = "implicit"          # "implicit" (port 995), "starttls" (port 110) or "none"
-# timeout = 60              # seconds (1 to 86400) for connect, TLS and each read
-# keep = false              # true leaves messages on the server after delivery
-
-[accounts.main]
-host = "{host}"
-user = "{user}"
-# Where the password comes from, in order: password, password_command, the system
-# keyring (`popfetch password set main`), or a prompt at a terminal.
-# password_command = "pass show mail/main"   # no shell: "sh -c '...'" for pipes
-deliver = "{deliver}"       # "maildir:PATH", "mbox:PATH" or "mda:COMMAND ARGS"; paths absolute or ~/
-# keep = true
-# delete_after = "30d"      # with keep = true: delete what was first seen 30 days ago
-# max_size = "10M"         # or a number of bytes
-"#
-    )
 }
 
 /// `sha256:` and the SHA-256 in hex, with or without colons, in either case.

@@ -1,46 +1,52 @@
-//! The generated documentation: shell completions (bash, zsh, fish) and the man
-//! page, rendered from the command-line definition so they never drift from it.
-//! `cargo run --example gen-docs` writes them; a test checks the committed copies.
+//! The generated documentation: shell completions (bash, zsh, fish), the man page
+//! and the README's table of configuration keys, rendered from the command-line
+//! definition and the key declarations (`config::keys`) so they never drift from
+//! them. `cargo run --example gen-docs` writes them; a test checks the committed
+//! copies.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap_complete::Shell;
 
-/// The man page's hand-written sections, in roff.
-const MAN_SECTIONS: &str = r#".SH CONFIGURATION
+use crate::config::keys::{self, DefaultValue};
+
+/// The README's key table lies between these lines; the rest is hand-written.
+const README_KEYS_START: &str =
+    "<!-- keys:start: generated from src/config/keys.rs by `cargo run --example gen-docs` -->\n";
+const README_KEYS_END: &str = "<!-- keys:end -->\n";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocsError {
+    #[error("cannot read {}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} has no generated section between {start:?} and {end:?}", .path.display())]
+    NoMarkers {
+        path: PathBuf,
+        start: &'static str,
+        end: &'static str,
+    },
+}
+
+/// The man page's hand-written introduction to the configuration, in roff; the
+/// list of keys after it is generated from their declaration.
+const MAN_CONFIGURATION: &str = r#".SH CONFIGURATION
 The configuration file is TOML, by default
 \fI$XDG_CONFIG_HOME/popfetch/config.toml\fR.
 A \fB[defaults]\fR table holds keys shared by every account; each
 \fB[accounts.\fINAME\fB]\fR table describes one account.
 Unknown keys are an error.
-.TP
-.B host, port, tls
-The server, its port (995 with \fBtls = "implicit"\fR, else 110) and
-\fB"implicit"\fR, \fB"starttls"\fR (required, never a cleartext fallback) or \fB"none"\fR.
-.TP
-.B tls_ca_file, tls_fingerprint, tls_min_version, tls_insecure_skip_verify
-Extra trusted CAs; a pinned \fBsha256:\fR certificate fingerprint (see \fBpopfetch probe\fR);
-the lowest TLS version (default "1.2"); turning verification off (warned about on every run).
-.TP
-.B user, password, password_command, oauth_token_command, auth
-The login. \fBpassword\fR is refused in a file readable by others.
-Without either, the keyring entry USER@HOST is used, else a prompt on a terminal.
-\fBauth\fR is auto, user, apop, plain, login, cram-md5, cram-sha1, cram-sha256,
-scram-sha-1, scram-sha-224, scram-sha-256, scram-sha-384, scram-sha-512, xoauth2 or
-oauthbearer.
-.TP
-.B deliver
-\fBmaildir:\fIPATH\fR, \fBmbox:\fIPATH\fR or \fBmda:\fICOMMAND ARGS\fR (%F sender, %T recipient).
-In every path (and \fBstate_dir\fR, \fBtls_ca_file\fR) a leading \fB~\fR or \fB~\fIuser\fR and
-\fB$NAME\fR or \fB${NAME}\fR expand; an unset variable or a relative path is an error.
-Commands run without a shell; a leading \fB~\fR in each argument expands.
-.TP
-.B keep, delete_after, fetch_all, max_size, max_size_action, max_messages, filter, received_header
-What to fetch and what stays on the server.
-.TP
-.B timeout, mda_timeout, mda_recipient, state_dir
-Bounds on waiting (seconds, 1 to 86400), and where the UIDL state lives.
-.SH FILES
+In every path (\fBdeliver\fR targets, \fBstate_dir\fR, \fBtls_ca_file\fR) a leading \fB~\fR or
+\fB~\fIuser\fR and \fB$NAME\fR or \fB${NAME}\fR expand; an unset variable or a relative path
+is an error. Commands run without a shell; a leading \fB~\fR in each argument expands.
+Without \fBpassword\fR or \fBpassword_command\fR, the keyring entry USER@HOST is used, else
+a prompt on a terminal.
+"#;
+
+/// The man page's other hand-written sections, in roff.
+const MAN_SECTIONS: &str = r#".SH FILES
 .TP
 .I $XDG_CONFIG_HOME/popfetch/config.toml
 The configuration.
@@ -317,15 +323,104 @@ fn man_page() -> Vec<u8> {
         render_command("popfetch", sub, &mut commands);
     }
     out.extend_from_slice(commands.as_bytes());
+    out.extend_from_slice(MAN_CONFIGURATION.as_bytes());
+    out.extend_from_slice(man_keys().as_bytes());
     out.extend_from_slice(MAN_SECTIONS.as_bytes());
     man.render_version_section(&mut out)
         .expect("rendering to memory");
     out
 }
 
-/// Every generated file: its path in the repository and its contents.
-pub fn render() -> Vec<(PathBuf, Vec<u8>)> {
-    vec![
+/// A key's Markdown (`code` only) in roff: code in bold.
+fn roff_markdown(text: &str) -> String {
+    text.split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            let part = roff(part);
+            if i % 2 == 1 {
+                format!("\\fB{part}\\fR")
+            } else {
+                part
+            }
+        })
+        .collect()
+}
+
+/// The man page's list of keys, one tagged paragraph each.
+fn man_keys() -> String {
+    let mut out = String::new();
+    for key in keys::all() {
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR \\fI{}\\fR\n{}\n",
+            roff(key.name),
+            roff(key.shape),
+            roff_markdown(key.doc)
+        ));
+        match key.default {
+            Some(DefaultValue::Toml(value)) => {
+                out.push_str(&format!(".br\n[default: {}]\n", roff(&value)))
+            }
+            Some(DefaultValue::Words(words)) => {
+                out.push_str(&format!(".br\n[default: {}]\n", roff_markdown(words)))
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// The README's table of keys, in Markdown.
+pub fn readme_keys() -> String {
+    let mut out = String::from("| key | value | meaning | default |\n|---|---|---|---|\n");
+    for key in keys::all() {
+        let default = match key.default {
+            Some(DefaultValue::Toml(value)) => format!(" `{value}` "),
+            Some(DefaultValue::Words(words)) => format!(" {words} "),
+            None => " ".to_string(),
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} |{default}|\n",
+            key.name, key.shape, key.doc
+        ));
+    }
+    out
+}
+
+/// `text` with what lies between the markers replaced by `generated`.
+fn splice(
+    path: &Path,
+    text: &str,
+    start: &'static str,
+    end: &'static str,
+    generated: &str,
+) -> Result<String, DocsError> {
+    let no_markers = || DocsError::NoMarkers {
+        path: path.to_path_buf(),
+        start,
+        end,
+    };
+    let from = text.find(start).ok_or_else(no_markers)? + start.len();
+    let to = from + text[from..].find(end).ok_or_else(no_markers)?;
+    Ok(format!("{}{generated}{}", &text[..from], &text[to..]))
+}
+
+/// Every generated file, given the repository's root (whose README is generated
+/// in part): its path in the repository and its contents.
+pub fn render(root: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, DocsError> {
+    let readme = PathBuf::from("README.md");
+    let text = std::fs::read_to_string(root.join(&readme)).map_err(|source| DocsError::Read {
+        path: readme.clone(),
+        source,
+    })?;
+    let readme_text = splice(
+        &readme,
+        &text,
+        README_KEYS_START,
+        README_KEYS_END,
+        &readme_keys(),
+    )?;
+    Ok(vec![
+        (readme, readme_text.into_bytes()),
         (
             PathBuf::from("completions/popfetch.bash"),
             completion(Shell::Bash),
@@ -339,5 +434,5 @@ pub fn render() -> Vec<(PathBuf, Vec<u8>)> {
             completion(Shell::Fish),
         ),
         (PathBuf::from("man/popfetch.1"), man_page()),
-    ]
+    ])
 }

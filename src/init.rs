@@ -6,6 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use crate::cli::TlsArg;
+use crate::config::keys::{self, name as key, DefaultValue};
 
 /// What the user may give on the command line instead of answering questions.
 #[derive(Debug, Default, clap::Args)]
@@ -245,41 +246,79 @@ fn quoted(text: &str) -> String {
     toml::Value::String(text.to_string()).to_string()
 }
 
-/// The configuration file for these answers, commented.
+/// A key in the template: its doc as a comment, then `name = value`, commented out
+/// when `value` is `None` (the key's example, else its default, is shown), then a
+/// blank line.
+fn entry(out: &mut String, name: &str, value: Option<String>) {
+    let key = keys::get(name);
+    let mut doc = keys::plain(key.doc);
+    if let Some(DefaultValue::Words(words)) = key.default {
+        doc.push_str(&format!(" (default: {})", keys::plain(words)));
+    }
+    comment(out, &doc);
+    match value {
+        Some(value) => out.push_str(&format!("{name} = {value}\n")),
+        None => {
+            let shown = match (key.example, key.default) {
+                (Some(example), _) => example.to_string(),
+                (None, Some(DefaultValue::Toml(value))) => value,
+                _ => String::new(),
+            };
+            out.push_str(&format!("# {name} = {shown}\n"));
+        }
+    }
+    out.push('\n');
+}
+
+/// `text` as TOML comment lines of at most 80 columns.
+fn comment(out: &mut String, text: &str) {
+    let mut line = String::from("#");
+    for word in text.split_whitespace() {
+        if line.len() > 1 && line.len() + 1 + word.len() > 80 {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from("#");
+        }
+        line.push(' ');
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+}
+
+/// The configuration file for these answers, commented from the keys' own docs.
 pub fn render(a: &Answers) -> String {
     let tls = match a.tls {
         TlsArg::Implicit => "implicit",
         TlsArg::Starttls => "starttls",
         TlsArg::None => "none",
     };
-    format!(
-        r#"# popfetch configuration: see `man popfetch` and README.md for every key.
-# This file may hold a password, so it must stay readable by you alone (chmod 600).
-
-[defaults]
-# timeout = 60              # seconds for connect, TLS handshake and each read
-
-[accounts.main]
-host = {host}
-port = {port}
-tls = {tls}           # "implicit" (port 995), "starttls" (port 110) or "none"
-user = {user}
-# Where the password comes from, in order: password, password_command, the system
-# keyring (`popfetch password set main`), or a prompt at a terminal.
-# password_command = "pass show mail/main"
-deliver = {deliver}
-# "maildir:PATH", "mbox:PATH" or "mda:COMMAND ARGS"
-keep = {keep}                # true leaves messages on the server after delivery
-# delete_after = "30d"      # with keep = true: delete what was first seen 30 days ago
-# max_size = "10M"
-"#,
-        host = quoted(&a.host),
-        port = a.port,
-        tls = quoted(tls),
-        user = quoted(&a.user),
-        deliver = quoted(&a.deliver),
-        keep = a.keep,
-    )
+    let mut out = String::from(
+        "# popfetch configuration: see `man popfetch` and README.md for every key.\n\
+         # This file may hold a password, so it must stay readable by you alone (chmod 600).\n\
+         \n\
+         [defaults]\n\
+         # Keys here apply to every account that does not set them.\n\
+         \n",
+    );
+    entry(&mut out, key::timeout, None);
+    out.push_str("[accounts.main]\n");
+    entry(&mut out, key::host, Some(quoted(&a.host)));
+    entry(&mut out, key::port, Some(a.port.to_string()));
+    entry(&mut out, key::tls, Some(quoted(tls)));
+    entry(&mut out, key::user, Some(quoted(&a.user)));
+    comment(
+        &mut out,
+        "Where the password comes from, in order: password, password_command, the system \
+         keyring (`popfetch password set main`), or a prompt at a terminal.",
+    );
+    entry(&mut out, key::password_command, None);
+    entry(&mut out, key::deliver, Some(quoted(&a.deliver)));
+    entry(&mut out, key::keep, Some(a.keep.to_string()));
+    entry(&mut out, key::delete_after, None);
+    entry(&mut out, key::max_size, None);
+    out.pop();
+    out
 }
 
 /// What to run next, naming the file when it is not the default one.
@@ -344,5 +383,10 @@ mod tests {
         assert_eq!(main["deliver"].as_str(), Some("maildir:/x \"y\""));
         assert_eq!(main["tls"].as_str(), Some("starttls"));
         assert_eq!(main["keep"].as_bool(), Some(true));
+        // Each key's comment is its declared doc.
+        assert!(text.contains(&format!("# {}\n", keys::plain(keys::get("user").doc))));
+        assert!(text.contains("\n# timeout = 60\n"), "{text}");
+        let comments = text.lines().skip(2).filter(|line| line.starts_with('#'));
+        assert!(comments.clone().all(|line| line.len() <= 80), "{text}");
     }
 }

@@ -203,9 +203,13 @@ fn probe_shows_tls_certificate_and_mailbox() {
 }
 
 #[test]
-fn completions_and_man_page_are_current() {
+fn completions_man_page_and_readme_keys_are_current() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (path, contents) in popfetch::docs::render() {
+    let generated = popfetch::docs::render(root).unwrap();
+    assert!(generated
+        .iter()
+        .any(|(path, _)| path.ends_with("README.md")));
+    for (path, contents) in generated {
         let committed = fs::read(root.join(&path)).unwrap_or_default();
         assert!(
             committed == contents,

@@ -1,0 +1,235 @@
+//! Every configuration key, declared once: its name, the shape of its value, its
+//! default and a one-line doc. The table serde reads (unknown keys refused), the
+//! merge of `[defaults]` and the plain defaults are generated from the declaration,
+//! and so are the README's key table, the man page's key list and the comments of
+//! the `init` template (see `docs` and `init`). Resolution, in the parent module,
+//! reads the merged [`Settings`] and never restates a name's default.
+
+use serde::Deserialize;
+
+use super::{AuthMethod, SizeValue, TlsMode};
+
+/// One key as the documentation shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    pub name: &'static str,
+    /// The kind of value: "string", "integer", "boolean", "path", "command", …
+    pub shape: &'static str,
+    /// `None` when an unset key means nothing is done.
+    pub default: Option<DefaultValue>,
+    /// One line, Markdown: `code` in backticks, nothing else.
+    pub doc: &'static str,
+    /// A value for a commented-out line in the `init` template, as TOML.
+    pub example: Option<&'static str>,
+}
+
+/// What an unset key means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultValue {
+    /// A plain value, as TOML: `60`, `"implicit"`.
+    Toml(String),
+    /// Words, Markdown, for a default computed from other keys or the system.
+    Words(&'static str),
+}
+
+/// An account's setting type: a key with a plain default is always set after the
+/// merge; the others stay optional.
+macro_rules! setting_type {
+    ($ty:ty) => { Option<$ty> };
+    ($ty:ty, $default:expr) => { $ty };
+}
+
+macro_rules! setting_value {
+    ($value:expr) => {
+        $value
+    };
+    ($value:expr, $default:expr) => {
+        $value.unwrap_or_else(|| $default)
+    };
+}
+
+/// A plain default rendered as TOML, or the words for one that depends on others.
+macro_rules! default_text {
+    (; ) => {
+        None
+    };
+    ($default:expr; ) => {
+        Some(DefaultValue::Toml(
+            toml::Value::try_from($default)
+                .expect("a default is a TOML value")
+                .to_string(),
+        ))
+    };
+    (; $words:literal) => {
+        Some(DefaultValue::Words($words))
+    };
+}
+
+macro_rules! example {
+    () => {
+        None
+    };
+    ($example:literal) => {
+        Some($example)
+    };
+}
+
+/// The declaration: `/// doc` then `name: RawType [= plain default], "shape"`, then
+/// optionally `default "words"` (a default computed from other keys) and
+/// `example "TOML"`.
+macro_rules! keys {
+    ($(
+        #[doc = $doc:literal]
+        $name:ident: $ty:ty $(= $default:expr)?, $shape:literal
+            $(, default $words:literal)? $(, example $example:literal)?;
+    )+) => {
+        /// Keys allowed in `[defaults]` and in each `[accounts.NAME]`, as written.
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct RawAccount {
+            $(pub(super) $name: Option<$ty>,)+
+        }
+
+        /// One account's keys with `[defaults]` merged in and plain defaults applied.
+        #[derive(Debug)]
+        pub(super) struct Settings {
+            $(pub(super) $name: setting_type!($ty $(, $default)?),)+
+        }
+
+        impl RawAccount {
+            /// Fills every key this account leaves unset from `defaults`, then from
+            /// the declared default.
+            pub(super) fn merge(self, defaults: &RawAccount) -> Settings {
+                let d = defaults.clone();
+                Settings {
+                    $($name: setting_value!(self.$name.or(d.$name) $(, $default)?),)+
+                }
+            }
+        }
+
+        /// Every key, in the order the documentation lists them.
+        pub fn all() -> Vec<Key> {
+            vec![$(Key {
+                name: stringify!($name),
+                shape: $shape,
+                default: default_text!($($default)?; $($words)?),
+                doc: $doc.trim_ascii(),
+                example: example!($($example)?),
+            },)+]
+        }
+
+        /// Each key's name, checked by the compiler where code names a key; not
+        /// every key is named outside its declaration.
+        #[allow(non_upper_case_globals, dead_code)]
+        pub(crate) mod name {
+            $(pub const $name: &str = stringify!($name);)+
+        }
+    };
+}
+
+keys! {
+    /// server name or address (required)
+    host: String, "string";
+    /// server port
+    port: u16, "integer", default "995 with `tls = \"implicit\"`, else 110";
+    /// `"implicit"` (TLS from the first byte), `"starttls"` (STLS, required, never a cleartext fallback), or `"none"`
+    tls: TlsMode = TlsMode::Implicit, "string";
+    /// extra trusted CA certificates, PEM
+    tls_ca_file: String, "path", default "the system store only";
+    /// `"sha256:…"`, the SHA-256 of the server certificate (DER, as `popfetch probe` prints it); pins it instead of trusting CAs
+    tls_fingerprint: String, "string";
+    /// the lowest TLS version: `"1.0"`, `"1.1"`, `"1.2"` or `"1.3"`
+    tls_min_version: String = "1.2".to_string(), "string";
+    /// `true` accepts any certificate, with a warning on every run
+    tls_insecure_skip_verify: bool = false, "boolean";
+    /// seconds, 1 to 86400; bounds connecting, the TLS handshake, every read, mbox locking and `password_command`
+    timeout: u64 = 60, "integer";
+    /// login name (required)
+    user: String, "string";
+    /// the password; refused unless the config file is readable by you alone (`chmod 600`)
+    password: String, "string";
+    /// a command, run without a shell, whose first line of output is the password
+    password_command: String, "command", example "\"pass show mail/main\"";
+    /// `"auto"` (the strongest offered, never a cleartext password outside TLS), `"user"`, `"apop"`, `"plain"`, `"login"`, `"cram-md5"`, `"cram-sha1"`, `"cram-sha256"`, `"scram-sha-1"`, `"scram-sha-224"`, `"scram-sha-256"`, `"scram-sha-384"`, `"scram-sha-512"`, `"xoauth2"` or `"oauthbearer"`
+    auth: AuthMethod = AuthMethod::Auto, "string";
+    /// for `xoauth2`/`oauthbearer`: a command whose first line of output is an access token; run as `password_command` is
+    oauth_token_command: String, "command";
+    /// where messages go (required): `"maildir:PATH"`, `"mbox:PATH"` or `"mda:COMMAND ARGS"` (`%F` sender, `%T` recipient); paths absolute or under `~/`
+    deliver: String, "string";
+    /// what `%T` stands for in an MDA command
+    mda_recipient: String, "string", default "the account's `user`";
+    /// seconds, 1 to 86400, one MDA or filter call may take before it is killed
+    mda_timeout: u64 = 300, "integer";
+    /// `true` leaves messages on the server after delivery
+    keep: bool = false, "boolean";
+    /// with `keep = true`: delete messages first seen longer ago than this (`"30d"`; units `s m h d w`, required: getmail counts a bare number in days, so popfetch refuses one). POP3 has no arrival date, so age counts from the first-seen time in the state
+    delete_after: String, "duration", example "\"30d\"";
+    /// `true` fetches messages already delivered too, to re-archive a mailbox
+    fetch_all: bool = false, "boolean";
+    /// messages larger than this (`"10M"`, units `K M G`; or a number of bytes, `1000000`, as fetchmail's `limit`; as LIST counts) are not fetched
+    max_size: SizeValue, "size", example "\"10M\"";
+    /// `"skip"` leaves messages over `max_size` on the server; `"delete"` deletes them unfetched
+    max_size_action: String = "skip".to_string(), "string";
+    /// at most this many messages per run, oldest first
+    max_messages: usize, "integer";
+    /// a command, run without a shell on each new message's headers (from `TOP n 0`) before fetching: exit 0 fetch, 1 delete without fetching, 2 skip this time
+    filter: String, "command";
+    /// `true` adds a `Received:` trace header naming popfetch, the server and the time
+    received_header: bool = false, "boolean";
+    /// where the UIDL state and lock files live
+    state_dir: String, "path", default "`$XDG_STATE_HOME/popfetch`";
+}
+
+/// The key of this name.
+pub fn get(name: &str) -> Key {
+    all()
+        .into_iter()
+        .find(|key| key.name == name)
+        .expect("a declared key")
+}
+
+/// A doc's Markdown as plain text, for TOML comments.
+pub fn plain(doc: &str) -> String {
+    doc.replace('`', "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_doc_is_one_table_cell() {
+        for key in all() {
+            assert!(!key.doc.is_empty(), "{}", key.name);
+            assert!(!key.doc.contains(['|', '\n']), "{}", key.name);
+            assert_eq!(key.doc.matches('`').count() % 2, 0, "{}", key.name);
+        }
+    }
+
+    /// A plain default and an example read back as the key they belong to, so the
+    /// documentation never shows a value the parser refuses.
+    #[test]
+    fn defaults_and_examples_parse() {
+        for key in all() {
+            let default = match &key.default {
+                Some(DefaultValue::Toml(value)) => Some(value.as_str()),
+                _ => None,
+            };
+            for value in [default, key.example].into_iter().flatten() {
+                let text = format!("{} = {value}", key.name);
+                toml::from_str::<RawAccount>(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            }
+        }
+        for name in [name::timeout, name::mda_timeout] {
+            let doc = get(name).doc;
+            assert!(
+                doc.contains(&super::super::MAX_SECONDS.to_string()),
+                "{doc}"
+            );
+        }
+        let merged = RawAccount::default().merge(&RawAccount::default());
+        assert_eq!(merged.timeout, 60);
+        assert_eq!(merged.tls, TlsMode::Implicit);
+        assert_eq!(merged.max_size_action, "skip");
+    }
+}
