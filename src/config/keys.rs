@@ -142,7 +142,7 @@ keys! {
     tls_min_version: String = "1.2".to_string(), "string";
     /// `true` accepts any certificate, with a warning on every run
     tls_insecure_skip_verify: bool = false, "boolean";
-    /// seconds, 1 to 86400; bounds connecting, the TLS handshake, every read, mbox locking and `password_command`
+    /// seconds, 1 to 86400; bounds connecting, the TLS handshake, every read, mbox locking, `password_command` and `oauth_token_command`
     timeout: u64 = 60, "integer";
     /// login name (required)
     user: String, "string";
