@@ -197,8 +197,20 @@ pub fn needs_probe(
     policy: &Policy,
     now: u64,
 ) -> bool {
-    let records = known.records(uid);
-    if repeated || records.len() > 1 || !known.forms(uid).is_empty() {
+    let has_forms = !known.forms(uid).is_empty();
+    probe_needed(known.records(uid), has_forms, repeated, policy, now)
+}
+
+/// [`needs_probe`] on records already looked up: the listing asks this of every
+/// message, so each is looked up once.
+fn probe_needed(
+    records: &[Record],
+    has_forms: bool,
+    repeated: bool,
+    policy: &Policy,
+    now: u64,
+) -> bool {
+    if repeated || records.len() > 1 || has_forms {
         return true;
     }
     records.first().is_some_and(|record| {
@@ -217,9 +229,12 @@ pub fn needs_probe(
 /// Whether a message needs its listed size: to be fetched (new, or again with
 /// `fetch_all`), or to be checked before a DELE without RETR.
 pub fn needs_size(uid: &str, known: &dyn Known, policy: &Policy, now: u64) -> bool {
-    (known.records(uid).is_empty() && known.forms(uid).is_empty())
-        || policy.fetch_all
-        || needs_probe(uid, false, known, policy, now)
+    if policy.fetch_all {
+        return true;
+    }
+    let records = known.records(uid);
+    let has_forms = !known.forms(uid).is_empty();
+    (records.is_empty() && !has_forms) || probe_needed(records, has_forms, false, policy, now)
 }
 
 /// What the records say of one listed message.

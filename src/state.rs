@@ -184,13 +184,16 @@ pub enum StateError {
     },
 }
 
+/// The records of one unique-id: one, nearly always.
+type Deliveries = smallvec::SmallVec<[Delivered; 1]>;
+
 /// The delivered messages: the records of each unique-id, and an index of the keys
 /// an older popfetch wrote for repeated unique-ids (`uid-HEX`, HEX 32 hex digits of
 /// a digest of the headers from TOP and the listed size), so that a message known
 /// under one form is known under the other.
 #[derive(Debug, Default)]
 struct Records {
-    by_uid: HashMap<String, Vec<Delivered>>,
+    by_uid: HashMap<String, Deliveries>,
     forms: HashMap<String, Vec<String>>,
 }
 
@@ -212,6 +215,17 @@ impl Records {
         if !records.iter().any(|r| r.id == record.id) {
             records.push(record);
         }
+    }
+
+    /// Sets the records of `uid`, which has none yet (a replay's last step).
+    fn put(&mut self, uid: &str, records: Deliveries) {
+        if let Some(base) = digest_form(uid) {
+            self.forms
+                .entry(base.to_string())
+                .or_default()
+                .push(uid.to_string());
+        }
+        self.by_uid.insert(uid.to_string(), records);
     }
 
     /// Forgets every record of `uid`, or only the one with identity `id`.
@@ -247,10 +261,17 @@ fn digest_form(key: &str) -> Option<&str> {
 /// state keeps beside the records.
 impl Records {
     fn records(&self, uid: &str) -> &[Delivered] {
-        self.by_uid.get(uid).map_or(&[], Vec::as_slice)
+        self.by_uid
+            .get(uid)
+            .map_or(&[], |records| records.as_slice())
     }
 
     fn forms(&self, uid: &str) -> &[String] {
+        // Digest forms come only from an older popfetch's state: usually none,
+        // and then no lookup for each listed message.
+        if self.forms.is_empty() {
+            return &[];
+        }
         self.forms.get(uid).map_or(&[], Vec::as_slice)
     }
 
@@ -641,7 +662,7 @@ impl UidlState {
         let all_adopted = version < 2;
         // Replayed on borrowed text first: most messages have an intent and then a
         // delivery, and only what survives both is worth an allocation.
-        let mut delivered: HashMap<&str, Vec<Delivered>> = HashMap::with_capacity(lines.len());
+        let mut delivered: HashMap<&str, Deliveries> = HashMap::with_capacity(lines.len());
         let mut pending: HashMap<&str, (&str, Option<Identity>)> = HashMap::new();
         let mut adopted: HashSet<&str> = HashSet::new();
         for (index, line) in lines.iter().enumerate().skip(1) {
@@ -713,10 +734,9 @@ impl UidlState {
             }
         }
         let mut records = Records::default();
+        records.by_uid.reserve(delivered.len());
         for (uid, list) in delivered {
-            for record in list {
-                records.insert(uid, record);
-            }
+            records.put(uid, list);
         }
         self.delivered = records;
         self.pending = pending
