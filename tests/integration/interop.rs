@@ -11,6 +11,19 @@ fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     v
 }
 
+/// An account that reads the system user's mailbox from popa3d on `port` with
+/// USER/PASS.
+fn popa3d_config(home: &Home, port: u16) -> String {
+    config(
+        home,
+        port,
+        "none",
+        servers::SYSTEM_USER,
+        servers::SYSTEM_PASSWORD,
+        "auth = \"user\"",
+    )
+}
+
 fn config(home: &Home, port: u16, tls: &str, user: &str, password: &str, extra: &str) -> String {
     format!(
         "[accounts.test]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"{tls}\"\ntls_ca_file = \"{}\"\ntimeout = 20\nuser = \"{user}\"\npassword = \"{password}\"\ndeliver = \"maildir:{}\"\n{extra}\n",
@@ -66,14 +79,7 @@ fn popa3d_keep_and_delete() {
     let stored: Vec<Vec<u8>> = corpus.iter().map(|m| servers::quote_from(m)).collect();
 
     let home = Home::new();
-    let base = config(
-        &home,
-        server.port,
-        "none",
-        servers::SYSTEM_USER,
-        servers::SYSTEM_PASSWORD,
-        "auth = \"user\"",
-    );
+    let base = popa3d_config(&home, server.port);
     home.write_config(&format!("{base}keep = true\n"));
     home.run(&["sync"]).expect(0);
     assert_eq!(
@@ -259,14 +265,7 @@ fn popa3d_repeated_unique_ids_arrive_vanish_and_are_deleted_verified() {
     let (a, b) = (mail("A"), mail("B"));
     let server = servers::popa3d();
     let home = Home::new();
-    let base = config(
-        &home,
-        server.port,
-        "none",
-        servers::SYSTEM_USER,
-        servers::SYSTEM_PASSWORD,
-        "auth = \"user\"",
-    );
+    let base = popa3d_config(&home, server.port);
     home.write_config(&format!("{base}keep = true\n"));
     servers::write_system_mbox(std::slice::from_ref(&a));
     home.run(&["sync"]).expect(0);

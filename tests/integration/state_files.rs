@@ -41,6 +41,35 @@ fn config_of(server: &Dovecot, home: &Home, user: &str, maildir: &Path, extra: &
         )
 }
 
+/// Two configs that both name their account `main`: alice's (keep = true) and
+/// bob's, each into its own Maildir.
+struct AliceAndBob {
+    alice: PathBuf,
+    bob: PathBuf,
+    alice_mail: PathBuf,
+    bob_mail: PathBuf,
+}
+
+fn alice_and_bob(server: &Dovecot, home: &Home) -> AliceAndBob {
+    let (alice_mail, bob_mail) = (home.path().join("alice"), home.path().join("bob"));
+    let alice = write_config(
+        home,
+        "alice.toml",
+        &config_of(server, home, USER, &alice_mail, "keep = true"),
+    );
+    let bob = write_config(
+        home,
+        "bob.toml",
+        &config_of(server, home, "bob", &bob_mail, ""),
+    );
+    AliceAndBob {
+        alice,
+        bob,
+        alice_mail,
+        bob_mail,
+    }
+}
+
 /// The unique-id Dovecot lists for message `uid` of a mailbox with this
 /// UIDVALIDITY, with the test server's `pop3_uidl_format = %08Xu%08Xv` (which
 /// Dovecot writes in lowercase hex).
@@ -68,17 +97,12 @@ fn two_mailboxes_named_alike_with_the_same_unique_ids_keep_apart() {
     server.add_messages(&numbered(3));
     server.add_messages_to("bob", &bobs_mail());
     let home = Home::new();
-    let (alice_mail, bob_mail) = (home.path().join("alice"), home.path().join("bob"));
-    let alice = write_config(
-        &home,
-        "alice.toml",
-        &config_of(&server, &home, USER, &alice_mail, "keep = true"),
-    );
-    let bob = write_config(
-        &home,
-        "bob.toml",
-        &config_of(&server, &home, "bob", &bob_mail, ""),
-    );
+    let AliceAndBob {
+        alice,
+        bob,
+        alice_mail,
+        bob_mail,
+    } = alice_and_bob(&server, &home);
     let alice = alice.to_str().unwrap();
     let bob = bob.to_str().unwrap();
 
@@ -168,17 +192,12 @@ fn a_state_of_another_mailbox_is_refused() {
     server.add_messages(&numbered(2));
     server.add_messages_to("bob", &bobs_mail());
     let home = Home::new();
-    let (alice_mail, bob_mail) = (home.path().join("alice"), home.path().join("bob"));
-    let alice = write_config(
-        &home,
-        "alice.toml",
-        &config_of(&server, &home, USER, &alice_mail, "keep = true"),
-    );
-    let bob = write_config(
-        &home,
-        "bob.toml",
-        &config_of(&server, &home, "bob", &bob_mail, ""),
-    );
+    let AliceAndBob {
+        alice,
+        bob,
+        bob_mail,
+        ..
+    } = alice_and_bob(&server, &home);
     home.run(&["-c", alice.to_str().unwrap(), "sync"]).expect(0);
     let alices = home.state_file();
     home.run(&["-c", bob.to_str().unwrap(), "sync"]).expect(0);

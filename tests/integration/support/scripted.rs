@@ -122,21 +122,7 @@ impl Scripted {
 
     /// A config for this server over plain TCP with USER/PASS.
     pub fn config(&self, home: &super::Home, extra: &str) -> String {
-        format!(
-            r#"[accounts.test]
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-auth = "user"
-timeout = 5
-user = "alice"
-password = "hunter2-secret"
-deliver = "maildir:{maildir}"
-{extra}
-"#,
-            port = self.port,
-            maildir = home.maildir().display(),
-        )
+        plain_config(self.port, &home.maildir(), extra)
     }
 }
 
@@ -397,21 +383,7 @@ impl Mailbox {
     }
 
     pub fn config(&self, maildir: &std::path::Path, extra: &str) -> String {
-        format!(
-            r#"[accounts.test]
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-auth = "user"
-timeout = 5
-user = "alice"
-password = "hunter2-secret"
-deliver = "maildir:{maildir}"
-{extra}
-"#,
-            port = self.port,
-            maildir = maildir.display(),
-        )
+        plain_config(self.port, maildir, extra)
     }
 }
 
@@ -666,4 +638,22 @@ fn endless_listing(conn: &mut Conn, line: impl Fn(u64) -> String) {
             return;
         }
     }
+}
+
+/// A config for a scripted server on `port` over plain TCP with USER/PASS.
+fn plain_config(port: u16, maildir: &std::path::Path, extra: &str) -> String {
+    format!(
+        r#"[accounts.test]
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+auth = "user"
+timeout = 5
+user = "alice"
+password = "hunter2-secret"
+deliver = "maildir:{maildir}"
+{extra}
+"#,
+        maildir = maildir.display(),
+    )
 }
