@@ -345,7 +345,10 @@ pub fn plan(
                 }
             }
             None => {
-                if !records.is_empty() || !known.forms(&message.uid).is_empty() {
+                // Read only for unique-ids some message of which was probed.
+                if !probes.is_empty()
+                    && (!records.is_empty() || !known.forms(&message.uid).is_empty())
+                {
                     unprobed.insert(message.uid.clone());
                 }
                 let earliest = records

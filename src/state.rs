@@ -203,12 +203,7 @@ impl Records {
         let records = match self.by_uid.get_mut(uid) {
             Some(records) => records,
             None => {
-                if let Some(base) = digest_form(uid) {
-                    self.forms
-                        .entry(base.to_string())
-                        .or_default()
-                        .push(uid.to_string());
-                }
+                self.index_form(uid);
                 self.by_uid.entry(uid.to_string()).or_default()
             }
         };
@@ -219,13 +214,18 @@ impl Records {
 
     /// Sets the records of `uid`, which has none yet (a replay's last step).
     fn put(&mut self, uid: &str, records: Deliveries) {
+        self.index_form(uid);
+        self.by_uid.insert(uid.to_string(), records);
+    }
+
+    /// Indexes a new key of the digest form `uid-HEX` under its unique-id.
+    fn index_form(&mut self, uid: &str) {
         if let Some(base) = digest_form(uid) {
             self.forms
                 .entry(base.to_string())
                 .or_default()
                 .push(uid.to_string());
         }
-        self.by_uid.insert(uid.to_string(), records);
     }
 
     /// Forgets every record of `uid`, or only the one with identity `id`.
@@ -816,10 +816,7 @@ impl UidlState {
         location: &str,
         id: Option<Identity>,
     ) -> Result<(), StateError> {
-        self.append(&match id {
-            Some(id) => format!("I {uid} {location} {} {}", id.size, id.hex()),
-            None => format!("I {uid} {location}"),
-        })?;
+        self.append(&intent_line(uid, location, id))?;
         self.apply(Record::Intent(uid, location, id));
         Ok(())
     }
@@ -830,9 +827,7 @@ impl UidlState {
         let Some((location, _)) = self.pending.get(uid).cloned() else {
             return Ok(());
         };
-        self.append(&format!("I {uid} {location} {} {}", id.size, id.hex()))?;
-        self.apply(Record::Intent(uid, &location, Some(id)));
-        Ok(())
+        self.record_intent(uid, &location, Some(id))
     }
 
     /// Records a completed delivery, with the message's identity when known. It
@@ -854,14 +849,8 @@ impl UidlState {
     /// message from being fetched again, but never leads to a DELE.
     pub fn record_adopted(&mut self, uid: &str, first_seen: u64) -> Result<(), StateError> {
         self.append(&format!("L D {uid} {first_seen}"))?;
-        self.pending.remove(uid);
-        self.delivered.insert(
-            uid,
-            Delivered {
-                first_seen,
-                id: None,
-            },
-        );
+        let id = None;
+        self.apply(Record::Delivered(uid, Delivered { first_seen, id }));
         self.adopted.insert(uid.to_string());
         Ok(())
     }
@@ -877,8 +866,7 @@ impl UidlState {
     pub fn forget(&mut self, uids: &[String]) -> Result<(), StateError> {
         for uid in uids {
             self.append(&format!("F {uid}"))?;
-            self.delivered.forget(uid, None);
-            self.adopted.remove(uid);
+            self.apply(Record::Forgotten(uid, None));
         }
         Ok(())
     }
@@ -888,10 +876,7 @@ impl UidlState {
     pub fn forget_records(&mut self, records: &[(String, Identity)]) -> Result<(), StateError> {
         for (uid, id) in records {
             self.append(&format!("F {uid} {} {}", id.size, id.hex()))?;
-            self.delivered.forget(uid, Some(*id));
-            if !self.delivered.by_uid.contains_key(uid.as_str()) {
-                self.adopted.remove(uid);
-            }
+            self.apply(Record::Forgotten(uid, Some(*id)));
         }
         Ok(())
     }
@@ -1003,6 +988,14 @@ fn delivered_line(uid: &str, first_seen: u64, id: Option<Identity>) -> String {
 }
 
 /// Writes a snapshot of `state` atomically; returns how many lines it holds.
+/// An `I` line, with the identity as two trailing fields when known.
+fn intent_line(uid: &str, location: &str, id: Option<Identity>) -> String {
+    match id {
+        Some(id) => format!("I {uid} {location} {} {}", id.size, id.hex()),
+        None => format!("I {uid} {location}"),
+    }
+}
+
 fn write_snapshot(path: &Path, header: &str, state: &UidlState) -> io::Result<usize> {
     let mut text = seal(header);
     let mark = |uid: &str| {
@@ -1021,14 +1014,14 @@ fn write_snapshot(path: &Path, header: &str, state: &UidlState) -> io::Result<us
         }
     }
     for (uid, (location, id)) in &state.pending {
-        text.push_str(&seal(&format!("{}I {uid} {location}", mark(uid))));
-        if let Some(id) = id {
-            text.push_str(&seal(&format!(
-                "{}I {uid} {location} {} {}",
-                mark(uid),
-                id.size,
-                id.hex()
-            )));
+        text.push_str(&seal(&format!(
+            "{}{}",
+            mark(uid),
+            intent_line(uid, location, None)
+        )));
+        if id.is_some() {
+            let line = intent_line(uid, location, *id);
+            text.push_str(&seal(&format!("{}{line}", mark(uid))));
         }
     }
     let mut temp_name = path.as_os_str().to_owned();

@@ -375,9 +375,8 @@ fn plan_session<S: Wire>(
 ) -> Result<SessionPlan> {
     // Only a message that may be fetched needs its size, but a plan that is shown
     // shows every size.
-    let fetch_all = account.policy.fetch_all;
     let now = now();
-    let sized = |uid: &str| fetch_all || policy::needs_size(uid, known, &account.policy, now);
+    let sized = |uid: &str| policy::needs_size(uid, known, &account.policy, now);
     let sized: Option<&dyn Fn(&str) -> bool> = match shown {
         Shown::No => Some(&sized),
         Shown::Yes => None,

@@ -1191,7 +1191,7 @@ fn fence<S: Wire>(
 }
 
 /// Joins unique-ids and sizes by message number; they must name the same messages.
-/// Unique-ids may still repeat here (see [`check_unique`]).
+/// Unique-ids may still repeat here (see [`repeated_uids`]).
 pub fn join(uids: Vec<(u32, String)>, sizes: &[(u32, u64)]) -> Result<Vec<ListedMessage>, Error> {
     // Servers list both in the same ascending order: pair them up directly.
     let aligned = uids.len() == sizes.len()
@@ -1226,21 +1226,6 @@ pub fn repeated_uids<'a>(uids: impl Iterator<Item = &'a str>) -> foldhash::HashS
     let mut seen =
         foldhash::HashSet::with_capacity_and_hasher(uids.size_hint().0, Default::default());
     uids.filter(|uid| !seen.insert(*uid)).collect()
-}
-
-/// Unique-ids must be unique: a repeated one would make us delete a message we never
-/// fetched, believing it delivered.
-pub fn check_unique(messages: &[ListedMessage]) -> Result<(), Error> {
-    let mut seen = foldhash::HashMap::with_capacity_and_hasher(messages.len(), Default::default());
-    for m in messages {
-        if let Some(other) = seen.insert(m.uid.as_str(), m.num) {
-            return Err(Error::Protocol(format!(
-                "the server gave messages {other} and {} the same unique-id \"{}\" (RFC 1939 §7 requires them to differ), and the same headers",
-                m.num, m.uid
-            )));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1666,18 +1651,6 @@ mod tests {
         assert_eq!(joined[1].size, 20);
         let err = join(vec![(1, "a".to_string())], &[(1, 10), (2, 20)]).unwrap_err();
         assert!(err.to_string().contains("LIST names message 2"), "{err}");
-    }
-
-    #[test]
-    fn duplicate_uids_are_refused() {
-        let server = format!(
-            "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\n1 a\r\n2 a\r\n.\r\n+OK\r\n1 1\r\n2 1\r\n.\r\n"
-        );
-        let Listing::WithUids(list) = login(&server).listing().unwrap() else {
-            panic!("UIDL was answered")
-        };
-        let err = check_unique(&list).unwrap_err();
-        assert!(err.to_string().contains("same unique-id"), "{err}");
     }
 
     #[test]

@@ -15,8 +15,8 @@ pub mod transport;
 pub(crate) mod mock;
 
 pub use client::{
-    check_unique, join, repeated_uids, Capabilities, Client, Credentials, Flow, ListedMessage,
-    Listing, LoginFailed, Retrieved, Session, Trace, Wire,
+    join, repeated_uids, Capabilities, Client, Credentials, Flow, ListedMessage, Listing,
+    LoginFailed, Retrieved, Session, Trace, Wire,
 };
 pub use error::{Error, ErrorKind};
 pub use response::{RespCode, Status};
