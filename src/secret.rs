@@ -90,7 +90,7 @@ pub enum SecretError {
     Runaway {
         key: &'static str,
         program: String,
-        what: &'static str,
+        what: String,
     },
     #[error("{key} \"{program}\" did not finish within timeout ({seconds} s) and was killed")]
     Timeout {
@@ -155,9 +155,14 @@ impl SecretCommand {
                 })
             }
             Outcome::OutputTooLarge(Overflow::FirstLine) => {
-                return Err(runaway("more than 16 KiB without a line end"))
+                return Err(runaway(format!(
+                    "more than {} KiB without a line end",
+                    FIRST_LINE_MAX / 1024
+                )))
             }
-            Outcome::OutputTooLarge(Overflow::Rest) => return Err(runaway("more than 64 KiB")),
+            Outcome::OutputTooLarge(Overflow::Rest) => {
+                return Err(runaway(format!("more than {} KiB", REST_MAX / 1024)))
+            }
             Outcome::TimedOut => return Err(self.timed_out(program)),
             Outcome::WaitFailed(e) => {
                 return Err(SecretError::Failed {

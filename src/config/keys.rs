@@ -100,9 +100,10 @@ macro_rules! keys {
             /// Fills every key this account leaves unset from `defaults`, then from
             /// the declared default.
             pub(super) fn merge(self, defaults: &RawAccount) -> Settings {
-                let d = defaults.clone();
                 Settings {
-                    $($name: setting_value!(self.$name.or(d.$name) $(, $default)?),)+
+                    $($name: setting_value!(
+                        self.$name.or_else(|| defaults.$name.clone()) $(, $default)?
+                    ),)+
                 }
             }
         }
