@@ -686,7 +686,7 @@ fn sync_one(
         progress: out.progress(),
     };
     let result = sync_account(account, options);
-    let (exit, report, error) = match result {
+    let (exit, mut report, error) = match result {
         Ok(report) => (Exit::Ok, report, None),
         Err(e) => {
             let exit = classify(&e);
@@ -704,8 +704,8 @@ fn sync_one(
             Err(_) => Vec::new(),
         };
         for entry in &mut entries {
-            if let Some((_, head)) = report.heads.iter().find(|(n, _)| *n == entry.number) {
-                preview::describe_headers(entry, head);
+            if let Some(headline) = report.heads.remove(&entry.number) {
+                headline.fill(entry);
             }
         }
         if flags.json {

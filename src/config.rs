@@ -169,7 +169,7 @@ struct RawFile {
 
 /// Config text in messages is passed through [`shown`]: it is the user's, but may
 /// hold escape sequences or NULs that must not drive the terminal (as server text
-/// is escaped by `pop3::response::escape`).
+/// is escaped by `pop3::proto::response::escape`).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("no configuration file at {}; run `popfetch init` to write one, or name one with -c FILE", shown_path(.path))]

@@ -11,9 +11,11 @@ use sha2::{Digest, Sha256};
 use crate::auth::{self, Login, Offer};
 use crate::config::{Account, TlsMode};
 use crate::policy;
-use crate::pop3::response::apop_timestamp;
+use crate::pop3::proto::response::apop_timestamp;
 use crate::pop3::transport::{CertificateProblem, Stream, TlsConfig};
-use crate::pop3::{self, Client, Credentials, ListedMessage, Listing, Peer, Session, Trace, Wire};
+use crate::pop3::{
+    self, Client, Credentials, Flow, ListedMessage, Listing, Peer, Session, Status, Trace, Wire,
+};
 use crate::secret::Secret;
 
 /// How long a look at a silent port may take to see whether it speaks TLS.
@@ -132,6 +134,9 @@ pub fn advise(error: pop3::Error) -> anyhow::Error {
         pop3::Error::TlsNotGreeting => {
             "port 995 speaks TLS from the start: use tls = \"implicit\" (or port 110 for tls = \"starttls\")"
         }
+        pop3::Error::StlsUnavailable | pop3::Error::StlsRefused(_) => {
+            "tls = \"starttls\" never falls back to cleartext: if the server has a TLS port, use it with tls = \"implicit\""
+        }
         pop3::Error::Certificate { problem, .. } => certificate_hint(problem),
         pop3::Error::PinMismatch { .. } => {
             "it does not match tls_fingerprint: if the certificate was renewed, check the new one and update the pin (popfetch probe shows it)"
@@ -243,8 +248,26 @@ pub fn listing<S: Wire>(
         Listing::SizesOnly(sizes) => {
             warn("the server has no UIDL; messages are told apart by a digest of their headers");
             let mut uids = Vec::with_capacity(sizes.len());
-            for &(num, size) in &sizes {
-                uids.push((num, format!("hdr-{}", digest(session, num, size)?)));
+            let mut refused = None;
+            session.tops(&sizes, |&(num, size), head| match head {
+                Ok(head) => {
+                    uids.push((
+                        num,
+                        format!("hdr-{}", sized_digest(hash_head(head).1, size)),
+                    ));
+                    Flow::Continue
+                }
+                Err(status) => {
+                    refused = Some(pop3::Error::Server {
+                        command: "TOP",
+                        code: status.code,
+                        text: status.text,
+                    });
+                    Flow::Stop
+                }
+            })?;
+            if let Some(refused) = refused {
+                return Err(refused.into());
             }
             pop3::join(uids, &sizes)?
         }
@@ -286,9 +309,12 @@ pub fn probe<S: Wire>(
     let nums: Vec<(u32, u64)> = wanted.iter().map(|m| (m.num, m.size)).collect();
     let mut heads = Vec::with_capacity(nums.len());
     let mut refused = Vec::new();
-    session.tops(&nums, |num, head| match head {
-        Some(head) => heads.push((num, hash_head(head))),
-        None => refused.push(num),
+    session.tops(&nums, |&(num, _), head| {
+        match head {
+            Ok(head) => heads.push((num, hash_head(head))),
+            Err(_) => refused.push(num),
+        }
+        Flow::Continue
     })?;
     let sizes: foldhash::HashMap<u32, &ListedMessage> =
         wanted.iter().map(|m| (m.num, *m)).collect();
@@ -304,16 +330,11 @@ pub fn probe<S: Wire>(
     let mut seen = foldhash::HashMap::default();
     for (num, (digest, legacy)) in heads {
         let message = sizes[&num];
-        let mut legacy = legacy;
-        legacy.update(message.size.to_be_bytes());
-        let legacy: String = legacy.finalize()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let legacy = sized_digest(legacy, message.size);
         if let Some(other) = seen.insert((message.uid.as_str(), message.size, digest), num) {
             return Err(pop3::Error::Protocol(format!(
                 "the server gave messages {other} and {num} the same unique-id \"{}\" (RFC 1939 §7 requires them to differ), the same size and the same headers",
-                crate::pop3::response::escape(message.uid.as_bytes())
+                crate::pop3::proto::response::escape(message.uid.as_bytes())
             ))
             .into());
         }
@@ -335,31 +356,42 @@ fn hash_head(head: &mut dyn Read) -> ([u8; 16], Sha256) {
             break;
         }
         section.update(&buf[..n]);
-        let keep = (n as u64).min(MAX_HEADERS.saturating_sub(taken)) as usize;
+        let left = usize::try_from(MAX_HEADERS - taken).unwrap_or(usize::MAX);
+        let keep = n.min(left);
         legacy.update(&buf[..keep]);
         taken += keep as u64;
     }
     (section.finish(), legacy)
 }
 
-/// A digest of a message's headers and size, stable across sessions.
-fn digest<S: Wire>(session: &mut Session<S>, num: u32, size: u64) -> Result<String, pop3::Error> {
-    let head = headers(session, num)?;
-    let mut digest = Sha256::new();
-    digest.update(&head);
-    digest.update(size.to_be_bytes());
-    Ok(digest.finalize()[..16]
+/// The digest of a message's headers (as [`hash_head`] took them) and size, stable
+/// across sessions: the unique-id of a message on a server without UIDL, and what
+/// an older popfetch recorded.
+fn sized_digest(mut head: Sha256, size: u64) -> String {
+    head.update(size.to_be_bytes());
+    head.finalize()[..16]
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect())
+        .collect()
 }
 
-/// A message's header block, through `TOP n 0` (RFC 1939 §7), bounded.
-pub fn headers<S: Wire>(session: &mut Session<S>, num: u32) -> Result<Vec<u8>, pop3::Error> {
-    session.top(num, 0, |body| {
-        let mut head = Vec::new();
-        let _ = body.take(MAX_HEADERS).read_to_end(&mut head);
-        head
+/// The header block of each of `messages` (number, listed size), through `TOP n 0`
+/// (RFC 1939 §7) pipelined, each bounded by [`MAX_HEADERS`] and handed to `each`
+/// in order; a refused TOP comes as the server's status. One block is held at a
+/// time, however many messages there are.
+pub fn headers<S: Wire>(
+    session: &mut Session<S>,
+    messages: &[(u32, u64)],
+    mut each: impl FnMut(u32, Result<&[u8], Status>) -> Flow,
+) -> Result<(), pop3::Error> {
+    let mut head = Vec::new();
+    session.tops(messages, |&(num, _), reply| match reply {
+        Ok(reply) => {
+            head.clear();
+            let _ = reply.take(MAX_HEADERS).read_to_end(&mut head);
+            each(num, Ok(&head))
+        }
+        Err(status) => each(num, Err(status)),
     })
 }
 
@@ -384,7 +416,8 @@ mod tests {
     #[test]
     fn a_server_without_uidl_gets_a_digest_of_each_message_headers() {
         let server = "+OK hi\r\n+OK\r\n+OK\r\n-ERR no UIDL\r\n+OK\r\n1 20\r\n2 20\r\n.\r\n\
-                      +OK\r\nSubject: a\r\n\r\n.\r\n+OK\r\nSubject: b\r\n\r\n.\r\n";
+                      +OK\r\nSubject: a\r\n\r\n.\r\n+OK 1 20\r\n\
+                      +OK\r\nSubject: b\r\n\r\n.\r\n+OK 2 20\r\n";
         let warned = RefCell::new(Vec::new());
         let warn = |text: &str| warned.borrow_mut().push(text.to_string());
         let listed = listing(&mut session(server), None, &warn).unwrap();

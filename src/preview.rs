@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::config::Account;
 use crate::connect::{self, open_session};
 use crate::policy::{self, Action, SessionPlan};
-use crate::pop3::Trace;
+use crate::pop3::{Flow, Trace};
 use crate::state::UidlState;
 
 /// One message as `list` shows it.
@@ -44,12 +44,16 @@ pub fn list_account(
     let probes = connect::probe(&mut session, &listing, &state, &account.policy, now, warn)?;
     let plan = policy::plan(listing, &probes, &state, &account.policy, now);
     let mut entries = entries(&plan, &state);
-    for entry in &mut entries {
-        // A server without TOP still gets its list, without the header columns.
-        if let Ok(head) = connect::headers(&mut session, entry.number) {
-            describe_headers(entry, &head);
+    let messages: Vec<(u32, u64)> = entries.iter().map(|e| (e.number, e.size)).collect();
+    let mut each = entries.iter_mut();
+    // In order, one entry per message asked; a server without TOP still gets its
+    // list, without the header columns.
+    connect::headers(&mut session, &messages, |_, head| {
+        if let (Some(entry), Ok(head)) = (each.next(), head) {
+            describe_headers(entry, head);
         }
-    }
+        Flow::Continue
+    })?;
     session.quit()?;
     Ok(entries)
 }
@@ -97,26 +101,56 @@ pub fn entries(plan: &SessionPlan, known: &dyn policy::Known) -> Vec<Entry> {
 
 /// Fills the date, sender and subject from a header block.
 pub fn describe_headers(entry: &mut Entry, head: &[u8]) {
-    let Ok((headers, _)) = mailparse::parse_headers(head) else {
-        return;
-    };
-    let value = |name: &str| {
-        headers
-            .iter()
-            .find(|h| h.get_key_ref().eq_ignore_ascii_case(name))
-            .map(|h| printable(&h.get_value()))
-    };
-    entry.subject = value("Subject");
-    entry.from = value("From");
-    if let Some(raw) = value("Date") {
-        match mailparse::dateparse(&raw)
-            .ok()
-            .filter(|&t| t > 0)
-            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-        {
-            Some(t) => entry.date = Some(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            None => entry.date_header = Some(raw),
+    Headline::of(head).fill(entry);
+}
+
+/// What `list` shows of a message's headers: its date, sender and subject.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headline {
+    date: Option<String>,
+    date_header: Option<String>,
+    from: Option<String>,
+    subject: Option<String>,
+}
+
+impl Headline {
+    /// The headline of a header block; empty when it does not parse.
+    pub fn of(head: &[u8]) -> Headline {
+        let Ok((headers, _)) = mailparse::parse_headers(head) else {
+            return Headline::default();
+        };
+        let value = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.get_key_ref().eq_ignore_ascii_case(name))
+                .map(|h| printable(&h.get_value()))
+        };
+        let mut headline = Headline {
+            subject: value("Subject"),
+            from: value("From"),
+            ..Headline::default()
+        };
+        if let Some(raw) = value("Date") {
+            match mailparse::dateparse(&raw)
+                .ok()
+                .filter(|&t| t > 0)
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            {
+                Some(t) => {
+                    headline.date = Some(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                }
+                None => headline.date_header = Some(raw),
+            }
         }
+        headline
+    }
+
+    /// Sets the entry's header columns.
+    pub fn fill(self, entry: &mut Entry) {
+        entry.date = self.date;
+        entry.date_header = self.date_header;
+        entry.from = self.from;
+        entry.subject = self.subject;
     }
 }
 

@@ -15,7 +15,7 @@ use openssl::hash::MessageDigest;
 use openssl::x509::{X509NameRef, X509VerifyResult};
 
 use crate::config::{Account, TlsMode};
-use crate::pop3::response::apop_timestamp;
+use crate::pop3::proto::response::apop_timestamp;
 use crate::pop3::transport::{fingerprint_text, Stream, TlsConfig, TlsOptions, TlsVersion};
 use crate::pop3::{self, Capabilities, Client, Trace};
 
@@ -247,7 +247,7 @@ pub fn name(name: &X509NameRef) -> String {
         .map(|e| {
             let key = e.object().nid().short_name().unwrap_or("?");
             // Certificate text is the server's choice: escape it like any other.
-            let value = crate::pop3::response::escape(e.data().as_slice());
+            let value = crate::pop3::proto::response::escape(e.data().as_slice());
             format!("{key}={value}")
         })
         .collect::<Vec<_>>()

@@ -23,7 +23,8 @@ use crate::identity::Identity;
 use crate::lock::AccountLock;
 use crate::policy::{self, Action, SessionPlan};
 use crate::pop3::transport::Stream;
-use crate::pop3::{Flow, ListedMessage, Retrieved, Session, Trace, Wire};
+use crate::pop3::{self, Flow, ListedMessage, Retrieved, Session, Trace, Wire};
+use crate::preview::Headline;
 use crate::state::{StateError, UidlState};
 
 /// Told how a sync advances, for a progress bar.
@@ -65,8 +66,8 @@ pub struct Report {
     pub refused: usize,
     /// The plan, for a dry run to show.
     pub plan: Option<SessionPlan>,
-    /// A dry run's header blocks (message number, TOP n 0), for its table.
-    pub heads: Vec<(u32, Vec<u8>)>,
+    /// What a dry run read of each message's headers (`TOP n 0`), for its table.
+    pub heads: foldhash::HashMap<u32, Headline>,
 }
 
 /// Syncs one account.
@@ -329,15 +330,14 @@ fn preview(account: &Account, options: Options) -> Result<Report> {
     )?;
     // The table shows date, sender and subject as `list` does; a server without
     // TOP still gets its plan, without those columns.
-    let heads = plan
-        .messages
-        .iter()
-        .filter_map(|(m, _)| {
-            crate::connect::headers(&mut session, m.num)
-                .ok()
-                .map(|h| (m.num, h))
-        })
-        .collect();
+    let messages: Vec<(u32, u64)> = plan.messages.iter().map(|(m, _)| (m.num, m.size)).collect();
+    let mut heads = foldhash::HashMap::default();
+    connect::headers(&mut session, &messages, |num, head| {
+        if let Ok(head) = head {
+            heads.insert(num, Headline::of(head));
+        }
+        Flow::Continue
+    })?;
     session.quit()?;
     let fetch = plan.fetch();
     Ok(Report {
@@ -399,23 +399,49 @@ fn run_filter<S: Wire>(
         return Ok(());
     };
     let mut judged = HashSet::new();
+    let mut stop = None;
     // A verdict can let another message in under max_messages, so look again.
-    while let Some(message) = plan.fetch().into_iter().find(|m| !judged.contains(&m.num)) {
-        judged.insert(message.num);
-        let head = connect::headers(session, message.num)?;
-        let verdict = match filter::judge(argv, &head, account.mda_timeout) {
-            Ok(verdict) => verdict,
-            // A filter that cannot start judges no message: stop before fetching
-            // any, rather than report the same cause once per message.
-            Err(err @ filter::FilterError::Spawn { .. }) => return Err(err.into()),
-            Err(err) => {
-                failures.add(anyhow::Error::new(err));
-                Action::Skip(policy::Reason::Filter)
-            }
-        };
-        plan.apply_filter(message.num, verdict, &account.policy);
+    loop {
+        let batch: Vec<(u32, u64)> = (plan.fetch().into_iter())
+            .filter(|m| !judged.contains(&m.num))
+            .map(|m| (m.num, m.size))
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        connect::headers(session, &batch, |num, head| {
+            judged.insert(num);
+            let head = match head {
+                Ok(head) => head,
+                Err(status) => {
+                    stop = Some(anyhow::Error::new(pop3::Error::Server {
+                        command: "TOP",
+                        code: status.code,
+                        text: status.text,
+                    }));
+                    return Flow::Stop;
+                }
+            };
+            let verdict = match filter::judge(argv, head, account.mda_timeout) {
+                Ok(verdict) => verdict,
+                // A filter that cannot start judges no message: stop before fetching
+                // any, rather than report the same cause once per message.
+                Err(err @ filter::FilterError::Spawn { .. }) => {
+                    stop = Some(err.into());
+                    return Flow::Stop;
+                }
+                Err(err) => {
+                    failures.add(anyhow::Error::new(err));
+                    Action::Skip(policy::Reason::Filter)
+                }
+            };
+            plan.apply_filter(num, verdict, &account.policy);
+            Flow::Continue
+        })?;
+        if let Some(stop) = stop {
+            return Err(stop);
+        }
     }
-    Ok(())
 }
 
 fn lock(account: &Account) -> Result<AccountLock> {

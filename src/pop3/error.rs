@@ -3,7 +3,7 @@
 
 use std::io;
 
-use super::response::RespCode;
+use super::proto::response::RespCode;
 use super::transport::CertificateProblem;
 
 /// How an error should be treated by whoever runs the session.
@@ -45,10 +45,12 @@ pub enum Error {
     #[error("the server speaks TLS where a POP3 greeting should be")]
     TlsNotGreeting,
     #[error(
-        "the server does not offer STLS, and tls = \"starttls\" never falls back to cleartext"
+        "the server does not offer STLS, so the session ends before anything is sent in cleartext"
     )]
     StlsUnavailable,
-    #[error("the server refused STLS ({0}), and tls = \"starttls\" never falls back to cleartext")]
+    #[error(
+        "the server refused STLS ({0}), so the session ends before anything is sent in cleartext"
+    )]
     StlsRefused(String),
     #[error("the server sent data between its STLS reply and the TLS handshake (response injection); refusing the session")]
     StlsInjection,

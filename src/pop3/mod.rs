@@ -1,23 +1,21 @@
-//! A blocking POP3 client (RFC 1939) with CAPA and PIPELINING (RFC 2449) and STLS
-//! (RFC 2595). Everything here is generic over `Wire` (`Read + Write`, and a hint of
-//! the bytes on their way) and knows nothing of delivery or state; `transport`
-//! supplies the real TCP and TLS streams.
+//! POP3 (RFC 1939) with CAPA and PIPELINING (RFC 2449) and STLS (RFC 2595), in
+//! three layers whose arrows point down only: `proto`, the pure protocol core;
+//! `client`, the blocking conversation over any [`Wire`]; and `transport`, the real
+//! TCP and TLS streams. None of it knows of delivery, state or configuration.
 
 mod client;
-mod command;
 mod error;
-pub mod multiline;
-pub mod response;
-pub mod sasl;
+pub mod proto;
 pub mod transport;
 
 #[cfg(test)]
 pub(crate) mod mock;
 
-pub use client::{
-    join, repeated_uids, Capabilities, Client, Credentials, Flow, ListedMessage, Listing,
-    LoginFailed, Retrieved, Session, Trace, Wire,
-};
+pub use client::{Client, Credentials, LoginFailed, Retrieved, Session, Trace, Wire};
 pub use error::{Error, ErrorKind};
-pub use response::{RespCode, Status};
-pub use sasl::{Mechanism, Peer};
+pub use proto::capabilities::Capabilities;
+pub use proto::identity::{HeadHasher, Identity};
+pub use proto::listing::{join, repeated_uids, ListedMessage, Listing};
+pub use proto::pipeline::Flow;
+pub use proto::response::{RespCode, Status};
+pub use proto::sasl::{Mechanism, Peer};

@@ -162,7 +162,8 @@ fn server_without_uidl_uses_a_header_digest() {
             Step::Expect("LIST"),
             send("+OK\r\n1 50\r\n.\r\n"),
             Step::Expect("TOP 1 0"),
-            send("+OK\r\nSubject: no uidl\r\nMessage-ID: <x@y>\r\n\r\n.\r\n"),
+            Step::Expect("LIST 1"),
+            send("+OK\r\nSubject: no uidl\r\nMessage-ID: <x@y>\r\n\r\n.\r\n+OK 1 50\r\n"),
         ]);
         if deliver {
             s.extend([

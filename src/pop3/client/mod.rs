@@ -1,0 +1,18 @@
+//! The blocking POP3 client over any [`Wire`]: the line connection, login in the
+//! AUTHORIZATION state, and the TRANSACTION-state session with its pipelined
+//! fetching. It drives the pure protocol core and knows nothing of delivery, state
+//! or configuration.
+
+mod body;
+mod connection;
+mod fetch;
+mod login;
+mod session;
+
+pub use connection::{Trace, Wire};
+pub use fetch::Retrieved;
+pub use login::{Client, Credentials, LoginFailed};
+pub use session::Session;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+//! A logged-in connection in the TRANSACTION state (RFC 1939 §5): the listing,
+//! then (in `fetch`) retrieval, then deletion and QUIT. Deletions take effect only
+//! at QUIT (RFC 1939 §6), so a session dropped without `quit` deletes nothing.
+
+use super::connection::{Connection, Wire};
+use crate::pop3::proto::command::Command;
+use crate::pop3::proto::listing::{
+    join, repeated_number, repeated_uids, with_sizes, LineBudget, Listing, MAX_LISTED,
+};
+use crate::pop3::proto::pipeline::{Flow, Pipeline, WINDOW};
+use crate::pop3::proto::response::{parse_list_line, parse_uidl_line, Status};
+use crate::pop3::Error;
+
+/// A logged-in connection in the TRANSACTION state.
+pub struct Session<S> {
+    pub(super) conn: Connection<S>,
+    pub(super) pipelining: bool,
+    /// The round trip is long enough to ask UIDL and LIST together.
+    slow_path: bool,
+}
+
+impl<S: Wire> Session<S> {
+    pub(super) fn new(conn: Connection<S>, pipelining: bool, slow_path: bool) -> Self {
+        Session {
+            conn,
+            pipelining,
+            slow_path,
+        }
+    }
+
+    /// STAT (RFC 1939 §5): message count and total size.
+    pub fn stat(&mut self) -> Result<(u32, u64), Error> {
+        self.conn.send(Command::Stat)?;
+        let status = self.conn.expect_ok("STAT")?;
+        let mut words = status.text.split(' ');
+        let mut number = || words.next().and_then(|w| w.parse::<u64>().ok());
+        let malformed = || Error::Protocol(format!("malformed STAT reply \"{}\"", status.text));
+        match (number(), number()) {
+            (Some(count), Some(size)) => {
+                // RFC 1939 numbers messages from 1; more than u32 of them is a lie.
+                let count = u32::try_from(count).map_err(|_| malformed())?;
+                Ok((count, size))
+            }
+            _ => Err(malformed()),
+        }
+    }
+
+    /// Every message with its size and unique-id: UIDL and LIST, sent together when
+    /// the server allows pipelining. A server without UIDL gives sizes only.
+    pub fn listing(&mut self) -> Result<Listing, Error> {
+        self.conn.queue(Command::Uidl)?;
+        if self.pipelining {
+            self.conn.queue(Command::List)?;
+        }
+        self.conn.flush("UIDL")?;
+        let uids = self.read_uids()?;
+        if !self.pipelining {
+            self.conn.send(Command::List)?;
+        }
+        let sizes = self.read_sizes(uids.as_ref().map(Vec::len))?;
+        match uids {
+            Some(uids) => join(uids, &sizes).map(Listing::WithUids),
+            None => Ok(Listing::SizesOnly(sizes)),
+        }
+    }
+
+    /// Every message with its unique-id, and its size where `sized` (given the
+    /// unique-id) says it matters or the unique-id repeats; the others have size 0.
+    /// The sizes come from `LIST n` for each, pipelined, when they are few, and from
+    /// one LIST otherwise; a run with nothing new asks no LIST at all. On a slow
+    /// path this is [`listing`](Self::listing). A server without UIDL gives sizes
+    /// only.
+    pub fn listing_sized(&mut self, sized: &dyn Fn(&str) -> bool) -> Result<Listing, Error> {
+        if self.pipelining && self.slow_path {
+            return self.listing();
+        }
+        self.conn.send(Command::Uidl)?;
+        let Some(uids) = self.read_uids()? else {
+            self.conn.send(Command::List)?;
+            return Ok(Listing::SizesOnly(self.read_sizes(None)?));
+        };
+        if let Some(num) = repeated_number(&uids) {
+            let repeated = Err(Error::Protocol(format!("UIDL names message {num} twice")));
+            return self.conn.check(repeated);
+        }
+        // A unique-id that repeats is sized whatever `sized` says: telling its
+        // messages apart takes their sizes (see `connect::listing`).
+        let repeated = repeated_uids(uids.iter().map(|(_, uid)| uid.as_str()));
+        let wanted: Vec<u32> = uids
+            .iter()
+            .filter(|(_, uid)| repeated.contains(uid.as_str()) || sized(uid))
+            .map(|&(num, _)| num)
+            .collect();
+        let sizes = self.sizes_of(&wanted, uids.len())?;
+        Ok(Listing::WithUids(with_sizes(uids, sizes)))
+    }
+
+    /// The unique-id listing, or `None` when the server refuses UIDL.
+    fn read_uids(&mut self) -> Result<Option<Vec<(u32, String)>>, Error> {
+        if !self.conn.read_status("UIDL")?.ok {
+            return Ok(None);
+        }
+        let mut uids = Vec::new();
+        self.conn
+            .each_listed("UIDL", LineBudget::listing(MAX_LISTED), |line| {
+                uids.push(parse_uidl_line(line)?);
+                Ok(())
+            })?;
+        Ok(Some(uids))
+    }
+
+    /// The reply to a LIST of every message: as many lines as `expected` at most
+    /// (UIDL's count, when known, for both list the same messages).
+    fn read_sizes(&mut self, expected: Option<usize>) -> Result<Vec<(u32, u64)>, Error> {
+        self.conn.expect_ok("LIST")?;
+        let mut sizes = Vec::new();
+        let budget = LineBudget::listing(expected.unwrap_or(MAX_LISTED));
+        self.conn.each_listed("LIST", budget, |line| {
+            sizes.push(parse_list_line(line)?);
+            Ok(())
+        })?;
+        Ok(sizes)
+    }
+
+    /// The sizes of the messages `nums`, in that order: `LIST n` for each, through
+    /// the pipeline, when the server allows pipelining and they fit in a window, or
+    /// one LIST of everything, kept to `nums`.
+    fn sizes_of(&mut self, nums: &[u32], listed: usize) -> Result<Vec<(u32, u64)>, Error> {
+        if nums.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.pipelining && nums.len() <= WINDOW {
+            let mut sizes = Vec::with_capacity(nums.len());
+            self.pipelined(
+                "LIST",
+                nums,
+                |_| 0,
+                |conn, &num| conn.queue(Command::ListOne(num)),
+                |conn, &num, _| {
+                    let status = conn.expect_ok("LIST")?;
+                    let (listed, size) = parse_list_line(status.text.as_bytes())?;
+                    if listed != num {
+                        return Err(Error::Protocol(format!(
+                            "asked LIST {num}, the server answered for message {listed}"
+                        )));
+                    }
+                    sizes.push((num, size));
+                    Ok(Flow::Continue)
+                },
+            )?;
+            return Ok(sizes);
+        }
+        self.conn.send(Command::List)?;
+        let all: foldhash::HashMap<u32, u64> = self.read_sizes(Some(listed))?.into_iter().collect();
+        nums.iter()
+            .map(|&num| match all.get(&num) {
+                Some(&size) => Ok((num, size)),
+                None => Err(Error::Protocol(format!(
+                    "UIDL names message {num}, which LIST does not"
+                ))),
+            })
+            .collect()
+    }
+
+    /// Marks messages deleted (RFC 1939 §5); they go at QUIT. Returns the ones the
+    /// server refused, which stay on the server.
+    pub fn delete(&mut self, nums: &[u32]) -> Result<Vec<(u32, Status)>, Error> {
+        let mut refused = Vec::new();
+        self.pipelined(
+            "DELE",
+            nums,
+            |_| 0,
+            |conn, &num| conn.queue(Command::Dele(num)),
+            |conn, &num, _| {
+                let status = conn.read_status("DELE")?;
+                if !status.ok {
+                    refused.push((num, status));
+                }
+                Ok(Flow::Continue)
+            },
+        )?;
+        Ok(refused)
+    }
+
+    /// Sends one request per item through the session's [`Pipeline`] and reads the
+    /// replies in order: every pipelined command goes through here. `bytes` says
+    /// how many listed bytes an item's reply carries (the stream may wait for them);
+    /// `send` queues an item's commands; `receive` reads its replies, told whether
+    /// the run was stopped (its reply must still be read, and nothing kept). A
+    /// `Flow::Stop` sends nothing more; what is owed is still read, so the session
+    /// stays usable. An error marks the connection unusable.
+    pub(super) fn pipelined<T: Copy>(
+        &mut self,
+        phase: &'static str,
+        items: &[T],
+        bytes: impl Fn(&T) -> u64,
+        mut send: impl FnMut(&mut Connection<S>, &T) -> Result<(), Error>,
+        mut receive: impl FnMut(&mut Connection<S>, &T, bool) -> Result<Flow, Error>,
+    ) -> Result<(), Error> {
+        let mut pipeline = Pipeline::new(self.pipelining);
+        let mut items = items.iter().peekable();
+        let ran = (|| loop {
+            if pipeline.wants_more() {
+                while let Some(item) = items.next_if(|item| pipeline.may_send(bytes(item))) {
+                    send(&mut self.conn, item)?;
+                    pipeline.sent(*item, bytes(item));
+                    self.conn.io.get_mut().due(bytes(item));
+                }
+                self.conn.flush(phase)?;
+            }
+            let Some(item) = pipeline.next_reply() else {
+                return Ok(());
+            };
+            let stopped = pipeline.is_stopped();
+            if receive(&mut self.conn, &item, stopped)? == Flow::Stop {
+                pipeline.stop();
+            }
+            if pipeline.owed() == 0 {
+                self.conn.io.get_mut().clear_due();
+            }
+        })();
+        // What a server overstated must not make a later reply wait.
+        self.conn.io.get_mut().clear_due();
+        self.conn.check(ran)
+    }
+
+    /// NOOP (RFC 1939 §5).
+    pub fn noop(&mut self) -> Result<(), Error> {
+        self.conn.send(Command::Noop)?;
+        self.conn.expect_ok("NOOP").map(drop)
+    }
+
+    /// RSET (RFC 1939 §5): unmarks every deletion of this session.
+    pub fn rset(&mut self) -> Result<(), Error> {
+        self.conn.send(Command::Rset)?;
+        self.conn.expect_ok("RSET").map(drop)
+    }
+
+    /// QUIT (RFC 1939 §6): the server now removes the deleted messages. -ERR here
+    /// means some of them were not removed. Over a broken connection nothing is
+    /// sent: the connection is closed and the deletions are not made.
+    pub fn quit(mut self) -> Result<(), Error> {
+        self.conn.usable("QUIT")?;
+        self.conn.send(Command::Quit)?;
+        self.conn.expect_ok("QUIT").map(drop)
+    }
+}

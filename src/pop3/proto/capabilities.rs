@@ -1,0 +1,68 @@
+//! What a server says it can do: the CAPA reply (RFC 2449 §5-6), parsed.
+
+use super::response::escape;
+
+/// CAPA lines at most: real servers send a dozen or two.
+pub const MAX_CAPA_LINES: usize = 256;
+
+/// What the server said it can do (RFC 2449 §6). Empty when CAPA is not supported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The server answered CAPA at all.
+    pub known: bool,
+    pub stls: bool,
+    pub pipelining: bool,
+    pub uidl: bool,
+    pub top: bool,
+    pub user: bool,
+    pub resp_codes: bool,
+    /// RFC 6856: the server can send UTF-8 headers unchanged once asked.
+    pub utf8: bool,
+    pub sasl: Vec<String>,
+    /// Every line as the server sent it, escaped, for `probe` to show.
+    pub lines: Vec<String>,
+}
+
+impl Capabilities {
+    /// The capabilities of a +OK CAPA reply's lines (dot-unstuffed).
+    pub fn parse(lines: &[Vec<u8>]) -> Capabilities {
+        let mut caps = Capabilities {
+            known: true,
+            ..Capabilities::default()
+        };
+        for line in lines {
+            caps.lines.push(escape(line));
+            let line = String::from_utf8_lossy(line);
+            let mut words = line.split_ascii_whitespace();
+            match words.next().map(str::to_ascii_uppercase).as_deref() {
+                Some("STLS") => caps.stls = true,
+                Some("PIPELINING") => caps.pipelining = true,
+                Some("UIDL") => caps.uidl = true,
+                Some("TOP") => caps.top = true,
+                Some("USER") => caps.user = true,
+                Some("RESP-CODES") => caps.resp_codes = true,
+                Some("UTF8") => caps.utf8 = true,
+                Some("SASL") => caps.sasl = words.map(str::to_ascii_uppercase).collect(),
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_are_case_blind_and_sasl_lists_mechanisms() {
+        let lines: Vec<Vec<u8>> = ["pipelining", "SASL plain SCRAM-SHA-256", "X-UNKNOWN 1"]
+            .iter()
+            .map(|l| l.as_bytes().to_vec())
+            .collect();
+        let caps = Capabilities::parse(&lines);
+        assert!(caps.known && caps.pipelining && !caps.stls && !caps.uidl);
+        assert_eq!(caps.sasl, ["PLAIN", "SCRAM-SHA-256"]);
+        assert_eq!(caps.lines.len(), 3);
+    }
+}
