@@ -8,6 +8,8 @@ Every fetcher reads the same mailboxes from a private Dovecot (POP3 on
   2. fewer small messages through an in-process TCP proxy adding latency
   3. one huge message: peak RSS (and wall time) of the fetcher
   4. a big mailbox with nothing new: a run after everything was fetched
+  5. `popfetch list` of a mailbox through the latency proxy (popfetch only: the
+     peers have no command that shows each message's headers)
 
 each in plain POP3 and over implicit TLS, with a table of TLS against plain.
 
@@ -239,11 +241,19 @@ def bare_read(sc, server):
     if sc.state_kept:
         conn.sendall(b"UIDL\r\n")
         read_until(b"\r\n.\r\n")
+    elif sc.command == "list":
+        # A listing with sizes, then every message's headers (TOP n 0), pipelined.
+        conn.sendall(b"UIDL\r\nLIST\r\n")
+        read_until(b"\r\n.\r\n")
+        read_until(b"\r\n.\r\n")
+        conn.sendall(b"".join(b"TOP %d 0\r\n" % n for n in range(1, sc.count + 1)))
+        for _ in range(sc.count):
+            read_until(b"\r\n.\r\n")
     else:
         conn.sendall(b"UIDL\r\nLIST\r\n")
         read_until(b"\r\n.\r\n")
         read_until(b"\r\n.\r\n")
-    if not sc.state_kept:
+    if not sc.state_kept and sc.command == "sync":
         raw.due += sc.count * sc.size
         conn.sendall(b"".join(b"RETR %d\r\n" % n for n in range(1, sc.count + 1)))
         for _ in range(sc.count):
@@ -661,9 +671,18 @@ class Tool:
     def supports(self, server):
         return True
 
+    def runs(self, sc):
+        """Whether the tool has a command for the scenario (all fetch; only
+        popfetch lists)."""
+        return sc.command == "sync"
+
 
 class Popfetch(Tool):
     name = "popfetch"
+    command = "sync"
+
+    def runs(self, sc):
+        return True
 
     def argv(self, scen, server):
         d = os.path.join(self.work, scen)
@@ -683,7 +702,7 @@ state_dir = "{d}/state"
 timeout = 60
 """)
         os.chmod(cfg, 0o600)
-        return [self.binary, "-c", cfg, "sync"]
+        return [self.binary, "-c", cfg, self.command]
 
 
 class Mpop(Tool):
@@ -784,12 +803,14 @@ message_log_verbose = false
 
 class Scenario:
     def __init__(self, key, label, user, count, size, tls=False, delay=0.0,
-                 metric="time", state_kept=False, big=False, same_runs_as=None, plain_of=None):
+                 metric="time", state_kept=False, big=False, same_runs_as=None, plain_of=None,
+                 command="sync"):
         self.key, self.label, self.user = key, label, user
         self.count, self.size, self.tls, self.delay = count, size, tls, delay
         self.metric, self.state_kept, self.big = metric, state_kept, big
         self.same_runs_as = same_runs_as   # another metric of that scenario's runs
         self.plain_of = plain_of           # for a TLS scenario: its plain twin
+        self.command = command             # "sync", or "list" (popfetch only)
 
 
 def human_size(n):
@@ -802,9 +823,9 @@ def human_size(n):
 
 def build_scenarios(tiny):
     if tiny:
-        small, lat, big, many = 30, 10, 1 << 20, 300
+        small, lat, big, many, listed = 30, 10, 1 << 20, 300, 20
     else:
-        small, lat, big, many = 2000, 200, 100 << 20, 20000
+        small, lat, big, many, listed = 2000, 200, 100 << 20, 20000, 1000
     kb4 = 4096
     return [
         Scenario("s1", f"1. {small:,} × 4 KB, loopback, plain", "alice", small, kb4),
@@ -827,6 +848,8 @@ def build_scenarios(tiny):
                  state_kept=True),
         Scenario("s4tls", f"4. {many:,} × 1 KB, nothing new, implicit TLS", "dave", many,
                  1024, tls=True, state_kept=True, plain_of="s4"),
+        Scenario("s5", f"5. `list` of {listed:,} × 4 KB, +50 ms RTT proxy", "erin", listed,
+                 kb4, delay=0.025, command="list"),
     ]
 
 
@@ -848,6 +871,7 @@ def populate(dove, scenarios):
 def one_run(tool, sc, server, logpath, limit, fresh=True):
     if fresh:
         tool.reset(sc.key)
+    tool.command = sc.command
     argv = tool.argv(sc.key, server)
     # Nothing dirty from an earlier run may land on this run's fsyncs.
     os.sync()
@@ -861,6 +885,11 @@ def one_run(tool, sc, server, logpath, limit, fresh=True):
         return RunResult(False, wall, note=f"failed after {limit:.0f} s (time limit)")
     if code not in tool.ok_codes:
         return RunResult(False, wall, note=f"failed: exit {code}{last_error(logpath, start)}")
+    if sc.command == "list":
+        listed = len(log_since(logpath, start).splitlines())
+        if listed < sc.count:
+            return RunResult(False, wall, note=f"failed: listed {listed}/{sc.count} lines")
+        return RunResult(True, wall, cpu, rss)
     got = count_maildir(tool.maildir(sc.key))
     if got != sc.count:
         return RunResult(False, wall, note=f"failed: delivered {got}/{sc.count}")
@@ -869,14 +898,19 @@ def one_run(tool, sc, server, logpath, limit, fresh=True):
     return RunResult(True, wall, cpu, rss)
 
 
-def last_error(logpath, start):
-    """The last meaningful line this run wrote to its log, for the table."""
+def log_since(logpath, start):
+    """What this run wrote to its log."""
     try:
         with open(logpath, "rb") as f:
             f.seek(start)
-            text = f.read().decode(errors="replace")
+            return f.read().decode(errors="replace")
     except OSError:
         return ""
+
+
+def last_error(logpath, start):
+    """The last meaningful line this run wrote to its log, for the table."""
+    text = log_since(logpath, start)
     lines = [l.strip() for l in text.splitlines()
              if l.strip() and not l.startswith("$ ") and "Running as root" not in l]
     if not lines:
@@ -1008,7 +1042,7 @@ def main():
                 except (OSError, ValueError) as e:
                     log(f"  {sc.key:6} floor     failed: {e}")
                 for tool in tools:
-                    if tool.name in stopped:
+                    if tool.name in stopped or not tool.runs(sc):
                         continue
                     r = one_run(tool, sc, server, logpaths[tool.name], limit,
                                 fresh=not sc.state_kept)
@@ -1022,6 +1056,8 @@ def main():
             for tool in tools:
                 logpath = logpaths[tool.name]
                 rs = runs_of[tool.name]
+                if not tool.runs(sc):
+                    continue
                 results[(sc.key, tool.name)] = rs
                 last = rs[-1]
                 if last.ok:
@@ -1108,6 +1144,12 @@ def main():
             notes.append(f"- skipped {s}")
         notes.append("- Maildir delivery, keep on, fresh state per run except scenario 4 "
                      "(timed runs follow one untimed full fetch)")
+        for sc in scenarios:
+            pf, fl = cell(sc, "popfetch")[1], results.get((sc.key, "floor"))
+            if sc.command == "list" and pf and fl:
+                floor_v = statistics.median(r.wall for r in fl)
+                notes.append(f"- scenario 5: popfetch list takes {pf / floor_v:.2f}× "
+                             "the server floor (UIDL, LIST and every TOP n 0 pipelined)")
         notes.append("- server floor: a bare in-process client that pipelines the same "
                      "commands and reads the replies into nothing (no delivery, no state, "
                      "no process start)")
