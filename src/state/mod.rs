@@ -181,7 +181,7 @@ impl UidlState {
 
     /// Every delivered unique-id.
     pub fn delivered_uids(&self) -> impl Iterator<Item = &str> {
-        self.recorded.delivered.by_uid.keys().map(String::as_str)
+        self.recorded.delivered_uids()
     }
 
     /// Deliveries that a previous run announced but never finished or abandoned.
