@@ -38,14 +38,19 @@
 //! the old value or the new one, never ahead of what is durable; it needs no fsync.
 //! A witness of another epoch (a crash between a compaction and its witness) says
 //! nothing and is ignored.
+//!
+//! Here: the public types and the recording API. Beside it: `place` (file names),
+//! `record` (one line), `known` (the records in memory), `replay` (reading a
+//! journal back), `open` (checks on open), `journal` (appending), `compact`,
+//! `witness` (`.synced`) and `adopt` (format 1).
 
 mod adopt;
 mod compact;
 mod journal;
+mod known;
 mod open;
 mod place;
 mod record;
-mod records;
 mod replay;
 mod witness;
 
@@ -55,12 +60,12 @@ use std::io;
 use std::path::PathBuf;
 
 pub use adopt::Adoption;
+pub use known::Snapshot;
 pub use place::{mailbox_key, Place};
-pub use records::Snapshot;
 
 use crate::identity::{Identity, Record as Delivered};
+use known::Holds;
 use record::{delivered_line, intent_line, Record};
-use records::Holds;
 
 const MAGIC: &str = "popfetch-state";
 /// 2: the header names the mailbox and an epoch; `L` records.
@@ -114,7 +119,6 @@ pub struct Interrupted {
 /// An announced delivery: where, and the message's identity once known.
 type Pending = (String, Option<Identity>);
 
-/// The state of one account, open for appending.
 /// The state of one account, open for appending.
 pub struct UidlState {
     path: PathBuf,

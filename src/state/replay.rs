@@ -4,8 +4,8 @@
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
+use super::known::{Deliveries, Records};
 use super::record::{checked, is_plain_location, parse_record, Record};
-use super::records::{Deliveries, Records};
 use super::{StateError, UidlState, MAGIC, VERSION};
 use crate::identity::{Identity, Record as Delivered};
 
