@@ -567,7 +567,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, (uid, size))| ListedMessage {
-                num: i as u32 + 1,
+                num: u32::try_from(i + 1).unwrap(),
                 size: *size,
                 uid: uid.to_string(),
             })

@@ -1,0 +1,386 @@
+//! The UIDL state of one account: which unique-ids have been delivered (and when they
+//! were first seen), and which deliveries were under way when a run died.
+//!
+//! It is an append-only journal of checksummed lines, so recording a message costs
+//! O(1), and it is compacted atomically (temporary file, fsync, rename, fsync the
+//! directory) when it has grown. Each line is `RECORD<TAB>CRC32`:
+//!
+//! - `I uid location`: a delivery of `uid` to `location` is about to start. Made durable
+//!   before the delivery can be (a staged batch syncs its intents before it links its
+//!   files), so a restart can look at `location` and tell whether it completed.
+//!   `I uid location size digest` carries the message's identity too, so that
+//!   recovery records it with the delivery: at once where the target read the
+//!   message before announcing it (mbox), else as a second line once the body has
+//!   been read, before the delivery is committed (Maildir).
+//! - `D uid time [size digest]`: `uid` was delivered; `time` is when it was first seen
+//!   (Unix seconds); `size digest` is the message's identity (see [`crate::identity`]).
+//!   A server may give several messages one unique-id (popa3d does) or reuse one,
+//!   so a unique-id may have several records, told apart by their identities. A
+//!   record without one (recovered before its body was checked) marks its
+//!   unique-id as delivered but can never authorize a DELE.
+//! - `A uid`: the delivery announced by `I` was abandoned and left nothing behind.
+//! - `F uid [size digest]`: `uid` (or only its record with that identity) is no
+//!   longer on the server and is forgotten.
+//! - `L D uid time`, `L I uid location`: a record adopted from a state that does not
+//!   say which mailbox wrote it (format 1, or `import-state`). It keeps the message
+//!   from being fetched again, but never leads to a DELE.
+//!
+//! The header is `popfetch-state 2 MAILBOX EPOCH`: the mailbox the file belongs to
+//! (see [`Place`]) and a random epoch, new at every compaction. Format 1 files
+//! (`popfetch-state 1`, no mailbox) are still read: all their records are adopted.
+//!
+//! A final line without its newline is a write cut short by a crash and is ignored;
+//! any other damage stops popfetch instead of guessing. A file cut short at a line
+//! boundary has no such tell, so a witness outside the journal, `MAILBOX.synced`,
+//! holds the epoch, length and line count of the journal as of its last fsync: a
+//! journal of the same epoch that is shorter than that was cut, and is refused.
+//! The witness is written only after the fsync it describes, so after a crash it is
+//! the old value or the new one, never ahead of what is durable; it needs no fsync.
+//! A witness of another epoch (a crash between a compaction and its witness) says
+//! nothing and is ignored.
+//!
+//! Here: the public types and the recording API. Beside it: `place` (file names),
+//! `record` (one line), `known` (the records in memory), `replay` (reading a
+//! journal back), `open` (checks on open), `journal` (appending), `compact`,
+//! `witness` (`.synced`) and `adopt` (format 1).
+
+mod adopt;
+mod compact;
+mod journal;
+mod known;
+mod open;
+mod place;
+mod record;
+mod replay;
+mod witness;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+
+pub use adopt::Adoption;
+pub use known::Snapshot;
+pub use place::{mailbox_key, Place};
+
+use crate::identity::{Identity, Record as Delivered};
+use known::Holds;
+use record::{delivered_line, intent_line, Record};
+
+const MAGIC: &str = "popfetch-state";
+/// 2: the header names the mailbox and an epoch; `L` records.
+const VERSION: u32 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot {action} the state file {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("the state file {path} is damaged at line {line} ({reason}); popfetch will not guess which messages were delivered. Restore it from a backup, or remove the bad line by hand and then the .synced file beside it; moving it aside makes popfetch fetch every message on the server again")]
+    Damaged {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("the state file {path} has format version {found}, written by a newer popfetch; upgrade popfetch")]
+    Newer { path: PathBuf, found: u32 },
+    #[error("the state file {path} belongs to the mailbox {found}, not to {expected}; popfetch names each state file after its mailbox, so this one was copied or renamed by hand: move it back to {home}, or move it aside to fetch every message on the server again")]
+    Foreign {
+        path: PathBuf,
+        found: String,
+        expected: String,
+        home: PathBuf,
+    },
+    #[error("the state file {path} was cut short: it holds {len} bytes ({lines} lines), but {synced_len} bytes ({synced_lines} lines) of it had been made durable; popfetch will not guess which messages were delivered. Restore it from a backup; if you restored an older copy on purpose, remove {witness}")]
+    CutShort {
+        path: PathBuf,
+        len: u64,
+        lines: u64,
+        synced_len: u64,
+        synced_lines: u64,
+        witness: PathBuf,
+    },
+}
+
+/// A delivery that was under way when a run died.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interrupted {
+    pub uid: String,
+    pub location: String,
+    /// Announced in an adopted record: if it completed, record it adopted too.
+    pub adopted: bool,
+    /// The message's identity, if its body was read before the run died.
+    pub id: Option<Identity>,
+}
+
+/// An announced delivery: where, and the message's identity once known.
+type Pending = (String, Option<Identity>);
+
+/// The state of one account, open for appending.
+pub struct UidlState {
+    path: PathBuf,
+    place: Option<Place>,
+    /// Open for appending; `None` only inside [`UidlState::peek`].
+    journal: Option<File>,
+    /// Delivered messages, and which of their records are adopted.
+    recorded: Snapshot,
+    /// Announced deliveries not yet completed or abandoned.
+    pending: BTreeMap<String, Pending>,
+    /// Lines in the journal, to decide when to compact.
+    lines: usize,
+    /// Length of the journal up to its last whole line.
+    len: u64,
+    /// Appended lines not yet fsynced.
+    unsynced: bool,
+    /// The header's epoch.
+    epoch: u64,
+    /// The witness file, once written.
+    witness: Option<File>,
+    /// Set when this open adopted a format-1 file.
+    adoption: Option<Adoption>,
+}
+
+impl Holds for UidlState {
+    fn snapshot(&self) -> &Snapshot {
+        &self.recorded
+    }
+}
+
+impl UidlState {
+    fn apply(&mut self, record: Record) {
+        match record {
+            Record::Intent(uid, location, id) => {
+                self.pending
+                    .insert(uid.to_string(), (location.to_string(), id));
+            }
+            Record::Delivered(uid, record) => {
+                self.pending.remove(uid);
+                self.recorded.delivered.insert(uid, record);
+                self.recorded.adopted.remove(uid);
+            }
+            Record::Abandoned(uid) => {
+                self.pending.remove(uid);
+            }
+            Record::Forgotten(uid, id) => {
+                self.recorded.delivered.forget(uid, id);
+                if !self.recorded.delivered.by_uid.contains_key(uid) {
+                    self.recorded.adopted.remove(uid);
+                }
+            }
+        }
+    }
+
+    pub fn is_delivered(&self, uid: &str) -> bool {
+        self.recorded.delivered.by_uid.contains_key(uid)
+    }
+
+    /// When `uid` was first seen, if it has been delivered (its earliest record).
+    pub fn first_seen(&self, uid: &str) -> Option<u64> {
+        let records = self.recorded.delivered.by_uid.get(uid)?;
+        records.iter().map(|r| r.first_seen).min()
+    }
+
+    /// Every delivered unique-id.
+    pub fn delivered_uids(&self) -> impl Iterator<Item = &str> {
+        self.recorded.delivered_uids()
+    }
+
+    /// Deliveries that a previous run announced but never finished or abandoned.
+    pub fn interrupted(&self) -> Vec<Interrupted> {
+        self.pending
+            .iter()
+            .map(|(uid, (location, id))| Interrupted {
+                uid: uid.clone(),
+                location: location.clone(),
+                adopted: self.recorded.adopted.contains(uid),
+                id: *id,
+            })
+            .collect()
+    }
+
+    /// Announces a delivery of `uid` to `location` before it starts. It is durable
+    /// at the next [`sync`](Self::sync), which the caller makes before the delivery
+    /// can become durable itself.
+    /// The message's identity goes with it when the target has read the message
+    /// before announcing it (mbox spools it first).
+    pub fn record_intent(
+        &mut self,
+        uid: &str,
+        location: &str,
+        id: Option<Identity>,
+    ) -> Result<(), StateError> {
+        self.append(&intent_line(uid, location, id))?;
+        self.apply(Record::Intent(uid, location, id));
+        Ok(())
+    }
+
+    /// Adds the message's identity to the announced delivery of `uid`, once its body
+    /// has been read, so that recovery can record it too.
+    pub fn record_identity(&mut self, uid: &str, id: Identity) -> Result<(), StateError> {
+        let Some((location, _)) = self.pending.get(uid).cloned() else {
+            return Ok(());
+        };
+        self.record_intent(uid, &location, Some(id))
+    }
+
+    /// Records a completed delivery, with the message's identity when known. It
+    /// becomes durable at the next [`sync`](Self::sync); until then the intent
+    /// record lets recovery find it.
+    pub fn record_delivered(
+        &mut self,
+        uid: &str,
+        first_seen: u64,
+        id: Option<Identity>,
+    ) -> Result<(), StateError> {
+        self.append(&delivered_line(uid, first_seen, id))?;
+        self.apply(Record::Delivered(uid, Delivered { first_seen, id }));
+        Ok(())
+    }
+
+    /// Records `uid` as delivered on the word of something other than this
+    /// mailbox's own sessions (another tool's list, an adopted intent): it keeps the
+    /// message from being fetched again, but never leads to a DELE.
+    pub fn record_adopted(&mut self, uid: &str, first_seen: u64) -> Result<(), StateError> {
+        self.append(&format!("L D {uid} {first_seen}"))?;
+        let id = None;
+        self.apply(Record::Delivered(uid, Delivered { first_seen, id }));
+        self.recorded.adopted.insert(uid.to_string());
+        Ok(())
+    }
+
+    /// Records that an announced delivery left nothing behind.
+    pub fn record_abandoned(&mut self, uid: &str) -> Result<(), StateError> {
+        self.append(&format!("A {uid}"))?;
+        self.pending.remove(uid);
+        Ok(())
+    }
+
+    /// Forgets unique-ids that are gone from the server.
+    pub fn forget(&mut self, uids: &[String]) -> Result<(), StateError> {
+        for uid in uids {
+            self.append(&format!("F {uid}"))?;
+            self.apply(Record::Forgotten(uid, None));
+        }
+        Ok(())
+    }
+
+    /// Forgets single records of unique-ids still on the server: those that no
+    /// message listed under them matches any more.
+    pub fn forget_records(&mut self, records: &[(String, Identity)]) -> Result<(), StateError> {
+        for (uid, id) in records {
+            self.append(&format!("F {uid} {} {}", id.size, id.hex()))?;
+            self.apply(Record::Forgotten(uid, Some(*id)));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
+    use super::record::seal;
+    use super::*;
+
+    pub(super) fn temp_state() -> (tempfile::TempDir, Place) {
+        let dir = tempfile::tempdir().unwrap();
+        let place = Place::new(
+            dir.path(),
+            mailbox_key("me", "Pop.Example", 995),
+            Some("acct"),
+        );
+        (dir, place)
+    }
+
+    #[test]
+    fn records_survive_reopen() {
+        let (_dir, place) = temp_state();
+        let mut s = UidlState::open(&place).unwrap();
+        s.record_intent("u1", "loc1", None).unwrap();
+        s.record_delivered("u1", 100, None).unwrap();
+        s.record_intent("u2", "loc2", None).unwrap();
+        s.record_intent("u3", "loc3", None).unwrap();
+        s.record_abandoned("u3").unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let s = UidlState::open(&place).unwrap();
+        assert!(s.is_delivered("u1"));
+        assert_eq!(s.first_seen("u1"), Some(100));
+        assert!(!s.is_delivered("u2"));
+        assert_eq!(
+            s.interrupted(),
+            [Interrupted {
+                uid: "u2".into(),
+                location: "loc2".into(),
+                adopted: false,
+                id: None,
+            }]
+        );
+    }
+
+    #[test]
+    fn identities_are_kept_apart_under_one_unique_id_and_survive_compaction() {
+        use crate::policy::Known;
+        let a = Identity {
+            size: 10,
+            digest: [0xa; 16],
+        };
+        let b = Identity {
+            size: 20,
+            digest: [0xb; 16],
+        };
+        let (_dir, place) = temp_state();
+        let path = place.path();
+        let mut s = UidlState::open(&place).unwrap();
+        s.record_delivered("X", 1, Some(a)).unwrap();
+        s.record_delivered("X", 2, Some(b)).unwrap();
+        s.record_delivered("X", 3, Some(a)).unwrap();
+        s.record_delivered("old", 4, None).unwrap();
+        s.record_delivered("Y-0123456789abcdef0123456789abcdef", 5, None)
+            .unwrap();
+        s.record_intent("Z", "loc", None).unwrap();
+        s.record_identity("Z", b).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let check = |s: &UidlState| {
+            let x = s.records("X");
+            assert_eq!(x.len(), 2);
+            assert_eq!((x[0].first_seen, x[0].id), (1, Some(a)));
+            assert_eq!(s.records("old")[0].id, None);
+            assert_eq!(s.forms("Y"), ["Y-0123456789abcdef0123456789abcdef"]);
+            assert_eq!(s.interrupted()[0].id, Some(b));
+        };
+        let mut s = UidlState::open(&place).unwrap();
+        check(&s);
+        s.compact().unwrap();
+        let mut s = UidlState::open(&place).unwrap();
+        check(&s);
+        s.forget_records(&[("X".into(), a)]).unwrap();
+        s.forget(&["Y-0123456789abcdef0123456789abcdef".into()])
+            .unwrap();
+        s.sync().unwrap();
+        let s = UidlState::open(&place).unwrap();
+        assert_eq!(s.records("X").len(), 1);
+        assert_eq!(s.records("X")[0].id, Some(b));
+        assert!(s.forms("Y").is_empty());
+        // A record with half an identity is damage, not a guess.
+        drop(s);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(seal("D W 1 10").as_bytes()).unwrap();
+        assert!(UidlState::open(&place).is_err());
+    }
+
+    #[test]
+    fn forget_removes() {
+        let (_dir, place) = temp_state();
+        let mut s = UidlState::open(&place).unwrap();
+        s.record_delivered("u1", 1, None).unwrap();
+        s.forget(&["u1".into()]).unwrap();
+        s.sync().unwrap();
+        assert!(!UidlState::open(&place).unwrap().is_delivered("u1"));
+    }
+}
