@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::TlsMode;
 use crate::config::{Config, Paths};
-use crate::config::{Delivery, TlsMode};
 use crate::exit::{classify, Exit};
 use crate::preview;
 use crate::secret;
@@ -332,15 +332,10 @@ fn accounts(cli: &Cli) -> Exit {
             TlsMode::Starttls => "starttls",
             TlsMode::None => "plain",
         };
-        let deliver = match &a.deliver {
-            Delivery::Maildir(p) => format!("maildir:{}", p.display()),
-            Delivery::Mbox(p) => format!("mbox:{}", p.display()),
-            Delivery::Mda(argv) => format!("mda:{}", argv.join(" ")),
-        };
         let _ = writeln!(
             out,
-            "{:<16} {}@{}:{} ({tls}) -> {deliver}",
-            a.name, a.user, a.host, a.port
+            "{:<16} {}@{}:{} ({tls}) -> {}",
+            a.name, a.user, a.host, a.port, a.deliver
         );
     }
     Exit::Ok

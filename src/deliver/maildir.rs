@@ -7,13 +7,58 @@
 //! file into new/ and fsyncs new/ once. A file reaches new/ only after its bytes are
 //! durable, and only after its intent was recorded durably by the caller.
 
+use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{copy_message, Announce, DeliverError, Recovered, Target};
+use super::{
+    copy_message, Announce, Class, Context, DeliverError, Delivery, Env, Kind, Recovered, Spec,
+    Target, TargetError,
+};
 use crate::durable::{self, TempFile};
+
+/// `maildir:PATH`.
+pub const KIND: Kind = Kind {
+    name: "maildir",
+    takes: "PATH",
+    parse,
+};
+
+fn parse(rest: &str, env: &Env) -> Result<Delivery, String> {
+    Ok(Delivery::new(Maildir(env.path(rest)?)))
+}
+
+/// A Maildir's root, as `deliver` names it.
+#[derive(Debug)]
+struct Maildir(PathBuf);
+
+impl fmt::Display for Maildir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", KIND.name, self.0.display())
+    }
+}
+
+impl Spec for Maildir {
+    fn open(&self, _: &Context) -> Result<Box<dyn Target>, DeliverError> {
+        Ok(Box::new(MaildirTarget::open(&self.0)?))
+    }
+}
+
+/// The local side failed: disk full, permissions, I/O error.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot deliver into {path}")]
+pub struct MaildirError {
+    path: PathBuf,
+    source: io::Error,
+}
+
+impl TargetError for MaildirError {
+    fn class(&self) -> Class {
+        Class::Failed
+    }
+}
 
 pub struct MaildirTarget {
     root: PathBuf,
@@ -31,7 +76,7 @@ impl MaildirTarget {
     pub fn open(root: &Path) -> Result<MaildirTarget, DeliverError> {
         for sub in ["tmp", "new", "cur"] {
             let dir = root.join(sub);
-            durable::create_dir_all(&dir).map_err(|source| DeliverError::Local {
+            durable::create_dir_all(&dir).map_err(|source| MaildirError {
                 path: dir.clone(),
                 source,
             })?;
@@ -46,9 +91,9 @@ impl MaildirTarget {
         })
     }
 
-    fn local(&self, sub: &str) -> impl Fn(io::Error) -> DeliverError {
+    fn local(&self, sub: &str) -> impl Fn(io::Error) -> MaildirError {
         let path = self.root.join(sub);
-        move |source| DeliverError::Local {
+        move |source| MaildirError {
             path: path.clone(),
             source,
         }
@@ -198,7 +243,9 @@ impl Target for MaildirTarget {
         // Either the run died before the link (a partial file) or between the link
         // and the unlink (a second name for the delivered file): tmp/ goes either way.
         match fs::remove_file(self.root.join("tmp").join(name)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(self.local("tmp")(e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(self.local("tmp")(e).into())
+            }
             _ => {}
         }
         Ok(if delivered {
