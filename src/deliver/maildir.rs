@@ -7,44 +7,20 @@
 //! file into new/ and fsyncs new/ once. A file reaches new/ only after its bytes are
 //! durable, and only after its intent was recorded durably by the caller.
 
-use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{
-    copy_message, Announce, Class, Context, DeliverError, Delivery, Env, Kind, Recovered, Spec,
-    Target, TargetError,
-};
+use super::{copy_message, Announce, Class, DeliverError, Kind, Recovered, Target, TargetError};
 use crate::durable::{self, TempFile};
 
 /// `maildir:PATH`.
 pub const KIND: Kind = Kind {
     name: "maildir",
     takes: "PATH",
-    parse,
+    parse: |rest, env| env.path_spec(rest, |root, _| Ok(Box::new(MaildirTarget::open(root)?))),
 };
-
-fn parse(rest: &str, env: &Env) -> Result<Delivery, String> {
-    Ok(Delivery::new(Maildir(env.path(rest)?)))
-}
-
-/// A Maildir's root, as `deliver` names it.
-#[derive(Debug)]
-struct Maildir(PathBuf);
-
-impl fmt::Display for Maildir {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", KIND.name, self.0.display())
-    }
-}
-
-impl Spec for Maildir {
-    fn open(&self, _: &Context) -> Result<Box<dyn Target>, DeliverError> {
-        Ok(Box::new(MaildirTarget::open(&self.0)?))
-    }
-}
 
 /// The local side failed: disk full, permissions, I/O error.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,6 @@
 //! MUAs and MDAs lock (Debian Policy §11.6), is fsynced, and is cut back to the
 //! original length on any failure.
 
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -17,37 +16,19 @@ use std::time::{Duration, Instant, SystemTime};
 use rustix::fs::{fcntl_lock, FlockOperation};
 
 use super::{
-    copy_message, envelope, Announce, Class, Context, DeliverError, Delivery, Env, Kind, Recovered,
-    Spec, Target, TargetError,
+    copy_message, envelope, Announce, Class, DeliverError, Kind, Recovered, Target, TargetError,
 };
 
-/// `mbox:PATH`.
+/// `mbox:PATH`. Waiting for the mbox's locks is bounded by the account's `timeout`.
 pub const KIND: Kind = Kind {
     name: "mbox",
     takes: "PATH",
-    parse,
+    parse: |rest, env| {
+        env.path_spec(rest, |path, context| {
+            Ok(Box::new(MboxTarget::open(path, context.timeout)?))
+        })
+    },
 };
-
-fn parse(rest: &str, env: &Env) -> Result<Delivery, String> {
-    Ok(Delivery::new(Mbox(env.path(rest)?)))
-}
-
-/// An mbox file, as `deliver` names it.
-#[derive(Debug)]
-struct Mbox(PathBuf);
-
-impl fmt::Display for Mbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", KIND.name, self.0.display())
-    }
-}
-
-impl Spec for Mbox {
-    /// Waiting for the mbox's locks is bounded by the account's `timeout`.
-    fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError> {
-        Ok(Box::new(MboxTarget::open(&self.0, context.timeout)?))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MboxError {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::child::{Outcome, Run, Stdin};
 
 use super::{
-    envelope, Announce, Class, Context, DeliverError, Delivery, Env, Kind, Recovered, Spec, Target,
+    envelope, Announce, Class, Context, DeliverError, Delivery, Kind, Recovered, Spec, Target,
     TargetError,
 };
 
@@ -17,12 +17,8 @@ use super::{
 pub const KIND: Kind = Kind {
     name: "mda",
     takes: "COMMAND",
-    parse,
+    parse: |rest, env| Ok(Delivery::new(Mda(env.command(rest)?))),
 };
-
-fn parse(rest: &str, env: &Env) -> Result<Delivery, String> {
-    Ok(Delivery::new(Mda(env.command(rest)?)))
-}
 
 /// An MDA command split into program and arguments, `%F` and `%T` unsubstituted.
 #[derive(Debug)]

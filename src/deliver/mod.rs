@@ -130,9 +130,41 @@ impl Env<'_> {
             .map_err(|e| format!("{} = {}: {e}", key::deliver, toml_string(self.written)))
     }
 
+    /// The value of a kind that takes one path, opened by `open`.
+    pub fn path_spec(&self, text: &str, open: Open) -> Result<Delivery, String> {
+        Ok(Delivery::new(PathSpec {
+            kind: self.kind,
+            path: self.path(text)?,
+            open,
+        }))
+    }
+
     /// A command split for running without a shell, a leading `~` expanded.
     pub fn command(&self, text: &str) -> Result<Vec<String>, String> {
         expand::split_command(text, key::deliver, &format!("{}:", self.kind), self.home)
+    }
+}
+
+/// The value of a kind that takes one path: `maildir:PATH`, `mbox:PATH`.
+#[derive(Debug)]
+struct PathSpec {
+    kind: &'static str,
+    path: PathBuf,
+    open: Open,
+}
+
+/// Opens a target at a path.
+type Open = fn(&Path, &Context) -> Result<Box<dyn Target>, DeliverError>;
+
+impl fmt::Display for PathSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind, self.path.display())
+    }
+}
+
+impl Spec for PathSpec {
+    fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError> {
+        (self.open)(&self.path, context)
     }
 }
 
