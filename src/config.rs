@@ -1,6 +1,7 @@
 //! The configuration file (TOML) and its resolution into [`Account`] values that the
 //! rest of popfetch trusts: `[defaults]` merged in, paths expanded, every key checked,
-//! unknown keys refused. The keys themselves are declared once, in [`keys`].
+//! unknown keys refused. The keys themselves are declared once, in [`keys`]; paths
+//! and commands are expanded in [`expand`]; `deliver` is read by [`crate::deliver`].
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -635,7 +635,7 @@ mod tests {
         let err = target
             .deliver(&mut &b"x\n"[..], &mut |_| Ok(()))
             .unwrap_err();
-        assert!(err.is_temporary(), "{err}");
+        assert_eq!(err.class(), Class::Temporary, "{err}");
         assert_eq!(fs::metadata(&path).unwrap().len(), 0);
     }
 

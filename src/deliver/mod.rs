@@ -29,8 +29,9 @@ use crate::copy::CopyError;
 use crate::pop3::transport::TlsOptions;
 use crate::state::StateError;
 
-/// Every kind of target. A new kind is a file in this directory, one line here, and
-/// its line in the docs of the `deliver` key.
+/// Every kind of target. A new kind is a file in this directory and one line here,
+/// plus its docs: the README's "Delivery targets" and the `deliver` key's line in
+/// `config/keys.rs`. Messages that list the kinds are built from this list.
 const KINDS: &[Kind] = &[maildir::KIND, mbox::KIND, mda::KIND];
 
 /// One kind of target: the word before the colon in `deliver`, and how to read
@@ -255,11 +256,6 @@ impl DeliverError {
         }
     }
 
-    /// Worth retrying later without any change.
-    pub fn is_temporary(&self) -> bool {
-        self.class() == Class::Temporary
-    }
-
     /// Concerns this one message only: the next message may well be delivered.
     pub fn is_per_message(&self) -> bool {
         matches!(self, DeliverError::Target(KindError(e)) if e.is_per_message())
@@ -286,7 +282,13 @@ pub enum Recovered {
     NotDelivered,
 }
 
-/// A place messages can be delivered to.
+/// A place messages can be delivered to, opened for one session by [`Spec::open`].
+///
+/// A network target (LMTP, SMTP, IMAP) fits the same shape: it connects in `open`
+/// with the [`Context`]'s timeout and TLS settings; the server's refusal of one
+/// message is its own error with [`TargetError::is_per_message`], temporary or not
+/// as the reply code says; a target that pipelines or batches stages its messages
+/// and ends the transaction in `flush`; it says goodbye when dropped.
 pub trait Target {
     /// Delivers `message` (durably, or staged for `flush` when [`Target::stages`])
     /// and returns how many bytes it took. Calls `announce` once, before anything
@@ -442,7 +444,7 @@ mod tests {
             source: io::Error::from(io::ErrorKind::NotFound),
         });
         assert_eq!(spawn.class(), Class::Config);
-        assert!(!spawn.is_per_message() && !spawn.is_temporary());
+        assert!(!spawn.is_per_message());
         assert_eq!(spawn.to_string(), "the MDA \"nope\" could not be started");
         assert!(spawn.source().is_some_and(|e| e.is::<io::Error>()));
         assert!(spawn.of_kind::<mda::MdaError>().is_some());
@@ -450,7 +452,7 @@ mod tests {
         let deferred = DeliverError::from(mda::MdaError::Deferred {
             program: "x".into(),
         });
-        assert!(deferred.is_temporary() && deferred.is_per_message());
+        assert!(deferred.class() == Class::Temporary && deferred.is_per_message());
         let source = DeliverError::Source(io::Error::other("reset"));
         assert_eq!(source.class(), Class::Failed);
         assert!(!source.is_per_message());
