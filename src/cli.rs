@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::TlsMode;
-use crate::config::{Config, Paths};
+use crate::config::{Account, Config, Paths};
 use crate::exit::{classify, Exit};
 use crate::preview;
 use crate::secret;
@@ -508,15 +508,24 @@ fn warner(cli: &Cli, account: &str) -> crate::sync::Warn {
     })
 }
 
-fn list(cli: &Cli, names: &[String], json: bool) -> Exit {
+/// Runs `run` over the accounts named (all when none are); a config that cannot be
+/// loaded, or a name it lacks, is printed instead.
+fn over_accounts(cli: &Cli, names: &[String], run: impl FnOnce(Vec<&Account>) -> Exit) -> Exit {
     let config = match load(cli) {
         Ok(config) => config,
         Err(e) => return fail(None, e),
     };
-    let accounts = match config.select(names) {
-        Ok(accounts) => accounts,
-        Err(e) => return fail(None, e.into()),
-    };
+    match config.select(names) {
+        Ok(accounts) => run(accounts),
+        Err(e) => fail(None, e.into()),
+    }
+}
+
+fn list(cli: &Cli, names: &[String], json: bool) -> Exit {
+    over_accounts(cli, names, |accounts| list_accounts(cli, accounts, json))
+}
+
+fn list_accounts(cli: &Cli, accounts: Vec<&Account>, json: bool) -> Exit {
     let mut worst = Exit::Ok;
     let mut all = serde_json::Map::new();
     for account in accounts {

@@ -5,7 +5,8 @@
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
-use super::{fail, load, Cli, SyncFlags};
+use super::{over_accounts, Cli, SyncFlags};
+use crate::config::Account;
 use crate::exit::{classify, Exit};
 use crate::preview;
 use crate::secret;
@@ -13,14 +14,10 @@ use crate::sync::{sync_account, Options, Report};
 use crate::ui::Ui;
 
 pub(super) fn sync(cli: &Cli, names: &[String], flags: &SyncFlags) -> Exit {
-    let config = match load(cli) {
-        Ok(config) => config,
-        Err(e) => return fail(None, e),
-    };
-    let accounts = match config.select(names) {
-        Ok(accounts) => accounts,
-        Err(e) => return fail(None, e.into()),
-    };
+    over_accounts(cli, names, |accounts| sync_accounts(cli, accounts, flags))
+}
+
+fn sync_accounts(cli: &Cli, accounts: Vec<&Account>, flags: &SyncFlags) -> Exit {
     let ui = Ui::new(cli.loudness());
     let (accounts, mut results) = prompt_first(&ui, accounts);
     // From here a Ctrl-C clears the bars and says what it means; see crate::interrupt.
@@ -66,10 +63,7 @@ type Numbered<T> = Vec<(usize, T)>;
 /// At a terminal, asks for the passwords that only a person can give before any
 /// progress bar is drawn, one prompt a line, so no prompt shares a line with a bar.
 /// An account whose password cannot be had is reported here and not synced.
-fn prompt_first(
-    ui: &Ui,
-    accounts: Vec<&crate::config::Account>,
-) -> (Numbered<crate::config::Account>, Numbered<Outcome>) {
+fn prompt_first(ui: &Ui, accounts: Vec<&Account>) -> (Numbered<Account>, Numbered<Outcome>) {
     let asks = ui.interactive() && std::io::stdin().is_terminal();
     let mut ready = Vec::new();
     let mut failed = Vec::new();
@@ -111,7 +105,7 @@ struct Outcome {
 }
 
 fn outcome_json(
-    account: &crate::config::Account,
+    account: &Account,
     report: &Report,
     error: Option<String>,
     exit: Exit,
@@ -129,12 +123,7 @@ fn outcome_json(
 }
 
 /// Syncs one account, gathering its output and printing it in one piece.
-fn sync_one(
-    ui: &Ui,
-    account: &crate::config::Account,
-    flags: &SyncFlags,
-    width: Option<usize>,
-) -> Outcome {
+fn sync_one(ui: &Ui, account: &Account, flags: &SyncFlags, width: Option<usize>) -> Outcome {
     let mut out = ui.account(&account.name);
     if account.tls_insecure_skip_verify {
         // Shown on every run, even with -q: this must never be forgotten.
