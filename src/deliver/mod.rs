@@ -414,6 +414,14 @@ mod tests {
     }
 
     #[test]
+    fn kinds_have_distinct_plain_names() {
+        for (i, kind) in KINDS.iter().enumerate() {
+            assert!(kind.name.bytes().all(|b| b.is_ascii_lowercase()));
+            assert!(KINDS[..i].iter().all(|other| other.name != kind.name));
+        }
+    }
+
+    #[test]
     fn each_kind_opens_its_own_target() {
         let dir = tempfile::tempdir().unwrap();
         let context = Context {
