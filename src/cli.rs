@@ -1,22 +1,22 @@
 //! The command line: what the user typed, parsed and checked by clap, then run over
 //! the configured accounts. Errors are printed here, once, one line per account.
+//! The `sync` subcommand's parallel runs and reports are in `cli/sync_cmd.rs`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Paths};
-use crate::config::{Delivery, TlsMode};
+use crate::config::TlsMode;
+use crate::config::{Account, Config, Paths};
 use crate::exit::{classify, Exit};
 use crate::preview;
 use crate::secret;
-use crate::sync::{sync_account, Options, Report};
-use crate::ui::{Loudness, Ui};
-use std::io::IsTerminal;
+use crate::ui::Loudness;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::Mutex;
+
+mod sync_cmd;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -243,7 +243,7 @@ pub fn run() -> ExitCode {
     match &cli.command {
         Command::Sync {
             accounts, flags, ..
-        } => sync(&cli, accounts, flags).into(),
+        } => sync_cmd::sync(&cli, accounts, flags).into(),
         Command::List { accounts, json, .. } => list(&cli, accounts, *json).into(),
         Command::Password { action, .. } => password(&cli, action).into(),
         Command::Accounts => accounts(&cli).into(),
@@ -332,15 +332,10 @@ fn accounts(cli: &Cli) -> Exit {
             TlsMode::Starttls => "starttls",
             TlsMode::None => "plain",
         };
-        let deliver = match &a.deliver {
-            Delivery::Maildir(p) => format!("maildir:{}", p.display()),
-            Delivery::Mbox(p) => format!("mbox:{}", p.display()),
-            Delivery::Mda(argv) => format!("mda:{}", argv.join(" ")),
-        };
         let _ = writeln!(
             out,
-            "{:<16} {}@{}:{} ({tls}) -> {deliver}",
-            a.name, a.user, a.host, a.port
+            "{:<16} {}@{}:{} ({tls}) -> {}",
+            a.name, a.user, a.host, a.port, a.deliver
         );
     }
     Exit::Ok
@@ -513,15 +508,24 @@ fn warner(cli: &Cli, account: &str) -> crate::sync::Warn {
     })
 }
 
-fn list(cli: &Cli, names: &[String], json: bool) -> Exit {
+/// Runs `run` over the accounts named (all when none are); a config that cannot be
+/// loaded, or a name it lacks, is printed instead.
+fn over_accounts(cli: &Cli, names: &[String], run: impl FnOnce(Vec<&Account>) -> Exit) -> Exit {
     let config = match load(cli) {
         Ok(config) => config,
         Err(e) => return fail(None, e),
     };
-    let accounts = match config.select(names) {
-        Ok(accounts) => accounts,
-        Err(e) => return fail(None, e.into()),
-    };
+    match config.select(names) {
+        Ok(accounts) => run(accounts),
+        Err(e) => fail(None, e.into()),
+    }
+}
+
+fn list(cli: &Cli, names: &[String], json: bool) -> Exit {
+    over_accounts(cli, names, |accounts| list_accounts(cli, accounts, json))
+}
+
+fn list_accounts(cli: &Cli, accounts: Vec<&Account>, json: bool) -> Exit {
     let mut worst = Exit::Ok;
     let mut all = serde_json::Map::new();
     for account in accounts {
@@ -548,186 +552,6 @@ fn list(cli: &Cli, names: &[String], json: bool) -> Exit {
     worst
 }
 
-fn sync(cli: &Cli, names: &[String], flags: &SyncFlags) -> Exit {
-    let config = match load(cli) {
-        Ok(config) => config,
-        Err(e) => return fail(None, e),
-    };
-    let accounts = match config.select(names) {
-        Ok(accounts) => accounts,
-        Err(e) => return fail(None, e.into()),
-    };
-    let ui = Ui::new(cli.loudness());
-    let (accounts, mut results) = prompt_first(&ui, accounts);
-    // From here a Ctrl-C clears the bars and says what it means; see crate::interrupt.
-    let _interrupt = crate::interrupt::install(ui.bars());
-    let queue = Mutex::new(accounts.iter());
-    let outcomes = Mutex::new(Vec::new());
-    let width = if flags.json {
-        None
-    } else {
-        crate::ui::stdout_width()
-    };
-    std::thread::scope(|scope| {
-        for _ in 0..flags.jobs.clamp(1, accounts.len().max(1)) {
-            scope.spawn(|| loop {
-                let Some((index, account)) = queue.lock().unwrap().next() else {
-                    break;
-                };
-                let outcome = sync_one(&ui, account, flags, width);
-                outcomes.lock().unwrap().push((*index, outcome));
-            });
-        }
-    });
-    results.extend(outcomes.into_inner().unwrap());
-    results.sort_by_key(|(index, _)| *index);
-    let worst = results
-        .iter()
-        .map(|(_, o)| o.exit)
-        .max()
-        .unwrap_or(Exit::Ok);
-    if flags.json {
-        let accounts: Vec<_> = results.iter().map(|(_, o)| &o.json).collect();
-        println!(
-            "{}",
-            serde_json::json!({ "accounts": accounts, "exit_code": worst as u8 })
-        );
-    }
-    worst
-}
-
-/// Items with their place among the accounts named, so output keeps that order.
-type Numbered<T> = Vec<(usize, T)>;
-
-/// At a terminal, asks for the passwords that only a person can give before any
-/// progress bar is drawn, one prompt a line, so no prompt shares a line with a bar.
-/// An account whose password cannot be had is reported here and not synced.
-fn prompt_first(
-    ui: &Ui,
-    accounts: Vec<&crate::config::Account>,
-) -> (Numbered<crate::config::Account>, Numbered<Outcome>) {
-    let asks = ui.interactive() && std::io::stdin().is_terminal();
-    let mut ready = Vec::new();
-    let mut failed = Vec::new();
-    for (index, account) in accounts.into_iter().enumerate() {
-        let mut account = account.clone();
-        let source = if account.auth.uses_token() {
-            &mut account.oauth_token
-        } else {
-            &mut account.password
-        };
-        if asks && matches!(source, secret::PasswordSource::Keyring(_)) {
-            match source.resolve() {
-                Ok(secret) => *source = secret::PasswordSource::Inline(secret),
-                Err(e) => {
-                    let e = anyhow::Error::from(e);
-                    let exit = classify(&e);
-                    let line = format!("{e:#}");
-                    eprintln!("popfetch: account \"{}\": {line}", account.name);
-                    failed.push((
-                        index,
-                        Outcome {
-                            exit,
-                            json: outcome_json(&account, &Report::default(), Some(line), exit),
-                        },
-                    ));
-                    continue;
-                }
-            }
-        }
-        ready.push((index, account));
-    }
-    (ready, failed)
-}
-
-/// What `sync --json` says of one account.
-struct Outcome {
-    exit: Exit,
-    json: serde_json::Value,
-}
-
-fn outcome_json(
-    account: &crate::config::Account,
-    report: &Report,
-    error: Option<String>,
-    exit: Exit,
-) -> serde_json::Value {
-    serde_json::json!({
-        "account": account.name,
-        "fetched": report.fetched,
-        "bytes": report.bytes,
-        "octets": report.octets,
-        "deleted": report.deleted,
-        "skipped": report.skipped,
-        "errors": error.into_iter().collect::<Vec<_>>(),
-        "exit_code": exit as u8,
-    })
-}
-
-/// Syncs one account, gathering its output and printing it in one piece.
-fn sync_one(
-    ui: &Ui,
-    account: &crate::config::Account,
-    flags: &SyncFlags,
-    width: Option<usize>,
-) -> Outcome {
-    let mut out = ui.account(&account.name);
-    if account.tls_insecure_skip_verify {
-        // Shown on every run, even with -q: this must never be forgotten.
-        out.error(format!(
-            "popfetch: warning: account \"{}\": tls_insecure_skip_verify = true, the server's certificate is not checked and anyone on the path can read the mail and the password",
-            account.name
-        ));
-    }
-    let options = Options {
-        trace: out.trace(),
-        dry_run: flags.dry_run,
-        warn: Some(out.warn()),
-        progress: out.progress(),
-    };
-    let result = sync_account(account, options);
-    let (exit, mut report, error) = match result {
-        Ok(report) => (Exit::Ok, report, None),
-        Err(e) => {
-            let exit = classify(&e);
-            let line = format!("{e:#}");
-            out.error(format!("popfetch: account \"{}\": {line}", account.name));
-            (exit, Report::default(), Some(line))
-        }
-    };
-    let mut plan = None;
-    if let (true, Some(planned)) = (flags.dry_run, &report.plan) {
-        // The plan as `list` shows it: date, sender and subject from the headers
-        // the dry run read.
-        let mut entries = match crate::state::UidlState::peek(&account.state_place()) {
-            Ok(state) => preview::entries(planned, &state),
-            Err(_) => Vec::new(),
-        };
-        for entry in &mut entries {
-            if let Some(headline) = report.heads.remove(&entry.number) {
-                headline.fill(entry);
-            }
-        }
-        if flags.json {
-            plan = Some(serde_json::json!(entries));
-        } else {
-            out.print(format!(
-                "{}: would fetch {} message(s) ({} octets on the server), delete {}, skip {}",
-                account.name, report.fetched, report.octets, report.deleted, report.skipped
-            ));
-            out.print(preview::table(&entries, width).trim_end().to_string());
-        }
-    } else if error.is_none() {
-        out.summary(summary(&report));
-    }
-    out.finish();
-    let mut json = outcome_json(account, &report, error, exit);
-    if let Some(plan) = plan {
-        json["plan"] = plan;
-    }
-    Outcome { exit, json }
-}
-
 /// Prints an error as one line, naming the account, and returns its exit code.
 fn fail(account: Option<&str>, err: anyhow::Error) -> Exit {
     let code = classify(&err);
@@ -736,12 +560,4 @@ fn fail(account: Option<&str>, err: anyhow::Error) -> Exit {
         None => eprintln!("popfetch: {err:#}"),
     }
     code
-}
-
-/// Bytes here are what was written to disk (after CRLF→LF), not the server's octets.
-fn summary(report: &Report) -> String {
-    format!(
-        "{} message(s) fetched ({} bytes written), {} deleted, {} skipped",
-        report.fetched, report.bytes, report.deleted, report.skipped
-    )
 }

@@ -1,24 +1,26 @@
 //! The configuration file (TOML) and its resolution into [`Account`] values that the
 //! rest of popfetch trusts: `[defaults]` merged in, paths expanded, every key checked,
-//! unknown keys refused. The keys themselves are declared once, in [`keys`].
+//! unknown keys refused. The keys themselves are declared once, in [`keys`]; paths
+//! and commands are expanded in [`expand`]; `deliver` is read by [`crate::deliver`].
 
 use std::collections::BTreeMap;
-use std::ffi::{CStr, CString, OsStr};
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::deliver::{self, Delivery};
 use crate::policy::{self, Policy, SizeAction};
 use crate::pop3::transport::{TlsOptions, TlsVersion};
 use crate::secret::{PasswordSource, Secret, SecretCommand};
 
+pub(crate) mod expand;
 pub(crate) mod keys;
 
+use expand::{expand_path, split_command};
 use keys::{name as key, RawAccount, Settings};
 
 /// How the connection is secured.
@@ -71,15 +73,6 @@ impl AuthMethod {
     }
 }
 
-/// Where messages go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    Maildir(PathBuf),
-    Mbox(PathBuf),
-    /// An MDA command split into program and arguments, `%F` and `%T` unsubstituted.
-    Mda(Vec<String>),
-}
-
 /// One account, fully resolved.
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -118,6 +111,16 @@ impl Account {
             min_version: self.tls_min_version,
             skip_verify: self.tls_insecure_skip_verify,
             fingerprint: self.tls_fingerprint,
+        }
+    }
+
+    /// What opening its delivery target takes from the account.
+    pub fn target_context(&self) -> deliver::Context<'_> {
+        deliver::Context {
+            timeout: self.timeout,
+            tls: self.tls_options(),
+            mda_recipient: &self.mda_recipient,
+            mda_timeout: self.mda_timeout,
         }
     }
 
@@ -387,18 +390,7 @@ fn resolve(
         .deliver
         .filter(|v| !v.trim().is_empty())
         .ok_or_else(|| invalid("\"deliver\" is required".into()))?;
-    let deliver = match deliver.split_once(':') {
-        Some(("maildir", dir)) => Delivery::Maildir(path(dir, key::deliver, &deliver)?),
-        Some(("mbox", file)) => Delivery::Mbox(path(file, key::deliver, &deliver)?),
-        Some(("mda", mda)) => {
-            Delivery::Mda(split_command(mda, key::deliver, "mda:", &paths.home).map_err(&invalid)?)
-        }
-        _ => {
-            return Err(invalid(format!(
-                "cannot understand deliver = \"{deliver}\"; use \"maildir:PATH\", \"mbox:PATH\" or \"mda:COMMAND\""
-            )))
-        }
-    };
+    let deliver = Delivery::parse(&deliver, &paths.home).map_err(&invalid)?;
     let mda_recipient = set.mda_recipient.unwrap_or_else(|| user.clone());
     let keep = set.keep;
     let delete_after = match set.delete_after {
@@ -558,141 +550,6 @@ pub fn toml_string(text: &str) -> String {
     out
 }
 
-/// Splits a command (`password_command`, `filter`, an MDA) the way a shell would,
-/// for running without one. A leading `~` or `~user` in each argument is expanded,
-/// as in paths; a shell operator such as `|` is refused with the `sh -c` form.
-/// `prefix` is what precedes the command in the value of `key` (`mda:`).
-fn split_command(text: &str, key: &str, prefix: &str, home: &Path) -> Result<Vec<String>, String> {
-    if text.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(format!("{key} holds a control character"));
-    }
-    let argv = shell_words::split(text).map_err(|e| format!("cannot split {key}: {e}"))?;
-    if argv.is_empty() {
-        return Err(format!("{key} is empty"));
-    }
-    if argv.iter().any(|arg| crate::secret::is_shell_operator(arg)) {
-        return Err(format!(
-            "{key} holds a shell operator, but the command runs without a shell; write {key} = {}",
-            toml_string(&format!("{prefix}{}", crate::secret::sh_c(text)))
-        ));
-    }
-    argv.into_iter()
-        .map(|arg| {
-            if arg.starts_with('~') {
-                Ok(expand_tilde(&arg, home)
-                    .map_err(|e| format!("{key}: {e}"))?
-                    .to_string_lossy()
-                    .into_owned())
-            } else {
-                Ok(arg)
-            }
-        })
-        .collect()
-}
-
-/// Resolves a path from the config: `~` and `~user` expand to a home directory,
-/// `$VAR` and `${VAR}` to the environment; the result must be absolute, so that a
-/// run from cron and one by hand deliver to the same place.
-fn expand_path(text: &str, home: &Path) -> Result<PathBuf, String> {
-    if text.is_empty() {
-        return Err("the path is empty; give an absolute path or one under ~/".into());
-    }
-    if text.chars().any(char::is_control) {
-        return Err("the path holds a control character (a NUL, an escape, a line end)".into());
-    }
-    let text = expand_variables(text)?;
-    let path = if text.starts_with('~') {
-        expand_tilde(&text, home)?
-    } else {
-        PathBuf::from(&text)
-    };
-    if !path.is_absolute() {
-        return Err("a relative path would depend on the directory popfetch runs in; give an absolute path or one under ~/".into());
-    }
-    Ok(path)
-}
-
-/// `~`, `~/…`, `~user` and `~user/…`.
-fn expand_tilde(text: &str, home: &Path) -> Result<PathBuf, String> {
-    let rest = &text[1..];
-    let (user, tail) = rest.split_once('/').unwrap_or((rest, ""));
-    let base = if user.is_empty() {
-        home.to_path_buf()
-    } else {
-        home_of(user).ok_or_else(|| format!("there is no user \"{user}\" for ~{user}"))?
-    };
-    Ok(if tail.is_empty() {
-        base
-    } else {
-        base.join(tail)
-    })
-}
-
-/// `$NAME` and `${NAME}` from the environment; an unset or empty variable is an
-/// error rather than an empty string, which would silently move the path. A `$`
-/// that starts no name stays as it is.
-fn expand_variables(text: &str) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        let (name, next) = if let Some(braced) = after.strip_prefix('{') {
-            let end = braced
-                .find('}')
-                .ok_or_else(|| "\"${\" has no closing \"}\"".to_string())?;
-            (&braced[..end], &braced[end + 1..])
-        } else {
-            let end = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            (&after[..end], &after[end..])
-        };
-        if name.is_empty() {
-            out.push('$');
-            rest = after;
-            continue;
-        }
-        match std::env::var(name) {
-            Ok(value) if !value.is_empty() => out.push_str(&value),
-            _ => return Err(format!("the variable ${name} is not set")),
-        }
-        rest = next;
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// A user's home directory from the password database (NSS included).
-fn home_of(user: &str) -> Option<PathBuf> {
-    let name = CString::new(user).ok()?;
-    let mut buf = vec![0 as libc::c_char; 4096];
-    loop {
-        // SAFETY: every pointer is valid for the call; `pwd` and the strings it
-        // points into live in `buf`, read before `buf` changes.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut found = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getpwnam_r(
-                name.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut found,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 || found.is_null() || pwd.pw_dir.is_null() {
-            return None;
-        }
-        let dir = unsafe { CStr::from_ptr(pwd.pw_dir) };
-        return Some(PathBuf::from(OsStr::from_bytes(dir.to_bytes())));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -743,7 +600,7 @@ state_dir = "~/st"
         assert_eq!(work.tls, TlsMode::Implicit);
         assert!(work.policy.keep);
         assert_eq!(work.timeout, Duration::from_secs(5));
-        assert_eq!(work.deliver, Delivery::Maildir("/home/u/Mail/work".into()));
+        assert_eq!(work.deliver.to_string(), "maildir:/home/u/Mail/work");
         assert_eq!(
             work.state_file(),
             PathBuf::from("/state/me@pop.example.com:995.state")
@@ -850,24 +707,19 @@ state_dir = "~/st"
     #[test]
     fn paths_expand_or_are_refused() {
         let deliver = |d: &str| account(&format!("deliver = {}", toml_string(d)));
-        let root = home_of("root").expect("root has a home");
+        let shown = |d: &str| deliver(d).unwrap().deliver.to_string();
+        let root = expand::home_of("root").expect("root has a home");
         assert_eq!(
-            deliver("maildir:~root/Mail").unwrap().deliver,
-            Delivery::Maildir(root.join("Mail"))
+            shown("maildir:~root/Mail"),
+            format!("maildir:{}", root.join("Mail").display())
         );
-        assert_eq!(
-            deliver("mbox:~").unwrap().deliver,
-            Delivery::Mbox("/home/u".into())
-        );
+        assert_eq!(shown("mbox:~"), "mbox:/home/u");
         let path_var = std::env::var("PATH").unwrap();
         assert_eq!(
-            deliver("maildir:/x/${PATH}/y").unwrap().deliver,
-            Delivery::Maildir(format!("/x/{path_var}/y").into())
+            shown("maildir:/x/${PATH}/y"),
+            format!("maildir:/x/{path_var}/y")
         );
-        assert_eq!(
-            deliver("maildir:/cost$/5").unwrap().deliver,
-            Delivery::Maildir("/cost$/5".into())
-        );
+        assert_eq!(shown("maildir:/cost$/5"), "maildir:/cost$/5");
         for bad in [
             "maildir:relative/inbox",
             "maildir:",
@@ -900,13 +752,8 @@ state_dir = "~/st"
     fn command_arguments_expand_a_leading_tilde() {
         let a = account("deliver = \"mda:procmail -m ~/.procmailrc a~b\"").unwrap();
         assert_eq!(
-            a.deliver,
-            Delivery::Mda(vec![
-                "procmail".into(),
-                "-m".into(),
-                "/home/u/.procmailrc".into(),
-                "a~b".into()
-            ])
+            a.deliver.to_string(),
+            "mda:procmail -m /home/u/.procmailrc a~b"
         );
         let a = account("deliver=\"maildir:/m\"\nfilter = \"~/bin/judge\"").unwrap();
         assert_eq!(a.filter.unwrap(), ["/home/u/bin/judge"]);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use crate::auth::ChoiceError;
 use crate::config::ConfigError;
-use crate::deliver::DeliverError;
+use crate::deliver::{Class, DeliverError};
 use crate::filter::FilterError;
 use crate::lock::LockError;
 use crate::pop3::transport::TlsConfigError;
@@ -66,13 +66,10 @@ pub fn classify(err: &anyhow::Error) -> Exit {
             };
         }
         if let Some(e) = cause.downcast_ref::<DeliverError>() {
-            // An MDA that cannot be started is named wrongly in the config.
-            return if matches!(e, DeliverError::MdaSpawn { .. }) {
-                Exit::Config
-            } else if e.is_temporary() {
-                Exit::TempFail
-            } else {
-                Exit::IoError
+            return match e.class() {
+                Class::Failed => Exit::IoError,
+                Class::Temporary => Exit::TempFail,
+                Class::Config => Exit::Config,
             };
         }
         if let Some(e) = cause.downcast_ref::<FilterError>() {

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::cli::TlsArg;
 use crate::config::keys::{self, name as key, DefaultValue};
+use crate::deliver::{self, Delivery};
 
 /// What the user may give on the command line instead of answering questions.
 #[derive(Debug, Default, clap::Args)]
@@ -82,31 +83,16 @@ fn check_user(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
-/// A delivery target with its path made absolute: `~` expanded, relative refused,
-/// so that a cron job and a shell deliver to the same place. A bare path is a Maildir.
+/// A delivery target read as the config will read it, and written back with its
+/// path made absolute (`~` expanded), so that a cron job and a shell deliver to the
+/// same place. A bare path is a Maildir.
 fn check_deliver(text: &str, home: &Path) -> Result<String, String> {
     let text = text.trim();
-    let (kind, rest) = match text.split_once(':') {
-        Some((kind @ ("maildir" | "mbox" | "mda"), rest)) => (kind, rest.trim()),
-        _ => ("maildir", text),
+    let text = match text.split_once(':') {
+        Some((kind, rest)) if deliver::is_kind(kind) => format!("{kind}:{}", rest.trim()),
+        _ => format!("maildir:{text}"),
     };
-    if rest.is_empty() {
-        return Err(format!("{text:?} names no {kind} target"));
-    }
-    if kind == "mda" {
-        return Ok(format!("mda:{rest}"));
-    }
-    let path = match rest.strip_prefix('~') {
-        Some("") => home.to_path_buf(),
-        Some(tail) if tail.starts_with('/') => home.join(&tail[1..]),
-        _ if Path::new(rest).is_absolute() => Path::new(rest).to_path_buf(),
-        _ => {
-            return Err(format!(
-                "{rest:?}: the path must be absolute or start with ~/, so that cron and a shell deliver to the same place"
-            ))
-        }
-    };
-    Ok(format!("{kind}:{}", path.display()))
+    Ok(Delivery::parse(&text, home)?.to_string())
 }
 
 fn default_port(tls: TlsArg) -> u16 {

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 
-use crate::config::{Account, Delivery};
+use crate::config::Account;
 use crate::connect::{self, open_session};
-use crate::deliver::{DeliverError, MaildirTarget, MboxTarget, MdaTarget, Recovered, Target};
+use crate::deliver::{DeliverError, Recovered, Target};
 use crate::filter;
 use crate::identity::Identity;
 use crate::lock::AccountLock;
@@ -87,7 +87,7 @@ pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
         }
     };
     let _lock = lock(account)?;
-    let mut target = open_target(account)?;
+    let mut target = account.deliver.open(&account.target_context())?;
     let (mut state, session) = open_state_and_session(account, target.as_mut(), trace)?;
     if let Some(adoption) = state.adoption() {
         warn(&adoption.to_string());
@@ -455,18 +455,6 @@ fn lock(account: &Account) -> Result<AccountLock> {
     Ok(AccountLock::acquire(&account.lock_file())?)
 }
 
-fn open_target(account: &Account) -> Result<Box<dyn Target>> {
-    Ok(match &account.deliver {
-        Delivery::Maildir(dir) => Box::new(MaildirTarget::open(dir)?),
-        Delivery::Mbox(file) => Box::new(MboxTarget::open(file, account.timeout)?),
-        Delivery::Mda(argv) => Box::new(MdaTarget::new(
-            argv.clone(),
-            account.mda_recipient.clone(),
-            account.mda_timeout,
-        )),
-    })
-}
-
 /// Finishes what a killed run left: a delivery announced in the state either
 /// completed (record it, so it is not fetched twice) or did not (clean up after it, so
 /// it is fetched again).
@@ -770,7 +758,7 @@ mod tests {
 
     use super::*;
     use crate::config::{Config, Paths};
-    use crate::deliver::Announce;
+    use crate::deliver::{Announce, Class, TargetError};
     use crate::identity::Record as Delivered;
     use crate::policy::Known;
     use crate::pop3::{Client, Credentials};
@@ -873,13 +861,21 @@ mod tests {
             self.log.borrow_mut().push("target.flush".into());
             if self.fail_flush {
                 self.staged.clear();
-                return Err(DeliverError::Local {
-                    path: PathBuf::from("shelf"),
-                    source: io::Error::other("disk full"),
-                });
+                return Err(Full(io::Error::other("disk full")).into());
             }
             self.kept.append(&mut self.staged);
             Ok(())
+        }
+    }
+
+    /// The shelf's own error: its disk filled up.
+    #[derive(Debug, thiserror::Error)]
+    #[error("the shelf is full")]
+    struct Full(#[source] io::Error);
+
+    impl TargetError for Full {
+        fn class(&self) -> Class {
+            Class::Failed
         }
     }
 

@@ -12,8 +12,29 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{copy_message, Announce, DeliverError, Recovered, Target};
+use super::{copy_message, Announce, Class, DeliverError, Kind, Recovered, Target, TargetError};
 use crate::durable::{self, TempFile};
+
+/// `maildir:PATH`.
+pub const KIND: Kind = Kind {
+    name: "maildir",
+    takes: "PATH",
+    parse: |rest, env| env.path_spec(rest, |root, _| Ok(Box::new(MaildirTarget::open(root)?))),
+};
+
+/// The local side failed: disk full, permissions, I/O error.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot deliver into {path}")]
+pub struct MaildirError {
+    path: PathBuf,
+    source: io::Error,
+}
+
+impl TargetError for MaildirError {
+    fn class(&self) -> Class {
+        Class::Failed
+    }
+}
 
 pub struct MaildirTarget {
     root: PathBuf,
@@ -31,7 +52,7 @@ impl MaildirTarget {
     pub fn open(root: &Path) -> Result<MaildirTarget, DeliverError> {
         for sub in ["tmp", "new", "cur"] {
             let dir = root.join(sub);
-            durable::create_dir_all(&dir).map_err(|source| DeliverError::Local {
+            durable::create_dir_all(&dir).map_err(|source| MaildirError {
                 path: dir.clone(),
                 source,
             })?;
@@ -46,9 +67,9 @@ impl MaildirTarget {
         })
     }
 
-    fn local(&self, sub: &str) -> impl Fn(io::Error) -> DeliverError {
+    fn local(&self, sub: &str) -> impl Fn(io::Error) -> MaildirError {
         let path = self.root.join(sub);
-        move |source| DeliverError::Local {
+        move |source| MaildirError {
             path: path.clone(),
             source,
         }
@@ -198,7 +219,9 @@ impl Target for MaildirTarget {
         // Either the run died before the link (a partial file) or between the link
         // and the unlink (a second name for the delivered file): tmp/ goes either way.
         match fs::remove_file(self.root.join("tmp").join(name)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(self.local("tmp")(e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(self.local("tmp")(e).into())
+            }
             _ => {}
         }
         Ok(if delivered {

@@ -15,7 +15,42 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustix::fs::{fcntl_lock, FlockOperation};
 
-use super::{copy_message, envelope, Announce, DeliverError, Recovered, Target};
+use super::{
+    copy_message, envelope, Announce, Class, DeliverError, Kind, Recovered, Target, TargetError,
+};
+
+/// `mbox:PATH`. Waiting for the mbox's locks is bounded by the account's `timeout`.
+pub const KIND: Kind = Kind {
+    name: "mbox",
+    takes: "PATH",
+    parse: |rest, env| {
+        env.path_spec(rest, |path, context| {
+            Ok(Box::new(MboxTarget::open(path, context.timeout)?))
+        })
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MboxError {
+    /// The local side failed: disk full, permissions, I/O error.
+    #[error("cannot deliver into {path}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "the mbox {path} stayed locked by another program (lock {lock}); the next run tries again"
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("the mbox {path} changed after offset {offset} in a way popfetch cannot account for; check the end of the file by hand")]
+    Conflict { path: PathBuf, offset: u64 },
+}
+
+impl TargetError for MboxError {
+    fn class(&self) -> Class {
+        match self {
+            MboxError::Locked { .. } => Class::Temporary,
+            MboxError::Io { .. } | MboxError::Conflict { .. } => Class::Failed,
+        }
+    }
+}
 
 /// A dotlock older than this is left over from a dead process (procmail's default).
 const STALE_DOTLOCK: Duration = Duration::from_secs(300);
@@ -30,7 +65,7 @@ impl MboxTarget {
     /// locks is bounded by `lock_wait`.
     pub fn open(path: &Path, lock_wait: Duration) -> Result<MboxTarget, DeliverError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::durable::create_dir_all(dir).map_err(|source| DeliverError::Local {
+            crate::durable::create_dir_all(dir).map_err(|source| MboxError::Io {
                 path: dir.to_path_buf(),
                 source,
             })?;
@@ -41,8 +76,8 @@ impl MboxTarget {
         })
     }
 
-    fn local(&self) -> impl Fn(io::Error) -> DeliverError + '_ {
-        |source| DeliverError::Local {
+    fn local(&self) -> impl Fn(io::Error) -> MboxError + '_ {
+        |source| MboxError::Io {
             path: self.path.clone(),
             source,
         }
@@ -163,13 +198,13 @@ impl Target for MboxTarget {
             // Never leave half a message in the mailbox.
             let _ = mbox.set_len(offset);
             let _ = mbox.sync_data();
-            return Err(self.local()(e));
+            return Err(self.local()(e).into());
         }
         Ok(mark.len)
     }
 
     fn recover(&mut self, location: &str) -> Result<Recovered, DeliverError> {
-        let conflict = |offset| DeliverError::MboxConflict {
+        let conflict = |offset| MboxError::Conflict {
             path: self.path.clone(),
             offset,
         };
@@ -194,7 +229,7 @@ impl Target for MboxTarget {
                 || crc_of(mark.offset, mark.head_len)? == mark.head_crc)
             && !holds_message_start(mbox, mark.offset + 1, size).map_err(self.local())?;
         if !ours {
-            return Err(conflict(mark.offset));
+            return Err(conflict(mark.offset).into());
         }
         mbox.set_len(mark.offset).map_err(self.local())?;
         mbox.sync_data().map_err(self.local())?;
@@ -213,12 +248,18 @@ fn crc_range(file: &File, start: u64, len: u64) -> io::Result<u32> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut done = 0;
     while done < len {
-        let want = buf.len().min((len - done) as usize);
+        let want = chunk(&buf, len - done);
         file.read_exact_at(&mut buf[..want], start + done)?;
         hasher.update(&buf[..want]);
         done += want as u64;
     }
     Ok(hasher.finalize())
+}
+
+/// How much of `buf` one read fills when `left` bytes remain. A `left` too large
+/// for a `usize` (on a 32-bit system) is certainly more than the buffer holds.
+fn chunk(buf: &[u8], left: u64) -> usize {
+    usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()))
 }
 
 /// Whether `\nFrom ` occurs in `[start, end)`: the start of another message.
@@ -227,7 +268,7 @@ fn holds_message_start(file: &File, start: u64, end: u64) -> io::Result<bool> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut at = start.saturating_sub(1);
     while at < end {
-        let want = buf.len().min((end - at) as usize);
+        let want = chunk(&buf, end - at);
         file.read_exact_at(&mut buf[..want], at)?;
         if memchr::memmem::find(&buf[..want], needle).is_some() {
             return Ok(true);
@@ -362,13 +403,13 @@ struct MboxLock {
 
 impl MboxLock {
     /// fcntl first, then the dotlock (Debian Policy §11.6), waiting at most `wait`.
-    fn acquire(path: &Path, wait: Duration) -> Result<MboxLock, DeliverError> {
-        let local = |source| DeliverError::Local {
+    fn acquire(path: &Path, wait: Duration) -> Result<MboxLock, MboxError> {
+        let local = |source| MboxError::Io {
             path: path.to_path_buf(),
             source,
         };
         let dotlock_path = with_suffix(path, ".lock");
-        let locked = || DeliverError::Locked {
+        let locked = || MboxError::Locked {
             path: path.to_path_buf(),
             lock: dotlock_path.clone(),
         };
@@ -572,10 +613,11 @@ mod tests {
         let mut tangled = full[..complete.len() + 20].to_vec();
         tangled.extend_from_slice(b"\nFrom other@x Mon Jan  1 00:00:00 2024\nhi\n\n");
         fs::write(&path, &tangled).unwrap();
-        assert!(matches!(
-            target.recover(&second),
-            Err(DeliverError::MboxConflict { .. })
-        ));
+        let err = target.recover(&second).unwrap_err();
+        assert!(
+            matches!(err.of_kind(), Some(MboxError::Conflict { .. })),
+            "{err}"
+        );
         assert_eq!(fs::read(&path).unwrap(), tangled, "nothing is touched");
     }
 
@@ -593,7 +635,7 @@ mod tests {
         let err = target
             .deliver(&mut &b"x\n"[..], &mut |_| Ok(()))
             .unwrap_err();
-        assert!(err.is_temporary(), "{err}");
+        assert_eq!(err.class(), Class::Temporary, "{err}");
         assert_eq!(fs::metadata(&path).unwrap().len(), 0);
     }
 

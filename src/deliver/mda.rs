@@ -2,12 +2,83 @@
 //! the message streamed to its stdin, its exit status deciding the outcome
 //! (0 delivered, 75 deferred, anything else failed; sysexits(3)).
 
+use std::fmt;
 use std::io::{self, Read};
 use std::time::Duration;
 
 use crate::child::{Outcome, Run, Stdin};
 
-use super::{envelope, Announce, DeliverError, Recovered, Target};
+use super::{
+    envelope, Announce, Class, Context, DeliverError, Delivery, Kind, Recovered, Spec, Target,
+    TargetError,
+};
+
+/// `mda:COMMAND ARGS`.
+pub const KIND: Kind = Kind {
+    name: "mda",
+    takes: "COMMAND",
+    parse: |rest, env| Ok(Delivery::new(Mda(env.command(rest)?))),
+};
+
+/// An MDA command split into program and arguments, `%F` and `%T` unsubstituted.
+#[derive(Debug)]
+struct Mda(Vec<String>);
+
+impl fmt::Display for Mda {
+    /// Each argument as one word that splits back to itself, quoted only if needed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let words: Vec<_> = self.0.iter().map(|arg| word(arg)).collect();
+        write!(f, "{}:{}", KIND.name, words.join(" "))
+    }
+}
+
+fn word(arg: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !arg.starts_with('~')
+        && !crate::secret::is_shell_operator(arg)
+        && shell_words::split(arg).is_ok_and(|words| words == [arg]);
+    if plain {
+        arg.into()
+    } else {
+        shell_words::quote(arg)
+    }
+}
+
+impl Spec for Mda {
+    fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError> {
+        Ok(Box::new(MdaTarget::new(
+            self.0.clone(),
+            context.mda_recipient.to_string(),
+            context.mda_timeout,
+        )))
+    }
+}
+
+/// An MDA's failure: a verdict on one message, except when it cannot be started.
+#[derive(Debug, thiserror::Error)]
+pub enum MdaError {
+    #[error("the MDA \"{program}\" could not be started")]
+    Spawn { program: String, source: io::Error },
+    #[error("the MDA \"{program}\" failed ({reason})")]
+    Failed { program: String, reason: String },
+    #[error("the MDA \"{program}\" deferred the message (exit 75); the next run tries again")]
+    Deferred { program: String },
+    #[error("the MDA \"{program}\" took longer than mda_timeout ({seconds} s) and was killed")]
+    Timeout { program: String, seconds: u64 },
+}
+
+impl TargetError for MdaError {
+    fn class(&self) -> Class {
+        match self {
+            MdaError::Spawn { .. } => Class::Config,
+            MdaError::Failed { .. } => Class::Failed,
+            MdaError::Deferred { .. } | MdaError::Timeout { .. } => Class::Temporary,
+        }
+    }
+
+    fn is_per_message(&self) -> bool {
+        !matches!(self, MdaError::Spawn { .. })
+    }
+}
 
 /// The location recorded for an MDA delivery: an MDA cannot be asked afterwards
 /// whether it delivered, so recovery treats it as not delivered (at most the one
@@ -47,27 +118,31 @@ impl MdaTarget {
     }
 
     fn failed(&self, reason: impl Into<String>) -> DeliverError {
-        DeliverError::MdaFailed {
+        MdaError::Failed {
             program: self.program(),
             reason: reason.into(),
         }
+        .into()
     }
 
     /// Judges how the MDA ended; `fed` is how much of the message it was given.
     fn outcome(&self, outcome: Outcome, fed: u64) -> Result<u64, DeliverError> {
         match outcome {
             Outcome::Exited(0) => Ok(fed),
-            Outcome::Exited(EX_TEMPFAIL) => Err(DeliverError::MdaDeferred {
+            Outcome::Exited(EX_TEMPFAIL) => Err(MdaError::Deferred {
                 program: self.program(),
-            }),
-            Outcome::SpawnFailed(source) => Err(DeliverError::MdaSpawn {
+            }
+            .into()),
+            Outcome::SpawnFailed(source) => Err(MdaError::Spawn {
                 program: self.program(),
                 source,
-            }),
-            Outcome::TimedOut => Err(DeliverError::MdaTimeout {
+            }
+            .into()),
+            Outcome::TimedOut => Err(MdaError::Timeout {
                 program: self.program(),
                 seconds: self.timeout.as_secs(),
-            }),
+            }
+            .into()),
             Outcome::SourceFailed(e) => Err(DeliverError::Source(e)),
             Outcome::InputRefused(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                 Err(self.failed("it stopped reading the message before its end"))
@@ -144,6 +219,10 @@ mod tests {
         )
     }
 
+    fn verdict(result: &Result<u64, DeliverError>) -> Option<&MdaError> {
+        result.as_ref().err()?.of_kind()
+    }
+
     fn run(target: &mut MdaTarget, message: &[u8]) -> Result<u64, DeliverError> {
         target.deliver(&mut &message[..], &mut |_| Ok(()))
     }
@@ -190,15 +269,18 @@ mod tests {
             &mut mda("cat >/dev/null; exit 75", Duration::from_secs(10)),
             b"x\n",
         );
-        assert!(matches!(deferred, Err(DeliverError::MdaDeferred { .. })));
+        assert!(matches!(
+            verdict(&deferred),
+            Some(MdaError::Deferred { .. })
+        ));
         let failed = run(
             &mut mda("cat >/dev/null; exit 1", Duration::from_secs(10)),
             b"x\n",
         );
-        assert!(matches!(failed, Err(DeliverError::MdaFailed { .. })));
+        assert!(matches!(verdict(&failed), Some(MdaError::Failed { .. })));
         let killed = run(&mut mda("kill -9 $$", Duration::from_secs(10)), b"x\n");
         assert!(
-            matches!(killed, Err(DeliverError::MdaFailed { .. })),
+            matches!(verdict(&killed), Some(MdaError::Failed { .. })),
             "{killed:?}"
         );
     }
@@ -211,7 +293,7 @@ mod tests {
             &big,
         );
         assert!(
-            matches!(result, Err(DeliverError::MdaFailed { .. })),
+            matches!(verdict(&result), Some(MdaError::Failed { .. })),
             "{result:?}"
         );
     }
@@ -221,7 +303,7 @@ mod tests {
         let start = std::time::Instant::now();
         let result = run(&mut mda("sleep 30", Duration::from_millis(300)), b"x\n");
         assert!(
-            matches!(result, Err(DeliverError::MdaTimeout { .. })),
+            matches!(verdict(&result), Some(MdaError::Timeout { .. })),
             "{result:?}"
         );
         assert!(start.elapsed() < Duration::from_secs(10));
@@ -237,7 +319,7 @@ mod tests {
             &vec![b'x'; 4 << 20],
         );
         assert!(
-            matches!(result, Err(DeliverError::MdaTimeout { .. })),
+            matches!(verdict(&result), Some(MdaError::Timeout { .. })),
             "{result:?}"
         );
         assert!(start.elapsed() < Duration::from_secs(5));

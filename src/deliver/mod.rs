@@ -1,73 +1,272 @@
-//! Delivery targets: where a fetched message goes. Each target announces the location
-//! of a delivery just before its first byte lands, so the state can record the intent,
-//! and can later tell whether an announced delivery completed (crash recovery).
-//! Targets read the message as a stream and never see the connection it comes from.
+//! Delivery targets: where a fetched message goes. This module owns the whole of a
+//! target: reading its `deliver = "kind:…"` value, showing it, opening it, and its
+//! errors. Each kind lives in a file of its own, with its own error type, and is
+//! listed once in [`KINDS`]; nothing outside this directory names a kind.
+//!
+//! Each target announces the location of a delivery just before its first byte
+//! lands, so the state can record the intent, and can later tell whether an
+//! announced delivery completed (crash recovery). Targets read the message as a
+//! stream and never see the connection it comes from.
 
 pub mod envelope;
 pub mod maildir;
 pub mod mbox;
 pub mod mda;
 
+use std::error::Error;
+use std::fmt;
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use maildir::MaildirTarget;
 pub use mbox::MboxTarget;
 pub use mda::MdaTarget;
 
+use crate::config::{expand, keys::name as key, toml_string};
 use crate::copy::CopyError;
+use crate::pop3::transport::TlsOptions;
 use crate::state::StateError;
 
+/// Every kind of target. A new kind is a file in this directory and one line here,
+/// plus its docs: the README's "Delivery targets" and the `deliver` key's line in
+/// `config/keys.rs`. Messages that list the kinds are built from this list.
+const KINDS: &[Kind] = &[maildir::KIND, mbox::KIND, mda::KIND];
+
+/// One kind of target: the word before the colon in `deliver`, and how to read
+/// what follows it.
+pub struct Kind {
+    pub name: &'static str,
+    /// What follows the colon, for messages: `PATH`, `COMMAND`.
+    pub takes: &'static str,
+    /// Reads what follows the colon.
+    pub parse: fn(&str, &Env) -> Result<Delivery, String>,
+}
+
+/// A parsed `deliver` value: one kind's description of where messages go.
+/// Shown (`Display`), it reads back as the same value.
+pub trait Spec: fmt::Debug + fmt::Display + Send + Sync {
+    /// Opens the target for one session.
+    fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError>;
+}
+
+/// Where an account's messages go.
+#[derive(Debug, Clone)]
+pub struct Delivery(Arc<dyn Spec>);
+
+impl Delivery {
+    pub fn new(spec: impl Spec + 'static) -> Delivery {
+        Delivery(Arc::new(spec))
+    }
+
+    /// Reads a `deliver` value: the name of a kind, a colon, and what that kind takes.
+    /// `home` is what `~` stands for. The error is one line naming the key.
+    pub fn parse(text: &str, home: &Path) -> Result<Delivery, String> {
+        let found = text.split_once(':').and_then(|(name, rest)| {
+            KINDS
+                .iter()
+                .find(|kind| kind.name == name)
+                .map(|kind| (kind, rest))
+        });
+        let Some((kind, rest)) = found else {
+            return Err(format!(
+                "cannot understand deliver = \"{text}\"; use {}",
+                usage()
+            ));
+        };
+        (kind.parse)(
+            rest,
+            &Env {
+                home,
+                kind: kind.name,
+                written: text,
+            },
+        )
+    }
+
+    /// Opens the target for one session.
+    pub fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError> {
+        self.0.open(context)
+    }
+}
+
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Whether `name` is the name of a kind of target.
+pub fn is_kind(name: &str) -> bool {
+    KINDS.iter().any(|kind| kind.name == name)
+}
+
+/// `"maildir:PATH", "mbox:PATH" or "mda:COMMAND"`.
+fn usage() -> String {
+    let forms: Vec<String> = KINDS
+        .iter()
+        .map(|kind| format!("\"{}:{}\"", kind.name, kind.takes))
+        .collect();
+    match forms.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// What a kind's parser may use: config text expanded as everywhere in the config,
+/// with errors that name the `deliver` setting.
+pub struct Env<'a> {
+    home: &'a Path,
+    kind: &'static str,
+    /// The whole setting, for messages.
+    written: &'a str,
+}
+
+impl Env<'_> {
+    /// An absolute path: `~`, `~user` and `$VAR` expanded.
+    pub fn path(&self, text: &str) -> Result<PathBuf, String> {
+        expand::expand_path(text, self.home)
+            .map_err(|e| format!("{} = {}: {e}", key::deliver, toml_string(self.written)))
+    }
+
+    /// The value of a kind that takes one path, opened by `open`.
+    pub fn path_spec(&self, text: &str, open: Open) -> Result<Delivery, String> {
+        Ok(Delivery::new(PathSpec {
+            kind: self.kind,
+            path: self.path(text)?,
+            open,
+        }))
+    }
+
+    /// A command split for running without a shell, a leading `~` expanded.
+    pub fn command(&self, text: &str) -> Result<Vec<String>, String> {
+        expand::split_command(text, key::deliver, &format!("{}:", self.kind), self.home)
+    }
+}
+
+/// The value of a kind that takes one path: `maildir:PATH`, `mbox:PATH`.
+#[derive(Debug)]
+struct PathSpec {
+    kind: &'static str,
+    path: PathBuf,
+    open: Open,
+}
+
+/// Opens a target at a path.
+type Open = fn(&Path, &Context) -> Result<Box<dyn Target>, DeliverError>;
+
+impl fmt::Display for PathSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind, self.path.display())
+    }
+}
+
+impl Spec for PathSpec {
+    fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError> {
+        (self.open)(&self.path, context)
+    }
+}
+
+/// What opening a target takes from its account.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// `timeout`: bounds waiting for an mbox's locks, and a network target's connect
+    /// and every read.
+    pub timeout: Duration,
+    /// The account's TLS settings, for a network target.
+    pub tls: TlsOptions,
+    /// `mda_recipient`: what `%T` stands for.
+    pub mda_recipient: &'a str,
+    /// `mda_timeout`: how long one MDA call may take.
+    pub mda_timeout: Duration,
+}
+
+/// A failed delivery.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliverError {
-    /// The local side failed: disk full, permissions, I/O error.
-    #[error("cannot deliver into {path}")]
-    Local { path: PathBuf, source: io::Error },
     /// The message stream failed (the connection broke); nothing was delivered.
     #[error("the message could not be read from the server")]
     Source(#[source] io::Error),
     /// The intent could not be recorded, so nothing was delivered.
     #[error("cannot record the delivery in the state")]
     State(#[source] StateError),
-    #[error(
-        "the mbox {path} stayed locked by another program (lock {lock}); the next run tries again"
-    )]
-    Locked { path: PathBuf, lock: PathBuf },
-    #[error("the mbox {path} changed after offset {offset} in a way popfetch cannot account for; check the end of the file by hand")]
-    MboxConflict { path: PathBuf, offset: u64 },
     /// A location read back from the state is not one this target writes: the
     /// state is damaged, and nothing is touched (issue 15, bug 8).
     #[error("the state names {location:?} as a delivery into {target}, which is not a location popfetch writes there; the state file is damaged: restore it from a backup or remove that line")]
     BadLocation { target: PathBuf, location: String },
-    #[error("the MDA \"{program}\" could not be started")]
-    MdaSpawn { program: String, source: io::Error },
-    #[error("the MDA \"{program}\" failed ({reason})")]
-    MdaFailed { program: String, reason: String },
-    #[error("the MDA \"{program}\" deferred the message (exit 75); the next run tries again")]
-    MdaDeferred { program: String },
-    #[error("the MDA \"{program}\" took longer than mda_timeout ({seconds} s) and was killed")]
-    MdaTimeout { program: String, seconds: u64 },
+    /// The target failed, as its kind tells.
+    #[error(transparent)]
+    Target(KindError),
+}
+
+/// How a failure of a target counts: for the exit code, and whether a retry may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Something must change first: local I/O failed, a message was refused (EX_IOERR).
+    Failed,
+    /// Worth retrying later without any change: a lock held, a delivery deferred
+    /// (EX_TEMPFAIL).
+    Temporary,
+    /// The target is named wrongly in the config, such as an MDA that cannot be
+    /// started (EX_CONFIG).
+    Config,
+}
+
+/// The error type of one kind of target.
+pub trait TargetError: Error + Send + Sync + 'static {
+    fn class(&self) -> Class;
+
+    /// Concerns this one message only (an MDA's verdict, a server's reply to one
+    /// message): the next message may well be delivered.
+    fn is_per_message(&self) -> bool {
+        false
+    }
+}
+
+/// A kind's own error, boxed so that the common error need not know its variants.
+#[derive(Debug)]
+pub struct KindError(Box<dyn TargetError>);
+
+impl fmt::Display for KindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Error for KindError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl<E: TargetError> From<E> for DeliverError {
+    fn from(e: E) -> DeliverError {
+        DeliverError::Target(KindError(Box::new(e)))
+    }
 }
 
 impl DeliverError {
-    /// Worth retrying later without any change.
-    pub fn is_temporary(&self) -> bool {
-        matches!(
-            self,
-            DeliverError::Locked { .. }
-                | DeliverError::MdaDeferred { .. }
-                | DeliverError::MdaTimeout { .. }
-        )
+    /// How it counts. A broken source, state or location fails the run (EX_IOERR).
+    pub fn class(&self) -> Class {
+        match self {
+            DeliverError::Target(KindError(e)) => e.class(),
+            _ => Class::Failed,
+        }
     }
 
     /// Concerns this one message only: the next message may well be delivered.
     pub fn is_per_message(&self) -> bool {
-        matches!(
-            self,
-            DeliverError::MdaFailed { .. }
-                | DeliverError::MdaDeferred { .. }
-                | DeliverError::MdaTimeout { .. }
-        )
+        matches!(self, DeliverError::Target(KindError(e)) if e.is_per_message())
+    }
+
+    /// The kind's own error, when it is an `E`.
+    pub fn of_kind<E: TargetError>(&self) -> Option<&E> {
+        match self {
+            DeliverError::Target(KindError(e)) => (&**e as &dyn Error).downcast_ref(),
+            _ => None,
+        }
     }
 }
 
@@ -83,7 +282,13 @@ pub enum Recovered {
     NotDelivered,
 }
 
-/// A place messages can be delivered to.
+/// A place messages can be delivered to, opened for one session by [`Spec::open`].
+///
+/// A network target (LMTP, SMTP, IMAP) fits the same shape: it connects in `open`
+/// with the [`Context`]'s timeout and TLS settings; the server's refusal of one
+/// message is its own error with [`TargetError::is_per_message`], temporary or not
+/// as the reply code says; a target that pipelines or batches stages its messages
+/// and ends the transaction in `flush`; it says goodbye when dropped.
 pub trait Target {
     /// Delivers `message` (durably, or staged for `flush` when [`Target::stages`])
     /// and returns how many bytes it took. Calls `announce` once, before anything
@@ -115,14 +320,14 @@ pub trait Target {
 
 /// Copies a message in large batches (see [`crate::copy::batched`]): a failed read
 /// is the server's, a failed write the target's, which `local` describes.
-pub(crate) fn copy_message(
+pub(crate) fn copy_message<E: Into<DeliverError>>(
     message: &mut dyn Read,
     out: &mut dyn Write,
-    local: impl Fn(io::Error) -> DeliverError,
+    local: impl Fn(io::Error) -> E,
 ) -> Result<u64, DeliverError> {
     crate::copy::batched(message, out).map_err(|e| match e {
         CopyError::Read(e) => DeliverError::Source(e),
-        CopyError::Write(e) => local(e),
+        CopyError::Write(e) => local(e).into(),
     })
 }
 
@@ -147,6 +352,118 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    fn parse(text: &str) -> Result<Delivery, String> {
+        Delivery::parse(text, Path::new("/home/u"))
+    }
+
+    #[test]
+    fn every_kind_reads_back_what_it_shows() {
+        for text in [
+            "maildir:/home/u/Mail",
+            "maildir:/cost$/5",
+            "mbox:/var/mail/u",
+            "mda:procmail",
+            "mda:procmail -f %F -a %T",
+            "mda:maildrop -d a~b",
+            "mda:sh -c 'cat > /tmp/x; exit 75'",
+            "mda:prog '' 'a b' a#b '#c' 'x\\ y'",
+        ] {
+            assert_eq!(parse(text).unwrap().to_string(), text);
+        }
+        // Quoted another way, and shown in the one way that reads back.
+        let shown = parse("mda:prog \"it's\" \"a\\\"b\"").unwrap().to_string();
+        assert_eq!(shown, r#"mda:prog 'it'\''s' 'a"b'"#);
+        assert_eq!(parse(&shown).unwrap().to_string(), shown);
+    }
+
+    #[test]
+    fn shown_values_are_made_plain() {
+        let shown = |text| parse(text).unwrap().to_string();
+        assert_eq!(shown("maildir:~/Mail"), "maildir:/home/u/Mail");
+        assert_eq!(shown("mbox:~"), "mbox:/home/u");
+        assert_eq!(
+            shown("mda:procmail -m ~/.procmailrc"),
+            "mda:procmail -m /home/u/.procmailrc"
+        );
+        assert_eq!(shown("mda:a  \"b c\"\td"), "mda:a 'b c' d");
+    }
+
+    #[test]
+    fn unknown_and_empty_values_name_every_kind() {
+        for bad in ["pigeon:/m", "/home/u/Mail", "", ":x", "Maildir:/m"] {
+            let err = parse(bad).unwrap_err();
+            assert!(
+                err.contains(r#"use "maildir:PATH", "mbox:PATH" or "mda:COMMAND""#),
+                "{err}"
+            );
+        }
+        for bad in [
+            "maildir:",
+            "maildir:rel",
+            "mbox:",
+            "mda:",
+            "mda:  ",
+            "mda:a | b",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("deliver"), "{bad}: {err}");
+        }
+        assert!(is_kind("mda") && !is_kind("MDA") && !is_kind(""));
+    }
+
+    #[test]
+    fn kinds_have_distinct_plain_names() {
+        for (i, kind) in KINDS.iter().enumerate() {
+            assert!(kind.name.bytes().all(|b| b.is_ascii_lowercase()));
+            assert!(KINDS[..i].iter().all(|other| other.name != kind.name));
+        }
+    }
+
+    #[test]
+    fn each_kind_opens_its_own_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let context = Context {
+            timeout: Duration::from_secs(1),
+            tls: TlsOptions {
+                ca_file: None,
+                min_version: crate::pop3::transport::TlsVersion::V1_2,
+                skip_verify: false,
+                fingerprint: None,
+            },
+            mda_recipient: "me",
+            mda_timeout: Duration::from_secs(1),
+        };
+        let maildir = format!("maildir:{}", dir.path().join("md").display());
+        let target = parse(&maildir).unwrap().open(&context).unwrap();
+        assert!(target.stages() && dir.path().join("md/new").is_dir());
+        let mbox = format!("mbox:{}", dir.path().join("sub/inbox").display());
+        let target = parse(&mbox).unwrap().open(&context).unwrap();
+        assert!(!target.stages() && dir.path().join("sub").is_dir());
+        let target = parse("mda:true").unwrap().open(&context).unwrap();
+        assert!(!target.stages());
+    }
+
+    #[test]
+    fn kind_errors_keep_their_class_and_text() {
+        let spawn = DeliverError::from(mda::MdaError::Spawn {
+            program: "nope".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        });
+        assert_eq!(spawn.class(), Class::Config);
+        assert!(!spawn.is_per_message());
+        assert_eq!(spawn.to_string(), "the MDA \"nope\" could not be started");
+        assert!(spawn.source().is_some_and(|e| e.is::<io::Error>()));
+        assert!(spawn.of_kind::<mda::MdaError>().is_some());
+        assert!(spawn.of_kind::<mbox::MboxError>().is_none());
+        let deferred = DeliverError::from(mda::MdaError::Deferred {
+            program: "x".into(),
+        });
+        assert!(deferred.class() == Class::Temporary && deferred.is_per_message());
+        let source = DeliverError::Source(io::Error::other("reset"));
+        assert_eq!(source.class(), Class::Failed);
+        assert!(!source.is_per_message());
     }
 
     #[test]
