@@ -94,23 +94,19 @@ pub fn trace_tls(trace: &mut Option<Trace>, stream: &Stream) {
 }
 
 fn stream_report(stream: &Stream) -> Vec<String> {
-    let Some(ssl) = stream.tls() else {
+    let Some(tls) = stream.tls() else {
         return Vec::new();
     };
-    let mut lines = vec![format!(
-        "TLS: {}, cipher {}",
-        ssl.version_str(),
-        ssl.current_cipher().map_or("?", |c| c.name())
-    )];
-    if let Some(cert) = ssl.peer_certificate() {
-        lines.push(format!(
-            "certificate subject: {}",
-            crate::probe::name(cert.subject_name())
-        ));
-        lines.push(format!(
-            "certificate issuer: {}",
-            crate::probe::name(cert.issuer_name())
-        ));
+    let mut lines = vec![match tls.negotiated() {
+        Some(n) => format!("TLS: {}, cipher {}", n.version_name(), n.cipher_name()),
+        None => "TLS: version and cipher not seen".to_string(),
+    }];
+    if let Some(cert) = tls
+        .peer_certificate()
+        .and_then(|der| crate::probe::Details::of(&der))
+    {
+        lines.push(format!("certificate subject: {}", cert.subject));
+        lines.push(format!("certificate issuer: {}", cert.issuer));
     }
     lines
 }
@@ -167,9 +163,8 @@ pub fn certificate_hint(problem: &CertificateProblem) -> &'static str {
 }
 
 /// A certificate problem with its advice, for `probe`.
-pub fn certificate_problem(verdict: openssl::x509::X509VerifyResult) -> String {
-    let problem = crate::pop3::transport::certificate_problem(verdict);
-    format!("it {problem}; {}", certificate_hint(&problem))
+pub fn certificate_problem(problem: &CertificateProblem) -> String {
+    format!("it {problem}; {}", certificate_hint(problem))
 }
 
 /// The account's password, or its OAuth token for XOAUTH2 and OAUTHBEARER.

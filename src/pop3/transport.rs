@@ -2,23 +2,17 @@
 //! port 995, RFC 8314, or after STLS, RFC 2595). Every phase is bounded by a timeout,
 //! and message bodies the protocol says are due are read in batches (see `Tcp`).
 //!
-//! TLS is OpenSSL through the `openssl` crate, the library native-tls wraps on
-//! Unix, used directly so that the system's trusted roots are looked up lazily
-//! (see `system_roots`) instead of the whole bundle being parsed, twice, per run.
+//! TLS is the platform's own library through `native-tls`: OpenSSL on Linux and
+//! the BSDs, Security.framework on macOS. It does not report what a handshake
+//! negotiated, so the server's hello is read off the wire for that (`Negotiated`).
 
 use std::io::{self, BufReader, Read, Write};
-use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use openssl::ssl::{
-    HandshakeError, Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode,
-    SslOptions, SslRef, SslStream, SslVerifyMode, SslVersion,
-};
-use openssl::x509::store::{X509Lookup, X509StoreBuilder};
-use openssl::x509::verify::X509CheckFlags;
-use openssl::x509::{X509VerifyResult, X509};
+use native_tls::{Certificate, HandshakeError, Protocol, TlsConnector, TlsStream};
 use sha2::{Digest, Sha256};
 
 use super::{Error, Wire};
@@ -26,13 +20,27 @@ use super::{Error, Wire};
 /// A connection to the server, secured or not.
 pub enum Stream {
     Plain(Tcp),
-    Tls(Box<SslStream<Socket>>),
+    Tls(Box<Secured>),
+}
+
+/// A TLS session, and what its handshake negotiated.
+pub struct Secured {
+    stream: TlsStream<Socket>,
+    negotiated: Option<Negotiated>,
 }
 
 /// The TCP socket under TLS, read through a buffer: OpenSSL asks for a record's
 /// 5-byte header and then its body, and the buffer turns those two system calls
-/// per record into one per 64 KiB.
-pub struct Socket(BufReader<Tcp>);
+/// per record into one per 64 KiB. During the handshake it keeps the first bytes
+/// the server sends, its hello, for [`Negotiated`].
+pub struct Socket {
+    reader: BufReader<Tcp>,
+    hello: Option<Vec<u8>>,
+}
+
+/// How much of the server's first flight is kept: its ServerHello (RFC 8446
+/// §4.1.3) comes first and is a few hundred bytes at most.
+const HELLO_BYTES: usize = 2048;
 
 /// What a read waits for while at least that much is due: one wake-up per 64 KiB,
 /// where a server writing 4 KiB at a time (Dovecot's TLS proxy writes a record at
@@ -178,17 +186,22 @@ impl Write for Tcp {
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+        let n = self.reader.read(buf)?;
+        if let Some(hello) = &mut self.hello {
+            let room = HELLO_BYTES.saturating_sub(hello.len()).min(n);
+            hello.extend_from_slice(&buf[..room]);
+        }
+        Ok(n)
     }
 }
 
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.get_mut().write(buf)
+        self.reader.get_mut().write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.0.get_mut().flush()
+        self.reader.get_mut().flush()
     }
 }
 
@@ -232,41 +245,31 @@ impl Stream {
     }
 
     /// Runs the TLS handshake over a plain stream, checking the certificate chain
-    /// and that it names `host` (or, with a pin, that it is the pinned one).
+    /// and that it names `host` (or, with a pin, that it is the pinned one), and
+    /// that the version negotiated is at least the minimum.
     pub fn secure(self, tls: &TlsConfig, host: &str) -> Result<Stream, Error> {
         let tcp = match self {
             Stream::Plain(tcp) => tcp,
             already @ Stream::Tls(_) => return Ok(already),
         };
-        let failed = |reason: String| Error::Tls {
-            host: host.to_string(),
-            reason,
+        let socket = Socket {
+            reader: BufReader::with_capacity(64 * 1024, tcp),
+            hello: Some(Vec::new()),
         };
-        let ssl = tls.session(host).map_err(|e| failed(e.to_string()))?;
-        let socket = Socket(BufReader::with_capacity(64 * 1024, tcp));
-        match ssl.connect(socket) {
-            Ok(stream) => {
-                tls.check_pin(stream.ssl(), host)?;
-                Ok(Stream::Tls(Box::new(stream)))
+        match tls.connector.connect(host, socket) {
+            Ok(mut stream) => {
+                let hello = stream.get_mut().hello.take().unwrap_or_default();
+                let secured = Secured {
+                    negotiated: Negotiated::from_hello(&hello),
+                    stream,
+                };
+                tls.check_pin(&secured, host)?;
+                tls.check_version(&secured, host)?;
+                Ok(Stream::Tls(Box::new(secured)))
             }
             // The socket's read timeout fired inside the handshake.
             Err(HandshakeError::WouldBlock(_)) => Err(Error::Timeout("the TLS handshake")),
-            Err(HandshakeError::SetupFailure(e)) => Err(failed(e.to_string())),
-            Err(HandshakeError::Failure(mid)) => {
-                let verdict = mid.ssl().verify_result();
-                if verdict != X509VerifyResult::OK {
-                    return Err(Error::Certificate {
-                        host: host.to_string(),
-                        problem: certificate_problem(verdict),
-                    });
-                }
-                if not_tls(mid.error()) {
-                    return Err(Error::NotTls {
-                        host: host.to_string(),
-                    });
-                }
-                Err(failed(describe_tls_failure(mid.error())))
-            }
+            Err(HandshakeError::Failure(e)) => Err(handshake_failure(&e, host)),
         }
     }
 
@@ -291,7 +294,7 @@ impl Stream {
     pub fn peer(&self) -> Option<std::net::SocketAddr> {
         let tcp = match self {
             Stream::Plain(tcp) => tcp,
-            Stream::Tls(s) => s.get_ref().0.get_ref(),
+            Stream::Tls(s) => s.stream.get_ref().reader.get_ref(),
         };
         tcp.socket.peer_addr().ok()
     }
@@ -304,63 +307,224 @@ impl Stream {
     fn tcp(&mut self) -> &mut Tcp {
         match self {
             Stream::Plain(tcp) => tcp,
-            Stream::Tls(s) => s.get_mut().0.get_mut(),
+            Stream::Tls(s) => s.stream.get_mut().reader.get_mut(),
         }
     }
 
     /// The TLS session, for a report of what was negotiated.
-    pub fn tls(&self) -> Option<&SslRef> {
+    pub fn tls(&self) -> Option<&Secured> {
         match self {
             Stream::Plain(_) => None,
-            Stream::Tls(s) => Some(s.ssl()),
+            Stream::Tls(s) => Some(s),
         }
     }
 }
 
-/// The TLS library's error, in its own short words (the reasons of its error
-/// stack, not the internal file and function names).
-fn describe_tls_failure(e: &openssl::ssl::Error) -> String {
-    if let Some(io) = e.io_error() {
-        if e.ssl_error().is_none() {
-            return format!("the connection broke: {io}");
+impl Secured {
+    /// What the handshake negotiated, as the server's hello said; `None` if the
+    /// hello could not be read.
+    pub fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.as_ref()
+    }
+
+    /// The server's certificate, DER.
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        self.stream
+            .peer_certificate()
+            .ok()
+            .flatten()
+            .and_then(|cert| cert.to_der().ok())
+    }
+}
+
+/// The TLS version and cipher suite a handshake negotiated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The protocol version's code point (0x0303 is TLS 1.2, RFC 8446 §4.2.1).
+    pub version: u16,
+    /// The cipher suite's code point (IANA "TLS Cipher Suites").
+    pub cipher: u16,
+}
+
+impl Negotiated {
+    /// Reads the ServerHello at the start of the server's first flight: the
+    /// legacy version, session id and cipher suite, and for TLS 1.3 the
+    /// supported_versions extension that holds the real version (RFC 8446 §4.1.3,
+    /// §4.2.1; RFC 5246 §7.4.1.3 before it).
+    pub fn from_hello(bytes: &[u8]) -> Option<Negotiated> {
+        // The record header: handshake (22), version, length.
+        let record = bytes.get(5..)?;
+        if bytes[0] != 22 {
+            return None;
+        }
+        // The handshake header: server_hello (2), a 3-byte length.
+        if *record.first()? != 2 {
+            return None;
+        }
+        let body = record.get(4..)?;
+        let u16_at = |at: usize| -> Option<u16> {
+            Some(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]))
+        };
+        let mut version = u16_at(0)?;
+        let session_id = usize::from(*body.get(34)?);
+        let mut at = 35 + session_id;
+        let cipher = u16_at(at)?;
+        at += 3;
+        if let Some(total) = u16_at(at) {
+            let end = at + 2 + usize::from(total);
+            at += 2;
+            while at + 4 <= end {
+                let (kind, len) = (u16_at(at)?, usize::from(u16_at(at + 2)?));
+                if kind == 43 && len == 2 {
+                    version = u16_at(at + 4)?;
+                }
+                at += 4 + len;
+            }
+        }
+        Some(Negotiated { version, cipher })
+    }
+
+    /// The version, if it is one `tls_min_version` names.
+    pub fn tls_version(&self) -> Option<TlsVersion> {
+        match self.version {
+            0x0301 => Some(TlsVersion::V1_0),
+            0x0302 => Some(TlsVersion::V1_1),
+            0x0303 => Some(TlsVersion::V1_2),
+            0x0304 => Some(TlsVersion::V1_3),
+            _ => None,
         }
     }
-    let reasons: Vec<&str> = e
-        .ssl_error()
-        .map(|stack| stack.errors().iter().filter_map(|e| e.reason()).collect())
-        .unwrap_or_default();
-    if reasons.is_empty() {
+
+    /// The version as OpenSSL names it ("TLSv1.3").
+    pub fn version_name(&self) -> String {
+        match self.tls_version() {
+            Some(TlsVersion::V1_0) => "TLSv1".into(),
+            Some(v) => format!("TLSv{v}"),
+            None => format!("version 0x{:04x}", self.version),
+        }
+    }
+
+    /// The cipher suite's IANA name, for the suites servers choose today.
+    pub fn cipher_name(&self) -> String {
+        let name = match self.cipher {
+            0x1301 => "TLS_AES_128_GCM_SHA256",
+            0x1302 => "TLS_AES_256_GCM_SHA384",
+            0x1303 => "TLS_CHACHA20_POLY1305_SHA256",
+            0xc02b => "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            0xc02c => "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            0xc02f => "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            0xc030 => "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            0xcca8 => "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+            0xcca9 => "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            0x009e => "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256",
+            0x009f => "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
+            0xc013 => "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+            0xc014 => "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+            0x002f => "TLS_RSA_WITH_AES_128_CBC_SHA",
+            0x0035 => "TLS_RSA_WITH_AES_256_CBC_SHA",
+            0x009c => "TLS_RSA_WITH_AES_128_GCM_SHA256",
+            0x009d => "TLS_RSA_WITH_AES_256_GCM_SHA384",
+            other => return format!("0x{other:04x}"),
+        };
+        name.into()
+    }
+}
+
+/// A failed handshake, told apart by cause. native-tls gives its error as text
+/// only (OpenSSL's reason and verification result; Security.framework's message).
+fn handshake_failure(e: &native_tls::Error, host: &str) -> Error {
+    use std::error::Error as _;
+    let text = e.to_string();
+    if let Some(problem) = certificate_problem(&text) {
+        return Error::Certificate {
+            host: host.to_string(),
+            problem,
+        };
+    }
+    if not_tls(&text) {
+        return Error::NotTls {
+            host: host.to_string(),
+        };
+    }
+    let reason = match e.source().and_then(|s| s.downcast_ref::<io::Error>()) {
+        Some(io) => format!("the connection broke: {io}"),
+        None => describe_tls_failure(&text),
+    };
+    Error::Tls {
+        host: host.to_string(),
+        reason,
+    }
+}
+
+/// The TLS library's error, in its own short words: of OpenSSL's error stack
+/// ("error:0A000410:SSL routines:ssl3_read_bytes:sslv3 alert handshake
+/// failure:../ssl/record/rec_layer_s3.c:1605:..."), the reasons only, not the
+/// internal file and function names.
+fn describe_tls_failure(text: &str) -> String {
+    let reasons: Vec<&str> = text
+        .split(", ")
+        .filter_map(|e| e.strip_prefix("error:"))
+        .filter_map(|e| e.split(':').nth(3))
+        .filter(|reason| !reason.is_empty())
+        .collect();
+    if !reasons.is_empty() {
+        reasons.join(", ")
+    } else if text.is_empty() || text.starts_with("error:") {
         "the handshake failed".into()
     } else {
-        reasons.join(", ")
+        text.to_string()
     }
 }
 
 /// Whether the peer answered the handshake with something that is not TLS at
 /// all (OpenSSL's "wrong version number" or "packet length too long": a plain
 /// POP3 greeting read as a record header).
-fn not_tls(e: &openssl::ssl::Error) -> bool {
-    e.ssl_error().is_some_and(|stack| {
-        stack.errors().iter().any(|e| {
-            matches!(
-                e.reason(),
-                Some("wrong version number" | "packet length too long" | "record layer failure")
-            )
-        })
-    })
+fn not_tls(text: &str) -> bool {
+    [
+        "wrong version number",
+        "packet length too long",
+        "record layer failure",
+    ]
+    .iter()
+    .any(|reason| text.contains(reason))
 }
 
-/// What is wrong with a certificate, in a few words, from OpenSSL's verification
-/// result (`X509_V_ERR_*`, x509_vfy.h).
-pub fn certificate_problem(verdict: X509VerifyResult) -> CertificateProblem {
-    match verdict.as_raw() {
-        10 => CertificateProblem::Expired,
-        9 => CertificateProblem::NotYetValid,
-        18 | 19 => CertificateProblem::SelfSigned,
-        2 | 20 | 21 => CertificateProblem::UnknownIssuer,
-        62 | 64 => CertificateProblem::WrongName,
-        _ => CertificateProblem::Other(verdict.error_string().to_string()),
-    }
+/// What is wrong with a certificate, in a few words, from the verification
+/// result in the TLS library's error text (OpenSSL's `X509_verify_cert_error_string`,
+/// or Security.framework's trust result), or `None` if the error is not about
+/// the certificate.
+pub fn certificate_problem(text: &str) -> Option<CertificateProblem> {
+    let lower = text.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+    Some(if has(&["certificate has expired", "expired"]) {
+        CertificateProblem::Expired
+    } else if has(&["not yet valid"]) {
+        CertificateProblem::NotYetValid
+    } else if has(&["self-signed", "self signed"]) {
+        CertificateProblem::SelfSigned
+    } else if has(&[
+        "unable to get local issuer",
+        "unable to get issuer",
+        "unable to verify the first certificate",
+        "not trusted",
+        "untrusted",
+    ]) {
+        CertificateProblem::UnknownIssuer
+    } else if has(&[
+        "hostname mismatch",
+        "ip address mismatch",
+        "host name mismatch",
+    ]) {
+        CertificateProblem::WrongName
+    } else if has(&["certificate verify failed"]) {
+        // OpenSSL's own words follow in parentheses.
+        let why = text
+            .rsplit_once(" (")
+            .map_or(text, |(_, why)| why.trim_end_matches(')'));
+        CertificateProblem::Other(why.to_string())
+    } else {
+        return None;
+    })
 }
 
 /// Why a certificate was refused.
@@ -404,7 +568,7 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
+            Stream::Tls(s) => s.stream.read(buf),
         }
     }
 }
@@ -413,14 +577,14 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
+            Stream::Tls(s) => s.stream.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
+            Stream::Tls(s) => s.stream.flush(),
         }
     }
 }
@@ -461,9 +625,8 @@ pub struct TlsOptions {
 /// How to verify servers: the system's trusted roots plus any extra CA file, or a
 /// pinned certificate.
 pub struct TlsConfig {
-    context: SslContext,
-    /// Check the host name (not for a pin or an insecure skip).
-    check_host: bool,
+    connector: TlsConnector,
+    min_version: TlsVersion,
     fingerprint: Option<[u8; 32]>,
 }
 
@@ -481,88 +644,64 @@ pub enum TlsConfigError {
     #[error("tls_ca_file {path} holds no usable PEM certificate: {reason}")]
     BadCa { path: String, reason: String },
     #[error("cannot set up TLS: {0}")]
-    Setup(#[from] openssl::error::ErrorStack),
+    Setup(#[from] native_tls::Error),
 }
-
-/// The cipher suites of TLS 1.2 and below that are never acceptable, as the
-/// `openssl` crate's own connector excludes them.
-const CIPHERS: &str = "DEFAULT:!aNULL:!eNULL:!MD5:!3DES:!DES:!RC4:!IDEA:!SEED:!aDSS:!SRP:!PSK";
 
 impl TlsConfig {
     /// Verifies as `options` say: the chain and the host name, or the pin, or
     /// (tls_insecure_skip_verify) nothing.
     pub fn new(options: &TlsOptions) -> Result<TlsConfig, TlsConfigError> {
         let verify = !options.skip_verify && options.fingerprint.is_none();
-        TlsConfig::build(options, verify, verify)
+        TlsConfig::build(options, verify)
     }
 
-    /// Verifies the chain and the host name but lets the handshake go on whatever
-    /// the verdict, which the session's `verify_result` then tells: for `probe`.
+    /// Verifies nothing, so that the handshake goes on whatever the certificate,
+    /// which is then shown: for `probe`, which judges it on its own.
     pub fn report(options: &TlsOptions) -> Result<TlsConfig, TlsConfigError> {
-        TlsConfig::build(options, false, true)
+        TlsConfig::build(options, false)
     }
 
-    fn build(
-        options: &TlsOptions,
-        insist: bool,
-        check_host: bool,
-    ) -> Result<TlsConfig, TlsConfigError> {
-        let mut builder = context(options.min_version)?;
-        builder.set_verify(if insist {
-            SslVerifyMode::PEER
-        } else {
-            SslVerifyMode::NONE
-        });
-        let mut store = X509StoreBuilder::new()?;
-        if check_host {
-            system_roots(&mut store)?;
+    fn build(options: &TlsOptions, verify: bool) -> Result<TlsConfig, TlsConfigError> {
+        let mut builder = TlsConnector::builder();
+        // native-tls's OpenSSL connector is the `openssl` crate's, with its safe
+        // defaults: no SSLv2/3, no compression, no weak ciphers, SNI (RFC 6066 §3)
+        // and the host name checked by name or address without partial wildcards
+        // (RFC 6125 §6.4.3).
+        builder.min_protocol_version(Some(match options.min_version {
+            TlsVersion::V1_0 => Protocol::Tlsv10,
+            TlsVersion::V1_1 => Protocol::Tlsv11,
+            TlsVersion::V1_2 => Protocol::Tlsv12,
+            TlsVersion::V1_3 => Protocol::Tlsv13,
+        }));
+        if !verify {
+            builder
+                .danger_accept_invalid_certs(true)
+                .danger_accept_invalid_hostnames(true)
+                .disable_built_in_roots(true);
         }
+        // Read even when not verifying, so that a bad tls_ca_file is reported.
         if let Some(path) = &options.ca_file {
             for cert in read_ca_file(path)? {
-                store.add_cert(cert)?;
+                builder.add_root_certificate(cert);
             }
         }
-        builder.set_cert_store(store.build());
         Ok(TlsConfig {
-            context: builder.build(),
-            check_host,
+            connector: builder.build()?,
+            min_version: options.min_version,
             fingerprint: options.fingerprint,
         })
     }
 
-    /// One connection's TLS session: SNI (RFC 6066 §3) and the host name to check
-    /// (RFC 6125), by name or by address.
-    fn session(&self, host: &str) -> Result<Ssl, openssl::error::ErrorStack> {
-        let mut ssl = Ssl::new(&self.context)?;
-        let ip = host.parse::<IpAddr>().ok();
-        if ip.is_none() {
-            ssl.set_hostname(host)?;
-        }
-        if self.check_host {
-            let param = ssl.param_mut();
-            param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
-            match ip {
-                Some(ip) => param.set_ip(ip)?,
-                None => param.set_host(host)?,
-            }
-        }
-        Ok(ssl)
-    }
-
     /// With a pinned fingerprint, the certificate must match it before a single byte
     /// of POP3 is read or sent.
-    fn check_pin(&self, ssl: &SslRef, host: &str) -> Result<(), Error> {
+    fn check_pin(&self, secured: &Secured, host: &str) -> Result<(), Error> {
         let Some(expected) = self.fingerprint else {
             return Ok(());
         };
-        let failed = |reason: String| Error::Tls {
+        let der = secured.peer_certificate().ok_or_else(|| Error::Tls {
             host: host.to_string(),
-            reason,
-        };
-        let der = ssl
-            .peer_certificate()
-            .and_then(|cert| cert.to_der().ok())
-            .ok_or_else(|| failed("the server sent no certificate".into()))?;
+            reason: "the server sent no certificate".into(),
+        })?;
         let actual: [u8; 32] = Sha256::digest(&der).into();
         if actual != expected {
             return Err(Error::PinMismatch {
@@ -573,90 +712,28 @@ impl TlsConfig {
         }
         Ok(())
     }
-}
 
-/// A client context with the `openssl` crate's safe defaults, less
-/// `SSL_MODE_RELEASE_BUFFERS`, which would free and reallocate the record
-/// buffers for every record of a long download.
-fn context(min: TlsVersion) -> Result<SslContextBuilder, openssl::error::ErrorStack> {
-    let mut builder = SslContextBuilder::new(SslMethod::tls_client())?;
-    let options =
-        SslOptions::ALL | SslOptions::NO_COMPRESSION | SslOptions::NO_SSLV2 | SslOptions::NO_SSLV3;
-    builder.set_options(options & !SslOptions::DONT_INSERT_EMPTY_FRAGMENTS);
-    builder.set_mode(
-        SslMode::AUTO_RETRY | SslMode::ACCEPT_MOVING_WRITE_BUFFER | SslMode::ENABLE_PARTIAL_WRITE,
-    );
-    builder.set_cipher_list(CIPHERS)?;
-    builder.set_min_proto_version(Some(match min {
-        TlsVersion::V1_0 => SslVersion::TLS1,
-        TlsVersion::V1_1 => SslVersion::TLS1_1,
-        TlsVersion::V1_2 => SslVersion::TLS1_2,
-        TlsVersion::V1_3 => SslVersion::TLS1_3,
-    }))?;
-    Ok(builder)
-}
-
-/// The system's trusted roots, as OpenSSL would find them, but lazily where that is
-/// possible: a hashed certificate directory (c_rehash, update-ca-certificates) is
-/// consulted for the one root a chain needs, where loading the bundle file would
-/// parse every root there is (some 20 ms with OpenSSL 3). `SSL_CERT_FILE` and
-/// `SSL_CERT_DIR` are honoured as OpenSSL honours them.
-fn system_roots(store: &mut X509StoreBuilder) -> Result<(), openssl::error::ErrorStack> {
-    let env = |name| std::env::var_os(name).map(PathBuf::from);
-    let (env_file, env_dir) = (env("SSL_CERT_FILE"), env("SSL_CERT_DIR"));
-    if env_file.is_some() || env_dir.is_some() {
-        if let Some(file) = env_file.filter(|f| f.is_file()) {
-            let lookup = store.add_lookup(X509Lookup::file())?;
-            // An unreadable bundle leaves no roots: verification then fails, loudly.
-            let _ = lookup.load_cert_file(&file, SslFiletype::PEM);
+    /// The library enforces the minimum version; this checks it again from the
+    /// server's hello, which every backend's handshake starts with.
+    fn check_version(&self, secured: &Secured, host: &str) -> Result<(), Error> {
+        match secured.negotiated().map(Negotiated::tls_version) {
+            Some(Some(v)) if v < self.min_version => Err(Error::Tls {
+                host: host.to_string(),
+                reason: format!("the server negotiated TLS {v}, below the minimum"),
+            }),
+            _ => Ok(()),
         }
-        if let Some(dir) = env_dir {
-            store
-                .add_lookup(X509Lookup::hash_dir())?
-                .add_dir(&dir.to_string_lossy(), SslFiletype::PEM)?;
-        }
-        return Ok(());
     }
-    let probed = openssl_probe::probe();
-    let hashed: Vec<&PathBuf> = probed.cert_dir.iter().filter(|d| is_hashed(d)).collect();
-    if !hashed.is_empty() {
-        let lookup = store.add_lookup(X509Lookup::hash_dir())?;
-        for dir in hashed {
-            lookup.add_dir(&dir.to_string_lossy(), SslFiletype::PEM)?;
-        }
-    } else if let Some(file) = &probed.cert_file {
-        let _ = store
-            .add_lookup(X509Lookup::file())?
-            .load_cert_file(file, SslFiletype::PEM);
-    } else {
-        store.set_default_paths()?;
-    }
-    Ok(())
-}
-
-/// Whether `dir` holds OpenSSL's subject-hash links (`5ad8a5d6.0`).
-fn is_hashed(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let name = entry.file_name();
-        let name = name.as_encoded_bytes();
-        name.len() >= 10
-            && name[..8].iter().all(u8::is_ascii_hexdigit)
-            && name[8] == b'.'
-            && name[9..].iter().all(u8::is_ascii_digit)
-    })
 }
 
 /// The certificates of a `tls_ca_file`, PEM.
-fn read_ca_file(path: &Path) -> Result<Vec<X509>, TlsConfigError> {
+fn read_ca_file(path: &Path) -> Result<Vec<Certificate>, TlsConfigError> {
     let shown = path.display().to_string();
     let pem = std::fs::read(path).map_err(|source| TlsConfigError::ReadCa {
         path: shown.clone(),
         source,
     })?;
-    let certs = X509::stack_from_pem(&pem).map_err(|e| TlsConfigError::BadCa {
+    let certs = Certificate::stack_from_pem(&pem).map_err(|e| TlsConfigError::BadCa {
         path: shown.clone(),
         reason: e.to_string(),
     })?;
@@ -784,8 +861,9 @@ mod tests {
         drop(writer.join().unwrap());
     }
 
-    /// A self-signed certificate for "localhost" and its key.
-    fn self_signed() -> (openssl::pkey::PKey<openssl::pkey::Private>, X509) {
+    /// A self-signed certificate for "localhost" and its key, PEM (PKCS#8).
+    #[cfg(not(any(target_vendor = "apple", windows)))]
+    fn self_signed() -> (Vec<u8>, Vec<u8>) {
         use openssl::asn1::Asn1Time;
         use openssl::ec::{EcGroup, EcKey};
         use openssl::hash::MessageDigest;
@@ -807,20 +885,21 @@ mod tests {
         cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
             .unwrap();
         cert.sign(&key, MessageDigest::sha256()).unwrap();
-        (key, cert.build())
+        (
+            cert.build().to_pem().unwrap(),
+            key.private_key_to_pem_pkcs8().unwrap(),
+        )
     }
 
     #[test]
+    #[cfg(not(any(target_vendor = "apple", windows)))]
     fn under_tls_what_is_due_reaches_the_socket_and_batches_the_records() {
-        use openssl::ssl::{SslAcceptor, SslMethod as Method};
-        let (key, cert) = self_signed();
+        let (cert, key) = self_signed();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
-            let mut acceptor = SslAcceptor::mozilla_intermediate_v5(Method::tls()).unwrap();
-            acceptor.set_private_key(&key).unwrap();
-            acceptor.set_certificate(&cert).unwrap();
-            let acceptor = acceptor.build();
+            let identity = native_tls::Identity::from_pkcs8(&cert, &key).unwrap();
+            let acceptor = native_tls::TlsAcceptor::new(identity).unwrap();
             let (tcp, _) = listener.accept().unwrap();
             let mut tls = acceptor.accept(tcp).unwrap();
             // One 4 KiB record per write, as Dovecot's proxy sends them.
@@ -836,6 +915,9 @@ mod tests {
         let config = TlsConfig::new(&options).unwrap();
         let plain = Stream::connect("127.0.0.1", port, Duration::from_secs(30)).unwrap();
         let mut stream = plain.secure(&config, "localhost").unwrap();
+        let negotiated = stream.tls().unwrap().negotiated().cloned().unwrap();
+        assert!(negotiated.tls_version() >= Some(TlsVersion::V1_2));
+        assert!(negotiated.version_name().starts_with("TLSv1."));
         stream.tcp().patience = Duration::from_secs(10);
         Wire::due(&mut stream, 64 * 4096);
         assert_eq!(stream.tcp().due, 64 * 4096);
@@ -845,13 +927,79 @@ mod tests {
         assert!(batched(&sizes), "{sizes:?}");
     }
 
+    /// A ServerHello record: `version` in the legacy field, a 32-byte session
+    /// id, `cipher`, and `extensions`.
+    fn hello(version: u16, cipher: u16, extensions: &[u8]) -> Vec<u8> {
+        let mut body = version.to_be_bytes().to_vec();
+        body.extend([7; 32]);
+        body.push(32);
+        body.extend([9; 32]);
+        body.extend(cipher.to_be_bytes());
+        body.push(0);
+        body.extend(u16::try_from(extensions.len()).unwrap().to_be_bytes());
+        body.extend(extensions);
+        let mut handshake = vec![2, 0];
+        handshake.extend(u16::try_from(body.len()).unwrap().to_be_bytes());
+        handshake.extend(body);
+        let mut record = vec![22, 3, 3];
+        record.extend(u16::try_from(handshake.len()).unwrap().to_be_bytes());
+        record.extend(handshake);
+        record
+    }
+
     #[test]
-    fn a_hashed_directory_is_recognised_by_its_links() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca-certificates.crt"), "").unwrap();
-        assert!(!is_hashed(dir.path()));
-        std::fs::write(dir.path().join("5ad8a5d6.0"), "").unwrap();
-        assert!(is_hashed(dir.path()));
-        assert!(!is_hashed(&dir.path().join("missing")));
+    fn the_server_hello_tells_the_version_and_cipher() {
+        // TLS 1.2: the legacy version is the version.
+        let v12 = Negotiated::from_hello(&hello(0x0303, 0xc030, &[0xff, 1, 0, 1, 0])).unwrap();
+        assert_eq!(v12.tls_version(), Some(TlsVersion::V1_2));
+        assert_eq!(v12.version_name(), "TLSv1.2");
+        assert_eq!(v12.cipher_name(), "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384");
+        // TLS 1.3: supported_versions (43) holds it, after another extension.
+        let ext = [0, 51, 0, 2, 0xaa, 0xbb, 0, 43, 0, 2, 3, 4];
+        let v13 = Negotiated::from_hello(&hello(0x0303, 0x1302, &ext)).unwrap();
+        assert_eq!(v13.tls_version(), Some(TlsVersion::V1_3));
+        assert_eq!(v13.cipher_name(), "TLS_AES_256_GCM_SHA384");
+        let v10 = Negotiated::from_hello(&hello(0x0301, 0x1234, &[])).unwrap();
+        assert_eq!(v10.version_name(), "TLSv1");
+        assert_eq!(v10.cipher_name(), "0x1234");
+        // Not a hello, or cut short: nothing is claimed.
+        assert_eq!(Negotiated::from_hello(b"+OK POP3 ready\r\n"), None);
+        assert_eq!(Negotiated::from_hello(&hello(0x0303, 1, &[])[..40]), None);
+    }
+
+    #[test]
+    fn certificate_errors_are_told_apart_by_their_verification_result() {
+        let openssl = |why: &str| {
+            format!("error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:../ssl/statem/statem_clnt.c:2102: ({why})")
+        };
+        for (why, problem) in [
+            ("certificate has expired", CertificateProblem::Expired),
+            (
+                "certificate is not yet valid",
+                CertificateProblem::NotYetValid,
+            ),
+            ("self-signed certificate", CertificateProblem::SelfSigned),
+            (
+                "self signed certificate in certificate chain",
+                CertificateProblem::SelfSigned,
+            ),
+            (
+                "unable to get local issuer certificate",
+                CertificateProblem::UnknownIssuer,
+            ),
+            ("hostname mismatch", CertificateProblem::WrongName),
+            ("IP address mismatch", CertificateProblem::WrongName),
+        ] {
+            assert_eq!(certificate_problem(&openssl(why)), Some(problem), "{why}");
+        }
+        assert_eq!(
+            certificate_problem(&openssl("certificate revoked")),
+            Some(CertificateProblem::Other("certificate revoked".into()))
+        );
+        let wrong = "error:0A00010B:SSL routines:ssl3_get_record:wrong version number:../ssl/record/ssl3_record.c:354:";
+        assert_eq!(certificate_problem(wrong), None);
+        assert!(not_tls(wrong));
+        assert_eq!(describe_tls_failure(wrong), "wrong version number");
+        assert_eq!(describe_tls_failure(""), "the handshake failed");
     }
 }
