@@ -927,6 +927,47 @@ mod tests {
         assert!(batched(&sizes), "{sizes:?}");
     }
 
+    /// A handshake with a server that speaks TLS 1.2 at most, from a client
+    /// whose minimum is `min`.
+    #[cfg(not(any(target_vendor = "apple", windows)))]
+    fn against_tls_1_2(min: TlsVersion) -> Result<Stream, Error> {
+        let (cert, key) = self_signed();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let identity = native_tls::Identity::from_pkcs8(&cert, &key).unwrap();
+            let acceptor = native_tls::TlsAcceptor::builder(identity)
+                .max_protocol_version(Some(Protocol::Tlsv12))
+                .build()
+                .unwrap();
+            let (tcp, _) = listener.accept().unwrap();
+            drop(acceptor.accept(tcp));
+        });
+        let options = TlsOptions {
+            ca_file: None,
+            min_version: min,
+            skip_verify: true,
+            fingerprint: None,
+        };
+        let config = TlsConfig::new(&options).unwrap();
+        let plain = Stream::connect("127.0.0.1", port, Duration::from_secs(30)).unwrap();
+        let secured = plain.secure(&config, "localhost");
+        server.join().unwrap();
+        secured
+    }
+
+    #[test]
+    #[cfg(not(any(target_vendor = "apple", windows)))]
+    fn tls_min_version_1_3_refuses_a_server_that_stops_at_1_2() {
+        let stream = against_tls_1_2(TlsVersion::V1_2).unwrap();
+        let negotiated = stream.tls().unwrap().negotiated().unwrap();
+        assert_eq!(negotiated.tls_version(), Some(TlsVersion::V1_2));
+        assert!(matches!(
+            against_tls_1_2(TlsVersion::V1_3),
+            Err(Error::Tls { .. })
+        ));
+    }
+
     /// A ServerHello record: `version` in the legacy field, a 32-byte session
     /// id, `cipher`, and `extensions`.
     fn hello(version: u16, cipher: u16, extensions: &[u8]) -> Vec<u8> {
