@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{self, Policy, SizeAction};
-use crate::pop3::transport::{TlsOptions, TlsVersion};
+use crate::pop3::net::{TlsOptions, TlsVersion};
 use crate::secret::{PasswordSource, Secret, SecretCommand};
 
 pub(crate) mod keys;

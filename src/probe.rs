@@ -14,10 +14,10 @@ use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Account, TlsMode};
-use crate::pop3::response::apop_timestamp;
-use crate::pop3::transport::{
+use crate::pop3::net::{
     fingerprint_text, CertificateProblem, Stream, TlsConfig, TlsOptions, TlsVersion,
 };
+use crate::pop3::response::apop_timestamp;
 use crate::pop3::{self, Capabilities, Client, Trace};
 
 /// Where to probe, and what to trust there.
@@ -70,7 +70,8 @@ pub fn probe(
     mut trace: Option<Trace>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let mut stream = Stream::connect(&target.host, target.port, target.timeout)?;
+    let mut stream =
+        Stream::connect(&target.host, target.port, target.timeout).map_err(pop3::Error::from)?;
     crate::connect::trace_connect(&mut trace, &stream);
     let mut trusted = Ok(());
     if target.tls == TlsMode::Implicit {
@@ -153,9 +154,10 @@ fn handshake(
         fingerprint: None,
         ..target.trust.clone()
     };
+    let config = TlsConfig::report(&options).map_err(crate::connect::tls_setup_error)?;
     let tls = stream
-        .secure(&TlsConfig::report(&options)?, &target.host)
-        .map_err(crate::connect::advise)?;
+        .secure(&config, &target.host)
+        .map_err(|e| crate::connect::advise(e.into()))?;
     let session = tls.tls().expect("a secured stream has a TLS session");
     let negotiated = session.negotiated();
     match negotiated {
@@ -213,9 +215,14 @@ fn chain_verdict(target: &Target) -> Result<(), ChainProblem> {
         Stream::connect(&target.host, target.port, target.timeout).map_err(|e| unchecked(&e))?;
     let secured = match target.tls {
         TlsMode::Starttls => Client::new(plain, None)
-            .and_then(|client| client.starttls(|p| p.secure(&config, &target.host)))
+            .and_then(|client| {
+                client.starttls(|p| p.secure(&config, &target.host).map_err(Into::into))
+            })
             .map(|client| drop(client.quit())),
-        _ => plain.secure(&config, &target.host).map(drop),
+        _ => plain
+            .secure(&config, &target.host)
+            .map(drop)
+            .map_err(pop3::Error::from),
     };
     match secured {
         Ok(()) => Ok(()),

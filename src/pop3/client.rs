@@ -6,7 +6,9 @@
 //! `quit`. Deletions take effect only at QUIT (RFC 1939 §6), so a session dropped
 //! without `quit` deletes nothing.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+#[cfg(test)]
+use std::io::Write;
+use std::io::{self, BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -15,6 +17,7 @@ use md5::{Digest, Md5};
 
 use super::command::Command;
 use super::multiline::DotReader;
+use super::net::Wire;
 use super::response::{
     apop_timestamp, parse_list_line, parse_status, parse_uidl_line, Status, MAX_LINE,
 };
@@ -159,21 +162,6 @@ pub enum Listing {
 pub enum Flow {
     Continue,
     Stop,
-}
-
-/// The byte stream a session runs over. Besides reading and writing, it may be
-/// told how many bytes are surely on their way, so as to wait for many at a time
-/// (the TCP stream does: `transport::Tcp`); by default it lets that pass.
-pub trait Wire: Read + Write {
-    /// `bytes` more bytes will arrive: the listed size of a message asked for,
-    /// which its reply usually exceeds.
-    fn due(&mut self, bytes: u64) {
-        let _ = bytes;
-    }
-
-    /// Nothing more is owed, or what was said may not all come (the server
-    /// refused a message).
-    fn clear_due(&mut self) {}
 }
 
 /// The wire: buffered reads, batched writes, optional trace.
