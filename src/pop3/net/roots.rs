@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 
 /// The variables OpenSSL (and `openssl-probe`, which native-tls asks) read for
 /// the system's roots.
+#[cfg(not(any(target_vendor = "apple", windows)))]
 const CERT_FILE: &str = "SSL_CERT_FILE";
+#[cfg(not(any(target_vendor = "apple", windows)))]
 const CERT_DIR: &str = "SSL_CERT_DIR";
 
 /// The variables as popfetch found them, when [`prefer_lazy_roots`] changed them.
