@@ -50,7 +50,7 @@ impl Negotiated {
         Some(Negotiated { version, cipher })
     }
 
-    /// The version, if it is one `tls_min_version` names.
+    /// The version, if it is one a minimum can name (TLS 1.0 to 1.3).
     pub fn tls_version(&self) -> Option<TlsVersion> {
         match self.version {
             0x0301 => Some(TlsVersion::V1_0),

@@ -214,7 +214,7 @@ mod tests {
     /// Every read made while a full batch was due brought a full batch (without
     /// the low-water mark, a read would bring about one 4 KiB write).
     pub(super) fn batched(sizes: &[(u64, u64)]) -> bool {
-        let batch = BATCH as u64;
+        let batch = u64::try_from(BATCH).unwrap();
         let full: Vec<_> = sizes.iter().filter(|(due, _)| *due >= batch).collect();
         !full.is_empty() && full.iter().all(|(_, n)| *n >= batch)
     }

@@ -529,7 +529,7 @@ mod tests {
 
     #[test]
     #[cfg(not(any(target_vendor = "apple", windows)))]
-    fn tls_min_version_1_3_refuses_a_server_that_stops_at_1_2() {
+    fn a_minimum_of_1_3_refuses_a_server_that_stops_at_1_2() {
         let stream = against_tls_1_2(TlsVersion::V1_2).unwrap();
         let negotiated = stream.tls().unwrap().negotiated().unwrap();
         assert_eq!(negotiated.tls_version(), Some(TlsVersion::V1_2));
