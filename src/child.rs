@@ -230,6 +230,13 @@ impl<'a> Run<'a> {
     fn command(&self) -> Command {
         let mut command = Command::new(&self.argv[0]);
         command.args(&self.argv[1..]).stderr(Stdio::inherit());
+        // The environment as popfetch was given it, not as it tuned it for TLS.
+        for (name, value) in crate::pop3::net::found_env() {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
         command.stdin(match self.stdin {
             Stdin::Null => Stdio::null(),
             Stdin::Offer(_) | Stdin::Stream(_) => Stdio::piped(),

@@ -228,6 +228,8 @@ pub fn command() -> clap::Command {
 
 /// Runs popfetch and returns its exit status.
 pub fn run() -> ExitCode {
+    // First, while this is the only thread (it sets the environment).
+    crate::pop3::net::prefer_lazy_roots();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

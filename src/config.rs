@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deliver::{self, Delivery};
 use crate::policy::{self, Policy, SizeAction};
-use crate::pop3::transport::{TlsOptions, TlsVersion};
+use crate::pop3::net::{TlsOptions, TlsVersion};
 use crate::secret::{PasswordSource, Secret, SecretCommand};
 
 pub(crate) mod expand;

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::io::Read;
+use std::thread::JoinHandle;
 
 use anyhow::Result;
 use sha2::{Digest, Sha256};
@@ -11,8 +12,8 @@ use sha2::{Digest, Sha256};
 use crate::auth::{self, Login, Offer};
 use crate::config::{Account, TlsMode};
 use crate::policy;
+use crate::pop3::net::{CertificateProblem, Stream, TlsConfig, TlsConfigError};
 use crate::pop3::proto::response::apop_timestamp;
-use crate::pop3::transport::{CertificateProblem, Stream, TlsConfig};
 use crate::pop3::{
     self, Client, Credentials, Flow, ListedMessage, Listing, Peer, Session, Status, Trace, Wire,
 };
@@ -26,21 +27,56 @@ const MAX_HEADERS: u64 = 256 * 1024;
 
 /// Resolves the secret, connects, secures and logs in.
 pub fn open_session(account: &Account, trace: Option<Trace>) -> Result<Session<Stream>> {
+    open_prepared_session(account, trace, prepare_tls(account))
+}
+
+/// As [`open_session`], with the TLS setup already started by [`prepare_tls`].
+pub fn open_prepared_session(
+    account: &Account,
+    trace: Option<Trace>,
+    tls: PreparedTls,
+) -> Result<Session<Stream>> {
     let secret = secret(account)?;
-    let client = connect(account, trace)?;
+    let client = connect(account, trace, tls)?;
     login(client, account, &secret)
 }
 
-/// Connects and secures the connection as configured; never falls back to cleartext.
-fn connect(account: &Account, mut trace: Option<Trace>) -> Result<Client<Stream>> {
-    // Only an account that uses TLS sets it up (reading tls_ca_file, finding the
-    // system's roots), and before connecting, so that a bad tls_ca_file is
-    // reported as such.
-    let tls = match account.tls {
+/// The TLS setup of an account, being built on a thread of its own.
+pub struct PreparedTls(Option<JoinHandle<Result<TlsConfig, TlsConfigError>>>);
+
+/// Starts building the account's TLS setup, if it uses TLS: reading
+/// tls_ca_file and loading the system's roots, which native-tls does eagerly
+/// (some 40 ms of CPU with OpenSSL 3, see the README). It runs on a thread while
+/// the caller does other work (taking the lock, opening the target, reading the
+/// state) and TCP connects, so the earlier it starts, the less of it is waited for.
+pub fn prepare_tls(account: &Account) -> PreparedTls {
+    PreparedTls(match account.tls {
         TlsMode::None => None,
-        TlsMode::Implicit | TlsMode::Starttls => Some(TlsConfig::new(&account.tls_options())?),
-    };
-    let stream = Stream::connect(&account.host, account.port, account.timeout)?;
+        TlsMode::Implicit | TlsMode::Starttls => {
+            let options = account.tls_options();
+            Some(std::thread::spawn(move || TlsConfig::new(&options)))
+        }
+    })
+}
+
+/// Connects and secures the connection as configured; never falls back to cleartext.
+fn connect(
+    account: &Account,
+    mut trace: Option<Trace>,
+    building: PreparedTls,
+) -> Result<Client<Stream>> {
+    let connected = Stream::connect(&account.host, account.port, account.timeout);
+    // The setup's error comes first, so that a bad tls_ca_file is reported as such.
+    let tls = building
+        .0
+        .map(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+        .transpose()
+        .map_err(tls_setup_error)?;
+    let stream = connected.map_err(pop3::Error::from)?;
     trace_connect(&mut trace, &stream);
     let greeted = |stream, trace| {
         Client::new(stream, trace).map_err(|e| match e {
@@ -58,7 +94,9 @@ fn connect(account: &Account, mut trace: Option<Trace>) -> Result<Client<Stream>
     };
     let mut client = match (&tls, account.tls) {
         (Some(tls), TlsMode::Implicit) => {
-            let secured = stream.secure(tls, &account.host).map_err(advise)?;
+            let secured = stream
+                .secure(tls, &account.host)
+                .map_err(|e| advise(e.into()))?;
             trace_tls(&mut trace, &secured);
             greeted(secured, trace)?
         }
@@ -66,7 +104,7 @@ fn connect(account: &Account, mut trace: Option<Trace>) -> Result<Client<Stream>
     };
     if let (Some(tls), TlsMode::Starttls) = (&tls, account.tls) {
         client = client
-            .starttls(|plain| plain.secure(tls, &account.host))
+            .starttls(|plain| plain.secure(tls, &account.host).map_err(Into::into))
             .map_err(advise)?;
         let lines = stream_report(client.stream());
         for line in lines {
@@ -96,25 +134,32 @@ pub fn trace_tls(trace: &mut Option<Trace>, stream: &Stream) {
 }
 
 fn stream_report(stream: &Stream) -> Vec<String> {
-    let Some(ssl) = stream.tls() else {
+    let Some(tls) = stream.tls() else {
         return Vec::new();
     };
-    let mut lines = vec![format!(
-        "TLS: {}, cipher {}",
-        ssl.version_str(),
-        ssl.current_cipher().map_or("?", |c| c.name())
-    )];
-    if let Some(cert) = ssl.peer_certificate() {
-        lines.push(format!(
-            "certificate subject: {}",
-            crate::probe::name(cert.subject_name())
-        ));
-        lines.push(format!(
-            "certificate issuer: {}",
-            crate::probe::name(cert.issuer_name())
-        ));
+    let mut lines = vec![match tls.negotiated() {
+        Some(n) => format!("TLS: {}, cipher {}", n.version_name(), n.cipher_name()),
+        None => "TLS: version and cipher not seen".to_string(),
+    }];
+    if let Some(cert) = tls
+        .peer_certificate()
+        .and_then(|der| crate::probe::Details::of(&der))
+    {
+        lines.push(format!("certificate subject: {}", cert.subject));
+        lines.push(format!("certificate issuer: {}", cert.issuer));
     }
     lines
+}
+
+/// A problem with the local TLS settings, naming the key to look at where one
+/// is the cause.
+pub fn tls_setup_error(error: TlsConfigError) -> anyhow::Error {
+    match error {
+        TlsConfigError::ReadCa { .. } | TlsConfigError::BadCa { .. } => {
+            anyhow::Error::new(error).context("tls_ca_file")
+        }
+        TlsConfigError::Setup(_) => error.into(),
+    }
 }
 
 /// A connection error with the advice that names what to change in the config.
@@ -172,9 +217,8 @@ pub fn certificate_hint(problem: &CertificateProblem) -> &'static str {
 }
 
 /// A certificate problem with its advice, for `probe`.
-pub fn certificate_problem(verdict: openssl::x509::X509VerifyResult) -> String {
-    let problem = crate::pop3::transport::certificate_problem(verdict);
-    format!("it {problem}; {}", certificate_hint(&problem))
+pub fn certificate_problem(problem: &CertificateProblem) -> String {
+    format!("it {problem}; {}", certificate_hint(problem))
 }
 
 /// The account's password, or its OAuth token for XOAUTH2 and OAUTHBEARER.

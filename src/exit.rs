@@ -8,7 +8,7 @@ use crate::config::ConfigError;
 use crate::deliver::{Class, DeliverError};
 use crate::filter::FilterError;
 use crate::lock::LockError;
-use crate::pop3::transport::TlsConfigError;
+use crate::pop3::net::TlsConfigError;
 use crate::pop3::{self, ErrorKind};
 use crate::secret::SecretError;
 use crate::state::StateError;

@@ -69,12 +69,9 @@ pub fn install(bars: Option<MultiProgress>) -> Installed {
         }
     }
     let installed = Installed { saved };
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills the two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    let Some([read, write]) = cloexec_pipe() else {
         return installed;
-    }
-    let [read, write] = fds;
+    };
     WAKE.store(write, Ordering::Relaxed);
     let spawned = std::thread::Builder::new()
         .name("interrupt".into())
@@ -124,4 +121,31 @@ pub fn install(bars: Option<MultiProgress>) -> Installed {
         libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
     }
     installed
+}
+
+/// A pipe whose ends are closed in children (a filter or MDA must not hold the
+/// wake-up pipe): pipe2(2) where there is one, else pipe(2) then FD_CLOEXEC
+/// (macOS has no pipe2; nothing is spawned before this runs).
+fn cloexec_pipe() -> Option<[libc::c_int; 2]> {
+    let mut fds = [0; 2];
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: pipe2 fills the two descriptors.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return None;
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: pipe fills the two descriptors; fcntl only sets their flags.
+        unsafe {
+            if libc::pipe(fds.as_mut_ptr()) != 0 {
+                return None;
+            }
+            for fd in fds {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+    }
+    Some(fds)
 }

@@ -11,12 +11,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use openssl::hash::MessageDigest;
-use openssl::x509::{X509NameRef, X509VerifyResult};
+use sha2::{Digest, Sha256};
 
 use crate::config::{Account, TlsMode};
+use crate::pop3::net::{
+    fingerprint_text, CertificateProblem, Stream, TlsConfig, TlsOptions, TlsVersion,
+};
 use crate::pop3::proto::response::apop_timestamp;
-use crate::pop3::transport::{fingerprint_text, Stream, TlsConfig, TlsOptions, TlsVersion};
 use crate::pop3::{self, Capabilities, Client, Trace};
 
 /// Where to probe, and what to trust there.
@@ -69,7 +70,8 @@ pub fn probe(
     mut trace: Option<Trace>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let mut stream = Stream::connect(&target.host, target.port, target.timeout)?;
+    let mut stream =
+        Stream::connect(&target.host, target.port, target.timeout).map_err(pop3::Error::from)?;
     crate::connect::trace_connect(&mut trace, &stream);
     let mut trusted = Ok(());
     if target.tls == TlsMode::Implicit {
@@ -137,8 +139,8 @@ fn show_capabilities(caps: &Capabilities, out: &mut dyn Write, when: &str) -> io
     }
 }
 
-/// The TLS handshake, verifying but not insisting, a report of what was found, and
-/// whether the target's trust rules accept the server (else why not).
+/// The TLS handshake, not insisting on any check, a report of what was found,
+/// and whether the target's trust rules accept the server (else why not).
 fn handshake(
     stream: Stream,
     target: &Target,
@@ -148,40 +150,47 @@ fn handshake(
         // Whatever the server speaks is worth reporting; the account's minimum
         // is checked below.
         min_version: TlsVersion::V1_0,
-        skip_verify: false,
+        skip_verify: true,
         fingerprint: None,
         ..target.trust.clone()
     };
+    let config = TlsConfig::report(&options).map_err(crate::connect::tls_setup_error)?;
     let tls = stream
-        .secure(&TlsConfig::report(&options)?, &target.host)
-        .map_err(crate::connect::advise)?;
-    let ssl = tls.tls().expect("a secured stream has a TLS session");
-    writeln!(
-        out,
-        "tls:           {}, {}",
-        ssl.version_str(),
-        ssl.current_cipher().map_or("?", |c| c.name())
-    )?;
-    let Some(cert) = ssl.peer_certificate() else {
+        .secure(&config, &target.host)
+        .map_err(|e| crate::connect::advise(e.into()))?;
+    let session = tls.tls().expect("a secured stream has a TLS session");
+    let negotiated = session.negotiated();
+    match negotiated {
+        Some(n) => writeln!(
+            out,
+            "tls:           {}, {}",
+            n.version_name(),
+            n.cipher_name()
+        )?,
+        None => writeln!(out, "tls:           (the server's hello could not be read)")?,
+    }
+    let Some(der) = session.peer_certificate() else {
         writeln!(out, "certificate:   none")?;
         return Ok((tls, Err("the server sent no certificate".into())));
     };
-    let digest: [u8; 32] = cert
-        .digest(MessageDigest::sha256())?
-        .as_ref()
-        .try_into()
-        .expect("a SHA-256 digest is 32 bytes");
+    let digest: [u8; 32] = Sha256::digest(&der).into();
     writeln!(out, "certificate:")?;
-    writeln!(out, "  subject:     {}", name(cert.subject_name()))?;
-    writeln!(out, "  issuer:      {}", name(cert.issuer_name()))?;
-    writeln!(out, "  valid until: {}", cert.not_after())?;
-    let verdict = verdict(
-        &target.trust,
-        &target.host,
-        ssl.verify_result(),
-        &digest,
-        negotiated(ssl),
-    );
+    match Details::of(&der) {
+        Some(details) => {
+            writeln!(out, "  subject:     {}", details.subject)?;
+            writeln!(out, "  issuer:      {}", details.issuer)?;
+            writeln!(out, "  valid until: {}", details.not_after)?;
+        }
+        None => writeln!(out, "  (not a certificate this version can read)")?,
+    }
+    let version = negotiated.and_then(|n| n.tls_version());
+    let chain = if target.trust.skip_verify || target.trust.fingerprint.is_some() {
+        // Not what the account trusts: no need to ask.
+        Ok(())
+    } else {
+        chain_verdict(target)
+    };
+    let verdict = verdict(&target.trust, &target.host, chain, &digest, version);
     match &verdict {
         Ok(how) => writeln!(out, "  verified:    {how}")?,
         Err(why) => writeln!(out, "  verified:    NO ({why})")?,
@@ -190,29 +199,54 @@ fn handshake(
     Ok((tls, verdict.map(drop)))
 }
 
-/// The TLS version a session negotiated, if it is one `tls_min_version` names.
-fn negotiated(ssl: &openssl::ssl::SslRef) -> Option<TlsVersion> {
-    use openssl::ssl::SslVersion;
-    let version = ssl.version2()?;
-    [
-        (SslVersion::TLS1, TlsVersion::V1_0),
-        (SslVersion::TLS1_1, TlsVersion::V1_1),
-        (SslVersion::TLS1_2, TlsVersion::V1_2),
-        (SslVersion::TLS1_3, TlsVersion::V1_3),
-    ]
-    .into_iter()
-    .find(|(v, _)| *v == version)
-    .map(|(_, ours)| ours)
+/// The chain and host name as a sync checks them (the system's roots and
+/// tls_ca_file), on a connection of its own: native-tls gives its verdict only by
+/// refusing the handshake, and the report's handshake must go on whatever it is.
+fn chain_verdict(target: &Target) -> Result<(), ChainProblem> {
+    let options = TlsOptions {
+        min_version: TlsVersion::V1_0,
+        skip_verify: false,
+        fingerprint: None,
+        ..target.trust.clone()
+    };
+    let unchecked = |e: &dyn std::fmt::Display| ChainProblem::Unchecked(e.to_string());
+    let config = TlsConfig::new(&options).map_err(|e| unchecked(&e))?;
+    let plain =
+        Stream::connect(&target.host, target.port, target.timeout).map_err(|e| unchecked(&e))?;
+    let secured = match target.tls {
+        TlsMode::Starttls => Client::new(plain, None)
+            .and_then(|client| {
+                client.starttls(|p| p.secure(&config, &target.host).map_err(Into::into))
+            })
+            .map(|client| drop(client.quit())),
+        _ => plain
+            .secure(&config, &target.host)
+            .map(drop)
+            .map_err(pop3::Error::from),
+    };
+    match secured {
+        Ok(()) => Ok(()),
+        Err(pop3::Error::Certificate { problem, .. }) => Err(ChainProblem::Certificate(problem)),
+        Err(e) => Err(unchecked(&e)),
+    }
+}
+
+/// Why the chain was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ChainProblem {
+    Certificate(CertificateProblem),
+    /// The checking connection failed for another reason.
+    Unchecked(String),
 }
 
 /// Whether `trust` accepts the server, as a sync with the same settings would:
-/// how it was verified, or why not. `chain` is OpenSSL's verdict on the chain and
-/// host name (against the system's roots and tls_ca_file); `digest` is the SHA-256
-/// of the certificate; `version` what the handshake negotiated.
+/// how it was verified, or why not. `chain` is the TLS library's verdict on the
+/// chain and host name (against the system's roots and tls_ca_file); `digest` is
+/// the SHA-256 of the certificate; `version` what the handshake negotiated.
 fn verdict(
     trust: &TlsOptions,
     host: &str,
-    chain: X509VerifyResult,
+    chain: Result<(), ChainProblem>,
     digest: &[u8; 32],
     version: Option<TlsVersion>,
 ) -> Result<String, String> {
@@ -235,19 +269,70 @@ fn verdict(
             Err("the certificate does not match tls_fingerprint".into())
         };
     }
-    if chain == X509VerifyResult::OK {
-        Ok(format!("yes, for {host}"))
-    } else {
-        Err(crate::connect::certificate_problem(chain))
+    match chain {
+        Ok(()) => Ok(format!("yes, for {host}")),
+        Err(ChainProblem::Certificate(problem)) => {
+            Err(crate::connect::certificate_problem(&problem))
+        }
+        Err(ChainProblem::Unchecked(why)) => Err(format!("it could not be checked: {why}")),
     }
 }
 
-pub fn name(name: &X509NameRef) -> String {
-    name.entries()
-        .map(|e| {
-            let key = e.object().nid().short_name().unwrap_or("?");
+/// What a certificate says of itself, for people.
+pub struct Details {
+    pub subject: String,
+    pub issuer: String,
+    /// The end of its validity, UTC.
+    pub not_after: String,
+}
+
+impl Details {
+    /// Reads a DER certificate (RFC 5280 §4.1); `None` if it is not one.
+    pub fn of(der: &[u8]) -> Option<Details> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let not_after = cert.validity().not_after.timestamp();
+        let not_after = chrono::DateTime::from_timestamp(not_after, 0).map_or_else(
+            || not_after.to_string(),
+            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        );
+        Some(Details {
+            subject: name(cert.subject()),
+            issuer: name(cert.issuer()),
+            not_after,
+        })
+    }
+}
+
+/// OpenSSL's short name of a name attribute (RFC 4519 §2), for the usual ones.
+fn short_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "street",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.5" => "serialNumber",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "1.2.840.113549.1.9.1" => "emailAddress",
+        _ => return None,
+    })
+}
+
+/// A distinguished name as OpenSSL shows it: "CN=localhost, O=Example".
+fn name(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let registry = x509_parser::objects::oid_registry();
+    name.iter_attributes()
+        .map(|attr| {
+            let oid = attr.attr_type().to_id_string();
+            let key = match short_name(&oid) {
+                Some(short) => short.to_string(),
+                None => x509_parser::objects::oid2sn(attr.attr_type(), registry)
+                    .map_or(oid, str::to_string),
+            };
             // Certificate text is the server's choice: escape it like any other.
-            let value = crate::pop3::proto::response::escape(e.data().as_slice());
+            let value = crate::pop3::proto::response::escape(attr.attr_value().data);
             format!("{key}={value}")
         })
         .collect::<Vec<_>>()
@@ -267,7 +352,7 @@ mod tests {
         }
     }
 
-    const OK: X509VerifyResult = X509VerifyResult::OK;
+    const OK: Result<(), ChainProblem> = Ok(());
 
     #[test]
     fn an_older_tls_than_the_account_allows_is_refused_whatever_the_chain() {
@@ -288,17 +373,29 @@ mod tests {
     #[test]
     fn a_pin_is_the_trust_and_a_skip_trusts_anything() {
         let digest = [7; 32];
-        // An untrusted chain (self-signed, 18) with a matching pin is verified.
-        // SAFETY: 18 is X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, a valid code.
-        let self_signed = unsafe { X509VerifyResult::from_raw(18) };
+        // An untrusted chain (self-signed) with a matching pin is verified.
+        let self_signed = Err(ChainProblem::Certificate(CertificateProblem::SelfSigned));
         let pinned = trust(TlsVersion::V1_2, Some(digest), false);
-        let how = verdict(&pinned, "h", self_signed, &digest, Some(TlsVersion::V1_3));
+        let how = verdict(
+            &pinned,
+            "h",
+            self_signed.clone(),
+            &digest,
+            Some(TlsVersion::V1_3),
+        );
         assert_eq!(how.unwrap(), "yes, by tls_fingerprint");
         // A trusted chain with a pin that does not match is not.
         let why = verdict(&pinned, "h", OK, &[8; 32], Some(TlsVersion::V1_3)).unwrap_err();
         assert!(why.contains("does not match tls_fingerprint"), "{why}");
         let skip = trust(TlsVersion::V1_2, None, true);
-        assert!(verdict(&skip, "h", self_signed, &digest, Some(TlsVersion::V1_3)).is_ok());
+        assert!(verdict(
+            &skip,
+            "h",
+            self_signed.clone(),
+            &digest,
+            Some(TlsVersion::V1_3)
+        )
+        .is_ok());
         let plain = trust(TlsVersion::V1_2, None, false);
         let why = verdict(&plain, "h", self_signed, &digest, Some(TlsVersion::V1_3)).unwrap_err();
         assert!(

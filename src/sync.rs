@@ -22,7 +22,7 @@ use crate::filter;
 use crate::identity::Identity;
 use crate::lock::AccountLock;
 use crate::policy::{self, Action, SessionPlan};
-use crate::pop3::transport::Stream;
+use crate::pop3::net::Stream;
 use crate::pop3::{self, Flow, ListedMessage, Retrieved, Session, Trace, Wire};
 use crate::preview::Headline;
 use crate::state::{StateError, UidlState};
@@ -86,9 +86,12 @@ pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
             w(text)
         }
     };
+    // The TLS setup is the longest step before the first byte to the server: it
+    // starts first, and the lock, the target and the state are readied meanwhile.
+    let tls = connect::prepare_tls(account);
     let _lock = lock(account)?;
     let mut target = account.deliver.open(&account.target_context())?;
-    let (mut state, session) = open_state_and_session(account, target.as_mut(), trace)?;
+    let (mut state, session) = open_state_and_session(account, target.as_mut(), trace, tls)?;
     if let Some(adoption) = state.adoption() {
         warn(&adoption.to_string());
     }
@@ -286,9 +289,10 @@ fn open_state_and_session(
     account: &Account,
     target: &mut dyn Target,
     trace: Option<crate::pop3::Trace>,
+    tls: connect::PreparedTls,
 ) -> Result<(UidlState, Session<Stream>)> {
     std::thread::scope(|scope| {
-        let connecting = scope.spawn(|| open_session(account, trace));
+        let connecting = scope.spawn(|| connect::open_prepared_session(account, trace, tls));
         let state = UidlState::open(&account.state_place())
             .map_err(anyhow::Error::from)
             .and_then(|mut state| {

@@ -3,7 +3,8 @@
 //!
 //! Deliveries are staged and committed in batches (group commit): each message is
 //! written into tmp/ as it streams in; `flush` then makes the whole batch durable
-//! with one `syncfs` — one journal commit instead of one per message — links every
+//! with one `syncfs` on Linux — one journal commit instead of one per message; an
+//! fsync per file elsewhere, F_FULLFSYNC on macOS — links every
 //! file into new/ and fsyncs new/ once. A file reaches new/ only after its bytes are
 //! durable, and only after its intent was recorded durably by the caller.
 
@@ -139,12 +140,10 @@ fn is_own_name(name: &str) -> bool {
 }
 
 impl MaildirTarget {
-    /// Makes every staged file durable with one syncfs, then links each into new/.
+    /// Makes every staged file durable (one syncfs on Linux), then links each into new/.
     fn commit_staged(&mut self) -> Result<(), DeliverError> {
         let tmp = self.root.join("tmp");
-        File::open(&tmp)
-            .and_then(|dir| rustix::fs::syncfs(&dir).map_err(io::Error::from))
-            .map_err(self.local("tmp"))?;
+        durable::sync_files(&tmp, &self.staged).map_err(self.local("tmp"))?;
         let new = self.root.join("new");
         let mut placed = 0;
         let result = self.staged.iter().try_for_each(|name| {

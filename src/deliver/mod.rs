@@ -26,7 +26,7 @@ pub use mda::MdaTarget;
 
 use crate::config::{expand, keys::name as key, toml_string};
 use crate::copy::CopyError;
-use crate::pop3::transport::TlsOptions;
+use crate::pop3::net::TlsOptions;
 use crate::state::StateError;
 
 /// Every kind of target. A new kind is a file in this directory and one line here,
@@ -428,7 +428,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             tls: TlsOptions {
                 ca_file: None,
-                min_version: crate::pop3::transport::TlsVersion::V1_2,
+                min_version: crate::pop3::net::TlsVersion::V1_2,
                 skip_verify: false,
                 fingerprint: None,
             },

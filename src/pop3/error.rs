@@ -3,8 +3,8 @@
 
 use std::io;
 
+use super::net::{self, CertificateProblem};
 use super::proto::response::RespCode;
-use super::transport::CertificateProblem;
 
 /// How an error should be treated by whoever runs the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +112,29 @@ impl Error {
         match source.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout(phase),
             _ => Error::Lost { phase, source },
+        }
+    }
+}
+
+/// The network's errors as the session reports them.
+impl From<net::Error> for Error {
+    fn from(e: net::Error) -> Error {
+        match e {
+            net::Error::Resolve { host, source } => Error::Resolve { host, source },
+            net::Error::Connect { addr, source } => Error::Connect { addr, source },
+            net::Error::Tls { host, reason } => Error::Tls { host, reason },
+            net::Error::Certificate { host, problem } => Error::Certificate { host, problem },
+            net::Error::PinMismatch {
+                host,
+                actual,
+                expected,
+            } => Error::PinMismatch {
+                host,
+                actual,
+                expected,
+            },
+            net::Error::NotTls { host } => Error::NotTls { host },
+            net::Error::Timeout(phase) => Error::Timeout(phase),
         }
     }
 }

@@ -1,9 +1,10 @@
 //! The line connection under a POP3 conversation: buffered reads, batched writes,
 //! an optional trace, and the rule that after any error nothing more is sent.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 
 use super::body::DotReader;
+use crate::pop3::net::Wire;
 
 use crate::pop3::proto::capabilities::MAX_CAPA_LINES;
 use crate::pop3::proto::command::Command;
@@ -16,21 +17,6 @@ pub(super) const READ_BUFFER: usize = 64 * 1024;
 
 /// Receives one line per command sent and status received; passwords never reach it.
 pub type Trace = Box<dyn FnMut(&str) + Send>;
-
-/// The byte stream a session runs over. Besides reading and writing, it may be
-/// told how many bytes are surely on their way, so as to wait for many at a time
-/// (the TCP stream does: `transport::Tcp`); by default it lets that pass.
-pub trait Wire: Read + Write {
-    /// `bytes` more bytes will arrive: the listed size of a message asked for,
-    /// which its reply usually exceeds.
-    fn due(&mut self, bytes: u64) {
-        let _ = bytes;
-    }
-
-    /// Nothing more is owed, or what was said may not all come (the server
-    /// refused a message).
-    fn clear_due(&mut self) {}
-}
 
 /// The wire: buffered reads, batched writes, optional trace.
 pub(super) struct Connection<S> {

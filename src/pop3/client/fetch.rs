@@ -5,8 +5,9 @@
 use std::io::{self, Read};
 
 use super::body::Body;
-use super::connection::{Connection, Wire};
+use super::connection::Connection;
 use super::session::Session;
+use crate::pop3::net::Wire;
 use crate::pop3::proto::command::Command;
 use crate::pop3::proto::identity::{fits, HeadHasher, Identity};
 use crate::pop3::proto::pipeline::Flow;

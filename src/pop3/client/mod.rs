@@ -9,7 +9,7 @@ mod fetch;
 mod login;
 mod session;
 
-pub use connection::{Trace, Wire};
+pub use connection::Trace;
 pub use fetch::Retrieved;
 pub use login::{Client, Credentials, LoginFailed};
 pub use session::Session;

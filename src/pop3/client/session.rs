@@ -2,7 +2,8 @@
 //! then (in `fetch`) retrieval, then deletion and QUIT. Deletions take effect only
 //! at QUIT (RFC 1939 §6), so a session dropped without `quit` deletes nothing.
 
-use super::connection::{Connection, Wire};
+use super::connection::Connection;
+use crate::pop3::net::Wire;
 use crate::pop3::proto::command::Command;
 use crate::pop3::proto::listing::{
     join, repeated_number, repeated_uids, with_sizes, LineBudget, Listing, MAX_LISTED,

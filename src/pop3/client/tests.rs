@@ -13,7 +13,7 @@ use crate::pop3::proto::command::Command;
 use crate::pop3::proto::listing::{MAX_LISTED, MAX_LISTING_BYTES, MAX_LISTING_LINE};
 use crate::pop3::proto::pipeline::BYTES_IN_FLIGHT;
 use crate::pop3::proto::response::MAX_LINE;
-use crate::pop3::{join, Error, Flow, HeadHasher, Identity, Listing, Mechanism, Peer};
+use crate::pop3::{join, Error, Flow, HeadHasher, Identity, Listing, Mechanism, Peer, Wire};
 
 fn client(server: &str) -> Client<MockStream> {
     Client::new(MockStream::new(server), None).unwrap()

@@ -1,0 +1,180 @@
+//! TCP batching: the plain TCP connection, told how many bytes are on their way
+//! (the listed sizes of the messages asked for), has a read wait for a batch of
+//! them with SO_RCVLOWAT (socket(7)) rather than wake for every segment.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// What a read waits for while at least that much is due: one wake-up per 64 KiB,
+/// where a server writing 4 KiB at a time (Dovecot's TLS proxy writes a record at
+/// a time) would wake the reader for nearly every write.
+pub(super) const BATCH: usize = 64 * 1024;
+/// Less than this due, and a read takes whatever has come.
+const MIN_BATCH: usize = 16 * 1024;
+/// How long a read waits for its batch. A batch that does not come in time (a
+/// slow path, a moment of packet loss, a server that sends less than it listed)
+/// ends batching on the connection: reads then take whatever comes, within the
+/// account's timeout.
+const PATIENCE: Duration = Duration::from_millis(250);
+
+/// The TCP connection, told how many bytes are on their way: the listed sizes of
+/// the messages asked for, which the replies usually exceed (a status line,
+/// dot-stuffing, the terminator; under TLS, each record's header and tag). While
+/// enough is due, a read waits for a batch of it (SO_RCVLOWAT, socket(7)).
+pub struct Tcp {
+    pub(super) socket: TcpStream,
+    /// Bytes due: counted down by every byte read, and cleared when the protocol
+    /// is owed nothing more, so it overshoots only by what a server overstated.
+    pub(super) due: u64,
+    /// SO_RCVLOWAT as it is set now; 1, the system's default, when not batching.
+    pub(super) low_water: usize,
+    /// The timeout for reads that do not batch.
+    pub(super) timeout: Duration,
+    /// How long a batch may take: PATIENCE (the tests set their own).
+    pub(super) patience: Duration,
+    pub(super) batching: bool,
+}
+
+impl Tcp {
+    pub(super) fn new(socket: TcpStream, timeout: Duration) -> Tcp {
+        Tcp {
+            socket,
+            due: 0,
+            low_water: 1,
+            timeout,
+            patience: PATIENCE,
+            batching: true,
+        }
+    }
+
+    /// The address connected to.
+    pub(super) fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.socket.peer_addr().ok()
+    }
+
+    /// `bytes` more are on their way.
+    pub(super) fn due(&mut self, bytes: u64) {
+        self.due = self.due.saturating_add(bytes);
+    }
+
+    /// Nothing more is owed.
+    pub(super) fn clear_due(&mut self) {
+        self.due = 0;
+    }
+
+    fn set_rcvlowat(&self, bytes: usize) -> io::Result<()> {
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        let size = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+            .map_err(|_| io::Error::other("the size of an int does not fit a socklen_t"))?;
+        // SAFETY: the descriptor is this socket's, open for as long as `self`,
+        // and the option value is a c_int, as SO_RCVLOWAT takes.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&value as *const libc::c_int).cast(),
+                size,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Has reads wait for `bytes` at a time, within `patience`. The short timeout
+    /// goes first, so that a mark is never waited for with the account's.
+    fn batch(&mut self, bytes: usize) -> io::Result<()> {
+        self.socket
+            .set_read_timeout(Some(self.patience.min(self.timeout)))?;
+        self.set_rcvlowat(bytes)?;
+        self.low_water = bytes;
+        Ok(())
+    }
+
+    /// Has reads take whatever comes, within the timeout. The mark goes first, so
+    /// that a mark is never waited for with the long timeout.
+    fn settle(&mut self) -> io::Result<()> {
+        if self.low_water != 1 {
+            self.set_rcvlowat(1)?;
+            self.low_water = 1;
+        }
+        self.socket.set_read_timeout(Some(self.timeout))
+    }
+
+    /// Settles for good: batching is an optimisation, and whatever goes wrong
+    /// with it ends it for the connection.
+    fn stop_batching(&mut self) -> io::Result<()> {
+        self.batching = false;
+        self.due = 0;
+        self.settle()
+    }
+
+    /// How much a read of `room` bytes waits for: a batch of what is due, or
+    /// 1 (whatever comes) when too little is due to be worth the wait.
+    fn wanted(&self, room: usize) -> usize {
+        if !self.batching {
+            return 1;
+        }
+        // Whatever does not fit a usize is more than BATCH anyway.
+        let due = usize::try_from(self.due).unwrap_or(usize::MAX);
+        let batch = due.min(BATCH).min(room);
+        if batch >= MIN_BATCH {
+            batch
+        } else {
+            1
+        }
+    }
+}
+
+impl Read for Tcp {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = self.wanted(buf.len());
+        if self.batching && want != self.low_water {
+            if want == 1 {
+                self.settle()?;
+            } else if self.batch(want).is_err() {
+                self.stop_batching()?;
+            }
+        }
+        let waited = self.low_water > 1;
+        let n = match self.socket.read(buf) {
+            Ok(n) if waited && n > 0 && n < self.low_water => {
+                // The batch fell short within its patience.
+                self.stop_batching()?;
+                n
+            }
+            Ok(n) => n,
+            Err(e)
+                if waited
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+            {
+                // Nothing at all within its patience: wait as before (a real
+                // timeout is then reported that much later).
+                self.stop_batching()?;
+                self.socket.read(buf)?
+            }
+            Err(e) => return Err(e),
+        };
+        let read = u64::try_from(n)
+            .map_err(|_| io::Error::other("a read returned more bytes than a u64 counts"))?;
+        self.due = self.due.saturating_sub(read);
+        Ok(n)
+    }
+}
+
+impl Write for Tcp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.socket.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.socket.flush()
+    }
+}

@@ -1,0 +1,290 @@
+//! The network under POP3: the byte stream (`Stream`), a TCP connection plain or
+//! inside TLS; reads that wait for what is due in batches (`batch`); TLS trust,
+//! pinning and what a handshake negotiated (`tls`, `hello`); where the system's
+//! roots are found (`roots`). It knows nothing of POP3 above it nor of the
+//! configuration: its errors speak of the network only.
+
+mod batch;
+mod hello;
+mod roots;
+mod tls;
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use batch::Tcp;
+pub use hello::Negotiated;
+pub use roots::{found_env, prefer_lazy_roots};
+pub use tls::{
+    certificate_problem, fingerprint_text, CertificateProblem, Secured, TlsConfig, TlsConfigError,
+    TlsOptions, TlsVersion,
+};
+
+/// The byte stream a session runs over. Besides reading and writing, it may be
+/// told how many bytes are surely on their way, so as to wait for many at a time
+/// (the TCP stream does, see `batch`); by default it lets that pass.
+pub trait Wire: Read + Write {
+    /// `bytes` more bytes will arrive: the listed size of a message asked for,
+    /// which its reply usually exceeds.
+    fn due(&mut self, bytes: u64) {
+        let _ = bytes;
+    }
+
+    /// Nothing more is owed, or what was said may not all come (the server
+    /// refused a message).
+    fn clear_due(&mut self) {}
+}
+
+/// What can go wrong in reaching and securing the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot resolve {host}")]
+    Resolve { host: String, source: io::Error },
+    #[error("cannot connect to {addr}")]
+    Connect { addr: String, source: io::Error },
+    #[error("TLS with {host} failed: {reason}")]
+    Tls { host: String, reason: String },
+    #[error("the certificate of {host} {problem}")]
+    Certificate {
+        host: String,
+        problem: CertificateProblem,
+    },
+    #[error("the certificate of {host} is {actual}, expected {expected}")]
+    PinMismatch {
+        host: String,
+        actual: String,
+        expected: String,
+    },
+    #[error("{host} did not answer the TLS handshake with TLS")]
+    NotTls { host: String },
+    #[error("timed out waiting for the server during {0}")]
+    Timeout(&'static str),
+}
+
+/// A connection to the server, secured or not.
+pub enum Stream {
+    Plain(Tcp),
+    Tls(Box<Secured>),
+}
+
+impl Stream {
+    /// Connects to `host:port`, trying each address in turn, each attempt bounded by
+    /// `timeout`, which then also bounds every read and write.
+    pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Stream, Error> {
+        let addrs = (host, port)
+            .to_socket_addrs()
+            .map_err(|source| Error::Resolve {
+                host: host.to_string(),
+                source,
+            })?;
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, timeout) {
+                Ok(tcp) => {
+                    let setup = tcp
+                        .set_read_timeout(Some(timeout))
+                        .and_then(|()| tcp.set_write_timeout(Some(timeout)))
+                        .and_then(|()| tcp.set_nodelay(true));
+                    setup.map_err(|source| Error::Connect {
+                        addr: addr.to_string(),
+                        source,
+                    })?;
+                    return Ok(Stream::Plain(Tcp::new(tcp, timeout)));
+                }
+                Err(source) => last = Some((addr, source)),
+            }
+        }
+        Err(match last {
+            Some((addr, source)) => Error::Connect {
+                addr: addr.to_string(),
+                source,
+            },
+            None => Error::Resolve {
+                host: host.to_string(),
+                source: io::Error::new(io::ErrorKind::NotFound, "no address found"),
+            },
+        })
+    }
+
+    /// The address connected to.
+    pub fn peer(&self) -> Option<std::net::SocketAddr> {
+        let tcp = match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(s) => s.tcp(),
+        };
+        tcp.peer()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// The TCP connection, under TLS or not.
+    fn tcp_mut(&mut self) -> &mut Tcp {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(s) => s.tcp_mut(),
+        }
+    }
+
+    /// The TLS session, for a report of what was negotiated.
+    pub fn tls(&self) -> Option<&Secured> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(s) => Some(s),
+        }
+    }
+}
+
+impl Wire for Stream {
+    fn due(&mut self, bytes: u64) {
+        self.tcp_mut().due(bytes);
+    }
+
+    fn clear_due(&mut self) {
+        self.tcp_mut().clear_due();
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch::BATCH;
+    use super::*;
+
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    /// A loopback connection: our end as a plain `Stream` with a 30 s timeout and
+    /// the given patience, and the server's end for a thread to write to.
+    fn connected(patience: Duration) -> (Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let timeout = Duration::from_secs(30);
+        ours.set_read_timeout(Some(timeout)).unwrap();
+        let (theirs, _) = listener.accept().unwrap();
+        let mut tcp = Tcp::new(ours, timeout);
+        tcp.patience = patience;
+        (Stream::Plain(tcp), theirs)
+    }
+
+    /// Reads until `total` bytes came; for each read from the socket, what was
+    /// due before it and how much of that it brought.
+    pub(super) fn reads(stream: &mut Stream, total: usize) -> Vec<(u64, u64)> {
+        let mut buf = vec![0; 1 << 16];
+        let (mut got, mut sizes) = (0, Vec::new());
+        while got < total {
+            let before = stream.tcp_mut().due;
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "the connection closed after {got} bytes");
+            got += n;
+            let after = stream.tcp_mut().due;
+            if after != before {
+                sizes.push((before, before - after));
+            }
+        }
+        sizes
+    }
+
+    /// Every read made while a full batch was due brought a full batch (without
+    /// the low-water mark, a read would bring about one 4 KiB write).
+    pub(super) fn batched(sizes: &[(u64, u64)]) -> bool {
+        let batch = u64::try_from(BATCH).unwrap();
+        let full: Vec<_> = sizes.iter().filter(|(due, _)| *due >= batch).collect();
+        !full.is_empty() && full.iter().all(|(_, n)| *n >= batch)
+    }
+
+    /// Writes `total` bytes 4 KiB at a time, a millisecond apart.
+    pub(super) fn trickle(server: &mut impl Write, total: usize) {
+        for _ in 0..total / 4096 {
+            server.write_all(&[b'x'; 4096]).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn what_is_due_is_read_in_batches_not_per_write() {
+        let (mut stream, mut server) = connected(Duration::from_secs(10));
+        let writer = std::thread::spawn(move || trickle(&mut server, 64 * 4096));
+        Wire::due(&mut stream, 64 * 4096);
+        assert_eq!(stream.tcp_mut().due, 64 * 4096);
+        let sizes = reads(&mut stream, 64 * 4096);
+        writer.join().unwrap();
+        assert!(batched(&sizes), "{sizes:?}");
+        assert!(stream.tcp_mut().batching);
+        assert_eq!(stream.tcp_mut().due, 0);
+        Wire::due(&mut stream, 100);
+        Wire::clear_due(&mut stream);
+        assert_eq!(stream.tcp_mut().due, 0);
+    }
+
+    #[test]
+    fn a_server_sending_less_than_due_costs_patience_not_the_timeout() {
+        let (mut stream, mut server) = connected(Duration::from_millis(100));
+        server.write_all(&[b'x'; 10_000]).unwrap();
+        Wire::due(&mut stream, 1 << 20);
+        let start = Instant::now();
+        let mut buf = [0; 1 << 16];
+        assert_eq!(stream.read(&mut buf).unwrap(), 10_000);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        // Batching is over for this connection; a later read takes what comes,
+        // within the account's timeout.
+        let tcp = stream.tcp_mut();
+        assert!(!tcp.batching);
+        assert_eq!(tcp.low_water, 1);
+        assert_eq!(tcp.socket.read_timeout().unwrap(), Some(tcp.timeout));
+        Wire::due(&mut stream, 1 << 20);
+        server.write_all(b"more").unwrap();
+        assert_eq!(stream.read(&mut buf).unwrap(), 4);
+    }
+
+    #[test]
+    fn a_server_slower_than_patience_is_still_read() {
+        let (mut stream, mut server) = connected(Duration::from_millis(100));
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            server.write_all(&[b'x'; 20_000]).unwrap();
+            server
+        });
+        Wire::due(&mut stream, 1 << 20);
+        let mut got = 0;
+        let mut buf = [0; 1 << 16];
+        while got < 20_000 {
+            got += stream.read(&mut buf).unwrap();
+        }
+        assert_eq!(got, 20_000);
+        let tcp = stream.tcp_mut();
+        assert!(!tcp.batching);
+        assert_eq!(tcp.socket.read_timeout().unwrap(), Some(tcp.timeout));
+        drop(writer.join().unwrap());
+    }
+}
