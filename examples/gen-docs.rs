@@ -3,7 +3,7 @@
 
 fn main() -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (path, contents) in popfetch::docs::render(root)? {
+    for (path, contents) in popfetch::render_docs(root)? {
         let path = root.join(path);
         std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
         std::fs::write(&path, contents)?;

@@ -1,27 +1,20 @@
 //! popfetch: a careful POP3 mail fetcher. The binary is a thin layer over these
-//! modules; `sync` tells the story of a session and the others each own one concern.
+//! rooms, each grouped by concern, whose imports point down only:
+//!
+//! - `cmd`: what each subcommand does and prints, the exit codes and the docs;
+//! - `sync`: the session story (connect, log in, list, plan, fetch, deliver,
+//!   record, delete), its policy, state and lock;
+//! - `config`: the configuration file and the secrets it names;
+//! - `deliver`: the delivery targets, one file per kind;
+//! - `pop3`: the protocol (pure core, blocking client, network);
+//! - `sys`: helper commands, durable writes, Ctrl-C.
 
-pub mod auth;
-pub mod child;
-pub mod cli;
-pub mod config;
-pub mod connect;
-pub mod copy;
-pub mod deliver;
-pub mod docs;
-pub mod durable;
-pub mod exit;
-pub mod filter;
-pub mod identity;
-pub mod import;
-pub mod init;
-pub mod interrupt;
-pub mod lock;
-pub mod policy;
-pub mod pop3;
-pub mod preview;
-pub mod probe;
-pub mod secret;
-pub mod state;
-pub mod sync;
-pub mod ui;
+mod cmd;
+mod config;
+mod deliver;
+mod pop3;
+mod sync;
+mod sys;
+
+pub use cmd::docs::render as render_docs;
+pub use cmd::{command, run};

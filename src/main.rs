@@ -1,5 +1,5 @@
 //! The `popfetch` binary.
 
 fn main() -> std::process::ExitCode {
-    popfetch::cli::run()
+    popfetch::run()
 }

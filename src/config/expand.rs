@@ -25,10 +25,13 @@ pub(crate) fn split_command(
     if argv.is_empty() {
         return Err(format!("{key} is empty"));
     }
-    if argv.iter().any(|arg| crate::secret::is_shell_operator(arg)) {
+    if argv
+        .iter()
+        .any(|arg| crate::config::secret::is_shell_operator(arg))
+    {
         return Err(format!(
             "{key} holds a shell operator, but the command runs without a shell; write {key} = {}",
-            toml_string(&format!("{prefix}{}", crate::secret::sh_c(text)))
+            toml_string(&format!("{prefix}{}", crate::config::secret::sh_c(text)))
         ));
     }
     argv.into_iter()

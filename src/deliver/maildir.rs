@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{copy_message, Announce, Class, DeliverError, Kind, Recovered, Target, TargetError};
-use crate::durable::{self, TempFile};
+use crate::sys::durable::{self, TempFile};
 
 /// `maildir:PATH`.
 pub const KIND: Kind = Kind {

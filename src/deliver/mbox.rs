@@ -65,7 +65,7 @@ impl MboxTarget {
     /// locks is bounded by `lock_wait`.
     pub fn open(path: &Path, lock_wait: Duration) -> Result<MboxTarget, DeliverError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::durable::create_dir_all(dir).map_err(|source| MboxError::Io {
+            crate::sys::durable::create_dir_all(dir).map_err(|source| MboxError::Io {
                 path: dir.to_path_buf(),
                 source,
             })?;

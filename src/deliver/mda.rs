@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::{self, Read};
 use std::time::Duration;
 
-use crate::child::{Outcome, Run, Stdin};
+use crate::sys::child::{Outcome, Run, Stdin};
 
 use super::{
     envelope, Announce, Class, Context, DeliverError, Delivery, Kind, Recovered, Spec, Target,
@@ -34,7 +34,7 @@ impl fmt::Display for Mda {
 
 fn word(arg: &str) -> std::borrow::Cow<'_, str> {
     let plain = !arg.starts_with('~')
-        && !crate::secret::is_shell_operator(arg)
+        && !crate::config::secret::is_shell_operator(arg)
         && shell_words::split(arg).is_ok_and(|words| words == [arg]);
     if plain {
         arg.into()

@@ -8,6 +8,7 @@
 //! announced delivery completed (crash recovery). Targets read the message as a
 //! stream and never see the connection it comes from.
 
+pub mod copy;
 pub mod envelope;
 pub mod maildir;
 pub mod mbox;
@@ -20,14 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use maildir::MaildirTarget;
-pub use mbox::MboxTarget;
-pub use mda::MdaTarget;
-
 use crate::config::{expand, keys::name as key, toml_string};
-use crate::copy::CopyError;
-use crate::pop3::net::TlsOptions;
-use crate::state::StateError;
+use crate::deliver::copy::CopyError;
+use crate::sync::state::StateError;
 
 /// Every kind of target. A new kind is a file in this directory and one line here,
 /// plus its docs: the README's "Delivery targets" and the `deliver` key's line in
@@ -175,8 +171,6 @@ pub struct Context<'a> {
     /// `timeout`: bounds waiting for an mbox's locks, and a network target's connect
     /// and every read.
     pub timeout: Duration,
-    /// The account's TLS settings, for a network target.
-    pub tls: TlsOptions,
     /// `mda_recipient`: what `%T` stands for.
     pub mda_recipient: &'a str,
     /// `mda_timeout`: how long one MDA call may take.
@@ -262,6 +256,7 @@ impl DeliverError {
     }
 
     /// The kind's own error, when it is an `E`.
+    #[cfg(test)]
     pub fn of_kind<E: TargetError>(&self) -> Option<&E> {
         match self {
             DeliverError::Target(KindError(e)) => (&**e as &dyn Error).downcast_ref(),
@@ -318,14 +313,14 @@ pub trait Target {
     }
 }
 
-/// Copies a message in large batches (see [`crate::copy::batched`]): a failed read
+/// Copies a message in large batches (see [`crate::deliver::copy::batched`]): a failed read
 /// is the server's, a failed write the target's, which `local` describes.
 pub(crate) fn copy_message<E: Into<DeliverError>>(
     message: &mut dyn Read,
     out: &mut dyn Write,
     local: impl Fn(io::Error) -> E,
 ) -> Result<u64, DeliverError> {
-    crate::copy::batched(message, out).map_err(|e| match e {
+    crate::deliver::copy::batched(message, out).map_err(|e| match e {
         CopyError::Read(e) => DeliverError::Source(e),
         CopyError::Write(e) => local(e).into(),
     })
@@ -426,12 +421,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let context = Context {
             timeout: Duration::from_secs(1),
-            tls: TlsOptions {
-                ca_file: None,
-                min_version: crate::pop3::net::TlsVersion::V1_2,
-                skip_verify: false,
-                fingerprint: None,
-            },
             mda_recipient: "me",
             mda_timeout: Duration::from_secs(1),
         };

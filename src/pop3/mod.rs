@@ -11,11 +11,10 @@ pub mod proto;
 #[cfg(test)]
 pub(crate) mod mock;
 
-pub use client::{Client, Credentials, LoginFailed, Retrieved, Session, Trace};
+pub use client::{Client, Credentials, Retrieved, Session, Trace};
 pub use error::{Error, ErrorKind};
 pub use net::Wire;
 pub use proto::capabilities::Capabilities;
-pub use proto::identity::{HeadHasher, Identity};
 pub use proto::listing::{join, repeated_uids, ListedMessage, Listing};
 pub use proto::pipeline::Flow;
 pub use proto::response::{RespCode, Status};

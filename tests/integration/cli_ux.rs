@@ -382,7 +382,7 @@ fn the_man_page_is_one_complete_page() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let man = fs::read_to_string(root.join("man/popfetch.1")).unwrap();
     assert!(!man.contains("popfetch\\-"), "refers to other pages");
-    let command = popfetch::cli::command();
+    let command = popfetch::command();
     for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
         assert!(
             man.contains(&format!(
@@ -414,7 +414,7 @@ fn the_man_page_is_one_complete_page() {
 /// advertise global flags that mean nothing to it.
 #[test]
 fn help_describes_every_argument() {
-    let mut command = popfetch::cli::command();
+    let mut command = popfetch::command();
     command.build();
     fn check(cmd: &clap::Command, path: &str) {
         for arg in cmd.get_arguments() {

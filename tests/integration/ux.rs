@@ -205,7 +205,7 @@ fn probe_shows_tls_certificate_and_mailbox() {
 #[test]
 fn completions_man_page_and_readme_keys_are_current() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let generated = popfetch::docs::render(root).unwrap();
+    let generated = popfetch::render_docs(root).unwrap();
     assert!(generated
         .iter()
         .any(|(path, _)| path.ends_with("README.md")));

@@ -11,7 +11,7 @@ mod session;
 
 pub use connection::Trace;
 pub use fetch::Retrieved;
-pub use login::{Client, Credentials, LoginFailed};
+pub use login::{Client, Credentials};
 pub use session::Session;
 
 #[cfg(test)]

@@ -225,18 +225,6 @@ impl<S: Wire> Session<S> {
         self.conn.check(ran)
     }
 
-    /// NOOP (RFC 1939 §5).
-    pub fn noop(&mut self) -> Result<(), Error> {
-        self.conn.send(Command::Noop)?;
-        self.conn.expect_ok("NOOP").map(drop)
-    }
-
-    /// RSET (RFC 1939 §5): unmarks every deletion of this session.
-    pub fn rset(&mut self) -> Result<(), Error> {
-        self.conn.send(Command::Rset)?;
-        self.conn.expect_ok("RSET").map(drop)
-    }
-
     /// QUIT (RFC 1939 §6): the server now removes the deleted messages. -ERR here
     /// means some of them were not removed. Over a broken connection nothing is
     /// sent: the connection is closed and the deletions are not made.

@@ -10,10 +10,11 @@ use super::*;
 use crate::pop3::mock::MockStream;
 use crate::pop3::proto::capabilities::MAX_CAPA_LINES;
 use crate::pop3::proto::command::Command;
+use crate::pop3::proto::identity::{HeadHasher, Identity};
 use crate::pop3::proto::listing::{MAX_LISTED, MAX_LISTING_BYTES, MAX_LISTING_LINE};
 use crate::pop3::proto::pipeline::BYTES_IN_FLIGHT;
 use crate::pop3::proto::response::MAX_LINE;
-use crate::pop3::{join, Error, Flow, HeadHasher, Identity, Listing, Mechanism, Peer, Wire};
+use crate::pop3::{join, Error, Flow, Listing, Mechanism, Peer, Wire};
 
 fn client(server: &str) -> Client<MockStream> {
     Client::new(MockStream::new(server), None).unwrap()
@@ -258,7 +259,7 @@ fn retrieve_says_what_is_due_and_clears_it_on_a_refusal_and_at_the_end() {
 fn stop_drains_outstanding_replies() {
     let server = format!(
         "{GREETING_AND_CAPA}+OK\r\n+OK\r\n+OK\r\nfirst\r\n.\r\n+OK 1 1\r\n\
-         +OK\r\nsecond\r\n.\r\n+OK 2 1\r\n-ERR gone\r\n+OK 3 1\r\n+OK\r\n"
+         +OK\r\nsecond\r\n.\r\n+OK 2 1\r\n-ERR gone\r\n+OK 3 1\r\n+OK 3 30\r\n"
     );
     let mut s = login(&server);
     let mut calls = 0;
@@ -268,7 +269,7 @@ fn stop_drains_outstanding_replies() {
     })
     .unwrap();
     assert_eq!(calls, 1);
-    s.noop().unwrap();
+    assert_eq!(s.stat().unwrap(), (3, 30));
 }
 
 /// A body as read, with its identity.
@@ -706,7 +707,7 @@ fn after_a_lost_connection_quit_sends_nothing() {
     assert!(before.ends_with("USER u\r\n"), "{before}");
     let mut client = failed.client;
     assert!(matches!(
-        client.conn.send(Command::Noop),
+        client.conn.send(Command::Stat),
         Err(Error::Unusable { .. })
     ));
     assert_eq!(client.conn.io.get_ref().written(), before);

@@ -17,8 +17,8 @@ use batch::Tcp;
 pub use hello::Negotiated;
 pub use roots::{found_env, prefer_lazy_roots};
 pub use tls::{
-    certificate_problem, fingerprint_text, CertificateProblem, Secured, TlsConfig, TlsConfigError,
-    TlsOptions, TlsVersion,
+    fingerprint_text, CertificateProblem, Secured, TlsConfig, TlsConfigError, TlsOptions,
+    TlsVersion,
 };
 
 /// The byte stream a session runs over. Besides reading and writing, it may be
@@ -114,10 +114,6 @@ impl Stream {
             Stream::Tls(s) => s.tcp(),
         };
         tcp.peer()
-    }
-
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
     }
 
     /// The TCP connection, under TLS or not.

@@ -24,8 +24,6 @@ pub enum Command<'a> {
     Retr(u32),
     Top(u32, u32),
     Dele(u32),
-    Noop,
-    Rset,
     Quit,
 }
 
@@ -47,8 +45,6 @@ impl Command<'_> {
             Command::Retr(_) => "RETR",
             Command::Top(..) => "TOP",
             Command::Dele(_) => "DELE",
-            Command::Noop => "NOOP",
-            Command::Rset => "RSET",
             Command::Quit => "QUIT",
         }
     }

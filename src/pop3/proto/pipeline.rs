@@ -91,6 +91,7 @@ impl<T> Pipeline<T> {
     }
 
     /// Listed bytes still to come in the replies owed: what the stream may wait for.
+    #[cfg(test)]
     pub fn bytes_due(&self) -> u64 {
         self.bytes_in_flight
     }

@@ -61,13 +61,6 @@ impl Mechanism {
             _ => return None,
         })
     }
-
-    pub fn exposes_secret(self) -> bool {
-        matches!(
-            self,
-            Mechanism::Plain | Mechanism::Login | Mechanism::XOAuth2 | Mechanism::OAuthBearer
-        )
-    }
 }
 
 /// Where the server is, for OAUTHBEARER's host and port fields.

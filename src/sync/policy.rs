@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use foldhash::{HashMap, HashSet};
 
-use crate::identity::{Identity, Record};
 use crate::pop3::ListedMessage;
+use crate::sync::state::identity::{Identity, Record};
 
 /// What to do with a message that is over `max_size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -168,7 +168,7 @@ pub trait Known {
     /// Whether the record of `uid` was written by this mailbox's own sessions. One
     /// that was not (adopted from an older popfetch's state, or imported) keeps the
     /// message from being fetched again, but is never grounds for a DELE: see
-    /// [`crate::state::Place`].
+    /// [`crate::sync::state::Place`].
     fn own(&self, uid: &str) -> bool;
 }
 

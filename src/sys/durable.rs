@@ -34,15 +34,6 @@ impl TempFile {
         &mut self.file
     }
 
-    /// Makes the content durable and gives it the name `dest` (see [`place`]). The
-    /// new name is durable once the caller syncs its directory ([`sync_parent`]).
-    pub fn link_into(mut self, dest: &Path) -> io::Result<()> {
-        self.file.sync_all()?;
-        place(&self.path, dest)?;
-        self.placed = true;
-        Ok(())
-    }
-
     /// Keeps the file under its temporary name, not yet durable: the caller makes a
     /// batch durable at once (one `syncfs`) and then [`place`]s each file.
     pub fn keep(mut self) {
@@ -206,15 +197,14 @@ mod tests {
     }
 
     #[test]
-    fn link_never_replaces() {
+    fn placing_never_replaces() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("d");
         fs::write(&dest, b"old").unwrap();
-        let mut t = TempFile::create(dir.path().join("t")).unwrap();
-        t.file().write_all(b"new").unwrap();
-        assert!(t.link_into(&dest).is_err());
+        let temp = dir.path().join("t");
+        fs::write(&temp, b"new").unwrap();
+        assert!(place(&temp, &dest).is_err());
         assert_eq!(fs::read(&dest).unwrap(), b"old");
-        assert!(!dir.path().join("t").exists());
     }
 
     #[test]

@@ -6,12 +6,12 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use super::{over_accounts, Cli, SyncFlags};
+use crate::cmd::exit::{classify, Exit};
+use crate::cmd::ui::Ui;
+use crate::config::secret;
 use crate::config::Account;
-use crate::exit::{classify, Exit};
-use crate::preview;
-use crate::secret;
+use crate::sync::preview;
 use crate::sync::{sync_account, Options, Report};
-use crate::ui::Ui;
 
 pub(super) fn sync(cli: &Cli, names: &[String], flags: &SyncFlags) -> Exit {
     over_accounts(cli, names, |accounts| sync_accounts(cli, accounts, flags))
@@ -20,14 +20,14 @@ pub(super) fn sync(cli: &Cli, names: &[String], flags: &SyncFlags) -> Exit {
 fn sync_accounts(cli: &Cli, accounts: Vec<&Account>, flags: &SyncFlags) -> Exit {
     let ui = Ui::new(cli.loudness());
     let (accounts, mut results) = prompt_first(&ui, accounts);
-    // From here a Ctrl-C clears the bars and says what it means; see crate::interrupt.
-    let _interrupt = crate::interrupt::install(ui.bars());
+    // From here a Ctrl-C clears the bars and says what it means; see crate::sys::interrupt.
+    let _interrupt = crate::sys::interrupt::install(ui.bars());
     let queue = Mutex::new(accounts.iter());
     let outcomes = Mutex::new(Vec::new());
     let width = if flags.json {
         None
     } else {
-        crate::ui::stdout_width()
+        crate::cmd::ui::stdout_width()
     };
     std::thread::scope(|scope| {
         for _ in 0..flags.jobs.clamp(1, accounts.len().max(1)) {
@@ -152,7 +152,7 @@ fn sync_one(ui: &Ui, account: &Account, flags: &SyncFlags, width: Option<usize>)
     if let (true, Some(planned)) = (flags.dry_run, &report.plan) {
         // The plan as `list` shows it: date, sender and subject from the headers
         // the dry run read.
-        let mut entries = match crate::state::UidlState::peek(&account.state_place()) {
+        let mut entries = match crate::sync::state::UidlState::peek(&account.state_place()) {
             Ok(state) => preview::entries(planned, &state),
             Err(_) => Vec::new(),
         };

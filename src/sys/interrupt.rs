@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
-use crate::exit::Exit;
+use crate::cmd::exit::Exit;
 
 /// The write end of the pipe the signal handler wakes the watcher through.
 static WAKE: AtomicI32 = AtomicI32::new(-1);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::pop3::Trace;
-use crate::preview::human_size;
+use crate::sync::preview::human_size;
 use crate::sync::{Progress, Warn};
 
 /// How loud to be.

@@ -7,7 +7,7 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use super::known::{Deliveries, Records};
 use super::record::{checked, is_plain_location, parse_record, Record};
 use super::{StateError, UidlState, MAGIC, VERSION};
-use crate::identity::{Identity, Record as Delivered};
+use crate::sync::state::identity::{Identity, Record as Delivered};
 
 /// What the header and the shape of a journal said.
 pub(super) struct Replayed {

@@ -8,6 +8,14 @@
 //! target and the state, so its tests run it over a scripted server and watch the
 //! order of every step.
 
+pub mod auth;
+pub mod connect;
+pub mod filter;
+pub mod lock;
+pub mod policy;
+pub mod preview;
+pub mod state;
+
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::io::Read;
@@ -16,16 +24,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Result};
 
 use crate::config::Account;
-use crate::connect::{self, open_session};
 use crate::deliver::{DeliverError, Recovered, Target};
-use crate::filter;
-use crate::identity::Identity;
-use crate::lock::AccountLock;
-use crate::policy::{self, Action, SessionPlan};
+use connect::open_session;
+
 use crate::pop3::net::Stream;
 use crate::pop3::{self, Flow, ListedMessage, Retrieved, Session, Trace, Wire};
-use crate::preview::Headline;
-use crate::state::{StateError, UidlState};
+use crate::sync::lock::AccountLock;
+use crate::sync::preview::Headline;
+use crate::sync::state::identity::Identity;
+use crate::sync::state::{StateError, UidlState};
+use policy::{Action, SessionPlan};
 
 /// Told how a sync advances, for a progress bar.
 pub trait Progress: Send {
@@ -449,8 +457,8 @@ fn run_filter<S: Wire>(
 }
 
 fn lock(account: &Account) -> Result<AccountLock> {
-    crate::durable::create_dir_all(&account.state_dir).map_err(|source| {
-        crate::state::StateError::Io {
+    crate::sys::durable::create_dir_all(&account.state_dir).map_err(|source| {
+        crate::sync::state::StateError::Io {
             action: "create the directory of",
             path: account.state_file(),
             source,
@@ -659,7 +667,7 @@ impl Failures {
         let worse = self
             .worst
             .as_ref()
-            .is_none_or(|w| crate::exit::classify(&err) > crate::exit::classify(w));
+            .is_none_or(|w| crate::cmd::exit::classify(&err) > crate::cmd::exit::classify(w));
         if worse {
             self.worst = Some(err);
         }
@@ -763,9 +771,9 @@ mod tests {
     use super::*;
     use crate::config::{Config, Paths};
     use crate::deliver::{Announce, Class, TargetError};
-    use crate::identity::Record as Delivered;
-    use crate::policy::Known;
     use crate::pop3::{Client, Credentials};
+    use crate::sync::policy::Known;
+    use crate::sync::state::identity::Record as Delivered;
 
     type Log = Rc<RefCell<Vec<String>>>;
 
@@ -1161,7 +1169,10 @@ mod tests {
             text.contains("refused to delete 1 message(s); they stay on the server"),
             "{text}"
         );
-        assert_eq!(crate::exit::classify(err), crate::exit::Exit::TempFail);
+        assert_eq!(
+            crate::cmd::exit::classify(err),
+            crate::cmd::exit::Exit::TempFail
+        );
         assert_eq!(run.warned, [text]);
         // The other deletion takes effect: QUIT still goes out.
         assert_eq!(run.sent("DELE").len(), 2);

@@ -81,7 +81,7 @@ mod tests {
         ];
         fs::write(&legacy, old.iter().map(|r| seal(r)).collect::<String>()).unwrap();
         let peeked = UidlState::peek(&place).unwrap();
-        use crate::policy::Known;
+        use crate::sync::policy::Known;
         assert_eq!(peeked.records("u1")[0].first_seen, 5);
         assert!(!peeked.own("u1"));
         assert!(legacy.exists(), "peek changes nothing");

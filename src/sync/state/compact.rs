@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::journal::open_append;
 use super::record::{delivered_line, intent_line, seal};
 use super::{StateError, UidlState, MAGIC, VERSION};
-use crate::durable::TempFile;
+use crate::sys::durable::TempFile;
 
 impl UidlState {
     /// Whether the journal holds many more lines than live records: a run that

@@ -7,16 +7,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::cmd::exit::{classify, Exit};
+use crate::cmd::ui::Loudness;
+use crate::config::secret;
 use crate::config::TlsMode;
 use crate::config::{Account, Config, Paths};
-use crate::exit::{classify, Exit};
-use crate::preview;
-use crate::secret;
-use crate::ui::Loudness;
+use crate::sync::preview;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
-mod sync_cmd;
+pub mod docs;
+pub mod exit;
+pub mod import;
+pub mod init;
+pub mod probe;
+mod sync;
+pub mod ui;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,7 +94,7 @@ enum Command {
         account: String,
         /// The tool that wrote the file
         #[arg(long = "from", value_enum, value_name = "TOOL")]
-        tool: crate::import::Tool,
+        tool: crate::cmd::import::Tool,
         /// Take the messages the file holds for this mailbox instead of the
         /// account's own user@host (fetchmail and mpop files hold several)
         #[arg(long, value_name = "USER@HOST")]
@@ -103,7 +109,7 @@ enum Command {
     /// terminal; never overwrites)
     Init {
         #[command(flatten)]
-        answers: crate::init::Given,
+        answers: crate::cmd::init::Given,
         #[command(flatten)]
         quiet: Quiet,
     },
@@ -245,7 +251,7 @@ pub fn run() -> ExitCode {
     match &cli.command {
         Command::Sync {
             accounts, flags, ..
-        } => sync_cmd::sync(&cli, accounts, flags).into(),
+        } => sync::sync(&cli, accounts, flags).into(),
         Command::List { accounts, json, .. } => list(&cli, accounts, *json).into(),
         Command::Password { action, .. } => password(&cli, action).into(),
         Command::Accounts => accounts(&cli).into(),
@@ -288,7 +294,7 @@ pub fn run() -> ExitCode {
 fn import_state(
     cli: &Cli,
     name: &str,
-    tool: crate::import::Tool,
+    tool: crate::cmd::import::Tool,
     key: Option<&str>,
     path: &std::path::Path,
 ) -> Exit {
@@ -300,7 +306,7 @@ fn import_state(
         Ok(accounts) => accounts[0],
         Err(e) => return fail(None, e.into()),
     };
-    match crate::import::import(account, tool, key, path) {
+    match crate::cmd::import::import(account, tool, key, path) {
         Ok(added) => {
             if !cli.loudness().quiet {
                 eprintln!(
@@ -343,7 +349,7 @@ fn accounts(cli: &Cli) -> Exit {
     Exit::Ok
 }
 
-fn init(cli: &Cli, given: &crate::init::Given) -> Exit {
+fn init(cli: &Cli, given: &crate::cmd::init::Given) -> Exit {
     let path = match &cli.config {
         Some(path) => path.clone(),
         None => match Paths::discover() {
@@ -361,14 +367,14 @@ fn init(cli: &Cli, given: &crate::init::Given) -> Exit {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_default();
-    let answers = match crate::init::answers(given, &home) {
+    let answers = match crate::cmd::init::answers(given, &home) {
         Ok(answers) => answers,
         Err(e) => {
             eprintln!("popfetch: init: {e}");
             return Exit::Usage;
         }
     };
-    let text = crate::init::render(&answers);
+    let text = crate::cmd::init::render(&answers);
     let written = path
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
@@ -386,7 +392,7 @@ fn init(cli: &Cli, given: &crate::init::Given) -> Exit {
                 eprintln!(
                     "popfetch: wrote {}\n{}",
                     path.display(),
-                    crate::init::next_steps(cli.config.as_deref())
+                    crate::cmd::init::next_steps(cli.config.as_deref())
                 );
             }
             Exit::Ok
@@ -421,14 +427,17 @@ fn probe(
                 Err(e) => return fail(None, e),
             };
             match config.select(&[name.to_string()]) {
-                Ok(accounts) => (crate::probe::Target::of(accounts[0]), Some(accounts[0])),
+                Ok(accounts) => (
+                    crate::cmd::probe::Target::of(accounts[0]),
+                    Some(accounts[0]),
+                ),
                 Err(e) => return fail(None, e.into()),
             }
         }
         (None, Some(host)) => {
             let tls = TlsMode::from(tls);
             let port = port.unwrap_or(if tls == TlsMode::Implicit { 995 } else { 110 });
-            let target = crate::probe::Target::host(host, port, tls, tls_ca_file);
+            let target = crate::cmd::probe::Target::host(host, port, tls, tls_ca_file);
             (target, None)
         }
         (None, None) => unreachable!("clap requires one of them"),
@@ -439,7 +448,7 @@ fn probe(
         None => format!("{}:{}", target.host, target.port),
     };
     let mut out = std::io::stdout().lock();
-    match crate::probe::probe(&target, login, trace(cli, &name), &mut out) {
+    match crate::cmd::probe::probe(&target, login, trace(cli, &name), &mut out) {
         Ok(()) => Exit::Ok,
         Err(e) => {
             let _ = out.flush();
@@ -542,7 +551,7 @@ fn list_accounts(cli: &Cli, accounts: Vec<&Account>, json: bool) -> Exit {
                 let _ = write!(
                     out,
                     "{}",
-                    preview::table(&entries, crate::ui::stdout_width())
+                    preview::table(&entries, crate::cmd::ui::stdout_width())
                 );
             }
             Err(e) => worst = worst.max(fail(Some(&account.name), e)),

@@ -163,7 +163,7 @@ complete -c popfetch -n "__fish_seen_subcommand_from set delete" -f -a "(popfetc
 /// The completion for one shell: clap_complete's, with account names added.
 fn completion(shell: Shell) -> Vec<u8> {
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut crate::cli::command(), "popfetch", &mut out);
+    clap_complete::generate(shell, &mut crate::cmd::command(), "popfetch", &mut out);
     let text = String::from_utf8(out).expect("completions are UTF-8");
     let text = match shell {
         Shell::Bash => text + BASH_ACCOUNTS,
@@ -306,7 +306,7 @@ fn render_command(path: &str, cmd: &clap::Command, out: &mut String) {
 /// subcommand with all its options (there are no separate popfetch-sync(1) pages),
 /// then the hand-written sections.
 fn man_page() -> Vec<u8> {
-    let command = crate::cli::command();
+    let command = crate::cmd::command();
     let man = clap_mangen::Man::new(command.clone());
     let mut out = Vec::new();
     man.render_title(&mut out).expect("rendering to memory");

@@ -4,8 +4,8 @@
 
 use foldhash::{HashMap, HashSet};
 
-use crate::identity::{Identity, Record as Delivered};
-use crate::policy::Known;
+use crate::sync::policy::Known;
+use crate::sync::state::identity::{Identity, Record as Delivered};
 
 /// The records of one unique-id: one, nearly always.
 pub(super) type Deliveries = smallvec::SmallVec<[Delivered; 1]>;
@@ -80,7 +80,7 @@ fn digest_form(key: &str) -> Option<&str> {
         .then_some(base)
 }
 
-/// The same questions as [`crate::policy::Known`], less ownership, which the
+/// The same questions as [`crate::sync::policy::Known`], less ownership, which the
 /// state keeps beside the records.
 impl Records {
     fn records(&self, uid: &str) -> &[Delivered] {
@@ -120,6 +120,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Every delivered unique-id.
+    #[cfg(test)]
     pub fn delivered_uids(&self) -> impl Iterator<Item = &str> {
         self.delivered.by_uid.keys().map(String::as_str)
     }

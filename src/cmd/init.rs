@@ -5,7 +5,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
-use crate::cli::TlsArg;
+use crate::cmd::TlsArg;
 use crate::config::keys::{self, name as key, DefaultValue};
 use crate::deliver::{self, Delivery};
 

@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::secret::{PasswordSource, Secret, SecretCommand};
 use crate::deliver::{self, Delivery};
-use crate::policy::{self, Policy, SizeAction};
 use crate::pop3::net::{TlsOptions, TlsVersion};
-use crate::secret::{PasswordSource, Secret, SecretCommand};
+use crate::sync::policy::{self, Policy, SizeAction};
 
 pub(crate) mod expand;
 pub(crate) mod keys;
+pub mod secret;
 
 use expand::{expand_path, split_command};
 use keys::{name as key, RawAccount, Settings};
@@ -118,7 +119,6 @@ impl Account {
     pub fn target_context(&self) -> deliver::Context<'_> {
         deliver::Context {
             timeout: self.timeout,
-            tls: self.tls_options(),
             mda_recipient: &self.mda_recipient,
             mda_timeout: self.mda_timeout,
         }
@@ -127,10 +127,10 @@ impl Account {
     /// The mailbox's state: found by `user@host:port`, not by the account's name,
     /// so that two configs naming their accounts alike never share one, and a
     /// renamed account keeps its own (issue 15, bug 2).
-    pub fn state_place(&self) -> crate::state::Place {
-        crate::state::Place::new(
+    pub fn state_place(&self) -> crate::sync::state::Place {
+        crate::sync::state::Place::new(
             &self.state_dir,
-            crate::state::mailbox_key(&self.user, &self.host, self.port),
+            crate::sync::state::mailbox_key(&self.user, &self.host, self.port),
             Some(&self.name),
         )
     }

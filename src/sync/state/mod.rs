@@ -13,7 +13,7 @@
 //!   message before announcing it (mbox), else as a second line once the body has
 //!   been read, before the delivery is committed (Maildir).
 //! - `D uid time [size digest]`: `uid` was delivered; `time` is when it was first seen
-//!   (Unix seconds); `size digest` is the message's identity (see [`crate::identity`]).
+//!   (Unix seconds); `size digest` is the message's identity (see [`crate::sync::state::identity`]).
 //!   A server may give several messages one unique-id (popa3d does) or reuse one,
 //!   so a unique-id may have several records, told apart by their identities. A
 //!   record without one (recovered before its body was checked) marks its
@@ -46,6 +46,7 @@
 
 mod adopt;
 mod compact;
+pub mod identity;
 mod journal;
 mod known;
 mod open;
@@ -63,7 +64,7 @@ pub use adopt::Adoption;
 pub use known::Snapshot;
 pub use place::{mailbox_key, Place};
 
-use crate::identity::{Identity, Record as Delivered};
+use crate::sync::state::identity::{Identity, Record as Delivered};
 use known::Holds;
 use record::{delivered_line, intent_line, Record};
 
@@ -178,12 +179,14 @@ impl UidlState {
     }
 
     /// When `uid` was first seen, if it has been delivered (its earliest record).
+    #[cfg(test)]
     pub fn first_seen(&self, uid: &str) -> Option<u64> {
         let records = self.recorded.delivered.by_uid.get(uid)?;
         records.iter().map(|r| r.first_seen).min()
     }
 
     /// Every delivered unique-id.
+    #[cfg(test)]
     pub fn delivered_uids(&self) -> impl Iterator<Item = &str> {
         self.recorded.delivered_uids()
     }
@@ -324,7 +327,7 @@ mod tests {
 
     #[test]
     fn identities_are_kept_apart_under_one_unique_id_and_survive_compaction() {
-        use crate::policy::Known;
+        use crate::sync::policy::Known;
         let a = Identity {
             size: 10,
             digest: [0xa; 16],

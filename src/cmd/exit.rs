@@ -3,15 +3,15 @@
 
 use std::process::ExitCode;
 
-use crate::auth::ChoiceError;
+use crate::config::secret::SecretError;
 use crate::config::ConfigError;
 use crate::deliver::{Class, DeliverError};
-use crate::filter::FilterError;
-use crate::lock::LockError;
 use crate::pop3::net::TlsConfigError;
 use crate::pop3::{self, ErrorKind};
-use crate::secret::SecretError;
-use crate::state::StateError;
+use crate::sync::auth::ChoiceError;
+use crate::sync::filter::FilterError;
+use crate::sync::lock::LockError;
+use crate::sync::state::StateError;
 
 /// The exit codes popfetch uses. With several accounts the highest one wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,7 +46,7 @@ impl From<Exit> for ExitCode {
 /// The exit code for an error: the first typed error in its chain decides.
 pub fn classify(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
-        let pop3 = match cause.downcast_ref::<crate::connect::Advised>() {
+        let pop3 = match cause.downcast_ref::<crate::sync::connect::Advised>() {
             Some(advised) => Some(&advised.error),
             None => cause.downcast_ref::<pop3::Error>(),
         };

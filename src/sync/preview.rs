@@ -6,10 +6,10 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::config::Account;
-use crate::connect::{self, open_session};
-use crate::policy::{self, Action, SessionPlan};
 use crate::pop3::{Flow, Trace};
-use crate::state::UidlState;
+use crate::sync::connect::{self, open_session};
+use crate::sync::policy::{self, Action, SessionPlan};
+use crate::sync::state::UidlState;
 
 /// One message as `list` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::{self, IsTerminal};
 use std::time::Duration;
 
-use crate::child::{Outcome, Overflow, Run, Stdout};
+use crate::sys::child::{Outcome, Overflow, Run, Stdout};
 
 /// The keyring service name; entries are named `USER@HOST`.
 pub const KEYRING_SERVICE: &str = "popfetch";

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 ///   write at once.
 /// - Records that no session of this mailbox provably wrote — a format-1 file
 ///   adopted from `STATE_DIR/NAME.state`, which named no mailbox, and UIDs imported
-///   from another tool — are `L` records: [`crate::policy::Known::own`] says no for
+///   from another tool — are `L` records: [`crate::sync::policy::Known::own`] says no for
 ///   them, and the policy then keeps the message on the server rather than delete
 ///   it unfetched.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::config::Account;
-use crate::lock::AccountLock;
-use crate::state::UidlState;
+use crate::sync::lock::AccountLock;
+use crate::sync::state::UidlState;
 
 /// Which tool wrote the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -45,7 +45,7 @@ pub fn import(account: &Account, tool: Tool, key: Option<&str>, path: &Path) -> 
             path.display()
         )
     })?;
-    crate::durable::create_dir_all(&account.state_dir)
+    crate::sys::durable::create_dir_all(&account.state_dir)
         .with_context(|| format!("cannot create {}", account.state_dir.display()))?;
     let _lock = AccountLock::acquire(&account.lock_file())?;
     let mut state = UidlState::open(&account.state_place())?;

@@ -5,8 +5,8 @@
 use std::io;
 use std::time::Duration;
 
-use crate::child::{Outcome, Run, Stdin};
-use crate::policy::{Action, Reason};
+use crate::sync::policy::{Action, Reason};
+use crate::sys::child::{Outcome, Run, Stdin};
 
 /// What went wrong with a filter. Either way the message stays on the server. As
 /// with an MDA (README, "Delivery targets"): a filter that cannot be started is a

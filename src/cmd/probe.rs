@@ -72,13 +72,13 @@ pub fn probe(
 ) -> Result<()> {
     let mut stream =
         Stream::connect(&target.host, target.port, target.timeout).map_err(pop3::Error::from)?;
-    crate::connect::trace_connect(&mut trace, &stream);
+    crate::sync::connect::trace_connect(&mut trace, &stream);
     let mut trusted = Ok(());
     if target.tls == TlsMode::Implicit {
         let (secured, verdict) = handshake(stream, target, out)?;
         (stream, trusted) = (secured, verdict);
     }
-    let mut client = Client::new(stream, trace).map_err(crate::connect::advise)?;
+    let mut client = Client::new(stream, trace).map_err(crate::sync::connect::advise)?;
     writeln!(out, "greeting:      +OK {}", client.greeting().text)?;
     if target.tls == TlsMode::Starttls {
         show_capabilities(client.capabilities()?, out, "before STLS")?;
@@ -119,8 +119,8 @@ pub fn probe(
         }
         .into());
     }
-    let secret = crate::connect::secret(account)?;
-    let mut session = crate::connect::login(client, account, &secret)?;
+    let secret = crate::sync::connect::secret(account)?;
+    let mut session = crate::sync::connect::login(client, account, &secret)?;
     let (count, size) = session.stat()?;
     writeln!(out, "mailbox:       {count} message(s), {size} bytes")?;
     Ok(session.quit()?)
@@ -154,10 +154,10 @@ fn handshake(
         fingerprint: None,
         ..target.trust.clone()
     };
-    let config = TlsConfig::report(&options).map_err(crate::connect::tls_setup_error)?;
+    let config = TlsConfig::report(&options).map_err(crate::sync::connect::tls_setup_error)?;
     let tls = stream
         .secure(&config, &target.host)
-        .map_err(|e| crate::connect::advise(e.into()))?;
+        .map_err(|e| crate::sync::connect::advise(e.into()))?;
     let session = tls.tls().expect("a secured stream has a TLS session");
     let negotiated = session.negotiated();
     match negotiated {
@@ -272,7 +272,7 @@ fn verdict(
     match chain {
         Ok(()) => Ok(format!("yes, for {host}")),
         Err(ChainProblem::Certificate(problem)) => {
-            Err(crate::connect::certificate_problem(&problem))
+            Err(crate::sync::connect::certificate_problem(&problem))
         }
         Err(ChainProblem::Unchecked(why)) => Err(format!("it could not be checked: {why}")),
     }

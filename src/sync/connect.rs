@@ -9,15 +9,15 @@ use std::thread::JoinHandle;
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
-use crate::auth::{self, Login, Offer};
+use crate::config::secret::Secret;
 use crate::config::{Account, TlsMode};
-use crate::policy;
 use crate::pop3::net::{CertificateProblem, Stream, TlsConfig, TlsConfigError};
 use crate::pop3::proto::response::apop_timestamp;
 use crate::pop3::{
     self, Client, Credentials, Flow, ListedMessage, Listing, Peer, Session, Status, Trace, Wire,
 };
-use crate::secret::Secret;
+use crate::sync::auth::{self, Login, Offer};
+use crate::sync::policy;
 
 /// How long a look at a silent port may take to see whether it speaks TLS.
 const TLS_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -143,7 +143,7 @@ fn stream_report(stream: &Stream) -> Vec<String> {
     }];
     if let Some(cert) = tls
         .peer_certificate()
-        .and_then(|der| crate::probe::Details::of(&der))
+        .and_then(|der| crate::cmd::probe::Details::of(&der))
     {
         lines.push(format!("certificate subject: {}", cert.subject));
         lines.push(format!("certificate issuer: {}", cert.issuer));
@@ -387,11 +387,11 @@ pub fn probe<S: Wire>(
     Ok(probes)
 }
 
-/// The digest of a header section as [`crate::identity::Identity`] takes it, and
+/// The digest of a header section as [`crate::sync::state::identity::Identity`] takes it, and
 /// the hash an older popfetch took of the first [`MAX_HEADERS`] bytes of a `TOP n 0`
 /// reply (the listed size is added after), streamed.
 fn hash_head(head: &mut dyn Read) -> ([u8; 16], Sha256) {
-    let mut section = crate::identity::HeadHasher::default();
+    let mut section = crate::sync::state::identity::HeadHasher::default();
     let mut legacy = Sha256::new();
     let mut taken = 0u64;
     let mut buf = [0u8; 8192];

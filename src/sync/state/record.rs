@@ -1,7 +1,7 @@
 //! One journal line: the records (`I`, `D`, `A`, `F`) parsed from and rendered to
 //! text, and the checksum that seals each line.
 
-use crate::identity::{Identity, Record as Delivered};
+use crate::sync::state::identity::{Identity, Record as Delivered};
 
 /// A journal record, borrowed from its line (`L` is a prefix, read apart).
 pub(super) enum Record<'a> {
