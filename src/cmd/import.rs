@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::Account;
 use crate::sync::lock::AccountLock;
-use crate::sync::state::UidlState;
+use crate::sync::state::{Ledger, UidlState};
 
 /// Which tool wrote the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

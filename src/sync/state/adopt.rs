@@ -62,6 +62,7 @@ impl UidlState {
 
 #[cfg(test)]
 mod tests {
+    use crate::sync::state::Ledger;
     use std::fs;
 
     use super::super::record::seal;

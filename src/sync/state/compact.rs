@@ -21,7 +21,7 @@ impl UidlState {
     /// Compacts the journal if it has grown well past its live records, so that the
     /// next run reads one short line per message. The journal is valid either way,
     /// so a failure here (a full disk) changes nothing and is left to the next open.
-    pub fn tidy(&mut self) {
+    pub(crate) fn compact_if_bloated(&mut self) {
         if self.journal.is_some() && self.bloated() {
             let _ = self.compact();
         }
@@ -92,6 +92,7 @@ fn write_snapshot(path: &Path, header: &str, state: &UidlState) -> io::Result<us
 
 #[cfg(test)]
 mod tests {
+    use crate::sync::state::Ledger;
     use std::fs;
 
     use super::super::tests::temp_state;

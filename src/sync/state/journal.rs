@@ -30,7 +30,7 @@ impl UidlState {
     }
 
     /// Makes every record so far durable.
-    pub fn sync(&mut self) -> Result<(), StateError> {
+    pub(crate) fn sync_journal(&mut self) -> Result<(), StateError> {
         if let (true, Some(journal)) = (self.unsynced, &self.journal) {
             journal.sync_data().map_err(|source| StateError::Io {
                 action: "write",

@@ -64,6 +64,7 @@ pub use adopt::Adoption;
 pub use known::Snapshot;
 pub use place::{mailbox_key, Place};
 
+use crate::sync::policy::Known;
 use crate::sync::state::identity::{Identity, Record as Delivered};
 use known::Holds;
 use record::{delivered_line, intent_line, Record};
@@ -204,12 +205,52 @@ impl UidlState {
             .collect()
     }
 
+    /// Records `uid` as delivered on the word of something other than this
+    /// mailbox's own sessions (another tool's list, an adopted intent): it keeps the
+    /// message from being fetched again, but never leads to a DELE.
+    pub fn record_adopted(&mut self, uid: &str, first_seen: u64) -> Result<(), StateError> {
+        self.append(&format!("L D {uid} {first_seen}"))?;
+        let id = None;
+        self.apply(Record::Delivered(uid, Delivered { first_seen, id }));
+        self.recorded.adopted.insert(uid.to_string());
+        Ok(())
+    }
+}
+
+/// What a session needs of the state: the records the plan reads ([`Known`]), the
+/// records it writes, and a way to make them durable. [`UidlState`] keeps them in
+/// its journal; the session's tests put an instrumented one in its place, to see
+/// when each record becomes durable and to make that fail.
+pub trait Ledger: Known {
+    fn record_intent(
+        &mut self,
+        uid: &str,
+        location: &str,
+        id: Option<Identity>,
+    ) -> Result<(), StateError>;
+    fn record_identity(&mut self, uid: &str, id: Identity) -> Result<(), StateError>;
+    fn record_delivered(
+        &mut self,
+        uid: &str,
+        first_seen: u64,
+        id: Option<Identity>,
+    ) -> Result<(), StateError>;
+    fn record_abandoned(&mut self, uid: &str) -> Result<(), StateError>;
+    fn forget(&mut self, uids: &[String]) -> Result<(), StateError>;
+    fn forget_records(&mut self, records: &[(String, Identity)]) -> Result<(), StateError>;
+    /// Makes every record so far durable.
+    fn sync(&mut self) -> Result<(), StateError>;
+    /// Compacts the journal when it has grown; never fails the session.
+    fn tidy(&mut self);
+}
+
+impl Ledger for UidlState {
     /// Announces a delivery of `uid` to `location` before it starts. It is durable
-    /// at the next [`sync`](Self::sync), which the caller makes before the delivery
+    /// at the next [`sync`](Ledger::sync), which the caller makes before the delivery
     /// can become durable itself.
     /// The message's identity goes with it when the target has read the message
     /// before announcing it (mbox spools it first).
-    pub fn record_intent(
+    fn record_intent(
         &mut self,
         uid: &str,
         location: &str,
@@ -222,7 +263,7 @@ impl UidlState {
 
     /// Adds the message's identity to the announced delivery of `uid`, once its body
     /// has been read, so that recovery can record it too.
-    pub fn record_identity(&mut self, uid: &str, id: Identity) -> Result<(), StateError> {
+    fn record_identity(&mut self, uid: &str, id: Identity) -> Result<(), StateError> {
         let Some((location, _)) = self.pending.get(uid).cloned() else {
             return Ok(());
         };
@@ -230,9 +271,9 @@ impl UidlState {
     }
 
     /// Records a completed delivery, with the message's identity when known. It
-    /// becomes durable at the next [`sync`](Self::sync); until then the intent
+    /// becomes durable at the next [`sync`](Ledger::sync); until then the intent
     /// record lets recovery find it.
-    pub fn record_delivered(
+    fn record_delivered(
         &mut self,
         uid: &str,
         first_seen: u64,
@@ -243,26 +284,15 @@ impl UidlState {
         Ok(())
     }
 
-    /// Records `uid` as delivered on the word of something other than this
-    /// mailbox's own sessions (another tool's list, an adopted intent): it keeps the
-    /// message from being fetched again, but never leads to a DELE.
-    pub fn record_adopted(&mut self, uid: &str, first_seen: u64) -> Result<(), StateError> {
-        self.append(&format!("L D {uid} {first_seen}"))?;
-        let id = None;
-        self.apply(Record::Delivered(uid, Delivered { first_seen, id }));
-        self.recorded.adopted.insert(uid.to_string());
-        Ok(())
-    }
-
     /// Records that an announced delivery left nothing behind.
-    pub fn record_abandoned(&mut self, uid: &str) -> Result<(), StateError> {
+    fn record_abandoned(&mut self, uid: &str) -> Result<(), StateError> {
         self.append(&format!("A {uid}"))?;
         self.pending.remove(uid);
         Ok(())
     }
 
     /// Forgets unique-ids that are gone from the server.
-    pub fn forget(&mut self, uids: &[String]) -> Result<(), StateError> {
+    fn forget(&mut self, uids: &[String]) -> Result<(), StateError> {
         for uid in uids {
             self.append(&format!("F {uid}"))?;
             self.apply(Record::Forgotten(uid, None));
@@ -272,12 +302,20 @@ impl UidlState {
 
     /// Forgets single records of unique-ids still on the server: those that no
     /// message listed under them matches any more.
-    pub fn forget_records(&mut self, records: &[(String, Identity)]) -> Result<(), StateError> {
+    fn forget_records(&mut self, records: &[(String, Identity)]) -> Result<(), StateError> {
         for (uid, id) in records {
             self.append(&format!("F {uid} {} {}", id.size, id.hex()))?;
             self.apply(Record::Forgotten(uid, Some(*id)));
         }
         Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StateError> {
+        self.sync_journal()
+    }
+
+    fn tidy(&mut self) {
+        self.compact_if_bloated()
     }
 }
 

@@ -107,7 +107,7 @@ impl UidlState {
             // journal: make the journal durable and say so, for the next open.
             if synced.is_none_or(|s| s.epoch != state.epoch || s.len != state.len) {
                 state.unsynced = true;
-                state.sync()?;
+                state.sync_journal()?;
             }
         }
         // The old file stays where it is: each mailbox adopts it once (it then has
@@ -122,6 +122,7 @@ mod tests {
     use super::super::mailbox_key;
     use super::super::tests::temp_state;
     use super::*;
+    use crate::sync::state::Ledger;
 
     #[test]
     fn the_state_of_another_mailbox_is_refused() {

@@ -174,6 +174,7 @@ impl UidlState {
 
 #[cfg(test)]
 mod tests {
+    use crate::sync::state::Ledger;
     use std::fs::{self, OpenOptions};
     use std::io::Write;
 

@@ -71,6 +71,7 @@ mod tests {
     use super::super::tests::temp_state;
     use super::super::StateError;
     use super::*;
+    use crate::sync::state::Ledger;
 
     /// Issue 15, bug 7: a real journal cut at every byte offset. Every cut below
     /// what was made durable is refused; a torn tail beyond it is tolerated.

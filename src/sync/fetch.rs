@@ -1,0 +1,282 @@
+//! Fetching and delivering the planned messages: each body streamed from RETR into
+//! its target, its intent and delivery recorded around it, staged deliveries
+//! committed in batches, and failures sorted into those of one message and those
+//! that end the session.
+
+use std::cell::Cell;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::policy::SessionPlan;
+use super::state::identity::Identity;
+use super::state::Ledger;
+use super::{now, Progress, Report};
+use crate::config::Account;
+use crate::deliver::{DeliverError, Target};
+use crate::pop3::{Flow, ListedMessage, Retrieved, Session, Wire};
+
+/// Fetches every planned message and delivers it. Returns the numbers of the
+/// messages delivered; a failed session is an `Err`. A failure of the target itself
+/// (a full disk) stops the fetching; one that concerns a single message (an MDA's
+/// verdict) does not. Both are collected in `failures`.
+pub(super) fn fetch_and_deliver<S: Wire>(
+    session: &mut Session<S>,
+    plan: &SessionPlan,
+    account: &Account,
+    sink: &mut Sink,
+    report: &mut Report,
+    failures: &mut Failures,
+) -> Result<Vec<u32>> {
+    let fetch: Vec<ListedMessage> = plan.fetch();
+    let listed: Vec<(u32, u64)> = fetch.iter().map(|m| (m.num, m.size)).collect();
+    let mut done = Batch::default();
+    let mut index = 0;
+    let retrieved = session.retrieve(&listed, |num, body| {
+        let message = &fetch[index];
+        index += 1;
+        debug_assert_eq!(message.num, num);
+        let Ok(body) = body else {
+            report.refused += 1;
+            return Flow::Continue;
+        };
+        let trace_header = received_header(account, &message.uid);
+        let id = Cell::new(None);
+        let mut chained = std::io::Cursor::new(trace_header).chain(Noted {
+            body: &mut *body,
+            id: &id,
+        });
+        let delivered = deliver_one(sink.target, sink.state, &message.uid, &mut chained, &id)
+            .and_then(|bytes| {
+                // Read to its end, so checked (see `Session::retrieve`).
+                let id = body.identity();
+                if let (Some(id), true) = (id, sink.target.stages()) {
+                    // Recovery must find the identity with the intent: a delivery
+                    // that cannot say it is not committed.
+                    if let Err(err) = sink.state.record_identity(&message.uid, id) {
+                        sink.target.unstage();
+                        return Err(err.into());
+                    }
+                }
+                done.add(sink, message, bytes, id, report)
+            });
+        match delivered {
+            Ok(()) => Flow::Continue,
+            Err(err) => {
+                let per_message = is_per_message(&err);
+                // A broken connection is reported by `retrieve` itself.
+                if !is_source_error(&err) {
+                    failures.add(err.context(format!("message {num} stays on the server")));
+                }
+                if per_message {
+                    Flow::Continue
+                } else {
+                    Flow::Stop
+                }
+            }
+        }
+    });
+    // Staged messages are whole even if the connection broke after them.
+    if let Err(err) = done.commit(sink, report) {
+        failures.add(err);
+    }
+    retrieved?;
+    Ok(done.delivered)
+}
+
+/// Staged deliveries share one commit (one syncfs, one fsync of new/) until there
+/// are this many, or this many bytes, or the first has waited this long. The bounds
+/// only limit what a crash throws away — staged messages were never recorded, so
+/// they are fetched again — not what is safe: nothing is deleted before its commit.
+const BATCH_MESSAGES: usize = 256;
+const BATCH_BYTES: u64 = 32 << 20;
+const BATCH_AGE: Duration = Duration::from_secs(2);
+
+/// Deliveries waiting for their commit, and those committed.
+#[derive(Default)]
+struct Batch {
+    /// Staged: (unique-id, message number, bytes, listed size, identity).
+    staged: Vec<(String, u32, u64, u64, Option<Identity>)>,
+    staged_bytes: u64,
+    /// When the first staged delivery arrived.
+    began: Option<Instant>,
+    /// Committed and recorded.
+    delivered: Vec<u32>,
+}
+
+impl Batch {
+    /// Takes a delivery: recorded at once if the target delivered it durably, or
+    /// staged until a batch is full if the target stages.
+    fn add(
+        &mut self,
+        sink: &mut Sink,
+        message: &ListedMessage,
+        bytes: u64,
+        id: Option<Identity>,
+        report: &mut Report,
+    ) -> Result<()> {
+        self.staged
+            .push((message.uid.clone(), message.num, bytes, message.size, id));
+        self.staged_bytes += bytes;
+        let began = *self.began.get_or_insert_with(Instant::now);
+        let full = self.staged.len() >= BATCH_MESSAGES
+            || self.staged_bytes >= BATCH_BYTES
+            || began.elapsed() >= BATCH_AGE;
+        if !sink.target.stages() || full {
+            self.commit(sink, report)?;
+        }
+        Ok(())
+    }
+
+    /// Intents durable, then the target's commit, then the records: in that order a
+    /// crash anywhere leaves each message either recorded and in place, or findable
+    /// by recovery, or absent and still on the server.
+    fn commit(&mut self, sink: &mut Sink, report: &mut Report) -> Result<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        self.staged_bytes = 0;
+        self.began = None;
+        if sink.target.stages() {
+            sink.state.sync()?;
+        }
+        let flushed = sink.target.flush();
+        if let Err(err) = flushed {
+            self.staged.clear();
+            return Err(err.into());
+        }
+        for (uid, num, bytes, size, id) in self.staged.drain(..) {
+            sink.state.record_delivered(&uid, now(), id)?;
+            self.delivered.push(num);
+            report.fetched += 1;
+            report.bytes += bytes;
+            report.octets += size;
+            if let Some(progress) = sink.progress {
+                progress.delivered(size);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The Received: trace header (RFC 5322 §3.6.7) added when `received_header` is on;
+/// empty otherwise, so that by default every byte is the server's.
+fn received_header(account: &Account, uid: &str) -> Vec<u8> {
+    if !account.received_header {
+        return Vec::new();
+    }
+    let local = gethostname::gethostname().to_string_lossy().into_owned();
+    format!(
+        "Received: from {} by {local} with POP3 (popfetch {})\n\tid {uid} for <{}>; {}\n",
+        account.host,
+        env!("CARGO_PKG_VERSION"),
+        account.user,
+        chrono::Utc::now().to_rfc2822()
+    )
+    .into_bytes()
+}
+
+/// Where fetched messages go, and who hears of it.
+pub(super) struct Sink<'a> {
+    pub(super) target: &'a mut dyn Target,
+    pub(super) state: &'a mut dyn Ledger,
+    pub(super) progress: Option<&'a dyn Progress>,
+}
+
+/// Delivery failures of one session: the worst is reported, with a count of the rest.
+#[derive(Default)]
+pub(super) struct Failures {
+    worst: Option<anyhow::Error>,
+    count: usize,
+}
+
+impl Failures {
+    pub(super) fn add(&mut self, err: anyhow::Error) {
+        self.count += 1;
+        let worse = self
+            .worst
+            .as_ref()
+            .is_none_or(|w| crate::cmd::exit::classify(&err) > crate::cmd::exit::classify(w));
+        if worse {
+            self.worst = Some(err);
+        }
+    }
+
+    pub(super) fn worst(self) -> Option<anyhow::Error> {
+        let others = self.count.saturating_sub(1);
+        self.worst.map(|err| {
+            if others == 0 {
+                err
+            } else {
+                err.context(format!(
+                    "{others} other message(s) were not delivered either"
+                ))
+            }
+        })
+    }
+}
+
+fn is_source_error(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<DeliverError>(),
+        Some(DeliverError::Source(_))
+    )
+}
+
+fn is_per_message(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<DeliverError>()
+        .is_some_and(DeliverError::is_per_message)
+}
+
+/// A RETR body that leaves the message's identity in `id` once read to its end
+/// (and so checked), where the announcement of its delivery finds it if the target
+/// read the whole message first (mbox does).
+struct Noted<'a> {
+    body: &'a mut dyn Retrieved,
+    id: &'a Cell<Option<Identity>>,
+}
+
+impl Read for Noted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.body.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.id.set(self.body.identity());
+        }
+        Ok(n)
+    }
+}
+
+/// Delivers one message: the target announces where it goes, recorded as an intent
+/// (made durable at once for a target that delivers durably, or with the batch for
+/// one that stages), and delivers or stages it.
+fn deliver_one(
+    target: &mut dyn Target,
+    state: &mut dyn Ledger,
+    uid: &str,
+    body: &mut dyn Read,
+    id: &Cell<Option<Identity>>,
+) -> Result<u64> {
+    let mut announced = false;
+    let stages = target.stages();
+    let result = target.deliver(body, &mut |location| {
+        state.record_intent(uid, location, id.get())?;
+        if !stages {
+            state.sync()?;
+        }
+        announced = true;
+        Ok(())
+    });
+    match result {
+        // Recorded as delivered by the batch, once the delivery is committed.
+        Ok(bytes) => Ok(bytes),
+        Err(err) => {
+            // The target left nothing behind; if this record is lost, recovery
+            // finds the location empty and comes to the same conclusion.
+            if announced {
+                let _ = state.record_abandoned(uid);
+            }
+            Err(err.into())
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The session once logged in, as a story: list, plan (with the filter's
+//! verdicts), fetch and deliver, make the target and the state durable, delete,
+//! quit; and the dry run, which stops at the plan.
+
+use std::collections::HashSet;
+
+use anyhow::{anyhow, Result};
+
+use super::connect::open_session;
+use super::fetch::{fetch_and_deliver, Failures, Sink};
+use super::policy::{self, Action, SessionPlan};
+use super::preview::Headline;
+use super::state::{Ledger, UidlState};
+use super::{connect, filter, now, Options, Progress, Report};
+use crate::config::Account;
+use crate::deliver::Target;
+use crate::pop3::{self, Flow, Session, Wire};
+
+/// The session once logged in: list, plan, fetch and deliver, make the target and
+/// the state durable, delete, quit. Every error path before the DELEs returns
+/// without QUIT, so the server never enters its UPDATE state (RFC 1939 §6) and
+/// every message stays there.
+pub(super) fn run_session<S: Wire>(
+    mut session: Session<S>,
+    account: &Account,
+    target: &mut dyn Target,
+    state: &mut dyn Ledger,
+    progress: Option<&dyn Progress>,
+    warn: &dyn Fn(&str),
+) -> Result<Report> {
+    let mut failures = Failures::default();
+    let plan = plan_session(
+        &mut session,
+        account,
+        &*state,
+        Shown::No,
+        warn,
+        &mut failures,
+    )?;
+    // Adopted records first: a crash between them and the forgetting of their old
+    // form leaves both, never neither.
+    for (uid, record) in &plan.adopt {
+        state.record_delivered(uid, record.first_seen, record.id)?;
+    }
+    state.forget_records(&plan.stale)?;
+    state.forget(&plan.forget)?;
+
+    let mut report = Report {
+        skipped: plan.skipped().len(),
+        ..Report::default()
+    };
+    if let Some(progress) = progress {
+        let fetch = plan.fetch();
+        progress.planned(fetch.len() as u64, fetch.iter().map(|m| m.size).sum());
+    }
+    let mut sink = Sink {
+        target: &mut *target,
+        state: &mut *state,
+        progress,
+    };
+    let fetched = fetch_and_deliver(
+        &mut session,
+        &plan,
+        account,
+        &mut sink,
+        &mut report,
+        &mut failures,
+    );
+    // Whatever happened while fetching, every completed delivery is made durable,
+    // in the target and in the state, before a single DELE goes out.
+    let flushed = target.flush();
+    state.sync()?;
+    flushed?;
+    let delivered = fetched?;
+
+    let mut deletions = plan.delete();
+    if plan.delete_after_delivery {
+        deletions.extend(delivered);
+    }
+    let refused = session.delete(&deletions)?;
+    session.quit()?;
+    report.deleted = deletions.len() - refused.len();
+    state.tidy();
+    if let Some(err) = refused_deletions(&refused) {
+        warn(&format!("{err:#}"));
+        failures.add(err);
+    }
+
+    if let Some(err) = failures.worst() {
+        return Err(err);
+    }
+    if report.refused > 0 {
+        return Err(anyhow!(crate::pop3::Error::Protocol(format!(
+            "the server refused to send {} message(s); they stay on the server",
+            report.refused
+        ))));
+    }
+    Ok(report)
+}
+
+/// The error for DELEs the server refused (RFC 1939 §5 allows -ERR): the messages
+/// stay on the server, and the run must not look like a success. The first refusal
+/// decides the exit: `[IN-USE]` or `[SYS/TEMP]` (RFC 2449 §8, RFC 3206) is worth a
+/// retry (75), anything else is a protocol error (76).
+fn refused_deletions(refused: &[(u32, crate::pop3::Status)]) -> Option<anyhow::Error> {
+    use crate::pop3::RespCode;
+    let (_, first) = refused.first()?;
+    // Only these two codes make it temporary; any other (even [AUTH]) is a
+    // protocol error here.
+    let code = first
+        .code
+        .clone()
+        .filter(|c| matches!(c, RespCode::InUse | RespCode::SysTemp));
+    let err = crate::pop3::Error::Server {
+        command: "DELE",
+        code,
+        text: first.text.clone(),
+    };
+    Some(anyhow::Error::new(err).context(format!(
+        "the server refused to delete {} message(s); they stay on the server, and the next run tries again",
+        refused.len()
+    )))
+}
+
+/// A dry run: the same session up to the plan, then QUIT. Nothing is locked,
+/// created, recorded, delivered or deleted.
+pub(super) fn dry_run(account: &Account, options: Options) -> Result<Report> {
+    let warn = |text: &str| {
+        if let Some(w) = &options.warn {
+            w(text)
+        }
+    };
+    let state = UidlState::peek(&account.state_place())?;
+    let mut session = open_session(account, options.trace)?;
+    let mut failures = Failures::default();
+    let plan = plan_session(
+        &mut session,
+        account,
+        &state,
+        Shown::Yes,
+        &warn,
+        &mut failures,
+    )?;
+    // The table shows date, sender and subject as `list` does; a server without
+    // TOP still gets its plan, without those columns.
+    let messages: Vec<(u32, u64)> = plan.messages.iter().map(|(m, _)| (m.num, m.size)).collect();
+    let mut heads = foldhash::HashMap::default();
+    connect::headers(&mut session, &messages, |num, head| {
+        if let Ok(head) = head {
+            heads.insert(num, Headline::of(head));
+        }
+        Flow::Continue
+    })?;
+    session.quit()?;
+    let fetch = plan.fetch();
+    Ok(Report {
+        fetched: fetch.len(),
+        bytes: 0,
+        octets: fetch.iter().map(|m| m.size).sum(),
+        heads,
+        deleted: plan.delete().len()
+            + if plan.delete_after_delivery {
+                fetch.len()
+            } else {
+                0
+            },
+        skipped: plan.skipped().len(),
+        refused: 0,
+        plan: Some(plan),
+    })
+}
+
+/// Whether a plan is shown to the user (a dry run) or only carried out.
+#[derive(Clone, Copy)]
+enum Shown {
+    Yes,
+    No,
+}
+
+/// Lists the server, plans what to do with each message, and asks the filter.
+fn plan_session<S: Wire>(
+    session: &mut Session<S>,
+    account: &Account,
+    known: &dyn policy::Known,
+    shown: Shown,
+    warn: &dyn Fn(&str),
+    failures: &mut Failures,
+) -> Result<SessionPlan> {
+    // Only a message that may be fetched needs its size, but a plan that is shown
+    // shows every size.
+    let now = now();
+    let sized = |uid: &str| policy::needs_size(uid, known, &account.policy, now);
+    let sized: Option<&dyn Fn(&str) -> bool> = match shown {
+        Shown::No => Some(&sized),
+        Shown::Yes => None,
+    };
+    let listing = connect::listing(session, sized, warn)?;
+    let probes = connect::probe(session, &listing, known, &account.policy, now, warn)?;
+    let mut plan = policy::plan(listing, &probes, known, &account.policy, now);
+    run_filter(session, &mut plan, account, failures)?;
+    Ok(plan)
+}
+
+/// Runs the filter on each message planned for fetching, by its headers.
+fn run_filter<S: Wire>(
+    session: &mut Session<S>,
+    plan: &mut SessionPlan,
+    account: &Account,
+    failures: &mut Failures,
+) -> Result<()> {
+    let Some(argv) = &account.filter else {
+        return Ok(());
+    };
+    let mut judged = HashSet::new();
+    let mut stop = None;
+    // A verdict can let another message in under max_messages, so look again.
+    loop {
+        let batch: Vec<(u32, u64)> = (plan.fetch().into_iter())
+            .filter(|m| !judged.contains(&m.num))
+            .map(|m| (m.num, m.size))
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        connect::headers(session, &batch, |num, head| {
+            judged.insert(num);
+            let head = match head {
+                Ok(head) => head,
+                Err(status) => {
+                    stop = Some(anyhow::Error::new(pop3::Error::Server {
+                        command: "TOP",
+                        code: status.code,
+                        text: status.text,
+                    }));
+                    return Flow::Stop;
+                }
+            };
+            let verdict = match filter::judge(argv, head, account.mda_timeout) {
+                Ok(verdict) => verdict,
+                // A filter that cannot start judges no message: stop before fetching
+                // any, rather than report the same cause once per message.
+                Err(err @ filter::FilterError::Spawn { .. }) => {
+                    stop = Some(err.into());
+                    return Flow::Stop;
+                }
+                Err(err) => {
+                    failures.add(anyhow::Error::new(err));
+                    Action::Skip(policy::Reason::Filter)
+                }
+            };
+            plan.apply_filter(num, verdict, &account.policy);
+            Flow::Continue
+        })?;
+        if let Some(stop) = stop {
+            return Err(stop);
+        }
+    }
+}
