@@ -21,9 +21,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{expand, keys::name as key, toml_string};
+use crate::config::expand::{self, toml_string};
 use crate::deliver::copy::CopyError;
 use crate::sync::state::StateError;
+
+/// The config key that names a target.
+const KEY: &str = "deliver";
 
 /// Every kind of target. A new kind is a file in this directory and one line here,
 /// plus its docs: the README's "Delivery targets" and the `deliver` key's line in
@@ -124,7 +127,7 @@ impl Env<'_> {
     /// An absolute path: `~`, `~user` and `$VAR` expanded.
     pub fn path(&self, text: &str) -> Result<PathBuf, String> {
         expand::expand_path(text, self.home)
-            .map_err(|e| format!("{} = {}: {e}", key::deliver, toml_string(self.written)))
+            .map_err(|e| format!("{} = {}: {e}", KEY, toml_string(self.written)))
     }
 
     /// The value of a kind that takes one path, opened by `open`.
@@ -138,7 +141,7 @@ impl Env<'_> {
 
     /// A command split for running without a shell, a leading `~` expanded.
     pub fn command(&self, text: &str) -> Result<Vec<String>, String> {
-        expand::split_command(text, key::deliver, &format!("{}:", self.kind), self.home)
+        expand::split_command(text, KEY, &format!("{}:", self.kind), self.home)
     }
 }
 
