@@ -8,7 +8,6 @@
 //! announced delivery completed (crash recovery). Targets read the message as a
 //! stream and never see the connection it comes from.
 
-pub mod copy;
 pub mod envelope;
 pub mod maildir;
 pub mod mbox;
@@ -22,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::expand::{self, toml_string};
-use crate::deliver::copy::CopyError;
 use crate::sync::state::StateError;
+use crate::sys::copy::{self, CopyError};
 
 /// The config key that names a target.
 const KEY: &str = "deliver";
@@ -316,14 +315,14 @@ pub trait Target {
     }
 }
 
-/// Copies a message in large batches (see [`crate::deliver::copy::batched`]): a failed read
+/// Copies a message in large batches (see [`copy::batched`]): a failed read
 /// is the server's, a failed write the target's, which `local` describes.
 pub(crate) fn copy_message<E: Into<DeliverError>>(
     message: &mut dyn Read,
     out: &mut dyn Write,
     local: impl Fn(io::Error) -> E,
 ) -> Result<u64, DeliverError> {
-    crate::deliver::copy::batched(message, out).map_err(|e| match e {
+    copy::batched(message, out).map_err(|e| match e {
         CopyError::Read(e) => DeliverError::Source(e),
         CopyError::Write(e) => local(e).into(),
     })
