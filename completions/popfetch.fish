@@ -61,8 +61,8 @@ complete -c popfetch -n "__fish_popfetch_using_subcommand import-state" -s q -l 
 complete -c popfetch -n "__fish_popfetch_using_subcommand import-state" -s h -l help -d 'Print help'
 complete -c popfetch -n "__fish_popfetch_using_subcommand init" -l host -d 'The POP3 server\'s host name, without a port' -r
 complete -c popfetch -n "__fish_popfetch_using_subcommand init" -l port -d 'The server\'s port [default: 995 with implicit TLS, else 110]' -r
-complete -c popfetch -n "__fish_popfetch_using_subcommand init" -l tls -d 'How to secure the connection [default: implicit]' -r -f -a "implicit\t'TLS from the first byte, usually port 995'
-starttls\t'plain POP3 upgraded with STLS, never falling back, usually port 110'
+complete -c popfetch -n "__fish_popfetch_using_subcommand init" -l tls -d 'How to secure the connection [default: implicit]' -r -f -a "implicit\t'TLS from the first byte, port 995 by default'
+starttls\t'plain POP3 upgraded with STLS, never falling back, port 110 by default'
 none\t'no TLS at all'"
 complete -c popfetch -n "__fish_popfetch_using_subcommand init" -l user -d 'The login name on the server' -r
 complete -c popfetch -n "__fish_popfetch_using_subcommand init" -l deliver -d 'Where mail goes: maildir:PATH, mbox:PATH or mda:COMMAND ARGS; a bare path is a Maildir, and a path must be absolute or start with ~/' -r
@@ -72,8 +72,8 @@ complete -c popfetch -n "__fish_popfetch_using_subcommand init" -s q -l quiet -d
 complete -c popfetch -n "__fish_popfetch_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l host -d 'A server to probe without an account' -r
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l port -d 'The port [default: 995 with implicit TLS, else 110]' -r
-complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l tls -d 'How to secure the connection' -r -f -a "implicit\t'TLS from the first byte, usually port 995'
-starttls\t'plain POP3 upgraded with STLS, never falling back, usually port 110'
+complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l tls -d 'How to secure the connection' -r -f -a "implicit\t'TLS from the first byte, port 995 by default'
+starttls\t'plain POP3 upgraded with STLS, never falling back, port 110 by default'
 none\t'no TLS at all'"
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -l tls-ca-file -d 'Also trust the CA certificates in FILE (PEM), as tls_ca_file does' -r -F
 complete -c popfetch -n "__fish_popfetch_using_subcommand probe" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F

@@ -1,12 +1,13 @@
 //! `popfetch init`: the answers for a first configuration file — given as flags or
 //! asked at a terminal — checked when they are given, so that a mistake is caught
-//! now and not at the first sync, and rendered as TOML by the toml crate.
+//! now and not at the first sync, and rendered as TOML (strings by `toml_string`).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
-use crate::cmd::TlsArg;
+use crate::config::expand::toml_string;
 use crate::config::keys::{self, name as key, DefaultValue};
+use crate::config::TlsMode;
 use crate::deliver::{self, Delivery};
 
 /// What the user may give on the command line instead of answering questions.
@@ -20,7 +21,7 @@ pub struct Given {
     pub port: Option<u16>,
     /// How to secure the connection [default: implicit]
     #[arg(long, value_enum, value_name = "MODE")]
-    pub tls: Option<TlsArg>,
+    pub tls: Option<TlsMode>,
     /// The login name on the server
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
@@ -38,7 +39,7 @@ pub struct Given {
 pub struct Answers {
     pub host: String,
     pub port: u16,
-    pub tls: TlsArg,
+    pub tls: TlsMode,
     pub user: String,
     pub deliver: String,
     pub keep: bool,
@@ -95,14 +96,6 @@ fn check_deliver(text: &str, home: &Path) -> Result<String, String> {
     Ok(Delivery::parse(&text, home)?.to_string())
 }
 
-fn default_port(tls: TlsArg) -> u16 {
-    if tls == TlsArg::Implicit {
-        995
-    } else {
-        110
-    }
-}
-
 /// The answers: given ones are checked (an error names the flag to fix), missing
 /// ones are asked at a terminal, else take their defaults.
 pub fn answers(given: &Given, home: &Path) -> Result<Answers, String> {
@@ -134,34 +127,36 @@ pub fn answers(given: &Given, home: &Path) -> Result<Answers, String> {
     let tls = match given.tls {
         Some(tls) => tls,
         None if terminal => {
-            let default = if port == Some(110) {
+            let default = if port == Some(TlsMode::Starttls.default_port()) {
                 "starttls"
             } else {
                 "implicit"
             };
+            let question = format!(
+                "TLS: implicit (port {}), starttls (port {}) or none",
+                TlsMode::Implicit.default_port(),
+                TlsMode::Starttls.default_port()
+            );
             loop {
-                let answer = ask(
-                    "TLS: implicit (port 995), starttls (port 110) or none",
-                    default,
-                );
-                match <TlsArg as clap::ValueEnum>::from_str(&answer, true) {
+                let answer = ask(&question, default);
+                match <TlsMode as clap::ValueEnum>::from_str(&answer, true) {
                     Ok(tls) => break tls,
                     Err(_) => eprintln!("{answer:?}: answer implicit, starttls or none"),
                 }
             }
         }
-        None => TlsArg::Implicit,
+        None => TlsMode::Implicit,
     };
     let port = match port {
         Some(port) => port,
         None if terminal => loop {
-            let default = default_port(tls).to_string();
+            let default = tls.default_port().to_string();
             match ask("Port", &default).parse::<u16>() {
                 Ok(port) if port > 0 => break port,
                 _ => eprintln!("a port is a number from 1 to 65535"),
             }
         },
-        None => default_port(tls),
+        None => tls.default_port(),
     };
     let user = match &given.user {
         Some(text) => check_user(text).map_err(|e| format!("--user: {e}"))?,
@@ -227,11 +222,6 @@ fn yes(question: &str, default: bool) -> bool {
     }
 }
 
-/// A TOML string: quoted and escaped by the toml crate, never by hand.
-fn quoted(text: &str) -> String {
-    toml::Value::String(text.to_string()).to_string()
-}
-
 /// A key in the template: its doc as a comment, then `name = value`, commented out
 /// when `value` is `None` (the key's example, else its default, is shown), then a
 /// blank line.
@@ -275,9 +265,9 @@ fn comment(out: &mut String, text: &str) {
 /// The configuration file for these answers, commented from the keys' own docs.
 pub fn render(a: &Answers) -> String {
     let tls = match a.tls {
-        TlsArg::Implicit => "implicit",
-        TlsArg::Starttls => "starttls",
-        TlsArg::None => "none",
+        TlsMode::Implicit => "implicit",
+        TlsMode::Starttls => "starttls",
+        TlsMode::None => "none",
     };
     let mut out = String::from(
         "# popfetch configuration: see `man popfetch` and README.md for every key.\n\
@@ -289,17 +279,17 @@ pub fn render(a: &Answers) -> String {
     );
     entry(&mut out, key::timeout, None);
     out.push_str("[accounts.main]\n");
-    entry(&mut out, key::host, Some(quoted(&a.host)));
+    entry(&mut out, key::host, Some(toml_string(&a.host)));
     entry(&mut out, key::port, Some(a.port.to_string()));
-    entry(&mut out, key::tls, Some(quoted(tls)));
-    entry(&mut out, key::user, Some(quoted(&a.user)));
+    entry(&mut out, key::tls, Some(toml_string(tls)));
+    entry(&mut out, key::user, Some(toml_string(&a.user)));
     comment(
         &mut out,
         "Where the password comes from, in order: password, password_command, the system \
          keyring (`popfetch password set main`), or a prompt at a terminal.",
     );
     entry(&mut out, key::password_command, None);
-    entry(&mut out, key::deliver, Some(quoted(&a.deliver)));
+    entry(&mut out, key::deliver, Some(toml_string(&a.deliver)));
     entry(&mut out, key::keep, Some(a.keep.to_string()));
     entry(&mut out, key::delete_after, None);
     entry(&mut out, key::max_size, None);
@@ -356,7 +346,7 @@ mod tests {
         let answers = Answers {
             host: "h\"\\".into(),
             port: 1995,
-            tls: TlsArg::Starttls,
+            tls: TlsMode::Starttls,
             user: "al\"ice\\\n".into(),
             deliver: "maildir:/x \"y\"".into(),
             keep: true,

@@ -134,10 +134,10 @@ enum Command {
             long,
             value_enum,
             value_name = "MODE",
-            default_value_t = TlsArg::Implicit,
+            default_value_t = TlsMode::Implicit,
             requires = "host"
         )]
-        tls: TlsArg,
+        tls: TlsMode,
         /// Also trust the CA certificates in FILE (PEM), as tls_ca_file does
         #[arg(long, value_name = "FILE", requires = "host")]
         tls_ca_file: Option<PathBuf>,
@@ -155,27 +155,6 @@ enum Command {
     /// Account names, one a line, for the shell completions.
     #[command(name = "complete-accounts", hide = true)]
     CompleteAccounts,
-}
-
-/// `--tls`: the values of the config key `tls`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TlsArg {
-    /// TLS from the first byte, usually port 995
-    Implicit,
-    /// plain POP3 upgraded with STLS, never falling back, usually port 110
-    Starttls,
-    /// no TLS at all
-    None,
-}
-
-impl From<TlsArg> for TlsMode {
-    fn from(tls: TlsArg) -> TlsMode {
-        match tls {
-            TlsArg::Implicit => TlsMode::Implicit,
-            TlsArg::Starttls => TlsMode::Starttls,
-            TlsArg::None => TlsMode::None,
-        }
-    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -416,7 +395,7 @@ fn probe(
     account: Option<&str>,
     host: Option<&str>,
     port: Option<u16>,
-    tls: TlsArg,
+    tls: TlsMode,
     tls_ca_file: Option<PathBuf>,
 ) -> Exit {
     let config;
@@ -435,8 +414,7 @@ fn probe(
             }
         }
         (None, Some(host)) => {
-            let tls = TlsMode::from(tls);
-            let port = port.unwrap_or(if tls == TlsMode::Implicit { 995 } else { 110 });
+            let port = port.unwrap_or(tls.default_port());
             let target = crate::cmd::probe::Target::host(host, port, tls, tls_ca_file);
             (target, None)
         }

@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Account, TlsMode};
 use crate::pop3::net::{
-    fingerprint_text, CertificateProblem, Stream, TlsConfig, TlsOptions, TlsVersion,
+    fingerprint_text, CertificateDetails, CertificateProblem, Stream, TlsConfig, TlsOptions,
+    TlsVersion,
 };
 use crate::pop3::proto::response::apop_timestamp;
 use crate::pop3::{self, Capabilities, Client, Trace};
@@ -175,7 +176,7 @@ fn handshake(
     };
     let digest: [u8; 32] = Sha256::digest(&der).into();
     writeln!(out, "certificate:")?;
-    match Details::of(&der) {
+    match CertificateDetails::of(&der) {
         Some(details) => {
             writeln!(out, "  subject:     {}", details.subject)?;
             writeln!(out, "  issuer:      {}", details.issuer)?;
@@ -276,67 +277,6 @@ fn verdict(
         }
         Err(ChainProblem::Unchecked(why)) => Err(format!("it could not be checked: {why}")),
     }
-}
-
-/// What a certificate says of itself, for people.
-pub struct Details {
-    pub subject: String,
-    pub issuer: String,
-    /// The end of its validity, UTC.
-    pub not_after: String,
-}
-
-impl Details {
-    /// Reads a DER certificate (RFC 5280 §4.1); `None` if it is not one.
-    pub fn of(der: &[u8]) -> Option<Details> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-        let not_after = cert.validity().not_after.timestamp();
-        let not_after = chrono::DateTime::from_timestamp(not_after, 0).map_or_else(
-            || not_after.to_string(),
-            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        );
-        Some(Details {
-            subject: name(cert.subject()),
-            issuer: name(cert.issuer()),
-            not_after,
-        })
-    }
-}
-
-/// OpenSSL's short name of a name attribute (RFC 4519 §2), for the usual ones.
-fn short_name(oid: &str) -> Option<&'static str> {
-    Some(match oid {
-        "2.5.4.3" => "CN",
-        "2.5.4.6" => "C",
-        "2.5.4.7" => "L",
-        "2.5.4.8" => "ST",
-        "2.5.4.9" => "street",
-        "2.5.4.10" => "O",
-        "2.5.4.11" => "OU",
-        "2.5.4.5" => "serialNumber",
-        "0.9.2342.19200300.100.1.25" => "DC",
-        "1.2.840.113549.1.9.1" => "emailAddress",
-        _ => return None,
-    })
-}
-
-/// A distinguished name as OpenSSL shows it: "CN=localhost, O=Example".
-fn name(name: &x509_parser::x509::X509Name<'_>) -> String {
-    let registry = x509_parser::objects::oid_registry();
-    name.iter_attributes()
-        .map(|attr| {
-            let oid = attr.attr_type().to_id_string();
-            let key = match short_name(&oid) {
-                Some(short) => short.to_string(),
-                None => x509_parser::objects::oid2sn(attr.attr_type(), registry)
-                    .map_or(oid, str::to_string),
-            };
-            // Certificate text is the server's choice: escape it like any other.
-            let value = crate::pop3::proto::response::escape(attr.attr_value().data);
-            format!("{key}={value}")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

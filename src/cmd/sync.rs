@@ -21,7 +21,7 @@ fn sync_accounts(cli: &Cli, accounts: Vec<&Account>, flags: &SyncFlags) -> Exit 
     let ui = Ui::new(cli.loudness());
     let (accounts, mut results) = prompt_first(&ui, accounts);
     // From here a Ctrl-C clears the bars and says what it means; see crate::sys::interrupt.
-    let _interrupt = crate::sys::interrupt::install(ui.bars());
+    let _interrupt = crate::sys::interrupt::install(ui.bars(), Exit::Interrupted as i32);
     let queue = Mutex::new(accounts.iter());
     let outcomes = Mutex::new(Vec::new());
     let width = if flags.json {

@@ -1,12 +1,12 @@
 //! How config text becomes paths and commands: `~`, `~user` and `$VAR` expanded,
 //! paths required absolute, commands split the way a shell would for running
-//! without one. Shared by the keys in [`super`] and the `deliver` targets.
+//! without one; and how a value is written back in a message (`toml_string`,
+//! `sh_c`). The text helpers below the keys in [`super`], the secrets and the
+//! `deliver` targets: it imports nothing else of popfetch.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
-use super::toml_string;
 
 /// Splits a command (`password_command`, `filter`, an MDA) the way a shell would,
 /// for running without one. A leading `~` or `~user` in each argument is expanded,
@@ -25,13 +25,10 @@ pub(crate) fn split_command(
     if argv.is_empty() {
         return Err(format!("{key} is empty"));
     }
-    if argv
-        .iter()
-        .any(|arg| crate::config::secret::is_shell_operator(arg))
-    {
+    if argv.iter().any(|arg| is_shell_operator(arg)) {
         return Err(format!(
             "{key} holds a shell operator, but the command runs without a shell; write {key} = {}",
-            toml_string(&format!("{prefix}{}", crate::config::secret::sh_c(text)))
+            toml_string(&format!("{prefix}{}", sh_c(text)))
         ));
     }
     argv.into_iter()
@@ -46,6 +43,34 @@ pub(crate) fn split_command(
             }
         })
         .collect()
+}
+
+/// A TOML basic string holding `text`, quotes included.
+pub fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `|`, `&&`, `>` and the like as a whole argument: never meant literally.
+pub fn is_shell_operator(arg: &str) -> bool {
+    matches!(
+        arg,
+        "|" | "||" | "&&" | "&" | ";" | ">" | ">>" | "<" | "<<" | "2>" | "2>&1" | "|&"
+    )
+}
+
+/// `sh -c 'TEXT'`, quoted for a shell.
+pub fn sh_c(text: &str) -> String {
+    format!("sh -c '{}'", text.replace('\'', r"'\''"))
 }
 
 /// Resolves a path from the config: `~` and `~user` expand to a home directory,
@@ -148,5 +173,17 @@ pub(crate) fn home_of(user: &str) -> Option<PathBuf> {
         }
         let dir = unsafe { CStr::from_ptr(pwd.pw_dir) };
         return Some(PathBuf::from(OsStr::from_bytes(dir.to_bytes())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_written_back_quoted() {
+        assert_eq!(toml_string("a\"b\\c\n"), r#""a\"b\\c\u000A""#);
+        assert_eq!(sh_c("echo 'a'"), r"sh -c 'echo '\''a'\'''");
+        assert!(is_shell_operator("2>&1") && !is_shell_operator("a|b"));
     }
 }

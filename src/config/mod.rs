@@ -21,19 +21,31 @@ pub(crate) mod expand;
 pub(crate) mod keys;
 pub mod secret;
 
-use expand::{expand_path, split_command};
+use expand::{expand_path, split_command, toml_string};
 use keys::{name as key, RawAccount, Settings};
 
-/// How the connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+/// How the connection is secured: the config key `tls` and the `--tls` flag, whose
+/// help the variants' docs are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
-    /// TLS from the first byte (RFC 8314), port 995 by default.
+    /// TLS from the first byte, port 995 by default
     Implicit,
-    /// Plain connection upgraded with STLS (RFC 2595), port 110 by default; required.
+    /// plain POP3 upgraded with STLS, never falling back, port 110 by default
     Starttls,
-    /// No encryption at all.
+    /// no TLS at all
     None,
+}
+
+impl TlsMode {
+    /// The port when none is given: 995 for implicit TLS (RFC 8314), else 110
+    /// (RFC 1939; STLS, RFC 2595).
+    pub fn default_port(self) -> u16 {
+        match self {
+            TlsMode::Implicit => 995,
+            TlsMode::Starttls | TlsMode::None => 110,
+        }
+    }
 }
 
 /// How to log in.
@@ -343,10 +355,7 @@ fn resolve(
     let host = required(set.host, key::host)?;
     let user = required(set.user, key::user)?;
     let tls = set.tls;
-    let port = set.port.unwrap_or(match tls {
-        TlsMode::Implicit => 995,
-        _ => 110,
-    });
+    let port = set.port.unwrap_or(tls.default_port());
     // Bounded so that no deadline computed from them can overflow the clock.
     let seconds = |value: u64, key: &str| match value {
         secs @ 1..=MAX_SECONDS => Ok(Duration::from_secs(secs)),
@@ -533,21 +542,6 @@ pub fn shown(text: &str) -> String {
 /// [`shown`] for a path, which need not be UTF-8.
 pub fn shown_path(path: &Path) -> String {
     shown(&path.to_string_lossy())
-}
-
-/// A TOML basic string holding `text`, quotes included.
-pub fn toml_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -804,6 +798,5 @@ state_dir = "~/st"
             "{err}"
         );
         assert_eq!(shown("ä\0\u{85}"), "ä\\x00\\x85");
-        assert_eq!(toml_string("a\"b\\c\n"), r#""a\"b\\c\u000A""#);
     }
 }

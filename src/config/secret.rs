@@ -6,6 +6,7 @@ use std::fmt;
 use std::io::{self, IsTerminal};
 use std::time::Duration;
 
+use super::expand::{is_shell_operator, sh_c, toml_string};
 use crate::sys::child::{Outcome, Overflow, Run, Stdout};
 
 /// The keyring service name; entries are named `USER@HOST`.
@@ -210,7 +211,7 @@ impl SecretCommand {
         format!(
             "; it runs without a shell, so write {} = {}",
             self.key,
-            crate::config::toml_string(&sh_c(&self.text))
+            toml_string(&sh_c(&self.text))
         )
     }
 }
@@ -225,19 +226,6 @@ pub fn looks_like_shell(argv: &[String]) -> bool {
             || arg.contains("&&")
             || arg.get(1..).is_some_and(|rest| rest.contains('~'))
     })
-}
-
-/// `|`, `&&`, `>` and the like as a whole argument: never meant literally.
-pub fn is_shell_operator(arg: &str) -> bool {
-    matches!(
-        arg,
-        "|" | "||" | "&&" | "&" | ";" | ">" | ">>" | "<" | "<<" | "2>" | "2>&1" | "|&"
-    )
-}
-
-/// `sh -c 'TEXT'`, quoted for a shell.
-pub fn sh_c(text: &str) -> String {
-    format!("sh -c '{}'", text.replace('\'', r"'\''"))
 }
 
 /// The keyring entry, else a prompt when a person is at a terminal.
@@ -405,6 +393,5 @@ mod tests {
         );
         let plain = command("false").resolve().unwrap_err().to_string();
         assert!(!plain.contains("shell"), "{plain}");
-        assert_eq!(sh_c("echo 'a'"), r"sh -c 'echo '\''a'\'''");
     }
 }

@@ -8,7 +8,6 @@
 //! announced delivery completed (crash recovery). Targets read the message as a
 //! stream and never see the connection it comes from.
 
-pub mod copy;
 pub mod envelope;
 pub mod maildir;
 pub mod mbox;
@@ -21,9 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{expand, keys::name as key, toml_string};
-use crate::deliver::copy::CopyError;
+use crate::config::expand::{self, toml_string};
 use crate::sync::state::StateError;
+use crate::sys::copy::{self, CopyError};
+
+/// The config key that names a target.
+const KEY: &str = "deliver";
 
 /// Every kind of target. A new kind is a file in this directory and one line here,
 /// plus its docs: the README's "Delivery targets" and the `deliver` key's line in
@@ -124,7 +126,7 @@ impl Env<'_> {
     /// An absolute path: `~`, `~user` and `$VAR` expanded.
     pub fn path(&self, text: &str) -> Result<PathBuf, String> {
         expand::expand_path(text, self.home)
-            .map_err(|e| format!("{} = {}: {e}", key::deliver, toml_string(self.written)))
+            .map_err(|e| format!("{} = {}: {e}", KEY, toml_string(self.written)))
     }
 
     /// The value of a kind that takes one path, opened by `open`.
@@ -138,7 +140,7 @@ impl Env<'_> {
 
     /// A command split for running without a shell, a leading `~` expanded.
     pub fn command(&self, text: &str) -> Result<Vec<String>, String> {
-        expand::split_command(text, key::deliver, &format!("{}:", self.kind), self.home)
+        expand::split_command(text, KEY, &format!("{}:", self.kind), self.home)
     }
 }
 
@@ -313,14 +315,14 @@ pub trait Target {
     }
 }
 
-/// Copies a message in large batches (see [`crate::deliver::copy::batched`]): a failed read
+/// Copies a message in large batches (see [`copy::batched`]): a failed read
 /// is the server's, a failed write the target's, which `local` describes.
 pub(crate) fn copy_message<E: Into<DeliverError>>(
     message: &mut dyn Read,
     out: &mut dyn Write,
     local: impl Fn(io::Error) -> E,
 ) -> Result<u64, DeliverError> {
-    crate::deliver::copy::batched(message, out).map_err(|e| match e {
+    copy::batched(message, out).map_err(|e| match e {
         CopyError::Read(e) => DeliverError::Source(e),
         CopyError::Write(e) => local(e).into(),
     })

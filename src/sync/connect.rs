@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::secret::Secret;
 use crate::config::{Account, TlsMode};
-use crate::pop3::net::{CertificateProblem, Stream, TlsConfig, TlsConfigError};
+use crate::pop3::net::{CertificateDetails, CertificateProblem, Stream, TlsConfig, TlsConfigError};
 use crate::pop3::proto::response::apop_timestamp;
 use crate::pop3::{
     self, Client, Credentials, Flow, ListedMessage, Listing, Peer, Session, Status, Trace, Wire,
@@ -143,7 +143,7 @@ fn stream_report(stream: &Stream) -> Vec<String> {
     }];
     if let Some(cert) = tls
         .peer_certificate()
-        .and_then(|der| crate::cmd::probe::Details::of(&der))
+        .and_then(|der| CertificateDetails::of(&der))
     {
         lines.push(format!("certificate subject: {}", cert.subject));
         lines.push(format!("certificate issuer: {}", cert.issuer));

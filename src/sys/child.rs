@@ -20,7 +20,7 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
 use rustix::process::{kill_process, waitid, Pid, Signal, WaitId, WaitIdOptions};
 
-use crate::deliver::copy::{self, CopyError};
+use crate::sys::copy::{self, CopyError};
 
 /// What a command reads on its stdin.
 pub enum Stdin<'a> {

@@ -13,8 +13,6 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
-use crate::cmd::exit::Exit;
-
 /// The write end of the pipe the signal handler wakes the watcher through.
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 
@@ -49,13 +47,13 @@ fn restore(saved: Option<&libc::termios>) {
 }
 
 /// Handles SIGINT until the returned guard is dropped: a watcher thread clears
-/// `bars`, prints the notice and exits 130. Without a pipe or a handler, SIGINT
+/// `bars`, prints the notice and exits with `code` (130). Without a pipe or a handler, SIGINT
 /// keeps its default (a kill, just as safe, only silent).
 ///
 /// With bars on a terminal, the echo of control characters is turned off meanwhile:
 /// a bar line fills the terminal's width, so an echoed "^C" would wrap onto a line
 /// of its own, and clearing the bars would then leave the top one standing.
-pub fn install(bars: Option<MultiProgress>) -> Installed {
+pub fn install(bars: Option<MultiProgress>, code: i32) -> Installed {
     let mut saved = None;
     if bars.is_some() {
         // SAFETY: tcgetattr fills a termios; an error leaves the terminal alone.
@@ -106,7 +104,7 @@ pub fn install(bars: Option<MultiProgress>) -> Installed {
             restore(saved.as_ref());
             // SAFETY: _exit ends the process at once, like the kill it stands for;
             // no destructor runs that could write half a record.
-            unsafe { libc::_exit(Exit::Interrupted as i32) };
+            unsafe { libc::_exit(code) };
         });
     if spawned.is_err() {
         return installed;

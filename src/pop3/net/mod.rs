@@ -1,10 +1,12 @@
 //! The network under POP3: the byte stream (`Stream`), a TCP connection plain or
 //! inside TLS; reads that wait for what is due in batches (`batch`); TLS trust,
-//! pinning and what a handshake negotiated (`tls`, `hello`); where the system's
-//! roots are found (`roots`). It knows nothing of POP3 above it nor of the
-//! configuration: its errors speak of the network only.
+//! pinning and what a handshake negotiated (`tls`, `hello`); what a certificate
+//! says of itself (`certificate`); where the system's roots are found (`roots`).
+//! It knows nothing of POP3 above it nor of the configuration: its errors speak of
+//! the network only.
 
 mod batch;
+mod certificate;
 mod hello;
 mod roots;
 mod tls;
@@ -14,6 +16,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use batch::Tcp;
+pub use certificate::CertificateDetails;
 pub use hello::Negotiated;
 pub use roots::{found_env, prefer_lazy_roots};
 pub use tls::{

@@ -1,0 +1,96 @@
+//! What a server's certificate says of itself, for people: subject, issuer and the
+//! end of its validity, read from the DER that the handshake gave (`probe` shows
+//! them, `-v` traces them). Like the rest of `net`, it imports nothing of popfetch.
+
+/// What a certificate says of itself, for people.
+pub struct CertificateDetails {
+    pub subject: String,
+    pub issuer: String,
+    /// The end of its validity, UTC.
+    pub not_after: String,
+}
+
+impl CertificateDetails {
+    /// Reads a DER certificate (RFC 5280 §4.1); `None` if it is not one.
+    pub fn of(der: &[u8]) -> Option<CertificateDetails> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let not_after = cert.validity().not_after.timestamp();
+        let not_after = chrono::DateTime::from_timestamp(not_after, 0).map_or_else(
+            || not_after.to_string(),
+            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        );
+        Some(CertificateDetails {
+            subject: name(cert.subject()),
+            issuer: name(cert.issuer()),
+            not_after,
+        })
+    }
+}
+
+/// OpenSSL's short name of a name attribute (RFC 4519 §2), for the usual ones.
+fn short_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "street",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.5" => "serialNumber",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "1.2.840.113549.1.9.1" => "emailAddress",
+        _ => return None,
+    })
+}
+
+/// A distinguished name as OpenSSL shows it: "CN=localhost, O=Example".
+fn name(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let registry = x509_parser::objects::oid_registry();
+    name.iter_attributes()
+        .map(|attr| {
+            let oid = attr.attr_type().to_id_string();
+            let key = match short_name(&oid) {
+                Some(short) => short.to_string(),
+                None => x509_parser::objects::oid2sn(attr.attr_type(), registry)
+                    .map_or(oid, str::to_string),
+            };
+            // Certificate text is the server's choice: escape it like any other.
+            let value = escape(attr.attr_value().data);
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How much of one attribute's text is shown.
+const MAX_SHOWN: usize = 200;
+
+/// Certificate text is the server's choice: printable ASCII passes, everything else
+/// becomes `\xNN`, cut at a fixed length, as POP3 replies are shown.
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in bytes {
+        if out.len() >= MAX_SHOWN {
+            out.push_str("...");
+            break;
+        }
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_text_is_escaped_and_cut() {
+        assert_eq!(escape(b"hi\x1b[31m\xff\\"), "hi\\x1b[31m\\xff\\\\");
+        assert!(escape(&[b'a'; 1000]).len() < 210);
+    }
+}
