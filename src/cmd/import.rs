@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::Account;
 use crate::sync::lock::AccountLock;
-use crate::sync::state::{Ledger, UidlState};
+use crate::sync::state::{Ledger, Place, UidlState};
 
 /// Which tool wrote the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,8 +47,8 @@ pub fn import(account: &Account, tool: Tool, key: Option<&str>, path: &Path) -> 
     })?;
     crate::sys::durable::create_dir_all(&account.state_dir)
         .with_context(|| format!("cannot create {}", account.state_dir.display()))?;
-    let _lock = AccountLock::acquire(&account.lock_file())?;
-    let mut state = UidlState::open(&account.state_place())?;
+    let _lock = AccountLock::acquire(&Place::of(account).lock())?;
+    let mut state = UidlState::open(&Place::of(account))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

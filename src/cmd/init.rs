@@ -5,10 +5,10 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
-use crate::config::expand::toml_string;
 use crate::config::keys::{self, name as key, DefaultValue};
 use crate::config::TlsMode;
 use crate::deliver::{self, Delivery};
+use crate::sys::expand::toml_string;
 
 /// What the user may give on the command line instead of answering questions.
 #[derive(Debug, Default, clap::Args)]

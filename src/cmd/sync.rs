@@ -11,6 +11,7 @@ use crate::cmd::ui::Ui;
 use crate::config::secret;
 use crate::config::Account;
 use crate::sync::preview;
+use crate::sync::state::{Place, UidlState};
 use crate::sync::{sync_account, Options, Report};
 
 pub(super) fn sync(cli: &Cli, names: &[String], flags: &SyncFlags) -> Exit {
@@ -137,6 +138,7 @@ fn sync_one(ui: &Ui, account: &Account, flags: &SyncFlags, width: Option<usize>)
         dry_run: flags.dry_run,
         warn: Some(out.warn()),
         progress: out.progress(),
+        rank: Some(|err| classify(err) as u8),
     };
     let result = sync_account(account, options);
     let (exit, mut report, error) = match result {
@@ -152,7 +154,7 @@ fn sync_one(ui: &Ui, account: &Account, flags: &SyncFlags, width: Option<usize>)
     if let (true, Some(planned)) = (flags.dry_run, &report.plan) {
         // The plan as `list` shows it: date, sender and subject from the headers
         // the dry run read.
-        let mut entries = match crate::sync::state::UidlState::peek(&account.state_place()) {
+        let mut entries = match UidlState::peek(&Place::of(account)) {
             Ok(state) => preview::entries(planned, &state),
             Err(_) => Vec::new(),
         };

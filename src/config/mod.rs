@@ -15,13 +15,13 @@ use serde::{Deserialize, Serialize};
 use crate::config::secret::{PasswordSource, Secret, SecretCommand};
 use crate::deliver::{self, Delivery};
 use crate::pop3::net::{TlsOptions, TlsVersion};
-use crate::sync::policy::{self, Policy, SizeAction};
+use policy::{Policy, SizeAction};
 
-pub(crate) mod expand;
 pub(crate) mod keys;
+pub mod policy;
 pub mod secret;
 
-use expand::{expand_path, split_command, toml_string};
+use crate::sys::expand::{expand_path, split_command, toml_string};
 use keys::{name as key, RawAccount, Settings};
 
 /// How the connection is secured: the config key `tls` and the `--tls` flag, whose
@@ -134,27 +134,6 @@ impl Account {
             mda_recipient: &self.mda_recipient,
             mda_timeout: self.mda_timeout,
         }
-    }
-
-    /// The mailbox's state: found by `user@host:port`, not by the account's name,
-    /// so that two configs naming their accounts alike never share one, and a
-    /// renamed account keeps its own (issue 15, bug 2).
-    pub fn state_place(&self) -> crate::sync::state::Place {
-        crate::sync::state::Place::new(
-            &self.state_dir,
-            crate::sync::state::mailbox_key(&self.user, &self.host, self.port),
-            Some(&self.name),
-        )
-    }
-
-    /// The mailbox's UIDL state file.
-    pub fn state_file(&self) -> PathBuf {
-        self.state_place().path()
-    }
-
-    /// The mailbox's lock file.
-    pub fn lock_file(&self) -> PathBuf {
-        self.state_place().lock()
     }
 }
 
@@ -595,14 +574,7 @@ state_dir = "~/st"
         assert!(work.policy.keep);
         assert_eq!(work.timeout, Duration::from_secs(5));
         assert_eq!(work.deliver.to_string(), "maildir:/home/u/Mail/work");
-        assert_eq!(
-            work.state_file(),
-            PathBuf::from("/state/me@pop.example.com:995.state")
-        );
-        assert_eq!(
-            work.lock_file(),
-            PathBuf::from("/state/me@pop.example.com:995.lock")
-        );
+        assert_eq!(work.state_dir, PathBuf::from("/state"));
         let PasswordSource::Command(command) = &work.password else {
             panic!()
         };
@@ -702,7 +674,7 @@ state_dir = "~/st"
     fn paths_expand_or_are_refused() {
         let deliver = |d: &str| account(&format!("deliver = {}", toml_string(d)));
         let shown = |d: &str| deliver(d).unwrap().deliver.to_string();
-        let root = expand::home_of("root").expect("root has a home");
+        let root = crate::sys::expand::home_of("root").expect("root has a home");
         assert_eq!(
             shown("maildir:~root/Mail"),
             format!("maildir:{}", root.join("Mail").display())

@@ -6,8 +6,8 @@ use std::fmt;
 use std::io::{self, IsTerminal};
 use std::time::Duration;
 
-use super::expand::{is_shell_operator, sh_c, toml_string};
 use crate::sys::child::{Outcome, Overflow, Run, Stdout};
+use crate::sys::expand::{is_shell_operator, sh_c, toml_string};
 
 /// The keyring service name; entries are named `USER@HOST`.
 pub const KEYRING_SERVICE: &str = "popfetch";

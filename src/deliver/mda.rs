@@ -34,7 +34,7 @@ impl fmt::Display for Mda {
 
 fn word(arg: &str) -> std::borrow::Cow<'_, str> {
     let plain = !arg.starts_with('~')
-        && !crate::config::expand::is_shell_operator(arg)
+        && !crate::sys::expand::is_shell_operator(arg)
         && shell_words::split(arg).is_ok_and(|words| words == [arg]);
     if plain {
         arg.into()

@@ -20,9 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::expand::{self, toml_string};
-use crate::sync::state::StateError;
 use crate::sys::copy::{self, CopyError};
+use crate::sys::expand::{self, toml_string};
 
 /// The config key that names a target.
 const KEY: &str = "deliver";
@@ -187,7 +186,7 @@ pub enum DeliverError {
     Source(#[source] io::Error),
     /// The intent could not be recorded, so nothing was delivered.
     #[error("cannot record the delivery in the state")]
-    State(#[source] StateError),
+    State(#[source] Unrecorded),
     /// A location read back from the state is not one this target writes: the
     /// state is damaged, and nothing is touched (issue 15, bug 8).
     #[error("the state names {location:?} as a delivery into {target}, which is not a location popfetch writes there; the state file is damaged: restore it from a backup or remove that line")]
@@ -268,7 +267,12 @@ impl DeliverError {
 }
 
 /// Called by a target with the location of a delivery before its first byte lands.
-pub type Announce<'a> = &'a mut dyn FnMut(&str) -> Result<(), StateError>;
+/// It fails when the intent cannot be recorded; the target then delivers nothing.
+pub type Announce<'a> = &'a mut dyn FnMut(&str) -> Result<(), Unrecorded>;
+
+/// Why an announced delivery could not be recorded: the state's own error, which
+/// the layer that keeps the state knows.
+pub type Unrecorded = Box<dyn Error + Send + Sync>;
 
 /// What recovery found at the location of an interrupted delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

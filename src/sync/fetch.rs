@@ -12,7 +12,7 @@ use anyhow::Result;
 use super::policy::SessionPlan;
 use super::state::identity::Identity;
 use super::state::Ledger;
-use super::{now, Progress, Report};
+use super::{now, Progress, Rank, Report};
 use crate::config::Account;
 use crate::deliver::{DeliverError, Target};
 use crate::pop3::{Flow, ListedMessage, Retrieved, Session, Wire};
@@ -184,20 +184,27 @@ pub(super) struct Sink<'a> {
     pub(super) progress: Option<&'a dyn Progress>,
 }
 
-/// Delivery failures of one session: the worst is reported, with a count of the rest.
-#[derive(Default)]
+/// Delivery failures of one session: the worst (by the caller's [`Rank`]) is
+/// reported, with a count of the rest.
 pub(super) struct Failures {
     worst: Option<anyhow::Error>,
     count: usize,
+    rank: Rank,
 }
 
 impl Failures {
+    pub(super) fn new(rank: Rank) -> Self {
+        Failures {
+            worst: None,
+            count: 0,
+            rank,
+        }
+    }
+
     pub(super) fn add(&mut self, err: anyhow::Error) {
         self.count += 1;
-        let worse = self
-            .worst
-            .as_ref()
-            .is_none_or(|w| crate::cmd::exit::classify(&err) > crate::cmd::exit::classify(w));
+        let rank = self.rank;
+        let worse = self.worst.as_ref().is_none_or(|w| rank(&err) > rank(w));
         if worse {
             self.worst = Some(err);
         }

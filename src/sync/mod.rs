@@ -31,7 +31,7 @@ use crate::pop3::{Session, Trace};
 use lock::AccountLock;
 use policy::SessionPlan;
 use preview::Headline;
-use state::{Ledger, UidlState};
+use state::{Ledger, Place, UidlState};
 
 /// Told how a sync advances, for a progress bar.
 pub trait Progress: Send {
@@ -52,7 +52,13 @@ pub struct Options {
     pub dry_run: bool,
     /// Receives warnings that are not errors.
     pub warn: Option<Warn>,
+    /// Which of several failures is the worst, the one a failed sync reports (the
+    /// caller's exit codes order them); without it, the first.
+    pub rank: Option<Rank>,
 }
+
+/// Orders failures: the higher, the worse.
+pub type Rank = fn(&anyhow::Error) -> u8;
 
 /// Where warnings that are not errors go.
 pub type Warn = Box<dyn Fn(&str) + Send>;
@@ -85,6 +91,7 @@ pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
         progress,
         trace,
         warn,
+        rank,
         ..
     } = options;
     let warn = |text: &str| {
@@ -108,6 +115,7 @@ pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
         &mut state,
         progress.as_deref(),
         &warn,
+        rank.unwrap_or(|_| 0),
     )
 }
 
@@ -124,7 +132,7 @@ fn open_state_and_session(
 ) -> Result<(UidlState, Session<Stream>)> {
     std::thread::scope(|scope| {
         let connecting = scope.spawn(|| connect::open_prepared_session(account, trace, tls));
-        let state = UidlState::open(&account.state_place())
+        let state = UidlState::open(&Place::of(account))
             .map_err(anyhow::Error::from)
             .and_then(|mut state| {
                 recover(&mut state, target)?;
@@ -148,11 +156,11 @@ fn lock(account: &Account) -> Result<AccountLock> {
     crate::sys::durable::create_dir_all(&account.state_dir).map_err(|source| {
         crate::sync::state::StateError::Io {
             action: "create the directory of",
-            path: account.state_file(),
+            path: Place::of(account).path(),
             source,
         }
     })?;
-    Ok(AccountLock::acquire(&account.lock_file())?)
+    Ok(AccountLock::acquire(&Place::of(account).lock())?)
 }
 
 /// Finishes what a killed run left: a delivery announced in the state either

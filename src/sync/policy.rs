@@ -6,34 +6,9 @@ use std::time::Duration;
 
 use foldhash::{HashMap, HashSet};
 
+pub use crate::config::policy::{Policy, SizeAction};
 use crate::pop3::ListedMessage;
 use crate::sync::state::identity::{Identity, Record};
-
-/// What to do with a message that is over `max_size`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SizeAction {
-    /// Leave it on the server, unfetched.
-    #[default]
-    Skip,
-    /// Delete it from the server without fetching it.
-    Delete,
-}
-
-/// The account's rules about what to fetch and what to leave on the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Policy {
-    /// Leave messages on the server after delivering them.
-    pub keep: bool,
-    /// With `keep`, delete messages first seen longer ago than this.
-    pub delete_after: Option<Duration>,
-    /// Fetch messages already delivered too (to re-archive a mailbox).
-    pub fetch_all: bool,
-    /// Messages larger than this (in octets, as LIST counts them) are not fetched.
-    pub max_size: Option<u64>,
-    pub max_size_action: SizeAction,
-    /// Fetch at most this many messages per run, oldest first.
-    pub max_messages: Option<usize>,
-}
 
 /// Why a message is skipped or deleted without being fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -452,45 +427,6 @@ fn decide(message: &ListedMessage, first_seen: Option<u64>, policy: &Policy, now
     Action::Fetch
 }
 
-/// Splits "30 d" or "30d" into the number and its unit (trimmed, maybe empty).
-fn number_and_unit(text: &str) -> Option<(u64, &str)> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    Some((number.parse().ok()?, unit.trim()))
-}
-
-/// Parses "30d", "12h", "90m", "45s", "2w". The unit is required: getmail's
-/// `delete_after` counts days, so a bare "30" would mean different things to
-/// different readers.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let (number, unit) = number_and_unit(text)?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return None,
-    };
-    number.checked_mul(seconds).map(Duration::from_secs)
-}
-
-/// Parses "10M", "512K", "1G", "2000" (bytes; K, M, G are powers of 1024).
-pub fn parse_size(text: &str) -> Option<u64> {
-    let (number, unit) = number_and_unit(text)?;
-    let factor = match unit.to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" => 1 << 10,
-        "M" | "MB" => 1 << 20,
-        "G" | "GB" => 1 << 30,
-        _ => return None,
-    };
-    number.checked_mul(factor)
-}
-
 /// A duration in the largest whole unit that fits, for messages.
 pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
@@ -505,6 +441,7 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::policy::{parse_duration, parse_size};
     use std::collections::HashMap;
 
     const DAY: u64 = 86_400;
@@ -899,15 +836,7 @@ mod tests {
     }
 
     #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("30d"), Some(Duration::from_secs(30 * DAY)));
-        assert_eq!(parse_duration("2w"), Some(Duration::from_secs(14 * DAY)));
-        assert_eq!(parse_duration("90"), None, "a bare number has no unit");
-        assert_eq!(parse_duration("5y"), None);
-        assert_eq!(parse_duration("d"), None);
-        assert_eq!(parse_size("10M"), Some(10 << 20));
-        assert_eq!(parse_size("512k"), Some(512 << 10));
-        assert_eq!(parse_size("big"), None);
+    fn durations_are_shown_in_their_largest_unit() {
         assert_eq!(format_duration(Duration::from_secs(31 * DAY + 5)), "31d");
     }
 }

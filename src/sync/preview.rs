@@ -9,7 +9,7 @@ use crate::config::Account;
 use crate::pop3::{Flow, Trace};
 use crate::sync::connect::{self, open_session};
 use crate::sync::policy::{self, Action, SessionPlan};
-use crate::sync::state::UidlState;
+use crate::sync::state::{Place, UidlState};
 
 /// One message as `list` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub fn list_account(
     trace: Option<Trace>,
     warn: &dyn Fn(&str),
 ) -> Result<Vec<Entry>> {
-    let state = UidlState::peek(&account.state_place())?;
+    let state = UidlState::peek(&Place::of(account))?;
     let mut session = open_session(account, trace)?;
     let now = now();
     let listing = connect::listing(&mut session, None, warn)?;

@@ -10,8 +10,8 @@ use super::connect::open_session;
 use super::fetch::{fetch_and_deliver, Failures, Sink};
 use super::policy::{self, Action, SessionPlan};
 use super::preview::Headline;
-use super::state::{Ledger, UidlState};
-use super::{connect, filter, now, Options, Progress, Report};
+use super::state::{Ledger, Place, UidlState};
+use super::{connect, filter, now, Options, Progress, Rank, Report};
 use crate::config::Account;
 use crate::deliver::Target;
 use crate::pop3::{self, Flow, Session, Wire};
@@ -27,8 +27,9 @@ pub(super) fn run_session<S: Wire>(
     state: &mut dyn Ledger,
     progress: Option<&dyn Progress>,
     warn: &dyn Fn(&str),
+    rank: Rank,
 ) -> Result<Report> {
-    let mut failures = Failures::default();
+    let mut failures = Failures::new(rank);
     let plan = plan_session(
         &mut session,
         account,
@@ -130,9 +131,9 @@ pub(super) fn dry_run(account: &Account, options: Options) -> Result<Report> {
             w(text)
         }
     };
-    let state = UidlState::peek(&account.state_place())?;
+    let state = UidlState::peek(&Place::of(account))?;
     let mut session = open_session(account, options.trace)?;
-    let mut failures = Failures::default();
+    let mut failures = Failures::new(options.rank.unwrap_or(|_| 0));
     let plan = plan_session(
         &mut session,
         account,

@@ -294,16 +294,17 @@ fn run(server: &str, stages: bool, fail_flush: bool, fail_records: bool) -> Run 
     let mut target = Shelf::new(&log, stages);
     target.fail_flush = fail_flush;
     let mut state = Watched {
-        state: UidlState::open(&account.state_place()).unwrap(),
+        state: UidlState::open(&Place::of(account)).unwrap(),
         log: log.clone(),
         fail_records,
         unsynced_records: false,
     };
     let warned = RefCell::new(Vec::new());
     let warn = |text: &str| warned.borrow_mut().push(text.to_string());
-    let result = run_session(session, account, &mut target, &mut state, None, &warn);
+    let rank = |err: &anyhow::Error| crate::cmd::exit::classify(err) as u8;
+    let result = run_session(session, account, &mut target, &mut state, None, &warn, rank);
     drop(state);
-    let recorded = UidlState::peek(&account.state_place())
+    let recorded = UidlState::peek(&Place::of(account))
         .unwrap()
         .delivered_uids()
         .map(String::from)

@@ -5,4 +5,5 @@
 pub mod child;
 pub mod copy;
 pub mod durable;
+pub mod expand;
 pub mod interrupt;

@@ -62,7 +62,7 @@ use std::path::PathBuf;
 
 pub use adopt::Adoption;
 pub use known::Snapshot;
-pub use place::{mailbox_key, Place};
+pub use place::Place;
 
 use crate::sync::policy::Known;
 use crate::sync::state::identity::{Identity, Record as Delivered};
@@ -324,6 +324,7 @@ mod tests {
     use std::fs::OpenOptions;
     use std::io::Write;
 
+    use super::place::mailbox_key;
     use super::record::seal;
     use super::*;
 

@@ -119,7 +119,7 @@ impl UidlState {
 
 #[cfg(test)]
 mod tests {
-    use super::super::mailbox_key;
+    use super::super::place::mailbox_key;
     use super::super::tests::temp_state;
     use super::*;
     use crate::sync::state::Ledger;

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::Account;
+
 /// Where the state of one mailbox lives, and whose it is.
 ///
 /// Why a DELE is only ever planned on the strength of records this mailbox's own
@@ -32,6 +34,17 @@ pub struct Place {
 }
 
 impl Place {
+    /// The state of an account's mailbox: found by `user@host:port`, not by the
+    /// account's name, so that two configs naming their accounts alike never share
+    /// one, and a renamed account keeps its own (issue 15, bug 2).
+    pub fn of(account: &Account) -> Place {
+        Place::new(
+            &account.state_dir,
+            mailbox_key(&account.user, &account.host, account.port),
+            Some(&account.name),
+        )
+    }
+
     /// The state of `mailbox` (from [`mailbox_key`]) in `dir`; `account` is the name
     /// an older popfetch filed it under.
     pub fn new(dir: &Path, mailbox: String, account: Option<&str>) -> Place {

@@ -1,8 +1,8 @@
 //! How config text becomes paths and commands: `~`, `~user` and `$VAR` expanded,
 //! paths required absolute, commands split the way a shell would for running
 //! without one; and how a value is written back in a message (`toml_string`,
-//! `sh_c`). The text helpers below the keys in [`super`], the secrets and the
-//! `deliver` targets: it imports nothing else of popfetch.
+//! `sh_c`). Shared by the config, its secrets and the delivery targets; it
+//! imports nothing else of popfetch.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
