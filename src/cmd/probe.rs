@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Account, TlsMode};
 use crate::pop3::net::{
-    fingerprint_text, CertificateDetails, CertificateProblem, Stream, TlsConfig, TlsOptions,
+    self, fingerprint_text, CertificateDetails, CertificateProblem, Stream, TlsConfig, TlsOptions,
     TlsVersion,
 };
 use crate::pop3::proto::response::apop_timestamp;
@@ -86,11 +86,12 @@ pub fn probe(
         let mut report = Vec::new();
         let verdict = &mut trusted;
         client = client.starttls(|plain| {
-            let (secured, v) =
-                handshake(plain, target, &mut report).map_err(|e| pop3::Error::Tls {
+            let (secured, v) = handshake(plain, target, &mut report).map_err(|e| {
+                pop3::Error::Net(net::Error::Tls {
                     host: target.host.clone(),
                     reason: format!("{e:#}"),
-                })?;
+                })
+            })?;
             *verdict = v;
             Ok(secured)
         })?;
@@ -114,10 +115,10 @@ pub fn probe(
         // Nothing secret has been sent; the password is not offered to a server
         // the account would not trust.
         let _ = client.quit();
-        return Err(pop3::Error::Tls {
+        return Err(pop3::Error::Net(net::Error::Tls {
             host: target.host.clone(),
             reason: format!("{why}; not logging in"),
-        }
+        })
         .into());
     }
     let secret = crate::sync::connect::secret(account)?;
@@ -227,7 +228,9 @@ fn chain_verdict(target: &Target) -> Result<(), ChainProblem> {
     };
     match secured {
         Ok(()) => Ok(()),
-        Err(pop3::Error::Certificate { problem, .. }) => Err(ChainProblem::Certificate(problem)),
+        Err(pop3::Error::Net(net::Error::Certificate { problem, .. })) => {
+            Err(ChainProblem::Certificate(problem))
+        }
         Err(e) => Err(unchecked(&e)),
     }
 }

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustix::fs::{fcntl_lock, FlockOperation};
 
+use crate::sys::durable::open_private;
+
 use super::{
     copy_message, envelope, Announce, Class, DeliverError, Kind, Recovered, Target, TargetError,
 };
@@ -418,14 +420,7 @@ impl MboxLock {
         let deadline = Instant::now().checked_add(wait);
         let expired = || deadline.is_some_and(|d| Instant::now() >= d);
         let pause = || std::thread::sleep(Duration::from_millis(100));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(local)?;
+        let file = open_private(path).map_err(local)?;
         loop {
             match fcntl_lock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => break,

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use super::net::{self, CertificateProblem};
+use super::net;
 use super::proto::response::RespCode;
 
 /// How an error should be treated by whoever runs the session.
@@ -23,25 +23,9 @@ pub enum ErrorKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot resolve {host}")]
-    Resolve { host: String, source: io::Error },
-    #[error("cannot connect to {addr}")]
-    Connect { addr: String, source: io::Error },
-    #[error("TLS with {host} failed: {reason}")]
-    Tls { host: String, reason: String },
-    #[error("the certificate of {host} {problem}")]
-    Certificate {
-        host: String,
-        problem: CertificateProblem,
-    },
-    #[error("the certificate of {host} is {actual}, expected {expected}")]
-    PinMismatch {
-        host: String,
-        actual: String,
-        expected: String,
-    },
-    #[error("{host} did not answer the TLS handshake with TLS")]
-    NotTls { host: String },
+    /// Reaching or securing the server failed (see [`net::Error`]).
+    #[error(transparent)]
+    Net(net::Error),
     #[error("the server speaks TLS where a POP3 greeting should be")]
     TlsNotGreeting,
     #[error(
@@ -83,12 +67,8 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Resolve { .. }
-            | Error::Connect { .. }
-            | Error::Tls { .. }
-            | Error::Certificate { .. }
-            | Error::PinMismatch { .. }
-            | Error::NotTls { .. }
+            Error::Net(net::Error::Timeout(_)) => ErrorKind::Temporary,
+            Error::Net(_)
             | Error::TlsNotGreeting
             | Error::StlsUnavailable
             | Error::StlsRefused(_) => ErrorKind::Unavailable,
@@ -120,21 +100,9 @@ impl Error {
 impl From<net::Error> for Error {
     fn from(e: net::Error) -> Error {
         match e {
-            net::Error::Resolve { host, source } => Error::Resolve { host, source },
-            net::Error::Connect { addr, source } => Error::Connect { addr, source },
-            net::Error::Tls { host, reason } => Error::Tls { host, reason },
-            net::Error::Certificate { host, problem } => Error::Certificate { host, problem },
-            net::Error::PinMismatch {
-                host,
-                actual,
-                expected,
-            } => Error::PinMismatch {
-                host,
-                actual,
-                expected,
-            },
-            net::Error::NotTls { host } => Error::NotTls { host },
+            // The session's own timeout says the next run tries again.
             net::Error::Timeout(phase) => Error::Timeout(phase),
+            e => Error::Net(e),
         }
     }
 }

@@ -7,6 +7,7 @@ mod client;
 mod error;
 pub mod net;
 pub mod proto;
+mod text;
 
 #[cfg(test)]
 pub(crate) mod mock;

@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::secret::Secret;
 use crate::config::{Account, TlsMode};
-use crate::pop3::net::{CertificateDetails, CertificateProblem, Stream, TlsConfig, TlsConfigError};
+use crate::pop3::net::{
+    self, CertificateDetails, CertificateProblem, Stream, TlsConfig, TlsConfigError,
+};
 use crate::pop3::proto::response::apop_timestamp;
 use crate::pop3::{
     self, Client, Credentials, Flow, ListedMessage, Listing, Peer, Session, Status, Trace, Wire,
@@ -173,7 +175,7 @@ pub struct Advised {
 /// Adds the advice a user needs to a connection or TLS error, where there is one.
 pub fn advise(error: pop3::Error) -> anyhow::Error {
     let hint = match &error {
-        pop3::Error::NotTls { .. } => {
+        pop3::Error::Net(net::Error::NotTls { .. }) => {
             "is this a plain POP3 port? try tls = \"starttls\" (or port 995 for tls = \"implicit\")"
         }
         pop3::Error::TlsNotGreeting => {
@@ -182,8 +184,8 @@ pub fn advise(error: pop3::Error) -> anyhow::Error {
         pop3::Error::StlsUnavailable | pop3::Error::StlsRefused(_) => {
             "tls = \"starttls\" never falls back to cleartext: if the server has a TLS port, use it with tls = \"implicit\""
         }
-        pop3::Error::Certificate { problem, .. } => certificate_hint(problem),
-        pop3::Error::PinMismatch { .. } => {
+        pop3::Error::Net(net::Error::Certificate { problem, .. }) => certificate_hint(problem),
+        pop3::Error::Net(net::Error::PinMismatch { .. }) => {
             "it does not match tls_fingerprint: if the certificate was renewed, check the new one and update the pin (popfetch probe shows it)"
         }
         _ => return error.into(),

@@ -2,10 +2,11 @@
 //! directory. The kernel drops the lock when its holder dies, so the lock of a killed
 //! run never blocks the next one.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::sys::durable::open_private;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -28,14 +29,7 @@ impl AccountLock {
             path: path.to_path_buf(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_error)?;
+        let file = open_private(path).map_err(io_error)?;
         match file.try_lock() {
             Ok(()) => Ok(AccountLock { _file: file }),
             Err(TryLockError::WouldBlock) => Err(LockError::Held {

@@ -180,6 +180,19 @@ pub fn create_dir_all(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Opens `path` for reading and writing, creating it private to its owner (mode
+/// 0600) if it is missing and never truncating it: a lock file, or a mailbox that
+/// is locked before it is appended to.
+pub fn open_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,8 @@
 //! What a server's certificate says of itself, for people: subject, issuer and the
 //! end of its validity, read from the DER that the handshake gave (`probe` shows
-//! them, `-v` traces them). Like the rest of `net`, it imports nothing of popfetch.
+//! them, `-v` traces them). The names are the server's text, escaped as all of it is.
+
+use crate::pop3::text::escape;
 
 /// What a certificate says of itself, for people.
 pub struct CertificateDetails {
@@ -61,36 +63,4 @@ fn name(name: &x509_parser::x509::X509Name<'_>) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// How much of one attribute's text is shown.
-const MAX_SHOWN: usize = 200;
-
-/// Certificate text is the server's choice: printable ASCII passes, everything else
-/// becomes `\xNN`, cut at a fixed length, as POP3 replies are shown.
-fn escape(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for &b in bytes {
-        if out.len() >= MAX_SHOWN {
-            out.push_str("...");
-            break;
-        }
-        match b {
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attribute_text_is_escaped_and_cut() {
-        assert_eq!(escape(b"hi\x1b[31m\xff\\"), "hi\\x1b[31m\\xff\\\\");
-        assert!(escape(&[b'a'; 1000]).len() < 210);
-    }
 }

@@ -2,15 +2,14 @@
 //! response codes (RFC 2449 §8, RFC 3206), CAPA lines (RFC 2449 §6), scan listings
 //! (RFC 1939 §5) and the APOP timestamp of the greeting (RFC 1939 §7).
 
+pub use crate::pop3::text::escape;
+
 use super::Error;
 
 /// Longest status line we accept. RFC 2449 §4 caps responses at 512 octets including
 /// CRLF; real servers sometimes exceed that, so we allow slack but never grow without
 /// bound on a hostile peer.
 pub const MAX_LINE: usize = 4096;
-
-/// How much server text we repeat in an error message.
-const MAX_SHOWN: usize = 200;
 
 /// An extended response code (RFC 2449 §8). Only the ones that change what we do are
 /// named; anything else is kept as text.
@@ -92,26 +91,6 @@ pub fn parse_status(line: &[u8]) -> Result<Status, Error> {
 fn strip_keyword<'a>(line: &'a [u8], keyword: &[u8]) -> Option<&'a [u8]> {
     let rest = line.strip_prefix(keyword)?;
     (rest.is_empty() || rest[0] == b' ').then_some(rest)
-}
-
-/// Makes server text safe to print: printable ASCII passes, everything else (terminal
-/// escape sequences, control characters, 8-bit bytes) becomes `\xNN`, and the result is
-/// cut at a fixed length. A hostile server must not be able to drive the user's terminal
-/// or forge lines in a log.
-pub fn escape(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for &b in bytes {
-        if out.len() >= MAX_SHOWN {
-            out.push_str("...");
-            break;
-        }
-        match b {
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    out
 }
 
 /// A line of a `UIDL` listing: message number and unique-id (RFC 1939 §7).
