@@ -9,6 +9,8 @@
 //! - `pop3`: the protocol (pure core, blocking client, network);
 //! - `sys`: helper commands, durable writes, Ctrl-C.
 
+#![warn(unreachable_pub)]
+
 mod cmd;
 mod config;
 mod deliver;

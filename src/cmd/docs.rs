@@ -370,7 +370,7 @@ fn man_keys() -> String {
 }
 
 /// The README's table of keys, in Markdown.
-pub fn readme_keys() -> String {
+pub(crate) fn readme_keys() -> String {
     let mut out = String::from("| key | value | meaning | default |\n|---|---|---|---|\n");
     for key in keys::all() {
         let default = match key.default {

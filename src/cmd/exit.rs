@@ -44,7 +44,7 @@ impl From<Exit> for ExitCode {
 }
 
 /// The exit code for an error: the first typed error in its chain decides.
-pub fn classify(err: &anyhow::Error) -> Exit {
+pub(crate) fn classify(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
         let pop3 = match cause.downcast_ref::<crate::sync::connect::Advised>() {
             Some(advised) => Some(&advised.error),

@@ -12,7 +12,7 @@ use crate::sync::state::{Ledger, Place, UidlState};
 
 /// Which tool wrote the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Tool {
+pub(crate) enum Tool {
     Fetchmail,
     Mpop,
     Getmail,
@@ -30,7 +30,12 @@ impl std::fmt::Display for Tool {
 
 /// Records every UID in `path` as delivered for `account`; returns how many were new.
 /// `key` (USER@HOST) takes another mailbox's list from a file that holds several.
-pub fn import(account: &Account, tool: Tool, key: Option<&str>, path: &Path) -> Result<usize> {
+pub(crate) fn import(
+    account: &Account,
+    tool: Tool,
+    key: Option<&str>,
+    path: &Path,
+) -> Result<usize> {
     let (user, host) = match key {
         Some(key) => key
             .rsplit_once('@')
@@ -66,7 +71,7 @@ pub fn import(account: &Account, tool: Tool, key: Option<&str>, path: &Path) -> 
 }
 
 /// The UIDs of `user` at `host` in a tool's file.
-pub fn uids(tool: Tool, text: &[u8], user: &str, host: &str) -> Result<Vec<String>> {
+pub(crate) fn uids(tool: Tool, text: &[u8], user: &str, host: &str) -> Result<Vec<String>> {
     let text = String::from_utf8_lossy(text);
     let uids: Vec<String> = match tool {
         // fetchmail: "user@host UID" per line.

@@ -12,7 +12,7 @@ use crate::sys::expand::toml_string;
 
 /// What the user may give on the command line instead of answering questions.
 #[derive(Debug, Default, clap::Args)]
-pub struct Given {
+pub(crate) struct Given {
     /// The POP3 server's host name, without a port
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
@@ -36,7 +36,7 @@ pub struct Given {
 
 /// Checked answers, ready to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answers {
+pub(crate) struct Answers {
     pub host: String,
     pub port: u16,
     pub tls: TlsMode,
@@ -98,7 +98,7 @@ fn check_deliver(text: &str, home: &Path) -> Result<String, String> {
 
 /// The answers: given ones are checked (an error names the flag to fix), missing
 /// ones are asked at a terminal, else take their defaults.
-pub fn answers(given: &Given, home: &Path) -> Result<Answers, String> {
+pub(crate) fn answers(given: &Given, home: &Path) -> Result<Answers, String> {
     let terminal = std::io::stdin().is_terminal();
     let mut port = given.port;
     let host = match &given.host {
@@ -263,7 +263,7 @@ fn comment(out: &mut String, text: &str) {
 }
 
 /// The configuration file for these answers, commented from the keys' own docs.
-pub fn render(a: &Answers) -> String {
+pub(crate) fn render(a: &Answers) -> String {
     let tls = match a.tls {
         TlsMode::Implicit => "implicit",
         TlsMode::Starttls => "starttls",
@@ -298,7 +298,7 @@ pub fn render(a: &Answers) -> String {
 }
 
 /// What to run next, naming the file when it is not the default one.
-pub fn next_steps(config: Option<&Path>) -> String {
+pub(crate) fn next_steps(config: Option<&Path>) -> String {
     let c = config.map_or(String::new(), |p| {
         format!(" -c {}", shell_words::quote(&p.to_string_lossy()))
     });

@@ -16,13 +16,13 @@ use crate::sync::preview;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
-pub mod docs;
-pub mod exit;
-pub mod import;
-pub mod init;
-pub mod probe;
+pub(crate) mod docs;
+pub(crate) mod exit;
+pub(crate) mod import;
+pub(crate) mod init;
+pub(crate) mod probe;
 mod sync;
-pub mod ui;
+pub(crate) mod ui;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,7 +30,7 @@ pub mod ui;
     version,
     about = "Fetch mail from POP3 servers, safely"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]
     #[arg(short, long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,

@@ -22,7 +22,7 @@ use crate::pop3::proto::response::apop_timestamp;
 use crate::pop3::{self, Capabilities, Client, Trace};
 
 /// Where to probe, and what to trust there.
-pub struct Target {
+pub(crate) struct Target {
     pub host: String,
     pub port: u16,
     pub tls: TlsMode,
@@ -33,7 +33,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn of(account: &Account) -> Target {
+    pub(crate) fn of(account: &Account) -> Target {
         Target {
             host: account.host.clone(),
             port: account.port,
@@ -45,7 +45,7 @@ impl Target {
 
     /// A server given on the command line, verified against the system's roots
     /// and `ca_file`.
-    pub fn host(host: &str, port: u16, tls: TlsMode, ca_file: Option<PathBuf>) -> Target {
+    pub(crate) fn host(host: &str, port: u16, tls: TlsMode, ca_file: Option<PathBuf>) -> Target {
         Target {
             host: host.to_string(),
             port,
@@ -65,7 +65,7 @@ impl Target {
 /// `trace`. With `login`, also logs in with that account's credentials and shows
 /// the mailbox size, if the target's trust rules accept the server; if they do not,
 /// the report ends before the login with an error that says why.
-pub fn probe(
+pub(crate) fn probe(
     target: &Target,
     login: Option<&Account>,
     mut trace: Option<Trace>,

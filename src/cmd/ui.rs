@@ -13,20 +13,20 @@ use crate::sync::{Progress, Warn};
 
 /// How loud to be.
 #[derive(Debug, Clone, Copy)]
-pub struct Loudness {
+pub(crate) struct Loudness {
     pub verbose: bool,
     pub quiet: bool,
 }
 
 /// The output of a whole run.
-pub struct Ui {
+pub(crate) struct Ui {
     loudness: Loudness,
     /// Progress bars, when a person is watching a terminal.
     bars: Option<MultiProgress>,
 }
 
 impl Ui {
-    pub fn new(loudness: Loudness) -> Ui {
+    pub(crate) fn new(loudness: Loudness) -> Ui {
         let watching = std::io::stderr().is_terminal() && !loudness.quiet;
         Ui {
             loudness,
@@ -35,17 +35,17 @@ impl Ui {
     }
 
     /// The bars of the run, for the interrupt notice to clear.
-    pub fn bars(&self) -> Option<MultiProgress> {
+    pub(crate) fn bars(&self) -> Option<MultiProgress> {
         self.bars.clone()
     }
 
     /// Whether a person is watching (progress bars and summaries shown).
-    pub fn interactive(&self) -> bool {
+    pub(crate) fn interactive(&self) -> bool {
         self.bars.is_some()
     }
 
     /// The output of one account.
-    pub fn account(&self, name: &str) -> AccountUi {
+    pub(crate) fn account(&self, name: &str) -> AccountUi {
         // The bar joins the screen only once there is something to fetch (see
         // `Bar::planned`): an account that fails before never leaves a line behind.
         let bar = self.bars.as_ref().map(|_| {
@@ -72,7 +72,7 @@ impl Ui {
 }
 
 /// One account's output, held until the account is done.
-pub struct AccountUi {
+pub(crate) struct AccountUi {
     name: String,
     loudness: Loudness,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -83,7 +83,7 @@ pub struct AccountUi {
 
 impl AccountUi {
     /// With -v, the protocol steps, each line naming the account.
-    pub fn trace(&self) -> Option<Trace> {
+    pub(crate) fn trace(&self) -> Option<Trace> {
         let lines = self.stderr.clone();
         let name = self.name.clone();
         self.loudness.verbose.then(|| {
@@ -93,7 +93,7 @@ impl AccountUi {
     }
 
     /// Warnings that are not errors, unless -q.
-    pub fn warn(&self) -> Warn {
+    pub(crate) fn warn(&self) -> Warn {
         let lines = self.stderr.clone();
         let name = self.name.clone();
         let quiet = self.loudness.quiet;
@@ -108,7 +108,7 @@ impl AccountUi {
     }
 
     /// The progress bar's feed, at a terminal.
-    pub fn progress(&self) -> Option<Box<dyn Progress>> {
+    pub(crate) fn progress(&self) -> Option<Box<dyn Progress>> {
         let multi = self.multi.clone()?;
         self.bar.clone().map(|bar| {
             Box::new(Bar {
@@ -120,17 +120,17 @@ impl AccountUi {
     }
 
     /// A line for stdout (a dry run's plan, a listing).
-    pub fn print(&mut self, line: String) {
+    pub(crate) fn print(&mut self, line: String) {
         self.stdout.push(line);
     }
 
     /// A line for stderr: an error, always shown.
-    pub fn error(&mut self, line: String) {
+    pub(crate) fn error(&mut self, line: String) {
         self.stderr.lock().unwrap().push(line);
     }
 
     /// The summary line: shown at a terminal, or with -v.
-    pub fn summary(&mut self, line: String) {
+    pub(crate) fn summary(&mut self, line: String) {
         if self.multi.is_some() || self.loudness.verbose {
             self.stderr
                 .lock()
@@ -140,7 +140,7 @@ impl AccountUi {
     }
 
     /// Prints everything gathered, in one piece.
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         if let (Some(bar), Some(multi)) = (&self.bar, &self.multi) {
             bar.finish_and_clear();
             multi.remove(bar);
@@ -196,7 +196,7 @@ impl Progress for Bar {
 
 /// The width of the terminal on stdout, if stdout is one: what `list` and the dry
 /// run's table must fit. $COLUMNS, when set, wins, as for ls(1).
-pub fn stdout_width() -> Option<usize> {
+pub(crate) fn stdout_width() -> Option<usize> {
     if !std::io::stdout().is_terminal() {
         return None;
     }

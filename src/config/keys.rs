@@ -11,7 +11,7 @@ use super::{AuthMethod, SizeValue, TlsMode};
 
 /// One key as the documentation shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Key {
+pub(crate) struct Key {
     pub name: &'static str,
     /// The kind of value: "string", "integer", "boolean", "path", "command", …
     pub shape: &'static str,
@@ -25,7 +25,7 @@ pub struct Key {
 
 /// What an unset key means.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DefaultValue {
+pub(crate) enum DefaultValue {
     /// A plain value, as TOML: `60`, `"implicit"`.
     Toml(String),
     /// Words, Markdown, for a default computed from other keys or the system.
@@ -109,7 +109,7 @@ macro_rules! keys {
         }
 
         /// Every key, in the order the documentation lists them.
-        pub fn all() -> Vec<Key> {
+        pub(crate) fn all() -> Vec<Key> {
             vec![$(Key {
                 name: stringify!($name),
                 shape: $shape,
@@ -123,7 +123,7 @@ macro_rules! keys {
         /// every key is named outside its declaration.
         #[allow(non_upper_case_globals, dead_code)]
         pub(crate) mod name {
-            $(pub const $name: &str = stringify!($name);)+
+            $(pub(crate) const $name: &str = stringify!($name);)+
         }
     };
 }
@@ -182,7 +182,7 @@ keys! {
 }
 
 /// The key of this name.
-pub fn get(name: &str) -> Key {
+pub(crate) fn get(name: &str) -> Key {
     all()
         .into_iter()
         .find(|key| key.name == name)
@@ -190,7 +190,7 @@ pub fn get(name: &str) -> Key {
 }
 
 /// A doc's Markdown as plain text, for TOML comments.
-pub fn plain(doc: &str) -> String {
+pub(crate) fn plain(doc: &str) -> String {
     doc.replace('`', "")
 }
 

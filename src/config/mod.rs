@@ -18,8 +18,8 @@ use crate::pop3::net::{TlsOptions, TlsVersion};
 use policy::{Policy, SizeAction};
 
 pub(crate) mod keys;
-pub mod policy;
-pub mod secret;
+pub(crate) mod policy;
+pub(crate) mod secret;
 
 use crate::sys::expand::{expand_path, split_command, toml_string};
 use keys::{name as key, RawAccount, Settings};
@@ -28,7 +28,7 @@ use keys::{name as key, RawAccount, Settings};
 /// help the variants' docs are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum TlsMode {
+pub(crate) enum TlsMode {
     /// TLS from the first byte, port 995 by default
     Implicit,
     /// plain POP3 upgraded with STLS, never falling back, port 110 by default
@@ -40,7 +40,7 @@ pub enum TlsMode {
 impl TlsMode {
     /// The port when none is given: 995 for implicit TLS (RFC 8314), else 110
     /// (RFC 1939; STLS, RFC 2595).
-    pub fn default_port(self) -> u16 {
+    pub(crate) fn default_port(self) -> u16 {
         match self {
             TlsMode::Implicit => 995,
             TlsMode::Starttls | TlsMode::None => 110,
@@ -51,7 +51,7 @@ impl TlsMode {
 /// How to log in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum AuthMethod {
+pub(crate) enum AuthMethod {
     /// The strongest the server offers; never a cleartext password outside TLS.
     Auto,
     /// USER and PASS (RFC 1939 §7).
@@ -81,14 +81,14 @@ pub enum AuthMethod {
 
 impl AuthMethod {
     /// XOAUTH2 and OAUTHBEARER log in with a token instead of a password.
-    pub fn uses_token(self) -> bool {
+    pub(crate) fn uses_token(self) -> bool {
         matches!(self, AuthMethod::Xoauth2 | AuthMethod::Oauthbearer)
     }
 }
 
 /// One account, fully resolved.
 #[derive(Debug, Clone)]
-pub struct Account {
+pub(crate) struct Account {
     pub name: String,
     pub host: String,
     pub port: u16,
@@ -118,7 +118,7 @@ pub struct Account {
 }
 
 impl Account {
-    pub fn tls_options(&self) -> TlsOptions {
+    pub(crate) fn tls_options(&self) -> TlsOptions {
         TlsOptions {
             ca_file: self.tls_ca_file.clone(),
             min_version: self.tls_min_version,
@@ -128,7 +128,7 @@ impl Account {
     }
 
     /// What opening its delivery target takes from the account.
-    pub fn target_context(&self) -> deliver::Context<'_> {
+    pub(crate) fn target_context(&self) -> deliver::Context<'_> {
         deliver::Context {
             timeout: self.timeout,
             mda_recipient: &self.mda_recipient,
@@ -165,7 +165,7 @@ struct RawFile {
 /// hold escape sequences or NULs that must not drive the terminal (as server text
 /// is escaped by `pop3::proto::response::escape`).
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("no configuration file at {}; run `popfetch init` to write one, or name one with -c FILE", shown_path(.path))]
     Missing { path: PathBuf },
     #[error("cannot read the configuration file {}", shown_path(.path))]
@@ -198,14 +198,14 @@ pub enum ConfigError {
 }
 
 /// Where popfetch looks for things when not told otherwise (XDG on Linux).
-pub struct Paths {
+pub(crate) struct Paths {
     pub home: PathBuf,
     pub config_file: PathBuf,
     pub state_dir: PathBuf,
 }
 
 impl Paths {
-    pub fn discover() -> Result<Paths, ConfigError> {
+    pub(crate) fn discover() -> Result<Paths, ConfigError> {
         let base = directories::BaseDirs::new().ok_or(ConfigError::NoHome)?;
         let project =
             directories::ProjectDirs::from("", "", "popfetch").ok_or(ConfigError::NoHome)?;
@@ -223,14 +223,14 @@ impl Paths {
 
 /// The loaded configuration.
 #[derive(Debug)]
-pub struct Config {
+pub(crate) struct Config {
     pub path: PathBuf,
     pub accounts: Vec<Account>,
 }
 
 impl Config {
     /// Loads `file`, or the default config file when `None`.
-    pub fn load(file: Option<&Path>, paths: &Paths) -> Result<Config, ConfigError> {
+    pub(crate) fn load(file: Option<&Path>, paths: &Paths) -> Result<Config, ConfigError> {
         let path = file.unwrap_or(&paths.config_file).to_path_buf();
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
@@ -264,7 +264,7 @@ impl Config {
     }
 
     /// The named accounts, in the order given, or all of them when none are named.
-    pub fn select(&self, names: &[String]) -> Result<Vec<&Account>, ConfigError> {
+    pub(crate) fn select(&self, names: &[String]) -> Result<Vec<&Account>, ConfigError> {
         if names.is_empty() {
             return Ok(self.accounts.iter().collect());
         }
@@ -500,11 +500,11 @@ fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
 }
 
 /// The largest `timeout` or `mda_timeout`: a day.
-pub const MAX_SECONDS: u64 = 86_400;
+pub(crate) const MAX_SECONDS: u64 = 86_400;
 
 /// Makes config text safe to print: control characters (escape sequences, NUL, line
 /// ends) become `\xNN` or `\u{NNNN}`; everything else, non-ASCII included, stays.
-pub fn shown(text: &str) -> String {
+pub(crate) fn shown(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -519,7 +519,7 @@ pub fn shown(text: &str) -> String {
 }
 
 /// [`shown`] for a path, which need not be UTF-8.
-pub fn shown_path(path: &Path) -> String {
+pub(crate) fn shown_path(path: &Path) -> String {
     shown(&path.to_string_lossy())
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// What to do with a message that is over `max_size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SizeAction {
+pub(crate) enum SizeAction {
     /// Leave it on the server, unfetched.
     #[default]
     Skip,
@@ -16,7 +16,7 @@ pub enum SizeAction {
 
 /// The account's rules about what to fetch and what to leave on the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Leave messages on the server after delivering them.
     pub keep: bool,
     /// With `keep`, delete messages first seen longer ago than this.
@@ -43,7 +43,7 @@ fn number_and_unit(text: &str) -> Option<(u64, &str)> {
 /// Parses "30d", "12h", "90m", "45s", "2w". The unit is required: getmail's
 /// `delete_after` counts days, so a bare "30" would mean different things to
 /// different readers.
-pub fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let (number, unit) = number_and_unit(text)?;
     let seconds = match unit {
         "s" => 1,
@@ -57,7 +57,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 /// Parses "10M", "512K", "1G", "2000" (bytes; K, M, G are powers of 1024).
-pub fn parse_size(text: &str) -> Option<u64> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let (number, unit) = number_and_unit(text)?;
     let factor = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 1,

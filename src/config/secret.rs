@@ -10,7 +10,7 @@ use crate::sys::child::{Outcome, Overflow, Run, Stdout};
 use crate::sys::expand::{is_shell_operator, sh_c, toml_string};
 
 /// The keyring service name; entries are named `USER@HOST`.
-pub const KEYRING_SERVICE: &str = "popfetch";
+pub(crate) const KEYRING_SERVICE: &str = "popfetch";
 
 /// The most a command's first line (the secret) may hold: an OAuth access token
 /// runs to a few KiB, a password to far less.
@@ -22,14 +22,14 @@ const REST_MAX: usize = 64 * 1024;
 
 /// A password. Its `Debug` form is redacted; only [`Secret::expose`] reveals it.
 #[derive(Clone)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn new(value: String) -> Self {
+    pub(crate) fn new(value: String) -> Self {
         Secret(value)
     }
 
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -43,7 +43,7 @@ impl fmt::Debug for Secret {
 /// `password_command` or `oauth_token_command`: the command as written, split into
 /// program and arguments, and how long it may run.
 #[derive(Debug, Clone)]
-pub struct SecretCommand {
+pub(crate) struct SecretCommand {
     /// The config key, for messages.
     pub key: &'static str,
     /// The command as written in the config, for the `sh -c` hint.
@@ -54,7 +54,7 @@ pub struct SecretCommand {
 
 /// How to obtain the password of an account.
 #[derive(Debug, Clone)]
-pub enum PasswordSource {
+pub(crate) enum PasswordSource {
     /// `password` in the (owner-only) config file.
     Inline(Secret),
     /// `password_command` or `oauth_token_command`.
@@ -66,7 +66,7 @@ pub enum PasswordSource {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SecretError {
+pub(crate) enum SecretError {
     #[error("{key} \"{program}\" could not be started{hint}")]
     Spawn {
         key: &'static str,
@@ -111,14 +111,14 @@ pub enum SecretError {
 
 impl SecretError {
     /// A command that was slow (a pinentry nobody answered) may do better later.
-    pub fn is_temporary(&self) -> bool {
+    pub(crate) fn is_temporary(&self) -> bool {
         matches!(self, SecretError::Timeout { .. })
     }
 }
 
 impl PasswordSource {
     /// The password, running the command if that is the source.
-    pub fn resolve(&self) -> Result<Secret, SecretError> {
+    pub(crate) fn resolve(&self) -> Result<Secret, SecretError> {
         match self {
             PasswordSource::Inline(secret) => Ok(secret.clone()),
             PasswordSource::Missing => Err(SecretError::Missing),
@@ -132,7 +132,7 @@ impl SecretCommand {
     /// Runs the command without a shell, with nothing on its stdin; its stderr goes
     /// to ours, so a pinentry can prompt. Reads its first line, bounded in size, and
     /// waits at most `timeout`.
-    pub fn run(&self) -> Result<Secret, SecretError> {
+    pub(crate) fn run(&self) -> Result<Secret, SecretError> {
         let program = self.argv[0].clone();
         let ended = Run::new(&self.argv, self.timeout)
             .stdout(Stdout::FirstLine {
@@ -219,7 +219,7 @@ impl SecretCommand {
 /// Whether a command looks written for a shell: an operator, a variable, a `~` not
 /// at the start of an argument (a leading one is expanded), a backquote, a glob, or
 /// quotes left over after splitting (quoting meant for a shell inside the command).
-pub fn looks_like_shell(argv: &[String]) -> bool {
+pub(crate) fn looks_like_shell(argv: &[String]) -> bool {
     argv.iter().any(|arg| {
         is_shell_operator(arg)
             || arg.contains(['$', '`', '\'', '"', '|', '>', '<', ';', '*'])
@@ -271,14 +271,14 @@ fn keyring_failure(e: keyring::Error) -> String {
 }
 
 /// Stores a password in the keyring under `entry`.
-pub fn keyring_set(entry: &str, password: &Secret) -> Result<(), String> {
+pub(crate) fn keyring_set(entry: &str, password: &Secret) -> Result<(), String> {
     keyring::Entry::new(KEYRING_SERVICE, entry)
         .and_then(|item| item.set_password(password.expose()))
         .map_err(keyring_failure)
 }
 
 /// Removes the keyring entry; `Ok(false)` if there was none.
-pub fn keyring_delete(entry: &str) -> Result<bool, String> {
+pub(crate) fn keyring_delete(entry: &str) -> Result<bool, String> {
     let item = keyring::Entry::new(KEYRING_SERVICE, entry).map_err(keyring_failure)?;
     match item.delete_credential() {
         Ok(()) => Ok(true),
@@ -289,7 +289,7 @@ pub fn keyring_delete(entry: &str) -> Result<bool, String> {
 
 /// Reads a new password: with a prompt on a terminal, else the first line of stdin
 /// (so scripts can pipe it in without putting it in argv).
-pub fn read_new_password(entry: &str) -> io::Result<Secret> {
+pub(crate) fn read_new_password(entry: &str) -> io::Result<Secret> {
     let line = if io::stdin().is_terminal() {
         rpassword::prompt_password(format!("Password for {entry}: "))?
     } else {

@@ -10,7 +10,7 @@ const MAX_HEADER: usize = 256 * 1024;
 /// Reads the start of `message` up to and including the blank line that ends the
 /// headers (or the end, or the bound). The caller passes these bytes on before the
 /// rest of the stream.
-pub fn read_head(message: &mut dyn Read) -> io::Result<Vec<u8>> {
+pub(crate) fn read_head(message: &mut dyn Read) -> io::Result<Vec<u8>> {
     let mut head = Vec::new();
     let mut chunk = [0u8; 8192];
     while head.len() < MAX_HEADER && !ends_headers(&head) {
@@ -30,7 +30,7 @@ fn ends_headers(head: &[u8]) -> bool {
 }
 
 /// The envelope sender, as a single token safe for a From_ line or an argument.
-pub fn sender(head: &[u8]) -> String {
+pub(crate) fn sender(head: &[u8]) -> String {
     let Ok((headers, _)) = mailparse::parse_headers(head) else {
         return DAEMON.into();
     };

@@ -17,7 +17,7 @@ use super::{copy_message, Announce, Class, DeliverError, Kind, Recovered, Target
 use crate::sys::durable::{self, TempFile};
 
 /// `maildir:PATH`.
-pub const KIND: Kind = Kind {
+pub(crate) const KIND: Kind = Kind {
     name: "maildir",
     takes: "PATH",
     parse: |rest, env| env.path_spec(rest, |root, _| Ok(Box::new(MaildirTarget::open(root)?))),
@@ -26,7 +26,7 @@ pub const KIND: Kind = Kind {
 /// The local side failed: disk full, permissions, I/O error.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot deliver into {path}")]
-pub struct MaildirError {
+pub(crate) struct MaildirError {
     path: PathBuf,
     source: io::Error,
 }
@@ -37,7 +37,7 @@ impl TargetError for MaildirError {
     }
 }
 
-pub struct MaildirTarget {
+pub(crate) struct MaildirTarget {
     root: PathBuf,
     host: String,
     pid: u32,
@@ -50,7 +50,7 @@ pub struct MaildirTarget {
 
 impl MaildirTarget {
     /// Opens the Maildir at `root`, creating it and its tmp/, new/ and cur/ as needed.
-    pub fn open(root: &Path) -> Result<MaildirTarget, DeliverError> {
+    pub(crate) fn open(root: &Path) -> Result<MaildirTarget, DeliverError> {
         for sub in ["tmp", "new", "cur"] {
             let dir = root.join(sub);
             durable::create_dir_all(&dir).map_err(|source| MaildirError {

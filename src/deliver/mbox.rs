@@ -22,7 +22,7 @@ use super::{
 };
 
 /// `mbox:PATH`. Waiting for the mbox's locks is bounded by the account's `timeout`.
-pub const KIND: Kind = Kind {
+pub(crate) const KIND: Kind = Kind {
     name: "mbox",
     takes: "PATH",
     parse: |rest, env| {
@@ -33,7 +33,7 @@ pub const KIND: Kind = Kind {
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum MboxError {
+pub(crate) enum MboxError {
     /// The local side failed: disk full, permissions, I/O error.
     #[error("cannot deliver into {path}")]
     Io { path: PathBuf, source: io::Error },
@@ -57,7 +57,7 @@ impl TargetError for MboxError {
 /// A dotlock older than this is left over from a dead process (procmail's default).
 const STALE_DOTLOCK: Duration = Duration::from_secs(300);
 
-pub struct MboxTarget {
+pub(crate) struct MboxTarget {
     path: PathBuf,
     lock_wait: Duration,
 }
@@ -65,7 +65,7 @@ pub struct MboxTarget {
 impl MboxTarget {
     /// Delivers to the mbox at `path`, created on first delivery. Waiting for its
     /// locks is bounded by `lock_wait`.
-    pub fn open(path: &Path, lock_wait: Duration) -> Result<MboxTarget, DeliverError> {
+    pub(crate) fn open(path: &Path, lock_wait: Duration) -> Result<MboxTarget, DeliverError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::sys::durable::create_dir_all(dir).map_err(|source| MboxError::Io {
                 path: dir.to_path_buf(),
@@ -319,7 +319,7 @@ impl<W: Write> Write for Summed<W> {
 
 /// The mboxrd quoting as a stream: a line matching `^>*From ` gets one more `>`.
 /// Only the start of a line is held back while it could still become `>*From `.
-pub struct Quoter<W: Write> {
+pub(crate) struct Quoter<W: Write> {
     out: W,
     at_line_start: bool,
     pending: Vec<u8>,
@@ -327,7 +327,7 @@ pub struct Quoter<W: Write> {
 }
 
 impl<W: Write> Quoter<W> {
-    pub fn new(out: W) -> Self {
+    pub(crate) fn new(out: W) -> Self {
         Quoter {
             out,
             at_line_start: true,
@@ -345,7 +345,7 @@ impl<W: Write> Quoter<W> {
 
     /// Writes what is held back, ends the message with a newline, and adds the blank
     /// line that separates it from the next.
-    pub fn finish(mut self) -> io::Result<()> {
+    pub(crate) fn finish(mut self) -> io::Result<()> {
         let pending = std::mem::take(&mut self.pending);
         self.emit(&pending)?;
         if !matches!(self.last, None | Some(b'\n')) {

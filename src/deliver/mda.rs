@@ -14,7 +14,7 @@ use super::{
 };
 
 /// `mda:COMMAND ARGS`.
-pub const KIND: Kind = Kind {
+pub(crate) const KIND: Kind = Kind {
     name: "mda",
     takes: "COMMAND",
     parse: |rest, env| Ok(Delivery::new(Mda(env.command(rest)?))),
@@ -55,7 +55,7 @@ impl Spec for Mda {
 
 /// An MDA's failure: a verdict on one message, except when it cannot be started.
 #[derive(Debug, thiserror::Error)]
-pub enum MdaError {
+pub(crate) enum MdaError {
     #[error("the MDA \"{program}\" could not be started")]
     Spawn { program: String, source: io::Error },
     #[error("the MDA \"{program}\" failed ({reason})")]
@@ -88,7 +88,7 @@ const LOCATION: &str = "mda";
 /// EX_TEMPFAIL: the MDA asks us to try again later.
 const EX_TEMPFAIL: i32 = 75;
 
-pub struct MdaTarget {
+pub(crate) struct MdaTarget {
     /// The command and its arguments, with `%F` and `%T` not yet substituted.
     argv: Vec<String>,
     recipient: String,
@@ -96,7 +96,7 @@ pub struct MdaTarget {
 }
 
 impl MdaTarget {
-    pub fn new(argv: Vec<String>, recipient: String, timeout: Duration) -> MdaTarget {
+    pub(crate) fn new(argv: Vec<String>, recipient: String, timeout: Duration) -> MdaTarget {
         MdaTarget {
             argv,
             recipient,

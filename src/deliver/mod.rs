@@ -8,10 +8,10 @@
 //! announced delivery completed (crash recovery). Targets read the message as a
 //! stream and never see the connection it comes from.
 
-pub mod envelope;
-pub mod maildir;
-pub mod mbox;
-pub mod mda;
+pub(crate) mod envelope;
+pub(crate) mod maildir;
+pub(crate) mod mbox;
+pub(crate) mod mda;
 
 use std::error::Error;
 use std::fmt;
@@ -33,7 +33,7 @@ const KINDS: &[Kind] = &[maildir::KIND, mbox::KIND, mda::KIND];
 
 /// One kind of target: the word before the colon in `deliver`, and how to read
 /// what follows it.
-pub struct Kind {
+pub(crate) struct Kind {
     pub name: &'static str,
     /// What follows the colon, for messages: `PATH`, `COMMAND`.
     pub takes: &'static str,
@@ -43,23 +43,23 @@ pub struct Kind {
 
 /// A parsed `deliver` value: one kind's description of where messages go.
 /// Shown (`Display`), it reads back as the same value.
-pub trait Spec: fmt::Debug + fmt::Display + Send + Sync {
+pub(crate) trait Spec: fmt::Debug + fmt::Display + Send + Sync {
     /// Opens the target for one session.
     fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError>;
 }
 
 /// Where an account's messages go.
 #[derive(Debug, Clone)]
-pub struct Delivery(Arc<dyn Spec>);
+pub(crate) struct Delivery(Arc<dyn Spec>);
 
 impl Delivery {
-    pub fn new(spec: impl Spec + 'static) -> Delivery {
+    pub(crate) fn new(spec: impl Spec + 'static) -> Delivery {
         Delivery(Arc::new(spec))
     }
 
     /// Reads a `deliver` value: the name of a kind, a colon, and what that kind takes.
     /// `home` is what `~` stands for. The error is one line naming the key.
-    pub fn parse(text: &str, home: &Path) -> Result<Delivery, String> {
+    pub(crate) fn parse(text: &str, home: &Path) -> Result<Delivery, String> {
         let found = text.split_once(':').and_then(|(name, rest)| {
             KINDS
                 .iter()
@@ -83,7 +83,7 @@ impl Delivery {
     }
 
     /// Opens the target for one session.
-    pub fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError> {
+    pub(crate) fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError> {
         self.0.open(context)
     }
 }
@@ -95,7 +95,7 @@ impl fmt::Display for Delivery {
 }
 
 /// Whether `name` is the name of a kind of target.
-pub fn is_kind(name: &str) -> bool {
+pub(crate) fn is_kind(name: &str) -> bool {
     KINDS.iter().any(|kind| kind.name == name)
 }
 
@@ -114,7 +114,7 @@ fn usage() -> String {
 
 /// What a kind's parser may use: config text expanded as everywhere in the config,
 /// with errors that name the `deliver` setting.
-pub struct Env<'a> {
+pub(crate) struct Env<'a> {
     home: &'a Path,
     kind: &'static str,
     /// The whole setting, for messages.
@@ -123,13 +123,13 @@ pub struct Env<'a> {
 
 impl Env<'_> {
     /// An absolute path: `~`, `~user` and `$VAR` expanded.
-    pub fn path(&self, text: &str) -> Result<PathBuf, String> {
+    pub(crate) fn path(&self, text: &str) -> Result<PathBuf, String> {
         expand::expand_path(text, self.home)
             .map_err(|e| format!("{} = {}: {e}", KEY, toml_string(self.written)))
     }
 
     /// The value of a kind that takes one path, opened by `open`.
-    pub fn path_spec(&self, text: &str, open: Open) -> Result<Delivery, String> {
+    pub(crate) fn path_spec(&self, text: &str, open: Open) -> Result<Delivery, String> {
         Ok(Delivery::new(PathSpec {
             kind: self.kind,
             path: self.path(text)?,
@@ -138,7 +138,7 @@ impl Env<'_> {
     }
 
     /// A command split for running without a shell, a leading `~` expanded.
-    pub fn command(&self, text: &str) -> Result<Vec<String>, String> {
+    pub(crate) fn command(&self, text: &str) -> Result<Vec<String>, String> {
         expand::split_command(text, KEY, &format!("{}:", self.kind), self.home)
     }
 }
@@ -168,7 +168,7 @@ impl Spec for PathSpec {
 
 /// What opening a target takes from its account.
 #[derive(Debug, Clone)]
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     /// `timeout`: bounds waiting for an mbox's locks, and a network target's connect
     /// and every read.
     pub timeout: Duration,
@@ -180,7 +180,7 @@ pub struct Context<'a> {
 
 /// A failed delivery.
 #[derive(Debug, thiserror::Error)]
-pub enum DeliverError {
+pub(crate) enum DeliverError {
     /// The message stream failed (the connection broke); nothing was delivered.
     #[error("the message could not be read from the server")]
     Source(#[source] io::Error),
@@ -198,7 +198,7 @@ pub enum DeliverError {
 
 /// How a failure of a target counts: for the exit code, and whether a retry may help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
+pub(crate) enum Class {
     /// Something must change first: local I/O failed, a message was refused (EX_IOERR).
     Failed,
     /// Worth retrying later without any change: a lock held, a delivery deferred
@@ -210,7 +210,7 @@ pub enum Class {
 }
 
 /// The error type of one kind of target.
-pub trait TargetError: Error + Send + Sync + 'static {
+pub(crate) trait TargetError: Error + Send + Sync + 'static {
     fn class(&self) -> Class;
 
     /// Concerns this one message only (an MDA's verdict, a server's reply to one
@@ -222,7 +222,7 @@ pub trait TargetError: Error + Send + Sync + 'static {
 
 /// A kind's own error, boxed so that the common error need not know its variants.
 #[derive(Debug)]
-pub struct KindError(Box<dyn TargetError>);
+pub(crate) struct KindError(Box<dyn TargetError>);
 
 impl fmt::Display for KindError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -244,7 +244,7 @@ impl<E: TargetError> From<E> for DeliverError {
 
 impl DeliverError {
     /// How it counts. A broken source, state or location fails the run (EX_IOERR).
-    pub fn class(&self) -> Class {
+    pub(crate) fn class(&self) -> Class {
         match self {
             DeliverError::Target(KindError(e)) => e.class(),
             _ => Class::Failed,
@@ -252,13 +252,13 @@ impl DeliverError {
     }
 
     /// Concerns this one message only: the next message may well be delivered.
-    pub fn is_per_message(&self) -> bool {
+    pub(crate) fn is_per_message(&self) -> bool {
         matches!(self, DeliverError::Target(KindError(e)) if e.is_per_message())
     }
 
     /// The kind's own error, when it is an `E`.
     #[cfg(test)]
-    pub fn of_kind<E: TargetError>(&self) -> Option<&E> {
+    pub(crate) fn of_kind<E: TargetError>(&self) -> Option<&E> {
         match self {
             DeliverError::Target(KindError(e)) => (&**e as &dyn Error).downcast_ref(),
             _ => None,
@@ -268,15 +268,15 @@ impl DeliverError {
 
 /// Called by a target with the location of a delivery before its first byte lands.
 /// It fails when the intent cannot be recorded; the target then delivers nothing.
-pub type Announce<'a> = &'a mut dyn FnMut(&str) -> Result<(), Unrecorded>;
+pub(crate) type Announce<'a> = &'a mut dyn FnMut(&str) -> Result<(), Unrecorded>;
 
 /// Why an announced delivery could not be recorded: the state's own error, which
 /// the layer that keeps the state knows.
-pub type Unrecorded = Box<dyn Error + Send + Sync>;
+pub(crate) type Unrecorded = Box<dyn Error + Send + Sync>;
 
 /// What recovery found at the location of an interrupted delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recovered {
+pub(crate) enum Recovered {
     /// The delivery completed before the run died.
     Delivered,
     /// It did not; whatever it left has been removed.
@@ -290,7 +290,7 @@ pub enum Recovered {
 /// message is its own error with [`TargetError::is_per_message`], temporary or not
 /// as the reply code says; a target that pipelines or batches stages its messages
 /// and ends the transaction in `flush`; it says goodbye when dropped.
-pub trait Target {
+pub(crate) trait Target {
     /// Delivers `message` (durably, or staged for `flush` when [`Target::stages`])
     /// and returns how many bytes it took. Calls `announce` once, before anything
     /// is written. On error, nothing is left behind.

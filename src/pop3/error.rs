@@ -8,7 +8,7 @@ use super::proto::response::RespCode;
 
 /// How an error should be treated by whoever runs the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     /// The server cannot be reached or secured: connect, DNS, TLS or certificate.
     Unavailable,
     /// Try again later: timeouts, dropped connections, [IN-USE], [LOGIN-DELAY], [SYS/TEMP].
@@ -22,7 +22,7 @@ pub enum ErrorKind {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// Reaching or securing the server failed (see [`net::Error`]).
     #[error(transparent)]
     Net(net::Error),
@@ -65,7 +65,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn kind(&self) -> ErrorKind {
+    pub(crate) fn kind(&self) -> ErrorKind {
         match self {
             Error::Net(net::Error::Timeout(_)) => ErrorKind::Temporary,
             Error::Net(_)
@@ -88,7 +88,7 @@ impl Error {
     }
 
     /// Wraps an I/O error from the connection, naming the phase it happened in.
-    pub fn io(phase: &'static str, source: io::Error) -> Error {
+    pub(crate) fn io(phase: &'static str, source: io::Error) -> Error {
         match source.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout(phase),
             _ => Error::Lost { phase, source },

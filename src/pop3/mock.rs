@@ -4,7 +4,7 @@ use std::io::{self, Cursor, Read, Write};
 
 use super::Wire;
 
-pub struct MockStream {
+pub(crate) struct MockStream {
     input: Cursor<Vec<u8>>,
     written: Vec<u8>,
     /// Where `written` stood at each flush: the client's batches end there.
@@ -14,7 +14,7 @@ pub struct MockStream {
 }
 
 impl MockStream {
-    pub fn new(server: &str) -> Self {
+    pub(crate) fn new(server: &str) -> Self {
         MockStream {
             input: Cursor::new(server.as_bytes().to_vec()),
             written: Vec::new(),
@@ -24,16 +24,16 @@ impl MockStream {
     }
 
     /// Replaces what the server will say next (after a simulated TLS upgrade).
-    pub fn feed(&mut self, server: &str) {
+    pub(crate) fn feed(&mut self, server: &str) {
         self.input = Cursor::new(server.as_bytes().to_vec());
     }
 
-    pub fn written(&self) -> &str {
+    pub(crate) fn written(&self) -> &str {
         std::str::from_utf8(&self.written).unwrap()
     }
 
     /// What was written, cut into the batches the client flushed.
-    pub fn batches(&self) -> Vec<&str> {
+    pub(crate) fn batches(&self) -> Vec<&str> {
         let mut start = 0;
         let mut batches = Vec::new();
         for &end in &self.flushed_at {
@@ -46,7 +46,7 @@ impl MockStream {
     }
 
     /// The last `n` batches the client flushed.
-    pub fn last_batches(&self, n: usize) -> Vec<&str> {
+    pub(crate) fn last_batches(&self, n: usize) -> Vec<&str> {
         let batches = self.batches();
         batches[batches.len().saturating_sub(n)..].to_vec()
     }
@@ -72,7 +72,7 @@ impl Write for MockStream {
 
 /// A reader that hands out at most `step` bytes a read, to split input anywhere (as
 /// TLS records and TCP segments do).
-pub struct Trickle<'a> {
+pub(crate) struct Trickle<'a> {
     pub data: &'a [u8],
     pub step: usize,
 }

@@ -5,18 +5,18 @@
 
 mod client;
 mod error;
-pub mod net;
-pub mod proto;
+pub(crate) mod net;
+pub(crate) mod proto;
 mod text;
 
 #[cfg(test)]
 pub(crate) mod mock;
 
-pub use client::{Client, Credentials, Retrieved, Session, Trace};
-pub use error::{Error, ErrorKind};
-pub use net::Wire;
-pub use proto::capabilities::Capabilities;
-pub use proto::listing::{join, repeated_uids, ListedMessage, Listing};
-pub use proto::pipeline::Flow;
-pub use proto::response::{RespCode, Status};
-pub use proto::sasl::{Mechanism, Peer};
+pub(crate) use client::{Client, Credentials, Retrieved, Session, Trace};
+pub(crate) use error::{Error, ErrorKind};
+pub(crate) use net::Wire;
+pub(crate) use proto::capabilities::Capabilities;
+pub(crate) use proto::listing::{join, repeated_uids, ListedMessage, Listing};
+pub(crate) use proto::pipeline::Flow;
+pub(crate) use proto::response::{RespCode, Status};
+pub(crate) use proto::sasl::{Mechanism, Peer};

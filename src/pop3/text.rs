@@ -9,7 +9,7 @@ const MAX_SHOWN: usize = 200;
 /// escape sequences, control characters, 8-bit bytes) becomes `\xNN`, and the result is
 /// cut at a fixed length. A hostile server must not be able to drive the user's terminal
 /// or forge lines in a log.
-pub fn escape(bytes: &[u8]) -> String {
+pub(crate) fn escape(bytes: &[u8]) -> String {
     let mut out = String::new();
     for &b in bytes {
         if out.len() >= MAX_SHOWN {

@@ -7,14 +7,14 @@ use crate::pop3::{Capabilities, Mechanism};
 
 /// How a session will log in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Login {
+pub(crate) enum Login {
     User,
     Apop,
     Sasl(Mechanism),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ChoiceError {
+pub(crate) enum ChoiceError {
     #[error("the connection is not encrypted and auth = \"auto\" never sends a password in cleartext, but the server offers no challenge-response login (SCRAM, CRAM-MD5, APOP); use tls = \"implicit\" or \"starttls\", or set auth = \"user\" to allow it")]
     NoSafeMethod,
     #[error("auth = \"{wanted}\", but the server does not offer it (it offers: {offered}); set auth to one it offers")]
@@ -22,7 +22,7 @@ pub enum ChoiceError {
 }
 
 /// What the server offers, as far as choosing a login goes.
-pub struct Offer<'a> {
+pub(crate) struct Offer<'a> {
     pub caps: &'a Capabilities,
     /// The greeting holds a valid APOP timestamp.
     pub apop: bool,
@@ -46,7 +46,7 @@ const IN_CLEARTEXT: [Mechanism; 3] = [
     Mechanism::CramMd5,
 ];
 
-pub fn choose(method: AuthMethod, offer: &Offer) -> Result<Login, ChoiceError> {
+pub(crate) fn choose(method: AuthMethod, offer: &Offer) -> Result<Login, ChoiceError> {
     let sasl = |m: Mechanism| offer.caps.sasl.iter().any(|s| s == m.name());
     let wanted = match method {
         AuthMethod::Auto => return choose_auto(offer, &sasl),

@@ -28,12 +28,12 @@ const TLS_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
 const MAX_HEADERS: u64 = 256 * 1024;
 
 /// Resolves the secret, connects, secures and logs in.
-pub fn open_session(account: &Account, trace: Option<Trace>) -> Result<Session<Stream>> {
+pub(crate) fn open_session(account: &Account, trace: Option<Trace>) -> Result<Session<Stream>> {
     open_prepared_session(account, trace, prepare_tls(account))
 }
 
 /// As [`open_session`], with the TLS setup already started by [`prepare_tls`].
-pub fn open_prepared_session(
+pub(crate) fn open_prepared_session(
     account: &Account,
     trace: Option<Trace>,
     tls: PreparedTls,
@@ -44,14 +44,14 @@ pub fn open_prepared_session(
 }
 
 /// The TLS setup of an account, being built on a thread of its own.
-pub struct PreparedTls(Option<JoinHandle<Result<TlsConfig, TlsConfigError>>>);
+pub(crate) struct PreparedTls(Option<JoinHandle<Result<TlsConfig, TlsConfigError>>>);
 
 /// Starts building the account's TLS setup, if it uses TLS: reading
 /// tls_ca_file and loading the system's roots, which native-tls does eagerly
 /// (some 40 ms of CPU with OpenSSL 3, see the README). It runs on a thread while
 /// the caller does other work (taking the lock, opening the target, reading the
 /// state) and TCP connects, so the earlier it starts, the less of it is waited for.
-pub fn prepare_tls(account: &Account) -> PreparedTls {
+pub(crate) fn prepare_tls(account: &Account) -> PreparedTls {
     PreparedTls(match account.tls {
         TlsMode::None => None,
         TlsMode::Implicit | TlsMode::Starttls => {
@@ -117,7 +117,7 @@ fn connect(
 }
 
 /// For -v: the address connected to, as fetchmail -v shows it.
-pub fn trace_connect(trace: &mut Option<Trace>, stream: &Stream) {
+pub(crate) fn trace_connect(trace: &mut Option<Trace>, stream: &Stream) {
     if let Some(trace) = trace {
         match stream.peer() {
             Some(addr) => trace(&format!("connected to {} port {}", addr.ip(), addr.port())),
@@ -127,7 +127,7 @@ pub fn trace_connect(trace: &mut Option<Trace>, stream: &Stream) {
 }
 
 /// For -v: the TLS version and cipher and the certificate's subject and issuer.
-pub fn trace_tls(trace: &mut Option<Trace>, stream: &Stream) {
+pub(crate) fn trace_tls(trace: &mut Option<Trace>, stream: &Stream) {
     if let Some(trace) = trace {
         for line in stream_report(stream) {
             trace(&line);
@@ -155,7 +155,7 @@ fn stream_report(stream: &Stream) -> Vec<String> {
 
 /// A problem with the local TLS settings, naming the key to look at where one
 /// is the cause.
-pub fn tls_setup_error(error: TlsConfigError) -> anyhow::Error {
+pub(crate) fn tls_setup_error(error: TlsConfigError) -> anyhow::Error {
     match error {
         TlsConfigError::ReadCa { .. } | TlsConfigError::BadCa { .. } => {
             anyhow::Error::new(error).context("tls_ca_file")
@@ -167,13 +167,13 @@ pub fn tls_setup_error(error: TlsConfigError) -> anyhow::Error {
 /// A connection error with the advice that names what to change in the config.
 #[derive(Debug, thiserror::Error)]
 #[error("{error}; {hint}")]
-pub struct Advised {
+pub(crate) struct Advised {
     pub error: pop3::Error,
     pub hint: &'static str,
 }
 
 /// Adds the advice a user needs to a connection or TLS error, where there is one.
-pub fn advise(error: pop3::Error) -> anyhow::Error {
+pub(crate) fn advise(error: pop3::Error) -> anyhow::Error {
     let hint = match &error {
         pop3::Error::Net(net::Error::NotTls { .. }) => {
             "is this a plain POP3 port? try tls = \"starttls\" (or port 995 for tls = \"implicit\")"
@@ -195,7 +195,7 @@ pub fn advise(error: pop3::Error) -> anyhow::Error {
 
 /// What to do about a certificate problem: "set tls_ca_file" only where a CA the
 /// machine does not know is the cause.
-pub fn certificate_hint(problem: &CertificateProblem) -> &'static str {
+pub(crate) fn certificate_hint(problem: &CertificateProblem) -> &'static str {
     match problem {
         CertificateProblem::Expired => {
             "the server's administrator must renew it (or this machine's clock is wrong)"
@@ -219,12 +219,12 @@ pub fn certificate_hint(problem: &CertificateProblem) -> &'static str {
 }
 
 /// A certificate problem with its advice, for `probe`.
-pub fn certificate_problem(problem: &CertificateProblem) -> String {
+pub(crate) fn certificate_problem(problem: &CertificateProblem) -> String {
     format!("it {problem}; {}", certificate_hint(problem))
 }
 
 /// The account's password, or its OAuth token for XOAUTH2 and OAUTHBEARER.
-pub fn secret(account: &Account) -> Result<Secret> {
+pub(crate) fn secret(account: &Account) -> Result<Secret> {
     Ok(if account.auth.uses_token() {
         account.oauth_token.resolve()?
     } else {
@@ -233,7 +233,7 @@ pub fn secret(account: &Account) -> Result<Secret> {
 }
 
 /// Logs in the way the account asks, or the strongest way the server offers.
-pub fn login<S: Wire>(
+pub(crate) fn login<S: Wire>(
     mut client: Client<S>,
     account: &Account,
     secret: &Secret,
@@ -280,7 +280,7 @@ pub fn login<S: Wire>(
 /// it optional) gets a digest of each message's headers and size as its unique-id.
 /// A unique-id may repeat (popa3d repeats one for messages without Message-ID and
 /// Date); [`probe`] tells such messages apart.
-pub fn listing<S: Wire>(
+pub(crate) fn listing<S: Wire>(
     session: &mut Session<S>,
     sized: Option<&dyn Fn(&str) -> bool>,
     warn: &dyn Fn(&str),
@@ -324,7 +324,7 @@ pub fn listing<S: Wire>(
 /// before they are planned (see [`policy::needs_probe`]). Messages of one unique-id
 /// that even their size and headers cannot tell apart stop the session: a record
 /// of one would pass for the other, and a DELE could take one never fetched.
-pub fn probe<S: Wire>(
+pub(crate) fn probe<S: Wire>(
     session: &mut Session<S>,
     listing: &[ListedMessage],
     known: &dyn policy::Known,
@@ -425,7 +425,7 @@ fn sized_digest(mut head: Sha256, size: u64) -> String {
 /// (RFC 1939 §7) pipelined, each bounded by [`MAX_HEADERS`] and handed to `each`
 /// in order; a refused TOP comes as the server's status. One block is held at a
 /// time, however many messages there are.
-pub fn headers<S: Wire>(
+pub(crate) fn headers<S: Wire>(
     session: &mut Session<S>,
     messages: &[(u32, u64)],
     mut each: impl FnMut(u32, Result<&[u8], Status>) -> Flow,

@@ -13,7 +13,7 @@ use crate::sys::child::{Outcome, Run, Stdin};
 /// configuration error (exit 78), one that fails or is killed a local failure (74),
 /// one past `mda_timeout` a temporary one (75).
 #[derive(Debug, thiserror::Error)]
-pub enum FilterError {
+pub(crate) enum FilterError {
     #[error("the filter \"{program}\" could not be started ({source}); check \"filter\" in the configuration")]
     Spawn { program: String, source: io::Error },
     #[error("the filter \"{program}\" failed ({reason}; its verdicts are exit 0, 1 and 2); the message stays on the server")]
@@ -24,7 +24,11 @@ pub enum FilterError {
 
 /// Runs the filter on one message's headers and returns what to do with it. The
 /// headers are offered, not forced: a filter may decide without reading them all.
-pub fn judge(argv: &[String], headers: &[u8], timeout: Duration) -> Result<Action, FilterError> {
+pub(crate) fn judge(
+    argv: &[String],
+    headers: &[u8],
+    timeout: Duration,
+) -> Result<Action, FilterError> {
     let program = argv[0].clone();
     let ended = Run::new(argv, timeout)
         .stdin(Stdin::Offer(headers.to_vec()))

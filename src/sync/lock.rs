@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::sys::durable::open_private;
 
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error("another popfetch is syncing this account (lock {path} is held); it will be fetched on a later run")]
     Held { path: PathBuf },
     #[error("cannot lock {path}")]
@@ -18,13 +18,13 @@ pub enum LockError {
 
 /// Held for as long as the account is being synced.
 #[derive(Debug)]
-pub struct AccountLock {
+pub(crate) struct AccountLock {
     _file: File,
 }
 
 impl AccountLock {
     /// Takes the lock at once or fails: a cron run must not queue up behind another.
-    pub fn acquire(path: &Path) -> Result<AccountLock, LockError> {
+    pub(crate) fn acquire(path: &Path) -> Result<AccountLock, LockError> {
         let io_error = |source| LockError::Io {
             path: path.to_path_buf(),
             source,

@@ -8,15 +8,15 @@
 //! target and the state, so its tests run it over a scripted server and watch the
 //! order of every step.
 
-pub mod auth;
-pub mod connect;
+pub(crate) mod auth;
+pub(crate) mod connect;
 mod fetch;
-pub mod filter;
-pub mod lock;
-pub mod policy;
-pub mod preview;
+pub(crate) mod filter;
+pub(crate) mod lock;
+pub(crate) mod policy;
+pub(crate) mod preview;
 mod session;
-pub mod state;
+pub(crate) mod state;
 #[cfg(test)]
 mod tests;
 
@@ -34,7 +34,7 @@ use preview::Headline;
 use state::{Ledger, Place, UidlState};
 
 /// Told how a sync advances, for a progress bar.
-pub trait Progress: Send {
+pub(crate) trait Progress: Send {
     /// The plan is made: this many messages and bytes to fetch.
     fn planned(&self, messages: u64, bytes: u64);
     /// One message was delivered.
@@ -43,7 +43,7 @@ pub trait Progress: Send {
 
 /// How to run a sync.
 #[derive(Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// Told how the sync advances.
     pub progress: Option<Box<dyn Progress>>,
     /// Receives the protocol steps, passwords redacted.
@@ -58,14 +58,14 @@ pub struct Options {
 }
 
 /// Orders failures: the higher, the worse.
-pub type Rank = fn(&anyhow::Error) -> u8;
+pub(crate) type Rank = fn(&anyhow::Error) -> u8;
 
 /// Where warnings that are not errors go.
-pub type Warn = Box<dyn Fn(&str) + Send>;
+pub(crate) type Warn = Box<dyn Fn(&str) + Send>;
 
 /// What a sync did (or, for a dry run, would do).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     pub fetched: usize,
     /// Bytes written to disk for what was fetched (after CRLF→LF; none in a dry run).
     pub bytes: u64,
@@ -83,7 +83,7 @@ pub struct Report {
 }
 
 /// Syncs one account.
-pub fn sync_account(account: &Account, options: Options) -> Result<Report> {
+pub(crate) fn sync_account(account: &Account, options: Options) -> Result<Report> {
     if options.dry_run {
         return session::dry_run(account, options);
     }

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use foldhash::{HashMap, HashSet};
 
-pub use crate::config::policy::{Policy, SizeAction};
+pub(crate) use crate::config::policy::{Policy, SizeAction};
 use crate::pop3::ListedMessage;
 use crate::sync::state::identity::{Identity, Record};
 
 /// Why a message is skipped or deleted without being fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// Delivered by an earlier run.
     Delivered,
     /// Delivered, and first seen longer ago than `delete_after`.
@@ -39,7 +39,7 @@ impl std::fmt::Display for Reason {
 
 /// What happens to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Fetch,
     /// Delivered earlier and left on the server.
     Keep,
@@ -49,7 +49,7 @@ pub enum Action {
 
 /// What one session will do, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SessionPlan {
+pub(crate) struct SessionPlan {
     /// Each message on the server with its fate, in server order.
     pub messages: Vec<(ListedMessage, Action)>,
     /// Recorded unique-ids no longer on the server.
@@ -67,12 +67,12 @@ pub struct SessionPlan {
 
 impl SessionPlan {
     /// Messages to fetch, oldest first.
-    pub fn fetch(&self) -> Vec<ListedMessage> {
+    pub(crate) fn fetch(&self) -> Vec<ListedMessage> {
         self.with(|a| a == Action::Fetch)
     }
 
     /// Messages to delete without fetching.
-    pub fn delete(&self) -> Vec<u32> {
+    pub(crate) fn delete(&self) -> Vec<u32> {
         self.with(|a| matches!(a, Action::Delete(_)))
             .iter()
             .map(|m| m.num)
@@ -80,7 +80,7 @@ impl SessionPlan {
     }
 
     /// Messages left alone this time, with why.
-    pub fn skipped(&self) -> Vec<(ListedMessage, Reason)> {
+    pub(crate) fn skipped(&self) -> Vec<(ListedMessage, Reason)> {
         self.messages
             .iter()
             .filter_map(|(m, a)| match a {
@@ -100,7 +100,7 @@ impl SessionPlan {
 
     /// Records a filter's verdict on a message planned for fetching, and applies
     /// `max_messages` again to what is left.
-    pub fn apply_filter(&mut self, num: u32, verdict: Action, policy: &Policy) {
+    pub(crate) fn apply_filter(&mut self, num: u32, verdict: Action, policy: &Policy) {
         for (m, action) in &mut self.messages {
             if m.num == num && *action == Action::Fetch {
                 *action = verdict;
@@ -130,7 +130,7 @@ impl SessionPlan {
 }
 
 /// What the state knows of delivered messages.
-pub trait Known {
+pub(crate) trait Known {
     /// The records of messages delivered under `uid`.
     fn records(&self, uid: &str) -> &[Record];
     /// The keys under which an older popfetch recorded messages whose unique-id
@@ -149,7 +149,7 @@ pub trait Known {
 
 /// What `TOP n 0` told of a listed message whose records must be checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Probe {
+pub(crate) struct Probe {
     /// The digest of its header section (see [`Identity`]).
     pub digest: [u8; 16],
     /// The digest an older popfetch appended to a repeated unique-id (of the TOP
@@ -158,14 +158,14 @@ pub struct Probe {
 }
 
 /// Probes by message number.
-pub type Probes = HashMap<u32, Probe>;
+pub(crate) type Probes = HashMap<u32, Probe>;
 
 /// Whether a listed message must be probed with TOP before it is planned: its
 /// unique-id repeats in the listing, or has several records or records under the
 /// digest form, or its one record would have it deleted without being retrieved.
 /// A message merely kept, or new, needs nothing: a run with nothing to delete sends
 /// no TOP.
-pub fn needs_probe(
+pub(crate) fn needs_probe(
     uid: &str,
     repeated: bool,
     known: &dyn Known,
@@ -203,7 +203,7 @@ fn probe_needed(
 
 /// Whether a message needs its listed size: to be fetched (new, or again with
 /// `fetch_all`), or to be checked before a DELE without RETR.
-pub fn needs_size(uid: &str, known: &dyn Known, policy: &Policy, now: u64) -> bool {
+pub(crate) fn needs_size(uid: &str, known: &dyn Known, policy: &Policy, now: u64) -> bool {
     if policy.fetch_all {
         return true;
     }
@@ -240,7 +240,7 @@ enum Recalled {
 /// popfetch, imports, recovery of a delivery whose body was not yet checked) only
 /// keep a message from being fetched twice; where one would delete it, the
 /// message is fetched again instead: a possible duplicate, never a loss.
-pub fn plan(
+pub(crate) fn plan(
     listing: Vec<ListedMessage>,
     probes: &Probes,
     known: &dyn Known,
@@ -428,7 +428,7 @@ fn decide(message: &ListedMessage, first_seen: Option<u64>, policy: &Policy, now
 }
 
 /// A duration in the largest whole unit that fits, for messages.
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         s if s >= 86_400 => format!("{}d", s / 86_400),

@@ -13,7 +13,7 @@ use crate::sync::state::{Place, UidlState};
 
 /// One message as `list` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub number: u32,
     pub size: u64,
     pub uid: String,
@@ -32,7 +32,7 @@ pub struct Entry {
 
 /// Lists the messages on the server of one account with what a sync would do with
 /// each, changing nothing anywhere.
-pub fn list_account(
+pub(crate) fn list_account(
     account: &Account,
     trace: Option<Trace>,
     warn: &dyn Fn(&str),
@@ -59,7 +59,7 @@ pub fn list_account(
 }
 
 /// The entries of a plan, without header columns.
-pub fn entries(plan: &SessionPlan, known: &dyn policy::Known) -> Vec<Entry> {
+pub(crate) fn entries(plan: &SessionPlan, known: &dyn policy::Known) -> Vec<Entry> {
     plan.messages
         .iter()
         .map(|(message, action)| {
@@ -100,13 +100,13 @@ pub fn entries(plan: &SessionPlan, known: &dyn policy::Known) -> Vec<Entry> {
 }
 
 /// Fills the date, sender and subject from a header block.
-pub fn describe_headers(entry: &mut Entry, head: &[u8]) {
+pub(crate) fn describe_headers(entry: &mut Entry, head: &[u8]) {
     Headline::of(head).fill(entry);
 }
 
 /// What `list` shows of a message's headers: its date, sender and subject.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headline {
+pub(crate) struct Headline {
     date: Option<String>,
     date_header: Option<String>,
     from: Option<String>,
@@ -115,7 +115,7 @@ pub struct Headline {
 
 impl Headline {
     /// The headline of a header block; empty when it does not parse.
-    pub fn of(head: &[u8]) -> Headline {
+    pub(crate) fn of(head: &[u8]) -> Headline {
         let Ok((headers, _)) = mailparse::parse_headers(head) else {
             return Headline::default();
         };
@@ -146,7 +146,7 @@ impl Headline {
     }
 
     /// Sets the entry's header columns.
-    pub fn fill(self, entry: &mut Entry) {
+    pub(crate) fn fill(self, entry: &mut Entry) {
         entry.date = self.date;
         entry.date_header = self.date_header;
         entry.from = self.from;
@@ -168,7 +168,7 @@ fn printable(text: &str) -> String {
 /// action with its reason, date (UTC), sender and subject. Given a terminal width,
 /// the sender and then the subject are cut to fit; the action and its reason never
 /// are, since they say what will happen to the mail.
-pub fn table(entries: &[Entry], width: Option<usize>) -> String {
+pub(crate) fn table(entries: &[Entry], width: Option<usize>) -> String {
     let rows: Vec<[String; 6]> = entries
         .iter()
         .map(|e| {
@@ -242,7 +242,7 @@ fn clip(text: &str, width: usize) -> String {
 }
 
 /// 1234 → "1.2K", in powers of 1024.
-pub fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["", "K", "M", "G"];
     let mut size = bytes as f64;
     let mut unit = 0;

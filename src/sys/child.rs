@@ -23,7 +23,7 @@ use rustix::process::{kill_process, waitid, Pid, Signal, WaitId, WaitIdOptions};
 use crate::sys::copy::{self, CopyError};
 
 /// What a command reads on its stdin.
-pub enum Stdin<'a> {
+pub(crate) enum Stdin<'a> {
     /// Nothing (`/dev/null`).
     Null,
     /// Bytes the command may read as little of as it likes (a filter may decide on
@@ -38,7 +38,7 @@ pub enum Stdin<'a> {
 }
 
 /// Where a command's stdout goes.
-pub enum Stdout {
+pub(crate) enum Stdout {
     /// To our stderr.
     ToStderr,
     /// Captured: the first line, at most `line_max` bytes without its end, then
@@ -50,7 +50,7 @@ pub enum Stdout {
 
 /// Which bound a captured stdout passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overflow {
+pub(crate) enum Overflow {
     /// The first line grew past `line_max` without a line end.
     FirstLine,
     /// More than `rest_max` followed the first line.
@@ -60,7 +60,7 @@ pub enum Overflow {
 /// How a run ended. When several things went wrong, the first in this order wins:
 /// an overflow, the timeout, a failed wait, a failed stdin, then the exit status.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Exited(i32),
     Signalled(i32),
     /// Still running, or its stdin or stdout still held open, at the timeout; killed.
@@ -101,7 +101,7 @@ impl fmt::Display for Outcome {
 
 /// A finished run.
 #[derive(Debug)]
-pub struct Ended {
+pub(crate) struct Ended {
     pub outcome: Outcome,
     /// How many bytes of a [`Stdin::Stream`] were written.
     pub fed: u64,
@@ -110,7 +110,7 @@ pub struct Ended {
 }
 
 /// One run of a command: `Run::new(argv, timeout)`, then what goes in and out.
-pub struct Run<'a> {
+pub(crate) struct Run<'a> {
     argv: &'a [String],
     timeout: Duration,
     stdin: Stdin<'a>,
@@ -120,7 +120,7 @@ pub struct Run<'a> {
 impl<'a> Run<'a> {
     /// `argv[0]` is the program, found in `PATH`; no shell runs it. A timeout too
     /// large for the clock never fires (no deadline arithmetic that could overflow).
-    pub fn new(argv: &'a [String], timeout: Duration) -> Run<'a> {
+    pub(crate) fn new(argv: &'a [String], timeout: Duration) -> Run<'a> {
         Run {
             argv,
             timeout,
@@ -129,18 +129,18 @@ impl<'a> Run<'a> {
         }
     }
 
-    pub fn stdin(mut self, stdin: Stdin<'a>) -> Run<'a> {
+    pub(crate) fn stdin(mut self, stdin: Stdin<'a>) -> Run<'a> {
         self.stdin = stdin;
         self
     }
 
-    pub fn stdout(mut self, stdout: Stdout) -> Run<'a> {
+    pub(crate) fn stdout(mut self, stdout: Stdout) -> Run<'a> {
         self.stdout = stdout;
         self
     }
 
     /// Runs the command to its end, which comes by the timeout at the latest.
-    pub fn run(self) -> Ended {
+    pub(crate) fn run(self) -> Ended {
         let mut ended = Ended {
             outcome: Outcome::TimedOut,
             fed: 0,

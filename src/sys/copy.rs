@@ -8,7 +8,7 @@ const BATCH: usize = 64 * 1024;
 
 /// Which side of a copy failed.
 #[derive(Debug)]
-pub enum CopyError {
+pub(crate) enum CopyError {
     Read(io::Error),
     Write(io::Error),
 }
@@ -18,7 +18,7 @@ pub enum CopyError {
 /// The buffer is filled before each write: over TLS a read yields one record (some
 /// 4 KiB from Dovecot), and a write per record costs a system call and, in the page
 /// cache or a pipe, a partly written page each time.
-pub fn batched(from: &mut dyn Read, to: &mut dyn Write) -> Result<u64, CopyError> {
+pub(crate) fn batched(from: &mut dyn Read, to: &mut dyn Write) -> Result<u64, CopyError> {
     let mut buf = vec![0u8; BATCH];
     let mut total = 0u64;
     loop {

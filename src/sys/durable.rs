@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// A file being written under a temporary name. Dropped without being placed, it
 /// removes itself, so a failed write never leaves a partial file behind.
-pub struct TempFile {
+pub(crate) struct TempFile {
     path: PathBuf,
     file: File,
     placed: bool,
@@ -17,7 +17,7 @@ pub struct TempFile {
 
 impl TempFile {
     /// Creates `path`, which must not exist yet, readable by its owner only.
-    pub fn create(path: PathBuf) -> io::Result<TempFile> {
+    pub(crate) fn create(path: PathBuf) -> io::Result<TempFile> {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -30,18 +30,18 @@ impl TempFile {
         })
     }
 
-    pub fn file(&mut self) -> &mut File {
+    pub(crate) fn file(&mut self) -> &mut File {
         &mut self.file
     }
 
     /// Keeps the file under its temporary name, not yet durable: the caller makes a
     /// batch durable at once (one `syncfs`) and then [`place`]s each file.
-    pub fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.placed = true;
     }
 
     /// Makes the content durable and atomically replaces `dest` with it.
-    pub fn rename_into(mut self, dest: &Path) -> io::Result<()> {
+    pub(crate) fn rename_into(mut self, dest: &Path) -> io::Result<()> {
         self.file.sync_all()?;
         fs::rename(&self.path, dest)?;
         self.placed = true;
@@ -61,7 +61,7 @@ impl Drop for TempFile {
 /// for it, so that a large message is mostly on disk by the time the batch's
 /// `syncfs` runs, which then waits for the tail only. Durability still comes from
 /// that sync; this only overlaps the disk with the download.
-pub struct Writeback<'a> {
+pub(crate) struct Writeback<'a> {
     file: &'a mut File,
     written: u64,
     started: u64,
@@ -71,7 +71,7 @@ pub struct Writeback<'a> {
 const WRITEBACK_CHUNK: u64 = 8 << 20;
 
 impl<'a> Writeback<'a> {
-    pub fn new(file: &'a mut File) -> Writeback<'a> {
+    pub(crate) fn new(file: &'a mut File) -> Writeback<'a> {
         Writeback {
             file,
             written: 0,
@@ -122,7 +122,7 @@ impl io::Write for Writeback<'_> {
 
 /// Gives the file at `temp` the name `dest` with a hard link, which never replaces an
 /// existing file, and drops the temporary name.
-pub fn place(temp: &Path, dest: &Path) -> io::Result<()> {
+pub(crate) fn place(temp: &Path, dest: &Path) -> io::Result<()> {
     match fs::hard_link(temp, dest) {
         Ok(()) => {
             // A leftover temporary name is harmless: recovery removes it.
@@ -139,7 +139,7 @@ pub fn place(temp: &Path, dest: &Path) -> io::Result<()> {
 }
 
 /// fsyncs the directory that holds `path`, making a new or renamed entry durable.
-pub fn sync_parent(path: &Path) -> io::Result<()> {
+pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -151,7 +151,7 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
 /// file system: one journal commit for the whole batch instead of one per file.
 /// Elsewhere, an fsync per file: `File::sync_all`, which on macOS is
 /// `fcntl(F_FULLFSYNC)` (plain fsync there leaves data in the drive's cache).
-pub fn sync_files(dir: &Path, names: &[String]) -> io::Result<()> {
+pub(crate) fn sync_files(dir: &Path, names: &[String]) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         let _ = names;
@@ -166,7 +166,7 @@ pub fn sync_files(dir: &Path, names: &[String]) -> io::Result<()> {
 }
 
 /// Creates a directory and its parents, owner-only, and makes the new entries durable.
-pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_dir_all(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -183,7 +183,7 @@ pub fn create_dir_all(dir: &Path) -> io::Result<()> {
 /// Opens `path` for reading and writing, creating it private to its owner (mode
 /// 0600) if it is missing and never truncating it: a lock file, or a mailbox that
 /// is locked before it is appended to.
-pub fn open_private(path: &Path) -> io::Result<File> {
+pub(crate) fn open_private(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)

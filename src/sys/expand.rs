@@ -46,7 +46,7 @@ pub(crate) fn split_command(
 }
 
 /// A TOML basic string holding `text`, quotes included.
-pub fn toml_string(text: &str) -> String {
+pub(crate) fn toml_string(text: &str) -> String {
     let mut out = String::from("\"");
     for c in text.chars() {
         match c {
@@ -61,7 +61,7 @@ pub fn toml_string(text: &str) -> String {
 }
 
 /// `|`, `&&`, `>` and the like as a whole argument: never meant literally.
-pub fn is_shell_operator(arg: &str) -> bool {
+pub(crate) fn is_shell_operator(arg: &str) -> bool {
     matches!(
         arg,
         "|" | "||" | "&&" | "&" | ";" | ">" | ">>" | "<" | "<<" | "2>" | "2>&1" | "|&"
@@ -69,7 +69,7 @@ pub fn is_shell_operator(arg: &str) -> bool {
 }
 
 /// `sh -c 'TEXT'`, quoted for a shell.
-pub fn sh_c(text: &str) -> String {
+pub(crate) fn sh_c(text: &str) -> String {
     format!("sh -c '{}'", text.replace('\'', r"'\''"))
 }
 

@@ -17,7 +17,7 @@ use indicatif::{MultiProgress, ProgressDrawTarget};
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 
 /// The line printed on an interrupt.
-pub const NOTICE: &str = "popfetch: interrupted: nothing lost, run sync again";
+pub(crate) const NOTICE: &str = "popfetch: interrupted: nothing lost, run sync again";
 
 extern "C" fn on_sigint(_: libc::c_int) {
     // Only async-signal-safe calls here: one write(2) to wake the watcher.
@@ -29,7 +29,7 @@ extern "C" fn on_sigint(_: libc::c_int) {
 }
 
 /// The terminal settings to put back, while echoing of control characters is off.
-pub struct Installed {
+pub(crate) struct Installed {
     saved: Option<libc::termios>,
 }
 
@@ -53,7 +53,7 @@ fn restore(saved: Option<&libc::termios>) {
 /// With bars on a terminal, the echo of control characters is turned off meanwhile:
 /// a bar line fills the terminal's width, so an echoed "^C" would wrap onto a line
 /// of its own, and clearing the bars would then leave the top one standing.
-pub fn install(bars: Option<MultiProgress>, code: i32) -> Installed {
+pub(crate) fn install(bars: Option<MultiProgress>, code: i32) -> Installed {
     let mut saved = None;
     if bars.is_some() {
         // SAFETY: tcgetattr fills a termios; an error leaves the terminal alone.

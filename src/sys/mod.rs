@@ -2,8 +2,8 @@
 //! one runner for helper commands, durable writes, copies in batches of few system
 //! calls, and Ctrl-C.
 
-pub mod child;
-pub mod copy;
-pub mod durable;
-pub mod expand;
-pub mod interrupt;
+pub(crate) mod child;
+pub(crate) mod copy;
+pub(crate) mod durable;
+pub(crate) mod expand;
+pub(crate) mod interrupt;

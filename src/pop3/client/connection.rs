@@ -16,7 +16,7 @@ use crate::pop3::Error;
 pub(super) const READ_BUFFER: usize = 64 * 1024;
 
 /// Receives one line per command sent and status received; passwords never reach it.
-pub type Trace = Box<dyn FnMut(&str) + Send>;
+pub(crate) type Trace = Box<dyn FnMut(&str) + Send>;
 
 /// The wire: buffered reads, batched writes, optional trace.
 pub(super) struct Connection<S> {

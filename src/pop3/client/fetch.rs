@@ -30,7 +30,7 @@ impl<S: Wire> Session<S> {
     /// caught at the message it displaced. A body that does not fit ends in a read
     /// error instead of its end, so no target keeps it, and `retrieve` returns a
     /// protocol error without reading further.
-    pub fn retrieve(
+    pub(crate) fn retrieve(
         &mut self,
         messages: &[(u32, u64)],
         mut each: impl FnMut(u32, Result<&mut dyn Retrieved, Status>) -> Flow,
@@ -87,7 +87,7 @@ impl<S: Wire> Session<S> {
     /// (see [`Session::retrieve`]): a header block that a reply out of place shifted
     /// onto the next message could pass for that message's and have it deleted
     /// unfetched, or shown under another's number.
-    pub fn tops(
+    pub(crate) fn tops(
         &mut self,
         messages: &[(u32, u64)],
         mut each: impl FnMut(&(u32, u64), Result<&mut dyn Read, Status>) -> Flow,
@@ -124,7 +124,7 @@ impl<S: Wire> Session<S> {
 }
 
 /// A RETR body as `retrieve` hands it over.
-pub trait Retrieved: Read {
+pub(crate) trait Retrieved: Read {
     /// The message's listed size and header digest, once its body was read to the
     /// end and the reply found to be the one asked for.
     fn identity(&self) -> Option<Identity>;

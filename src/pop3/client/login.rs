@@ -27,7 +27,7 @@ pub(super) const SLOW_PATH: Duration = Duration::from_millis(10);
 
 /// How to log in: RFC 1939 §7, or SASL (RFC 5034).
 #[derive(Clone)]
-pub enum Credentials<'a> {
+pub(crate) enum Credentials<'a> {
     User {
         user: &'a str,
         password: &'a str,
@@ -52,7 +52,7 @@ const MAX_AUTH_LINE: usize = 255;
 const MAX_SASL_ROUNDS: usize = 10;
 
 /// A connection in the AUTHORIZATION state.
-pub struct Client<S> {
+pub(crate) struct Client<S> {
     pub(super) conn: Connection<S>,
     greeting: Status,
     caps: Option<Capabilities>,
@@ -62,7 +62,7 @@ pub struct Client<S> {
 
 impl<S: Wire> Client<S> {
     /// Reads the greeting (RFC 1939 §4) from a fresh connection.
-    pub fn new(stream: S, trace: Option<Trace>) -> Result<Self, Error> {
+    pub(crate) fn new(stream: S, trace: Option<Trace>) -> Result<Self, Error> {
         let mut conn = Connection::new(stream, trace);
         // A TLS record (handshake 22 or alert 21, then major version 3) where the
         // greeting should be: the port speaks TLS first (RFC 8446 §5.1).
@@ -90,17 +90,17 @@ impl<S: Wire> Client<S> {
         })
     }
 
-    pub fn greeting(&self) -> &Status {
+    pub(crate) fn greeting(&self) -> &Status {
         &self.greeting
     }
 
     /// The stream under the conversation, for a report of its TLS session.
-    pub fn stream(&self) -> &S {
+    pub(crate) fn stream(&self) -> &S {
         self.conn.io.get_ref()
     }
 
     /// Adds a line to the trace, if there is one.
-    pub fn note(&mut self, line: &str) {
+    pub(crate) fn note(&mut self, line: &str) {
         self.conn.note(|| line.to_string());
     }
 
@@ -110,7 +110,7 @@ impl<S: Wire> Client<S> {
     }
 
     /// Asks CAPA once (RFC 2449 §5). A server that answers -ERR has no capabilities.
-    pub fn capabilities(&mut self) -> Result<&Capabilities, Error> {
+    pub(crate) fn capabilities(&mut self) -> Result<&Capabilities, Error> {
         if self.caps.is_none() {
             let asked = Instant::now();
             self.conn.send(Command::Capa)?;
@@ -128,7 +128,7 @@ impl<S: Wire> Client<S> {
 
     /// Upgrades the connection with STLS (RFC 2595 §4). `handshake` turns the plain
     /// stream into a secure one. Nothing is ever sent in cleartext after a failure here.
-    pub fn starttls(
+    pub(crate) fn starttls(
         mut self,
         handshake: impl FnOnce(S) -> Result<S, Error>,
     ) -> Result<Client<S>, Error> {
@@ -164,7 +164,7 @@ impl<S: Wire> Client<S> {
 
     /// Logs in. On failure the client comes back with the error, so the caller can
     /// still say QUIT.
-    pub fn login(mut self, creds: Credentials) -> Result<Session<S>, Box<LoginFailed<S>>> {
+    pub(crate) fn login(mut self, creds: Credentials) -> Result<Session<S>, Box<LoginFailed<S>>> {
         if let Err(error) = self.authenticate(creds) {
             return Err(Box::new(LoginFailed {
                 error,
@@ -302,7 +302,7 @@ impl<S: Wire> Client<S> {
     }
 
     /// Ends the conversation politely; over a broken connection, only closes it.
-    pub fn quit(mut self) -> Result<(), Error> {
+    pub(crate) fn quit(mut self) -> Result<(), Error> {
         self.conn.usable("QUIT")?;
         self.conn.send(Command::Quit)?;
         self.conn.expect_ok("QUIT").map(drop)
@@ -316,7 +316,7 @@ fn encode(bytes: &[u8]) -> String {
 }
 
 /// A refused login: the error, and the client still in the AUTHORIZATION state.
-pub struct LoginFailed<S> {
+pub(crate) struct LoginFailed<S> {
     pub error: Error,
     pub client: Client<S>,
 }

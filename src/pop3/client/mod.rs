@@ -9,10 +9,10 @@ mod fetch;
 mod login;
 mod session;
 
-pub use connection::Trace;
-pub use fetch::Retrieved;
-pub use login::{Client, Credentials};
-pub use session::Session;
+pub(crate) use connection::Trace;
+pub(crate) use fetch::Retrieved;
+pub(crate) use login::{Client, Credentials};
+pub(crate) use session::Session;
 
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,7 @@ use crate::pop3::proto::response::{parse_list_line, parse_uidl_line, Status};
 use crate::pop3::Error;
 
 /// A logged-in connection in the TRANSACTION state.
-pub struct Session<S> {
+pub(crate) struct Session<S> {
     pub(super) conn: Connection<S>,
     pub(super) pipelining: bool,
     /// The round trip is long enough to ask UIDL and LIST together.
@@ -30,7 +30,7 @@ impl<S: Wire> Session<S> {
     }
 
     /// STAT (RFC 1939 §5): message count and total size.
-    pub fn stat(&mut self) -> Result<(u32, u64), Error> {
+    pub(crate) fn stat(&mut self) -> Result<(u32, u64), Error> {
         self.conn.send(Command::Stat)?;
         let status = self.conn.expect_ok("STAT")?;
         let mut words = status.text.split(' ');
@@ -48,7 +48,7 @@ impl<S: Wire> Session<S> {
 
     /// Every message with its size and unique-id: UIDL and LIST, sent together when
     /// the server allows pipelining. A server without UIDL gives sizes only.
-    pub fn listing(&mut self) -> Result<Listing, Error> {
+    pub(crate) fn listing(&mut self) -> Result<Listing, Error> {
         self.conn.queue(Command::Uidl)?;
         if self.pipelining {
             self.conn.queue(Command::List)?;
@@ -71,7 +71,7 @@ impl<S: Wire> Session<S> {
     /// one LIST otherwise; a run with nothing new asks no LIST at all. On a slow
     /// path this is [`listing`](Self::listing). A server without UIDL gives sizes
     /// only.
-    pub fn listing_sized(&mut self, sized: &dyn Fn(&str) -> bool) -> Result<Listing, Error> {
+    pub(crate) fn listing_sized(&mut self, sized: &dyn Fn(&str) -> bool) -> Result<Listing, Error> {
         if self.pipelining && self.slow_path {
             return self.listing();
         }
@@ -165,7 +165,7 @@ impl<S: Wire> Session<S> {
 
     /// Marks messages deleted (RFC 1939 §5); they go at QUIT. Returns the ones the
     /// server refused, which stay on the server.
-    pub fn delete(&mut self, nums: &[u32]) -> Result<Vec<(u32, Status)>, Error> {
+    pub(crate) fn delete(&mut self, nums: &[u32]) -> Result<Vec<(u32, Status)>, Error> {
         let mut refused = Vec::new();
         self.pipelined(
             "DELE",
@@ -228,7 +228,7 @@ impl<S: Wire> Session<S> {
     /// QUIT (RFC 1939 §6): the server now removes the deleted messages. -ERR here
     /// means some of them were not removed. Over a broken connection nothing is
     /// sent: the connection is closed and the deletions are not made.
-    pub fn quit(mut self) -> Result<(), Error> {
+    pub(crate) fn quit(mut self) -> Result<(), Error> {
         self.conn.usable("QUIT")?;
         self.conn.send(Command::Quit)?;
         self.conn.expect_ok("QUIT").map(drop)

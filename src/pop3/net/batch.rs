@@ -23,7 +23,7 @@ const PATIENCE: Duration = Duration::from_millis(250);
 /// the messages asked for, which the replies usually exceed (a status line,
 /// dot-stuffing, the terminator; under TLS, each record's header and tag). While
 /// enough is due, a read waits for a batch of it (SO_RCVLOWAT, socket(7)).
-pub struct Tcp {
+pub(crate) struct Tcp {
     pub(super) socket: TcpStream,
     /// Bytes due: counted down by every byte read, and cleared when the protocol
     /// is owed nothing more, so it overshoots only by what a server overstated.

@@ -5,7 +5,7 @@
 use crate::pop3::text::escape;
 
 /// What a certificate says of itself, for people.
-pub struct CertificateDetails {
+pub(crate) struct CertificateDetails {
     pub subject: String,
     pub issuer: String,
     /// The end of its validity, UTC.
@@ -14,7 +14,7 @@ pub struct CertificateDetails {
 
 impl CertificateDetails {
     /// Reads a DER certificate (RFC 5280 §4.1); `None` if it is not one.
-    pub fn of(der: &[u8]) -> Option<CertificateDetails> {
+    pub(crate) fn of(der: &[u8]) -> Option<CertificateDetails> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
         let not_after = cert.validity().not_after.timestamp();
         let not_after = chrono::DateTime::from_timestamp(not_after, 0).map_or_else(

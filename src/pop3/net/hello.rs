@@ -5,7 +5,7 @@ use super::TlsVersion;
 
 /// The TLS version and cipher suite a handshake negotiated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Negotiated {
+pub(crate) struct Negotiated {
     /// The protocol version's code point (0x0303 is TLS 1.2, RFC 8446 §4.2.1).
     pub version: u16,
     /// The cipher suite's code point (IANA "TLS Cipher Suites").
@@ -17,7 +17,7 @@ impl Negotiated {
     /// legacy version, session id and cipher suite, and for TLS 1.3 the
     /// supported_versions extension that holds the real version (RFC 8446 §4.1.3,
     /// §4.2.1; RFC 5246 §7.4.1.3 before it).
-    pub fn from_hello(bytes: &[u8]) -> Option<Negotiated> {
+    pub(crate) fn from_hello(bytes: &[u8]) -> Option<Negotiated> {
         // The record header: handshake (22), version, length.
         let record = bytes.get(5..)?;
         if bytes[0] != 22 {
@@ -51,7 +51,7 @@ impl Negotiated {
     }
 
     /// The version, if it is one a minimum can name (TLS 1.0 to 1.3).
-    pub fn tls_version(&self) -> Option<TlsVersion> {
+    pub(crate) fn tls_version(&self) -> Option<TlsVersion> {
         match self.version {
             0x0301 => Some(TlsVersion::V1_0),
             0x0302 => Some(TlsVersion::V1_1),
@@ -62,7 +62,7 @@ impl Negotiated {
     }
 
     /// The version as OpenSSL names it ("TLSv1.3").
-    pub fn version_name(&self) -> String {
+    pub(crate) fn version_name(&self) -> String {
         match self.tls_version() {
             Some(TlsVersion::V1_0) => "TLSv1".into(),
             Some(v) => format!("TLSv{v}"),
@@ -71,7 +71,7 @@ impl Negotiated {
     }
 
     /// The cipher suite's IANA name, for the suites servers choose today.
-    pub fn cipher_name(&self) -> String {
+    pub(crate) fn cipher_name(&self) -> String {
         let name = match self.cipher {
             0x1301 => "TLS_AES_128_GCM_SHA256",
             0x1302 => "TLS_AES_256_GCM_SHA384",

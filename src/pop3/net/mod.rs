@@ -16,10 +16,10 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use batch::Tcp;
-pub use certificate::CertificateDetails;
-pub use hello::Negotiated;
-pub use roots::{found_env, prefer_lazy_roots};
-pub use tls::{
+pub(crate) use certificate::CertificateDetails;
+pub(crate) use hello::Negotiated;
+pub(crate) use roots::{found_env, prefer_lazy_roots};
+pub(crate) use tls::{
     fingerprint_text, CertificateProblem, Secured, TlsConfig, TlsConfigError, TlsOptions,
     TlsVersion,
 };
@@ -27,7 +27,7 @@ pub use tls::{
 /// The byte stream a session runs over. Besides reading and writing, it may be
 /// told how many bytes are surely on their way, so as to wait for many at a time
 /// (the TCP stream does, see `batch`); by default it lets that pass.
-pub trait Wire: Read + Write {
+pub(crate) trait Wire: Read + Write {
     /// `bytes` more bytes will arrive: the listed size of a message asked for,
     /// which its reply usually exceeds.
     fn due(&mut self, bytes: u64) {
@@ -41,7 +41,7 @@ pub trait Wire: Read + Write {
 
 /// What can go wrong in reaching and securing the server.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("cannot resolve {host}")]
     Resolve { host: String, source: io::Error },
     #[error("cannot connect to {addr}")]
@@ -66,7 +66,7 @@ pub enum Error {
 }
 
 /// A connection to the server, secured or not.
-pub enum Stream {
+pub(crate) enum Stream {
     Plain(Tcp),
     Tls(Box<Secured>),
 }
@@ -74,7 +74,7 @@ pub enum Stream {
 impl Stream {
     /// Connects to `host:port`, trying each address in turn, each attempt bounded by
     /// `timeout`, which then also bounds every read and write.
-    pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Stream, Error> {
+    pub(crate) fn connect(host: &str, port: u16, timeout: Duration) -> Result<Stream, Error> {
         let addrs = (host, port)
             .to_socket_addrs()
             .map_err(|source| Error::Resolve {
@@ -111,7 +111,7 @@ impl Stream {
     }
 
     /// The address connected to.
-    pub fn peer(&self) -> Option<std::net::SocketAddr> {
+    pub(crate) fn peer(&self) -> Option<std::net::SocketAddr> {
         let tcp = match self {
             Stream::Plain(tcp) => tcp,
             Stream::Tls(s) => s.tcp(),
@@ -128,7 +128,7 @@ impl Stream {
     }
 
     /// The TLS session, for a report of what was negotiated.
-    pub fn tls(&self) -> Option<&Secured> {
+    pub(crate) fn tls(&self) -> Option<&Secured> {
         match self {
             Stream::Plain(_) => None,
             Stream::Tls(s) => Some(s),

@@ -34,7 +34,7 @@ static FOUND: OnceLock<[(&str, Option<OsString>); 2]> = OnceLock::new();
 /// directory exists, or where the TLS library is not OpenSSL. It sets the
 /// process's environment, so it must run before any thread starts; the child
 /// processes popfetch runs get the variables back as they were ([`found_env`]).
-pub fn prefer_lazy_roots() {
+pub(crate) fn prefer_lazy_roots() {
     #[cfg(not(any(target_vendor = "apple", windows)))]
     {
         let (file, dir) = (std::env::var_os(CERT_FILE), std::env::var_os(CERT_DIR));
@@ -65,7 +65,7 @@ pub fn prefer_lazy_roots() {
 /// The variables [`prefer_lazy_roots`] changed, with the values popfetch was
 /// given (`None`: unset), for a child process to run with; empty if it changed
 /// none.
-pub fn found_env() -> &'static [(&'static str, Option<OsString>)] {
+pub(crate) fn found_env() -> &'static [(&'static str, Option<OsString>)] {
     FOUND.get().map_or(&[], |found| found.as_slice())
 }
 

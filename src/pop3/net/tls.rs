@@ -14,7 +14,7 @@ use super::batch::Tcp;
 use super::{Error, Negotiated, Stream};
 
 /// A TLS session, and what its handshake negotiated.
-pub struct Secured {
+pub(crate) struct Secured {
     stream: TlsStream<Socket>,
     negotiated: Option<Negotiated>,
 }
@@ -57,7 +57,7 @@ impl Stream {
     /// Runs the TLS handshake over a plain stream, checking the certificate chain
     /// and that it names `host` (or, with a pin, that it is the pinned one), and
     /// that the version negotiated is at least the minimum.
-    pub fn secure(self, tls: &TlsConfig, host: &str) -> Result<Stream, Error> {
+    pub(crate) fn secure(self, tls: &TlsConfig, host: &str) -> Result<Stream, Error> {
         let tcp = match self {
             Stream::Plain(tcp) => tcp,
             already @ Stream::Tls(_) => return Ok(already),
@@ -85,7 +85,7 @@ impl Stream {
 
     /// Whether `host:port` answers a TLS handshake within `patience`: a fresh
     /// connection, nothing verified, nothing sent after it.
-    pub fn speaks_tls(host: &str, port: u16, patience: Duration) -> bool {
+    pub(crate) fn speaks_tls(host: &str, port: u16, patience: Duration) -> bool {
         let options = TlsOptions {
             ca_file: None,
             min_version: TlsVersion::V1_0,
@@ -113,12 +113,12 @@ impl Secured {
 
     /// What the handshake negotiated, as the server's hello said; `None` if the
     /// hello could not be read.
-    pub fn negotiated(&self) -> Option<&Negotiated> {
+    pub(crate) fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_ref()
     }
 
     /// The server's certificate, DER.
-    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+    pub(crate) fn peer_certificate(&self) -> Option<Vec<u8>> {
         self.stream
             .peer_certificate()
             .ok()
@@ -206,7 +206,7 @@ fn not_tls(text: &str) -> bool {
 /// result in the TLS library's error text (OpenSSL's `X509_verify_cert_error_string`,
 /// or Security.framework's trust result), or `None` if the error is not about
 /// the certificate.
-pub fn certificate_problem(text: &str) -> Option<CertificateProblem> {
+pub(super) fn certificate_problem(text: &str) -> Option<CertificateProblem> {
     let lower = text.to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
     Some(if has(&["certificate has expired", "expired"]) {
@@ -242,7 +242,7 @@ pub fn certificate_problem(text: &str) -> Option<CertificateProblem> {
 
 /// Why a certificate was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CertificateProblem {
+pub(crate) enum CertificateProblem {
     Expired,
     NotYetValid,
     SelfSigned,
@@ -268,7 +268,7 @@ impl std::fmt::Display for CertificateProblem {
 
 /// The lowest TLS version accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TlsVersion {
+pub(crate) enum TlsVersion {
     V1_0,
     V1_1,
     V1_2,
@@ -288,7 +288,7 @@ impl std::fmt::Display for TlsVersion {
 
 /// What the user asked of TLS.
 #[derive(Debug, Clone)]
-pub struct TlsOptions {
+pub(crate) struct TlsOptions {
     /// Extra trusted CA certificates, PEM.
     pub ca_file: Option<PathBuf>,
     pub min_version: TlsVersion,
@@ -301,21 +301,21 @@ pub struct TlsOptions {
 
 /// How to verify servers: the system's trusted roots plus any extra CA file, or a
 /// pinned certificate.
-pub struct TlsConfig {
+pub(crate) struct TlsConfig {
     connector: TlsConnector,
     min_version: TlsVersion,
     fingerprint: Option<[u8; 32]>,
 }
 
 /// The SHA-256 fingerprint of a DER certificate, written "sha256:AB:CD:…".
-pub fn fingerprint_text(digest: &[u8]) -> String {
+pub(crate) fn fingerprint_text(digest: &[u8]) -> String {
     let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
     format!("sha256:{}", hex.join(":"))
 }
 
 /// A problem with the local TLS settings, found before connecting.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsConfigError {
+pub(crate) enum TlsConfigError {
     #[error("cannot read the CA file {path}")]
     ReadCa { path: String, source: io::Error },
     #[error("the CA file {path} holds no usable PEM certificate: {reason}")]
@@ -327,14 +327,14 @@ pub enum TlsConfigError {
 impl TlsConfig {
     /// Verifies as `options` say: the chain and the host name, or the pin, or
     /// (when asked to) nothing.
-    pub fn new(options: &TlsOptions) -> Result<TlsConfig, TlsConfigError> {
+    pub(crate) fn new(options: &TlsOptions) -> Result<TlsConfig, TlsConfigError> {
         let verify = !options.skip_verify && options.fingerprint.is_none();
         TlsConfig::build(options, verify)
     }
 
     /// Verifies nothing, so that the handshake goes on whatever the certificate,
     /// which is then shown: for `probe`, which judges it on its own.
-    pub fn report(options: &TlsOptions) -> Result<TlsConfig, TlsConfigError> {
+    pub(crate) fn report(options: &TlsOptions) -> Result<TlsConfig, TlsConfigError> {
         TlsConfig::build(options, false)
     }
 

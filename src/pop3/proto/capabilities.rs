@@ -3,11 +3,11 @@
 use super::response::escape;
 
 /// CAPA lines at most: real servers send a dozen or two.
-pub const MAX_CAPA_LINES: usize = 256;
+pub(crate) const MAX_CAPA_LINES: usize = 256;
 
 /// What the server said it can do (RFC 2449 §6). Empty when CAPA is not supported.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Capabilities {
+pub(crate) struct Capabilities {
     /// The server answered CAPA at all.
     pub known: bool,
     pub stls: bool,
@@ -25,7 +25,7 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// The capabilities of a +OK CAPA reply's lines (dot-unstuffed).
-    pub fn parse(lines: &[Vec<u8>]) -> Capabilities {
+    pub(crate) fn parse(lines: &[Vec<u8>]) -> Capabilities {
         let mut caps = Capabilities {
             known: true,
             ..Capabilities::default()

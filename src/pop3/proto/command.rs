@@ -4,7 +4,7 @@
 use super::Error;
 
 #[derive(Debug, Clone, Copy)]
-pub enum Command<'a> {
+pub(crate) enum Command<'a> {
     Capa,
     Stls,
     /// RFC 6856 §2: lets the server send UTF-8 headers as they are.
@@ -29,7 +29,7 @@ pub enum Command<'a> {
 
 impl Command<'_> {
     /// The command keyword, for error messages.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Command::Capa => "CAPA",
             Command::Stls => "STLS",
@@ -51,7 +51,7 @@ impl Command<'_> {
 
     /// Appends the command and its CRLF to `out`. Arguments holding CR, LF or NUL are
     /// refused: they would let a user name smuggle a second command onto the wire.
-    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
         let line = match *self {
             Command::User(user) => format!("USER {}", checked(user, "user name")?),
             Command::Pass(pass) => format!("PASS {}", checked(pass, "password")?),
@@ -71,7 +71,7 @@ impl Command<'_> {
     }
 
     /// The command as it may appear in a trace: secrets are never shown.
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         match *self {
             Command::Pass(_) => "PASS ********".into(),
             Command::Apop(user, _) => format!("APOP {user} ********"),

@@ -12,19 +12,19 @@ use sha2::{Digest, Sha256};
 /// section (RFC 1939 §7), so the digest taken while a body streams through at
 /// delivery can be taken again later from TOP, without fetching the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub size: u64,
     pub digest: [u8; 16],
 }
 
 impl Identity {
     /// The digest as 32 hex digits, as the state writes it.
-    pub fn hex(&self) -> String {
+    pub(crate) fn hex(&self) -> String {
         self.digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Reads back `size` and 32 hex digits.
-    pub fn parse(size: &str, hex: &str) -> Option<Identity> {
+    pub(crate) fn parse(size: &str, hex: &str) -> Option<Identity> {
         let size = size.parse().ok()?;
         if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
@@ -40,7 +40,7 @@ impl Identity {
 /// Hashes the header section of a message as its body streams through, keeping
 /// nothing but the hash state.
 #[derive(Clone)]
-pub struct HeadHasher {
+pub(crate) struct HeadHasher {
     sha: Sha256,
     /// The empty line that ends the header section has been seen.
     ended: bool,
@@ -60,7 +60,7 @@ impl Default for HeadHasher {
 
 impl HeadHasher {
     /// Feeds the next bytes of the message.
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         if self.ended {
             return;
         }
@@ -82,7 +82,7 @@ impl HeadHasher {
         self.sha.update(&bytes[..end]);
     }
 
-    pub fn finish(self) -> [u8; 16] {
+    pub(crate) fn finish(self) -> [u8; 16] {
         let mut digest = [0u8; 16];
         digest.copy_from_slice(&self.sha.finalize()[..16]);
         digest
@@ -100,7 +100,7 @@ impl HeadHasher {
 /// proves a reply belongs to the message asked for — the LIST fence after each
 /// RETR does that (see `Session::retrieve`) — it stops at once a reply that is
 /// plainly another message's, before a target may keep it.
-pub fn fits(listed: u64, bytes: u64, lines: u64) -> bool {
+pub(crate) fn fits(listed: u64, bytes: u64, lines: u64) -> bool {
     let slack = 1024 + listed / 4;
     let (low, high) = (bytes, bytes + lines);
     listed.saturating_add(slack) >= low && listed <= high.saturating_add(slack)

@@ -6,25 +6,25 @@ use super::Error;
 
 /// Listing lines at most in one UIDL or LIST reply: a bound on what a server
 /// answering with an endless stream of well-formed lines can make us hold.
-pub const MAX_LISTED: usize = 1 << 20;
+pub(crate) const MAX_LISTED: usize = 1 << 20;
 
 /// What one UIDL or LIST reply may cost in memory: each line's text plus
 /// [`LISTED_ENTRY_COST`] for the entry that holds it. 24 MiB holds some 280,000
 /// messages with Dovecot's 16-character unique-ids, and keeps a whole run well
 /// under 64 MiB however long a hostile server goes on.
-pub const MAX_LISTING_BYTES: usize = 24 << 20;
+pub(crate) const MAX_LISTING_BYTES: usize = 24 << 20;
 
 /// What a listed message costs beyond its line's text: its entry (number, size and
 /// the unique-id's string header) and the allocator's share.
-pub const LISTED_ENTRY_COST: usize = 64;
+pub(crate) const LISTED_ENTRY_COST: usize = 64;
 
 /// A listing line at most: RFC 2449 §4 caps a response line at 512 octets, and a
 /// UIDL line (a number and at most 70 characters) needs far less.
-pub const MAX_LISTING_LINE: usize = 512;
+pub(crate) const MAX_LISTING_LINE: usize = 512;
 
 /// A message in the server's listing: number, size and unique-id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedMessage {
+pub(crate) struct ListedMessage {
     pub num: u32,
     /// As LIST counts it; 0 for a message whose size was not asked (see
     /// `Session::listing_sized`).
@@ -35,14 +35,14 @@ pub struct ListedMessage {
 /// The server's listing: with unique-ids, or (RFC 1939 makes UIDL optional)
 /// message numbers and sizes only.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listing {
+pub(crate) enum Listing {
     WithUids(Vec<ListedMessage>),
     SizesOnly(Vec<(u32, u64)>),
 }
 
 /// Counts the lines of one multi-line reply against its bounds.
 #[derive(Debug)]
-pub struct LineBudget {
+pub(crate) struct LineBudget {
     lines: usize,
     bytes: usize,
     max_lines: usize,
@@ -52,7 +52,7 @@ pub struct LineBudget {
 impl LineBudget {
     /// At most `max_lines` lines costing `max_bytes` in all (see
     /// [`LISTED_ENTRY_COST`]).
-    pub fn new(max_lines: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(max_lines: usize, max_bytes: usize) -> Self {
         LineBudget {
             lines: 0,
             bytes: 0,
@@ -62,12 +62,12 @@ impl LineBudget {
     }
 
     /// A listing of at most `expected` lines (UIDL's count, when LIST follows it).
-    pub fn listing(expected: usize) -> Self {
+    pub(crate) fn listing(expected: usize) -> Self {
         Self::new(expected.min(MAX_LISTED), MAX_LISTING_BYTES)
     }
 
     /// Counts one more line of `len` bytes; refuses it past the bounds.
-    pub fn take(&mut self, phase: &str, len: usize) -> Result<(), Error> {
+    pub(crate) fn take(&mut self, phase: &str, len: usize) -> Result<(), Error> {
         self.lines += 1;
         self.bytes = self.bytes.saturating_add(len + LISTED_ENTRY_COST);
         if self.lines > self.max_lines || self.bytes > self.max_bytes {
@@ -82,7 +82,7 @@ impl LineBudget {
 
 /// The message number that UIDL names twice, if any: sizes are matched to
 /// unique-ids by number, so it must not repeat.
-pub fn repeated_number(uids: &[(u32, String)]) -> Option<u32> {
+pub(crate) fn repeated_number(uids: &[(u32, String)]) -> Option<u32> {
     if uids.windows(2).all(|w| w[0].0 < w[1].0) {
         return None;
     }
@@ -93,7 +93,10 @@ pub fn repeated_number(uids: &[(u32, String)]) -> Option<u32> {
 
 /// Joins unique-ids and sizes by message number; they must name the same messages.
 /// Unique-ids may still repeat here (see [`repeated_uids`]).
-pub fn join(uids: Vec<(u32, String)>, sizes: &[(u32, u64)]) -> Result<Vec<ListedMessage>, Error> {
+pub(crate) fn join(
+    uids: Vec<(u32, String)>,
+    sizes: &[(u32, u64)],
+) -> Result<Vec<ListedMessage>, Error> {
     // Servers list both in the same ascending order: pair them up directly.
     let aligned = uids.len() == sizes.len()
         && uids.iter().zip(sizes).all(|(u, s)| u.0 == s.0)
@@ -124,7 +127,7 @@ pub fn join(uids: Vec<(u32, String)>, sizes: &[(u32, u64)]) -> Result<Vec<Listed
 
 /// Each of `uids` with its size from `sizes` (number and size, for some of the same
 /// messages in the same order); the others get size 0.
-pub fn with_sizes(uids: Vec<(u32, String)>, sizes: Vec<(u32, u64)>) -> Vec<ListedMessage> {
+pub(crate) fn with_sizes(uids: Vec<(u32, String)>, sizes: Vec<(u32, u64)>) -> Vec<ListedMessage> {
     let mut sizes = sizes.into_iter().peekable();
     uids.into_iter()
         .map(|(num, uid)| {
@@ -137,7 +140,7 @@ pub fn with_sizes(uids: Vec<(u32, String)>, sizes: Vec<(u32, u64)>) -> Vec<Liste
 }
 
 /// The unique-ids that occur more than once among `uids`.
-pub fn repeated_uids<'a>(uids: impl Iterator<Item = &'a str>) -> foldhash::HashSet<&'a str> {
+pub(crate) fn repeated_uids<'a>(uids: impl Iterator<Item = &'a str>) -> foldhash::HashSet<&'a str> {
     let mut seen =
         foldhash::HashSet::with_capacity_and_hasher(uids.size_hint().0, Default::default());
     uids.filter(|uid| !seen.insert(*uid)).collect()

@@ -3,13 +3,13 @@
 //! the listing and the pipeline's bookkeeping. Everything here is tested as plain
 //! values; the client drives it over a stream.
 
-pub mod capabilities;
-pub mod command;
-pub mod identity;
-pub mod listing;
-pub mod multiline;
-pub mod pipeline;
-pub mod response;
-pub mod sasl;
+pub(crate) mod capabilities;
+pub(crate) mod command;
+pub(crate) mod identity;
+pub(crate) mod listing;
+pub(crate) mod multiline;
+pub(crate) mod pipeline;
+pub(crate) mod response;
+pub(crate) mod sasl;
 
-pub use super::error::Error;
+pub(crate) use super::error::Error;

@@ -9,15 +9,15 @@ use std::collections::VecDeque;
 /// command, under 9 KiB in all) stays far below any socket buffer, so our writes
 /// never block while the server waits for us to read its replies: the deadlock
 /// pipelining must avoid.
-pub const WINDOW: usize = 256;
+pub(crate) const WINDOW: usize = 256;
 
 /// Listed message bytes in flight at most, a window's worth of RETRs: enough to
 /// keep a 50 ms path busy at 80 MB/s, and a bound on what a stop must drain.
-pub const BYTES_IN_FLIGHT: u64 = 4 << 20;
+pub(crate) const BYTES_IN_FLIGHT: u64 = 4 << 20;
 
 /// Whether a pipelined run should go on after a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
+pub(crate) enum Flow {
     Continue,
     Stop,
 }
@@ -25,7 +25,7 @@ pub enum Flow {
 /// The replies owed for requests sent, oldest first, each with the listed bytes its
 /// reply carries (a RETR's message; 0 for a short reply).
 #[derive(Debug)]
-pub struct Pipeline<T> {
+pub(crate) struct Pipeline<T> {
     owed: VecDeque<(T, u64)>,
     window: usize,
     bytes_in_flight: u64,
@@ -35,7 +35,7 @@ pub struct Pipeline<T> {
 impl<T> Pipeline<T> {
     /// A pipeline of [`WINDOW`] requests where the server allows pipelining, and of
     /// one (each reply read before the next request) where it does not.
-    pub fn new(pipelining: bool) -> Self {
+    pub(crate) fn new(pipelining: bool) -> Self {
         Pipeline {
             owed: VecDeque::new(),
             window: if pipelining { WINDOW } else { 1 },
@@ -48,7 +48,7 @@ impl<T> Pipeline<T> {
     /// Requests go out in batches: once the window is half empty it is filled again,
     /// so short replies cost one write per half window, not one per reply; a
     /// request always may when nothing is owed, however large its reply.
-    pub fn may_send(&self, bytes: u64) -> bool {
+    pub(crate) fn may_send(&self, bytes: u64) -> bool {
         if self.stopped || self.owed.len() >= self.window {
             return false;
         }
@@ -59,40 +59,40 @@ impl<T> Pipeline<T> {
     }
 
     /// Whether the window has drained far enough to be filled again.
-    pub fn wants_more(&self) -> bool {
+    pub(crate) fn wants_more(&self) -> bool {
         self.owed.len() <= self.window / 2
     }
 
     /// A request went out; its reply is owed after those before it.
-    pub fn sent(&mut self, request: T, bytes: u64) {
+    pub(crate) fn sent(&mut self, request: T, bytes: u64) {
         self.bytes_in_flight = self.bytes_in_flight.saturating_add(bytes);
         self.owed.push_back((request, bytes));
     }
 
     /// The request whose reply comes next, now taken off what is owed.
-    pub fn next_reply(&mut self) -> Option<T> {
+    pub(crate) fn next_reply(&mut self) -> Option<T> {
         let (request, bytes) = self.owed.pop_front()?;
         self.bytes_in_flight = self.bytes_in_flight.saturating_sub(bytes);
         Some(request)
     }
 
     /// Nothing more is sent; what is owed is still read.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.stopped = true;
     }
 
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.stopped
     }
 
     /// Replies owed.
-    pub fn owed(&self) -> usize {
+    pub(crate) fn owed(&self) -> usize {
         self.owed.len()
     }
 
     /// Listed bytes still to come in the replies owed: what the stream may wait for.
     #[cfg(test)]
-    pub fn bytes_due(&self) -> u64 {
+    pub(crate) fn bytes_due(&self) -> u64 {
         self.bytes_in_flight
     }
 }

@@ -2,19 +2,19 @@
 //! response codes (RFC 2449 §8, RFC 3206), CAPA lines (RFC 2449 §6), scan listings
 //! (RFC 1939 §5) and the APOP timestamp of the greeting (RFC 1939 §7).
 
-pub use crate::pop3::text::escape;
+pub(crate) use crate::pop3::text::escape;
 
 use super::Error;
 
 /// Longest status line we accept. RFC 2449 §4 caps responses at 512 octets including
 /// CRLF; real servers sometimes exceed that, so we allow slack but never grow without
 /// bound on a hostile peer.
-pub const MAX_LINE: usize = 4096;
+pub(crate) const MAX_LINE: usize = 4096;
 
 /// An extended response code (RFC 2449 §8). Only the ones that change what we do are
 /// named; anything else is kept as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RespCode {
+pub(crate) enum RespCode {
     /// RFC 3206 §4: the credentials were wrong.
     Auth,
     /// RFC 2449 §8.1.1: another session holds the maildrop.
@@ -41,7 +41,7 @@ impl RespCode {
     }
 
     /// Codes that mean "try again later" rather than "something is wrong".
-    pub fn is_temporary(&self) -> bool {
+    pub(crate) fn is_temporary(&self) -> bool {
         matches!(
             self,
             RespCode::InUse | RespCode::LoginDelay | RespCode::SysTemp
@@ -51,7 +51,7 @@ impl RespCode {
 
 /// One status line: `+OK text` or `-ERR [CODE] text`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
+pub(crate) struct Status {
     pub ok: bool,
     pub code: Option<RespCode>,
     /// The server's text, escaped for display (see [`escape`]).
@@ -61,7 +61,7 @@ pub struct Status {
 }
 
 /// Parses a status line without its line ending.
-pub fn parse_status(line: &[u8]) -> Result<Status, Error> {
+pub(crate) fn parse_status(line: &[u8]) -> Result<Status, Error> {
     let (ok, rest) = if let Some(rest) = strip_keyword(line, b"+OK") {
         (true, rest)
     } else if let Some(rest) = strip_keyword(line, b"-ERR") {
@@ -94,7 +94,7 @@ fn strip_keyword<'a>(line: &'a [u8], keyword: &[u8]) -> Option<&'a [u8]> {
 }
 
 /// A line of a `UIDL` listing: message number and unique-id (RFC 1939 §7).
-pub fn parse_uidl_line(line: &[u8]) -> Result<(u32, String), Error> {
+pub(crate) fn parse_uidl_line(line: &[u8]) -> Result<(u32, String), Error> {
     let (num, uid) = split_pair(line, "UIDL")?;
     // RFC 1939 §7: 1 to 70 characters in 0x21..0x7E. Some servers exceed 70; we take
     // up to 512 but never spaces or control bytes, which could corrupt the state file.
@@ -110,7 +110,7 @@ pub fn parse_uidl_line(line: &[u8]) -> Result<(u32, String), Error> {
 }
 
 /// A line of a `LIST` scan listing: message number and size in octets (RFC 1939 §5).
-pub fn parse_list_line(line: &[u8]) -> Result<(u32, u64), Error> {
+pub(crate) fn parse_list_line(line: &[u8]) -> Result<(u32, u64), Error> {
     let (num, size) = split_pair(line, "LIST")?;
     // RFC 1939 §5 allows extra text after the size; keep only the number.
     let digits: &[u8] = size.split(|&b| b == b' ').next().unwrap_or_default();
@@ -139,7 +139,7 @@ fn split_pair<'a>(line: &'a [u8], what: &str) -> Result<(u32, &'a [u8]), Error> 
 /// The APOP timestamp of a greeting (RFC 1939 §7), but only when it is a well-formed
 /// msg-id (RFC 5322 §3.6.4). A looser check let a man in the middle pick the challenge
 /// and recover the password's MD5 three characters at a time (CVE-2007-1558).
-pub fn apop_timestamp(greeting: &[u8]) -> Option<&str> {
+pub(crate) fn apop_timestamp(greeting: &[u8]) -> Option<&str> {
     let start = greeting.iter().position(|&b| b == b'<')?;
     let len = greeting[start..].iter().position(|&b| b == b'>')?;
     let stamp = &greeting[start..=start + len];

@@ -14,7 +14,7 @@ use super::Error;
 
 /// A SASL mechanism popfetch can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mechanism {
+pub(crate) enum Mechanism {
     Plain,
     Login,
     CramMd5,
@@ -31,7 +31,7 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// The name used in CAPA's SASL line and in AUTH.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::Login => "LOGIN",
@@ -65,13 +65,13 @@ impl Mechanism {
 
 /// Where the server is, for OAUTHBEARER's host and port fields.
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub host: String,
     pub port: u16,
 }
 
 /// One run of a mechanism.
-pub struct Exchange {
+pub(crate) struct Exchange {
     mechanism: Mechanism,
     user: String,
     secret: String,
@@ -89,7 +89,7 @@ struct ScramState {
 }
 
 impl Exchange {
-    pub fn new(mechanism: Mechanism, user: &str, secret: &str, peer: Peer) -> Exchange {
+    pub(crate) fn new(mechanism: Mechanism, user: &str, secret: &str, peer: Peer) -> Exchange {
         Exchange {
             mechanism,
             user: user.to_string(),
@@ -101,12 +101,12 @@ impl Exchange {
         }
     }
 
-    pub fn mechanism(&self) -> Mechanism {
+    pub(crate) fn mechanism(&self) -> Mechanism {
         self.mechanism
     }
 
     /// The response sent with the AUTH command itself, where the mechanism has one.
-    pub fn initial_response(&mut self) -> Result<Option<Vec<u8>>, Error> {
+    pub(crate) fn initial_response(&mut self) -> Result<Option<Vec<u8>>, Error> {
         Ok(match self.mechanism {
             Mechanism::Plain => {
                 self.step = 1;
@@ -149,7 +149,7 @@ impl Exchange {
     }
 
     /// Answers one server challenge (already base64-decoded).
-    pub fn respond(&mut self, challenge: &[u8]) -> Result<Vec<u8>, Error> {
+    pub(crate) fn respond(&mut self, challenge: &[u8]) -> Result<Vec<u8>, Error> {
         let step = self.step;
         self.step += 1;
         match (self.mechanism, step) {
@@ -189,7 +189,7 @@ impl Exchange {
 
     /// Called on +OK: SCRAM must have seen the server's proof (mutual
     /// authentication); a server that skips it might not know the password at all.
-    pub fn finish(&self) -> Result<(), Error> {
+    pub(crate) fn finish(&self) -> Result<(), Error> {
         let scram = matches!(
             self.mechanism,
             Mechanism::ScramSha1 | Mechanism::ScramSha256

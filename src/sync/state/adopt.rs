@@ -9,7 +9,7 @@ use super::{Place, StateError, UidlState};
 
 /// A state file of an older popfetch taken over by its mailbox, said once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Adoption {
+pub(crate) struct Adoption {
     pub from: PathBuf,
     pub to: PathBuf,
     pub messages: usize,
@@ -55,7 +55,7 @@ impl UidlState {
     }
 
     /// The format-1 file this open adopted, for a one-time notice.
-    pub fn adoption(&self) -> Option<&Adoption> {
+    pub(crate) fn adoption(&self) -> Option<&Adoption> {
         self.adoption.as_ref()
     }
 }

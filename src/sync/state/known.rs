@@ -112,7 +112,7 @@ impl Records {
 ///
 /// [`UidlState`]: super::UidlState
 #[derive(Debug, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub(super) delivered: Records,
     /// Unique-ids whose records are adopted (`L`): never grounds for a DELE.
     pub(super) adopted: HashSet<String>,
@@ -121,14 +121,14 @@ pub struct Snapshot {
 impl Snapshot {
     /// Every delivered unique-id.
     #[cfg(test)]
-    pub fn delivered_uids(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn delivered_uids(&self) -> impl Iterator<Item = &str> {
         self.delivered.by_uid.keys().map(String::as_str)
     }
 }
 
 /// A view of the state that holds a [`Snapshot`]. Public in a private module, so
 /// that the [`Known`] impl over it is written once and no one else can use it.
-pub trait Holds {
+pub(crate) trait Holds {
     fn snapshot(&self) -> &Snapshot;
 }
 

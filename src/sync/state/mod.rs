@@ -46,7 +46,7 @@
 
 mod adopt;
 mod compact;
-pub mod identity;
+pub(crate) mod identity;
 mod journal;
 mod known;
 mod open;
@@ -60,9 +60,9 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 
-pub use adopt::Adoption;
-pub use known::Snapshot;
-pub use place::Place;
+pub(crate) use adopt::Adoption;
+pub(crate) use known::Snapshot;
+pub(crate) use place::Place;
 
 use crate::sync::policy::Known;
 use crate::sync::state::identity::{Identity, Record as Delivered};
@@ -74,7 +74,7 @@ const MAGIC: &str = "popfetch-state";
 const VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub(crate) enum StateError {
     #[error("cannot {action} the state file {path}")]
     Io {
         action: &'static str,
@@ -109,7 +109,7 @@ pub enum StateError {
 
 /// A delivery that was under way when a run died.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Interrupted {
+pub(crate) struct Interrupted {
     pub uid: String,
     pub location: String,
     /// Announced in an adopted record: if it completed, record it adopted too.
@@ -122,7 +122,7 @@ pub struct Interrupted {
 type Pending = (String, Option<Identity>);
 
 /// The state of one account, open for appending.
-pub struct UidlState {
+pub(crate) struct UidlState {
     path: PathBuf,
     place: Option<Place>,
     /// Open for appending; `None` only inside [`UidlState::peek`].
@@ -175,25 +175,25 @@ impl UidlState {
         }
     }
 
-    pub fn is_delivered(&self, uid: &str) -> bool {
+    pub(crate) fn is_delivered(&self, uid: &str) -> bool {
         self.recorded.delivered.by_uid.contains_key(uid)
     }
 
     /// When `uid` was first seen, if it has been delivered (its earliest record).
     #[cfg(test)]
-    pub fn first_seen(&self, uid: &str) -> Option<u64> {
+    pub(crate) fn first_seen(&self, uid: &str) -> Option<u64> {
         let records = self.recorded.delivered.by_uid.get(uid)?;
         records.iter().map(|r| r.first_seen).min()
     }
 
     /// Every delivered unique-id.
     #[cfg(test)]
-    pub fn delivered_uids(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn delivered_uids(&self) -> impl Iterator<Item = &str> {
         self.recorded.delivered_uids()
     }
 
     /// Deliveries that a previous run announced but never finished or abandoned.
-    pub fn interrupted(&self) -> Vec<Interrupted> {
+    pub(crate) fn interrupted(&self) -> Vec<Interrupted> {
         self.pending
             .iter()
             .map(|(uid, (location, id))| Interrupted {
@@ -208,7 +208,7 @@ impl UidlState {
     /// Records `uid` as delivered on the word of something other than this
     /// mailbox's own sessions (another tool's list, an adopted intent): it keeps the
     /// message from being fetched again, but never leads to a DELE.
-    pub fn record_adopted(&mut self, uid: &str, first_seen: u64) -> Result<(), StateError> {
+    pub(crate) fn record_adopted(&mut self, uid: &str, first_seen: u64) -> Result<(), StateError> {
         self.append(&format!("L D {uid} {first_seen}"))?;
         let id = None;
         self.apply(Record::Delivered(uid, Delivered { first_seen, id }));
@@ -221,7 +221,7 @@ impl UidlState {
 /// records it writes, and a way to make them durable. [`UidlState`] keeps them in
 /// its journal; the session's tests put an instrumented one in its place, to see
 /// when each record becomes durable and to make that fail.
-pub trait Ledger: Known {
+pub(crate) trait Ledger: Known {
     fn record_intent(
         &mut self,
         uid: &str,

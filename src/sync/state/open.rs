@@ -43,7 +43,7 @@ impl UidlState {
 
     /// Reads the state of `place` without changing anything on disk: no file is
     /// created, adopted or compacted (for `list` and `sync --dry-run`).
-    pub fn peek(place: &Place) -> Result<Snapshot, StateError> {
+    pub(crate) fn peek(place: &Place) -> Result<Snapshot, StateError> {
         Ok(UidlState::read(place)?.0.recorded)
     }
 
@@ -89,7 +89,7 @@ impl UidlState {
 
     /// Opens the state of `place`, creating an empty one if there is none. A
     /// format-1 state of its account is adopted: see [`UidlState::adoption`].
-    pub fn open(place: &Place) -> Result<UidlState, StateError> {
+    pub(crate) fn open(place: &Place) -> Result<UidlState, StateError> {
         let (mut state, synced) = UidlState::read(place)?;
         let path = state.path.clone();
         // `unsynced` after `read`: the file is missing, torn, or in an old format.

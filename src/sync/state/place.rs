@@ -23,7 +23,7 @@ use crate::config::Account;
 ///   them, and the policy then keeps the message on the server rather than delete
 ///   it unfetched.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Place {
+pub(crate) struct Place {
     pub(super) dir: PathBuf,
     /// The mailbox, escaped: see [`mailbox_key`].
     mailbox: String,
@@ -37,7 +37,7 @@ impl Place {
     /// The state of an account's mailbox: found by `user@host:port`, not by the
     /// account's name, so that two configs naming their accounts alike never share
     /// one, and a renamed account keeps its own (issue 15, bug 2).
-    pub fn of(account: &Account) -> Place {
+    pub(crate) fn of(account: &Account) -> Place {
         Place::new(
             &account.state_dir,
             mailbox_key(&account.user, &account.host, account.port),
@@ -47,7 +47,7 @@ impl Place {
 
     /// The state of `mailbox` (from [`mailbox_key`]) in `dir`; `account` is the name
     /// an older popfetch filed it under.
-    pub fn new(dir: &Path, mailbox: String, account: Option<&str>) -> Place {
+    pub(crate) fn new(dir: &Path, mailbox: String, account: Option<&str>) -> Place {
         // NAME_MAX is 255; a longer key keeps a readable start and a digest.
         let stem = if mailbox.len() <= 200 {
             mailbox.clone()
@@ -70,21 +70,21 @@ impl Place {
     }
 
     /// `STATE_DIR/MAILBOX.state`: the journal.
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.dir.join(format!("{}.state", self.stem))
     }
 
     /// `STATE_DIR/MAILBOX.lock`: one sync of the mailbox at a time.
-    pub fn lock(&self) -> PathBuf {
+    pub(crate) fn lock(&self) -> PathBuf {
         self.dir.join(format!("{}.lock", self.stem))
     }
 
     /// `STATE_DIR/MAILBOX.synced`: the journal's length as of its last fsync.
-    pub fn witness(&self) -> PathBuf {
+    pub(crate) fn witness(&self) -> PathBuf {
         self.dir.join(format!("{}.synced", self.stem))
     }
 
-    pub fn mailbox(&self) -> &str {
+    pub(crate) fn mailbox(&self) -> &str {
         &self.mailbox
     }
 }
@@ -93,7 +93,7 @@ impl Place {
 /// and in the user and the host every byte but `A-Z a-z 0-9 . _ + -` written `%XX`,
 /// so `@`, `:`, `/`, spaces and control characters never appear raw and no two
 /// mailboxes share a key.
-pub fn mailbox_key(user: &str, host: &str, port: u16) -> String {
+pub(super) fn mailbox_key(user: &str, host: &str, port: u16) -> String {
     fn escape(text: &str) -> String {
         let mut out = String::with_capacity(text.len());
         for &b in text.as_bytes() {
