@@ -6,8 +6,8 @@
 //!   record, delete), its policy, state and lock;
 //! - `config`: the configuration file and the secrets it names;
 //! - `deliver`: the delivery targets, one file per kind;
-//! - `pop3`: the protocol (pure core, blocking client, network);
-//! - `sys`: helper commands, durable writes, Ctrl-C.
+//! - `sys`: helper commands, durable writes, Ctrl-C, shell-like expansion;
+//! - `pop3`: the protocol (pure core, blocking client, network), at the bottom.
 
 #![warn(unreachable_pub)]
 

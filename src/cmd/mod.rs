@@ -1,6 +1,6 @@
 //! The command line: what the user typed, parsed and checked by clap, then run over
 //! the configured accounts. Errors are printed here, once, one line per account.
-//! The `sync` subcommand's parallel runs and reports are in `cli/sync_cmd.rs`.
+//! The `sync` subcommand's parallel runs and reports are in `sync.rs`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -211,7 +211,8 @@ pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
 }
 
-/// Runs popfetch and returns its exit status.
+/// Runs popfetch and returns its exit status. Call it from `main` before starting
+/// any thread: it sets the process's TLS environment first (see `pop3::net::roots`).
 pub fn run() -> ExitCode {
     // First, while this is the only thread (it sets the environment).
     crate::pop3::net::prefer_lazy_roots();

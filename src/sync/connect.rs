@@ -295,12 +295,9 @@ pub(crate) fn listing<S: Wire>(
             warn("the server has no UIDL; messages are told apart by a digest of their headers");
             let mut uids = Vec::with_capacity(sizes.len());
             let mut refused = None;
-            session.tops(&sizes, |&(num, size), head| match head {
-                Ok(head) => {
-                    uids.push((
-                        num,
-                        format!("hdr-{}", sized_digest(hash_head(head).1, size)),
-                    ));
+            session.tops(&sizes, hash_head, |&(num, size), head| match head {
+                Ok((_, legacy)) => {
+                    uids.push((num, format!("hdr-{}", sized_digest(legacy, size))));
                     Flow::Continue
                 }
                 Err(status) => {
@@ -355,9 +352,9 @@ pub(crate) fn probe<S: Wire>(
     let nums: Vec<(u32, u64)> = wanted.iter().map(|m| (m.num, m.size)).collect();
     let mut heads = Vec::with_capacity(nums.len());
     let mut refused = Vec::new();
-    session.tops(&nums, |&(num, _), head| {
+    session.tops(&nums, hash_head, |&(num, _), head| {
         match head {
-            Ok(head) => heads.push((num, hash_head(head))),
+            Ok(hashed) => heads.push((num, hashed)),
             Err(_) => refused.push(num),
         }
         Flow::Continue
@@ -423,20 +420,20 @@ fn sized_digest(mut head: Sha256, size: u64) -> String {
 
 /// The header block of each of `messages` (number, listed size), through `TOP n 0`
 /// (RFC 1939 §7) pipelined, each bounded by [`MAX_HEADERS`] and handed to `each`
-/// in order; a refused TOP comes as the server's status. One block is held at a
-/// time, however many messages there are.
+/// in order once its `LIST n` fence passed; a refused TOP comes as the server's
+/// status. One block is held at a time, however many messages there are.
 pub(crate) fn headers<S: Wire>(
     session: &mut Session<S>,
     messages: &[(u32, u64)],
     mut each: impl FnMut(u32, Result<&[u8], Status>) -> Flow,
 ) -> Result<(), pop3::Error> {
-    let mut head = Vec::new();
-    session.tops(messages, |&(num, _), reply| match reply {
-        Ok(reply) => {
-            head.clear();
-            let _ = reply.take(MAX_HEADERS).read_to_end(&mut head);
-            each(num, Ok(&head))
-        }
+    let read = |reply: &mut dyn Read| {
+        let mut head = Vec::new();
+        let _ = reply.take(MAX_HEADERS).read_to_end(&mut head);
+        head
+    };
+    session.tops(messages, read, |&(num, _), head| match head {
+        Ok(head) => each(num, Ok(&head)),
         Err(status) => each(num, Err(status)),
     })
 }

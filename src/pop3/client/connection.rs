@@ -209,10 +209,9 @@ impl<S: Wire> Connection<S> {
 
     /// Reads the reply to the `LIST n` that follows each RETR and TOP (sending it
     /// first when it did not go out with its command): it must be `+OK n size` with
-    /// the listed size, or any size where `listed` is 0, a size not asked (see
-    /// `Session::listing_sized`). A reply out of place (one too many or too few from
-    /// a lying or broken server) is caught at the message it displaced, before
-    /// anything from it is kept.
+    /// the listed size. A reply out of place (one too many or too few from a lying
+    /// or broken server) is caught at the message it displaced, before anything
+    /// from it is kept.
     pub(super) fn fence(
         &mut self,
         after: &str,
@@ -229,7 +228,7 @@ impl<S: Wire> Connection<S> {
             .ok()
             .filter(|status| status.ok)
             .and_then(|status| parse_list_line(status.text.as_bytes()).ok())
-            .is_some_and(|(n, size)| n == num && (size == listed || listed == 0));
+            == Some((num, listed));
         if fits {
             return Ok(());
         }

@@ -81,16 +81,18 @@ impl<S: Wire> Session<S> {
     }
 
     /// `TOP n 0` (RFC 1939 §7) for each of `messages` (number, listed size), through
-    /// the pipeline: each header block is handed to `each` as a stream, or the
-    /// server's status where it refused it. After `Flow::Stop`, the replies owed are
-    /// read and skipped. Each TOP is followed by a `LIST n` fence, as each RETR is
-    /// (see [`Session::retrieve`]): a header block that a reply out of place shifted
-    /// onto the next message could pass for that message's and have it deleted
-    /// unfetched, or shown under another's number.
-    pub(crate) fn tops(
+    /// the pipeline: `read` makes what it needs of each header block as it streams
+    /// by, and `each` gets that, or the server's status where it refused, only once
+    /// the message's `LIST n` fence has proved the reply to be that message's (see
+    /// [`Session::retrieve`]): a header block that a reply out of place shifted onto
+    /// the next message could otherwise pass for that message's, have it deleted
+    /// unfetched, judged by a filter or shown under another's number. After
+    /// `Flow::Stop`, the replies owed are read and skipped.
+    pub(crate) fn tops<T>(
         &mut self,
         messages: &[(u32, u64)],
-        mut each: impl FnMut(&(u32, u64), Result<&mut dyn Read, Status>) -> Flow,
+        mut read: impl FnMut(&mut dyn Read) -> T,
+        mut each: impl FnMut(&(u32, u64), Result<T, Status>) -> Flow,
     ) -> Result<(), Error> {
         let pipelining = self.pipelining;
         self.pipelined(
@@ -106,18 +108,16 @@ impl<S: Wire> Session<S> {
             },
             |conn, message, stopped| {
                 let status = conn.read_status("TOP")?;
-                let flow = if stopped {
-                    if status.ok {
-                        conn.read_body("TOP", |_| ())?;
-                    }
-                    Flow::Stop
-                } else if status.ok {
-                    conn.read_body("TOP", |head| each(message, Ok(head)))?
-                } else {
-                    each(message, Err(status))
+                let value = match (status.ok, stopped) {
+                    (true, false) => Some(conn.read_body("TOP", &mut read)?),
+                    (true, true) => conn.read_body("TOP", |_| None)?,
+                    (false, _) => None,
                 };
                 conn.fence("TOP", message.0, message.1, pipelining)?;
-                Ok(flow)
+                if stopped {
+                    return Ok(Flow::Stop);
+                }
+                Ok(each(message, value.ok_or(status)))
             },
         )
     }
@@ -195,6 +195,10 @@ impl<S: Wire> Reply<'_, S> {
 
 impl<S: Wire> Read for Reply<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // An empty buffer reads nothing; it must not pass for the end of the body.
+        if buf.is_empty() {
+            return Ok(0);
+        }
         if self.end.is_none() {
             let n = self.body.read_from(&mut self.conn.io, buf)?;
             if n > 0 {

@@ -70,9 +70,16 @@ impl LineBudget {
     pub(crate) fn take(&mut self, phase: &str, len: usize) -> Result<(), Error> {
         self.lines += 1;
         self.bytes = self.bytes.saturating_add(len + LISTED_ENTRY_COST);
-        if self.lines > self.max_lines || self.bytes > self.max_bytes {
+        if self.lines > self.max_lines {
             return Err(Error::Protocol(format!(
                 "the server's {phase} reply goes on past {} lines; ending the session",
+                self.lines - 1
+            )));
+        }
+        if self.bytes > self.max_bytes {
+            return Err(Error::Protocol(format!(
+                "the server's {phase} reply goes on past {} MiB after {} lines; ending the session",
+                self.max_bytes >> 20,
                 self.lines - 1
             )));
         }

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 /// Messages in flight at most when the server allows PIPELINING: one command each,
-/// or two for a RETR or TOP and its `LIST n` fence. Their text (at most 17 bytes a
+/// or two for a RETR or TOP and its `LIST n` fence. Their text (at most 18 bytes a
 /// command, under 9 KiB in all) stays far below any socket buffer, so our writes
 /// never block while the server waits for us to read its replies: the deadlock
 /// pipelining must avoid.

@@ -1,5 +1,5 @@
-//! One journal line: the records (`I`, `D`, `A`, `F`) parsed from and rendered to
-//! text, and the checksum that seals each line.
+//! One journal line: the records (`I`, `D`, `A`, `F`, and `L` for adopted ones)
+//! parsed from and rendered to text, and the checksum that seals each line.
 
 use crate::sync::state::identity::{Identity, Record as Delivered};
 
