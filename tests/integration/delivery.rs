@@ -172,3 +172,40 @@ fn mda_dying_or_closing_early_keeps_the_message_on_the_server() {
     );
     assert!(server.messages().is_empty());
 }
+
+/// popfetch points OpenSSL at the hashed CA directory for itself (see
+/// `pop3::net::roots`); an MDA must still see the TLS environment popfetch was
+/// given: none when none was set, the user's own values when they were.
+#[test]
+fn an_mda_sees_the_tls_environment_popfetch_was_given() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(1));
+    let home = Home::new();
+    let seen = home.path().join("seen");
+    let maildir = format!("maildir:{}", home.maildir().display());
+    let mda = format!(
+        "'mda:sh -c \"cat >/dev/null; env | grep ^SSL_CERT_ | sort > {}\"'",
+        seen.display()
+    );
+    home.write_config(
+        &server
+            .config(&home, "implicit", "keep = true\nfetch_all = true")
+            .replace(&format!("\"{maildir}\""), &mda),
+    );
+    home.run(&["sync"]).expect(0);
+    assert_eq!(fs::read_to_string(&seen).unwrap(), "", "none was set");
+
+    // The layout update-ca-certificates makes, which popfetch tunes for itself.
+    let output = home
+        .command()
+        .env("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
+        .env("SSL_CERT_DIR", "/etc/ssl/certs")
+        .arg("sync")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        fs::read_to_string(&seen).unwrap(),
+        "SSL_CERT_DIR=/etc/ssl/certs\nSSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt\n"
+    );
+}
