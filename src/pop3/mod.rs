@@ -4,7 +4,6 @@
 //! TCP and TLS streams. None of it knows of delivery, state or configuration.
 
 mod client;
-mod error;
 pub(crate) mod net;
 pub(crate) mod proto;
 mod text;
@@ -13,9 +12,9 @@ mod text;
 pub(crate) mod mock;
 
 pub(crate) use client::{Client, Credentials, Retrieved, Session, Trace};
-pub(crate) use error::{Error, ErrorKind};
 pub(crate) use net::Wire;
 pub(crate) use proto::capabilities::Capabilities;
+pub(crate) use proto::error::{Error, ErrorKind};
 pub(crate) use proto::listing::{join, repeated_uids, ListedMessage, Listing};
 pub(crate) use proto::pipeline::Flow;
 pub(crate) use proto::response::{RespCode, Status};

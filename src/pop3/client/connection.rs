@@ -10,7 +10,7 @@ use crate::pop3::proto::capabilities::MAX_CAPA_LINES;
 use crate::pop3::proto::command::Command;
 use crate::pop3::proto::listing::{LineBudget, MAX_LISTING_LINE};
 use crate::pop3::proto::response::{escape, parse_list_line, parse_status, Status, MAX_LINE};
-use crate::pop3::Error;
+use crate::pop3::proto::Error;
 
 /// Read buffer size: large reads keep system calls and TLS records few.
 pub(super) const READ_BUFFER: usize = 64 * 1024;

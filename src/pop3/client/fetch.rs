@@ -12,7 +12,7 @@ use crate::pop3::proto::command::Command;
 use crate::pop3::proto::identity::{fits, HeadHasher, Identity};
 use crate::pop3::proto::pipeline::Flow;
 use crate::pop3::proto::response::Status;
-use crate::pop3::Error;
+use crate::pop3::proto::Error;
 
 impl<S: Wire> Session<S> {
     /// Retrieves messages, given as (number, listed size), in order, handing each body

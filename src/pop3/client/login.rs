@@ -17,7 +17,7 @@ use crate::pop3::proto::capabilities::Capabilities;
 use crate::pop3::proto::command::Command;
 use crate::pop3::proto::response::{apop_timestamp, parse_status, Status};
 use crate::pop3::proto::sasl::{Exchange, Mechanism, Peer};
-use crate::pop3::Error;
+use crate::pop3::proto::Error;
 
 /// A round trip at least this long (timed on CAPA) makes UIDL and LIST go out
 /// together: waiting for the unique-ids before asking for sizes would cost more

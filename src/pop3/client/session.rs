@@ -10,7 +10,7 @@ use crate::pop3::proto::listing::{
 };
 use crate::pop3::proto::pipeline::{Flow, Pipeline, WINDOW};
 use crate::pop3::proto::response::{parse_list_line, parse_uidl_line, Status};
-use crate::pop3::Error;
+use crate::pop3::proto::Error;
 
 /// A logged-in connection in the TRANSACTION state.
 pub(crate) struct Session<S> {

@@ -3,8 +3,8 @@
 
 use std::io;
 
-use super::net;
-use super::proto::response::RespCode;
+use super::response::RespCode;
+use crate::pop3::net;
 
 /// How an error should be treated by whoever runs the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
