@@ -14,9 +14,11 @@
 mod cmd;
 mod config;
 mod deliver;
+mod net;
 mod pop3;
 mod sync;
 mod sys;
+mod text;
 
 pub use cmd::docs::render as render_docs;
 pub use cmd::{command, run};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use crate::config::secret::SecretError;
 use crate::config::ConfigError;
 use crate::deliver::{Class, DeliverError};
-use crate::pop3::net::TlsConfigError;
+use crate::net::TlsConfigError;
 use crate::pop3::{self, ErrorKind};
 use crate::sync::auth::ChoiceError;
 use crate::sync::filter::FilterError;

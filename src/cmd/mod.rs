@@ -212,10 +212,10 @@ pub fn command() -> clap::Command {
 }
 
 /// Runs popfetch and returns its exit status. Call it from `main` before starting
-/// any thread: it sets the process's TLS environment first (see `pop3::net::roots`).
+/// any thread: it sets the process's TLS environment first (see `net::roots`).
 pub fn run() -> ExitCode {
     // First, while this is the only thread (it sets the environment).
-    crate::pop3::net::prefer_lazy_roots();
+    crate::net::prefer_lazy_roots();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -14,7 +14,7 @@ use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Account, TlsMode};
-use crate::pop3::net::{
+use crate::net::{
     self, fingerprint_text, CertificateDetails, CertificateProblem, Stream, TlsConfig, TlsOptions,
     TlsVersion,
 };

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::secret::{PasswordSource, Secret, SecretCommand};
 use crate::deliver::{self, Delivery};
-use crate::pop3::net::{TlsOptions, TlsVersion};
+use crate::net::{TlsOptions, TlsVersion};
 use policy::{Policy, SizeAction};
 
 pub(crate) mod keys;

@@ -1,18 +1,17 @@
 //! POP3 (RFC 1939) with CAPA and PIPELINING (RFC 2449) and STLS (RFC 2595), in
-//! three layers whose arrows point down only: `proto`, the pure protocol core;
-//! `client`, the blocking conversation over any [`Wire`]; and `net` below, the real
-//! TCP and TLS streams. None of it knows of delivery, state or configuration.
+//! two layers whose arrows point down only: `proto`, the pure protocol core, and
+//! `client`, the blocking conversation over any [`Wire`]; below them both, the
+//! shared `crate::net` holds the real TCP and TLS streams. None of it knows of
+//! delivery, state or configuration.
 
 mod client;
-pub(crate) mod net;
 pub(crate) mod proto;
-mod text;
 
 #[cfg(test)]
 pub(crate) mod mock;
 
+pub(crate) use crate::net::Wire;
 pub(crate) use client::{Client, Credentials, Retrieved, Session, Trace};
-pub(crate) use net::Wire;
 pub(crate) use proto::capabilities::Capabilities;
 pub(crate) use proto::error::{Error, ErrorKind};
 pub(crate) use proto::listing::{join, repeated_uids, ListedMessage, Listing};

@@ -11,9 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::secret::Secret;
 use crate::config::{Account, TlsMode};
-use crate::pop3::net::{
-    self, CertificateDetails, CertificateProblem, Stream, TlsConfig, TlsConfigError,
-};
+use crate::net::{self, CertificateDetails, CertificateProblem, Stream, TlsConfig, TlsConfigError};
 use crate::pop3::proto::response::apop_timestamp;
 use crate::pop3::{
     self, Client, Credentials, Flow, ListedMessage, Listing, Peer, Session, Status, Trace, Wire,

@@ -26,7 +26,7 @@ use anyhow::Result;
 
 use crate::config::Account;
 use crate::deliver::{Recovered, Target};
-use crate::pop3::net::Stream;
+use crate::net::Stream;
 use crate::pop3::{Session, Trace};
 use lock::AccountLock;
 use policy::SessionPlan;

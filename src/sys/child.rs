@@ -231,7 +231,7 @@ impl<'a> Run<'a> {
         let mut command = Command::new(&self.argv[0]);
         command.args(&self.argv[1..]).stderr(Stdio::inherit());
         // The environment as popfetch was given it, not as it tuned it for TLS.
-        for (name, value) in crate::pop3::net::found_env() {
+        for (name, value) in crate::net::found_env() {
             match value {
                 Some(value) => command.env(name, value),
                 None => command.env_remove(name),

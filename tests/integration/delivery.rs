@@ -174,7 +174,7 @@ fn mda_dying_or_closing_early_keeps_the_message_on_the_server() {
 }
 
 /// popfetch points OpenSSL at the hashed CA directory for itself (see
-/// `pop3::net::roots`); an MDA must still see the TLS environment popfetch was
+/// `net::roots`); an MDA must still see the TLS environment popfetch was
 /// given: none when none was set, the user's own values when they were.
 #[test]
 fn an_mda_sees_the_tls_environment_popfetch_was_given() {

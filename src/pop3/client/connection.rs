@@ -4,7 +4,7 @@
 use std::io::{self, BufRead, BufReader, Read};
 
 use super::body::DotReader;
-use crate::pop3::net::Wire;
+use crate::net::Wire;
 
 use crate::pop3::proto::capabilities::MAX_CAPA_LINES;
 use crate::pop3::proto::command::Command;

@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use super::body::Body;
 use super::connection::Connection;
 use super::session::Session;
-use crate::pop3::net::Wire;
+use crate::net::Wire;
 use crate::pop3::proto::command::Command;
 use crate::pop3::proto::identity::{fits, HeadHasher, Identity};
 use crate::pop3::proto::pipeline::Flow;

@@ -12,7 +12,7 @@ use md5::{Digest, Md5};
 
 use super::connection::{Connection, Trace};
 use super::session::Session;
-use crate::pop3::net::Wire;
+use crate::net::Wire;
 use crate::pop3::proto::capabilities::Capabilities;
 use crate::pop3::proto::command::Command;
 use crate::pop3::proto::response::{apop_timestamp, parse_status, Status};

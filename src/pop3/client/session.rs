@@ -3,7 +3,7 @@
 //! at QUIT (RFC 1939 §6), so a session dropped without `quit` deletes nothing.
 
 use super::connection::Connection;
-use crate::pop3::net::Wire;
+use crate::net::Wire;
 use crate::pop3::proto::command::Command;
 use crate::pop3::proto::listing::{
     join, repeated_number, repeated_uids, with_sizes, LineBudget, Listing, MAX_LISTED,

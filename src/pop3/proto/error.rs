@@ -4,7 +4,7 @@
 use std::io;
 
 use super::response::RespCode;
-use crate::pop3::net;
+use crate::net;
 
 /// How an error should be treated by whoever runs the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! response codes (RFC 2449 §8, RFC 3206), CAPA lines (RFC 2449 §6), scan listings
 //! (RFC 1939 §5) and the APOP timestamp of the greeting (RFC 1939 §7).
 
-pub(crate) use crate::pop3::text::escape;
+pub(crate) use crate::text::escape;
 
 use super::Error;
 

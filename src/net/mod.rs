@@ -1,8 +1,9 @@
-//! The network under POP3: the byte stream (`Stream`), a TCP connection plain or
+//! The network under every protocol popfetch speaks (POP3, and SMTP, LMTP and IMAP
+//! for delivery): the byte stream (`Stream`), a TCP connection plain or
 //! inside TLS; reads that wait for what is due in batches (`batch`); TLS trust,
 //! pinning and what a handshake negotiated (`tls`, `hello`); what a certificate
 //! says of itself (`certificate`); where the system's roots are found (`roots`).
-//! It knows nothing of POP3 above it nor of the configuration: its errors speak of
+//! It knows nothing of the protocols above it nor of the configuration: its errors speak of
 //! the network only.
 
 mod batch;

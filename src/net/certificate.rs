@@ -2,7 +2,7 @@
 //! end of its validity, read from the DER that the handshake gave (`probe` shows
 //! them, `-v` traces them). The names are the server's text, escaped as all of it is.
 
-use crate::pop3::text::escape;
+use crate::text::escape;
 
 /// What a certificate says of itself, for people.
 pub(crate) struct CertificateDetails {
