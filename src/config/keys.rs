@@ -155,12 +155,32 @@ keys! {
     auth: AuthMethod = AuthMethod::Auto, "string";
     /// for `xoauth2`/`oauthbearer`: a command whose first line of output is an access token; run as `password_command` is
     oauth_token_command: String, "command";
-    /// where messages go (required): `"maildir:PATH"`, `"mbox:PATH"` or `"mda:COMMAND ARGS"` (`%F` sender, `%T` recipient); paths absolute or under `~/`
+    /// where messages go (required): `"maildir:PATH"`, `"mbox:PATH"`, `"mda:COMMAND ARGS"` (`%F` sender, `%T` recipient), `"lmtp:/SOCKET"` or `"lmtp:HOST:PORT"`, `"smtp:HOST[:PORT]"`, or `"imap://USER@HOST[:PORT]/FOLDER"`; paths absolute or under `~/`
     deliver: String, "string";
-    /// what `%T` stands for in an MDA command
-    mda_recipient: String, "string", default "the account's `user`";
+    /// the RCPT TO of the LMTP and SMTP targets, and what `%T` stands for in an MDA command
+    recipient: String, "string", default "the account's `user`";
+    /// the old name of `recipient`, still accepted
+    mda_recipient: String, "string", default "`recipient`";
     /// seconds, 1 to 86400, one MDA or filter call may take before it is killed
     mda_timeout: u64 = 300, "integer";
+    /// the SMTP target: `"starttls"` (required, never a cleartext fallback), `"implicit"` (TLS from the first byte, port 465 by default) or `"none"` (only to a loopback address)
+    smtp_tls: TlsMode = TlsMode::Starttls, "string";
+    /// extra trusted CA certificates for the SMTP target, PEM
+    smtp_tls_ca_file: String, "path", default "the system store only";
+    /// log in to the SMTP target with AUTH as this user
+    smtp_user: String, "string";
+    /// the password of `smtp_user`; refused unless the config file is readable by you alone
+    smtp_password: String, "string", default "`smtp_password_command`, else the keyring entry `smtp_user@HOST`, else a prompt";
+    /// a command, run without a shell, whose first line of output is the password of `smtp_user`
+    smtp_password_command: String, "command";
+    /// the IMAP target: `"implicit"` (TLS from the first byte, port 993), `"starttls"` (port 143, required, never a cleartext fallback) or `"none"`
+    imap_tls: TlsMode = TlsMode::Implicit, "string";
+    /// extra trusted CA certificates for the IMAP target, PEM
+    imap_tls_ca_file: String, "path", default "the system store only";
+    /// the IMAP target's password; refused unless the config file is readable by you alone
+    imap_password: String, "string", default "`imap_password_command`, else the keyring entry `USER@HOST`, else a prompt";
+    /// a command, run without a shell, whose first line of output is the IMAP target's password
+    imap_password_command: String, "command", example "\"pass show mail/imap\"";
     /// `true` leaves messages on the server after delivery
     keep: bool = false, "boolean";
     /// with `keep = true`: delete messages first seen longer ago than this (`"30d"`; units `s m h d w`, required: getmail counts a bare number in days, so popfetch refuses one). POP3 has no arrival date, so age counts from the first-seen time in the state

@@ -104,8 +104,8 @@ pub(crate) struct Account {
     pub oauth_token: PasswordSource,
     pub auth: AuthMethod,
     pub deliver: Delivery,
-    /// `%T` for an MDA: the recipient.
-    pub mda_recipient: String,
+    /// `recipient`: RCPT TO for LMTP and SMTP, `%T` for an MDA.
+    pub recipient: String,
     /// How long one MDA call may take.
     pub mda_timeout: Duration,
     /// What to fetch and what to leave on the server.
@@ -115,6 +115,13 @@ pub(crate) struct Account {
     /// Add a Received: trace header to each message.
     pub received_header: bool,
     pub state_dir: PathBuf,
+    /// The SMTP target's TLS, login and password.
+    pub smtp: deliver::Remote,
+    pub smtp_user: Option<String>,
+    pub smtp_password: PasswordSource,
+    /// The IMAP target's TLS and password.
+    pub imap: deliver::Remote,
+    pub imap_password: PasswordSource,
 }
 
 impl Account {
@@ -131,15 +138,53 @@ impl Account {
     pub(crate) fn target_context(&self) -> deliver::Context<'_> {
         deliver::Context {
             timeout: self.timeout,
-            mda_recipient: &self.mda_recipient,
+            recipient: &self.recipient,
             mda_timeout: self.mda_timeout,
+            smtp: self.smtp.clone(),
+            smtp_user: self.smtp_user.as_deref(),
+            imap: self.imap.clone(),
+            secrets: self,
+        }
+    }
+}
+
+/// The passwords of a delivery target's login: `imap_password` or
+/// `smtp_password`, else its command, else the keyring entry the target names,
+/// else a prompt at a terminal.
+impl deliver::Secrets for Account {
+    fn password(&self, service: &'static str, entry: &str) -> Result<String, deliver::NoSecret> {
+        let source = match service {
+            "smtp" => &self.smtp_password,
+            _ => &self.imap_password,
+        };
+        let resolved = match source {
+            PasswordSource::Keyring(_) | PasswordSource::Missing => {
+                PasswordSource::Keyring(entry.to_string()).resolve()
+            }
+            other => other.resolve(),
+        };
+        resolved
+            .map(|secret| secret.expose().to_string())
+            .map_err(|e| deliver::NoSecret {
+                temporary: e.is_temporary(),
+                message: format!("the {service} login {entry}: {e}"),
+            })
+    }
+}
+
+impl From<TlsMode> for deliver::Security {
+    fn from(mode: TlsMode) -> deliver::Security {
+        match mode {
+            TlsMode::Implicit => deliver::Security::Implicit,
+            TlsMode::Starttls => deliver::Security::Starttls,
+            TlsMode::None => deliver::Security::Plain,
         }
     }
 }
 
 impl RawAccount {
     fn has_password(&self) -> bool {
-        self.password.is_some()
+        self.password.is_some() || self.smtp_password.is_some() || self.imap_password.is_some()
     }
 }
 
@@ -344,21 +389,52 @@ fn resolve(
     };
     let timeout = seconds(set.timeout, key::timeout)?;
     let mda_timeout = seconds(set.mda_timeout, key::mda_timeout)?;
-    let password = match (set.password, set.password_command) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "set either \"password\" or \"password_command\", not both".into(),
-            ))
-        }
-        (Some(p), None) => PasswordSource::Inline(Secret::new(p)),
-        (None, Some(cmd)) => PasswordSource::Command(SecretCommand {
-            key: key::password_command,
-            argv: command(&cmd, key::password_command)?,
-            text: cmd,
-            timeout,
-        }),
-        (None, None) => PasswordSource::Keyring(format!("{user}@{host}")),
+    // A password inline (the file is then checked to be yours alone), or a
+    // command, or (when neither is set) the keyring entry.
+    let secret = |inline: Option<String>,
+                  cmd: Option<String>,
+                  (inline_key, cmd_key): (&'static str, &'static str),
+                  entry: String| {
+        Ok(match (inline, cmd) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(format!(
+                    "set either \"{inline_key}\" or \"{cmd_key}\", not both"
+                )))
+            }
+            (Some(p), None) => PasswordSource::Inline(Secret::new(p)),
+            (None, Some(cmd)) => PasswordSource::Command(SecretCommand {
+                key: cmd_key,
+                argv: command(&cmd, cmd_key)?,
+                text: cmd,
+                timeout,
+            }),
+            (None, None) => PasswordSource::Keyring(entry),
+        })
     };
+    let password = secret(
+        set.password,
+        set.password_command,
+        (key::password, key::password_command),
+        format!("{user}@{host}"),
+    )?;
+    let smtp_password = secret(
+        set.smtp_password,
+        set.smtp_password_command,
+        (key::smtp_password, key::smtp_password_command),
+        String::new(),
+    )?;
+    let imap_password = secret(
+        set.imap_password,
+        set.imap_password_command,
+        (key::imap_password, key::imap_password_command),
+        String::new(),
+    )?;
+    let smtp_user = set.smtp_user.filter(|u| !u.is_empty());
+    if smtp_user.is_none() && !matches!(smtp_password, PasswordSource::Keyring(_)) {
+        return Err(invalid(
+            "smtp_password and smtp_password_command need smtp_user, the name to log in to the SMTP server with".into(),
+        ));
+    }
     let auth = set.auth;
     let oauth_token = match set.oauth_token_command {
         Some(cmd) => PasswordSource::Command(SecretCommand {
@@ -379,7 +455,25 @@ fn resolve(
         .filter(|v| !v.trim().is_empty())
         .ok_or_else(|| invalid("\"deliver\" is required".into()))?;
     let deliver = Delivery::parse(&deliver, &paths.home).map_err(&invalid)?;
-    let mda_recipient = set.mda_recipient.unwrap_or_else(|| user.clone());
+    let recipient = match (set.recipient, set.mda_recipient) {
+        (Some(new), Some(old)) if new != old => {
+            return Err(invalid(format!(
+                "recipient = \"{new}\" and its old name mda_recipient = \"{old}\" disagree; keep recipient only"
+            )))
+        }
+        (Some(name), _) | (None, Some(name)) => name,
+        (None, None) => user.clone(),
+    };
+    if recipient.is_empty()
+        || recipient
+            .chars()
+            .any(|c| c.is_control() || c == '<' || c == '>')
+    {
+        return Err(invalid(format!(
+            "recipient = {} is not a mail address or local user name",
+            toml_string(&recipient)
+        )));
+    }
     let keep = set.keep;
     let delete_after = match set.delete_after {
         None => None,
@@ -451,6 +545,19 @@ fn resolve(
             ))
         })?),
     };
+    // A delivery target's TLS is verified as the POP3 server's is: the system's
+    // roots and the CA file, the minimum version; never skipped, never pinned.
+    let remote = |mode: TlsMode, ca_file: Option<String>, ca_key: &str| {
+        Ok::<_, ConfigError>(deliver::Remote {
+            security: mode.into(),
+            tls: TlsOptions {
+                ca_file: ca_file.map(|f| path(&f, ca_key, &f)).transpose()?,
+                min_version: tls_min_version,
+                skip_verify: false,
+                fingerprint: None,
+            },
+        })
+    };
     Ok(Account {
         host,
         port,
@@ -468,7 +575,7 @@ fn resolve(
         oauth_token,
         auth,
         deliver,
-        mda_recipient,
+        recipient,
         mda_timeout,
         policy,
         filter,
@@ -477,6 +584,11 @@ fn resolve(
             None => paths.state_dir.clone(),
             Some(dir) => path(&dir, key::state_dir, &dir)?,
         },
+        smtp: remote(set.smtp_tls, set.smtp_tls_ca_file, key::smtp_tls_ca_file)?,
+        smtp_user,
+        smtp_password,
+        imap: remote(set.imap_tls, set.imap_tls_ca_file, key::imap_tls_ca_file)?,
+        imap_password,
         name,
     })
 }

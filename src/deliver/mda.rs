@@ -47,7 +47,7 @@ impl Spec for Mda {
     fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError> {
         Ok(Box::new(MdaTarget::new(
             self.0.clone(),
-            context.mda_recipient.to_string(),
+            context.recipient.to_string(),
             context.mda_timeout,
         )))
     }

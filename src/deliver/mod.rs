@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::TlsOptions;
 use crate::sys::copy::{self, CopyError};
 use crate::sys::expand::{self, toml_string};
 
@@ -46,6 +47,13 @@ pub(crate) struct Kind {
 pub(crate) trait Spec: fmt::Debug + fmt::Display + Send + Sync {
     /// Opens the target for one session.
     fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError>;
+
+    /// The keyring entry (`USER@HOST`) of the login the target makes, if it makes
+    /// one (an IMAP server, an SMTP server with AUTH).
+    fn keyring_entry(&self, context: &Context) -> Option<String> {
+        let _ = context;
+        None
+    }
 }
 
 /// Where an account's messages go.
@@ -85,6 +93,11 @@ impl Delivery {
     /// Opens the target for one session.
     pub(crate) fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError> {
         self.0.open(context)
+    }
+
+    /// The keyring entry of the target's own login, if it makes one.
+    pub(crate) fn keyring_entry(&self, context: &Context) -> Option<String> {
+        self.0.keyring_entry(context)
     }
 }
 
@@ -167,15 +180,78 @@ impl Spec for PathSpec {
 }
 
 /// What opening a target takes from its account.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Context<'a> {
     /// `timeout`: bounds waiting for an mbox's locks, and a network target's connect
     /// and every read.
     pub timeout: Duration,
-    /// `mda_recipient`: what `%T` stands for.
-    pub mda_recipient: &'a str,
+    /// `recipient`: what an MDA's `%T` stands for, and the RCPT TO of LMTP and SMTP.
+    pub recipient: &'a str,
     /// `mda_timeout`: how long one MDA call may take.
     pub mda_timeout: Duration,
+    /// How an SMTP target secures its connection (`smtp_tls`, `smtp_tls_ca_file`).
+    pub smtp: Remote,
+    /// `smtp_user`: log in to the SMTP server (AUTH) as this user.
+    pub smtp_user: Option<&'a str>,
+    /// How an IMAP target secures its connection (`imap_tls`, `imap_tls_ca_file`).
+    pub imap: Remote,
+    /// Where the passwords of a target's login come from.
+    pub secrets: &'a dyn Secrets,
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("timeout", &self.timeout)
+            .field("recipient", &self.recipient)
+            .field("smtp", &self.smtp)
+            .field("imap", &self.imap)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a network target secures its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Security {
+    /// TLS from the first byte.
+    Implicit,
+    /// Plain, upgraded with STARTTLS before anything else; never a fallback.
+    Starttls,
+    /// No TLS.
+    Plain,
+}
+
+/// A network target's TLS: how, and whom to trust (verified as for POP3).
+#[derive(Debug, Clone)]
+pub(crate) struct Remote {
+    pub security: Security,
+    pub tls: TlsOptions,
+}
+
+/// The source of the passwords a target logs in with, kept by the configuration.
+pub(crate) trait Secrets {
+    /// The password of the login `entry` (`USER@HOST`) of a target's `service`
+    /// (`"imap"`, `"smtp"`), or why there is none.
+    fn password(&self, service: &'static str, entry: &str) -> Result<String, NoSecret>;
+}
+
+/// A target's login has no password: nothing configured, a command that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct NoSecret {
+    pub message: String,
+    /// A command that was slow may do better later.
+    pub temporary: bool,
+}
+
+impl TargetError for NoSecret {
+    fn class(&self) -> Class {
+        if self.temporary {
+            Class::Temporary
+        } else {
+            Class::Config
+        }
+    }
 }
 
 /// A failed delivery.
@@ -332,6 +408,39 @@ pub(crate) fn copy_message<E: Into<DeliverError>>(
     })
 }
 
+/// A context for unit tests: one-second timeouts, recipient "me", verified TLS
+/// with the system's roots, and no passwords.
+#[cfg(test)]
+pub(crate) fn test_context() -> Context<'static> {
+    struct NoSecrets;
+    impl Secrets for NoSecrets {
+        fn password(&self, service: &'static str, entry: &str) -> Result<String, NoSecret> {
+            Err(NoSecret {
+                message: format!("no {service} password for {entry}"),
+                temporary: false,
+            })
+        }
+    }
+    let remote = |security| Remote {
+        security,
+        tls: TlsOptions {
+            ca_file: None,
+            min_version: crate::net::TlsVersion::V1_2,
+            skip_verify: false,
+            fingerprint: None,
+        },
+    };
+    Context {
+        timeout: Duration::from_secs(1),
+        recipient: "me",
+        mda_timeout: Duration::from_secs(1),
+        smtp: remote(Security::Starttls),
+        smtp_user: None,
+        imap: remote(Security::Implicit),
+        secrets: &NoSecrets,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,11 +534,7 @@ mod tests {
     #[test]
     fn each_kind_opens_its_own_target() {
         let dir = tempfile::tempdir().unwrap();
-        let context = Context {
-            timeout: Duration::from_secs(1),
-            mda_recipient: "me",
-            mda_timeout: Duration::from_secs(1),
-        };
+        let context = test_context();
         let maildir = format!("maildir:{}", dir.path().join("md").display());
         let target = parse(&maildir).unwrap().open(&context).unwrap();
         assert!(target.stages() && dir.path().join("md/new").is_dir());
