@@ -393,6 +393,13 @@ pub(crate) trait Target {
     fn flush(&mut self) -> Result<(), DeliverError> {
         Ok(())
     }
+
+    /// After a `flush`: where each message it committed landed, as the server said
+    /// (IMAP's APPENDUID, RFC 4315), in the order they were staged, `None` where it
+    /// did not say. The caller records these locations before the deliveries.
+    fn landed(&mut self) -> Vec<Option<String>> {
+        Vec::new()
+    }
 }
 
 /// Copies a message in large batches (see [`copy::batched`]): a failed read

@@ -146,7 +146,11 @@ impl Batch {
             self.staged.clear();
             return Err(err.into());
         }
+        let mut landed = sink.target.landed().into_iter();
         for (uid, num, bytes, size, id) in self.staged.drain(..) {
+            if let Some(location) = landed.next().flatten() {
+                sink.state.record_intent(&uid, &location, id)?;
+            }
             sink.state.record_delivered(&uid, now(), id)?;
             self.delivered.push(num);
             report.fetched += 1;
