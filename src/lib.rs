@@ -16,6 +16,7 @@ mod config;
 mod deliver;
 mod net;
 mod pop3;
+mod smtp;
 mod sync;
 mod sys;
 mod text;

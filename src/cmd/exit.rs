@@ -70,6 +70,8 @@ pub(crate) fn classify(err: &anyhow::Error) -> Exit {
                 Class::Failed => Exit::IoError,
                 Class::Temporary => Exit::TempFail,
                 Class::Config => Exit::Config,
+                Class::Unavailable => Exit::Unavailable,
+                Class::Auth => Exit::NoPerm,
             };
         }
         if let Some(e) = cause.downcast_ref::<FilterError>() {

@@ -177,12 +177,19 @@ enum PasswordAction {
         /// The account, as named in the configuration file
         #[arg(value_name = "ACCOUNT")]
         account: String,
+        /// The password of the delivery target's login instead (an IMAP server, or
+        /// an SMTP server with smtp_user), entry USER@HOST of that server
+        #[arg(long)]
+        target: bool,
     },
     /// Remove the stored password
     Delete {
         /// The account, as named in the configuration file
         #[arg(value_name = "ACCOUNT")]
         account: String,
+        /// The delivery target's password instead
+        #[arg(long)]
+        target: bool,
     },
 }
 
@@ -441,7 +448,8 @@ fn load(cli: &Cli) -> Result<Config, anyhow::Error> {
 }
 
 fn password(cli: &Cli, action: &PasswordAction) -> Exit {
-    let (PasswordAction::Set { account } | PasswordAction::Delete { account }) = action;
+    let (PasswordAction::Set { account, target } | PasswordAction::Delete { account, target }) =
+        action;
     let config = match load(cli) {
         Ok(config) => config,
         Err(e) => return fail(None, e),
@@ -450,7 +458,20 @@ fn password(cli: &Cli, action: &PasswordAction) -> Exit {
         Ok(accounts) => accounts[0],
         Err(e) => return fail(None, e.into()),
     };
-    let entry = format!("{}@{}", account.user, account.host);
+    let entry = if *target {
+        match account.deliver.keyring_entry(&account.target_context()) {
+            Some(entry) => entry,
+            None => {
+                eprintln!(
+                    "popfetch: account \"{}\": deliver = \"{}\" logs in nowhere (only an imap: target, or an smtp: target with smtp_user, does)",
+                    account.name, account.deliver
+                );
+                return Exit::Usage;
+            }
+        }
+    } else {
+        format!("{}@{}", account.user, account.host)
+    };
     let result = match action {
         PasswordAction::Set { .. } => secret::read_new_password(&entry)
             .map_err(|e| anyhow::anyhow!("cannot read the password: {e}"))

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::secret::{PasswordSource, Secret, SecretCommand};
+use crate::config::secret::{PasswordSource, Secret, SecretCommand, SecretError};
 use crate::deliver::{self, Delivery};
 use crate::net::{TlsOptions, TlsVersion};
 use policy::{Policy, SizeAction};
@@ -167,7 +167,13 @@ impl deliver::Secrets for Account {
             .map(|secret| secret.expose().to_string())
             .map_err(|e| deliver::NoSecret {
                 temporary: e.is_temporary(),
-                message: format!("the {service} login {entry}: {e}"),
+                message: match e {
+                    SecretError::NotStored { .. } | SecretError::NoSecretService { .. } => format!(
+                        "no password is configured for the {service} login {entry}, and the keyring holds none or cannot be reached; set {service}_password_command, or run `popfetch password set --target {}`",
+                        self.name
+                    ),
+                    other => format!("the {service} login {entry}: {other}"),
+                },
             })
     }
 }

@@ -1,5 +1,6 @@
 //! The envelope sender of a message, read from its headers: Return-Path, else From,
-//! else MAILER-DAEMON. Used for the mbox From_ line and for an MDA's `%F`.
+//! else MAILER-DAEMON. Used for the mbox From_ line, an MDA's `%F` and the MAIL
+//! FROM of LMTP and SMTP.
 
 use std::io::{self, Read};
 
@@ -31,15 +32,19 @@ fn ends_headers(head: &[u8]) -> bool {
 
 /// The envelope sender, as a single token safe for a From_ line or an argument.
 pub(crate) fn sender(head: &[u8]) -> String {
-    let Ok((headers, _)) = mailparse::parse_headers(head) else {
-        return DAEMON.into();
-    };
+    address(head).unwrap_or_else(|| DAEMON.into())
+}
+
+/// The envelope sender's address, if the headers name one: for SMTP's MAIL FROM,
+/// which has the null path for none.
+pub(crate) fn address(head: &[u8]) -> Option<String> {
+    let (headers, _) = mailparse::parse_headers(head).ok()?;
     for header in &headers {
         if header.get_key_ref().eq_ignore_ascii_case("Return-Path") {
             let value = header.get_value();
             let address = value.trim().trim_start_matches('<').trim_end_matches('>');
             if let Some(address) = clean(address) {
-                return address;
+                return Some(address);
             }
         }
     }
@@ -53,11 +58,11 @@ pub(crate) fn sender(head: &[u8]) -> String {
                 mailparse::MailAddr::Group(group) => group.addrs.first().map(|s| s.addr.clone()),
             });
             if let Some(address) = first.as_deref().and_then(clean) {
-                return address;
+                return Some(address);
             }
         }
     }
-    DAEMON.into()
+    None
 }
 
 const DAEMON: &str = "MAILER-DAEMON";

@@ -9,9 +9,12 @@
 //! stream and never see the connection it comes from.
 
 pub(crate) mod envelope;
+pub(crate) mod lmtp;
 pub(crate) mod maildir;
 pub(crate) mod mbox;
 pub(crate) mod mda;
+mod relay;
+pub(crate) mod smtp;
 
 use std::error::Error;
 use std::fmt;
@@ -30,7 +33,7 @@ const KEY: &str = "deliver";
 /// Every kind of target. A new kind is a file in this directory and one line here,
 /// plus its docs: the README's "Delivery targets" and the `deliver` key's line in
 /// `config/keys.rs`. Messages that list the kinds are built from this list.
-const KINDS: &[Kind] = &[maildir::KIND, mbox::KIND, mda::KIND];
+const KINDS: &[Kind] = &[maildir::KIND, mbox::KIND, mda::KIND, lmtp::KIND, smtp::KIND];
 
 /// One kind of target: the word before the colon in `deliver`, and how to read
 /// what follows it.
@@ -283,6 +286,11 @@ pub(crate) enum Class {
     /// The target is named wrongly in the config, such as an MDA that cannot be
     /// started (EX_CONFIG).
     Config,
+    /// A network target cannot be reached or secured: connect, DNS, TLS, its
+    /// certificate (EX_UNAVAILABLE, as for the POP3 server).
+    Unavailable,
+    /// A network target refused the login (EX_NOPERM, as for the POP3 server).
+    Auth,
 }
 
 /// The error type of one kind of target.
@@ -367,6 +375,12 @@ pub(crate) enum Recovered {
 /// as the reply code says; a target that pipelines or batches stages its messages
 /// and ends the transaction in `flush`; it says goodbye when dropped.
 pub(crate) trait Target {
+    /// The next message's size as the POP3 server listed it: an estimate a mail
+    /// server may check against its limit (SMTP SIZE, RFC 1870 §6).
+    fn expect(&mut self, listed_size: u64) {
+        let _ = listed_size;
+    }
+
     /// Delivers `message` (durably, or staged for `flush` when [`Target::stages`])
     /// and returns how many bytes it took. Calls `announce` once, before anything
     /// is written. On error, nothing is left behind.
@@ -486,6 +500,16 @@ mod tests {
             "mda:maildrop -d a~b",
             "mda:sh -c 'cat > /tmp/x; exit 75'",
             "mda:prog '' 'a b' a#b '#c' 'x\\ y'",
+            "lmtp:/run/dovecot/lmtp",
+            "lmtp:127.0.0.1:24",
+            "lmtp:[::1]:2424",
+            "smtp:localhost",
+            "smtp:mx.example:587",
+            "lmtp:/run/dovecot/lmtp",
+            "lmtp:127.0.0.1:24",
+            "lmtp:[::1]:2424",
+            "smtp:localhost",
+            "smtp:mx.example:587",
         ] {
             assert_eq!(parse(text).unwrap().to_string(), text);
         }
@@ -511,10 +535,10 @@ mod tests {
     fn unknown_and_empty_values_name_every_kind() {
         for bad in ["pigeon:/m", "/home/u/Mail", "", ":x", "Maildir:/m"] {
             let err = parse(bad).unwrap_err();
-            assert!(
-                err.contains(r#"use "maildir:PATH", "mbox:PATH" or "mda:COMMAND""#),
-                "{err}"
-            );
+            assert!(err.contains(r#"use "maildir:PATH", "mbox:PATH""#), "{err}");
+            for kind in KINDS {
+                assert!(err.contains(&format!("\"{}:{}\"", kind.name, kind.takes)));
+            }
         }
         for bad in [
             "maildir:",
@@ -523,6 +547,12 @@ mod tests {
             "mda:",
             "mda:  ",
             "mda:a | b",
+            "lmtp:",
+            "lmtp:host",
+            "lmtp:rel/sock",
+            "smtp:",
+            "smtp:a b",
+            "smtp:h:99999",
         ] {
             let err = parse(bad).unwrap_err();
             assert!(err.contains("deliver"), "{bad}: {err}");

@@ -47,6 +47,7 @@ pub(super) fn fetch_and_deliver<S: Wire>(
             body: &mut *body,
             id: &id,
         });
+        sink.target.expect(message.size);
         let delivered = deliver_one(sink.target, sink.state, &message.uid, &mut chained, &id)
             .and_then(|bytes| {
                 // Read to its end, so checked (see `Session::retrieve`).

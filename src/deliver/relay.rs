@@ -1,0 +1,498 @@
+//! The target shared by `lmtp:` and `smtp:`: a connection to a mail server, opened
+//! once per session and secured as the account says, and one mail transaction per
+//! message. A message is delivered when the server answers 2xx to its data (for
+//! LMTP, the reply for its one recipient, RFC 2033 §4.2); a 4xx leaves it on the
+//! POP3 server for the next run, a 5xx too, with the server's text.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::net::{self, Stream, TlsConfig, TlsConfigError};
+use crate::smtp::{self, Client, Dialect, Reply, SendError};
+
+use super::{
+    envelope, Announce, Class, Context, DeliverError, Recovered, Security, Target, TargetError,
+};
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Unix(PathBuf),
+    /// A port of `None` is the protocol's default, chosen at open.
+    Tcp {
+        host: String,
+        port: Option<u16>,
+    },
+}
+
+impl Endpoint {
+    /// `HOST:PORT`, `[IPV6]:PORT`, or (without `port_required`) `HOST` alone.
+    pub(crate) fn parse_tcp(text: &str, port_required: bool) -> Result<Endpoint, String> {
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("\"{text}\" opens a [ it does not close"))?;
+            match after {
+                "" => (host, None),
+                _ => match after.strip_prefix(':') {
+                    Some(port) => (host, Some(port)),
+                    None => return Err(format!("\"{text}\" has \"{after}\" after the address")),
+                },
+            }
+        } else {
+            match text.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (text, None),
+            }
+        };
+        let valid_host = !host.is_empty()
+            && !host.contains(['/', ':', '@', '[', ']'])
+            && !host.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !valid_host && host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("\"{host}\" is not a host name or address"));
+        }
+        let port = match port {
+            None if port_required => return Err(format!("\"{text}\" names no port")),
+            None => None,
+            Some(port) => Some(
+                port.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("\"{port}\" is not a port number"))?,
+            ),
+        };
+        Ok(Endpoint::Tcp {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// Whether the server is on this machine: a unix socket, `localhost` or a
+    /// loopback address. Mail and logins may go there without TLS.
+    fn is_local(&self) -> bool {
+        match self {
+            Endpoint::Unix(_) => true,
+            Endpoint::Tcp { host, .. } => {
+                host.eq_ignore_ascii_case("localhost")
+                    || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "{}", path.display()),
+            Endpoint::Tcp { host, port } => {
+                if host.contains(':') {
+                    write!(f, "[{host}]")?;
+                } else {
+                    write!(f, "{host}")?;
+                }
+                match port {
+                    Some(port) => write!(f, ":{port}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// The connection under the conversation: a unix socket, or TCP with or without
+/// TLS.
+enum Link {
+    Unix(UnixStream),
+    Net(Stream),
+}
+
+impl Read for Link {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Link::Unix(s) => s.read(buf),
+            Link::Net(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Link {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Link::Unix(s) => s.write(buf),
+            Link::Net(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Link::Unix(s) => s.flush(),
+            Link::Net(s) => s.flush(),
+        }
+    }
+}
+
+/// A failure of an LMTP or SMTP target. `server` reads "the LMTP server
+/// /run/dovecot/lmtp", "the SMTP server mx:25".
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RelayError {
+    #[error("{server}: {source}")]
+    TlsSetup {
+        server: String,
+        source: TlsConfigError,
+    },
+    #[error("cannot reach {server}")]
+    Connect { server: String, source: net::Error },
+    #[error("cannot connect to {server}: {source}")]
+    Socket { server: String, source: io::Error },
+    #[error("{server} offers no STARTTLS, and mail goes to it only over TLS since it is not on this machine; set smtp_tls = \"implicit\" if it takes TLS from the first byte")]
+    NoStartTls { server: String },
+    #[error("smtp_tls = \"none\" would send mail in the clear to {server}, which is not on this machine; use \"starttls\" or \"implicit\"")]
+    Cleartext { server: String },
+    #[error(
+        "{server} offers no AUTH, so smtp_user cannot log in; remove smtp_user or check the server"
+    )]
+    NoAuth { server: String },
+    #[error("{server} refused the login of {user}: {}; check smtp_user and its password", reply.shown())]
+    Login {
+        server: String,
+        user: String,
+        reply: Reply,
+    },
+    #[error("{server} failed: {source}")]
+    Conversation { server: String, source: smtp::Error },
+    #[error("{server} deferred the message ({}); it stays on the POP3 server and the next run tries again", reply.shown())]
+    Deferred { server: String, reply: Reply },
+    #[error("{server} rejected the message ({}); it stays on the POP3 server", reply.shown())]
+    Rejected { server: String, reply: Reply },
+    #[error("the connection to {server} was lost earlier in this run")]
+    Lost { server: String },
+}
+
+impl TargetError for RelayError {
+    fn class(&self) -> Class {
+        match self {
+            RelayError::TlsSetup { .. }
+            | RelayError::Cleartext { .. }
+            | RelayError::NoAuth { .. } => Class::Config,
+            RelayError::Connect {
+                source: net::Error::Timeout(_),
+                ..
+            } => Class::Temporary,
+            RelayError::Connect { .. }
+            | RelayError::Socket { .. }
+            | RelayError::NoStartTls { .. } => Class::Unavailable,
+            RelayError::Login { .. } => Class::Auth,
+            RelayError::Conversation { source, .. } => match source {
+                smtp::Error::Io(_) => Class::Temporary,
+                smtp::Error::Protocol(_) => Class::Failed,
+                smtp::Error::Refused { reply, .. } if reply.is_transient() => Class::Temporary,
+                smtp::Error::Refused { .. } => Class::Failed,
+            },
+            RelayError::Deferred { .. } | RelayError::Lost { .. } => Class::Temporary,
+            RelayError::Rejected { .. } => Class::Failed,
+        }
+    }
+
+    fn is_per_message(&self) -> bool {
+        matches!(
+            self,
+            RelayError::Deferred { .. } | RelayError::Rejected { .. }
+        )
+    }
+}
+
+/// The location recorded for a delivery to a mail server: it cannot be asked
+/// afterwards whether a message arrived, so recovery counts it as not delivered
+/// (a kill between the server's 2xx and the state's record delivers it twice).
+fn location(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Lmtp => "lmtp",
+        Dialect::Smtp => "smtp",
+    }
+}
+
+/// An open LMTP or SMTP target.
+pub(crate) struct Relay {
+    client: Option<Client<Link>>,
+    dialect: Dialect,
+    server: String,
+    recipient: String,
+    /// The listed size of the next message, for SIZE (RFC 1870).
+    expected: Option<u64>,
+}
+
+/// What `open` needs besides the context.
+pub(crate) struct Settings<'a> {
+    pub dialect: Dialect,
+    pub endpoint: &'a Endpoint,
+    /// Used when the endpoint names none: 25, or 465 with implicit TLS.
+    pub default_port: fn(Security) -> u16,
+    /// Whether the account's `smtp_user` logs in here.
+    pub login: bool,
+}
+
+impl Relay {
+    pub(crate) fn open(settings: &Settings, context: &Context) -> Result<Relay, DeliverError> {
+        let endpoint = settings.endpoint;
+        let dialect = settings.dialect;
+        let server = format!(
+            "the {} server {endpoint}",
+            match dialect {
+                Dialect::Lmtp => "LMTP",
+                Dialect::Smtp => "SMTP",
+            }
+        );
+        let local = endpoint.is_local();
+        let conversation = |source| RelayError::Conversation {
+            server: server.clone(),
+            source,
+        };
+        let mut client = match endpoint {
+            Endpoint::Unix(path) => {
+                let socket = unix(path, context.timeout).map_err(|source| RelayError::Socket {
+                    server: server.clone(),
+                    source,
+                })?;
+                let mut client =
+                    Client::greet(Link::Unix(socket), dialect).map_err(conversation)?;
+                client.hello(&hostname()).map_err(conversation)?;
+                client
+            }
+            Endpoint::Tcp { host, port } => {
+                let security = context.smtp.security;
+                // LMTP carries no password and is the user's own network's business;
+                // SMTP mail leaves this machine only under TLS.
+                if security == Security::Plain && !local && dialect == Dialect::Smtp {
+                    return Err(RelayError::Cleartext { server }.into());
+                }
+                let tls =
+                    TlsConfig::new(&context.smtp.tls).map_err(|source| RelayError::TlsSetup {
+                        server: server.clone(),
+                        source,
+                    })?;
+                let port = port.unwrap_or((settings.default_port)(security));
+                let unreachable = |source| RelayError::Connect {
+                    server: server.clone(),
+                    source,
+                };
+                let mut stream =
+                    Stream::connect(host, port, context.timeout).map_err(unreachable)?;
+                if security == Security::Implicit {
+                    stream = stream.secure(&tls, host).map_err(unreachable)?;
+                }
+                let mut client = Client::greet(Link::Net(stream), dialect).map_err(conversation)?;
+                client.hello(&hostname()).map_err(conversation)?;
+                if security == Security::Starttls {
+                    if client.extensions().starttls {
+                        let Link::Net(plain) = client.start_tls().map_err(conversation)? else {
+                            unreachable!("a TCP endpoint has a TCP link")
+                        };
+                        let secured = plain.secure(&tls, host).map_err(unreachable)?;
+                        client = Client::resume(Link::Net(secured), dialect);
+                        client.hello(&hostname()).map_err(conversation)?;
+                    } else if !local {
+                        return Err(RelayError::NoStartTls { server }.into());
+                    }
+                }
+                client
+            }
+        };
+        if let (true, Some(user)) = (settings.login, context.smtp_user) {
+            if client.extensions().auth.is_empty() {
+                return Err(RelayError::NoAuth { server }.into());
+            }
+            let entry = format!("{user}@{}", host_of(endpoint));
+            let password = context
+                .secrets
+                .password("smtp", &entry)
+                .map_err(DeliverError::from)?;
+            if let Err(e) = client.auth(user, &password) {
+                return Err(match e {
+                    smtp::Error::Refused { reply, .. } => RelayError::Login {
+                        server,
+                        user: user.to_string(),
+                        reply,
+                    },
+                    other => conversation(other),
+                }
+                .into());
+            }
+        }
+        Ok(Relay {
+            client: Some(client),
+            dialect,
+            server,
+            recipient: context.recipient.to_string(),
+            expected: None,
+        })
+    }
+}
+
+/// The host part of a TCP endpoint, for a keyring entry.
+pub(crate) fn host_of(endpoint: &Endpoint) -> String {
+    match endpoint {
+        Endpoint::Unix(path) => path.display().to_string(),
+        Endpoint::Tcp { host, .. } => host.clone(),
+    }
+}
+
+fn unix(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
+    let socket = UnixStream::connect(path)?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket.set_write_timeout(Some(timeout))?;
+    Ok(socket)
+}
+
+/// This machine's name for EHLO and LHLO (RFC 5321 §4.1.1.1 wants a domain or an
+/// address literal; a name with other characters is replaced by `localhost`).
+fn hostname() -> String {
+    let name = gethostname::gethostname().to_string_lossy().into_owned();
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if plain {
+        name
+    } else {
+        "localhost".into()
+    }
+}
+
+impl Target for Relay {
+    fn expect(&mut self, listed_size: u64) {
+        self.expected = Some(listed_size);
+    }
+
+    fn deliver(&mut self, message: &mut dyn Read, announce: Announce) -> Result<u64, DeliverError> {
+        let Some(client) = self.client.as_mut() else {
+            return Err(RelayError::Lost {
+                server: self.server.clone(),
+            }
+            .into());
+        };
+        let head = envelope::read_head(message).map_err(DeliverError::Source)?;
+        let sender = envelope::address(&head).unwrap_or_default();
+        announce(location(self.dialect)).map_err(DeliverError::State)?;
+        let mut whole = io::Cursor::new(head).chain(message);
+        let sent = client.send(&sender, &self.recipient, &mut whole, self.expected.take());
+        match sent {
+            Ok(bytes) => Ok(bytes),
+            Err(SendError::Source(e)) => {
+                // The data was never ended: closing the connection makes the server
+                // drop the transaction.
+                self.client = None;
+                Err(DeliverError::Source(e))
+            }
+            Err(SendError::Server(smtp::Error::Refused { reply, .. })) => {
+                let server = self.server.clone();
+                Err(if reply.is_transient() {
+                    RelayError::Deferred { server, reply }
+                } else {
+                    RelayError::Rejected { server, reply }
+                }
+                .into())
+            }
+            Err(SendError::Server(source)) => {
+                self.client = None;
+                Err(RelayError::Conversation {
+                    server: self.server.clone(),
+                    source,
+                }
+                .into())
+            }
+        }
+    }
+
+    fn recover(&mut self, location_found: &str) -> Result<Recovered, DeliverError> {
+        if location_found != location(self.dialect) {
+            return Err(DeliverError::BadLocation {
+                target: PathBuf::from(&self.server),
+                location: location_found.to_string(),
+            });
+        }
+        Ok(Recovered::NotDelivered)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            client.quit();
+        }
+    }
+}
+
+/// The error of a kind's own parse, naming the setting.
+pub(crate) fn invalid(written: &str, why: &str) -> String {
+    format!(
+        "deliver = {}: {why}",
+        crate::sys::expand::toml_string(written)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_and_show() {
+        for (text, shown) in [
+            ("127.0.0.1:24", "127.0.0.1:24"),
+            ("mail.example:2525", "mail.example:2525"),
+            ("[::1]:24", "[::1]:24"),
+        ] {
+            assert_eq!(Endpoint::parse_tcp(text, true).unwrap().to_string(), shown);
+        }
+        assert_eq!(
+            Endpoint::parse_tcp("mx", false).unwrap(),
+            Endpoint::Tcp {
+                host: "mx".into(),
+                port: None
+            }
+        );
+        for bad in [
+            "mx", ":24", "a b:24", "mx:0", "mx:x", "[::1", "[::1]x", "u@mx:25",
+        ] {
+            assert!(Endpoint::parse_tcp(bad, true).is_err(), "{bad}");
+        }
+        assert!(Endpoint::parse_tcp("localhost:24", true)
+            .unwrap()
+            .is_local());
+        assert!(Endpoint::parse_tcp("[::1]:24", true).unwrap().is_local());
+        assert!(Endpoint::parse_tcp("127.0.0.2:24", true)
+            .unwrap()
+            .is_local());
+        assert!(!Endpoint::parse_tcp("10.0.0.1:24", true).unwrap().is_local());
+    }
+
+    #[test]
+    fn replies_sort_into_classes() {
+        let reply = |code| Reply {
+            code,
+            lines: vec![b"text".to_vec()],
+        };
+        let server = String::from("s");
+        let deferred = RelayError::Deferred {
+            server: server.clone(),
+            reply: reply(452),
+        };
+        assert_eq!(deferred.class(), Class::Temporary);
+        assert!(deferred.is_per_message());
+        let rejected = RelayError::Rejected {
+            server,
+            reply: reply(550),
+        };
+        assert_eq!(rejected.class(), Class::Failed);
+        assert!(rejected.to_string().contains("550 text"));
+    }
+
+    #[test]
+    fn only_its_own_location_is_recovered() {
+        assert_eq!(location(Dialect::Lmtp), "lmtp");
+        assert_eq!(location(Dialect::Smtp), "smtp");
+    }
+}
