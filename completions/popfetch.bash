@@ -451,7 +451,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__password__subcmd__delete)
-            opts="-c -h --config --help"
+            opts="-c -h --target --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -529,7 +529,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__password__subcmd__set)
-            opts="-c -h --config --help"
+            opts="-c -h --target --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

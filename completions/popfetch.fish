@@ -87,8 +87,10 @@ complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fi
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -f -a "delete" -d 'Remove the stored password'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and not __fish_seen_subcommand_from set delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from set" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from set" -l target -d 'The password of the delivery target\'s login instead (an IMAP server, or an SMTP server with smtp_user), entry USER@HOST of that server'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from set" -s h -l help -d 'Print help'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from delete" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from delete" -l target -d 'The delivery target\'s password instead'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "set" -d 'Store the password: prompted for on a terminal, else read from stdin'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Remove the stored password'
