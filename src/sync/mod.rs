@@ -103,8 +103,7 @@ pub(crate) fn sync_account(account: &Account, options: Options) -> Result<Report
     // starts first, and the lock, the target and the state are readied meanwhile.
     let tls = connect::prepare_tls(account);
     let _lock = lock(account)?;
-    let mut target = account.deliver.open(&account.target_context())?;
-    let (mut state, session) = open_state_and_session(account, target.as_mut(), trace, tls)?;
+    let (mut target, mut state, session) = open_state_and_session(account, trace, tls)?;
     if let Some(adoption) = state.adoption() {
         warn(&adoption.to_string());
     }
@@ -119,30 +118,33 @@ pub(crate) fn sync_account(account: &Account, options: Options) -> Result<Report
     )
 }
 
-/// Reads the state and finishes what a killed run left while connecting and logging
-/// in, which is mostly waiting for the server (a login takes Dovecot some 15 ms
-/// before it answers; replaying the state of 20,000 messages takes about as long).
-/// A state that cannot be read is reported first, as it would be without the
-/// overlap; the session then ends with QUIT, having done nothing.
+/// Opens the target, reads the state and finishes what a killed run left while
+/// connecting and logging in, which is mostly waiting for the servers (a login
+/// takes Dovecot some 15 ms before it answers; replaying the state of 20,000
+/// messages takes about as long; a mail server target has its own greeting and
+/// login). A target or state that cannot be opened is reported first, as it would
+/// be without the overlap; the session then ends with QUIT, having done nothing.
 fn open_state_and_session(
     account: &Account,
-    target: &mut dyn Target,
     trace: Option<crate::pop3::Trace>,
     tls: connect::PreparedTls,
-) -> Result<(UidlState, Session<Stream>)> {
+) -> Result<(Box<dyn Target>, UidlState, Session<Stream>)> {
     std::thread::scope(|scope| {
         let connecting = scope.spawn(|| connect::open_prepared_session(account, trace, tls));
-        let state = UidlState::open(&Place::of(account))
+        let ready = account
+            .deliver
+            .open(&account.target_context())
             .map_err(anyhow::Error::from)
-            .and_then(|mut state| {
-                recover(&mut state, target)?;
-                Ok(state)
+            .and_then(|mut target| {
+                let mut state = UidlState::open(&Place::of(account))?;
+                recover(&mut state, target.as_mut())?;
+                Ok((target, state))
             });
         let session = connecting
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        match (state, session) {
-            (Ok(state), Ok(session)) => Ok((state, session)),
+        match (ready, session) {
+            (Ok((target, state)), Ok(session)) => Ok((target, state, session)),
             (Err(err), Ok(session)) => {
                 let _ = session.quit();
                 Err(err)
