@@ -239,7 +239,9 @@ fn from_keyring_or_prompt(entry: &str) -> Result<Secret, SecretError> {
         // The POP3 login and a delivery target's login are made at once (see
         // `sync::open_state_and_session`); their prompts take turns.
         static PROMPT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _turn = PROMPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _turn = PROMPT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let password = rpassword::prompt_password(format!("Password for {entry}: "))
             .map_err(SecretError::Prompt)?;
         return Ok(Secret(password));

@@ -189,6 +189,10 @@ impl Target for MdaTarget {
         self.outcome(ended.outcome, ended.fed)
     }
 
+    fn recovers(&self) -> bool {
+        false
+    }
+
     fn recover(&mut self, location: &str) -> Result<Recovered, DeliverError> {
         if location != LOCATION {
             return Err(DeliverError::BadLocation {

@@ -390,6 +390,13 @@ pub(crate) trait Target {
     /// up after it if it did not complete.
     fn recover(&mut self, location: &str) -> Result<Recovered, DeliverError>;
 
+    /// Whether `recover` can tell a completed delivery from one that did not
+    /// complete. One that cannot (an MDA, a mail server) always answers
+    /// [`Recovered::NotDelivered`], so its intents need not be durable first.
+    fn recovers(&self) -> bool {
+        true
+    }
+
     /// Whether `deliver` only stages a message, which `flush` then commits: the
     /// caller must make the intents durable before `flush`, and may record the
     /// messages as delivered only after it.

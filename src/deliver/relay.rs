@@ -407,6 +407,10 @@ impl Target for Relay {
         }
     }
 
+    fn recovers(&self) -> bool {
+        false
+    }
+
     fn recover(&mut self, location_found: &str) -> Result<Recovered, DeliverError> {
         if location_found != location(self.dialect) {
             return Err(DeliverError::BadLocation {

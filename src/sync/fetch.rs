@@ -260,8 +260,9 @@ impl Read for Noted<'_> {
 }
 
 /// Delivers one message: the target announces where it goes, recorded as an intent
-/// (made durable at once for a target that delivers durably, or with the batch for
-/// one that stages), and delivers or stages it.
+/// (made durable at once for a target that delivers durably and can tell later
+/// whether it did, or with the batch for one that stages), and delivers or stages
+/// it.
 fn deliver_one(
     target: &mut dyn Target,
     state: &mut dyn Ledger,
@@ -270,10 +271,13 @@ fn deliver_one(
     id: &Cell<Option<Identity>>,
 ) -> Result<u64> {
     let mut announced = false;
-    let stages = target.stages();
+    // An intent is made durable before a delivery only where recovery can use it:
+    // a target that cannot be asked afterwards (an MDA, a mail server) reaches the
+    // same verdict, "not delivered", with the intent or without it.
+    let durable_now = !target.stages() && target.recovers();
     let result = target.deliver(body, &mut |location| {
         state.record_intent(uid, location, id.get())?;
-        if !stages {
+        if durable_now {
             state.sync()?;
         }
         announced = true;
