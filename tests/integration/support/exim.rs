@@ -269,12 +269,15 @@ login:
         self.smtps_port
     }
 
-    /// Exim's main and reject logs.
+    /// Exim's main, reject and panic logs, and its stderr (where a daemon started
+    /// by a user other than root writes its log lines).
     pub fn log(&self) -> String {
         let log = self.dir.path().join("log");
         ["mainlog", "rejectlog", "paniclog"]
             .iter()
-            .map(|f| fs::read_to_string(log.join(f)).unwrap_or_default())
+            .map(|f| log.join(f))
+            .chain([self.dir.path().join("exim.stderr")])
+            .map(|f| fs::read_to_string(f).unwrap_or_default())
             .collect()
     }
 
@@ -295,7 +298,22 @@ login:
     /// The messages delivered to a recipient, byte for byte as stored (LF line
     /// ends, the [`TRACE_HEADERS`] on top); sorted.
     pub fn messages_of(&self, recipient: &str) -> Vec<Vec<u8>> {
+        self.settle();
         super::home::maildir_messages(&self.maildir_of(recipient))
+    }
+
+    /// Waits (up to ten seconds) until no accepted message is still on its way:
+    /// Exim may answer 250 to the data before the delivery process is done, and a
+    /// message is in the spool's input directory until then.
+    pub fn settle(&self) {
+        let input = self.dir.path().join("spool/input");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fs::read_dir(&input).is_ok_and(|mut d| d.next().is_some()) {
+            if Instant::now() > deadline {
+                panic!("Exim still has messages in its spool:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn flag(&self, name: &str, on: bool) {
