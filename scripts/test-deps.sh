@@ -12,6 +12,8 @@ PACKAGES=(
     libssl-dev pkg-config ca-certificates curl build-essential
     # The servers and tools the tests run for real.
     dovecot-pop3d openssl procmail maildrop python3 mutt
+    # Delivery targets: Dovecot's LMTP and IMAP, and Exim as the SMTP server.
+    dovecot-lmtpd dovecot-imapd exim4-daemon-light
     # The keyring tests: a session bus and gnome-keyring.
     dbus dbus-bin dbus-daemon gnome-keyring
     # Clock games, pseudo-terminals (script(1), tmux) and the tools import-state reads.

@@ -49,7 +49,12 @@ fn batch(start: usize, n: usize) -> Vec<Vec<u8>> {
 /// Kills popfetch with SIGKILL at random moments of delete-mode syncs, at least
 /// `kills` times, adding mail so that there is always work under way, then lets a
 /// run finish. Returns everything that was put on the server.
-fn chaos(server: &Dovecot, home: &Home, kills: usize, progress: &dyn Fn() -> u64) -> Vec<Vec<u8>> {
+pub(crate) fn chaos(
+    server: &Dovecot,
+    home: &Home,
+    kills: usize,
+    progress: &dyn Fn() -> u64,
+) -> Vec<Vec<u8>> {
     let (mut rng, seed) = Rng::from_env();
     let mut corpus = batch(0, 600);
     server.add_messages(&corpus);

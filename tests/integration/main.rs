@@ -17,4 +17,5 @@ mod net;
 mod policies;
 mod security;
 mod state_files;
+mod targets;
 mod ux;

@@ -211,7 +211,7 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -222,7 +222,7 @@ fn free_port() -> u16 {
 /// The uid, gid and user names Dovecot's processes run as. Dovecot refuses to run
 /// its login processes as root and to give mail to uid 0, so as root we use the
 /// system users that Debian's package creates; otherwise everything is us.
-fn identities() -> (u32, u32, String, String) {
+pub fn identities() -> (u32, u32, String, String) {
     let uid = euid();
     if uid == 0 {
         let id = |flag: &str| {
@@ -594,7 +594,7 @@ pub fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn memchr_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub fn memchr_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod dovecot;
+pub mod exim;
 pub mod home;
+pub mod mailstore;
 pub mod mbox;
 pub mod proxy;
 pub mod scripted;
@@ -12,5 +14,7 @@ pub mod servers;
 pub mod tmpfs;
 
 pub use dovecot::Dovecot;
+pub use exim::Exim;
 pub use home::Home;
+pub use mailstore::MailStore;
 pub use scripted::{Scripted, Step};
