@@ -163,8 +163,8 @@ keys! {
     mda_recipient: String, "string", default "`recipient`";
     /// seconds, 1 to 86400, one MDA or filter call may take before it is killed
     mda_timeout: u64 = 300, "integer";
-    /// the SMTP target: `"starttls"` (required, never a cleartext fallback), `"implicit"` (TLS from the first byte, port 465 by default) or `"none"` (only to a loopback address)
-    smtp_tls: TlsMode = TlsMode::Starttls, "string";
+    /// the SMTP and LMTP targets: `"starttls"` (used when offered, required unless the server is on this machine), `"implicit"` (TLS from the first byte, SMTP port 465) or `"none"` (for SMTP only to this machine)
+    smtp_tls: TlsMode, "string", default "`\"starttls\"` for `smtp:`; for `lmtp:`, no TLS unless set";
     /// extra trusted CA certificates for the SMTP target, PEM
     smtp_tls_ca_file: String, "path", default "the system store only";
     /// log in to the SMTP target with AUTH as this user

@@ -553,17 +553,19 @@ fn resolve(
     };
     // A delivery target's TLS is verified as the POP3 server's is: the system's
     // roots and the CA file, the minimum version; never skipped, never pinned.
-    let remote = |mode: TlsMode, ca_file: Option<String>, ca_key: &str| {
-        Ok::<_, ConfigError>(deliver::Remote {
-            security: mode.into(),
-            tls: TlsOptions {
-                ca_file: ca_file.map(|f| path(&f, ca_key, &f)).transpose()?,
-                min_version: tls_min_version,
-                skip_verify: false,
-                fingerprint: None,
-            },
-        })
-    };
+    let remote =
+        |mode: Option<TlsMode>, default: TlsMode, ca_file: Option<String>, ca_key: &str| {
+            Ok::<_, ConfigError>(deliver::Remote {
+                security: mode.unwrap_or(default).into(),
+                chosen: mode.is_some(),
+                tls: TlsOptions {
+                    ca_file: ca_file.map(|f| path(&f, ca_key, &f)).transpose()?,
+                    min_version: tls_min_version,
+                    skip_verify: false,
+                    fingerprint: None,
+                },
+            })
+        };
     Ok(Account {
         host,
         port,
@@ -590,10 +592,20 @@ fn resolve(
             None => paths.state_dir.clone(),
             Some(dir) => path(&dir, key::state_dir, &dir)?,
         },
-        smtp: remote(set.smtp_tls, set.smtp_tls_ca_file, key::smtp_tls_ca_file)?,
+        smtp: remote(
+            set.smtp_tls,
+            TlsMode::Starttls,
+            set.smtp_tls_ca_file,
+            key::smtp_tls_ca_file,
+        )?,
         smtp_user,
         smtp_password,
-        imap: remote(set.imap_tls, set.imap_tls_ca_file, key::imap_tls_ca_file)?,
+        imap: remote(
+            Some(set.imap_tls),
+            TlsMode::Implicit,
+            set.imap_tls_ca_file,
+            key::imap_tls_ca_file,
+        )?,
         imap_password,
         name,
     })

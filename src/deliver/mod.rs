@@ -228,6 +228,8 @@ pub(crate) enum Security {
 #[derive(Debug, Clone)]
 pub(crate) struct Remote {
     pub security: Security,
+    /// Whether the account chose `security`, or it is the key's default.
+    pub chosen: bool,
     pub tls: TlsOptions,
 }
 
@@ -451,6 +453,7 @@ pub(crate) fn test_context() -> Context<'static> {
     }
     let remote = |security| Remote {
         security,
+        chosen: false,
         tls: TlsOptions {
             ca_file: None,
             min_version: crate::net::TlsVersion::V1_2,

@@ -144,8 +144,12 @@ pub(crate) enum RelayError {
         server: String,
         source: TlsConfigError,
     },
-    #[error("cannot reach {server}")]
-    Connect { server: String, source: net::Error },
+    #[error("cannot reach {server}{hint}")]
+    Connect {
+        server: String,
+        hint: &'static str,
+        source: net::Error,
+    },
     #[error("cannot connect to {server}: {source}")]
     Socket { server: String, source: io::Error },
     #[error("{server} offers no STARTTLS, and mail goes to it only over TLS since it is not on this machine; set smtp_tls = \"implicit\" if it takes TLS from the first byte")]
@@ -263,9 +267,13 @@ impl Relay {
                 client
             }
             Endpoint::Tcp { host, port } => {
-                let security = context.smtp.security;
-                // LMTP carries no password and is the user's own network's business;
+                // LMTP (RFC 2033 §1) is for a mail store on this machine or the
+                // user's own network, and carries no password: TLS only when asked.
                 // SMTP mail leaves this machine only under TLS.
+                let security = match (dialect, context.smtp.chosen) {
+                    (Dialect::Lmtp, false) => Security::Plain,
+                    _ => context.smtp.security,
+                };
                 if security == Security::Plain && !local && dialect == Dialect::Smtp {
                     return Err(RelayError::Cleartext { server }.into());
                 }
@@ -275,9 +283,22 @@ impl Relay {
                         source,
                     })?;
                 let port = port.unwrap_or((settings.default_port)(security));
-                let unreachable = |source| RelayError::Connect {
-                    server: server.clone(),
-                    source,
+                let unreachable = |source| {
+                    let untrusted = matches!(
+                        source,
+                        net::Error::Certificate { .. } | net::Error::Tls { .. }
+                    );
+                    RelayError::Connect {
+                        server: server.clone(),
+                        // A local MTA's certificate is often Debian's snakeoil one,
+                        // and TLS buys nothing on loopback.
+                        hint: if untrusted && local {
+                            " (it is on this machine: smtp_tls = \"none\" skips TLS, or smtp_tls_ca_file trusts its CA)"
+                        } else {
+                            ""
+                        },
+                        source,
+                    }
                 };
                 let mut stream =
                     Stream::connect(host, port, context.timeout).map_err(unreachable)?;
@@ -492,6 +513,131 @@ mod tests {
         };
         assert_eq!(rejected.class(), Class::Failed);
         assert!(rejected.to_string().contains("550 text"));
+    }
+
+    /// A one-connection SMTP server on loopback answering `replies` in turn, one
+    /// per line it reads after its greeting.
+    fn scripted(replies: &'static [&'static str]) -> (u16, std::thread::JoinHandle<String>) {
+        use std::io::BufRead;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (socket, _) = listener.accept().unwrap();
+            let mut reader = io::BufReader::new(socket.try_clone().unwrap());
+            let mut writer = socket;
+            writer.write_all(b"220 scripted\r\n").unwrap();
+            let mut heard = String::new();
+            for reply in replies {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                heard.push_str(&line);
+                writer.write_all(reply.as_bytes()).unwrap();
+            }
+            heard
+        });
+        (port, server)
+    }
+
+    fn context_with(security: Security, chosen: bool) -> Context<'static> {
+        let mut context = super::super::test_context();
+        context.smtp.security = security;
+        context.smtp.chosen = chosen;
+        context
+    }
+
+    fn open(
+        kind: Dialect,
+        host: &str,
+        port: u16,
+        context: &Context,
+    ) -> Result<Relay, DeliverError> {
+        let endpoint = Endpoint::Tcp {
+            host: host.into(),
+            port: Some(port),
+        };
+        let settings = Settings {
+            dialect: kind,
+            endpoint: &endpoint,
+            default_port: |_| 25,
+            login: true,
+        };
+        Relay::open(&settings, context)
+    }
+
+    fn relay_error(result: Result<Relay, DeliverError>) -> RelayError {
+        let err = result.err().expect("an error");
+        let DeliverError::Target(kind) = err else {
+            panic!("{err:?}")
+        };
+        *(kind.0 as Box<dyn std::error::Error>)
+            .downcast::<RelayError>()
+            .unwrap()
+    }
+
+    #[test]
+    fn no_starttls_is_plain_on_this_machine_and_refused_off_it() {
+        let (port, server) = scripted(&["250 mx\r\n", "221 bye\r\n"]);
+        let relay = open(
+            Dialect::Smtp,
+            "127.0.0.1",
+            port,
+            &context_with(Security::Starttls, false),
+        );
+        drop(relay.unwrap());
+        assert_eq!(
+            server.join().unwrap(),
+            "EHLO ".to_string() + &hostname() + "\r\nQUIT\r\n"
+        );
+
+        // 0.0.0.0 reaches the loopback listener on Linux but is not a loopback
+        // address, so it stands in for a server elsewhere.
+        if cfg!(target_os = "linux") {
+            let (port, server) = scripted(&["250 mx\r\n"]);
+            let err = relay_error(open(
+                Dialect::Smtp,
+                "0.0.0.0",
+                port,
+                &context_with(Security::Starttls, false),
+            ));
+            assert!(matches!(err, RelayError::NoStartTls { .. }), "{err}");
+            assert_eq!(err.class(), Class::Unavailable);
+            server.join().unwrap();
+            let err = relay_error(open(
+                Dialect::Smtp,
+                "0.0.0.0",
+                1,
+                &context_with(Security::Plain, true),
+            ));
+            assert!(matches!(err, RelayError::Cleartext { .. }), "{err}");
+            assert_eq!(err.class(), Class::Config);
+        }
+    }
+
+    #[test]
+    fn lmtp_uses_tls_only_when_asked() {
+        let (port, server) = scripted(&["250-lmtp\r\n250 STARTTLS\r\n", "221 bye\r\n"]);
+        drop(
+            open(
+                Dialect::Lmtp,
+                "127.0.0.1",
+                port,
+                &context_with(Security::Starttls, false),
+            )
+            .unwrap(),
+        );
+        assert!(server.join().unwrap().starts_with("LHLO "));
+        // Asked for: the test's server then fails the handshake, and nothing is sent.
+        let (port, server) = scripted(&["250-lmtp\r\n250 STARTTLS\r\n", "220 go\r\n"]);
+        let err = relay_error(open(
+            Dialect::Lmtp,
+            "127.0.0.1",
+            port,
+            &context_with(Security::Starttls, true),
+        ));
+        assert!(matches!(err, RelayError::Connect { .. }), "{err}");
+        assert!(server.join().unwrap().ends_with("STARTTLS\r\n"));
     }
 
     #[test]
