@@ -9,6 +9,7 @@
 //! stream and never see the connection it comes from.
 
 pub(crate) mod envelope;
+pub(crate) mod imap;
 pub(crate) mod maildir;
 pub(crate) mod mbox;
 pub(crate) mod mda;
@@ -30,7 +31,7 @@ const KEY: &str = "deliver";
 /// Every kind of target. A new kind is a file in this directory and one line here,
 /// plus its docs: the README's "Delivery targets" and the `deliver` key's line in
 /// `config/keys.rs`. Messages that list the kinds are built from this list.
-const KINDS: &[Kind] = &[maildir::KIND, mbox::KIND, mda::KIND];
+const KINDS: &[Kind] = &[maildir::KIND, mbox::KIND, mda::KIND, imap::KIND];
 
 /// One kind of target: the word before the colon in `deliver`, and how to read
 /// what follows it.
@@ -486,6 +487,9 @@ mod tests {
             "mda:maildrop -d a~b",
             "mda:sh -c 'cat > /tmp/x; exit 75'",
             "mda:prog '' 'a b' a#b '#c' 'x\\ y'",
+            "imap://me%40gmail.com@imap.gmail.com/INBOX",
+            "imap://u@localhost:1143/Archive/2026",
+            "imap://u@[::1]/Boîte",
         ] {
             assert_eq!(parse(text).unwrap().to_string(), text);
         }
@@ -499,6 +503,10 @@ mod tests {
     fn shown_values_are_made_plain() {
         let shown = |text| parse(text).unwrap().to_string();
         assert_eq!(shown("maildir:~/Mail"), "maildir:/home/u/Mail");
+        assert_eq!(
+            shown("imap://me@gmail.com@imap.gmail.com"),
+            "imap://me%40gmail.com@imap.gmail.com/INBOX"
+        );
         assert_eq!(shown("mbox:~"), "mbox:/home/u");
         assert_eq!(
             shown("mda:procmail -m ~/.procmailrc"),
@@ -512,7 +520,9 @@ mod tests {
         for bad in ["pigeon:/m", "/home/u/Mail", "", ":x", "Maildir:/m"] {
             let err = parse(bad).unwrap_err();
             assert!(
-                err.contains(r#"use "maildir:PATH", "mbox:PATH" or "mda:COMMAND""#),
+                err.contains(
+                    r#"use "maildir:PATH", "mbox:PATH", "mda:COMMAND" or "imap://USER@HOST[:PORT]/FOLDER""#
+                ),
                 "{err}"
             );
         }

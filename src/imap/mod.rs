@@ -10,7 +10,7 @@ use std::io;
 
 use proto::response::{Malformed, Status, StatusLine};
 
-pub(crate) use client::{Capabilities, Client, Outgoing, Session};
+pub(crate) use client::{Client, Outgoing, Session};
 
 /// What can go wrong in a conversation with an IMAP server.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,9 @@ pub(crate) enum Error {
     NoStarttls,
     #[error("the server sent data after its STARTTLS reply, before the TLS handshake (an injection attempt?)")]
     Injected,
-    #[error("the server refuses logins in this state (LOGINDISABLED) and offers no AUTHENTICATE PLAIN")]
+    #[error(
+        "the server refuses logins in this state (LOGINDISABLED) and offers no AUTHENTICATE PLAIN"
+    )]
     LoginDisabled,
     #[error("the folder name cannot be written in an IMAP command")]
     FolderName,

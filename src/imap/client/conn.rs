@@ -70,6 +70,11 @@ impl<S: Read + Write> Conn<S> {
         self.stream
     }
 
+    #[cfg(test)]
+    pub(crate) fn stream(&self) -> &S {
+        &self.stream
+    }
+
     /// Whether the server sent bytes not read yet: after a STARTTLS reply that is
     /// an attack (plaintext injected before the handshake, CVE-2011-0411).
     pub(crate) fn has_unread(&self) -> bool {
@@ -282,9 +287,7 @@ impl<S: Read + Write> Conn<S> {
                     ))))
                 }
                 Response::Continue(text) => {
-                    return Err(Error::Malformed(response::Malformed(format!(
-                        "+ {text}"
-                    ))))
+                    return Err(Error::Malformed(response::Malformed(format!("+ {text}"))))
                 }
                 other => self.note(other, data)?,
             }

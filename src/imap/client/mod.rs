@@ -58,8 +58,14 @@ impl<S: Read + Write> Client<S> {
         Ok(client)
     }
 
+    #[cfg(test)]
     pub(crate) fn capabilities(&self) -> &Capabilities {
         &self.capabilities
+    }
+
+    /// Logged in by the greeting: no password is needed.
+    pub(crate) fn is_preauth(&self) -> bool {
+        self.preauth
     }
 
     fn set(&mut self, list: Vec<String>) {
@@ -128,9 +134,9 @@ impl<S: Read + Write> Client<S> {
                     &mut data,
                 )?
             } else {
-                let tag = self
-                    .conn
-                    .send("AUTHENTICATE", &[Arg::Text("PLAIN".into())], &mut data)?;
+                let tag =
+                    self.conn
+                        .send("AUTHENTICATE", &[Arg::Text("PLAIN".into())], &mut data)?;
                 self.conn.wait_continue(&tag, "AUTHENTICATE", &mut data)?;
                 self.conn.write(format!("{encoded}\r\n").as_bytes())?;
                 self.conn.flush()?;
@@ -180,10 +186,6 @@ pub(crate) struct Outgoing<'a> {
     pub date: Option<String>,
 }
 
-/// Where appended messages landed (RFC 4315 APPENDUID): the folder's
-/// UIDVALIDITY and each message's UID, in order.
-pub(crate) type Landed = Option<(u32, Vec<u32>)>;
-
 /// A logged-in connection.
 pub(crate) struct Session<S> {
     conn: Conn<S>,
@@ -191,8 +193,15 @@ pub(crate) struct Session<S> {
 }
 
 impl<S: Read + Write> Session<S> {
+    #[cfg(test)]
     pub(crate) fn capabilities(&self) -> &Capabilities {
         &self.capabilities
+    }
+
+    /// What the client wrote, in tests.
+    #[cfg(test)]
+    pub(crate) fn stream(&self) -> &S {
+        self.conn.stream()
     }
 
     /// Runs a command without literals to its end.
@@ -274,7 +283,9 @@ impl<S: Read + Write> Session<S> {
                 .as_ref()
                 .and_then(|code| response::append_uid(code, messages.len()));
             return Ok(match landed {
-                Some((validity, uids)) => uids.into_iter().map(|uid| Some((validity, uid))).collect(),
+                Some((validity, uids)) => {
+                    uids.into_iter().map(|uid| Some((validity, uid))).collect()
+                }
                 None => vec![None; messages.len()],
             });
         }

@@ -71,7 +71,10 @@ fn logindisabled_is_respected() {
         "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hi\r\n",
     ))
     .unwrap();
-    assert!(matches!(client.login("me", "pw"), Err(Error::LoginDisabled)));
+    assert!(matches!(
+        client.login("me", "pw"),
+        Err(Error::LoginDisabled)
+    ));
 }
 
 #[test]
@@ -217,7 +220,9 @@ fn a_refused_append_is_the_error_after_every_reply() {
     ));
     let mut bodies: [&[u8]; 1] = [b"x\r\n"];
     let err = s.append("Nope", &mut outgoing(&mut bodies)).unwrap_err();
-    assert!(matches!(&err, Error::Refused { line, .. } if line.code.as_ref().unwrap().is("TRYCREATE")));
+    assert!(
+        matches!(&err, Error::Refused { line, .. } if line.code.as_ref().unwrap().is("TRYCREATE"))
+    );
 }
 
 #[test]

@@ -69,7 +69,10 @@ mod tests {
         assert_eq!(astring(b"a b"), text("\"a b\""));
         assert_eq!(astring(b"a\"b\\c"), text(r#""a\"b\\c""#));
         assert_eq!(astring(b"x]"), text("\"x]\""));
-        assert_eq!(astring(b"p\xc3\xa4ss"), Arg::Literal(b"p\xc3\xa4ss".to_vec()));
+        assert_eq!(
+            astring(b"p\xc3\xa4ss"),
+            Arg::Literal(b"p\xc3\xa4ss".to_vec())
+        );
         assert_eq!(astring(b"a\r\nb"), Arg::Literal(b"a\r\nb".to_vec()));
     }
 

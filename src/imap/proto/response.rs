@@ -68,7 +68,9 @@ fn malformed(line: &[u8]) -> Malformed {
 /// inline).
 pub(crate) fn parse(line: &[u8]) -> Result<Response, Malformed> {
     if line == b"+" || line.starts_with(b"+ ") {
-        return Ok(Response::Continue(escape(line.get(2..).unwrap_or_default())));
+        return Ok(Response::Continue(escape(
+            line.get(2..).unwrap_or_default(),
+        )));
     }
     let (first, rest) = split_word(line);
     if first.is_empty() {
@@ -164,7 +166,11 @@ fn number(word: &[u8]) -> Option<u32> {
     if word.is_empty() || !word.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(word).ok()?.parse().ok().filter(|&n| n != 0)
+    std::str::from_utf8(word)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|&n| n != 0)
 }
 
 /// `[APPENDUID uidvalidity uid-set]` (RFC 4315 §3): the folder's UIDVALIDITY and
@@ -248,7 +254,11 @@ mod tests {
     fn reads_data() {
         assert_eq!(
             parse(b"* CAPABILITY IMAP4rev1 literal+ AUTH=PLAIN").unwrap(),
-            Response::Capability(vec!["IMAP4REV1".into(), "LITERAL+".into(), "AUTH=PLAIN".into()])
+            Response::Capability(vec![
+                "IMAP4REV1".into(),
+                "LITERAL+".into(),
+                "AUTH=PLAIN".into()
+            ])
         );
         assert_eq!(parse(b"* SEARCH").unwrap(), Response::Search(vec![]));
         assert_eq!(
@@ -256,7 +266,10 @@ mod tests {
             Response::Search(vec![2, 84, 882])
         );
         assert_eq!(parse(b"* 23 EXISTS").unwrap(), Response::Other);
-        assert_eq!(parse(b"+ Ready").unwrap(), Response::Continue("Ready".into()));
+        assert_eq!(
+            parse(b"+ Ready").unwrap(),
+            Response::Continue("Ready".into())
+        );
         assert_eq!(parse(b"+").unwrap(), Response::Continue(String::new()));
     }
 
