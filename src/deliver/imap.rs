@@ -240,6 +240,10 @@ impl Setup {
         let server = server.to_string();
         match self {
             Setup::Net(source) => ImapError::Connect { server, source },
+            // A server down for now ([UNAVAILABLE], RFC 5530) is not a wrong password.
+            Setup::Login(source @ ProtocolError::Refused { .. }) if is_temporary(&source) => {
+                ImapError::Conversation { server, source }
+            }
             Setup::Login(ProtocolError::Refused { line, command }) => ImapError::Login {
                 server,
                 user: user.to_string(),
@@ -312,6 +316,7 @@ impl TargetError for ImapError {
                     Class::Temporary
                 }
                 ProtocolError::NoStarttls | ProtocolError::LoginDisabled => Class::Config,
+                refused if is_temporary(refused) => Class::Temporary,
                 _ => Class::Failed,
             },
             ImapError::Create { .. } | ImapError::Spool(_) => Class::Failed,
@@ -334,6 +339,12 @@ impl TargetError for ImapError {
 /// Response codes that say a refusal may pass (RFC 5530 §3): a full quota, a
 /// folder in use, a server down for now.
 const TEMPORARY_CODES: &[&str] = &["OVERQUOTA", "INUSE", "UNAVAILABLE", "LIMIT", "SERVERBUG"];
+
+/// Whether a refusal carries a code of [`TEMPORARY_CODES`].
+fn is_temporary(e: &ProtocolError) -> bool {
+    matches!(e, ProtocolError::Refused { line, .. }
+        if line.code.as_ref().is_some_and(|c| TEMPORARY_CODES.iter().any(|t| c.is(t))))
+}
 
 /// A message staged for the next flush: its bytes and the location announced.
 struct Staged {
@@ -443,13 +454,10 @@ impl<S: Read + Write> ImapTarget<S> {
 
     fn refused(&self, e: ProtocolError) -> ImapError {
         match e {
-            ProtocolError::Refused { ref line, .. } => ImapError::Refused {
+            ProtocolError::Refused { .. } => ImapError::Refused {
                 server: self.server.clone(),
                 folder: self.spec.folder.clone(),
-                temporary: line
-                    .code
-                    .as_ref()
-                    .is_some_and(|c| TEMPORARY_CODES.iter().any(|t| c.is(t))),
+                temporary: is_temporary(&e),
                 reason: e.to_string(),
             },
             e => self.broken(e),

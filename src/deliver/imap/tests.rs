@@ -297,3 +297,28 @@ fn cleartext_only_to_this_machine() {
         Some("me@mail.example.org")
     );
 }
+
+#[test]
+fn a_refused_login_is_config_unless_the_server_says_later() {
+    let refused = |line: &str| {
+        let e = Client::greet(MockStream::new(&format!(
+            "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n{line}\r\n"
+        )))
+        .unwrap()
+        .login("me", "pw")
+        .err()
+        .unwrap();
+        Setup::Login(e).into_error("h:993", "me")
+    };
+    let wrong = refused("a1 NO [AUTHENTICATIONFAILED] no");
+    assert_eq!(wrong.class(), Class::Config);
+    assert_eq!(
+        wrong.to_string(),
+        "the IMAP server h:993 refused the login of me: AUTHENTICATE was refused: \
+         NO [AUTHENTICATIONFAILED] no; check imap_password or imap_password_command"
+    );
+    assert_eq!(
+        refused("a1 NO [UNAVAILABLE] later").class(),
+        Class::Temporary
+    );
+}
