@@ -171,39 +171,48 @@ fn is_loopback(host: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-impl Spec for ImapSpec {
-    fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError> {
+impl ImapSpec {
+    /// Connects and secures the connection as `imap_tls` says: TLS from the
+    /// first byte, or STARTTLS required (never a cleartext fallback), or none
+    /// only to this machine. Returns the client greeted, and HOST:PORT.
+    fn connect(&self, context: &Context) -> Result<(Client<Stream>, String), ImapError> {
         let security = context.imap.security;
         if security == Security::Plain && !is_loopback(&self.host) {
             return Err(ImapError::Cleartext {
                 server: self.host.clone(),
-            }
-            .into());
+            });
         }
         let port = self.port.unwrap_or(match security {
             Security::Implicit => 993,
             _ => 143,
         });
+        let server = format!("{}:{port}", self.host);
+        let failed = |e: Setup| e.into_error(&server, &self.user);
         let tls = match security {
             Security::Plain => None,
             _ => Some(TlsConfig::new(&context.imap.tls).map_err(ImapError::Tls)?),
         };
-        let server = format!("{}:{port}", self.host);
-        let setup = |e: Setup| e.into_error(&server, &self.user);
-        let mut stream =
-            Stream::connect(&self.host, port, context.timeout).map_err(|e| setup(Setup::Net(e)))?;
+        let mut stream = Stream::connect(&self.host, port, context.timeout)
+            .map_err(|e| failed(Setup::Net(e)))?;
         if let (Security::Implicit, Some(tls)) = (security, &tls) {
             stream = stream
                 .secure(tls, &self.host)
-                .map_err(|e| setup(Setup::Net(e)))?;
+                .map_err(|e| failed(Setup::Net(e)))?;
         }
-        let mut client = Client::greet(stream).map_err(|e| setup(Setup::Imap(e)))?;
+        let mut client = Client::greet(stream).map_err(|e| failed(Setup::Imap(e)))?;
         if let (Security::Starttls, Some(tls)) = (security, &tls) {
-            client.starttls().map_err(|e| setup(Setup::Imap(e)))?;
+            client.starttls().map_err(|e| failed(Setup::Imap(e)))?;
             client = client
                 .upgrade(|plain| plain.secure(tls, &self.host).map_err(Setup::Net))
-                .map_err(setup)?;
+                .map_err(failed)?;
         }
+        Ok((client, server))
+    }
+}
+
+impl Spec for ImapSpec {
+    fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError> {
+        let (client, server) = self.connect(context)?;
         // Asked for only when the server wants a login.
         let password = if client.is_preauth() {
             String::new()
@@ -212,7 +221,7 @@ impl Spec for ImapSpec {
         };
         let session = client
             .login(&self.user, &password)
-            .map_err(|e| setup(Setup::Login(e)))?;
+            .map_err(|e| Setup::Login(e).into_error(&server, &self.user))?;
         drop(password);
         Ok(Box::new(ImapTarget::start(session, self.clone(), server)?))
     }
