@@ -61,8 +61,6 @@ const TWO: &str = "Subject: no id\n\nho\n";
 
 #[test]
 fn creates_a_missing_folder() {
-    let server = "* OK [CAPABILITY IMAP4rev1] hi\r\na1 CAPABILITY IMAP4rev1\r\n";
-    let _ = server;
     let session = Client::greet(MockStream::new(
         "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\na1 OK [CAPABILITY IMAP4rev1] in\r\n\
          a2 NO [NONEXISTENT] none\r\na3 OK made\r\n",
@@ -321,4 +319,55 @@ fn a_refused_login_is_config_unless_the_server_says_later() {
         refused("a1 NO [UNAVAILABLE] later").class(),
         Class::Temporary
     );
+}
+
+/// A scripted server whose transcript outlives the target.
+struct Shared {
+    input: std::io::Cursor<Vec<u8>>,
+    written: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+}
+
+impl Read for Shared {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.written.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn says_goodbye_when_dropped_unless_the_connection_broke() {
+    let run = |script: &str| {
+        let written = std::rc::Rc::default();
+        let stream = Shared {
+            input: std::io::Cursor::new(script.as_bytes().to_vec()),
+            written: std::rc::Rc::clone(&written),
+        };
+        let session = Client::greet(stream).unwrap().login("me", "pw").unwrap();
+        if let Ok(mut target) = ImapTarget::start(session, spec(), "h:993".into()) {
+            let _ = target.recover("imap.5.PDFAeD4");
+        }
+        let written = String::from_utf8(written.borrow().clone()).unwrap();
+        written
+    };
+    let greeting = "* PREAUTH [CAPABILITY IMAP4rev1] hi\r\n";
+    let polite = run(&format!(
+        "{greeting}a1 OK\r\n* OK [UIDVALIDITY 3] x\r\na2 OK\r\n* SEARCH\r\na3 OK\r\n* BYE\r\na4 OK\r\n"
+    ));
+    assert!(
+        polite
+            .ends_with("a3 UID SEARCH HEADER Message-ID <1@x> LARGER 4 SMALLER 6\r\na4 LOGOUT\r\n"),
+        "{polite}"
+    );
+    // Cut off in the middle of a reply: nothing more is said.
+    let broken = run(&format!("{greeting}a1 OK\r\n* OK [UIDVAL"));
+    assert!(broken.ends_with("a2 EXAMINE Bo&AO4-te\r\n"), "{broken}");
 }
