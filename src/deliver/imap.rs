@@ -346,8 +346,9 @@ impl TargetError for ImapError {
 }
 
 /// Response codes that say a refusal may pass (RFC 5530 §3): a full quota, a
-/// folder in use, a server down for now.
-const TEMPORARY_CODES: &[&str] = &["OVERQUOTA", "INUSE", "UNAVAILABLE", "LIMIT", "SERVERBUG"];
+/// folder in use, a server down or failing for now. Not [LIMIT]: a message over
+/// a size limit would be retried for ever without a word.
+const TEMPORARY_CODES: &[&str] = &["OVERQUOTA", "INUSE", "UNAVAILABLE", "SERVERBUG"];
 
 /// Whether a refusal carries a code of [`TEMPORARY_CODES`].
 fn is_temporary(e: &ProtocolError) -> bool {
