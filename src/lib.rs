@@ -7,6 +7,7 @@
 //! - `config`: the configuration file and the secrets it names;
 //! - `deliver`: the delivery targets, one file per kind;
 //! - `sys`: helper commands, durable writes, Ctrl-C, shell-like expansion;
+//! - `imap`: the IMAP protocol a target appends with (pure core, blocking client);
 //! - `pop3`: the protocol (pure core, blocking client, network), at the bottom.
 
 #![warn(unreachable_pub)]
@@ -14,6 +15,7 @@
 mod cmd;
 mod config;
 mod deliver;
+mod imap;
 mod net;
 mod pop3;
 mod smtp;

@@ -9,6 +9,7 @@
 //! stream and never see the connection it comes from.
 
 pub(crate) mod envelope;
+pub(crate) mod imap;
 pub(crate) mod lmtp;
 pub(crate) mod maildir;
 pub(crate) mod mbox;
@@ -33,7 +34,14 @@ const KEY: &str = "deliver";
 /// Every kind of target. A new kind is a file in this directory and one line here,
 /// plus its docs: the README's "Delivery targets" and the `deliver` key's line in
 /// `config/keys.rs`. Messages that list the kinds are built from this list.
-const KINDS: &[Kind] = &[maildir::KIND, mbox::KIND, mda::KIND, lmtp::KIND, smtp::KIND];
+const KINDS: &[Kind] = &[
+    maildir::KIND,
+    mbox::KIND,
+    mda::KIND,
+    lmtp::KIND,
+    smtp::KIND,
+    imap::KIND,
+];
 
 /// One kind of target: the word before the colon in `deliver`, and how to read
 /// what follows it.
@@ -515,11 +523,9 @@ mod tests {
             "lmtp:[::1]:2424",
             "smtp:localhost",
             "smtp:mx.example:587",
-            "lmtp:/run/dovecot/lmtp",
-            "lmtp:127.0.0.1:24",
-            "lmtp:[::1]:2424",
-            "smtp:localhost",
-            "smtp:mx.example:587",
+            "imap://me%40gmail.com@imap.gmail.com/INBOX",
+            "imap://u@localhost:1143/Archive/2026",
+            "imap://u@[::1]/Boîte",
         ] {
             assert_eq!(parse(text).unwrap().to_string(), text);
         }
@@ -533,6 +539,10 @@ mod tests {
     fn shown_values_are_made_plain() {
         let shown = |text| parse(text).unwrap().to_string();
         assert_eq!(shown("maildir:~/Mail"), "maildir:/home/u/Mail");
+        assert_eq!(
+            shown("imap://me@gmail.com@imap.gmail.com"),
+            "imap://me%40gmail.com@imap.gmail.com/INBOX"
+        );
         assert_eq!(shown("mbox:~"), "mbox:/home/u");
         assert_eq!(
             shown("mda:procmail -m ~/.procmailrc"),
