@@ -14,8 +14,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use super::{
-    Announce, Class, Context, DeliverError, Delivery, Env, Kind, Recovered, Security, Spec, Target,
-    TargetError,
+    Announce, Class, Context, DeliverError, Delivery, Env, Kind, Landed, Recovered, Security, Spec,
+    Target, TargetError,
 };
 use crate::imap::proto::command::{self, date_time, Arg};
 use crate::imap::proto::utf7;
@@ -363,6 +363,19 @@ struct Staged {
     location: Location,
 }
 
+impl Staged {
+    /// Its location once appended: with the UID where the server said it.
+    fn landed(self, place: Option<(u32, u32)>) -> Option<String> {
+        place.map(|landed| {
+            Location {
+                landed: Some(landed),
+                ..self.location
+            }
+            .to_string()
+        })
+    }
+}
+
 /// An open IMAP session appending to one folder.
 pub(crate) struct ImapTarget<S: Read + Write> {
     /// `None` once the connection failed: its state is unknown.
@@ -373,7 +386,7 @@ pub(crate) struct ImapTarget<S: Read + Write> {
     /// The folder's wire name (modified UTF-7).
     wire: String,
     staged: Vec<Staged>,
-    landed: Vec<Option<String>>,
+    landed: Vec<Landed>,
     /// The folder's UIDVALIDITY, once examined for recovery.
     examined: Option<Option<u32>>,
 }
@@ -557,25 +570,46 @@ impl<S: Read + Write> Target for ImapTarget<S> {
             }
             result = self.append_staged();
         }
+        // MULTIAPPEND is all or nothing (RFC 3502 §6.3.11), and one message can
+        // spoil the batch (NO [LIMIT] for its size): each is tried alone, so the
+        // others land and only it stays on the POP3 server.
+        let refused_for_good =
+            matches!(&result, Err(e @ ProtocolError::Refused { .. }) if !is_temporary(e));
+        if refused_for_good && self.staged.len() == 1 {
+            self.staged.clear();
+            let Err(e) = result else { unreachable!() };
+            self.landed = vec![Err(self.refused(e).into())];
+            return Ok(());
+        }
+        if refused_for_good {
+            let staged = std::mem::take(&mut self.staged);
+            for one in staged {
+                self.staged = vec![one];
+                let alone = self.append_staged();
+                let one = self.staged.pop().expect("the one staged");
+                self.landed.push(match alone {
+                    Ok(places) => Ok(one.landed(places.into_iter().next().flatten())),
+                    Err(e @ ProtocolError::Refused { .. }) => Err(self.refused(e).into()),
+                    // What landed before the break is found by recovery.
+                    Err(e) => {
+                        self.landed.clear();
+                        return Err(self.broken(e).into());
+                    }
+                });
+            }
+            return Ok(());
+        }
         let staged = std::mem::take(&mut self.staged);
         let places = result.map_err(|e| self.refused(e))?;
         self.landed = staged
             .into_iter()
             .zip(places)
-            .map(|(one, place)| {
-                place.map(|landed| {
-                    Location {
-                        landed: Some(landed),
-                        ..one.location
-                    }
-                    .to_string()
-                })
-            })
+            .map(|(one, place)| Ok(one.landed(place)))
             .collect();
         Ok(())
     }
 
-    fn landed(&mut self) -> Vec<Option<String>> {
+    fn landed(&mut self) -> Vec<Landed> {
         std::mem::take(&mut self.landed)
     }
 

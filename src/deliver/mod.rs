@@ -364,6 +364,9 @@ impl DeliverError {
 /// It fails when the intent cannot be recorded; the target then delivers nothing.
 pub(crate) type Announce<'a> = &'a mut dyn FnMut(&str) -> Result<(), Unrecorded>;
 
+/// What became of one message a flush committed (see [`Target::landed`]).
+pub(crate) type Landed = Result<Option<String>, DeliverError>;
+
 /// Why an announced delivery could not be recorded: the state's own error, which
 /// the layer that keeps the state knows.
 pub(crate) type Unrecorded = Box<dyn Error + Send + Sync>;
@@ -425,10 +428,12 @@ pub(crate) trait Target {
         Ok(())
     }
 
-    /// After a `flush`: where each message it committed landed, as the server said
-    /// (IMAP's APPENDUID, RFC 4315), in the order they were staged, `None` where it
-    /// did not say. The caller records these locations before the deliveries.
-    fn landed(&mut self) -> Vec<Option<String>> {
+    /// After a `flush`: what became of each message it committed, in the order
+    /// they were staged (empty: all delivered, nothing more to say). `Ok` is a
+    /// delivery, with where it landed if the server said (IMAP's APPENDUID, RFC
+    /// 4315), which the caller records first; `Err` is a refusal of that message
+    /// alone, which stays on the server while the others are delivered.
+    fn landed(&mut self) -> Vec<Landed> {
         Vec::new()
     }
 }

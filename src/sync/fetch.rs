@@ -82,6 +82,9 @@ pub(super) fn fetch_and_deliver<S: Wire>(
     if let Err(err) = done.commit(sink, report) {
         failures.add(err);
     }
+    for refused in done.refused.drain(..) {
+        failures.add(refused);
+    }
     retrieved?;
     Ok(done.delivered)
 }
@@ -104,6 +107,8 @@ struct Batch {
     began: Option<Instant>,
     /// Committed and recorded.
     delivered: Vec<u32>,
+    /// Refused one by one by a target's commit, for the session's failures.
+    refused: Vec<anyhow::Error>,
 }
 
 impl Batch {
@@ -149,8 +154,17 @@ impl Batch {
         }
         let mut landed = sink.target.landed().into_iter();
         for (uid, num, bytes, size, id) in self.staged.drain(..) {
-            if let Some(location) = landed.next().flatten() {
-                sink.state.record_intent(&uid, &location, id)?;
+            match landed.next() {
+                Some(Err(refused)) => {
+                    sink.state.record_abandoned(&uid)?;
+                    self.refused.push(
+                        anyhow::Error::from(refused)
+                            .context(format!("message {num} stays on the server")),
+                    );
+                    continue;
+                }
+                Some(Ok(Some(location))) => sink.state.record_intent(&uid, &location, id)?,
+                Some(Ok(None)) | None => {}
             }
             sink.state.record_delivered(&uid, now(), id)?;
             self.delivered.push(num);

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use super::session::run_session;
 use super::*;
 use crate::config::{Config, Paths};
-use crate::deliver::{Announce, Class, DeliverError, TargetError};
+use crate::deliver::{Announce, Class, DeliverError, Landed, TargetError};
 use crate::pop3::{Client, Credentials, Wire};
 use crate::sync::policy::Known;
 use crate::sync::state::identity::Identity;
@@ -59,6 +59,9 @@ struct Shelf {
     log: Log,
     stages: bool,
     fail_flush: bool,
+    /// A flush refuses the second message it commits, as an IMAP server may.
+    refuse_second: bool,
+    landed: Vec<Landed>,
     staged: Vec<Vec<u8>>,
     kept: Vec<Vec<u8>>,
     announced: usize,
@@ -70,6 +73,8 @@ impl Shelf {
             log: log.clone(),
             stages,
             fail_flush: false,
+            refuse_second: false,
+            landed: Vec::new(),
             staged: Vec::new(),
             kept: Vec::new(),
             announced: 0,
@@ -113,8 +118,37 @@ impl Target for Shelf {
             self.staged.clear();
             return Err(Full(io::Error::other("disk full")).into());
         }
+        if self.refuse_second {
+            for (i, body) in self.staged.drain(..).enumerate() {
+                if i == 1 {
+                    self.landed.push(Err(Refused.into()));
+                } else {
+                    self.kept.push(body);
+                    self.landed.push(Ok(None));
+                }
+            }
+        }
         self.kept.append(&mut self.staged);
         Ok(())
+    }
+
+    fn landed(&mut self) -> Vec<Landed> {
+        std::mem::take(&mut self.landed)
+    }
+}
+
+/// The shelf's refusal of one message.
+#[derive(Debug, thiserror::Error)]
+#[error("the shelf refuses this one")]
+struct Refused;
+
+impl TargetError for Refused {
+    fn class(&self) -> Class {
+        Class::Failed
+    }
+
+    fn is_per_message(&self) -> bool {
+        true
     }
 }
 
@@ -261,6 +295,18 @@ fn positions(log: &[String], pick: impl Fn(&str) -> bool) -> Vec<usize> {
 
 /// Runs a session against `server` into a `Shelf`, the real state underneath.
 fn run(server: &str, stages: bool, fail_flush: bool, fail_records: bool) -> Run {
+    run_with(
+        server,
+        |shelf| {
+            shelf.stages = stages;
+            shelf.fail_flush = fail_flush;
+        },
+        fail_records,
+    )
+}
+
+/// `run`, the shelf set up by `shelf`.
+fn run_with(server: &str, shelf: impl FnOnce(&mut Shelf), fail_records: bool) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("config.toml");
     std::fs::write(
@@ -291,8 +337,8 @@ fn run(server: &str, stages: bool, fail_flush: bool, fail_records: bool) -> Run 
         })
         .map_err(|f| f.error)
         .unwrap();
-    let mut target = Shelf::new(&log, stages);
-    target.fail_flush = fail_flush;
+    let mut target = Shelf::new(&log, false);
+    shelf(&mut target);
     let mut state = Watched {
         state: UidlState::open(&Place::of(account)).unwrap(),
         log: log.clone(),
@@ -350,6 +396,32 @@ fn dele_goes_out_only_once_the_target_and_the_state_are_durable() {
         }
         assert_eq!(run.sent("QUIT"), [run.log.len() - 1], "{:?}", run.log);
     }
+}
+
+#[test]
+fn a_message_refused_at_the_commit_stays_and_the_others_go() {
+    let run = run_with(
+        &served("+OK\r\n+OK bye\r\n"),
+        |shelf| {
+            shelf.stages = true;
+            shelf.refuse_second = true;
+        },
+        false,
+    );
+    let err = run.result.as_ref().unwrap_err();
+    assert!(
+        format!("{err:#}").contains("message 2 stays on the server: the shelf refuses this one"),
+        "{err:#}"
+    );
+    assert_eq!(run.recorded, ["a"], "{:?}", run.log);
+    assert!(
+        run.log.iter().any(|e| e == "state.abandoned b"),
+        "{:?}",
+        run.log
+    );
+    assert_eq!(run.sent("DELE").len(), 1, "{:?}", run.log);
+    assert!(run.log.iter().any(|e| e == "C: DELE 1"), "{:?}", run.log);
+    assert_eq!(run.sent("QUIT").len(), 1, "{:?}", run.log);
 }
 
 #[test]

@@ -29,6 +29,15 @@ fn target(capabilities: &str, script: &str) -> ImapTarget<MockStream> {
     ImapTarget::start(session, spec(), "mail.example.org:993".into()).unwrap()
 }
 
+/// Where each message of the last flush landed; a refusal fails the test.
+fn places(target: &mut ImapTarget<MockStream>) -> Vec<Option<String>> {
+    target
+        .landed()
+        .into_iter()
+        .map(|landed| landed.expect("delivered"))
+        .collect()
+}
+
 fn written(target: &ImapTarget<MockStream>) -> String {
     target
         .session
@@ -99,7 +108,7 @@ fn stages_then_appends_in_one_command_and_records_where_they_landed() {
     assert!(written(&target).ends_with("(UIDVALIDITY)\r\n"));
     target.flush().unwrap();
     assert_eq!(
-        target.landed(),
+        places(&mut target),
         [
             Some("imap.63.PDFAeD4.7.20".to_string()),
             Some("imap.22..7.21".to_string())
@@ -122,7 +131,7 @@ fn unstage_drops_the_last() {
     stage(&mut target, &[ONE, TWO]);
     target.unstage();
     target.flush().unwrap();
-    assert_eq!(target.landed(), [None]);
+    assert_eq!(places(&mut target), [None]);
     assert!(written(&target).ends_with(&format!("{{63+}}\r\n{}\r\n", ONE.replace('\n', "\r\n"))));
 }
 
@@ -141,9 +150,36 @@ fn a_full_quota_is_temporary_and_nothing_lands() {
     // The batch is gone: a later flush sends nothing more.
     target.flush().unwrap();
     let mut target = target_with_refusal("a3 NO [CANNOT] no NUL please\r\n");
-    let err = target.flush().unwrap_err();
+    target.flush().unwrap();
+    let landed = target.landed();
+    let [Err(err)] = &landed[..] else {
+        panic!("{landed:?}")
+    };
     assert_eq!(err.class(), Class::Failed);
     assert!(err.is_per_message());
+}
+
+#[test]
+fn one_message_refused_for_good_does_not_keep_the_others_out() {
+    // The batch is refused for the second message's sake; each is then sent
+    // alone, and only that one stays out.
+    let mut target = target(
+        "MULTIAPPEND",
+        "a3 NO [LIMIT] too big\r\na4 OK [APPENDUID 7 30] done\r\na5 NO [LIMIT] too big\r\n",
+    );
+    stage(&mut target, &[ONE, TWO]);
+    target.flush().unwrap();
+    let landed = target.landed();
+    assert!(
+        matches!(&landed[0], Ok(Some(l)) if l == "imap.63.PDFAeD4.7.30"),
+        "{landed:?}"
+    );
+    assert!(
+        matches!(&landed[1], Err(e) if e.to_string().contains("too big")),
+        "{landed:?}"
+    );
+    let two = TWO.replace('\n', "\r\n");
+    assert!(written(&target).ends_with(&format!("a5 APPEND Bo&AO4-te {{22+}}\r\n{two}\r\n")));
 }
 
 fn target_with_refusal(reply: &str) -> ImapTarget<MockStream> {
@@ -160,7 +196,10 @@ fn a_folder_gone_is_made_again_and_the_batch_sent_again() {
     );
     stage(&mut target, &[ONE]);
     target.flush().unwrap();
-    assert_eq!(target.landed(), [Some("imap.63.PDFAeD4.8.1".to_string())]);
+    assert_eq!(
+        places(&mut target),
+        [Some("imap.63.PDFAeD4.8.1".to_string())]
+    );
     let one = ONE.replace('\n', "\r\n");
     assert!(written(&target).ends_with(&format!(
         "{one}\r\na4 CREATE Bo&AO4-te\r\na5 APPEND Bo&AO4-te \" 1-Nov-2026 09:00:00 +0000\" {{63+}}\r\n{one}\r\n"
