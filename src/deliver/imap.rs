@@ -403,6 +403,18 @@ impl<S: Read + Write> ImapTarget<S> {
             landed: Vec::new(),
             examined: None,
         };
+        // "/" in FOLDER separates levels, as in a URL; the server may use
+        // another delimiter (Dovecot's Maildir layout has ".").
+        if target.spec.folder.contains('/') {
+            match target.run(|s| s.delimiter()) {
+                Ok(Some(d)) if d != b'/' && d.is_ascii() => {
+                    let local = target.spec.folder.replace('/', &char::from(d).to_string());
+                    target.wire = utf7::encode(&local);
+                }
+                Ok(_) => {}
+                Err(e) => return Err(target.broken(e)),
+            }
+        }
         let wire = target.wire.clone();
         let exists = match target.run(|s| s.exists(&wire)) {
             Ok(exists) => exists,

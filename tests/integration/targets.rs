@@ -425,6 +425,23 @@ fn imap_creates_a_missing_folder_and_a_wrong_password_keeps_the_mail() {
         &corpus,
     );
     assert!(store.messages("alice", "").is_empty(), "nothing in INBOX");
+
+    // A "/" in the folder is the server's own delimiter: "." on this layout.
+    let more = numbered(5).split_off(3);
+    server.add_messages(&more);
+    let home = Home::new();
+    home.write_config(&account(
+        &server,
+        &home,
+        &imap(&store, "implicit", "Lists/Rust", store.password()),
+    ));
+    home.run(&["sync"]).expect(0);
+    assert!(store.has_folder("alice", "Lists.Rust"), "the nested folder");
+    assert_each_once(
+        "imap into a nested folder",
+        stripped(store.messages("alice", "Lists.Rust"), IMAP_TRACE),
+        &more,
+    );
 }
 
 /// Everything in a Maildir (new/ and cur/), counted as a chaos run's progress.

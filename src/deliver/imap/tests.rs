@@ -410,3 +410,32 @@ fn says_goodbye_when_dropped_unless_the_connection_broke() {
     let broken = run(&format!("{greeting}a1 OK\r\n* OK [UIDVAL"));
     assert!(broken.ends_with("a2 EXAMINE Bo&AO4-te\r\n"), "{broken}");
 }
+
+#[test]
+fn a_slash_in_the_folder_is_the_servers_own_delimiter() {
+    let login = |script: &str| {
+        Client::greet(MockStream::new(&format!(
+            "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\na1 OK [CAPABILITY IMAP4rev1] in\r\n{script}"
+        )))
+        .unwrap()
+        .login("me", "pw")
+        .unwrap()
+    };
+    let nested = ImapSpec {
+        folder: "Archive/2026".into(),
+        ..spec()
+    };
+    let session = login("* LIST (\\Noselect) \".\" \"\"\r\na2 OK\r\na3 OK [UIDVALIDITY 1]\r\n");
+    let target = ImapTarget::start(session, nested.clone(), "h:993".into()).unwrap();
+    assert!(
+        written(&target).ends_with("a2 LIST \"\" \"\"\r\na3 STATUS Archive.2026 (UIDVALIDITY)\r\n")
+    );
+    assert_eq!(
+        nested.to_string(),
+        "imap://me@mail.example.org/Archive/2026"
+    );
+    // A server whose delimiter is "/" (Gmail's) takes the name as written.
+    let session = login("* LIST (\\Noselect) \"/\" \"\"\r\na2 OK\r\na3 OK\r\n");
+    let target = ImapTarget::start(session, nested, "h:993".into()).unwrap();
+    assert!(written(&target).ends_with("a3 STATUS Archive/2026 (UIDVALIDITY)\r\n"));
+}

@@ -30,6 +30,8 @@ pub(crate) struct Data {
     pub found: Vec<u32>,
     /// `* OK [UIDVALIDITY n]` of SELECT or EXAMINE.
     pub uid_validity: Option<u32>,
+    /// `* LIST`'s hierarchy delimiter, once one came (`Some(None)`: NIL).
+    pub delimiter: Option<Option<u8>>,
 }
 
 pub(crate) struct Conn<S> {
@@ -299,6 +301,9 @@ impl<S: Read + Write> Conn<S> {
     fn note(&mut self, response: Response, data: &mut Data) -> Result<(), Error> {
         match response {
             Response::Capability(list) => data.capabilities = Some(list),
+            Response::List(delimiter) => {
+                data.delimiter.get_or_insert(delimiter);
+            }
             Response::Search(found) => {
                 let room = MAX_FOUND.saturating_sub(data.found.len());
                 data.found.extend(found.into_iter().take(room));

@@ -226,6 +226,14 @@ impl<S: Read + Write> Session<S> {
         }
     }
 
+    /// The server's hierarchy delimiter: `LIST "" ""` (RFC 3501 §6.3.8) answers
+    /// with it alone; `None` for a flat namespace.
+    pub(crate) fn delimiter(&mut self) -> Result<Option<u8>, Error> {
+        let empty = command::astring(b"");
+        let data = self.simple("LIST", &[empty.clone(), empty])?;
+        Ok(data.delimiter.flatten())
+    }
+
     /// Creates a folder (RFC 3501 §6.3.3); one that exists already
     /// (`[ALREADYEXISTS]`, RFC 5530) is no error.
     pub(crate) fn create(&mut self, folder: &str) -> Result<(), Error> {

@@ -51,6 +51,9 @@ pub(crate) enum Response {
     Capability(Vec<String>),
     /// `* SEARCH n…` (RFC 3501 §7.2.5).
     Search(Vec<u32>),
+    /// `* LIST (flags) "d" name` (RFC 3501 §7.2.2): the hierarchy delimiter,
+    /// `None` for NIL (a flat namespace).
+    List(Option<u8>),
     /// Anything else (`* 3 EXISTS`, `* FLAGS …`, `* STATUS …`): not needed here.
     Other,
 }
@@ -106,6 +109,7 @@ fn untagged(rest: &[u8]) -> Option<Response> {
         b"OK" | b"NO" | b"BAD" | b"PREAUTH" | b"BYE" => status_line(rest).map(Response::Condition),
         b"CAPABILITY" => Some(Response::Capability(capabilities(after))),
         b"SEARCH" => search(after).map(Response::Search),
+        b"LIST" => list_delimiter(after).map(Response::List),
         _ => Some(Response::Other),
     }
 }
@@ -139,6 +143,20 @@ fn status_line(rest: &[u8]) -> Option<StatusLine> {
         code,
         text: escape(text),
     })
+}
+
+/// The delimiter of a LIST response: after the flags, `NIL` or a quoted char
+/// (`"\\"` for a backslash).
+fn list_delimiter(rest: &[u8]) -> Option<Option<u8>> {
+    let flags_end = memchr::memchr(b')', rest.strip_prefix(b"(")?)? + 1;
+    let after = rest[flags_end + 1..].strip_prefix(b" ")?;
+    if after.len() >= 3 && after[..3].eq_ignore_ascii_case(b"NIL") {
+        return Some(None);
+    }
+    match after {
+        [b'"', b'\\', d, b'"', ..] | [b'"', d, b'"', ..] if *d != b'"' => Some(Some(*d)),
+        _ => None,
+    }
 }
 
 /// Capability names, upper-cased: they are case-insensitive atoms.
@@ -302,5 +320,23 @@ mod tests {
         assert_eq!(append_uid(&code("1 0"), 1), None);
         assert_eq!(append_uid(&code("x 3"), 1), None);
         assert_eq!(append_uid(&code("1"), 1), None);
+    }
+
+    #[test]
+    fn list_gives_the_delimiter() {
+        assert_eq!(
+            parse(br#"* LIST (\Noselect) "." """#).unwrap(),
+            Response::List(Some(b'.'))
+        );
+        assert_eq!(
+            parse(br#"* LIST (\Noselect \HasChildren) "/" """#).unwrap(),
+            Response::List(Some(b'/'))
+        );
+        assert_eq!(
+            parse(br#"* LIST () "\\" """#).unwrap(),
+            Response::List(Some(b'\\'))
+        );
+        assert_eq!(parse(br#"* list () NIL """#).unwrap(), Response::List(None));
+        assert!(parse(br#"* LIST "." """#).is_err());
     }
 }
