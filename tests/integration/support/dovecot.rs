@@ -1,8 +1,9 @@
 //! A real Dovecot POP3 server for one test: its own config, user, Maildir and a CA of
 //! its own, listening on loopback ports only. Stopped when dropped.
 
+use super::daemon::{dovecot_logs, listening};
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -254,14 +255,7 @@ impl Dovecot {
     /// Starts Dovecot on fresh loopback ports, retrying when a port it was given
     /// was taken in the meantime by another test.
     pub fn start() -> Dovecot {
-        let mut failures = String::new();
-        for _ in 0..3 {
-            match Dovecot::try_start() {
-                Ok(server) => return server,
-                Err(why) => failures.push_str(&why),
-            }
-        }
-        panic!("Dovecot did not start:\n{failures}");
+        super::daemon::started("Dovecot", Dovecot::try_start)
     }
 
     fn try_start() -> Result<Dovecot, String> {
@@ -378,22 +372,9 @@ service anvil {{
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for port in [self.port, self.tls_port] {
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                let exited = self.child.try_wait().ok().flatten();
-                if exited.is_some() || Instant::now() > deadline {
-                    return Err(format!(
-                        "exit {exited:?}; log:\n{}\nstderr:\n{}\n",
-                        self.log(),
-                        fs::read_to_string(self.dir.path().join("dovecot.stderr"))
-                            .unwrap_or_default()
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Ok(())
+        let ports = [self.port, self.tls_port];
+        let dir = self.dir.path();
+        super::daemon::wait_until(&mut self.child, || listening(&ports), || dovecot_logs(dir))
     }
 
     pub fn log(&self) -> String {

@@ -17,8 +17,8 @@
 //! `Debian-exim` user, which owns the spool and the Maildirs; run as another user it
 //! runs as that user.
 
+use super::daemon::listening;
 use std::fs;
-use std::net::TcpStream;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -88,14 +88,7 @@ impl Exim {
             Path::new(EXIM).exists(),
             "Exim is not installed: apt-get install exim4-daemon-light (scripts/test-deps.sh)"
         );
-        let mut failures = String::new();
-        for _ in 0..3 {
-            match Exim::try_start() {
-                Ok(server) => return server,
-                Err(why) => failures.push_str(&why),
-            }
-        }
-        panic!("Exim did not start:\n{failures}");
+        super::daemon::started("Exim", Exim::try_start)
     }
 
     fn try_start() -> Result<Exim, String> {
@@ -242,21 +235,9 @@ login:
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for port in [self.port, self.smtps_port] {
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                let exited = self.child.try_wait().ok().flatten();
-                if exited.is_some() || Instant::now() > deadline {
-                    return Err(format!(
-                        "exit {exited:?}; log:\n{}\nstderr:\n{}\n",
-                        self.log(),
-                        fs::read_to_string(self.dir.path().join("exim.stderr")).unwrap_or_default()
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Ok(())
+        let ports = [self.port, self.smtps_port];
+        let dir = self.dir.path();
+        super::daemon::wait_until(&mut self.child, || listening(&ports), || log_in(dir))
     }
 
     /// SMTP on 127.0.0.1, STARTTLS offered (unless [`Exim::set_starttls`] is off).
@@ -272,13 +253,7 @@ login:
     /// Exim's main, reject and panic logs, and its stderr (where a daemon started
     /// by a user other than root writes its log lines).
     pub fn log(&self) -> String {
-        let log = self.dir.path().join("log");
-        ["mainlog", "rejectlog", "paniclog"]
-            .iter()
-            .map(|f| log.join(f))
-            .chain([self.dir.path().join("exim.stderr")])
-            .map(|f| fs::read_to_string(f).unwrap_or_default())
-            .collect()
+        log_in(self.dir.path())
     }
 
     /// Gives the local part a Maildir, so that Exim accepts mail for it (a local
@@ -350,4 +325,15 @@ impl Drop for Exim {
     fn drop(&mut self) {
         stop(&mut self.child);
     }
+}
+
+/// Exim's logs under `dir`, and its stderr.
+fn log_in(dir: &Path) -> String {
+    let log = dir.join("log");
+    ["mainlog", "rejectlog", "paniclog"]
+        .iter()
+        .map(|f| log.join(f))
+        .chain([dir.join("exim.stderr")])
+        .map(|f| fs::read_to_string(f).unwrap_or_default())
+        .collect()
 }

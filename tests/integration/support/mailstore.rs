@@ -6,12 +6,12 @@
 //! Dovecot's LMTP adds `Return-Path`, `Delivered-To` and `Received` at the top of
 //! each message it stores; IMAP APPEND adds nothing. It stores LF line ends.
 
+use super::daemon::{dovecot_logs, listening};
 use std::fs;
-use std::net::TcpStream;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::dovecot::{certs, free_port, identities, stop};
 
@@ -51,14 +51,7 @@ impl MailStore {
                 "{path} is missing: apt-get install {package} (scripts/test-deps.sh)"
             );
         }
-        let mut failures = String::new();
-        for _ in 0..3 {
-            match MailStore::try_start() {
-                Ok(server) => return server,
-                Err(why) => failures.push_str(&why),
-            }
-        }
-        panic!("the Dovecot mail store (LMTP, IMAP) did not start:\n{failures}");
+        super::daemon::started("the Dovecot mail store (LMTP, IMAP)", MailStore::try_start)
     }
 
     fn try_start() -> Result<MailStore, String> {
@@ -164,25 +157,11 @@ service anvil {{
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let up = [self.lmtp_port, self.imap_port, self.imaps_port]
-                .iter()
-                .all(|&port| TcpStream::connect(("127.0.0.1", port)).is_ok())
-                && self.lmtp_socket().exists();
-            if up {
-                return Ok(());
-            }
-            let exited = self.child.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() > deadline {
-                return Err(format!(
-                    "exit {exited:?}; log:\n{}\nstderr:\n{}\n",
-                    self.log(),
-                    fs::read_to_string(self.dir.path().join("dovecot.stderr")).unwrap_or_default()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let ports = [self.lmtp_port, self.imap_port, self.imaps_port];
+        let socket = self.lmtp_socket();
+        let dir = self.dir.path();
+        let ready = || listening(&ports) && socket.exists();
+        super::daemon::wait_until(&mut self.child, ready, || dovecot_logs(dir))
     }
 
     /// The users and whether each is over quota, as the passwd file says.

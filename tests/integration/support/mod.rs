@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod dovecot;
 pub mod exim;
 pub mod home;
