@@ -776,6 +776,43 @@ state_dir = "~/st"
     }
 
     #[test]
+    fn recipient_defaults_to_the_user_and_keeps_its_old_name() {
+        let recipient = |extra: &str| account(&format!("deliver=\"lmtp:/s\"\n{extra}"));
+        assert_eq!(recipient("").unwrap().recipient, "u");
+        assert_eq!(recipient("recipient=\"me@x\"").unwrap().recipient, "me@x");
+        assert_eq!(recipient("mda_recipient=\"old\"").unwrap().recipient, "old");
+        let same = "recipient=\"a\"\nmda_recipient=\"a\"";
+        assert_eq!(recipient(same).unwrap().recipient, "a");
+        let err = recipient("recipient=\"a\"\nmda_recipient=\"b\"").unwrap_err();
+        assert!(err.to_string().contains("keep recipient only"), "{err}");
+        let err = recipient("recipient=\"<a>\"").unwrap_err();
+        assert!(err.to_string().contains("not a mail address"), "{err}");
+    }
+
+    #[test]
+    fn target_passwords_are_secrets_of_an_owner_only_file() {
+        for key in ["smtp_password", "imap_password"] {
+            let text = format!(
+                "[accounts.a]\nhost=\"h\"\nuser=\"u\"\nsmtp_user=\"s\"\n{key}=\"pw\"\ndeliver=\"maildir:/m\"\n"
+            );
+            let err = load(&text, 0o644).unwrap_err();
+            assert!(err.to_string().contains("chmod 600"), "{key}: {err}");
+            assert!(load(&text, 0o600).is_ok());
+        }
+        let err = account("deliver=\"smtp:mx\"\nsmtp_password_command=\"pass x\"").unwrap_err();
+        assert!(err.to_string().contains("need smtp_user"), "{err}");
+        let err = account("deliver=\"smtp:mx\"\nimap_password=\"a\"\nimap_password_command=\"b\"")
+            .unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        // TLS for a target: smtp_tls unset is the target's own default.
+        let a = account("deliver=\"smtp:mx\"").unwrap();
+        assert!(!a.smtp.chosen && a.smtp.security == deliver::Security::Starttls);
+        let a = account("deliver=\"smtp:mx\"\nsmtp_tls=\"none\"").unwrap();
+        assert!(a.smtp.chosen && a.smtp.security == deliver::Security::Plain);
+        assert_eq!(a.imap.security, deliver::Security::Implicit);
+    }
+
+    #[test]
     fn durations_are_bounded_and_need_units() {
         for key in ["timeout", "mda_timeout"] {
             let err = account(&format!(
