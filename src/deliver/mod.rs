@@ -488,7 +488,7 @@ pub(crate) fn test_context() -> Context<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pop3::mock::Trickle;
+    use crate::net::mock::Trickle;
 
     /// Keeps what is written and the size of each write.
     #[derive(Default)]

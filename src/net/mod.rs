@@ -9,6 +9,8 @@
 mod batch;
 mod certificate;
 mod hello;
+#[cfg(test)]
+pub(crate) mod mock;
 mod roots;
 mod tls;
 

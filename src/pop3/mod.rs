@@ -7,9 +7,6 @@
 mod client;
 pub(crate) mod proto;
 
-#[cfg(test)]
-pub(crate) mod mock;
-
 pub(crate) use crate::net::Wire;
 pub(crate) use client::{Client, Credentials, Retrieved, Session, Trace};
 pub(crate) use proto::capabilities::Capabilities;

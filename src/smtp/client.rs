@@ -334,7 +334,7 @@ impl<S: Read + Write> Client<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pop3::mock::MockStream;
+    use crate::net::mock::MockStream;
 
     fn client(server: &str, dialect: Dialect) -> Client<MockStream> {
         let mut client = Client::greet(MockStream::new(server), dialect).unwrap();

@@ -441,7 +441,7 @@ mod tests {
     use std::cell::RefCell;
 
     use super::*;
-    use crate::pop3::mock::MockStream;
+    use crate::net::mock::MockStream;
 
     fn session(server: &str) -> Session<MockStream> {
         Client::new(MockStream::new(server), None)

@@ -126,7 +126,7 @@ fn parse_date(text: &str) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pop3::mock::Trickle;
+    use crate::net::mock::Trickle;
 
     fn spooled(message: &[u8], step: usize) -> (Spooled, Vec<u8>) {
         let mut s = spool(&mut Trickle {

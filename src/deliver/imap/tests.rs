@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::deliver::test_context;
-use crate::pop3::mock::MockStream;
+use crate::net::mock::MockStream;
 
 fn spec() -> ImapSpec {
     ImapSpec {

@@ -357,7 +357,7 @@ fn literal_at_end(line: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pop3::mock::MockStream;
+    use crate::net::mock::MockStream;
 
     #[test]
     fn literals_of_untagged_data_are_read_inline() {

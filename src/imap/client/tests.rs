@@ -1,7 +1,7 @@
 //! Scripted conversations: the server's lines canned, the client's bytes checked.
 
 use super::*;
-use crate::pop3::mock::MockStream;
+use crate::net::mock::MockStream;
 
 const GREETING: &str = "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n";
 

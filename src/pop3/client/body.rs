@@ -95,7 +95,7 @@ impl<R: BufRead> Read for DotReader<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pop3::mock::Trickle;
+    use crate::net::mock::Trickle;
     use std::io::BufReader;
 
     /// Decodes `wire` with every chunking of the input and output from 1 byte up, and

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::connection::READ_BUFFER;
 use super::login::SLOW_PATH;
 use super::*;
-use crate::pop3::mock::MockStream;
+use crate::net::mock::MockStream;
 use crate::pop3::proto::capabilities::MAX_CAPA_LINES;
 use crate::pop3::proto::command::Command;
 use crate::pop3::proto::identity::{HeadHasher, Identity};
