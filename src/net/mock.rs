@@ -1,4 +1,5 @@
-//! A canned server for the protocol clients' tests (POP3, SMTP, IMAP): reads come from a script, writes are recorded.
+//! A canned server for the protocol clients' tests (POP3, SMTP, IMAP): reads
+//! come from a script, writes are recorded.
 
 use std::io::{self, Cursor, Read, Write};
 
