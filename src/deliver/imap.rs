@@ -466,26 +466,39 @@ impl<S: Read + Write> ImapTarget<S> {
         })
     }
 
-    /// Appends everything staged, from the first byte.
-    fn append_staged(&mut self) -> Result<Vec<Option<(u32, u32)>>, ProtocolError> {
-        let mut staged = std::mem::take(&mut self.staged);
-        let result = (|| {
-            for one in &mut staged {
-                one.spooled.rewind().map_err(ProtocolError::Io)?;
-            }
-            let mut outgoing: Vec<Outgoing> = staged
-                .iter_mut()
-                .map(|one| Outgoing {
-                    size: one.spooled.size,
-                    date: one.spooled.date.map(date_time),
-                    body: &mut one.spooled.file,
-                })
-                .collect();
-            let wire = self.wire.clone();
-            self.run(|s| s.append(&wire, &mut outgoing))
-        })();
-        self.staged = staged;
-        result
+    /// Appends the staged messages `which` in one MULTIAPPEND command (RFC
+    /// 3502): all or none.
+    fn append_all(
+        &mut self,
+        staged: &mut [Staged],
+    ) -> Result<Vec<Option<(u32, u32)>>, ProtocolError> {
+        let mut outgoing = outgoing(staged.iter_mut())?;
+        let wire = self.wire.clone();
+        self.run(|s| s.append_all(&wire, &mut outgoing))
+    }
+
+    /// Appends the staged messages `which`, each with its own APPEND: each
+    /// one's outcome, in order, up to a failure of the connection.
+    fn append_each<'a>(
+        &mut self,
+        which: impl Iterator<Item = &'a mut Staged>,
+    ) -> Vec<Result<Option<(u32, u32)>, ProtocolError>> {
+        let mut outgoing = match outgoing(which) {
+            Ok(outgoing) => outgoing,
+            Err(e) => return vec![Err(e)],
+        };
+        let wire = self.wire.clone();
+        let Some(session) = self.session.as_mut() else {
+            return vec![Err(ProtocolError::Closed)];
+        };
+        let outcomes = session.append_each(&wire, &mut outgoing);
+        if outcomes
+            .last()
+            .is_some_and(|o| o.as_ref().is_err_and(|e| !is_refusal(e)))
+        {
+            self.session = None;
+        }
+        outcomes
     }
 
     fn refused(&self, e: ProtocolError) -> ImapError {
@@ -568,56 +581,82 @@ impl<S: Read + Write> Target for ImapTarget<S> {
 
     fn flush(&mut self) -> Result<(), DeliverError> {
         self.landed.clear();
-        if self.staged.is_empty() {
+        let mut staged = std::mem::take(&mut self.staged);
+        if staged.is_empty() {
             return Ok(());
         }
-        let mut result = self.append_staged();
-        // The folder went away since `open` (RFC 3501 §6.3.11): made again, once.
-        let missing = matches!(&result, Err(ProtocolError::Refused { line, .. })
-            if line.code.as_ref().is_some_and(|c| c.is("TRYCREATE")));
-        if missing {
-            if let Err(e) = self.create() {
-                self.staged.clear();
-                return Err(e.into());
+        let multi = staged.len() > 1
+            && self
+                .session
+                .as_ref()
+                .is_some_and(|s| s.capabilities().has("MULTIAPPEND"));
+        let mut outcomes = if multi {
+            match self.append_all(&mut staged) {
+                Ok(places) => places.into_iter().map(Ok).collect(),
+                // MULTIAPPEND is all or none (RFC 3502 §6.3.11): nothing landed.
+                // Refused for now, the batch stays for the next run; refused for
+                // good, one message may have spoilt it (NO [LIMIT] for its size),
+                // so each goes alone and only that one stays on the POP3 server.
+                Err(e @ ProtocolError::Refused { .. }) if is_temporary(&e) => {
+                    return Err(self.refused(e).into())
+                }
+                Err(ProtocolError::Refused { .. }) => self.append_each(staged.iter_mut()),
+                // Whether the batch landed is not known: recovery asks.
+                Err(e) => return Err(self.broken(e).into()),
             }
-            result = self.append_staged();
-        }
-        // MULTIAPPEND is all or nothing (RFC 3502 §6.3.11), and one message can
-        // spoil the batch (NO [LIMIT] for its size): each is tried alone, so the
-        // others land and only it stays on the POP3 server.
-        let refused_for_good =
-            matches!(&result, Err(e @ ProtocolError::Refused { .. }) if !is_temporary(e));
-        if refused_for_good && self.staged.len() == 1 {
-            self.staged.clear();
-            let Err(e) = result else { unreachable!() };
-            self.landed = vec![Err(self.refused(e).into())];
-            return Ok(());
-        }
-        if refused_for_good {
-            let staged = std::mem::take(&mut self.staged);
-            for one in staged {
-                self.staged = vec![one];
-                let alone = self.append_staged();
-                let one = self.staged.pop().expect("the one staged");
-                self.landed.push(match alone {
-                    Ok(places) => Ok(one.landed(places.into_iter().next().flatten())),
-                    Err(e @ ProtocolError::Refused { .. }) => Err(self.refused(e).into()),
-                    // What landed before the break is found by recovery.
-                    Err(e) => {
-                        self.landed.clear();
-                        return Err(self.broken(e).into());
-                    }
-                });
-            }
-            return Ok(());
-        }
-        let staged = std::mem::take(&mut self.staged);
-        let places = result.map_err(|e| self.refused(e))?;
-        self.landed = staged
-            .into_iter()
-            .zip(places)
-            .map(|(one, place)| Ok(one.landed(place)))
+        } else {
+            self.append_each(staged.iter_mut())
+        };
+        // The folder went away since `open` (RFC 3501 §6.3.11): made again, once,
+        // and what it refused for that sent again.
+        let gone: Vec<usize> = (0..outcomes.len())
+            .filter(|&i| matches!(&outcomes[i], Err(e) if is_trycreate(e)))
             .collect();
+        let mut uncreated = None;
+        if !gone.is_empty() {
+            match self.create() {
+                Ok(()) => {
+                    let again = self.append_each(
+                        staged
+                            .iter_mut()
+                            .enumerate()
+                            .filter(|(i, _)| gone.contains(i))
+                            .map(|(_, one)| one),
+                    );
+                    let mut again = again.into_iter();
+                    for &i in &gone {
+                        outcomes[i] = again.next().unwrap_or(Err(ProtocolError::Closed));
+                    }
+                }
+                Err(e) => uncreated = Some(e.to_string()),
+            }
+        }
+        let mut outcomes = outcomes.into_iter();
+        let server = self.server.clone();
+        for (i, one) in staged.into_iter().enumerate() {
+            let outcome = outcomes.next();
+            if let (Some(reason), true) = (&uncreated, gone.contains(&i)) {
+                self.landed.push(Err(ImapError::Create {
+                    server: server.clone(),
+                    folder: self.spec.folder.clone(),
+                    reason: reason.clone(),
+                }
+                .into()));
+                continue;
+            }
+            let landed = match outcome {
+                Some(Ok(place)) => Ok(one.landed(place)),
+                Some(Err(e @ ProtocolError::Refused { .. })) => Err(self.refused(e).into()),
+                // The connection failed: whether it landed is not known, and
+                // recovery asks the server on the next run.
+                Some(Err(e)) => Err(self.broken(e).into()),
+                None => Err(ImapError::Lost {
+                    server: server.clone(),
+                }
+                .into()),
+            };
+            self.landed.push(landed);
+        }
         Ok(())
     }
 
@@ -646,6 +685,33 @@ impl<S: Read + Write> Drop for ImapTarget<S> {
             let _ = session.logout();
         }
     }
+}
+
+/// The staged messages as an APPEND sends them, each from its first byte.
+fn outgoing<'a>(
+    which: impl Iterator<Item = &'a mut Staged>,
+) -> Result<Vec<Outgoing<'a>>, ProtocolError> {
+    which
+        .map(|one| {
+            one.spooled.rewind().map_err(ProtocolError::Io)?;
+            Ok(Outgoing {
+                size: one.spooled.size,
+                date: one.spooled.date.map(date_time),
+                body: &mut one.spooled.file,
+            })
+        })
+        .collect()
+}
+
+/// A server's NO or BAD to one command, after which the session goes on.
+fn is_refusal(e: &ProtocolError) -> bool {
+    matches!(e, ProtocolError::Refused { .. })
+}
+
+/// `NO [TRYCREATE]`: the folder does not exist (RFC 3501 §6.3.11).
+fn is_trycreate(e: &ProtocolError) -> bool {
+    matches!(e, ProtocolError::Refused { line, .. }
+        if line.code.as_ref().is_some_and(|c| c.is("TRYCREATE")))
 }
 
 #[cfg(test)]

@@ -152,19 +152,39 @@ impl Batch {
             self.staged.clear();
             return Err(err.into());
         }
-        let mut landed = sink.target.landed().into_iter();
+        let landed = sink.target.landed();
+        let told = !landed.is_empty();
+        // A failure that is not one message's own (the connection broke) ends the
+        // fetching, once what landed before it is recorded.
+        let mut fatal = None;
+        let mut landed = landed.into_iter();
         for (uid, num, bytes, size, id) in self.staged.drain(..) {
             match landed.next() {
-                Some(Err(refused)) => {
-                    sink.state.record_abandoned(&uid)?;
-                    self.refused.push(
-                        anyhow::Error::from(refused)
-                            .context(format!("message {num} stays on the server")),
-                    );
+                // Refused: surely not delivered. Any other failure (the connection
+                // broke) leaves the intent for recovery to ask about next run.
+                Some(Err(failed)) => {
+                    let per_message = failed.is_per_message();
+                    let err = anyhow::Error::from(failed)
+                        .context(format!("message {num} stays on the server"));
+                    if per_message {
+                        sink.state.record_abandoned(&uid)?;
+                        self.refused.push(err);
+                    } else if fatal.is_none() {
+                        fatal = Some(err);
+                    } else {
+                        self.refused.push(err);
+                    }
                     continue;
                 }
                 Some(Ok(Some(location))) => sink.state.record_intent(&uid, &location, id)?,
-                Some(Ok(None)) | None => {}
+                Some(Ok(None)) => {}
+                None if told => {
+                    self.refused.push(anyhow::anyhow!(
+                        "the target did not say whether message {num} was delivered; it stays on the server and the next run asks"
+                    ));
+                    continue;
+                }
+                None => {}
             }
             sink.state.record_delivered(&uid, now(), id)?;
             self.delivered.push(num);
@@ -175,7 +195,7 @@ impl Batch {
                 progress.delivered(size);
             }
         }
-        Ok(())
+        fatal.map_or(Ok(()), Err)
     }
 }
 

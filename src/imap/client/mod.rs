@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use base64::Engine;
 
 use super::proto::command::{self, Arg};
-use super::proto::response::{self, Response, Status};
+use super::proto::response::{self, Response, Status, StatusLine};
 use super::Error;
 use conn::{Conn, Data};
 
@@ -193,7 +193,6 @@ pub(crate) struct Session<S> {
 }
 
 impl<S: Read + Write> Session<S> {
-    #[cfg(test)]
     pub(crate) fn capabilities(&self) -> &Capabilities {
         &self.capabilities
     }
@@ -262,80 +261,97 @@ impl<S: Read + Write> Session<S> {
         Ok(data.found)
     }
 
-    /// Appends messages to a folder, without flags: with MULTIAPPEND (RFC 3502)
-    /// in one command, else one APPEND each, all written before the replies are
-    /// read when LITERAL+ (RFC 7888) spares waiting for each `+`. Each OK's
-    /// APPENDUID (RFC 4315) says where the messages landed; `None` in the list
-    /// where it did not. The first refusal is the error, once every reply was read.
-    pub(crate) fn append(
+    /// Appends messages to a folder in one command, without flags (MULTIAPPEND,
+    /// RFC 3502): all of them or none (§6.3.11). The OK's APPENDUID (RFC 4315)
+    /// says where each landed; `None` for each where it did not.
+    pub(crate) fn append_all(
         &mut self,
         folder: &str,
         messages: &mut [Outgoing<'_>],
     ) -> Result<Vec<Option<(u32, u32)>>, Error> {
-        if messages.is_empty() {
-            return Ok(Vec::new());
+        let mut data = Data::default();
+        let tag = self.conn.tag();
+        self.conn
+            .write(format!("{tag} APPEND {}", mailbox(folder)?).as_bytes())?;
+        for message in messages.iter_mut() {
+            self.write_message(&tag, message, &mut data)?;
         }
-        if messages.len() > 1 && self.capabilities.has("MULTIAPPEND") {
-            let mut data = Data::default();
-            let tag = self.conn.tag();
-            self.conn
-                .write(format!("{tag} APPEND {}", mailbox(folder)?).as_bytes())?;
-            for message in messages.iter_mut() {
-                self.write_message(&tag, message, &mut data)?;
-            }
-            self.conn.write(b"\r\n")?;
-            self.conn.flush()?;
-            let line = self.conn.complete(&tag, "APPEND", &mut data)?;
-            let landed = line
-                .code
-                .as_ref()
-                .and_then(|code| response::append_uid(code, messages.len()));
-            return Ok(match landed {
-                Some((validity, uids)) => {
-                    uids.into_iter().map(|uid| Some((validity, uid))).collect()
-                }
-                None => vec![None; messages.len()],
-            });
-        }
+        self.conn.write(b"\r\n")?;
+        self.conn.flush()?;
+        let line = self.conn.complete(&tag, "APPEND", &mut data)?;
+        let landed = line
+            .code
+            .as_ref()
+            .and_then(|code| response::append_uid(code, messages.len()));
+        Ok(match landed {
+            Some((validity, uids)) => uids.into_iter().map(|uid| Some((validity, uid))).collect(),
+            None => vec![None; messages.len()],
+        })
+    }
+
+    /// Appends each message with its own APPEND, without flags, all written
+    /// before the replies are read when LITERAL+ (RFC 7888) spares waiting for
+    /// each `+`. Returns each message's own outcome, in order: where it landed
+    /// (APPENDUID, RFC 4315) or the server's refusal. A failure of the connection
+    /// ends the list: the outcome of that message and of those after it is not
+    /// known.
+    pub(crate) fn append_each(
+        &mut self,
+        folder: &str,
+        messages: &mut [Outgoing<'_>],
+    ) -> Vec<Result<Option<(u32, u32)>, Error>> {
+        let mailbox = match mailbox(folder) {
+            Ok(mailbox) => mailbox,
+            Err(e) => return vec![Err(e)],
+        };
         let pipelined = self.conn.literal_plus;
         let mut data = Data::default();
-        let mut tags = Vec::new();
-        let mut results = Vec::new();
+        let mut waiting = Vec::new();
+        let mut outcomes = Vec::with_capacity(messages.len());
         for message in messages.iter_mut() {
             let tag = self.conn.tag();
-            self.conn
-                .write(format!("{tag} APPEND {}", mailbox(folder)?).as_bytes())?;
-            match self.write_message(&tag, message, &mut data) {
-                Ok(()) => {}
-                // Refused at the `+`: the command is over, the rest not sent.
-                Err(e @ Error::Refused { .. }) => {
-                    results.push(Err(e));
-                    break;
+            let sent = self
+                .conn
+                .write(format!("{tag} APPEND {mailbox}").as_bytes())
+                .and_then(|()| self.write_message(&tag, message, &mut data))
+                .and_then(|()| self.conn.write(b"\r\n"))
+                .and_then(|()| self.conn.flush());
+            match sent {
+                Ok(()) if pipelined => waiting.push(tag),
+                Ok(()) => outcomes.push(self.conn.complete(&tag, "APPEND", &mut data)),
+                // Refused at the `+` (RFC 3501 §7.5): that command is over and
+                // the next message may still go.
+                Err(e @ Error::Refused { .. }) => outcomes.push(Err(e)),
+                Err(e) => {
+                    outcomes.extend(self.replies(waiting, &mut data));
+                    outcomes.push(Err(e));
+                    return landed(outcomes);
                 }
-                Err(e) => return Err(e),
             }
-            self.conn.write(b"\r\n")?;
-            self.conn.flush()?;
-            if pipelined {
-                tags.push(tag);
-            } else {
-                results.push(self.conn.complete(&tag, "APPEND", &mut data));
+            if outcomes
+                .last()
+                .is_some_and(|o| o.as_ref().is_err_and(|e| !is_refusal(e)))
+            {
+                return landed(outcomes);
             }
         }
+        outcomes.extend(self.replies(waiting, &mut data));
+        landed(outcomes)
+    }
+
+    /// The replies to pipelined APPENDs, in order, up to the first failure of
+    /// the connection.
+    fn replies(&mut self, tags: Vec<String>, data: &mut Data) -> Vec<Result<StatusLine, Error>> {
+        let mut replies = Vec::with_capacity(tags.len());
         for tag in tags {
-            results.push(self.conn.complete(&tag, "APPEND", &mut data));
+            let reply = self.conn.complete(&tag, "APPEND", data);
+            let broken = reply.as_ref().is_err_and(|e| !is_refusal(e));
+            replies.push(reply);
+            if broken {
+                break;
+            }
         }
-        let mut landed = Vec::with_capacity(results.len());
-        for result in results {
-            let line = result?;
-            let one = line
-                .code
-                .as_ref()
-                .and_then(|code| response::append_uid(code, 1))
-                .map(|(validity, uids)| (validity, uids[0]));
-            landed.push(one);
-        }
-        Ok(landed)
+        replies
     }
 
     /// ` [date-time] {size}` and the body: one message of an APPEND.
@@ -373,6 +389,30 @@ fn mailbox(folder: &str) -> Result<String, Error> {
         Arg::Text(text) => Ok(text),
         Arg::Literal(_) => Err(Error::FolderName),
     }
+}
+
+/// A server's NO or BAD to one command, after which the conversation goes on.
+fn is_refusal(e: &Error) -> bool {
+    matches!(e, Error::Refused { .. })
+}
+
+/// Each outcome with the APPENDUID of its OK (RFC 4315), up to the first
+/// failure of the connection, which ends the list.
+fn landed(outcomes: Vec<Result<StatusLine, Error>>) -> Vec<Result<Option<(u32, u32)>, Error>> {
+    let mut landed = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        let broken = outcome.as_ref().is_err_and(|e| !is_refusal(e));
+        landed.push(outcome.map(|line| {
+            line.code
+                .as_ref()
+                .and_then(|code| response::append_uid(code, 1))
+                .map(|(validity, uids)| (validity, uids[0]))
+        }));
+        if broken {
+            break;
+        }
+    }
+    landed
 }
 
 #[cfg(test)]

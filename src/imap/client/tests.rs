@@ -159,7 +159,7 @@ fn appends_waiting_for_each_continuation() {
         "{GREETING}{LOGGED_IN}+ go\r\na2 OK [APPENDUID 7 11] done\r\n+ go\r\na3 OK done\r\n"
     ));
     let mut bodies: [&[u8]; 2] = [b"A: 1\r\n\r\nx\r\n", b"B\r\n"];
-    let landed = s.append("INBOX", &mut outgoing(&mut bodies)).unwrap();
+    let landed = places(s.append_each("INBOX", &mut outgoing(&mut bodies)));
     assert_eq!(landed, vec![Some((7, 11)), None]);
     let batches = s.conn.into_stream_for_test().last_batches(4).join("|");
     assert_eq!(
@@ -178,7 +178,7 @@ fn appends_pipelined_with_literal_plus() {
     let mut bodies: [&[u8]; 2] = [b"x\r\n", b"y\r\n"];
     let mut messages = outgoing(&mut bodies);
     messages[1].date = None;
-    let landed = s.append("Sent Items", &mut messages).unwrap();
+    let landed = places(s.append_each("Sent Items", &mut messages));
     assert_eq!(landed, vec![Some((7, 11)), Some((7, 12))]);
     assert!(written(s).ends_with(
         "a2 APPEND \"Sent Items\" \" 1-Jan-2026 10:00:00 +0000\" {3+}\r\nx\r\n\r\n\
@@ -193,7 +193,7 @@ fn appends_in_one_command_with_multiappend() {
          + go\r\n+ go\r\na2 OK [APPENDUID 9 20:21] done\r\n"
     ));
     let mut bodies: [&[u8]; 2] = [b"x\r\n", b"y\r\n"];
-    let landed = s.append("INBOX", &mut outgoing(&mut bodies)).unwrap();
+    let landed = s.append_all("INBOX", &mut outgoing(&mut bodies)).unwrap();
     assert_eq!(landed, vec![Some((9, 20)), Some((9, 21))]);
     assert!(written(s).ends_with(
         "a2 APPEND INBOX \" 1-Jan-2026 10:00:00 +0000\" {3}\r\nx\r\n \
@@ -201,27 +201,47 @@ fn appends_in_one_command_with_multiappend() {
     ));
 }
 
+/// Where each message landed; a failure fails the test.
+fn places(outcomes: Vec<Result<Option<(u32, u32)>, Error>>) -> Vec<Option<(u32, u32)>> {
+    outcomes.into_iter().map(|o| o.unwrap()).collect()
+}
+
 #[test]
-fn a_refused_append_is_the_error_after_every_reply() {
+fn each_append_has_its_own_outcome() {
+    // Pipelined: the first refused, the second appended; both replies read.
     let mut s = session(&format!(
         "{GREETING}a1 OK [CAPABILITY IMAP4rev1 LITERAL+] in\r\n\
-         a2 NO [OVERQUOTA] full\r\na3 OK done\r\na4 OK\r\n"
+         a2 NO [OVERQUOTA] full\r\na3 OK [APPENDUID 7 5] done\r\na4 OK\r\n"
     ));
     let mut bodies: [&[u8]; 2] = [b"x\r\n", b"y\r\n"];
-    let err = s.append("INBOX", &mut outgoing(&mut bodies)).unwrap_err();
+    let outcomes = s.append_each("INBOX", &mut outgoing(&mut bodies));
     assert!(
-        matches!(&err, Error::Refused { line, .. } if line.code.as_ref().unwrap().is("OVERQUOTA"))
+        matches!(&outcomes[0], Err(Error::Refused { line, .. }) if line.code.as_ref().unwrap().is("OVERQUOTA"))
     );
+    assert!(matches!(outcomes[1], Ok(Some((7, 5)))));
     // In step: the next command reads its own reply.
     s.simple("NOOP", &[]).unwrap();
-    // Refused at the continuation: the command ended there.
+    // Refused at the continuation: that command ended there, the next goes on.
     let mut s = session(&format!(
-        "{GREETING}{LOGGED_IN}a2 NO [TRYCREATE] no folder\r\n"
+        "{GREETING}{LOGGED_IN}a2 NO [TRYCREATE] no folder\r\n+ go\r\na3 OK done\r\n"
     ));
-    let mut bodies: [&[u8]; 1] = [b"x\r\n"];
-    let err = s.append("Nope", &mut outgoing(&mut bodies)).unwrap_err();
+    let mut bodies: [&[u8]; 2] = [b"x\r\n", b"y\r\n"];
+    let outcomes = s.append_each("Nope", &mut outgoing(&mut bodies));
     assert!(
-        matches!(&err, Error::Refused { line, .. } if line.code.as_ref().unwrap().is("TRYCREATE"))
+        matches!(&outcomes[0], Err(Error::Refused { line, .. }) if line.code.as_ref().unwrap().is("TRYCREATE"))
+    );
+    assert!(matches!(outcomes[1], Ok(None)));
+    // The connection closes after the first reply: the second is not known.
+    let mut s = session(&format!(
+        "{GREETING}a1 OK [CAPABILITY IMAP4rev1 LITERAL+] in\r\na2 OK [APPENDUID 7 6] done\r\n"
+    ));
+    let outcomes = s.append_each("INBOX", &mut outgoing(&mut bodies));
+    assert_eq!(outcomes.len(), 2);
+    assert!(matches!(outcomes[0], Ok(Some((7, 6)))));
+    assert!(
+        matches!(outcomes[1], Err(Error::Closed | Error::Io(_))),
+        "{:?}",
+        outcomes[1]
     );
 }
 
