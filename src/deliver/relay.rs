@@ -110,6 +110,22 @@ enum Link {
     Net(Stream),
 }
 
+impl Link {
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        match self {
+            Link::Unix(s) => s.set_read_timeout(Some(timeout)),
+            Link::Net(s) => s.set_read_timeout(timeout),
+        }
+    }
+}
+
+/// How long a reply may take once the connection is set up: RFC 5321 §4.5.3.2
+/// asks a client to wait up to 10 minutes for the reply to the end of the data
+/// (§4.5.3.2.6), while the server scans and stores the message. Giving up sooner
+/// would count as not delivered a message the server then takes: a duplicate on
+/// every run.
+const REPLY_PATIENCE: Duration = Duration::from_secs(600);
+
 impl Read for Link {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
@@ -192,6 +208,7 @@ impl TargetError for RelayError {
             RelayError::Login { .. } => Class::Auth,
             RelayError::Conversation { source, .. } => match source {
                 smtp::Error::Io(_) => Class::Temporary,
+                smtp::Error::NoMechanism(_) => Class::Config,
                 smtp::Error::Protocol(_) => Class::Failed,
                 smtp::Error::Refused { reply, .. } if reply.is_transient() => Class::Temporary,
                 smtp::Error::Refused { .. } => Class::Failed,
@@ -333,16 +350,23 @@ impl Relay {
                 .map_err(DeliverError::from)?;
             if let Err(e) = client.auth(user, &password) {
                 return Err(match e {
-                    smtp::Error::Refused { reply, .. } => RelayError::Login {
-                        server,
-                        user: user.to_string(),
-                        reply,
-                    },
+                    // 454 (RFC 4954 §6): the server cannot check now, not a wrong password.
+                    smtp::Error::Refused { reply, .. } if !reply.is_transient() => {
+                        RelayError::Login {
+                            server,
+                            user: user.to_string(),
+                            reply,
+                        }
+                    }
                     other => conversation(other),
                 }
                 .into());
             }
         }
+        client
+            .stream_mut()
+            .set_read_timeout(context.timeout.max(REPLY_PATIENCE))
+            .map_err(|e| conversation(smtp::Error::Io(e)))?;
         Ok(Relay {
             client: Some(client),
             dialect,

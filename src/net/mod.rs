@@ -130,6 +130,14 @@ impl Stream {
         }
     }
 
+    /// Waits up to `timeout` for each read from now on (a mail server's reply to
+    /// the end of a message may take minutes).
+    pub(crate) fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        let tcp = self.tcp_mut();
+        tcp.timeout = timeout;
+        tcp.socket.set_read_timeout(Some(timeout))
+    }
+
     /// The TLS session, for a report of what was negotiated.
     pub(crate) fn tls(&self) -> Option<&Secured> {
         match self {

@@ -27,6 +27,9 @@ pub(crate) enum Error {
     /// A reply other than the one hoped for.
     #[error("the server refused {step}: {}", reply.shown())]
     Refused { step: &'static str, reply: Reply },
+    /// AUTH offers neither PLAIN nor LOGIN (RFC 4954 §4).
+    #[error("it offers AUTH {} only, and popfetch logs in with PLAIN or LOGIN", .0.join(" "))]
+    NoMechanism(Vec<String>),
 }
 
 /// A failed transaction: the message could not be read, or the server failed.
@@ -104,6 +107,11 @@ impl<S: Read + Write> Client<S> {
         Err(Error::Refused { step: verb, reply })
     }
 
+    /// The stream under the conversation, to adjust its timeouts.
+    pub(crate) fn stream_mut(&mut self) -> &mut S {
+        self.reader.get_mut()
+    }
+
     pub(crate) fn extensions(&self) -> &Extensions {
         &self.extensions
     }
@@ -132,7 +140,10 @@ impl<S: Read + Write> Client<S> {
     /// appears in an error: a refusal shows the server's reply only.
     pub(crate) fn auth(&mut self, user: &str, password: &str) -> Result<(), Error> {
         let offered = |name: &str| self.extensions.auth.iter().any(|m| m == name);
-        let reply = if offered("PLAIN") || !offered("LOGIN") {
+        if !offered("PLAIN") && !offered("LOGIN") {
+            return Err(Error::NoMechanism(self.extensions.auth.clone()));
+        }
+        let reply = if offered("PLAIN") {
             let token = BASE64.encode(format!("\0{user}\0{password}"));
             self.command(&format!("AUTH PLAIN {token}\r\n"))?
         } else {
@@ -443,5 +454,20 @@ mod tests {
         let err = c.auth("u", "secret").unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
         assert!(written(c).ends_with("AUTH LOGIN\r\ndQ==\r\nc2VjcmV0\r\n"));
+        let mut c = client(
+            "220 hi\r\n250-mx\r\n250 AUTH CRAM-MD5 GSSAPI\r\n",
+            Dialect::Smtp,
+        );
+        let err = c.auth("u", "secret").unwrap_err();
+        assert!(matches!(err, Error::NoMechanism(_)), "{err}");
+        assert!(err.to_string().contains("CRAM-MD5 GSSAPI"), "{err}");
+        let mut c = client(
+            "220 hi\r\n250-mx\r\n250 AUTH PLAIN\r\n454 4.7.0 try later\r\n",
+            Dialect::Smtp,
+        );
+        let Err(Error::Refused { reply, .. }) = c.auth("u", "secret") else {
+            panic!("a refusal")
+        };
+        assert!(reply.is_transient());
     }
 }
