@@ -145,7 +145,15 @@ impl Batch {
         self.staged_bytes = 0;
         self.began = None;
         if sink.target.stages() {
-            sink.state.sync()?;
+            if let Err(err) = sink.state.sync() {
+                // Intents that may not be durable: nothing staged may be committed
+                // on their strength, here or by the session's last flush.
+                for _ in 0..self.staged.len() {
+                    sink.target.unstage();
+                }
+                self.staged.clear();
+                return Err(err.into());
+            }
         }
         let flushed = sink.target.flush();
         if let Err(err) = flushed {
