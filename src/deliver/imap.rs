@@ -25,6 +25,10 @@ use crate::sys::expand::toml_string;
 use location::Location;
 use spool::{SpoolError, Spooled};
 
+/// How many of a recovery search's hits are fetched and compared: more than one
+/// same-sized message with the same Message-ID is a copy anyway.
+const MAX_CHECKED: usize = 8;
+
 /// `imap://USER@HOST[:PORT]/FOLDER`.
 pub(crate) const KIND: Kind = Kind {
     name: "imap",
@@ -550,7 +554,24 @@ impl<S: Read + Write> ImapTarget<S> {
             criteria.push(Arg::Text(format!("LARGER {}", location.size - 1)));
         }
         criteria.push(Arg::Text(format!("SMALLER {}", location.size + 1)));
-        Ok(!self.run(|s| s.uid_search(&criteria))?.is_empty())
+        let found = self.run(|s| s.uid_search(&criteria))?;
+        // A server's search may be looser than asked (full-text indexes match
+        // words, not the field): each hit is fetched and compared exactly, since
+        // a false "delivered" would DELE a message that is nowhere.
+        for uid in found.into_iter().take(MAX_CHECKED) {
+            let fetched = self.run(|s| s.uid_fetch_id(uid))?;
+            let same = fetched.iter().any(|f| {
+                f.size == Some(location.size)
+                    && f.header
+                        .as_deref()
+                        .and_then(spool::message_id)
+                        .is_some_and(|got| got == *id)
+            });
+            if same {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 

@@ -109,6 +109,17 @@ fn read_head(head: &[u8]) -> (Option<String>, Option<DateTime<Utc>>) {
     (message_id, date)
 }
 
+/// The Message-ID of a header block (the FETCH of a recovery's hit), in the form
+/// a location keeps it.
+pub(super) fn message_id(header: &[u8]) -> Option<String> {
+    let (headers, _) = mailparse::parse_headers(header).ok()?;
+    let id = headers
+        .iter()
+        .find(|h| h.get_key_ref().eq_ignore_ascii_case("Message-ID"))?
+        .get_value();
+    plain_id(id.trim())
+}
+
 /// A Message-ID fit for a quoted string in SEARCH: printable ASCII without
 /// spaces, cut at [`MAX_ID`] bytes.
 fn plain_id(id: &str) -> Option<String> {

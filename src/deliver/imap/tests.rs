@@ -251,7 +251,12 @@ fn recovery_asks_the_server() {
         "* OK [UIDVALIDITY 7] x\r\na3 OK [READ-ONLY] examined\r\n\
          * SEARCH 20\r\na4 OK\r\n\
          * SEARCH\r\na5 OK\r\n\
-         * SEARCH\r\na6 OK\r\n* SEARCH 4\r\na7 OK\r\n",
+         * SEARCH\r\na6 OK\r\n* SEARCH 4\r\na7 OK\r\n\
+         * 1 FETCH (UID 4 RFC822.SIZE 54 BODY[HEADER.FIELDS (MESSAGE-ID)] {21}\r\n\
+         Message-ID: <1@x>\r\n\r\n)\r\na8 OK\r\n\
+         * SEARCH 5\r\na9 OK\r\n\
+         * 2 FETCH (UID 5 RFC822.SIZE 54 BODY[HEADER.FIELDS (MESSAGE-ID)] {27}\r\n\
+         Message-ID: <1@x.other>\r\n\r\n)\r\na10 OK\r\n",
     );
     // Its UID, in the same folder.
     assert_eq!(
@@ -268,9 +273,15 @@ fn recovery_asks_the_server() {
         target.recover("imap.54.PDFAeD4.6.20").unwrap(),
         Recovered::NotDelivered
     );
+    // Found, and fetched to compare: the same Message-ID and size.
     assert_eq!(
         target.recover("imap.54.PDFAeD4").unwrap(),
         Recovered::Delivered
+    );
+    // Found by a looser search, but another Message-ID: not delivered.
+    assert_eq!(
+        target.recover("imap.54.PDFAeD4").unwrap(),
+        Recovered::NotDelivered
     );
     // No Message-ID: not found without asking.
     assert_eq!(target.recover("imap.21").unwrap(), Recovered::NotDelivered);
@@ -278,7 +289,10 @@ fn recovery_asks_the_server() {
         "a3 EXAMINE Bo&AO4-te\r\na4 UID SEARCH UID 20\r\n\
          a5 UID SEARCH HEADER Message-ID <1@x> LARGER 53 SMALLER 55\r\n\
          a6 UID SEARCH HEADER Message-ID <1@x> LARGER 53 SMALLER 55\r\n\
-         a7 UID SEARCH HEADER Message-ID <1@x> LARGER 53 SMALLER 55\r\n"
+         a7 UID SEARCH HEADER Message-ID <1@x> LARGER 53 SMALLER 55\r\n\
+         a8 UID FETCH 4 (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])\r\n\
+         a9 UID SEARCH HEADER Message-ID <1@x> LARGER 53 SMALLER 55\r\n\
+         a10 UID FETCH 5 (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])\r\n"
     ));
     for bad in ["1.M1P1Q1.host", "imap.", "../x", "imap.12.!"] {
         assert!(

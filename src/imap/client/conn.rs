@@ -32,6 +32,8 @@ pub(crate) struct Data {
     pub uid_validity: Option<u32>,
     /// `* LIST`'s hierarchy delimiter, once one came (`Some(None)`: NIL).
     pub delimiter: Option<Option<u8>>,
+    /// `* n FETCH`: what each said, at most [`MAX_FOUND`].
+    pub fetched: Vec<response::Fetched>,
 }
 
 pub(crate) struct Conn<S> {
@@ -301,6 +303,8 @@ impl<S: Read + Write> Conn<S> {
     fn note(&mut self, response: Response, data: &mut Data) -> Result<(), Error> {
         match response {
             Response::Capability(list) => data.capabilities = Some(list),
+            Response::Fetch(found) if data.fetched.len() < MAX_FOUND => data.fetched.push(found),
+            Response::Fetch(_) => {}
             Response::List(delimiter) => {
                 data.delimiter.get_or_insert(delimiter);
             }

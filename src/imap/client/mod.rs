@@ -225,6 +225,18 @@ impl<S: Read + Write> Session<S> {
         }
     }
 
+    /// The size and the Message-ID header field of the message with this UID in
+    /// the examined folder (RFC 3501 §6.4.8 UID FETCH, §6.4.5 BODY.PEEK, which
+    /// leaves its \Seen flag alone).
+    pub(crate) fn uid_fetch_id(&mut self, uid: u32) -> Result<Vec<response::Fetched>, Error> {
+        let args = [
+            Arg::Text("FETCH".into()),
+            Arg::Text(uid.to_string()),
+            Arg::Text("(RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])".into()),
+        ];
+        Ok(self.simple("UID", &args)?.fetched)
+    }
+
     /// The server's hierarchy delimiter: `LIST "" ""` (RFC 3501 §6.3.8) answers
     /// with it alone; `None` for a flat namespace.
     pub(crate) fn delimiter(&mut self) -> Result<Option<u8>, Error> {

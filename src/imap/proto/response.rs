@@ -54,8 +54,19 @@ pub(crate) enum Response {
     /// `* LIST (flags) "d" name` (RFC 3501 §7.2.2): the hierarchy delimiter,
     /// `None` for NIL (a flat namespace).
     List(Option<u8>),
+    /// `* n FETCH (… RFC822.SIZE s BODY[…] {k}…)` (RFC 3501 §7.4.2): a message's
+    /// size and the header fields asked for, where present.
+    Fetch(Fetched),
     /// Anything else (`* 3 EXISTS`, `* FLAGS …`, `* STATUS …`): not needed here.
     Other,
+}
+
+/// What a FETCH response said of one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Fetched {
+    pub size: Option<u64>,
+    /// The header fields of `BODY[HEADER.FIELDS (…)]`, as the literal held them.
+    pub header: Option<Vec<u8>>,
 }
 
 /// The server said something this client cannot read.
@@ -110,6 +121,12 @@ fn untagged(rest: &[u8]) -> Option<Response> {
         b"CAPABILITY" => Some(Response::Capability(capabilities(after))),
         b"SEARCH" => search(after).map(Response::Search),
         b"LIST" => list_delimiter(after).map(Response::List),
+        _ if word.iter().all(u8::is_ascii_digit)
+            && after.len() >= 6
+            && after[..6].eq_ignore_ascii_case(b"FETCH ") =>
+        {
+            Some(Response::Fetch(fetched(&after[6..])))
+        }
         _ => Some(Response::Other),
     }
 }
@@ -143,6 +160,35 @@ fn status_line(rest: &[u8]) -> Option<StatusLine> {
         code,
         text: escape(text),
     })
+}
+
+/// RFC822.SIZE and the first `BODY[…] {n}` literal of a FETCH's data, its
+/// literal inline (see `Conn::read_response`). Anything else is left alone.
+fn fetched(data: &[u8]) -> Fetched {
+    let mut found = Fetched::default();
+    let upper = data.to_ascii_uppercase();
+    if let Some(at) = memchr::memmem::find(&upper, b"RFC822.SIZE ") {
+        let digits: Vec<u8> = data[at + 12..]
+            .iter()
+            .copied()
+            .take_while(u8::is_ascii_digit)
+            .collect();
+        found.size = std::str::from_utf8(&digits)
+            .ok()
+            .and_then(|d| d.parse().ok());
+    }
+    if let Some(at) = memchr::memmem::find(&upper, b"BODY[") {
+        let rest = &data[at..];
+        let literal = memchr::memchr(b']', rest)
+            .and_then(|end| rest[end + 1..].strip_prefix(b" {"))
+            .and_then(|after| {
+                let close = memchr::memchr(b'}', after)?;
+                let n: usize = std::str::from_utf8(&after[..close]).ok()?.parse().ok()?;
+                after.get(close + 1..close + 1 + n)
+            });
+        found.header = literal.map(<[u8]>::to_vec);
+    }
+    found
 }
 
 /// The delimiter of a LIST response: after the flags, `NIL` or a quoted char
@@ -338,5 +384,21 @@ mod tests {
         );
         assert_eq!(parse(br#"* list () NIL """#).unwrap(), Response::List(None));
         assert!(parse(br#"* LIST "." """#).is_err());
+    }
+
+    #[test]
+    fn fetch_gives_the_size_and_the_header_fields() {
+        let line = b"* 3 FETCH (UID 20 RFC822.SIZE 54 BODY[HEADER.FIELDS (MESSAGE-ID)] {19}Message-ID: <a@b>\r\n)";
+        let Response::Fetch(found) = parse(line).unwrap() else {
+            panic!("a FETCH")
+        };
+        assert_eq!(found.size, Some(54));
+        assert_eq!(found.header.as_deref(), Some(&b"Message-ID: <a@b>\r\n"[..]));
+        let Response::Fetch(found) = parse(b"* 3 FETCH (UID 20 BODY[X] {999}short)").unwrap()
+        else {
+            panic!("a FETCH")
+        };
+        assert_eq!(found, Fetched::default());
+        assert_eq!(parse(b"* 3 EXISTS").unwrap(), Response::Other);
     }
 }
