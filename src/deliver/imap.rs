@@ -198,6 +198,14 @@ impl ImapSpec {
         };
         let mut stream = Stream::connect(&self.host, port, context.timeout)
             .map_err(|e| failed(Setup::Net(e)))?;
+        // The name said loopback; so must the address it led to, before a
+        // password goes out in the clear.
+        let landed_local = stream.peer().is_some_and(|peer| peer.ip().is_loopback());
+        if security == Security::Plain && !landed_local {
+            return Err(ImapError::Cleartext {
+                server: self.host.clone(),
+            });
+        }
         if let (Security::Implicit, Some(tls)) = (security, &tls) {
             stream = stream
                 .secure(tls, &self.host)

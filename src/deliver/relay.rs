@@ -168,8 +168,8 @@ pub(crate) enum RelayError {
     },
     #[error("cannot connect to {server}: {source}")]
     Socket { server: String, source: io::Error },
-    #[error("{server} offers no STARTTLS, and mail goes to it only over TLS since it is not on this machine; set smtp_tls = \"implicit\" if it takes TLS from the first byte")]
-    NoStartTls { server: String },
+    #[error("{server} offers no STARTTLS, and mail goes to it only over TLS {why}; set smtp_tls = \"implicit\" if it takes TLS from the first byte")]
+    NoStartTls { server: String, why: &'static str },
     #[error("smtp_tls = \"none\" would send mail in the clear to {server}, which is not on this machine; use \"starttls\" or \"implicit\"")]
     Cleartext { server: String },
     #[error(
@@ -319,6 +319,12 @@ impl Relay {
                 };
                 let mut stream =
                     Stream::connect(host, port, context.timeout).map_err(unreachable)?;
+                // "On this machine" is what the connection reached, not what the
+                // name promised.
+                let local = local && stream.peer().is_some_and(|peer| peer.ip().is_loopback());
+                if security == Security::Plain && !local && dialect == Dialect::Smtp {
+                    return Err(RelayError::Cleartext { server }.into());
+                }
                 if security == Security::Implicit {
                     stream = stream.secure(&tls, host).map_err(unreachable)?;
                 }
@@ -332,8 +338,15 @@ impl Relay {
                         let secured = plain.secure(&tls, host).map_err(unreachable)?;
                         client = Client::resume(Link::Net(secured), dialect);
                         client.hello(&hostname()).map_err(conversation)?;
-                    } else if !local {
-                        return Err(RelayError::NoStartTls { server }.into());
+                    } else if !local || context.smtp.chosen {
+                        // Used in plain only on this machine, and only when the
+                        // account did not ask for STARTTLS itself.
+                        let why = if local {
+                            "since smtp_tls = \"starttls\" asks for it (remove the line to accept plain SMTP on this machine)"
+                        } else {
+                            "since it is not on this machine"
+                        };
+                        return Err(RelayError::NoStartTls { server, why }.into());
                     }
                 }
                 client
@@ -614,6 +627,15 @@ mod tests {
             server.join().unwrap(),
             "EHLO ".to_string() + &hostname() + "\r\nQUIT\r\n"
         );
+        // Asked for in so many words: refused on this machine too.
+        let (port, _server) = scripted(&["250 mx\r\n", "221 bye\r\n"]);
+        let err = relay_error(open(
+            Dialect::Smtp,
+            "127.0.0.1",
+            port,
+            &context_with(Security::Starttls, true),
+        ));
+        assert!(matches!(err, RelayError::NoStartTls { .. }), "{err}");
 
         // 0.0.0.0 reaches the loopback listener on Linux but is not a loopback
         // address, so it stands in for a server elsewhere.

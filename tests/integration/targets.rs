@@ -310,10 +310,25 @@ fn smtp_starttls_untrusted_delivers_nothing_and_missing_is_plain_only_locally() 
     );
     assert!(mta.messages_of("alice").is_empty(), "nothing delivered");
 
-    // Not offered by an MTA on loopback: delivered without TLS.
+    // Not offered by an MTA on loopback: asked for in so many words, nothing is
+    // delivered; left to the default, it goes without TLS.
     mta.set_starttls(false);
     let home = Home::new();
     home.write_config(&account(&server, &home, &smtp(&mta, "alice")));
+    let run = home.run(&["sync"]);
+    assert_stays(&server, &run, 69, &corpus);
+    assert!(
+        run.stderr().contains("offers no STARTTLS"),
+        "{}",
+        run.stderr()
+    );
+    let default_tls: String = smtp(&mta, "alice")
+        .lines()
+        .filter(|l| !l.starts_with("smtp_tls"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let home = Home::new();
+    home.write_config(&account(&server, &home, &default_tls));
     home.run(&["sync"]).expect(0);
     let got = stripped(mta.messages_of("alice"), SMTP_TRACE);
     assert_each_once("smtp without STARTTLS", got, &corpus);
