@@ -274,6 +274,59 @@ def bare_read(sc, server):
     return RunResult(True, time.monotonic() - t0)
 
 
+def delivery_floor(sc, server):
+    """The mail server's floor for scenarios 6 and 7: a bare in-process client
+    that sends the scenario's messages (already in memory, CRLF, dot-stuffed
+    as needed: they have no line starting with a dot) to a new recipient over
+    one connection, each transaction's MAIL, RCPT and DATA pipelined with the
+    end of the previous message's data (RFC 2920), one transaction per message
+    as a fetcher makes.  No POP3, no state, no process start: what is left of
+    a fetcher's time is the POP3 side and its own."""
+    sink = server["sink"]
+    rcpt, dest = sink.fresh("floor")
+    msgs = [make_message(i, sc.size, sc.user).replace(b"\n", b"\r\n") + b".\r\n"
+            for i in range(sc.count)]
+    t0 = time.monotonic()
+    if sc.target == "lmtp":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(120)
+        sock.connect(server["socket"])
+    else:
+        sock = socket.create_connection(("127.0.0.1", server["smtp_port"]), timeout=120)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    f = sock.makefile("rb")
+
+    def reply(want):
+        while True:
+            line = f.readline()
+            if not line:
+                raise OSError("the server closed the connection")
+            if line[3:4] != b"-":
+                break
+        if not line.startswith(want):
+            raise OSError(f"the server answered {line.decode(errors='replace').strip()}")
+
+    reply(b"220")
+    sock.sendall(b"LHLO bench\r\n" if sc.target == "lmtp" else b"EHLO bench\r\n")
+    reply(b"250")
+    envelope = f"MAIL FROM:<sender@example.org>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode()
+    sock.sendall(envelope)
+    for i, m in enumerate(msgs):
+        reply(b"250")
+        reply(b"250")
+        reply(b"354")
+        last = i + 1 == len(msgs)
+        sock.sendall(m + (b"QUIT\r\n" if last else envelope))
+        reply(b"250")
+    reply(b"221")
+    sock.close()
+    wall = time.monotonic() - t0 + sink.settle(120)
+    got = count_maildir(dest)
+    if got != sc.count:
+        raise OSError(f"delivered {got}/{sc.count}")
+    return RunResult(True, wall)
+
+
 def count_maildir(path):
     n = 0
     for sub in ("new", "cur"):
@@ -1380,6 +1433,11 @@ def main():
                     runs_of.setdefault("floor", []).append(bare_read(sc, server))
                 except (OSError, ValueError) as e:
                     log(f"  {sc.key:6} floor     failed: {e}")
+                if sc.target:
+                    try:
+                        runs_of.setdefault("dfloor", []).append(delivery_floor(sc, server))
+                    except (OSError, ValueError) as e:
+                        log(f"  {sc.key:6} delivery floor failed: {e}")
                 for tool in tools:
                     if tool.name in stopped or not tool.runs(sc):
                         continue
@@ -1392,6 +1450,10 @@ def main():
                 results[(sc.key, "floor")] = runs_of["floor"]
                 log(f"  {sc.key:6} floor     "
                     + " ".join(fmt_value("time", r.wall) for r in runs_of["floor"]))
+            if runs_of.get("dfloor"):
+                results[(sc.key, "dfloor")] = runs_of["dfloor"]
+                log(f"  {sc.key:6} dfloor    "
+                    + " ".join(fmt_value("time", r.wall) for r in runs_of["dfloor"]))
             for tool in tools:
                 logpath = logpaths[tool.name]
                 rs = runs_of[tool.name]
@@ -1468,16 +1530,19 @@ def main():
             lines = [f"### Delivery into a mail server: wall time until every message is in "
                      f"the destination Maildir, median of {runs} run(s)", "",
                      "| scenario | popfetch | fetchmail | popfetch / fetchmail "
-                     "| popfetch CPU | fetchmail CPU | POP3 floor |",
-                     "|---|---:|---:|---:|---:|---:|---:|"]
+                     "| popfetch CPU | fetchmail CPU | POP3 floor | delivery floor |",
+                     "|---|---:|---:|---:|---:|---:|---:|---:|"]
             for sc in relayed:
                 (pf_t, pf), (fm_t, fm) = cell(sc, "popfetch"), cell(sc, "fetchmail")
                 ratio = f"{pf / fm:.2f}×" if pf is not None and fm else "—"
-                fl = results.get((sc.key, "floor"))
-                floor_t = fmt_value("time", statistics.median(r.wall for r in fl)) if fl else "—"
+                floors = []
+                for kind in ("floor", "dfloor"):
+                    fl = results.get((sc.key, kind))
+                    floors.append(fmt_value("time", statistics.median(r.wall for r in fl))
+                                  if fl else "—")
                 lines.append(f"| {sc.label} | {pf_t} | {fm_t} | {ratio} | "
                              f"{cell(sc, 'popfetch', 'cpu')[0]} | "
-                             f"{cell(sc, 'fetchmail', 'cpu')[0]} | {floor_t} |")
+                             f"{cell(sc, 'fetchmail', 'cpu')[0]} | {' | '.join(floors)} |")
             print("\n".join(lines))
             print()
         twins = [sc for sc in scenarios if sc.plain_of]
@@ -1521,6 +1586,11 @@ def main():
         notes.append("- server floor: a bare in-process client that pipelines the same "
                      "commands and reads the replies into nothing (no delivery, no state, "
                      "no process start)")
+        if relayed:
+            notes.append("- delivery floor (6, 7): a bare in-process client that sends the same "
+                         "messages, one transaction each, straight into the LMTP server or "
+                         "Exim (MAIL, RCPT, DATA pipelined with the previous message's end; "
+                         "no POP3, no state, no process start)")
         print("\n".join(notes))
 
         pf_ok = all(results.get((sc.key, "popfetch")) and results[(sc.key, "popfetch")][-1].ok
