@@ -36,8 +36,8 @@ counts a missing LMTP server or Exim as popfetch failing.
   python3 bench/run.py                   # full sizes, 3 runs each
   python3 bench/run.py --runs 5 --popfetch target/release/popfetch
 
-Run as root, Dovecot drops to the dovecot/dovenull users; run as any other
-user, everything runs as that user.  Nothing binds anywhere but 127.0.0.1.
+Run as root, Dovecot drops to the dovecot/dovenull users and Exim to
+Debian-exim; run as any other user, everything runs as that user.  Nothing binds anywhere but 127.0.0.1.
 """
 
 import argparse
@@ -276,8 +276,8 @@ def bare_read(sc, server):
 
 def delivery_floor(sc, server):
     """The mail server's floor for scenarios 6 and 7: a bare in-process client
-    that sends the scenario's messages (already in memory, CRLF, dot-stuffed
-    as needed: they have no line starting with a dot) to a new recipient over
+    that sends the scenario's messages (already in memory, CRLF; no line
+    starts with a dot, so none needs stuffing) to a new recipient over
     one connection, each transaction's MAIL, RCPT and DATA pipelined with the
     end of the previous message's data (RFC 2920), one transaction per message
     as a fetcher makes.  No POP3, no state, no process start: what is left of
