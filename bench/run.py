@@ -10,24 +10,34 @@ Every fetcher reads the same mailboxes from a private Dovecot (POP3 on
   4. a big mailbox with nothing new: a run after everything was fetched
   5. `popfetch list` of a mailbox through the latency proxy (popfetch only: the
      peers have no command that shows each message's headers)
+  6. many small messages delivered into a second, LMTP-only Dovecot over its
+     unix socket (popfetch `deliver = "lmtp:SOCKET"` against fetchmail `lmtp`)
+  7. many small messages delivered into Exim over SMTP on loopback (popfetch
+     `deliver = "smtp:127.0.0.1:PORT"` against fetchmail's SMTP forwarding)
 
-each in plain POP3 and over implicit TLS, with a table of TLS against plain.
+1 to 4 each in plain POP3 and over implicit TLS, with a table of TLS against
+plain; 6 and 7 get a table of their own with popfetch / fetchmail.
 
 Each timed run starts from fresh state (empty Maildir, no UIDL state) except
-scenario 4, which keeps the state of one untimed first run.  A run counts
-only if the tool exits successfully *and* the Maildir holds exactly the
-expected number of messages afterwards.  Medians of --runs runs are shown.
+scenario 4, which keeps the state of one untimed first run; in 6 and 7 every
+run delivers to a new recipient, whose Maildir the server creates.  A run
+counts only if the tool exits successfully *and* the Maildir holds exactly
+the expected number of messages afterwards (for Exim, once its spool is
+empty: that wait is timed too).  Medians of --runs runs are shown.
 
 Needs: Python 3 standard library, dovecot (package dovecot-pop3d), openssl,
-and a built popfetch.  Peers (mpop, fetchmail + procmail, getmail6) are
-optional; missing ones are skipped with a note.
+and a built popfetch; for 6 and 7 dovecot-lmtpd and exim4-daemon-light (the
+bench starts its own, on 127.0.0.1 and a socket in its temp dir).  Peers
+(mpop, fetchmail + procmail, getmail6) are optional; missing ones, and a
+missing LMTP server or Exim, are skipped with a note, except that --tiny
+counts a missing LMTP server or Exim as popfetch failing.
 
   python3 bench/run.py --tiny            # a few seconds; exit 0 iff popfetch OK
   python3 bench/run.py                   # full sizes, 3 runs each
   python3 bench/run.py --runs 5 --popfetch target/release/popfetch
 
-Run as root, Dovecot drops to the dovecot/dovenull users; run as any other
-user, everything runs as that user.  Nothing binds anywhere but 127.0.0.1.
+Run as root, Dovecot drops to the dovecot/dovenull users and Exim to
+Debian-exim; run as any other user, everything runs as that user.  Nothing binds anywhere but 127.0.0.1.
 """
 
 import argparse
@@ -264,6 +274,59 @@ def bare_read(sc, server):
     return RunResult(True, time.monotonic() - t0)
 
 
+def delivery_floor(sc, server):
+    """The mail server's floor for scenarios 6 and 7: a bare in-process client
+    that sends the scenario's messages (already in memory, CRLF; no line
+    starts with a dot, so none needs stuffing) to a new recipient over
+    one connection, each transaction's MAIL, RCPT and DATA pipelined with the
+    end of the previous message's data (RFC 2920), one transaction per message
+    as a fetcher makes.  No POP3, no state, no process start: what is left of
+    a fetcher's time is the POP3 side and its own."""
+    sink = server["sink"]
+    rcpt, dest = sink.fresh("floor")
+    msgs = [make_message(i, sc.size, sc.user).replace(b"\n", b"\r\n") + b".\r\n"
+            for i in range(sc.count)]
+    t0 = time.monotonic()
+    if sc.target == "lmtp":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(120)
+        sock.connect(server["socket"])
+    else:
+        sock = socket.create_connection(("127.0.0.1", server["smtp_port"]), timeout=120)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    f = sock.makefile("rb")
+
+    def reply(want):
+        while True:
+            line = f.readline()
+            if not line:
+                raise OSError("the server closed the connection")
+            if line[3:4] != b"-":
+                break
+        if not line.startswith(want):
+            raise OSError(f"the server answered {line.decode(errors='replace').strip()}")
+
+    reply(b"220")
+    sock.sendall(b"LHLO bench\r\n" if sc.target == "lmtp" else b"EHLO bench\r\n")
+    reply(b"250")
+    envelope = f"MAIL FROM:<sender@example.org>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode()
+    sock.sendall(envelope)
+    for i, m in enumerate(msgs):
+        reply(b"250")
+        reply(b"250")
+        reply(b"354")
+        last = i + 1 == len(msgs)
+        sock.sendall(m + (b"QUIT\r\n" if last else envelope))
+        reply(b"250")
+    reply(b"221")
+    sock.close()
+    wall = time.monotonic() - t0 + sink.settle(120)
+    got = count_maildir(dest)
+    if got != sc.count:
+        raise OSError(f"delivered {got}/{sc.count}")
+    return RunResult(True, wall)
+
+
 def count_maildir(path):
     n = 0
     for sub in ("new", "cur"):
@@ -465,6 +528,266 @@ service anvil {{
             except ProcessLookupError:
                 pass
         self.proc = None
+
+
+# --------------------------------------------------------------------------
+# Mail servers to deliver into (scenarios 6 and 7)
+
+
+def wait_banner(port, proc, prefix, seconds=20):
+    """Whether a server greets with `prefix` on 127.0.0.1:port in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=2)
+            greet = s.recv(512)
+            s.close()
+            if greet.startswith(prefix):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def read_tail(*paths):
+    text = ""
+    for p in paths:
+        try:
+            with open(p, errors="replace") as f:
+                text += f.read()[-2000:]
+        except OSError:
+            pass
+    return text
+
+
+class LmtpStore(Dovecot):
+    """A second Dovecot, LMTP only (a unix socket in its directory and a
+    127.0.0.1 port), storing into ~/Maildir of any recipient: every run
+    delivers to a new one, so each starts with an empty Maildir."""
+
+    target = "lmtp"
+
+    def __init__(self, root, binary):
+        super().__init__(root, binary)
+        self.socket = os.path.join(root, "lmtp")
+        self.serial = 0
+
+    def _make_certs(self):
+        pass   # LMTP on loopback, no TLS
+
+    def start(self):
+        r = self.root
+        for d in ("base", "state", "home"):
+            os.makedirs(os.path.join(r, d), exist_ok=True)
+        self._chown_tree(os.path.join(r, "home"))
+        conf = os.path.join(r, "dovecot.conf")
+        with open(conf, "w") as f:
+            f.write(f"""
+base_dir = {r}/base
+state_dir = {r}/state
+log_path = {r}/dovecot.log
+instance_name = popfetch-bench-lmtp-{self.port}
+hostname = localhost
+postmaster_address = postmaster@localhost
+protocols = lmtp
+listen = 127.0.0.1
+ssl = no
+default_internal_user = {self.internal_user}
+default_internal_group = {self.group}
+default_login_user = {self.login_user}
+first_valid_uid = 1
+mail_location = maildir:~/Maildir
+passdb {{
+  driver = static
+  args = nopassword=y
+}}
+userdb {{
+  driver = static
+  args = uid={self.internal_user} gid={self.group} home={r}/home/%n allow_all_users=yes
+}}
+service lmtp {{
+  unix_listener {r}/lmtp {{
+    mode = 0666
+  }}
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+}}
+service imap-login {{
+  chroot =
+}}
+service pop3-login {{
+  chroot =
+}}
+service anvil {{
+  chroot =
+}}
+""")
+        self.proc = subprocess.Popen([self.binary, "-F", "-c", conf],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        if wait_banner(self.port, self.proc, b"220") and os.path.exists(self.socket):
+            return
+        self.stop()
+        raise RuntimeError("dovecot LMTP did not start\n"
+                           + read_tail(os.path.join(r, "dovecot.log")))
+
+    def fresh(self, who):
+        """A recipient no run has used, and its Maildir (not there yet)."""
+        self.serial += 1
+        name = f"{who}{self.serial}"
+        home = os.path.join(self.root, "home", name)
+        os.makedirs(home)
+        if os.geteuid() == 0:
+            os.chown(home, self.uid, self.gid)
+        return f"{name}@localhost", os.path.join(home, "Maildir")
+
+    def settle(self, limit):
+        return 0.0   # LMTP answers each DATA once the message is stored
+
+
+class Exim:
+    """Exim as a daemon on a 127.0.0.1 port with its own config, spool and
+    logs, delivering every message at once (-odi, no queueing) into a Maildir
+    per local part; no TLS, no DNS or ident lookups.  The configuration is
+    tests/integration/support/exim.rs's, less TLS and AUTH, with no limit of
+    messages per connection (Exim's default is 1,000).  Each run delivers to a
+    new local part, so each starts with an empty Maildir."""
+
+    target = "smtp"
+
+    def __init__(self, root, binary):
+        self.root, self.binary = root, binary
+        self.proc = None
+        self.port = free_port()
+        self.serial = 0
+        os.makedirs(root, exist_ok=True)
+        os.chmod(root, 0o755)
+        if os.geteuid() == 0:
+            try:
+                u = pwd.getpwnam("Debian-exim")
+            except KeyError:
+                raise RuntimeError("the Debian-exim user is missing "
+                                   "(apt-get install exim4-daemon-light)")
+        else:
+            u = pwd.getpwuid(os.geteuid())
+        self.user, self.uid, self.gid = u.pw_name, u.pw_uid, u.pw_gid
+        for sub in ("spool", "log", "mail"):
+            os.makedirs(os.path.join(root, sub), exist_ok=True)
+            os.chown(os.path.join(root, sub), self.uid, self.gid)
+
+    def start(self):
+        r = self.root
+        conf = os.path.join(r, "exim.conf")
+        with open(conf, "w") as f:
+            f.write(f"""
+primary_hostname = localhost
+qualify_domain = localhost
+domainlist local_domains = localhost
+spool_directory = {r}/spool
+split_spool_directory = false
+log_file_path = {r}/log/%slog
+pid_file_path = {r}/exim.pid
+exim_user = {self.user}
+exim_group = {self.gid}
+never_users = root
+trusted_users = {self.user}
+keep_environment =
+host_lookup =
+rfc1413_hosts =
+rfc1413_query_timeout = 0s
+recipient_unqualified_hosts = *
+sender_unqualified_hosts = *
+queue_only = false
+smtp_accept_queue_per_connection = 0
+smtp_accept_max_per_connection = 0
+received_headers_max = 1000
+message_size_limit = 0
+check_spool_space = 0
+check_log_space = 0
+smtp_receive_timeout = 30s
+timeout_frozen_after = 0s
+ignore_bounce_errors_after = 0s
+daemon_smtp_ports = {self.port}
+local_interfaces = <; 127.0.0.1.{self.port}
+tls_advertise_hosts =
+acl_smtp_rcpt = acl_rcpt
+
+begin acl
+
+acl_rcpt:
+  require verify = recipient
+  accept
+
+begin routers
+
+local:
+  driver = accept
+  domains = +local_domains
+  local_parts = dsearch;{r}/mail
+  transport = maildir
+
+begin transports
+
+maildir:
+  driver = appendfile
+  directory = {r}/mail/$local_part_data
+  maildir_format
+  create_directory
+  delivery_date_add = false
+  envelope_to_add = false
+  return_path_add = false
+  user = {self.user}
+  group = {self.gid}
+  mode = 0644
+""")
+        os.chmod(conf, 0o644)
+        # -bdf: the listening daemon, in the foreground (our child);
+        # -odi: each message delivered by the process that received it, at once.
+        with open(os.path.join(r, "exim.stderr"), "wb") as err:
+            self.proc = subprocess.Popen([self.binary, "-C", conf, "-bdf", "-odi"],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=err, start_new_session=True)
+        if wait_banner(self.port, self.proc, b"220"):
+            return
+        self.stop()
+        raise RuntimeError("exim did not start\n" + read_tail(
+            os.path.join(r, "log", "mainlog"), os.path.join(r, "log", "paniclog"),
+            os.path.join(r, "exim.stderr")))
+
+    def fresh(self, who):
+        """A local part no run has used, with its (empty) Maildir: Exim
+        accepts mail only for a local part that has one."""
+        self.serial += 1
+        name = f"{who}{self.serial}"
+        md = os.path.join(self.root, "mail", name)
+        os.makedirs(md)
+        os.chown(md, self.uid, self.gid)
+        return f"{name}@localhost", md
+
+    def settle(self, limit):
+        """Waits until no accepted message is still in the spool (on its way
+        to the Maildir); returns how long that took."""
+        t0 = time.monotonic()
+        spool = os.path.join(self.root, "spool", "input")
+        while time.monotonic() - t0 < limit:
+            try:
+                if not any(True for _ in os.scandir(spool)):
+                    break
+            except FileNotFoundError:
+                break
+            time.sleep(0.005)
+        return time.monotonic() - t0
+
+    def log(self):
+        return read_tail(os.path.join(self.root, "log", "mainlog"),
+                         os.path.join(self.root, "log", "paniclog"))
+
+    def stop(self):
+        Dovecot.stop(self)
 
 
 # --------------------------------------------------------------------------
@@ -673,8 +996,8 @@ class Tool:
 
     def runs(self, sc):
         """Whether the tool has a command for the scenario (all fetch; only
-        popfetch lists)."""
-        return sc.command == "sync"
+        popfetch lists; only popfetch and fetchmail forward over LMTP and SMTP)."""
+        return sc.command == "sync" and not sc.target
 
 
 class Popfetch(Tool):
@@ -688,6 +1011,13 @@ class Popfetch(Tool):
         d = os.path.join(self.work, scen)
         cfg = os.path.join(d, "config.toml")
         tls = 'tls = "implicit"\ntls_ca_file = "%s"' % server["ca"] if server["tls"] else 'tls = "none"'
+        if server.get("target") == "lmtp":
+            deliver = f'deliver = "lmtp:{server["socket"]}"\nrecipient = "{server["recipient"]}"'
+        elif server.get("target") == "smtp":
+            deliver = (f'deliver = "smtp:127.0.0.1:{server["smtp_port"]}"\nsmtp_tls = "none"\n'
+                       f'recipient = "{server["recipient"]}"')
+        else:
+            deliver = f'deliver = "maildir:{self.maildir(scen)}"'
         with open(cfg, "w") as f:
             f.write(f"""[accounts.bench]
 host = "127.0.0.1"
@@ -696,7 +1026,7 @@ port = {server['port']}
 auth = "user"
 user = "{server['user']}"
 password = "{PASSWORD}"
-deliver = "maildir:{self.maildir(scen)}"
+{deliver}
 keep = true
 state_dir = "{d}/state"
 timeout = 60
@@ -732,11 +1062,22 @@ class Fetchmail(Tool):
         self.procmail = procmail
         self.env["FETCHMAILHOME"] = work
 
+    def runs(self, sc):
+        return sc.command == "sync"
+
     def argv(self, scen, server):
         d = os.path.join(self.work, scen)
-        prc = os.path.join(d, "procmailrc")
-        with open(prc, "w") as f:
-            f.write(f"LOGFILE=/dev/null\n:0\n{self.maildir(scen)}/\n")
+        if server.get("target") == "lmtp":
+            # For LMTP a smtphost starting with '/' is a unix socket.
+            deliver = f"smtphost \"{server['socket']}\" lmtp smtpname \"{server['recipient']}\""
+        elif server.get("target") == "smtp":
+            deliver = (f"smtphost 127.0.0.1/{server['smtp_port']} "
+                       f"smtpname \"{server['recipient']}\"")
+        else:
+            prc = os.path.join(d, "procmailrc")
+            with open(prc, "w") as f:
+                f.write(f"LOGFILE=/dev/null\n:0\n{self.maildir(scen)}/\n")
+            deliver = f"mda \"{self.procmail} -m {prc}\""
         rc = os.path.join(d, "fetchmailrc")
         if server["tls"]:
             tls = f"ssl sslcertck sslcertfile \"{server['ca']}\" sslcommonname localhost"
@@ -747,7 +1088,7 @@ class Fetchmail(Tool):
 set no syslog
 poll 127.0.0.1 port {server['port']} protocol pop3 uidl auth password timeout 60
   user "{server['user']}" password "{PASSWORD}" keep {tls}
-  mda "{self.procmail} -m {prc}"
+  {deliver}
 """)
         os.chmod(rc, 0o600)
         return [self.binary, "-f", rc, "--idfile", f"{d}/fetchids",
@@ -804,13 +1145,14 @@ message_log_verbose = false
 class Scenario:
     def __init__(self, key, label, user, count, size, tls=False, delay=0.0,
                  metric="time", state_kept=False, big=False, same_runs_as=None, plain_of=None,
-                 command="sync"):
+                 command="sync", target=None):
         self.key, self.label, self.user = key, label, user
         self.count, self.size, self.tls, self.delay = count, size, tls, delay
         self.metric, self.state_kept, self.big = metric, state_kept, big
         self.same_runs_as = same_runs_as   # another metric of that scenario's runs
         self.plain_of = plain_of           # for a TLS scenario: its plain twin
         self.command = command             # "sync", or "list" (popfetch only)
+        self.target = target               # None (a Maildir), "lmtp" or "smtp"
 
 
 def human_size(n):
@@ -823,9 +1165,9 @@ def human_size(n):
 
 def build_scenarios(tiny):
     if tiny:
-        small, lat, big, many, listed = 30, 10, 1 << 20, 300, 20
+        small, lat, big, many, listed, relay = 30, 10, 1 << 20, 300, 20, 20
     else:
-        small, lat, big, many, listed = 2000, 200, 100 << 20, 20000, 1000
+        small, lat, big, many, listed, relay = 2000, 200, 100 << 20, 20000, 1000, 2000
     kb4 = 4096
     return [
         Scenario("s1", f"1. {small:,} × 4 KB, loopback, plain", "alice", small, kb4),
@@ -850,6 +1192,10 @@ def build_scenarios(tiny):
                  1024, tls=True, state_kept=True, plain_of="s4"),
         Scenario("s5", f"5. `list` of {listed:,} × 4 KB, +50 ms RTT proxy", "erin", listed,
                  kb4, delay=0.025, command="list"),
+        Scenario("s6", f"6. {relay:,} × 4 KB into Dovecot LMTP (unix socket)", "frank", relay,
+                 kb4, target="lmtp"),
+        Scenario("s7", f"7. {relay:,} × 4 KB into Exim, SMTP on loopback", "frank", relay,
+                 kb4, target="smtp"),
     ]
 
 
@@ -872,6 +1218,11 @@ def one_run(tool, sc, server, logpath, limit, fresh=True):
     if fresh:
         tool.reset(sc.key)
     tool.command = sc.command
+    dest = tool.maildir(sc.key)
+    sink = server.get("sink")
+    if sink:
+        # A new recipient, so a new (empty) destination Maildir, every run.
+        server["recipient"], dest = sink.fresh(tool.name)
     argv = tool.argv(sc.key, server)
     # Nothing dirty from an earlier run may land on this run's fsyncs.
     os.sync()
@@ -885,15 +1236,18 @@ def one_run(tool, sc, server, logpath, limit, fresh=True):
         return RunResult(False, wall, note=f"failed after {limit:.0f} s (time limit)")
     if code not in tool.ok_codes:
         return RunResult(False, wall, note=f"failed: exit {code}{last_error(logpath, start)}")
+    if sink:
+        # Timed until every message is in the Maildir, not only accepted.
+        wall += sink.settle(limit)
     if sc.command == "list":
         listed = len(log_since(logpath, start).splitlines())
         if listed < sc.count:
             return RunResult(False, wall, note=f"failed: listed {listed}/{sc.count} lines")
         return RunResult(True, wall, cpu, rss)
-    got = count_maildir(tool.maildir(sc.key))
+    got = count_maildir(dest)
     if got != sc.count:
         return RunResult(False, wall, note=f"failed: delivered {got}/{sc.count}")
-    if sc.big and largest_in_maildir(tool.maildir(sc.key)) < sc.size:
+    if sc.big and largest_in_maildir(dest) < sc.size:
         return RunResult(False, wall, note="failed: message truncated")
     return RunResult(True, wall, cpu, rss)
 
@@ -940,7 +1294,7 @@ def main():
                     help="comma-separated peers to run (default: all installed)")
     ap.add_argument("--only", default="",
                     help="comma-separated scenario keys "
-                         "(s1,s1tls,s2,s2tls,s3,s3t,s3tls,s3tlst,s4,s4tls)")
+                         "(s1,s1tls,s2,s2tls,s3,s3t,s3tls,s3tlst,s4,s4tls,s5,s6,s7)")
     ap.add_argument("--limit", type=float, default=None,
                     help="time limit of one run in seconds (default 600, --tiny 60)")
     ap.add_argument("--keep-tmp", action="store_true", help="leave the temp dir for debugging")
@@ -962,6 +1316,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="popfetch-bench-")
     dove = None
     proxy = None
+    sinks = {}     # "lmtp"/"smtp" -> a started LmtpStore/Exim
     old_handlers = {}
 
     def on_signal(signum, frame):
@@ -1012,6 +1367,35 @@ def main():
         log(f"dovecot ready on 127.0.0.1:{dove.port}/{dove.tls_port} "
             f"({time.monotonic() - t0:.1f} s)")
 
+        # The servers scenarios 6 and 7 deliver into.  Without one, a scenario is
+        # skipped with a note; in --tiny it counts as popfetch failing.
+        missing = {}   # target -> why it cannot run
+        for target in sorted({sc.target for sc in scenarios if sc.target}):
+            try:
+                if target == "lmtp":
+                    if not os.access("/usr/lib/dovecot/lmtp", os.X_OK):
+                        raise RuntimeError("dovecot's LMTP server is not installed "
+                                           "(apt-get install dovecot-lmtpd)")
+                    sink = LmtpStore(os.path.join(tmp, "lmtp"), dovecot_bin)
+                else:
+                    exim = which("exim4") or which("exim")
+                    if not exim:
+                        raise RuntimeError("exim is not installed "
+                                           "(apt-get install exim4-daemon-light)")
+                    sink = Exim(os.path.join(tmp, "exim"), exim)
+                sink.start()
+                sinks[target] = sink
+                log(f"{target} server ready")
+            except RuntimeError as e:
+                missing[target] = str(e).strip()
+                log(f"cannot deliver over {target.upper()}: {missing[target]}")
+        if not args.tiny:
+            for sc in scenarios:
+                if sc.target in missing:
+                    skipped.append(f"scenario {sc.label}: "
+                                   + missing[sc.target].splitlines()[0])
+            scenarios = [sc for sc in scenarios if sc.target not in missing]
+
         results = {}   # (scenario key, tool) -> list[RunResult]
         for sc in scenarios:
             if sc.same_runs_as and any(k[0] == sc.same_runs_as for k in results):
@@ -1024,6 +1408,14 @@ def main():
             else:
                 port = dove.tls_port if sc.tls else dove.port
             server = {"port": port, "tls": sc.tls, "ca": dove.ca, "user": sc.user}
+            if sc.target in missing:
+                results[(sc.key, "popfetch")] = [RunResult(
+                    False, note="failed: " + missing[sc.target].splitlines()[0])]
+                continue
+            if sc.target:
+                sink = sinks[sc.target]
+                server.update(target=sc.target, sink=sink, socket=getattr(sink, "socket", None),
+                              smtp_port=sink.port)
             # The tools take turns, run by run, so that whatever else the machine
             # is doing (writeback, Dovecot's own housekeeping) falls on all alike.
             logpaths = {t.name: os.path.join(tmp, f"{t.name}.log") for t in tools}
@@ -1041,6 +1433,11 @@ def main():
                     runs_of.setdefault("floor", []).append(bare_read(sc, server))
                 except (OSError, ValueError) as e:
                     log(f"  {sc.key:6} floor     failed: {e}")
+                if sc.target:
+                    try:
+                        runs_of.setdefault("dfloor", []).append(delivery_floor(sc, server))
+                    except (OSError, ValueError) as e:
+                        log(f"  {sc.key:6} delivery floor failed: {e}")
                 for tool in tools:
                     if tool.name in stopped or not tool.runs(sc):
                         continue
@@ -1053,6 +1450,10 @@ def main():
                 results[(sc.key, "floor")] = runs_of["floor"]
                 log(f"  {sc.key:6} floor     "
                     + " ".join(fmt_value("time", r.wall) for r in runs_of["floor"]))
+            if runs_of.get("dfloor"):
+                results[(sc.key, "dfloor")] = runs_of["dfloor"]
+                log(f"  {sc.key:6} dfloor    "
+                    + " ".join(fmt_value("time", r.wall) for r in runs_of["dfloor"]))
             for tool in tools:
                 logpath = logpaths[tool.name]
                 rs = runs_of[tool.name]
@@ -1066,6 +1467,9 @@ def main():
                     log(f"  {sc.key:6} {tool.name:9} {' '.join(v)}")
                 else:
                     log(f"  {sc.key:6} {tool.name:9} {last.note}")
+                    if sc.target == "smtp":
+                        log("    | exim: " + "\n    | exim: ".join(
+                            sinks["smtp"].log().strip().splitlines()[-6:]))
                     try:
                         with open(logpath, errors="replace") as f:
                             tail = f.read()[-1500 if tool.name == "popfetch" else -400:]
@@ -1100,7 +1504,7 @@ def main():
                      + (" server floor |" if floor else ""),
                      "|---|---:|---:|---:|---:|---:|" + ("---:|" if floor else "")]
             for sc in scenarios:
-                if what == "cpu" and sc.metric == "rss":
+                if what == "cpu" and sc.metric == "rss" or what == "main" and sc.target:
                     continue
                 cells = [cell(sc, t, what) for t in TOOLS]
                 pf, mp = cells[0][1], cells[1][1]
@@ -1116,10 +1520,31 @@ def main():
             return "\n".join(lines)
 
         print()
-        print(table(f"Wall time (peak RSS for the RSS row), median of {runs} run(s)", "main"))
-        print()
+        if any(not sc.target for sc in scenarios):
+            print(table(f"Wall time (peak RSS for the RSS row), median of {runs} run(s)", "main"))
+            print()
         print(table("CPU time (user+sys of the fetcher and its children), median", "cpu"))
         print()
+        relayed = [sc for sc in scenarios if sc.target]
+        if relayed:
+            lines = [f"### Delivery into a mail server: wall time until every message is in "
+                     f"the destination Maildir, median of {runs} run(s)", "",
+                     "| scenario | popfetch | fetchmail | popfetch / fetchmail "
+                     "| popfetch CPU | fetchmail CPU | POP3 floor | delivery floor |",
+                     "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            for sc in relayed:
+                (pf_t, pf), (fm_t, fm) = cell(sc, "popfetch"), cell(sc, "fetchmail")
+                ratio = f"{pf / fm:.2f}×" if pf is not None and fm else "—"
+                floors = []
+                for kind in ("floor", "dfloor"):
+                    fl = results.get((sc.key, kind))
+                    floors.append(fmt_value("time", statistics.median(r.wall for r in fl))
+                                  if fl else "—")
+                lines.append(f"| {sc.label} | {pf_t} | {fm_t} | {ratio} | "
+                             f"{cell(sc, 'popfetch', 'cpu')[0]} | "
+                             f"{cell(sc, 'fetchmail', 'cpu')[0]} | {' | '.join(floors)} |")
+            print("\n".join(lines))
+            print()
         twins = [sc for sc in scenarios if sc.plain_of]
         by_key = {sc.key: sc for sc in scenarios}
         if twins:
@@ -1144,6 +1569,14 @@ def main():
             notes.append(f"- skipped {s}")
         notes.append("- Maildir delivery, keep on, fresh state per run except scenario 4 "
                      "(timed runs follow one untimed full fetch)")
+        if relayed:
+            notes.append("- scenarios 6 and 7: popfetch `deliver = \"lmtp:SOCKET\"` / "
+                         "`\"smtp:127.0.0.1:PORT\"` (smtp_tls = \"none\"), fetchmail `smtphost` "
+                         "(+ `lmtp`) and `smtpname`; a new recipient (empty Maildir) every run; "
+                         "Exim (-odi, no TLS) is timed until its spool is empty; "
+                         "target: popfetch / fetchmail ≤ 0.50×")
+        if "smtp" in sinks:
+            notes.append(f"- exim {exim_version(sinks['smtp'].binary)}")
         for sc in scenarios:
             pf, fl = cell(sc, "popfetch")[1], results.get((sc.key, "floor"))
             if sc.command == "list" and pf and fl:
@@ -1153,6 +1586,11 @@ def main():
         notes.append("- server floor: a bare in-process client that pipelines the same "
                      "commands and reads the replies into nothing (no delivery, no state, "
                      "no process start)")
+        if relayed:
+            notes.append("- delivery floor (6, 7): a bare in-process client that sends the same "
+                         "messages, one transaction each, straight into the LMTP server or "
+                         "Exim (MAIL, RCPT, DATA pipelined with the previous message's end; "
+                         "no POP3, no state, no process start)")
         print("\n".join(notes))
 
         pf_ok = all(results.get((sc.key, "popfetch")) and results[(sc.key, "popfetch")][-1].ok
@@ -1168,6 +1606,8 @@ def main():
             proxy.close()
         if dove:
             dove.stop()
+        for sink in sinks.values():
+            sink.stop()
         for s, h in old_handlers.items():
             signal.signal(s, h)
         if args.keep_tmp:
@@ -1180,6 +1620,14 @@ def dovecot_version(binary):
     try:
         return subprocess.run([binary, "--version"], capture_output=True, text=True,
                               timeout=10).stdout.split()[0]
+    except Exception:
+        return "?"
+
+
+def exim_version(binary):
+    try:
+        out = subprocess.run([binary, "-bV"], capture_output=True, text=True, timeout=10).stdout
+        return out.split()[2]
     except Exception:
         return "?"
 
