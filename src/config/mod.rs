@@ -473,7 +473,7 @@ fn resolve(
     if recipient.is_empty()
         || recipient
             .chars()
-            .any(|c| c.is_control() || c == '<' || c == '>')
+            .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>')
     {
         return Err(invalid(format!(
             "recipient = {} is not a mail address or local user name",
@@ -785,6 +785,8 @@ state_dir = "~/st"
         assert_eq!(recipient(same).unwrap().recipient, "a");
         let err = recipient("recipient=\"a\"\nmda_recipient=\"b\"").unwrap_err();
         assert!(err.to_string().contains("keep recipient only"), "{err}");
+        let err = recipient("recipient=\"a b\"").unwrap_err();
+        assert!(err.to_string().contains("not a mail address"), "{err}");
         let err = recipient("recipient=\"<a>\"").unwrap_err();
         assert!(err.to_string().contains("not a mail address"), "{err}");
     }

@@ -390,6 +390,22 @@ impl Relay {
     }
 }
 
+/// Whether a sender taken from the headers can stand in MAIL FROM as it is: one
+/// `local@domain` (RFC 5321 §4.1.2) without the characters that end or quote a
+/// path. Anything else goes as the null path `<>`, which every server takes,
+/// rather than be refused on every run.
+fn is_mailbox(address: &str) -> bool {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    let domain_ok = !domain.is_empty()
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+    let local_ok = !local.is_empty() && !local.bytes().any(|b| b"<>()[]\\,;:\" ".contains(&b));
+    domain_ok && local_ok
+}
+
 /// The host part of a TCP endpoint, for a keyring entry.
 pub(crate) fn host_of(endpoint: &Endpoint) -> String {
     match endpoint {
@@ -433,7 +449,9 @@ impl Target for Relay {
             .into());
         };
         let head = envelope::read_head(message).map_err(DeliverError::Source)?;
-        let sender = envelope::address(&head).unwrap_or_default();
+        let sender = envelope::address(&head)
+            .filter(|a| is_mailbox(a))
+            .unwrap_or_default();
         announce(location(self.dialect)).map_err(DeliverError::State)?;
         let mut whole = io::Cursor::new(head).chain(message);
         let sent = client.send(&sender, &self.recipient, &mut whole, self.expected.take());
@@ -684,6 +702,18 @@ mod tests {
         ));
         assert!(matches!(err, RelayError::Connect { .. }), "{err}");
         assert!(server.join().unwrap().ends_with("STARTTLS\r\n"));
+    }
+
+    #[test]
+    fn only_a_plain_mailbox_is_a_sender() {
+        for good in ["a@b.example", "first.last+tag@x-y.example", "u@[127.0.0.1]"] {
+            assert!(is_mailbox(good), "{good}");
+        }
+        for bad in [
+            "foo", "@b", "a@", "a@b>x", "a<b@c", "a@b c", "\"q\"@x", "a,b@c",
+        ] {
+            assert!(!is_mailbox(bad), "{bad}");
+        }
     }
 
     #[test]
