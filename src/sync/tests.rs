@@ -170,6 +170,10 @@ struct Watched {
     log: Log,
     fail_records: bool,
     unsynced_records: bool,
+    /// A sync fails while an intent waits for it, as when the disk fills up
+    /// under the journal.
+    fail_intents: bool,
+    unsynced_intents: bool,
 }
 
 impl Known for Watched {
@@ -198,6 +202,7 @@ impl Ledger for Watched {
         id: Option<Identity>,
     ) -> Result<(), StateError> {
         self.log.borrow_mut().push(format!("state.intent {uid}"));
+        self.unsynced_intents = true;
         self.state.record_intent(uid, location, id)
     }
     fn record_identity(&mut self, uid: &str, id: Identity) -> Result<(), StateError> {
@@ -224,7 +229,9 @@ impl Ledger for Watched {
         self.state.forget_records(records)
     }
     fn sync(&mut self) -> Result<(), StateError> {
-        if self.fail_records && self.unsynced_records {
+        let failing = (self.fail_records && self.unsynced_records)
+            || (self.fail_intents && self.unsynced_intents);
+        if failing {
             self.log.borrow_mut().push("state.sync failed".into());
             return Err(StateError::Io {
                 action: "write",
@@ -234,6 +241,7 @@ impl Ledger for Watched {
         }
         self.log.borrow_mut().push("state.sync".into());
         self.unsynced_records = false;
+        self.unsynced_intents = false;
         self.state.sync()
     }
     fn tidy(&mut self) {
@@ -293,6 +301,16 @@ fn positions(log: &[String], pick: impl Fn(&str) -> bool) -> Vec<usize> {
         .collect()
 }
 
+/// Which syncs of the state fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fail {
+    Nothing,
+    /// Once a delivery has been recorded.
+    Records,
+    /// Once an intent has been recorded.
+    Intents,
+}
+
 /// Runs a session against `server` into a `Shelf`, the real state underneath.
 fn run(server: &str, stages: bool, fail_flush: bool, fail_records: bool) -> Run {
     run_with(
@@ -301,12 +319,16 @@ fn run(server: &str, stages: bool, fail_flush: bool, fail_records: bool) -> Run 
             shelf.stages = stages;
             shelf.fail_flush = fail_flush;
         },
-        fail_records,
+        if fail_records {
+            Fail::Records
+        } else {
+            Fail::Nothing
+        },
     )
 }
 
 /// `run`, the shelf set up by `shelf`.
-fn run_with(server: &str, shelf: impl FnOnce(&mut Shelf), fail_records: bool) -> Run {
+fn run_with(server: &str, shelf: impl FnOnce(&mut Shelf), fail_records: Fail) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("config.toml");
     std::fs::write(
@@ -342,8 +364,10 @@ fn run_with(server: &str, shelf: impl FnOnce(&mut Shelf), fail_records: bool) ->
     let mut state = Watched {
         state: UidlState::open(&Place::of(account)).unwrap(),
         log: log.clone(),
-        fail_records,
+        fail_records: fail_records == Fail::Records,
         unsynced_records: false,
+        fail_intents: fail_records == Fail::Intents,
+        unsynced_intents: false,
     };
     let warned = RefCell::new(Vec::new());
     let warn = |text: &str| warned.borrow_mut().push(text.to_string());
@@ -406,7 +430,7 @@ fn a_message_refused_at_the_commit_stays_and_the_others_go() {
             shelf.stages = true;
             shelf.refuse_second = true;
         },
-        false,
+        Fail::Nothing,
     );
     let err = run.result.as_ref().unwrap_err();
     assert!(
@@ -422,6 +446,20 @@ fn a_message_refused_at_the_commit_stays_and_the_others_go() {
     assert_eq!(run.sent("DELE").len(), 1, "{:?}", run.log);
     assert!(run.log.iter().any(|e| e == "C: DELE 1"), "{:?}", run.log);
     assert_eq!(run.sent("QUIT").len(), 1, "{:?}", run.log);
+}
+
+#[test]
+fn what_was_staged_on_intents_that_are_not_durable_is_never_committed() {
+    let run = run_with(
+        &served("+OK\r\n+OK\r\n+OK bye\r\n"),
+        |shelf| shelf.stages = true,
+        Fail::Intents,
+    );
+    let err = run.result.as_ref().unwrap_err();
+    assert!(format!("{err:#}").contains("disk full"), "{err:#}");
+    assert_eq!(run.kept, 0, "{:?}", run.log);
+    assert!(run.recorded.is_empty(), "{:?}", run.recorded);
+    assert!(run.sent("DELE").is_empty(), "{:?}", run.log);
 }
 
 #[test]
