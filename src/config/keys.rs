@@ -163,7 +163,7 @@ keys! {
     mda_recipient: String, "string", default "`recipient`";
     /// seconds, 1 to 86400, one MDA or filter call may take before it is killed
     mda_timeout: u64 = 300, "integer";
-    /// the SMTP and LMTP targets: `"starttls"` (used when offered, required unless the server is on this machine), `"implicit"` (TLS from the first byte, SMTP port 465) or `"none"` (for SMTP only to this machine)
+    /// the SMTP and LMTP targets: `"starttls"` (required when set, or when the server is not on this machine; else used when offered), `"implicit"` (TLS from the first byte, SMTP port 465) or `"none"` (for SMTP only to this machine)
     smtp_tls: TlsMode, "string", default "`\"starttls\"` for `smtp:`; for `lmtp:`, no TLS unless set";
     /// extra trusted CA certificates for the SMTP target, PEM
     smtp_tls_ca_file: String, "path", default "the system store only";
