@@ -153,6 +153,33 @@ fn imap_append_over_implicit_tls_and_starttls_stores_every_byte() {
     assert_same("imap starttls into Archive", got, corpus);
 }
 
+/// INTERNALDATE comes from the first Received header's date, else from Date.
+#[test]
+fn imap_internaldate_is_the_first_received_date_else_date() {
+    let server = Dovecot::start();
+    let store = MailStore::start();
+    server.add_messages(&[
+        b"Received: from a by b; Mon, 2 Nov 2026 10:00:00 +0000\n\
+          Received: from c by d; Sun, 1 Nov 2026 09:00:00 +0000\n\
+          Date: Sat, 31 Oct 2026 07:00:00 +0000\nMessage-ID: <r@x>\n\nbody\n"
+            .to_vec(),
+        b"Date: Sat, 31 Oct 2026 09:00:00 +0100\nMessage-ID: <d@x>\n\nbody\n".to_vec(),
+    ]);
+    let home = Home::new();
+    let password = store.password();
+    home.write_config(&account(
+        &server,
+        &home,
+        &imap(&store, "implicit", "", password),
+    ));
+    home.run(&["sync"]).expect(0);
+    // 2026-10-31 08:00 UTC and 2026-11-02 10:00 UTC.
+    assert_eq!(
+        store.internal_dates("alice", "INBOX"),
+        [1_793_433_600, 1_793_613_600]
+    );
+}
+
 /// Checks that a failed run left every message on the POP3 server.
 #[track_caller]
 fn assert_stays(server: &Dovecot, run: &Run, code: i32, corpus: &[Vec<u8>]) {

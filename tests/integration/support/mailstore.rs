@@ -328,6 +328,40 @@ service anvil {{
     }
 }
 
+impl MailStore {
+    /// The INTERNALDATE (Dovecot's received date) of each message in `user`'s
+    /// `folder`, as Unix times, sorted: `doveadm fetch date.received.unixtime`.
+    pub fn internal_dates(&self, user: &str, folder: &str) -> Vec<i64> {
+        let out = Command::new(DOVEADM)
+            .arg("-c")
+            .arg(self.dir.path().join("dovecot.conf"))
+            .args([
+                "-f",
+                "flow",
+                "fetch",
+                "-u",
+                user,
+                "date.received.unixtime",
+                "mailbox",
+                folder,
+                "all",
+            ])
+            .output()
+            .expect("doveadm comes with dovecot-core: apt-get install dovecot-core");
+        assert!(
+            out.status.success(),
+            "doveadm fetch date.received: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut dates: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| line.split_once('=').map(|(_, v)| v.trim().parse().unwrap()))
+            .collect();
+        dates.sort();
+        dates
+    }
+}
+
 /// Splits doveadm's `-f pager` output of the fields `size.physical text`.
 fn parse_fetch(mut out: &[u8]) -> Vec<Vec<u8>> {
     let mut messages = Vec::new();
