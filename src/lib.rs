@@ -17,6 +17,8 @@ mod config;
 mod deliver;
 mod imap;
 mod net;
+#[allow(dead_code)]
+mod oauth;
 mod pop3;
 mod smtp;
 mod sync;
