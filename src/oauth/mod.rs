@@ -5,5 +5,6 @@
 //! the config or prints; the callers do.
 
 pub(crate) mod grant;
+pub(crate) mod http;
 pub(crate) mod pkce;
 pub(crate) mod provider;
