@@ -119,6 +119,8 @@ pub(crate) enum Class {
     Config,
     /// The server's answer makes no sense (exit 76).
     Protocol,
+    /// The token store could not be read or written (exit 74).
+    Local,
 }
 
 /// A request to the authorization server that failed.

@@ -8,3 +8,4 @@ pub(crate) mod grant;
 pub(crate) mod http;
 pub(crate) mod pkce;
 pub(crate) mod provider;
+pub(crate) mod store;
