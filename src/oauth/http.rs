@@ -336,6 +336,39 @@ mod tests {
     }
 
     #[test]
+    fn device_polls_and_code_exchange_send_their_grants() {
+        let client = Client::new("popfetch", None, Duration::from_secs(5));
+        let (url, rx) = serve(400, br#"{"error":"authorization_pending"}"#.to_vec());
+        let poll = client.poll_device(&url, &Secret::new("dc".into())).unwrap();
+        assert!(matches!(poll, Poll::Pending));
+        assert_eq!(
+            rx.recv().unwrap().1,
+            "client_id=popfetch&grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&device_code=dc"
+        );
+        let (url, rx) = serve(
+            200,
+            br#"{"access_token":"at","token_type":"Bearer","refresh_token":"rt"}"#.to_vec(),
+        );
+        let verifier = Verifier::new().unwrap();
+        let tokens = client
+            .exchange_code(
+                &url,
+                &Secret::new("c0de".into()),
+                "http://127.0.0.1:54321/callback",
+                &verifier,
+            )
+            .unwrap();
+        assert_eq!(tokens.refresh_token.unwrap().expose(), "rt");
+        assert_eq!(
+            rx.recv().unwrap().1,
+            format!(
+                "client_id=popfetch&grant_type=authorization_code&code=c0de&redirect_uri=http%3A%2F%2F127.0.0.1%3A54321%2Fcallback&code_verifier={}",
+                verifier.expose()
+            )
+        );
+    }
+
+    #[test]
     fn the_secret_is_not_in_debug() {
         assert!(!format!("{:?}", client()).contains("s3cret"));
     }
