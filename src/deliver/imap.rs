@@ -21,7 +21,6 @@ use crate::imap::proto::command::{self, date_time, Arg};
 use crate::imap::proto::utf7;
 use crate::imap::{Client, Error as ProtocolError, Outgoing, Session};
 use crate::net::{self, Stream, TlsConfig, TlsConfigError};
-use crate::sys::expand::toml_string;
 use location::Location;
 use spool::{SpoolError, Spooled};
 
@@ -48,12 +47,7 @@ struct ImapSpec {
 }
 
 fn parse(rest: &str, env: &Env) -> Result<ImapSpec, String> {
-    let err = |why: &str| {
-        format!(
-            "deliver = {}: {why}; use \"imap://USER@HOST[:PORT]/FOLDER\"",
-            toml_string(env.written)
-        )
-    };
+    let err = |why: &str| env.invalid(format!("{why}; use \"imap://USER@HOST[:PORT]/FOLDER\""));
     let rest = rest
         .strip_prefix("//")
         .ok_or_else(|| err("no \"//\" after \"imap:\""))?;

@@ -19,10 +19,7 @@ pub(crate) const KIND: Kind = Kind {
         } else {
             // LMTP has no port of its own: it must not be 25 (RFC 2033 §5).
             Endpoint::parse_tcp(rest, true).map_err(|why| {
-                relay::invalid(
-                    &format!("lmtp:{rest}"),
-                    &format!("{why}; use lmtp:/PATH/TO/SOCKET or lmtp:HOST:PORT"),
-                )
+                env.invalid(format!("{why}; use lmtp:/PATH/TO/SOCKET or lmtp:HOST:PORT"))
             })?
         };
         Ok(Delivery::new(Lmtp(endpoint)))

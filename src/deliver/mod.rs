@@ -146,10 +146,15 @@ pub(crate) struct Env<'a> {
 }
 
 impl Env<'_> {
+    /// The one-line error of a value this kind cannot read: the setting as
+    /// written, then why.
+    pub(crate) fn invalid(&self, why: impl fmt::Display) -> String {
+        format!("{KEY} = {}: {why}", toml_string(self.written))
+    }
+
     /// An absolute path: `~`, `~user` and `$VAR` expanded.
     pub(crate) fn path(&self, text: &str) -> Result<PathBuf, String> {
-        expand::expand_path(text, self.home)
-            .map_err(|e| format!("{} = {}: {e}", KEY, toml_string(self.written)))
+        expand::expand_path(text, self.home).map_err(|e| self.invalid(e))
     }
 
     /// The value of a kind that takes one path, opened by `open`.

@@ -506,14 +506,6 @@ impl Drop for Relay {
     }
 }
 
-/// The error of a kind's own parse, naming the setting.
-pub(crate) fn invalid(written: &str, why: &str) -> String {
-    format!(
-        "deliver = {}: {why}",
-        crate::sys::expand::toml_string(written)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

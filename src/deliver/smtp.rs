@@ -14,13 +14,9 @@ use super::{Context, DeliverError, Delivery, Kind, Security, Spec, Target};
 pub(crate) const KIND: Kind = Kind {
     name: "smtp",
     takes: "HOST[:PORT]",
-    parse: |rest, _| {
-        let endpoint = Endpoint::parse_tcp(rest, false).map_err(|why| {
-            relay::invalid(
-                &format!("smtp:{rest}"),
-                &format!("{why}; use smtp:HOST or smtp:HOST:PORT"),
-            )
-        })?;
+    parse: |rest, env| {
+        let endpoint = Endpoint::parse_tcp(rest, false)
+            .map_err(|why| env.invalid(format!("{why}; use smtp:HOST or smtp:HOST:PORT")))?;
         Ok(Delivery::new(Smtp(endpoint)))
     },
 };
