@@ -10,7 +10,6 @@ mod spool;
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use super::{
@@ -163,19 +162,13 @@ impl ImapSpec {
     }
 }
 
-/// A host a password may travel to in clear: this machine.
-fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 impl ImapSpec {
     /// Connects and secures the connection as `imap_tls` says: TLS from the
     /// first byte, or STARTTLS required (never a cleartext fallback), or none
     /// only to this machine. Returns the client greeted, and HOST:PORT.
     fn connect(&self, context: &Context) -> Result<(Client<Stream>, String), ImapError> {
         let security = context.imap.security;
-        if security == Security::Plain && !is_loopback(&self.host) {
+        if security == Security::Plain && !net::names_loopback(&self.host) {
             return Err(ImapError::Cleartext {
                 server: self.host.clone(),
             });
@@ -194,7 +187,7 @@ impl ImapSpec {
             .map_err(|e| failed(Setup::Net(e)))?;
         // The name said loopback; so must the address it led to, before a
         // password goes out in the clear.
-        let landed_local = stream.peer().is_some_and(|peer| peer.ip().is_loopback());
+        let landed_local = stream.reaches_loopback();
         if security == Security::Plain && !landed_local {
             return Err(ImapError::Cleartext {
                 server: self.host.clone(),

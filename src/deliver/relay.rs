@@ -6,7 +6,6 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -76,10 +75,7 @@ impl Endpoint {
     fn is_local(&self) -> bool {
         match self {
             Endpoint::Unix(_) => true,
-            Endpoint::Tcp { host, .. } => {
-                host.eq_ignore_ascii_case("localhost")
-                    || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-            }
+            Endpoint::Tcp { host, .. } => net::names_loopback(host),
         }
     }
 }
@@ -321,7 +317,7 @@ impl Relay {
                     Stream::connect(host, port, context.timeout).map_err(unreachable)?;
                 // "On this machine" is what the connection reached, not what the
                 // name promised.
-                let local = local && stream.peer().is_some_and(|peer| peer.ip().is_loopback());
+                let local = local && stream.reaches_loopback();
                 if security == Security::Plain && !local && dialect == Dialect::Smtp {
                     return Err(RelayError::Cleartext { server }.into());
                 }

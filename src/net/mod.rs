@@ -68,6 +68,16 @@ pub(crate) enum Error {
     Timeout(&'static str),
 }
 
+/// Whether a host name or address names this machine: `localhost`, or a
+/// loopback address (127.0.0.0/8, ::1). A connection to it is checked again by
+/// [`Stream::reaches_loopback`].
+pub(crate) fn names_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A connection to the server, secured or not.
 pub(crate) enum Stream {
     Plain(Tcp),
@@ -111,6 +121,12 @@ impl Stream {
                 source: io::Error::new(io::ErrorKind::NotFound, "no address found"),
             },
         })
+    }
+
+    /// Whether the connection reached this machine: its peer is a loopback
+    /// address, whatever the name that led there.
+    pub(crate) fn reaches_loopback(&self) -> bool {
+        self.peer().is_some_and(|peer| peer.ip().is_loopback())
     }
 
     /// The address connected to.

@@ -361,8 +361,14 @@ fn values_are_read_and_shown() {
 
 #[test]
 fn cleartext_only_to_this_machine() {
-    assert!(is_loopback("localhost") && is_loopback("127.0.0.2") && is_loopback("::1"));
-    assert!(!is_loopback("mail.example.org") && !is_loopback("10.0.0.1"));
+    assert!(
+        crate::net::names_loopback("localhost")
+            && crate::net::names_loopback("127.0.0.2")
+            && crate::net::names_loopback("::1")
+    );
+    assert!(
+        !crate::net::names_loopback("mail.example.org") && !crate::net::names_loopback("10.0.0.1")
+    );
     let mut context = test_context();
     context.imap.security = Security::Plain;
     let err = spec().open(&context).err().unwrap();
