@@ -434,7 +434,7 @@ impl<S: Read + Write> ImapTarget<S> {
         let session = self.session.as_mut().ok_or(ProtocolError::Closed)?;
         let result = step(session);
         if let Err(e) = &result {
-            if !matches!(e, ProtocolError::Refused { .. }) {
+            if !e.is_refusal() {
                 self.session = None;
             }
         }
@@ -493,7 +493,7 @@ impl<S: Read + Write> ImapTarget<S> {
         let outcomes = session.append_each(&wire, &mut outgoing);
         if outcomes
             .last()
-            .is_some_and(|o| o.as_ref().is_err_and(|e| !is_refusal(e)))
+            .is_some_and(|o| o.as_ref().is_err_and(|e| !e.is_refusal()))
         {
             self.session = None;
         }
@@ -717,11 +717,6 @@ fn outgoing<'a>(
             })
         })
         .collect()
-}
-
-/// A server's NO or BAD to one command, after which the session goes on.
-fn is_refusal(e: &ProtocolError) -> bool {
-    matches!(e, ProtocolError::Refused { .. })
 }
 
 /// `NO [TRYCREATE]`: the folder does not exist (RFC 3501 §6.3.11).

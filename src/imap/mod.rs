@@ -51,6 +51,14 @@ pub(crate) enum Error {
     },
 }
 
+impl Error {
+    /// A server's NO or BAD to one command, after which the conversation goes on;
+    /// every other error leaves the connection unusable.
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(self, Error::Refused { .. })
+    }
+}
+
 /// `NO [CODE] text`, escaped.
 fn refusal(line: &StatusLine) -> String {
     let status = match line.status {

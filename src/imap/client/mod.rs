@@ -342,7 +342,7 @@ impl<S: Read + Write> Session<S> {
             }
             if outcomes
                 .last()
-                .is_some_and(|o| o.as_ref().is_err_and(|e| !is_refusal(e)))
+                .is_some_and(|o| o.as_ref().is_err_and(|e| !e.is_refusal()))
             {
                 return landed(outcomes);
             }
@@ -357,7 +357,7 @@ impl<S: Read + Write> Session<S> {
         let mut replies = Vec::with_capacity(tags.len());
         for tag in tags {
             let reply = self.conn.complete(&tag, "APPEND", data);
-            let broken = reply.as_ref().is_err_and(|e| !is_refusal(e));
+            let broken = reply.as_ref().is_err_and(|e| !e.is_refusal());
             replies.push(reply);
             if broken {
                 break;
@@ -403,17 +403,12 @@ fn mailbox(folder: &str) -> Result<String, Error> {
     }
 }
 
-/// A server's NO or BAD to one command, after which the conversation goes on.
-fn is_refusal(e: &Error) -> bool {
-    matches!(e, Error::Refused { .. })
-}
-
 /// Each outcome with the APPENDUID of its OK (RFC 4315), up to the first
 /// failure of the connection, which ends the list.
 fn landed(outcomes: Vec<Result<StatusLine, Error>>) -> Vec<Result<Option<(u32, u32)>, Error>> {
     let mut landed = Vec::with_capacity(outcomes.len());
     for outcome in outcomes {
-        let broken = outcome.as_ref().is_err_and(|e| !is_refusal(e));
+        let broken = outcome.as_ref().is_err_and(|e| !e.is_refusal());
         landed.push(outcome.map(|line| {
             line.code
                 .as_ref()
