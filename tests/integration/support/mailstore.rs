@@ -10,7 +10,7 @@ use super::daemon::{dovecot_logs, listening};
 use std::fs;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use super::dovecot::{certs, free_port, identities, stop};
@@ -299,22 +299,7 @@ service anvil {{
     /// feed line ("\x0c\n"); the physical size says exactly where the message ends.
     pub fn messages(&self, user: &str, folder: &str) -> Vec<Vec<u8>> {
         let folder = if folder.is_empty() { "INBOX" } else { folder };
-        let out = Command::new(DOVEADM)
-            .arg("-c")
-            .arg(self.dir.path().join("dovecot.conf"))
-            .args([
-                "-f",
-                "pager",
-                "fetch",
-                "-u",
-                user,
-                "size.physical text",
-                "mailbox",
-                folder,
-                "all",
-            ])
-            .output()
-            .expect("doveadm comes with dovecot-core: apt-get install dovecot-core");
+        let out = self.doveadm_fetch("pager", user, "size.physical text", folder);
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             if err.contains("doesn't exist") {
@@ -326,28 +311,11 @@ service anvil {{
         messages.sort();
         messages
     }
-}
 
-impl MailStore {
     /// The INTERNALDATE (Dovecot's received date) of each message in `user`'s
     /// `folder`, as Unix times, sorted: `doveadm fetch date.received.unixtime`.
     pub fn internal_dates(&self, user: &str, folder: &str) -> Vec<i64> {
-        let out = Command::new(DOVEADM)
-            .arg("-c")
-            .arg(self.dir.path().join("dovecot.conf"))
-            .args([
-                "-f",
-                "flow",
-                "fetch",
-                "-u",
-                user,
-                "date.received.unixtime",
-                "mailbox",
-                folder,
-                "all",
-            ])
-            .output()
-            .expect("doveadm comes with dovecot-core: apt-get install dovecot-core");
+        let out = self.doveadm_fetch("flow", user, "date.received.unixtime", folder);
         assert!(
             out.status.success(),
             "doveadm fetch date.received: {}",
@@ -359,6 +327,19 @@ impl MailStore {
             .collect();
         dates.sort();
         dates
+    }
+
+    /// `doveadm -f FORMAT fetch -u USER FIELDS mailbox FOLDER all` against this
+    /// instance.
+    fn doveadm_fetch(&self, format: &str, user: &str, fields: &str, folder: &str) -> Output {
+        Command::new(DOVEADM)
+            .arg("-c")
+            .arg(self.dir.path().join("dovecot.conf"))
+            .args([
+                "-f", format, "fetch", "-u", user, fields, "mailbox", folder, "all",
+            ])
+            .output()
+            .expect("doveadm comes with dovecot-core: apt-get install dovecot-core")
     }
 }
 
