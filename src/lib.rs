@@ -17,7 +17,10 @@ mod config;
 mod deliver;
 mod imap;
 mod net;
+#[allow(dead_code)]
+mod oauth;
 mod pop3;
+mod secret;
 mod smtp;
 mod sync;
 mod sys;

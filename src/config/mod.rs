@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::secret::{PasswordSource, Secret, SecretCommand, SecretError};
+use crate::config::secret::{PasswordSource, SecretCommand, SecretError};
+use crate::secret::Secret;
 use crate::deliver::{self, Delivery};
 use crate::net::{TlsOptions, TlsVersion};
 use policy::{Policy, SizeAction};

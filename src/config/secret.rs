@@ -1,16 +1,13 @@
 //! Where an account's password comes from — `password`, `password_command`, the
-//! system keyring, or a prompt — and a wrapper that keeps it out of logs, error
-//! messages and debug output.
+//! system keyring, or a prompt — and the commands that print a secret
+//! (`password_command`, `oauth_token_command`, `oauth_client_secret_command`).
 
-use std::fmt;
 use std::io::{self, IsTerminal};
 use std::time::Duration;
 
+use crate::secret::{Secret, KEYRING_SERVICE};
 use crate::sys::child::{Outcome, Overflow, Run, Stdout};
 use crate::sys::expand::{is_shell_operator, sh_c, toml_string};
-
-/// The keyring service name; entries are named `USER@HOST`.
-pub(crate) const KEYRING_SERVICE: &str = "popfetch";
 
 /// The most a command's first line (the secret) may hold: an OAuth access token
 /// runs to a few KiB, a password to far less.
@@ -19,26 +16,6 @@ const FIRST_LINE_MAX: usize = 16 * 1024;
 /// The most read after the first line (`pass show` prints notes there) before the
 /// command is taken as runaway and killed, so `yes` cannot fill our memory.
 const REST_MAX: usize = 64 * 1024;
-
-/// A password. Its `Debug` form is redacted; only [`Secret::expose`] reveals it.
-#[derive(Clone)]
-pub(crate) struct Secret(String);
-
-impl Secret {
-    pub(crate) fn new(value: String) -> Self {
-        Secret(value)
-    }
-
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("Secret(********)")
-    }
-}
 
 /// `password_command` or `oauth_token_command`: the command as written, split into
 /// program and arguments, and how long it may run.
@@ -191,7 +168,7 @@ impl SecretCommand {
                 hint: self.shell_hint(),
             });
         }
-        Ok(Secret(line.to_string()))
+        Ok(Secret::new(line.to_string()))
     }
 
     fn timed_out(&self, program: String) -> SecretError {
@@ -244,7 +221,7 @@ fn from_keyring_or_prompt(entry: &str) -> Result<Secret, SecretError> {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let password = rpassword::prompt_password(format!("Password for {entry}: "))
             .map_err(SecretError::Prompt)?;
-        return Ok(Secret(password));
+        return Ok(Secret::new(password));
     }
     let entry = entry.to_string();
     Err(if unreachable {
@@ -260,7 +237,7 @@ fn from_keyring_or_prompt(entry: &str) -> Result<Secret, SecretError> {
 fn keyring_get(entry: &str) -> Result<Option<Secret>, ()> {
     let item = keyring::Entry::new(KEYRING_SERVICE, entry).map_err(|_| ())?;
     match item.get_password() {
-        Ok(password) => Ok(Some(Secret(password))),
+        Ok(password) => Ok(Some(Secret::new(password))),
         Err(keyring::Error::NoEntry) => Ok(None),
         Err(_) => Err(()),
     }
@@ -309,7 +286,7 @@ pub(crate) fn read_new_password(entry: &str) -> io::Result<Secret> {
             "the password is empty",
         ));
     }
-    Ok(Secret(line))
+    Ok(Secret::new(line))
 }
 
 #[cfg(test)]

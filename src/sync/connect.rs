@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
-use crate::config::secret::Secret;
+use crate::secret::Secret;
 use crate::config::{Account, TlsMode};
 use crate::net::{self, CertificateDetails, CertificateProblem, Stream, TlsConfig, TlsConfigError};
 use crate::pop3::proto::response::apop_timestamp;
