@@ -7,6 +7,9 @@ use crate::config::secret::SecretError;
 use crate::config::ConfigError;
 use crate::deliver::{Class, DeliverError};
 use crate::net::TlsConfigError;
+use crate::oauth::grant;
+use crate::oauth::login::LoginError;
+use crate::oauth::store::{RefreshError, StoreError};
 use crate::pop3::{self, ErrorKind};
 use crate::sync::auth::ChoiceError;
 use crate::sync::filter::FilterError;
@@ -79,6 +82,29 @@ pub(crate) fn classify(err: &anyhow::Error) -> Exit {
                 FilterError::Spawn { .. } => Exit::Config,
                 FilterError::Failed { .. } => Exit::IoError,
                 FilterError::Timeout { .. } => Exit::TempFail,
+            };
+        }
+        let oauth = if let Some(e) = cause.downcast_ref::<RefreshError>() {
+            Some(e.class())
+        } else if let Some(e) = cause.downcast_ref::<LoginError>() {
+            Some(e.class())
+        } else if let Some(e) = cause.downcast_ref::<StoreError>() {
+            Some(match e {
+                StoreError::Damaged { .. } => grant::Class::NeedsLogin,
+                _ => grant::Class::Local,
+            })
+        } else {
+            cause
+                .downcast_ref::<grant::Error>()
+                .map(grant::Error::class)
+        };
+        if let Some(class) = oauth {
+            return match class {
+                grant::Class::NeedsLogin => Exit::NoPerm,
+                grant::Class::Temporary => Exit::TempFail,
+                grant::Class::Config => Exit::Config,
+                grant::Class::Protocol => Exit::Protocol,
+                grant::Class::Local => Exit::IoError,
             };
         }
         if let Some(e) = cause.downcast_ref::<SecretError>() {

@@ -20,6 +20,7 @@ pub(crate) mod docs;
 pub(crate) mod exit;
 pub(crate) mod import;
 pub(crate) mod init;
+mod oauth;
 pub(crate) mod probe;
 mod sync;
 pub(crate) mod ui;
@@ -152,6 +153,15 @@ enum Command {
         #[command(flatten)]
         quiet: Quiet,
     },
+    /// Log an account in to its OAuth provider once, show its tokens' state, or
+    /// log it out (oauth_provider in the configuration)
+    #[command(name = "oauth")]
+    OAuth {
+        #[command(subcommand)]
+        action: OAuthAction,
+        #[command(flatten)]
+        quiet: Quiet,
+    },
     /// Account names, one a line, for the shell completions.
     #[command(name = "complete-accounts", hide = true)]
     CompleteAccounts,
@@ -193,6 +203,34 @@ enum PasswordAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum OAuthAction {
+    /// Log in once: shows a code to enter at the provider's page (the device
+    /// flow), or with --browser signs in through a browser on this machine
+    Login {
+        /// The account, as named in the configuration file (or its oauth_token_name)
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+        /// Sign in through a browser and a redirect to this machine (the
+        /// authorization code with PKCE) instead of entering a code
+        #[arg(long)]
+        browser: bool,
+    },
+    /// Show whether a refresh token is stored and when the access token expires;
+    /// exits 77 when an account needs a login
+    Status {
+        /// Accounts to show [default: every account with oauth_provider]
+        #[arg(value_name = "ACCOUNT")]
+        accounts: Vec<String>,
+    },
+    /// Revoke the grant where the provider can, and forget the tokens
+    Logout {
+        /// The account, as named in the configuration file (or its oauth_token_name)
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+    },
+}
+
 impl Cli {
     /// -v and -q, given before the subcommand or after it.
     fn loudness(&self) -> Loudness {
@@ -202,7 +240,8 @@ impl Cli {
             | Command::Probe { loud, .. } => (loud.verbose, loud.quiet),
             Command::ImportState { quiet, .. }
             | Command::Init { quiet, .. }
-            | Command::Password { quiet, .. } => (false, quiet.quiet),
+            | Command::Password { quiet, .. }
+            | Command::OAuth { quiet, .. } => (false, quiet.quiet),
             Command::Accounts | Command::CompleteAccounts => (false, false),
         };
         let quiet = self.loud.quiet || quiet;
@@ -241,6 +280,7 @@ pub fn run() -> ExitCode {
         } => sync::sync(&cli, accounts, flags).into(),
         Command::List { accounts, json, .. } => list(&cli, accounts, *json).into(),
         Command::Password { action, .. } => password(&cli, action).into(),
+        Command::OAuth { action, .. } => oauth_command(&cli, action).into(),
         Command::Accounts => accounts(&cli).into(),
         Command::CompleteAccounts => {
             // Quiet on any error: a completion must never print into the command line.
@@ -497,6 +537,55 @@ fn password(cli: &Cli, action: &PasswordAction) -> Exit {
             eprintln!("popfetch: account \"{}\": {e:#}", account.name);
             Exit::Unavailable
         }
+    }
+}
+
+fn oauth_command(cli: &Cli, action: &OAuthAction) -> Exit {
+    let config = match load(cli) {
+        Ok(config) => config,
+        Err(e) => return fail(None, e),
+    };
+    let quiet = cli.loudness().quiet;
+    let one =
+        |name: &str, run: &dyn Fn(&Account, &crate::config::OAuth) -> anyhow::Result<Exit>| {
+            match oauth::find(&config, name) {
+                Ok((account, settings)) => {
+                    run(account, settings).unwrap_or_else(|e| fail(Some(&account.name), e))
+                }
+                Err(e) => fail(None, e),
+            }
+        };
+    match action {
+        OAuthAction::Login { account, browser } => one(account, &|account, settings| {
+            oauth::login(account, settings, *browser, quiet).map(|()| Exit::Ok)
+        }),
+        OAuthAction::Logout { account } => one(account, &|account, settings| {
+            oauth::logout(account, settings, quiet)
+        }),
+        OAuthAction::Status { accounts } if accounts.is_empty() => {
+            let with_oauth: Vec<_> = config
+                .accounts
+                .iter()
+                .filter(|a| a.oauth.is_some())
+                .collect();
+            if with_oauth.is_empty() {
+                eprintln!(
+                    "popfetch: no account in {} uses OAuth (oauth_provider)",
+                    crate::config::shown_path(&config.path)
+                );
+                return Exit::Config;
+            }
+            with_oauth
+                .into_iter()
+                .map(|a| one(&a.name, &oauth::status))
+                .max()
+                .unwrap_or(Exit::Ok)
+        }
+        OAuthAction::Status { accounts } => accounts
+            .iter()
+            .map(|name| one(name, &oauth::status))
+            .max()
+            .unwrap_or(Exit::Ok),
     }
 }
 

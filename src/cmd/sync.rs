@@ -70,7 +70,7 @@ fn prompt_first(ui: &Ui, accounts: Vec<&Account>) -> (Numbered<Account>, Numbere
     let mut failed = Vec::new();
     for (index, account) in accounts.into_iter().enumerate() {
         let mut account = account.clone();
-        let source = if account.auth.uses_token() {
+        let source = if account.uses_token() {
             &mut account.oauth_token
         } else {
             &mut account.password

@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use super::{AuthMethod, SizeValue, TlsMode};
+use super::{AuthMethod, OAuthProvider, SizeValue, TlsMode, TokenStore};
 
 /// One key as the documentation shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +143,7 @@ keys! {
     tls_min_version: String = "1.2".to_string(), "string";
     /// `true` accepts any certificate, with a warning on every run
     tls_insecure_skip_verify: bool = false, "boolean";
-    /// seconds, 1 to 86400; bounds connecting, the TLS handshake, every read, mbox locking, `password_command` and `oauth_token_command`
+    /// seconds, 1 to 86400; bounds connecting, the TLS handshake, every read, mbox locking, each OAuth request, `password_command` and `oauth_token_command`
     timeout: u64 = 60, "integer";
     /// login name (required)
     user: String, "string";
@@ -151,9 +151,33 @@ keys! {
     password: String, "string";
     /// a command, run without a shell, whose first line of output is the password
     password_command: String, "command", example "\"pass show mail/main\"";
-    /// `"auto"` (the strongest offered, never a cleartext password outside TLS), `"user"`, `"apop"`, `"plain"`, `"login"`, `"cram-md5"`, `"cram-sha1"`, `"cram-sha256"`, `"scram-sha-1"`, `"scram-sha-224"`, `"scram-sha-256"`, `"scram-sha-384"`, `"scram-sha-512"`, `"xoauth2"` or `"oauthbearer"`
+    /// `"auto"` (the strongest offered, never a cleartext password outside TLS; with OAuth, `xoauth2` or `oauthbearer`, whichever the server offers), `"user"`, `"apop"`, `"plain"`, `"login"`, `"cram-md5"`, `"cram-sha1"`, `"cram-sha256"`, `"scram-sha-1"`, `"scram-sha-224"`, `"scram-sha-256"`, `"scram-sha-384"`, `"scram-sha-512"`, `"xoauth2"` or `"oauthbearer"`
     auth: AuthMethod = AuthMethod::Auto, "string";
-    /// for `xoauth2`/`oauthbearer`: a command whose first line of output is an access token; run as `password_command` is
+    /// OAuth 2.0 built in: `"google"`, `"microsoft"` or `"custom"`; log in once with `popfetch oauth login ACCOUNT`, then every sync refreshes its own token
+    oauth_provider: OAuthProvider, "string", example "\"microsoft\"";
+    /// the OAuth client id of your app registration (required with `oauth_provider`)
+    oauth_client_id: String, "string";
+    /// the OAuth client secret, where the provider gives one (Google's desktop apps); refused unless the config file is readable by you alone
+    oauth_client_secret: String, "string";
+    /// a command, run without a shell, whose first line of output is the OAuth client secret
+    oauth_client_secret_command: String, "command";
+    /// Microsoft's tenant: `"common"`, your domain or the tenant id
+    oauth_tenant: String = "common".to_string(), "string";
+    /// the authorization endpoint (for `oauth login --browser`)
+    oauth_auth_url: String, "string", default "the provider's";
+    /// the token endpoint (required with `"custom"`)
+    oauth_token_url: String, "string", default "the provider's";
+    /// the device authorization endpoint (RFC 8628, the default login)
+    oauth_device_url: String, "string", default "the provider's (Microsoft only)";
+    /// the token revocation endpoint (RFC 7009), used by `oauth logout`
+    oauth_revoke_url: String, "string", default "the provider's (Google only)";
+    /// the scopes to ask for, space-separated (required with `"custom"`)
+    oauth_scope: String, "string", default "the provider's POP scope";
+    /// where the refresh token and the cached access token live: `"auto"` (a token file already there, else the keyring when one answers, else the file), `"keyring"` or `"file"` (`STATE_DIR/NAME.oauth.json`, mode 0600)
+    oauth_token_store: TokenStore = TokenStore::Auto, "string";
+    /// the name the OAuth login is stored under; accounts that set the same name share one login (and refresh it in turn)
+    oauth_token_name: String, "string", default "the account's name";
+    /// a command whose first line of output is an access token, run as `password_command` is: for tokens popfetch does not manage (use `oauth_provider` otherwise)
     oauth_token_command: String, "command";
     /// where messages go (required): `"maildir:PATH"`, `"mbox:PATH"`, `"mda:COMMAND ARGS"` (`%F` sender, `%T` recipient), `"lmtp:/SOCKET"` or `"lmtp:HOST:PORT"`, `"smtp:HOST[:PORT]"`, or `"imap://USER@HOST[:PORT]/FOLDER"`; paths absolute or under `~/`
     deliver: String, "string";

@@ -13,9 +13,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::secret::{PasswordSource, SecretCommand, SecretError};
-use crate::secret::Secret;
 use crate::deliver::{self, Delivery};
 use crate::net::{TlsOptions, TlsVersion};
+use crate::oauth;
+use crate::secret::Secret;
 use policy::{Policy, SizeAction};
 
 pub(crate) mod keys;
@@ -80,6 +81,80 @@ pub(crate) enum AuthMethod {
     Oauthbearer,
 }
 
+/// `oauth_provider`: whose endpoints and scope a built-in OAuth login uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OAuthProvider {
+    Google,
+    Microsoft,
+    Custom,
+}
+
+/// `oauth_token_store`: where the OAuth tokens live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TokenStore {
+    Auto,
+    Keyring,
+    File,
+}
+
+/// A built-in OAuth login (issue 18): the provider, the app registration and
+/// where the tokens are kept.
+#[derive(Debug, Clone)]
+pub(crate) struct OAuth {
+    /// `oauth_provider`, as written, for messages.
+    pub provider_name: &'static str,
+    pub provider: oauth::provider::Provider,
+    pub client_id: String,
+    /// `oauth_client_secret` or its command; `Missing` for a public client.
+    pub client_secret: PasswordSource,
+    pub store: TokenStore,
+    /// The login's name in the store (`oauth_token_name`, else the account's).
+    pub token_name: String,
+    /// Bounds each request to the provider.
+    pub timeout: Duration,
+}
+
+impl OAuth {
+    /// The store of this login's tokens, under the account's state directory.
+    pub(crate) fn store(&self, state_dir: &Path) -> oauth::store::Store {
+        use oauth::store::Store;
+        match self.store {
+            TokenStore::Auto => Store::auto(state_dir, &self.token_name),
+            TokenStore::Keyring => Store::keyring(state_dir, &self.token_name),
+            TokenStore::File => Store::file(state_dir, &self.token_name),
+        }
+    }
+
+    /// The HTTP client of the app registration, its secret resolved.
+    pub(crate) fn client(&self) -> Result<oauth::http::Client, SecretError> {
+        let secret = match &self.client_secret {
+            PasswordSource::Missing => None,
+            source => Some(source.resolve()?),
+        };
+        Ok(oauth::http::Client::new(
+            &self.client_id,
+            secret,
+            self.timeout,
+        ))
+    }
+}
+
+/// The token endpoint of the login, its client secret (a command, perhaps) resolved
+/// only when a refresh is due.
+impl oauth::store::TokenEndpoint for OAuth {
+    fn refresh(&self, refresh_token: &Secret) -> Result<oauth::grant::Tokens, oauth::grant::Error> {
+        let client = self
+            .client()
+            .map_err(|e| oauth::grant::Error::ClientSecret {
+                temporary: e.is_temporary(),
+                message: e.to_string(),
+            })?;
+        client.refresh(&self.provider.token_url, refresh_token)
+    }
+}
+
 impl AuthMethod {
     /// XOAUTH2 and OAUTHBEARER log in with a token instead of a password.
     pub(crate) fn uses_token(self) -> bool {
@@ -103,6 +178,8 @@ pub(crate) struct Account {
     pub password: PasswordSource,
     /// `oauth_token_command`, for XOAUTH2 and OAUTHBEARER.
     pub oauth_token: PasswordSource,
+    /// `oauth_provider` and its keys: the tokens popfetch gets and refreshes.
+    pub oauth: Option<OAuth>,
     pub auth: AuthMethod,
     pub deliver: Delivery,
     /// `recipient`: RCPT TO for LMTP and SMTP, `%T` for an MDA.
@@ -126,6 +203,11 @@ pub(crate) struct Account {
 }
 
 impl Account {
+    /// The account logs in with an OAuth access token, not a password.
+    pub(crate) fn uses_token(&self) -> bool {
+        self.oauth.is_some() || !matches!(self.oauth_token, PasswordSource::Missing)
+    }
+
     pub(crate) fn tls_options(&self) -> TlsOptions {
         TlsOptions {
             ca_file: self.tls_ca_file.clone(),
@@ -191,7 +273,10 @@ impl From<TlsMode> for deliver::Security {
 
 impl RawAccount {
     fn has_password(&self) -> bool {
-        self.password.is_some() || self.smtp_password.is_some() || self.imap_password.is_some()
+        self.password.is_some()
+            || self.smtp_password.is_some()
+            || self.imap_password.is_some()
+            || self.oauth_client_secret.is_some()
     }
 }
 
@@ -443,6 +528,98 @@ fn resolve(
         ));
     }
     let auth = set.auth;
+    let oauth = match set.oauth_provider {
+        None => {
+            let stray = [
+                (key::oauth_client_id, set.oauth_client_id.is_some()),
+                (key::oauth_client_secret, set.oauth_client_secret.is_some()),
+                (
+                    key::oauth_client_secret_command,
+                    set.oauth_client_secret_command.is_some(),
+                ),
+                (key::oauth_auth_url, set.oauth_auth_url.is_some()),
+                (key::oauth_token_url, set.oauth_token_url.is_some()),
+                (key::oauth_device_url, set.oauth_device_url.is_some()),
+                (key::oauth_revoke_url, set.oauth_revoke_url.is_some()),
+                (key::oauth_scope, set.oauth_scope.is_some()),
+                (key::oauth_token_name, set.oauth_token_name.is_some()),
+            ];
+            if let Some((stray, _)) = stray.iter().find(|(_, set)| *set) {
+                return Err(invalid(format!(
+                    "{stray} is set but oauth_provider is not; set oauth_provider = \"google\", \"microsoft\" or \"custom\""
+                )));
+            }
+            None
+        }
+        Some(kind) => {
+            if set.oauth_token_command.is_some() {
+                return Err(invalid(
+                    "set either oauth_provider (popfetch gets and refreshes the token) or oauth_token_command, not both".into(),
+                ));
+            }
+            let (preset, provider_name) = match kind {
+                OAuthProvider::Google => (oauth::provider::Preset::Google, "google"),
+                OAuthProvider::Microsoft => (oauth::provider::Preset::Microsoft, "microsoft"),
+                OAuthProvider::Custom => (oauth::provider::Preset::Custom, "custom"),
+            };
+            let provider = oauth::provider::Provider::configured(
+                preset,
+                &set.oauth_tenant,
+                &oauth::provider::CustomEndpoints {
+                    auth_url: set.oauth_auth_url.as_deref(),
+                    token_url: set.oauth_token_url.as_deref(),
+                    device_url: set.oauth_device_url.as_deref(),
+                    revoke_url: set.oauth_revoke_url.as_deref(),
+                    scope: set.oauth_scope.as_deref(),
+                },
+            )
+            .map_err(|e| invalid(e.to_string()))?;
+            let client_id = set
+                .oauth_client_id
+                .filter(|id| !id.trim().is_empty())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "oauth_provider = \"{provider_name}\" needs oauth_client_id, the client id of your app registration (README: OAuth2)"
+                    ))
+                })?;
+            let client_secret = match secret(
+                set.oauth_client_secret,
+                set.oauth_client_secret_command,
+                (key::oauth_client_secret, key::oauth_client_secret_command),
+                String::new(),
+            )? {
+                PasswordSource::Keyring(_) => PasswordSource::Missing,
+                source => source,
+            };
+            let token_name = set.oauth_token_name.unwrap_or_else(|| name.clone());
+            let valid_token_name = !token_name.is_empty()
+                && !token_name.starts_with('.')
+                && token_name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-@+".contains(c));
+            if !valid_token_name {
+                return Err(invalid(format!(
+                    "oauth_token_name = {} may hold only letters, digits and . _ - @ + (and not start with a dot)",
+                    toml_string(&token_name)
+                )));
+            }
+            Some(OAuth {
+                provider_name,
+                provider,
+                client_id,
+                client_secret,
+                store: set.oauth_token_store,
+                token_name,
+                timeout,
+            })
+        }
+    };
+    let token_source = oauth.is_some() || set.oauth_token_command.is_some();
+    if token_source && !matches!(auth, AuthMethod::Auto) && !auth.uses_token() {
+        return Err(invalid(
+            "an OAuth token logs in with XOAUTH2 or OAUTHBEARER; set auth = \"auto\", \"xoauth2\" or \"oauthbearer\"".into(),
+        ));
+    }
     let oauth_token = match set.oauth_token_command {
         Some(cmd) => PasswordSource::Command(SecretCommand {
             key: key::oauth_token_command,
@@ -450,9 +627,9 @@ fn resolve(
             text: cmd,
             timeout,
         }),
-        None if auth.uses_token() => {
+        None if auth.uses_token() && oauth.is_none() => {
             return Err(invalid(
-                "XOAUTH2 and OAUTHBEARER need \"oauth_token_command\", a command that prints an access token".into(),
+                "XOAUTH2 and OAUTHBEARER need oauth_provider (popfetch gets and refreshes the token; README: OAuth2) or oauth_token_command, a command that prints an access token".into(),
             ))
         }
         None => PasswordSource::Missing,
@@ -582,6 +759,7 @@ fn resolve(
         user,
         password,
         oauth_token,
+        oauth,
         auth,
         deliver,
         recipient,

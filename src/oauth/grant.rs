@@ -140,6 +140,9 @@ pub(crate) enum Error {
     Malformed { status: u16, reason: String },
     #[error("the authorization server's answer is larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    /// The client secret could not be had (its command failed).
+    #[error("{message}")]
+    ClientSecret { message: String, temporary: bool },
 }
 
 impl Error {
@@ -162,6 +165,10 @@ impl Error {
             },
             Error::Server { .. } | Error::Network(_) => Class::Temporary,
             Error::Malformed { .. } | Error::TooLarge { .. } => Class::Protocol,
+            Error::ClientSecret {
+                temporary: true, ..
+            } => Class::Temporary,
+            Error::ClientSecret { .. } => Class::Config,
         }
     }
 

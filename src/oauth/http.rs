@@ -59,6 +59,10 @@ impl Client {
         }
     }
 
+    pub(crate) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
     /// POSTs `params` plus the client's credentials in the body (RFC 6749 §2.3.1,
     /// which Google and Microsoft accept for installed apps); the status and the
     /// body, at most [`BODY_MAX`] bytes.

@@ -18,9 +18,24 @@ pub(crate) struct Provider {
     pub revoke_url: Option<String>,
     /// Space-separated scopes (RFC 6749 §3.3).
     pub scope: String,
+    /// The host of the loopback redirect (RFC 8252 §7.3): `127.0.0.1`, or
+    /// `localhost` where the provider only registers that (Microsoft Entra).
+    pub redirect_host: &'static str,
+    /// Where a user removes the app's access when there is no revocation endpoint.
+    pub manage_url: Option<&'static str>,
 }
 
-/// The config keys of custom endpoints, each as written (unchecked).
+/// Which preset, the config key `oauth_provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Preset {
+    Google,
+    Microsoft,
+    /// Every endpoint from the config.
+    Custom,
+}
+
+/// The endpoint keys of the config, each as written (unchecked): all of a
+/// custom provider's, or a preset's overrides (a token proxy, a test server).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CustomEndpoints<'a> {
     pub auth_url: Option<&'a str>,
@@ -42,35 +57,94 @@ pub(crate) enum EndpointError {
         "oauth_provider = \"custom\" needs oauth_device_url or oauth_auth_url, to log in with"
     )]
     NoLoginEndpoint,
+    #[error(
+        "oauth_tenant = \"{0}\" is not a tenant name, domain or id (letters, digits, . and -)"
+    )]
+    Tenant(String),
 }
 
 impl Provider {
-    /// Google: the scope `https://mail.google.com/` is the only one that grants POP.
+    /// Google. The scope `https://mail.google.com/` is the only one that grants
+    /// POP, and Google's device flow does not allow it: logins use the browser.
     pub(crate) fn google() -> Provider {
         Provider {
             auth_url: Some("https://accounts.google.com/o/oauth2/v2/auth".into()),
             token_url: "https://oauth2.googleapis.com/token".into(),
-            device_url: Some("https://oauth2.googleapis.com/device/code".into()),
+            device_url: None,
             revoke_url: Some("https://oauth2.googleapis.com/revoke".into()),
             scope: "https://mail.google.com/".into(),
+            redirect_host: "127.0.0.1",
+            manage_url: Some("https://myaccount.google.com/connections"),
         }
     }
 
-    /// Microsoft identity platform (Entra ID), any tenant. `offline_access` is what
-    /// makes it return a refresh token; it has no revocation endpoint.
-    pub(crate) fn microsoft() -> Provider {
-        const BASE: &str = "https://login.microsoftonline.com/common/oauth2/v2.0";
-        Provider {
-            auth_url: Some(format!("{BASE}/authorize")),
-            token_url: format!("{BASE}/token"),
-            device_url: Some(format!("{BASE}/devicecode")),
+    /// Microsoft identity platform (Entra ID), `tenant` being `common`, a domain
+    /// or a tenant id. `offline_access` is what makes it return a refresh token;
+    /// it has no revocation endpoint.
+    pub(crate) fn microsoft(tenant: &str) -> Result<Provider, EndpointError> {
+        let valid = !tenant.is_empty()
+            && tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        if !valid {
+            return Err(EndpointError::Tenant(tenant.to_string()));
+        }
+        let base = format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0");
+        Ok(Provider {
+            auth_url: Some(format!("{base}/authorize")),
+            token_url: format!("{base}/token"),
+            device_url: Some(format!("{base}/devicecode")),
             revoke_url: None,
             scope: "https://outlook.office.com/POP.AccessAsUser.All offline_access".into(),
+            redirect_host: "localhost",
+            manage_url: Some("https://myapplications.microsoft.com/"),
+        })
+    }
+
+    /// The preset with the config's endpoint keys over it, each checked; the
+    /// error names the key.
+    pub(crate) fn configured(
+        preset: Preset,
+        tenant: &str,
+        given: &CustomEndpoints,
+    ) -> Result<Provider, EndpointError> {
+        let mut provider = match preset {
+            Preset::Google => Provider::google(),
+            Preset::Microsoft => Provider::microsoft(tenant)?,
+            Preset::Custom => return Provider::custom(given),
+        };
+        let checked = |key, url: Option<&str>| {
+            url.map(|url| checked_url(key, url).map(str::to_string))
+                .transpose()
+        };
+        if let Some(url) = checked("oauth_token_url", given.token_url)? {
+            provider.token_url = url;
         }
+        for (key, url, slot) in [
+            ("oauth_auth_url", given.auth_url, &mut provider.auth_url),
+            (
+                "oauth_device_url",
+                given.device_url,
+                &mut provider.device_url,
+            ),
+            (
+                "oauth_revoke_url",
+                given.revoke_url,
+                &mut provider.revoke_url,
+            ),
+        ] {
+            if let Some(url) = checked(key, url)? {
+                *slot = Some(url);
+            }
+        }
+        if let Some(scope) = given.scope.filter(|s| !s.trim().is_empty()) {
+            provider.scope = scope.to_string();
+        }
+        Ok(provider)
     }
 
     /// Endpoints given one by one, each checked; the error names the config key.
-    pub(crate) fn custom(given: &CustomEndpoints) -> Result<Provider, EndpointError> {
+    fn custom(given: &CustomEndpoints) -> Result<Provider, EndpointError> {
         let optional = |key, url: Option<&str>| {
             url.map(|url| checked_url(key, url).map(str::to_string))
                 .transpose()
@@ -93,6 +167,8 @@ impl Provider {
             device_url: optional("oauth_device_url", given.device_url)?,
             revoke_url: optional("oauth_revoke_url", given.revoke_url)?,
             scope,
+            redirect_host: "127.0.0.1",
+            manage_url: None,
         };
         if provider.auth_url.is_none() && provider.device_url.is_none() {
             return Err(EndpointError::NoLoginEndpoint);
@@ -138,7 +214,7 @@ mod tests {
 
     #[test]
     fn presets_are_https() {
-        for p in [Provider::google(), Provider::microsoft()] {
+        for p in [Provider::google(), Provider::microsoft("common").unwrap()] {
             for url in [&p.auth_url, &Some(p.token_url.clone()), &p.device_url]
                 .into_iter()
                 .flatten()
@@ -146,8 +222,12 @@ mod tests {
                 assert!(checked_url("k", url).is_ok(), "{url}");
             }
         }
-        assert!(Provider::microsoft().revoke_url.is_none());
-        assert!(Provider::microsoft().scope.contains("offline_access"));
+        let microsoft = Provider::microsoft("contoso.onmicrosoft.com").unwrap();
+        assert!(microsoft.revoke_url.is_none());
+        assert!(microsoft.scope.contains("offline_access"));
+        assert!(microsoft.token_url.contains("/contoso.onmicrosoft.com/"));
+        assert!(Provider::microsoft("a/b").is_err());
+        assert!(Provider::google().device_url.is_none());
     }
 
     #[test]
@@ -185,6 +265,30 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_preset_takes_the_endpoints_it_is_given() {
+        let given = CustomEndpoints {
+            token_url: Some("http://127.0.0.1:9/token"),
+            device_url: Some("http://127.0.0.1:9/device/auth"),
+            ..Default::default()
+        };
+        let p = Provider::configured(Preset::Microsoft, "common", &given).unwrap();
+        assert_eq!(p.token_url, "http://127.0.0.1:9/token");
+        assert_eq!(
+            p.device_url.as_deref(),
+            Some("http://127.0.0.1:9/device/auth")
+        );
+        assert!(p
+            .scope
+            .starts_with("https://outlook.office.com/POP.AccessAsUser.All"));
+        let bad = CustomEndpoints {
+            revoke_url: Some("http://example.org/revoke"),
+            ..Default::default()
+        };
+        let err = Provider::configured(Preset::Google, "common", &bad).unwrap_err();
+        assert!(err.to_string().starts_with("oauth_revoke_url"), "{err}");
     }
 
     #[test]

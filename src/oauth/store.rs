@@ -59,13 +59,26 @@ pub(crate) enum StoreError {
     Keyring(String),
 }
 
-/// Where the tokens of one account are kept.
+/// Where the tokens of one login are kept. `account` names the login: the
+/// account's name, or the `oauth_token_name` that accounts sharing it set.
 #[derive(Debug, Clone)]
 pub(crate) enum Store {
-    /// `DIR/ACCOUNT.oauth.json`, mode 0600, replaced atomically.
-    File { account: String, path: PathBuf },
-    /// The keyring entry `oauth:ACCOUNT` of the service `popfetch`.
-    Keyring { account: String },
+    /// `DIR/NAME.oauth.json`, mode 0600, replaced atomically.
+    File {
+        account: String,
+        path: PathBuf,
+        lock: PathBuf,
+    },
+    /// The keyring entry `oauth:NAME` of the service `popfetch`.
+    Keyring { account: String, lock: PathBuf },
+}
+
+/// Held while a login's tokens are read, refreshed and written back, so that
+/// accounts sharing one login never refresh it at once: with a rotating refresh
+/// token, the loser of that race would store a token already used.
+#[derive(Debug)]
+pub(crate) struct StoreLock {
+    _file: fs::File,
 }
 
 impl Store {
@@ -73,18 +86,27 @@ impl Store {
         Store::File {
             account: account.to_string(),
             path: dir.join(format!("{}.oauth.json", file_name(account))),
+            lock: lock_path(dir, account),
         }
     }
 
-    pub(crate) fn keyring(account: &str) -> Store {
+    pub(crate) fn keyring(dir: &Path, account: &str) -> Store {
         Store::Keyring {
             account: account.to_string(),
+            lock: lock_path(dir, account),
         }
     }
 
-    /// `oauth_token_store = "auto"`: the keyring where one answers, else the file
-    /// (cron usually has no session bus).
+    /// `oauth_token_store = "auto"`: a token file already there (a login made
+    /// where no keyring answered stays where cron can read it), else the keyring
+    /// where one answers, else the file (cron usually has no session bus).
     pub(crate) fn auto(dir: &Path, account: &str) -> Store {
+        let file = Store::file(dir, account);
+        if let Store::File { path, .. } = &file {
+            if path.exists() {
+                return file;
+            }
+        }
         let reachable =
             keyring::Entry::new(KEYRING_SERVICE, &keyring_entry(account)).is_ok_and(|entry| {
                 match entry.get_password() {
@@ -93,16 +115,45 @@ impl Store {
                 }
             });
         if reachable {
-            Store::keyring(account)
+            Store::keyring(dir, account)
         } else {
-            Store::file(dir, account)
+            file
         }
     }
 
     pub(crate) fn account(&self) -> &str {
         match self {
-            Store::File { account, .. } | Store::Keyring { account } => account,
+            Store::File { account, .. } | Store::Keyring { account, .. } => account,
         }
+    }
+
+    /// Where the tokens are, for messages: the file's path or the keyring entry.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Store::File { path, .. } => format!("the file {}", path.display()),
+            Store::Keyring { account, .. } => {
+                format!("the keyring entry {}", keyring_entry(account))
+            }
+        }
+    }
+
+    /// Waits for, then holds, the login's lock (flock(2): a killed holder's
+    /// lock goes with it).
+    pub(crate) fn lock(&self) -> Result<StoreLock, StoreError> {
+        let path = match self {
+            Store::File { lock, .. } | Store::Keyring { lock, .. } => lock,
+        };
+        let io_error = |source| StoreError::Io {
+            action: "lock",
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            durable::create_dir_all(dir).map_err(io_error)?;
+        }
+        let file = durable::open_private(path).map_err(io_error)?;
+        file.lock().map_err(io_error)?;
+        Ok(StoreLock { _file: file })
     }
 
     /// The stored tokens; `None` when there are none (never logged in, or logged out).
@@ -119,7 +170,7 @@ impl Store {
                     })
                 }
             },
-            Store::Keyring { account } => match keyring_item(account)?.get_password() {
+            Store::Keyring { account, .. } => match keyring_item(account)?.get_password() {
                 Ok(text) => text,
                 Err(keyring::Error::NoEntry) => return Ok(None),
                 Err(e) => return Err(StoreError::Keyring(e.to_string())),
@@ -142,7 +193,7 @@ impl Store {
                     source,
                 })
             }
-            Store::Keyring { account } => keyring_item(account)?
+            Store::Keyring { account, .. } => keyring_item(account)?
                 .set_password(&text)
                 .map_err(|e| StoreError::Keyring(e.to_string())),
         }
@@ -168,13 +219,17 @@ impl Store {
                     source,
                 }),
             },
-            Store::Keyring { account } => match keyring_item(account)?.delete_credential() {
+            Store::Keyring { account, .. } => match keyring_item(account)?.delete_credential() {
                 Ok(()) => Ok(true),
                 Err(keyring::Error::NoEntry) => Ok(false),
                 Err(e) => Err(StoreError::Keyring(e.to_string())),
             },
         }
     }
+}
+
+fn lock_path(dir: &Path, account: &str) -> PathBuf {
+    dir.join(format!("{}.oauth.lock", file_name(account)))
 }
 
 /// The keyring entry of an account's tokens, beside the `USER@HOST` passwords.
@@ -363,11 +418,13 @@ pub(crate) fn refresh(
     Ok(tokens.access_token)
 }
 
-/// [`refresh`] at the current time.
-pub(crate) fn refresh_now(
-    store: &dyn TokenStore,
+/// The access token for a login now: [`refresh`] under the store's lock, so
+/// that accounts sharing the login take turns.
+pub(crate) fn access_token(
+    store: &Store,
     endpoint: &dyn TokenEndpoint,
 ) -> Result<Secret, RefreshError> {
+    let _turn = store.lock()?;
     refresh(store, endpoint, chrono::Utc::now().timestamp())
 }
 

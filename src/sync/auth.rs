@@ -19,6 +19,10 @@ pub(crate) enum ChoiceError {
     NoSafeMethod,
     #[error("auth = \"{wanted}\", but the server does not offer it (it offers: {offered}); set auth to one it offers")]
     NotOffered { wanted: String, offered: String },
+    #[error("the account logs in with an OAuth token, but the server offers neither XOAUTH2 nor OAUTHBEARER (it offers: {offered}); check host and port, or log in with a password instead of OAuth")]
+    NoOAuth { offered: String },
+    #[error("the connection is not encrypted and auth = \"auto\" never sends an OAuth token in cleartext; use tls = \"implicit\" or \"starttls\", or set auth = \"xoauth2\" or \"oauthbearer\" to allow it")]
+    TokenInCleartext,
 }
 
 /// What the server offers, as far as choosing a login goes.
@@ -28,6 +32,8 @@ pub(crate) struct Offer<'a> {
     pub apop: bool,
     /// The connection is inside TLS.
     pub encrypted: bool,
+    /// The secret is an OAuth access token, not a password.
+    pub token: bool,
 }
 
 /// SASL mechanisms for `auto`, strongest first. SCRAM-SHA-256 leads: it is the one
@@ -39,6 +45,9 @@ const SCRAM: [Mechanism; 5] = [
     Mechanism::ScramSha224,
     Mechanism::ScramSha1,
 ];
+/// OAuth mechanisms for `auto`: XOAUTH2 first, the one Google and Microsoft
+/// document for POP; OAUTHBEARER (RFC 7628) where only it is offered.
+const OAUTH: [Mechanism; 2] = [Mechanism::XOAuth2, Mechanism::OAuthBearer];
 const OVER_TLS: [Mechanism; 2] = [Mechanism::Plain, Mechanism::Login];
 const IN_CLEARTEXT: [Mechanism; 3] = [
     Mechanism::CramSha256,
@@ -49,6 +58,7 @@ const IN_CLEARTEXT: [Mechanism; 3] = [
 pub(crate) fn choose(method: AuthMethod, offer: &Offer) -> Result<Login, ChoiceError> {
     let sasl = |m: Mechanism| offer.caps.sasl.iter().any(|s| s == m.name());
     let wanted = match method {
+        AuthMethod::Auto if offer.token => return choose_oauth(offer, &sasl),
         AuthMethod::Auto => return choose_auto(offer, &sasl),
         AuthMethod::User => return Ok(Login::User),
         AuthMethod::Apop if offer.apop => return Ok(Login::Apop),
@@ -79,6 +89,24 @@ pub(crate) fn choose(method: AuthMethod, offer: &Offer) -> Result<Login, ChoiceE
         });
     }
     Ok(Login::Sasl(wanted))
+}
+
+fn choose_oauth(offer: &Offer, sasl: &dyn Fn(Mechanism) -> bool) -> Result<Login, ChoiceError> {
+    if !offer.encrypted {
+        return Err(ChoiceError::TokenInCleartext);
+    }
+    // Without CAPA we cannot know; XOAUTH2 is what the big providers speak.
+    if !offer.caps.known {
+        return Ok(Login::Sasl(Mechanism::XOAuth2));
+    }
+    OAUTH
+        .iter()
+        .copied()
+        .find(|&m| sasl(m))
+        .map(Login::Sasl)
+        .ok_or_else(|| ChoiceError::NoOAuth {
+            offered: offered(offer),
+        })
 }
 
 fn choose_auto(offer: &Offer, sasl: &dyn Fn(Mechanism) -> bool) -> Result<Login, ChoiceError> {
@@ -145,8 +173,43 @@ mod tests {
                 caps: &caps(sasl),
                 apop,
                 encrypted,
+                token: false,
             },
         )
+    }
+
+    fn pick_token(sasl: &[&str], encrypted: bool) -> Result<Login, ChoiceError> {
+        choose(
+            AuthMethod::Auto,
+            &Offer {
+                caps: &caps(sasl),
+                apop: true,
+                encrypted,
+                token: true,
+            },
+        )
+    }
+
+    #[test]
+    fn auto_with_a_token_picks_an_oauth_mechanism_and_nothing_else() {
+        assert_eq!(
+            pick_token(&["PLAIN", "OAUTHBEARER", "XOAUTH2"], true),
+            Ok(Login::Sasl(Mechanism::XOAuth2))
+        );
+        assert_eq!(
+            pick_token(&["SCRAM-SHA-256", "OAUTHBEARER"], true),
+            Ok(Login::Sasl(Mechanism::OAuthBearer))
+        );
+        let none = pick_token(&["SCRAM-SHA-256", "PLAIN"], true).unwrap_err();
+        assert!(
+            none.to_string()
+                .contains("offers: scram-sha-256, plain, user, apop"),
+            "{none}"
+        );
+        assert_eq!(
+            pick_token(&["XOAUTH2"], false),
+            Err(ChoiceError::TokenInCleartext)
+        );
     }
 
     #[test]

@@ -9,13 +9,13 @@ use std::thread::JoinHandle;
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
-use crate::secret::Secret;
 use crate::config::{Account, TlsMode};
 use crate::net::{self, CertificateDetails, CertificateProblem, Stream, TlsConfig, TlsConfigError};
 use crate::pop3::proto::response::apop_timestamp;
 use crate::pop3::{
     self, Client, Credentials, Flow, ListedMessage, Listing, Peer, Session, Status, Trace, Wire,
 };
+use crate::secret::Secret;
 use crate::sync::auth::{self, Login, Offer};
 use crate::sync::policy;
 
@@ -221,9 +221,15 @@ pub(crate) fn certificate_problem(problem: &CertificateProblem) -> String {
     format!("it {problem}; {}", certificate_hint(problem))
 }
 
-/// The account's password, or its OAuth token for XOAUTH2 and OAUTHBEARER.
+/// The account's password, or its OAuth access token: the cached one while it
+/// lasts, else a refreshed one (stored before it is used), or what
+/// `oauth_token_command` prints.
 pub(crate) fn secret(account: &Account) -> Result<Secret> {
-    Ok(if account.auth.uses_token() {
+    if let Some(oauth) = &account.oauth {
+        let store = oauth.store(&account.state_dir);
+        return Ok(crate::oauth::store::access_token(&store, oauth)?);
+    }
+    Ok(if account.uses_token() {
         account.oauth_token.resolve()?
     } else {
         account.password.resolve()?
@@ -241,6 +247,7 @@ pub(crate) fn login<S: Wire>(
         caps: &caps,
         apop: apop_timestamp(&client.greeting().raw).is_some(),
         encrypted: account.tls != TlsMode::None,
+        token: account.uses_token(),
     };
     let (user, secret) = (account.user.as_str(), secret.expose());
     let credentials = match auth::choose(account.auth, &offer)? {
