@@ -79,13 +79,13 @@ pub(crate) fn login(
                 };
                 let opened = has_display() && open::that_detached(url).is_ok();
                 let how = if opened {
-                    "A browser window should open; if it does not, open"
+                    "a browser window opens it; if none does, open"
                 } else {
-                    "Open"
+                    "open"
                 };
                 write!(
                     out,
-                    "To log in account \"{name}\": {how} this address in a browser on this machine:\n  {url}\n{paste}Waiting for the sign-in…\n"
+                    "To log in account \"{name}\", {how} this address in a browser on this machine:\n  {url}\n{paste}Waiting for the sign-in…\n"
                 )
             }
         };
