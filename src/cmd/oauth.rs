@@ -223,6 +223,10 @@ pub(crate) fn logout(account: &Account, oauth: &OAuth, quiet: bool) -> anyhow::R
                     .map_err(anyhow::Error::from)
             }) {
             Ok(()) => "revoked the grant at the provider".to_string(),
+            // RFC 7009 §2.2 answers 200 for a dead token; some servers refuse it.
+            Err(e) if crate::cmd::exit::classify(&e) == Exit::NoPerm => {
+                "the grant was already revoked or expired".to_string()
+            }
             Err(e) => {
                 exit = crate::cmd::exit::classify(&e);
                 let manage = oauth

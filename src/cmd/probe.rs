@@ -123,6 +123,15 @@ pub(crate) fn probe(
     }
     let secret = crate::sync::connect::secret(account)?;
     let mut session = crate::sync::connect::login(client, account, &secret)?;
+    if let Some(oauth) = &account.oauth {
+        writeln!(
+            out,
+            "logged in:     as {} with an OAuth token ({}, stored in {})",
+            account.user,
+            oauth.provider_name,
+            oauth.store(&account.state_dir).describe()
+        )?;
+    }
     let (count, size) = session.stat()?;
     writeln!(out, "mailbox:       {count} message(s), {size} bytes")?;
     Ok(session.quit()?)

@@ -55,7 +55,7 @@ pub(crate) enum StoreError {
     },
     #[error("the OAuth token store of {account} is damaged; run popfetch oauth login {account}")]
     Damaged { account: String },
-    #[error("the keyring: {0}")]
+    #[error("the OAuth tokens are kept in the keyring, which cannot be reached ({0}), as in cron or over ssh; set oauth_token_store = \"file\" and run popfetch oauth login again")]
     Keyring(String),
 }
 
@@ -68,6 +68,8 @@ pub(crate) enum Store {
         account: String,
         path: PathBuf,
         lock: PathBuf,
+        /// Chosen by `auto` because no keyring answered.
+        fallback: bool,
     },
     /// The keyring entry `oauth:NAME` of the service `popfetch`.
     Keyring { account: String, lock: PathBuf },
@@ -87,6 +89,7 @@ impl Store {
             account: account.to_string(),
             path: dir.join(format!("{}.oauth.json", file_name(account))),
             lock: lock_path(dir, account),
+            fallback: false,
         }
     }
 
@@ -114,10 +117,20 @@ impl Store {
                     Err(_) => false,
                 }
             });
-        if reachable {
-            Store::keyring(dir, account)
-        } else {
-            file
+        match file {
+            _ if reachable => Store::keyring(dir, account),
+            Store::File {
+                account,
+                path,
+                lock,
+                ..
+            } => Store::File {
+                account,
+                path,
+                lock,
+                fallback: true,
+            },
+            keyring => keyring,
         }
     }
 
@@ -306,6 +319,12 @@ fn write_file(path: &Path, text: &str) -> Result<(), (&'static str, io::Error)> 
 /// stand-in.
 pub(crate) trait TokenStore {
     fn account(&self) -> &str;
+    /// Where the tokens are, for messages.
+    fn describe(&self) -> String;
+    /// What to add when no tokens are found there.
+    fn not_found_hint(&self) -> &'static str {
+        ""
+    }
     fn load(&self) -> Result<Option<TokenSet>, StoreError>;
     fn save(&self, set: &TokenSet) -> Result<(), StoreError>;
 }
@@ -313,6 +332,17 @@ pub(crate) trait TokenStore {
 impl TokenStore for Store {
     fn account(&self) -> &str {
         Store::account(self)
+    }
+
+    fn describe(&self) -> String {
+        Store::describe(self)
+    }
+
+    fn not_found_hint(&self) -> &'static str {
+        match self {
+            Store::File { fallback: true, .. } => " (a login made in a desktop session went to its keyring, which this run cannot reach: set oauth_token_store = \"file\" and log in again)",
+            _ => "",
+        }
     }
 
     fn load(&self) -> Result<Option<TokenSet>, StoreError> {
@@ -345,8 +375,12 @@ impl TokenEndpoint for HttpEndpoint<'_> {
 /// Why no access token could be had.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RefreshError {
-    #[error("no OAuth tokens are stored for {account}; run popfetch oauth login {account}")]
-    NotLoggedIn { account: String },
+    #[error("no OAuth tokens are stored for {account} ({place} holds none); run popfetch oauth login {account}{hint}")]
+    NotLoggedIn {
+        account: String,
+        place: String,
+        hint: &'static str,
+    },
     #[error("{source}; run popfetch oauth login {account}")]
     NeedsLogin {
         account: String,
@@ -385,6 +419,8 @@ pub(crate) fn refresh(
     let account = store.account();
     let set = store.load()?.ok_or_else(|| RefreshError::NotLoggedIn {
         account: account.to_string(),
+        place: store.describe(),
+        hint: store.not_found_hint(),
     })?;
     if let Some(cached) = &set.access {
         if cached.expires_at - now > EXPIRY_MARGIN_SECS {
@@ -590,6 +626,10 @@ mod tests {
     impl TokenStore for Full {
         fn account(&self) -> &str {
             self.0.account()
+        }
+
+        fn describe(&self) -> String {
+            self.0.describe()
         }
 
         fn load(&self) -> Result<Option<TokenSet>, StoreError> {
