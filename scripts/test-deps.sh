@@ -46,3 +46,19 @@ fi
 if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
     curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component rustfmt,clippy
 fi
+# The OAuth2 tests run a real authorization server, npm's oidc-provider 9, which
+# needs Node.js 20 or newer: Debian 12's own nodejs (18) is too old, so it comes
+# from NodeSource's nodejs package (with npm), as in the CI image.
+node_major=$(node --version 2>/dev/null | sed -n 's/^v\([0-9]*\)\..*/\1/p')
+if [ -z "$node_major" ] || [ "$node_major" -lt 20 ] || ! command -v npm >/dev/null 2>&1; then
+    echo "test-deps: the OAuth2 tests need Node.js >= 20 with npm (found: $(node --version 2>/dev/null || echo none))." >&2
+    echo "test-deps: install the nodejs package from NodeSource (https://github.com/nodesource/distributions, node_20.x or later), then run this script again." >&2
+    exit 1
+fi
+# npm ci only when the lock file changed since the last install (npm ci starts by
+# deleting node_modules, so it is not free to repeat).
+oauth=tests/oauth-server
+if [ ! -d "$oauth/node_modules" ] || [ "$oauth/package-lock.json" -nt "$oauth/node_modules" ]; then
+    npm ci --prefix "$oauth" --no-audit --no-fund --loglevel=error
+    touch "$oauth/node_modules"
+fi

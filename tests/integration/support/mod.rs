@@ -1,5 +1,5 @@
 //! Shared test helpers: a temporary home to run popfetch in, a Dovecot started on
-//! loopback with its own config, and a scripted POP3 server.
+//! loopback with its own config, a scripted POP3 server and an OAuth2 server.
 
 #![allow(dead_code)]
 
@@ -9,6 +9,7 @@ pub mod exim;
 pub mod home;
 pub mod mailstore;
 pub mod mbox;
+pub mod oauth;
 pub mod proxy;
 pub mod scripted;
 pub mod servers;
