@@ -381,18 +381,16 @@ pub(crate) enum RefreshError {
         place: String,
         hint: &'static str,
     },
-    #[error("{source}; run popfetch oauth login {account}")]
-    NeedsLogin {
-        account: String,
-        source: grant::Error,
-    },
+    /// `why` is not a `#[source]`: the message already says it, once.
+    #[error("{why}; run popfetch oauth login {account}")]
+    NeedsLogin { account: String, why: grant::Error },
     #[error(transparent)]
     Grant(grant::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The server may have rotated the refresh token already: the stored one
     /// may no longer work.
-    #[error("the refreshed OAuth tokens of {account} could not be stored, so they are not used: {source}")]
+    #[error("the refreshed OAuth tokens of {account} could not be stored, so they are not used")]
     NotStored { account: String, source: StoreError },
 }
 
@@ -432,7 +430,7 @@ pub(crate) fn refresh(
         .map_err(|source| match source.class() {
             Class::NeedsLogin => RefreshError::NeedsLogin {
                 account: account.to_string(),
-                source,
+                why: source,
             },
             _ => RefreshError::Grant(source),
         })?;

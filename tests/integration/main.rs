@@ -14,6 +14,7 @@ mod hostile_server;
 mod identity;
 mod interop;
 mod net;
+mod oauth;
 mod oauth_harness;
 mod policies;
 mod security;
