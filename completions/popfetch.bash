@@ -34,6 +34,9 @@ _popfetch() {
             popfetch,list)
                 cmd="popfetch__subcmd__list"
                 ;;
+            popfetch,oauth)
+                cmd="popfetch__subcmd__oauth"
+                ;;
             popfetch,password)
                 cmd="popfetch__subcmd__password"
                 ;;
@@ -61,6 +64,9 @@ _popfetch() {
             popfetch__subcmd__help,list)
                 cmd="popfetch__subcmd__help__subcmd__list"
                 ;;
+            popfetch__subcmd__help,oauth)
+                cmd="popfetch__subcmd__help__subcmd__oauth"
+                ;;
             popfetch__subcmd__help,password)
                 cmd="popfetch__subcmd__help__subcmd__password"
                 ;;
@@ -70,11 +76,44 @@ _popfetch() {
             popfetch__subcmd__help,sync)
                 cmd="popfetch__subcmd__help__subcmd__sync"
                 ;;
+            popfetch__subcmd__help__subcmd__oauth,login)
+                cmd="popfetch__subcmd__help__subcmd__oauth__subcmd__login"
+                ;;
+            popfetch__subcmd__help__subcmd__oauth,logout)
+                cmd="popfetch__subcmd__help__subcmd__oauth__subcmd__logout"
+                ;;
+            popfetch__subcmd__help__subcmd__oauth,status)
+                cmd="popfetch__subcmd__help__subcmd__oauth__subcmd__status"
+                ;;
             popfetch__subcmd__help__subcmd__password,delete)
                 cmd="popfetch__subcmd__help__subcmd__password__subcmd__delete"
                 ;;
             popfetch__subcmd__help__subcmd__password,set)
                 cmd="popfetch__subcmd__help__subcmd__password__subcmd__set"
+                ;;
+            popfetch__subcmd__oauth,help)
+                cmd="popfetch__subcmd__oauth__subcmd__help"
+                ;;
+            popfetch__subcmd__oauth,login)
+                cmd="popfetch__subcmd__oauth__subcmd__login"
+                ;;
+            popfetch__subcmd__oauth,logout)
+                cmd="popfetch__subcmd__oauth__subcmd__logout"
+                ;;
+            popfetch__subcmd__oauth,status)
+                cmd="popfetch__subcmd__oauth__subcmd__status"
+                ;;
+            popfetch__subcmd__oauth__subcmd__help,help)
+                cmd="popfetch__subcmd__oauth__subcmd__help__subcmd__help"
+                ;;
+            popfetch__subcmd__oauth__subcmd__help,login)
+                cmd="popfetch__subcmd__oauth__subcmd__help__subcmd__login"
+                ;;
+            popfetch__subcmd__oauth__subcmd__help,logout)
+                cmd="popfetch__subcmd__oauth__subcmd__help__subcmd__logout"
+                ;;
+            popfetch__subcmd__oauth__subcmd__help,status)
+                cmd="popfetch__subcmd__oauth__subcmd__help__subcmd__status"
                 ;;
             popfetch__subcmd__password,delete)
                 cmd="popfetch__subcmd__password__subcmd__delete"
@@ -101,7 +140,7 @@ _popfetch() {
 
     case "${cmd}" in
         popfetch)
-            opts="-c -v -q -h -V --config --verbose --quiet --help --version sync list accounts import-state init probe password complete-accounts help"
+            opts="-c -v -q -h -V --config --verbose --quiet --help --version sync list accounts import-state init probe password oauth complete-accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -167,7 +206,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__help)
-            opts="sync list accounts import-state init probe password complete-accounts help"
+            opts="sync list accounts import-state init probe password oauth complete-accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -253,6 +292,62 @@ _popfetch() {
         popfetch__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__help__subcmd__oauth)
+            opts="login status logout"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__help__subcmd__oauth__subcmd__login)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__help__subcmd__oauth__subcmd__logout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__help__subcmd__oauth__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -409,6 +504,164 @@ _popfetch() {
         popfetch__subcmd__list)
             opts="-v -q -c -h --json --verbose --quiet --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__oauth)
+            opts="-q -c -h --quiet --config --help login status logout help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__oauth__subcmd__help)
+            opts="login status logout help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__oauth__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__oauth__subcmd__help__subcmd__login)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__oauth__subcmd__help__subcmd__logout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__oauth__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__oauth__subcmd__login)
+            opts="-c -h --browser --import --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__oauth__subcmd__logout)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__oauth__subcmd__status)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

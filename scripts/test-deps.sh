@@ -47,12 +47,23 @@ if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
     curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component rustfmt,clippy
 fi
 # The OAuth2 tests run a real authorization server, npm's oidc-provider 9, which
-# needs Node.js 20 or newer: Debian 12's own nodejs (18) is too old, so it comes
-# from NodeSource's nodejs package (with npm), as in the CI image.
-node_major=$(node --version 2>/dev/null | sed -n 's/^v\([0-9]*\)\..*/\1/p')
-if [ -z "$node_major" ] || [ "$node_major" -lt 20 ] || ! command -v npm >/dev/null 2>&1; then
-    echo "test-deps: the OAuth2 tests need Node.js >= 20 with npm (found: $(node --version 2>/dev/null || echo none))." >&2
-    echo "test-deps: install the nodejs package from NodeSource (https://github.com/nodesource/distributions, node_20.x or later), then run this script again." >&2
+# needs Node.js 20 or newer. Debian 12's own nodejs is 18: where that is all there
+# is, Debian's npm fetches Node.js 22 from the npm registry (the `node` package,
+# an official build) into /opt/popfetch-node, linked first on PATH.
+node_major() { node --version 2>/dev/null | sed -n 's/^v\([0-9]*\)\..*/\1/p'; }
+if [ -z "$(node_major)" ] || [ "$(node_major)" -lt 20 ] || ! command -v npm >/dev/null 2>&1; then
+    if ! command -v npm >/dev/null 2>&1; then
+        [ "${#missing[@]}" -gt 0 ] || as_root apt-get update -qq
+        as_root apt-get install -y -qq --no-install-recommends nodejs npm
+    fi
+    if [ -z "$(node_major)" ] || [ "$(node_major)" -lt 20 ]; then
+        as_root npm install --prefix /opt/popfetch-node --no-audit --no-fund --loglevel=error node@22
+        as_root ln -sf /opt/popfetch-node/node_modules/node/bin/node /usr/local/bin/node
+        hash -r
+    fi
+fi
+if [ -z "$(node_major)" ] || [ "$(node_major)" -lt 20 ]; then
+    echo "test-deps: the OAuth2 tests need Node.js >= 20 with npm (found: $(node --version 2>/dev/null || echo none) at $(command -v node || echo nowhere)); install the nodejs package from NodeSource (node_20.x or later) and run this again." >&2
     exit 1
 fi
 # npm ci only when the lock file changed since the last install (npm ci starts by

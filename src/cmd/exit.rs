@@ -127,6 +127,9 @@ pub(crate) fn classify(err: &anyhow::Error) -> Exit {
                 LockError::Io { .. } => Exit::IoError,
             };
         }
+        if cause.is::<crate::cmd::oauth::BadImport>() {
+            return Exit::Usage;
+        }
         if cause.is::<TlsConfigError>() || cause.is::<ChoiceError>() {
             return Exit::Config;
         }

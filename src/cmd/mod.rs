@@ -20,7 +20,7 @@ pub(crate) mod docs;
 pub(crate) mod exit;
 pub(crate) mod import;
 pub(crate) mod init;
-mod oauth;
+pub(crate) mod oauth;
 pub(crate) mod probe;
 mod sync;
 pub(crate) mod ui;
@@ -213,8 +213,14 @@ enum OAuthAction {
         account: String,
         /// Sign in through a browser and a redirect to this machine (the
         /// authorization code with PKCE) instead of entering a code
-        #[arg(long)]
+        #[arg(long, conflicts_with = "import")]
         browser: bool,
+        /// Take over a refresh token another tool holds instead of logging in: read
+        /// from stdin, the token alone on a line or a JSON object with
+        /// "refresh_token" (getmail's token file, mutt_oauth2.py's decrypted one);
+        /// it is tried once, then stored
+        #[arg(long)]
+        import: bool,
     },
     /// Show whether a refresh token is stored and when the access token expires;
     /// exits 77 when an account needs a login
@@ -556,8 +562,17 @@ fn oauth_command(cli: &Cli, action: &OAuthAction) -> Exit {
             }
         };
     match action {
-        OAuthAction::Login { account, browser } => one(account, &|account, settings| {
-            oauth::login(account, settings, *browser, quiet).map(|()| Exit::Ok)
+        OAuthAction::Login {
+            account,
+            browser,
+            import,
+        } => one(account, &|account, settings| {
+            let how = match (*import, *browser) {
+                (true, _) => oauth::How::Import,
+                (false, true) => oauth::How::Browser,
+                (false, false) => oauth::How::Default,
+            };
+            oauth::login(account, settings, how, quiet).map(|()| Exit::Ok)
         }),
         OAuthAction::Logout { account } => one(account, &|account, settings| {
             oauth::logout(account, settings, quiet)

@@ -43,14 +43,18 @@ pub(crate) fn find<'a>(config: &'a Config, name: &str) -> anyhow::Result<(&'a Ac
     Ok((account, oauth))
 }
 
-/// Logs in once and stores the tokens; the device flow unless `browser` is
+/// How `oauth login` gets the first tokens.
+pub(crate) enum How {
+    /// The device flow, or the browser where the provider has no device flow.
+    Default,
+    Browser,
+    /// A refresh token from stdin, tried once.
+    Import,
+}
+
+/// Logs in once and stores the tokens; the device flow unless the browser is
 /// asked for or the provider has no device endpoint (Google).
-pub(crate) fn login(
-    account: &Account,
-    oauth: &OAuth,
-    browser: bool,
-    quiet: bool,
-) -> anyhow::Result<()> {
+pub(crate) fn login(account: &Account, oauth: &OAuth, how: How, quiet: bool) -> anyhow::Result<()> {
     let client = oauth.client()?;
     let provider = &oauth.provider;
     let name = &account.name;
@@ -91,10 +95,20 @@ pub(crate) fn login(
         };
         let _ = out.flush();
     };
-    let tokens = if browser || provider.device_url.is_none() {
-        login::browser(&client, provider, &pasted_lines(), &mut show)?
-    } else {
-        login::device(&client, provider, &mut show)?
+    let tokens = match how {
+        How::Import => {
+            let refresh_token = imported_refresh_token()?;
+            let mut tokens = client.refresh(&provider.token_url, &refresh_token)?;
+            // No rotation: the imported token stays the one to keep.
+            tokens.refresh_token.get_or_insert(refresh_token);
+            tokens
+        }
+        How::Default if provider.device_url.is_some() => {
+            login::device(&client, provider, &mut show)?
+        }
+        How::Default | How::Browser => {
+            login::browser(&client, provider, &pasted_lines(), &mut show)?
+        }
     };
     let store = oauth.store(&account.state_dir);
     keep(&store, tokens)?;
@@ -124,6 +138,40 @@ fn keep(store: &Store, tokens: Tokens) -> anyhow::Result<()> {
     let _turn = store.lock()?;
     store.save(&set)?;
     Ok(())
+}
+
+/// What `--import` read is not a refresh token (exit 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BadImport(&'static str);
+
+/// The refresh token on stdin: alone on its first line, or the `refresh_token`
+/// of a JSON object (getmail's token file, mutt_oauth2.py's decrypted one).
+fn imported_refresh_token() -> anyhow::Result<crate::secret::Secret> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin()
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .context("cannot read the refresh token from stdin")?;
+    let text = text.trim();
+    let token = if text.starts_with('{') {
+        serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("refresh_token")?.as_str().map(str::to_string))
+            .ok_or(BadImport(
+                "the JSON on stdin holds no \"refresh_token\" string",
+            ))?
+    } else {
+        text.lines().next().unwrap_or("").trim().to_string()
+    };
+    if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(BadImport(
+            "stdin holds no refresh token: give the token alone on a line, or a JSON object with \"refresh_token\"",
+        )
+        .into());
+    }
+    Ok(crate::secret::Secret::new(token))
 }
 
 /// Lines typed on stdin, when it is a terminal: an address pasted from a

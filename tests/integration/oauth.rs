@@ -82,9 +82,11 @@ fn start_login(home: &Home, args: &[&str], marker: &str) -> (Child, String, Vec<
     });
     let mut seen = Vec::new();
     loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no line with {marker}; so far: {seen:?}"));
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no line with {marker}; so far: {seen:?}");
+        };
         seen.push(line.clone());
         if line.contains(marker) {
             // The rest is drained so the child never blocks writing it.
@@ -442,4 +444,41 @@ fn oauth_config_mistakes_are_one_line_config_errors() {
         "{}",
         run.stderr()
     );
+}
+
+#[test]
+fn a_refresh_token_from_another_tool_is_taken_over_with_import() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(1));
+    let auth = OAuthServer::start();
+    let home = setup(&server, &auth, "");
+    // What getmail's token file holds, from a login made by another tool.
+    let theirs = auth.device_tokens(SCOPE, dovecot::USER).unwrap();
+    let file = serde_json::json!({
+        "client_id": "popfetch",
+        "token_uri": auth.token_endpoint(),
+        "refresh_token": theirs["refresh_token"],
+    });
+    let import = |stdin: String| {
+        let mut child = home
+            .command()
+            .args(["oauth", "login", "test", "--import"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let garbage = import("not a token at all\n".into());
+    assert_eq!(garbage.status.code(), Some(64), "{garbage:?}");
+    let refused = import("no-such-token\n".into());
+    assert_eq!(refused.status.code(), Some(77), "{refused:?}");
+    assert!(!token_file(&home, "test").exists());
+    let done = import(file.to_string());
+    assert_eq!(done.status.code(), Some(0), "{done:?}");
+    assert_eq!(refreshes(&auth), 1, "tried once");
+    home.run(&["sync"]).expect(0);
+    assert_eq!(home.delivered(), numbered(1));
 }
