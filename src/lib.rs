@@ -5,10 +5,14 @@
 //! - `sync`: the session story (connect, log in, list, plan, fetch, deliver,
 //!   record, delete), its policy, state and lock;
 //! - `config`: the configuration file and the secrets it names;
+//! - `oauth`: OAuth 2.0 providers, logins, token requests and the token store;
 //! - `deliver`: the delivery targets, one file per kind;
+//! - `pop3`: the protocol (pure core, blocking client);
 //! - `sys`: helper commands, durable writes, Ctrl-C, shell-like expansion;
-//! - `imap`: the IMAP protocol a target appends with (pure core, blocking client);
-//! - `pop3`: the protocol (pure core, blocking client, network), at the bottom.
+//! - `imap`, `smtp`: the protocols the targets deliver with;
+//! - `net`: TCP and TLS under every protocol;
+//! - `secret`, `text`: a secret that never shows, and server text made safe to
+//!   print, at the bottom.
 
 #![warn(unreachable_pub)]
 
@@ -17,7 +21,6 @@ mod config;
 mod deliver;
 mod imap;
 mod net;
-#[allow(dead_code)]
 mod oauth;
 mod pop3;
 mod secret;

@@ -9,6 +9,7 @@ use crate::deliver::{Class, DeliverError};
 use crate::net::TlsConfigError;
 use crate::oauth::grant;
 use crate::oauth::login::LoginError;
+use crate::oauth::redirect::RedirectError;
 use crate::oauth::store::{RefreshError, StoreError};
 use crate::pop3::{self, ErrorKind};
 use crate::sync::auth::ChoiceError;
@@ -84,15 +85,15 @@ pub(crate) fn classify(err: &anyhow::Error) -> Exit {
                 FilterError::Timeout { .. } => Exit::TempFail,
             };
         }
+        if let Some(LoginError::Redirect(RedirectError::Pasted)) = cause.downcast_ref() {
+            return Exit::Usage;
+        }
         let oauth = if let Some(e) = cause.downcast_ref::<RefreshError>() {
             Some(e.class())
         } else if let Some(e) = cause.downcast_ref::<LoginError>() {
             Some(e.class())
         } else if let Some(e) = cause.downcast_ref::<StoreError>() {
-            Some(match e {
-                StoreError::Damaged { .. } => grant::Class::NeedsLogin,
-                _ => grant::Class::Local,
-            })
+            Some(e.class())
         } else {
             cause
                 .downcast_ref::<grant::Error>()

@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::sync::mpsc;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 
 use crate::cmd::exit::Exit;
 use crate::config::{Account, Config, ConfigError, OAuth};
@@ -124,9 +124,9 @@ pub(crate) fn login(account: &Account, oauth: &OAuth, how: How, quiet: bool) -> 
 
 /// Stores the first tokens of a login, replacing any earlier ones.
 fn keep(store: &Store, tokens: Tokens) -> anyhow::Result<()> {
-    let refresh_token = tokens.refresh_token.ok_or_else(|| {
-        anyhow!("the provider gave no refresh token, so every sync would need a new login; the scope must allow offline access (Microsoft: offline_access) and the app must be allowed refresh tokens")
-    })?;
+    let refresh_token = tokens
+        .refresh_token
+        .ok_or(crate::oauth::login::LoginError::NoRefreshToken)?;
     let now = chrono::Utc::now().timestamp();
     let set = TokenSet {
         refresh_token,
@@ -223,12 +223,12 @@ pub(crate) fn status(account: &Account, oauth: &OAuth) -> anyhow::Result<Exit> {
         Some(cached) if cached.expires_at > now => format!(
             "the access token expires {} ({})",
             local_time(cached.expires_at),
-            span(cached.expires_at - now, "in ", "")
+            span(cached.expires_at.saturating_sub(now), "in ", "")
         ),
         Some(cached) => format!(
             "the access token expired {} ({}); the next sync refreshes it",
             local_time(cached.expires_at),
-            span(now - cached.expires_at, "", " ago")
+            span(now.saturating_sub(cached.expires_at), "", " ago")
         ),
     };
     println!(

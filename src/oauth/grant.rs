@@ -19,8 +19,6 @@ pub(crate) struct Tokens {
     pub expires_in: Option<Duration>,
     /// A new refresh token: rotation (§6, §10.4), or the first one of a login.
     pub refresh_token: Option<Secret>,
-    /// The granted scope, when it differs from the one asked for (§5.1).
-    pub scope: Option<String>,
 }
 
 /// The device authorization response (RFC 8628 §3.2).
@@ -45,6 +43,13 @@ pub(crate) enum Poll {
     SlowDown,
     Done(Tokens),
 }
+
+/// The longest a device code is waited for: providers give 15 to 30 minutes.
+pub(crate) const DEVICE_LIFETIME_MAX: Duration = Duration::from_secs(60 * 60);
+
+/// The polling interval's bounds, whatever the server asks.
+pub(crate) const POLL_INTERVAL_MIN: Duration = Duration::from_secs(1);
+pub(crate) const POLL_INTERVAL_MAX: Duration = Duration::from_secs(60);
 
 /// What `slow_down` adds to the polling interval, for this and every later poll
 /// (RFC 8628 §3.5).
@@ -111,15 +116,15 @@ impl ErrorCode {
 /// What the user should do about a failed request; the caller maps it to an exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Class {
-    /// The grant is gone (revoked, expired, refused): log in again (exit 77).
+    /// The grant is gone (revoked, expired, refused): log in again.
     NeedsLogin,
-    /// The network or the server is down: try again later (exit 75).
+    /// The network or the server is down: try again later.
     Temporary,
-    /// The client id, secret, scope or endpoint is wrong (exit 78).
+    /// The client id, secret, scope or endpoint is wrong.
     Config,
-    /// The server's answer makes no sense (exit 76).
+    /// The server's answer makes no sense.
     Protocol,
-    /// The token store could not be read or written (exit 74).
+    /// The token store could not be read or written.
     Local,
 }
 
@@ -201,8 +206,6 @@ struct RawTokens {
     expires_in: Option<serde_json::Value>,
     #[serde(default)]
     refresh_token: Option<String>,
-    #[serde(default)]
-    scope: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -284,7 +287,6 @@ pub(crate) fn token_response(status: u16, body: &str) -> Result<Tokens, Error> {
         access_token: Secret::new(raw.access_token),
         expires_in: raw.expires_in.as_ref().and_then(seconds),
         refresh_token: raw.refresh_token.filter(|t| !t.is_empty()).map(Secret::new),
-        scope: raw.scope,
     })
 }
 
@@ -306,12 +308,15 @@ pub(crate) fn device_response(status: u16, body: &str) -> Result<DeviceAuthoriza
         user_code: clean(&raw.user_code, 64),
         verification_uri: clean(&raw.verification_uri, 2000),
         verification_uri_complete: raw.verification_uri_complete.map(|u| clean(&u, 2000)),
-        expires_in,
+        // Bounded, so that a server's numbers can neither overflow a deadline
+        // nor make the wait endless or the polling a flood.
+        expires_in: expires_in.min(DEVICE_LIFETIME_MAX),
         interval: raw
             .interval
             .as_ref()
             .and_then(seconds)
-            .unwrap_or(Duration::from_secs(5)),
+            .unwrap_or(Duration::from_secs(5))
+            .clamp(POLL_INTERVAL_MIN, POLL_INTERVAL_MAX),
     })
 }
 
@@ -342,7 +347,6 @@ mod tests {
         assert_eq!(t.access_token.expose(), AT);
         assert_eq!(t.refresh_token.as_ref().unwrap().expose(), RT);
         assert_eq!(t.expires_in, Some(Duration::from_secs(3600)));
-        assert_eq!(t.scope.as_deref(), Some("pop3"));
         let debug = format!("{t:?}");
         assert!(!debug.contains(AT) && !debug.contains(RT), "{debug}");
     }

@@ -20,7 +20,12 @@ const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 /// A client of one authorization server, as the registered application
 /// `client_id` (a public client without a secret, or a confidential one).
 pub(crate) struct Client {
+    /// Through the proxy the environment names (HTTPS_PROXY and the like), if
+    /// any: over TLS a proxy sees nothing of the tokens.
     agent: ureq::Agent,
+    /// Never through a proxy: for `http://` to a loopback address, which a
+    /// proxy would reach as its own loopback, reading the tokens on the way.
+    direct: ureq::Agent,
     client_id: String,
     client_secret: Option<Secret>,
 }
@@ -37,23 +42,27 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client whose every request (connect, send, answer) ends within `timeout`.
     pub(crate) fn new(client_id: &str, client_secret: Option<Secret>, timeout: Duration) -> Client {
-        // native-tls with the system's roots, as the POP3 connection trusts.
-        let tls = TlsConfig::builder()
-            .provider(TlsProvider::NativeTls)
-            .root_certs(RootCerts::PlatformVerifier)
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .timeout_global(Some(timeout))
-            // 4xx carry the §5.2 error object: read them, not fail on them.
-            .http_status_as_error(false)
-            // A redirect of a POST could carry the refresh token elsewhere.
-            .max_redirects(0)
-            .user_agent(concat!("popfetch/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let agent = |proxy: Option<ureq::Proxy>| -> ureq::Agent {
+            // native-tls with the system's roots, as the POP3 connection trusts.
+            let tls = TlsConfig::builder()
+                .provider(TlsProvider::NativeTls)
+                .root_certs(RootCerts::PlatformVerifier)
+                .build();
+            ureq::Agent::config_builder()
+                .tls_config(tls)
+                .proxy(proxy)
+                .timeout_global(Some(timeout))
+                // 4xx carry the §5.2 error object: read them, not fail on them.
+                .http_status_as_error(false)
+                // A redirect of a POST could carry the refresh token elsewhere.
+                .max_redirects(0)
+                .user_agent(concat!("popfetch/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .into()
+        };
         Client {
-            agent,
+            agent: agent(ureq::Proxy::try_from_env()),
+            direct: agent(None),
             client_id: client_id.to_string(),
             client_secret,
         }
@@ -72,8 +81,13 @@ impl Client {
             form.push(("client_secret", secret.expose()));
         }
         form.extend_from_slice(params);
-        let mut response = self
-            .agent
+        // The endpoints were checked: `http://` only to a loopback address.
+        let agent = if url.starts_with("https://") {
+            &self.agent
+        } else {
+            &self.direct
+        };
+        let mut response = agent
             .post(url)
             .header("Accept", "application/json")
             .send_form(form)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use super::grant::{self, Class, DeviceAuthorization, Poll, Tokens, SLOW_DOWN};
+use super::grant::{self, Class, DeviceAuthorization, Poll, Tokens, POLL_INTERVAL_MAX, SLOW_DOWN};
 use super::http::Client;
 use super::pkce::Verifier;
 use super::provider::Provider;
@@ -40,6 +40,8 @@ pub(crate) enum LoginError {
     NoBrowser,
     #[error("cannot draw random numbers for the login: {0}")]
     Random(getrandom::Error),
+    #[error("the provider gave no refresh token, so every sync would need a new login; the scope must allow offline access (Microsoft: offline_access) and the app must be allowed refresh tokens")]
+    NoRefreshToken,
 }
 
 impl LoginError {
@@ -47,9 +49,14 @@ impl LoginError {
         match self {
             LoginError::Grant(e) => e.class(),
             LoginError::Redirect(RedirectError::Listen(_)) | LoginError::Random(_) => Class::Local,
-            LoginError::Redirect(RedirectError::Timeout(_)) => Class::Temporary,
-            LoginError::Redirect(_) | LoginError::Expired(_) => Class::NeedsLogin,
-            LoginError::NoDevice | LoginError::NoBrowser => Class::Config,
+            // Nobody approved in time: run it again when someone can.
+            LoginError::Redirect(RedirectError::Timeout(_)) | LoginError::Expired(_) => {
+                Class::Temporary
+            }
+            LoginError::Redirect(_) => Class::NeedsLogin,
+            LoginError::NoDevice | LoginError::NoBrowser | LoginError::NoRefreshToken => {
+                Class::Config
+            }
         }
     }
 }
@@ -67,14 +74,21 @@ pub(crate) fn device(
     let deadline = Instant::now() + authorization.expires_in;
     let mut interval = authorization.interval;
     loop {
-        std::thread::sleep(interval);
-        if Instant::now() >= deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Err(LoginError::Expired(authorization.expires_in));
         }
-        match client.poll_device(&provider.token_url, &authorization.device_code)? {
-            Poll::Pending => {}
-            Poll::SlowDown => interval += SLOW_DOWN,
-            Poll::Done(tokens) => return Ok(tokens),
+        std::thread::sleep(interval.min(left));
+        match client.poll_device(&provider.token_url, &authorization.device_code) {
+            Ok(Poll::Pending) => {}
+            Ok(Poll::Done(tokens)) => return Ok(tokens),
+            // slow_down, and (RFC 8628 §3.5) a connection that failed: back off
+            // and keep polling, the user may have entered the code already.
+            Ok(Poll::SlowDown) => interval = (interval + SLOW_DOWN).min(POLL_INTERVAL_MAX),
+            Err(e) if e.class() == Class::Temporary => {
+                interval = (interval + SLOW_DOWN).min(POLL_INTERVAL_MAX)
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -16,7 +16,8 @@ use crate::secret::Secret;
 /// The most read of the browser's request: its request line and headers.
 const REQUEST_MAX: usize = 16 * 1024;
 
-/// How long one browser connection may take to send its request.
+/// How long one browser connection may take to send its whole request, so that
+/// a client trickling bytes cannot hold the listener.
 const REQUEST_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How often the listener looks for a connection or a pasted address.
@@ -90,15 +91,15 @@ impl Redirect {
         let deadline = Instant::now() + patience;
         let mut pasting = true;
         loop {
+            let mut idle = false;
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     if let Some(done) = answer(stream, state) {
                         return done;
                     }
-                    continue;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => idle = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(RedirectError::Listen(e)),
             }
             if pasting {
@@ -117,7 +118,9 @@ impl Redirect {
             if Instant::now() >= deadline {
                 return Err(RedirectError::Timeout(patience));
             }
-            std::thread::sleep(TICK);
+            if idle {
+                std::thread::sleep(TICK);
+            }
         }
     }
 }
@@ -147,8 +150,8 @@ pub(crate) fn authorization_url(
 /// Reads one request and answers it; `Some` when it ends the wait.
 fn answer(mut stream: TcpStream, state: &str) -> Option<Result<Secret, RedirectError>> {
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(REQUEST_PATIENCE));
-    let head = read_head(&mut stream)?;
+    let _ = stream.set_write_timeout(Some(REQUEST_PATIENCE));
+    let head = read_head(&mut stream, Instant::now() + REQUEST_PATIENCE)?;
     let target = request_target(&head);
     let outcome = match target.and_then(|t| t.strip_prefix('/')) {
         Some(rest) if rest.is_empty() || rest.starts_with('?') => {
@@ -187,11 +190,16 @@ fn answer(mut stream: TcpStream, state: &str) -> Option<Result<Secret, RedirectE
 }
 
 /// The request line and headers, up to the blank line; `None` when the browser
-/// sent something else or too much.
-fn read_head(stream: &mut TcpStream) -> Option<String> {
+/// sent something else, too much, or not all of it by `deadline`.
+fn read_head(stream: &mut TcpStream, deadline: Instant) -> Option<String> {
     let mut head = Vec::new();
     let mut buf = [0u8; 2048];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        stream.set_read_timeout(Some(left)).ok()?;
         let n = stream.read(&mut buf).ok()?;
         if n == 0 || head.len() + n > REQUEST_MAX {
             return None;
@@ -334,6 +342,45 @@ mod tests {
             real.starts_with("HTTP/1.1 200") && real.contains("logged in"),
             "{real}"
         );
+    }
+
+    #[test]
+    fn a_trickling_client_is_dropped_and_the_browser_still_gets_through() {
+        let redirect = Redirect::bind("127.0.0.1").unwrap();
+        let port = redirect
+            .uri
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let browser = std::thread::spawn(move || {
+            // One byte a second, never ending its request.
+            let mut slow = TcpStream::connect(&addr).unwrap();
+            let trickle = std::thread::spawn(move || {
+                for _ in 0..30 {
+                    if slow.write_all(b"G").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            let mut s = TcpStream::connect(&addr).unwrap();
+            write!(s, "GET /?code=ok&state=s1 HTTP/1.1\r\n\r\n").unwrap();
+            let mut page = String::new();
+            s.read_to_string(&mut page).unwrap();
+            drop(trickle);
+            page
+        });
+        let (_keep, pasted) = mpsc::channel::<String>();
+        let started = Instant::now();
+        let code = redirect
+            .wait("s1", Duration::from_secs(30), &pasted)
+            .unwrap();
+        assert_eq!(code.expose(), "ok");
+        assert!(started.elapsed() < REQUEST_PATIENCE + Duration::from_secs(3));
+        assert!(browser.join().unwrap().contains("logged in"));
     }
 
     #[test]

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::grant::{self, Class, Tokens};
-use super::http::Client;
 use crate::secret::{Secret, KEYRING_SERVICE};
 use crate::sys::durable::{self, TempFile};
 
@@ -57,6 +56,17 @@ pub(crate) enum StoreError {
     Damaged { account: String },
     #[error("the OAuth tokens are kept in the keyring, which cannot be reached ({0}), as in cron or over ssh; set oauth_token_store = \"file\" and run popfetch oauth login again")]
     Keyring(String),
+}
+
+impl StoreError {
+    pub(crate) fn class(&self) -> Class {
+        match self {
+            StoreError::Damaged { .. } => Class::NeedsLogin,
+            // The store chosen cannot work here: a setting to change.
+            StoreError::Keyring(_) => Class::Config,
+            StoreError::Io { .. } => Class::Local,
+        }
+    }
 }
 
 /// Where the tokens of one login are kept. `account` names the login: the
@@ -360,18 +370,6 @@ pub(crate) trait TokenEndpoint {
     fn refresh(&self, refresh_token: &Secret) -> Result<Tokens, grant::Error>;
 }
 
-/// The HTTP client at a provider's token endpoint.
-pub(crate) struct HttpEndpoint<'a> {
-    pub client: &'a Client,
-    pub token_url: &'a str,
-}
-
-impl TokenEndpoint for HttpEndpoint<'_> {
-    fn refresh(&self, refresh_token: &Secret) -> Result<Tokens, grant::Error> {
-        self.client.refresh(self.token_url, refresh_token)
-    }
-}
-
 /// Why no access token could be had.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RefreshError {
@@ -399,8 +397,8 @@ impl RefreshError {
         match self {
             RefreshError::NotLoggedIn { .. } | RefreshError::NeedsLogin { .. } => Class::NeedsLogin,
             RefreshError::Grant(e) => e.class(),
-            RefreshError::Store(StoreError::Damaged { .. }) => Class::NeedsLogin,
-            RefreshError::Store(_) | RefreshError::NotStored { .. } => Class::Local,
+            RefreshError::Store(e) => e.class(),
+            RefreshError::NotStored { .. } => Class::Local,
         }
     }
 }
@@ -421,7 +419,8 @@ pub(crate) fn refresh(
         hint: store.not_found_hint(),
     })?;
     if let Some(cached) = &set.access {
-        if cached.expires_at - now > EXPIRY_MARGIN_SECS {
+        // Saturating: the file is the user's, and may hold any number.
+        if cached.expires_at.saturating_sub(now) > EXPIRY_MARGIN_SECS {
             return Ok(cached.token.clone());
         }
     }
@@ -503,7 +502,6 @@ mod tests {
             access_token: Secret::new(access.into()),
             expires_in: lifetime.map(Duration::from_secs),
             refresh_token: refresh.map(|r| Secret::new(r.into())),
-            scope: None,
         }
     }
 
