@@ -11,7 +11,7 @@ use crate::cmd::exit::Exit;
 use crate::config::{Account, Config, ConfigError, OAuth};
 use crate::oauth::grant::Tokens;
 use crate::oauth::login::{self, Prompt};
-use crate::oauth::store::{CachedAccess, Store, TokenSet};
+use crate::oauth::store::{CachedAccess, Store, StoreError, TokenSet};
 
 /// The account NAME, or the first whose `oauth_token_name` is NAME (a login
 /// shared by several accounts), with its OAuth settings.
@@ -112,6 +112,12 @@ pub(crate) fn login(account: &Account, oauth: &OAuth, how: How, quiet: bool) -> 
     };
     let store = oauth.store(&account.state_dir);
     keep(&store, tokens)?;
+    // auto: a login left in the other place would only confuse a later logout.
+    for other in oauth.stores(&account.state_dir) {
+        if other.describe() != store.describe() {
+            let _ = other.forget();
+        }
+    }
     if !quiet {
         println!(
             "Logged in: the tokens of \"{}\" are in {}; every sync refreshes them.",
@@ -240,72 +246,99 @@ pub(crate) fn status(account: &Account, oauth: &OAuth) -> anyhow::Result<Exit> {
 }
 
 /// Revokes the refresh token where the provider has an endpoint for it (RFC
-/// 7009), then forgets the tokens here whatever the provider said.
+/// 7009), then forgets the tokens here whatever the provider said. With
+/// `oauth_token_store = "auto"` both places are cleared, so that a login left
+/// in the other one cannot take over after the logout.
 pub(crate) fn logout(account: &Account, oauth: &OAuth, quiet: bool) -> anyhow::Result<Exit> {
-    let store = oauth.store(&account.state_dir);
     let name = &account.name;
-    let _turn = store.lock()?;
-    let Some(set) = store.load().ok().flatten() else {
-        // A damaged store is forgotten too: it is what logout is for.
-        let had = store.forget()?;
-        if !quiet {
-            println!(
-                "{name}: no OAuth tokens were stored{}",
-                if had {
-                    " that could be read; removed them"
-                } else {
-                    ""
-                }
-            );
-        }
-        return Ok(Exit::Ok);
-    };
+    let stores = oauth.stores(&account.state_dir);
+    let _turn = stores[0].lock()?;
     let mut exit = Exit::Ok;
-    let revoked = match &oauth.provider.revoke_url {
-        Some(url) => match oauth
-            .client()
-            .map_err(anyhow::Error::from)
-            .and_then(|client| {
-                client
-                    .revoke(url, &set.refresh_token)
-                    .map_err(anyhow::Error::from)
-            }) {
-            Ok(()) => "revoked the grant at the provider".to_string(),
-            // RFC 7009 §2.2 answers 200 for a dead token; some servers refuse it.
-            Err(e) if crate::cmd::exit::classify(&e) == Exit::NoPerm => {
-                "the grant was already revoked or expired".to_string()
+    let mut said = Vec::new();
+    for store in &stores {
+        let set = match store.load() {
+            Ok(set) => set,
+            // A damaged store is forgotten too: it is what logout is for.
+            Err(StoreError::Damaged { .. }) => None,
+            // auto's other place may be a keyring this session cannot reach.
+            Err(StoreError::Keyring(_)) if stores.len() > 1 => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let revoked = match &set {
+            Some(set) => {
+                let (revoked, failed) = revoke(oauth, &set.refresh_token, name);
+                exit = exit.max(failed);
+                Some(revoked)
             }
-            Err(e) => {
-                exit = crate::cmd::exit::classify(&e);
-                let manage = oauth
-                    .provider
-                    .manage_url
-                    .map(|url| format!("; remove popfetch's access at {url}"))
-                    .unwrap_or_default();
-                eprintln!(
-                    "popfetch: account \"{name}\": could not revoke the grant: {e:#}{manage}"
-                );
-                "not revoked".to_string()
-            }
-        },
-        None => match oauth.provider.manage_url {
+            None => None,
+        };
+        let had = store.forget().with_context(|| match &revoked {
+            Some(revoked) => format!("the grant is {revoked}, but the tokens stay stored"),
+            None => "the tokens stay stored".to_string(),
+        })?;
+        match revoked {
+            Some(revoked) => said.push(format!(
+                "{revoked}; forgot the tokens in {}",
+                store.describe()
+            )),
+            None if had => said.push(format!(
+                "removed the unreadable tokens in {}",
+                store.describe()
+            )),
+            None => {}
+        }
+    }
+    if !quiet {
+        if said.is_empty() {
+            println!("{name}: no OAuth tokens were stored");
+        } else {
+            println!("{name}: logged out; {}", said.join("; "));
+        }
+    }
+    Ok(exit)
+}
+
+/// Revokes one refresh token: what happened, for the user, and the exit it is
+/// worth (a revocation that could not be made is reported, not hidden).
+fn revoke(oauth: &OAuth, refresh_token: &crate::secret::Secret, name: &str) -> (String, Exit) {
+    let Some(url) = &oauth.provider.revoke_url else {
+        let said = match oauth.provider.manage_url {
             Some(url) => format!(
                 "{} has no revocation endpoint: remove popfetch's access at {url}",
                 oauth.provider_name
             ),
             None => "the provider has no revocation endpoint (oauth_revoke_url)".to_string(),
-        },
+        };
+        return (said, Exit::Ok);
     };
-    store
-        .forget()
-        .with_context(|| format!("the grant is {revoked}, but the tokens stay stored"))?;
-    if !quiet {
-        println!(
-            "{name}: logged out; {revoked}; forgot the tokens in {}",
-            store.describe()
-        );
+    let result = oauth
+        .client()
+        .map_err(anyhow::Error::from)
+        .and_then(|client| {
+            client
+                .revoke(url, refresh_token)
+                .map_err(anyhow::Error::from)
+        });
+    match result {
+        Ok(()) => ("revoked the grant at the provider".to_string(), Exit::Ok),
+        // RFC 7009 §2.2 answers 200 for a dead token; some servers refuse it.
+        Err(e) if crate::cmd::exit::classify(&e) == Exit::NoPerm => (
+            "the grant was already revoked or expired".to_string(),
+            Exit::Ok,
+        ),
+        Err(e) => {
+            let manage = oauth
+                .provider
+                .manage_url
+                .map(|url| format!("; remove popfetch's access at {url}"))
+                .unwrap_or_default();
+            eprintln!("popfetch: account \"{name}\": could not revoke the grant: {e:#}{manage}");
+            (
+                "the grant is not revoked".to_string(),
+                crate::cmd::exit::classify(&e),
+            )
+        }
     }
-    Ok(exit)
 }
 
 fn local_time(unix: i64) -> String {

@@ -127,6 +127,22 @@ impl OAuth {
         }
     }
 
+    /// Every place this login's tokens may be: the one `oauth_token_store`
+    /// names, or with `auto` the file and the keyring entry (the chosen one
+    /// first).
+    pub(crate) fn stores(&self, state_dir: &Path) -> Vec<oauth::store::Store> {
+        use oauth::store::Store;
+        let chosen = self.store(state_dir);
+        if self.store != TokenStore::Auto {
+            return vec![chosen];
+        }
+        let other = match chosen {
+            Store::File { .. } => Store::keyring(state_dir, &self.token_name),
+            Store::Keyring { .. } => Store::file(state_dir, &self.token_name),
+        };
+        vec![chosen, other]
+    }
+
     /// The HTTP client of the app registration, its secret resolved.
     pub(crate) fn client(&self) -> Result<oauth::http::Client, SecretError> {
         let secret = match &self.client_secret {
@@ -396,7 +412,8 @@ impl Config {
             .accounts
             .into_iter()
             .map(|(name, account)| resolve(&path, paths, name, account.merge(&raw.defaults)))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
+        shared_logins_agree(&path, &accounts)?;
         Ok(Config { path, accounts })
     }
 
@@ -419,6 +436,42 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// Accounts that share an OAuth login (`oauth_token_name`) must find it in one
+/// place, under one lock, and refresh it with one client at one endpoint: else
+/// each would rotate the other's refresh token away.
+fn shared_logins_agree(path: &Path, accounts: &[Account]) -> Result<(), ConfigError> {
+    let mut seen: BTreeMap<&str, (&Account, &OAuth)> = BTreeMap::new();
+    for account in accounts {
+        let Some(oauth) = &account.oauth else {
+            continue;
+        };
+        let Some((first, theirs)) = seen.get(oauth.token_name.as_str()) else {
+            seen.insert(&oauth.token_name, (account, oauth));
+            continue;
+        };
+        let differ = [
+            ("state_dir", first.state_dir != account.state_dir),
+            ("oauth_token_store", theirs.store != oauth.store),
+            ("oauth_client_id", theirs.client_id != oauth.client_id),
+            (
+                "the token endpoint",
+                theirs.provider.token_url != oauth.provider.token_url,
+            ),
+        ];
+        if let Some((what, _)) = differ.iter().find(|(_, differs)| *differs) {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                account: account.name.clone(),
+                message: format!(
+                    "it shares the OAuth login \"{}\" with account \"{}\" but not its {what}; accounts sharing a login must agree on state_dir, oauth_token_store, oauth_client_id and the provider",
+                    oauth.token_name, first.name
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn group_or_world_readable(path: &Path) -> Result<bool, ConfigError> {
@@ -615,6 +668,12 @@ fn resolve(
         }
     };
     let token_source = oauth.is_some() || set.oauth_token_command.is_some();
+    // A bearer token is as good as a password to whoever reads it (RFC 6750 §5.3).
+    if token_source && tls == TlsMode::None && !crate::net::names_loopback(&host) {
+        return Err(invalid(
+            "an OAuth token would cross the network in cleartext with tls = \"none\"; use tls = \"implicit\" or \"starttls\"".into(),
+        ));
+    }
     if token_source && !matches!(auth, AuthMethod::Auto) && !auth.uses_token() {
         return Err(invalid(
             "an OAuth token logs in with XOAUTH2 or OAUTHBEARER; set auth = \"auto\", \"xoauth2\" or \"oauthbearer\"".into(),

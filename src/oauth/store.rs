@@ -451,6 +451,25 @@ pub(crate) fn refresh(
     Ok(tokens.access_token)
 }
 
+/// Forgets the cached access token if it is still `refused`, which the mail
+/// server turned down (revoked early, or its scope changed): the next login
+/// refreshes instead of offering it again until it expires.
+pub(crate) fn drop_access(store: &Store, refused: &Secret) -> Result<(), StoreError> {
+    let _turn = store.lock()?;
+    let Some(mut set) = store.load()? else {
+        return Ok(());
+    };
+    if set
+        .access
+        .as_ref()
+        .is_some_and(|cached| cached.token.expose() == refused.expose())
+    {
+        set.access = None;
+        store.save(&set)?;
+    }
+    Ok(())
+}
+
 /// The access token for a login now: [`refresh`] under the store's lock, so
 /// that accounts sharing the login take turns.
 pub(crate) fn access_token(

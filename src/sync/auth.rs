@@ -21,7 +21,7 @@ pub(crate) enum ChoiceError {
     NotOffered { wanted: String, offered: String },
     #[error("the account logs in with an OAuth token, but the server offers neither XOAUTH2 nor OAUTHBEARER (it offers: {offered}); check host and port, or log in with a password instead of OAuth")]
     NoOAuth { offered: String },
-    #[error("the connection is not encrypted and auth = \"auto\" never sends an OAuth token in cleartext; use tls = \"implicit\" or \"starttls\", or set auth = \"xoauth2\" or \"oauthbearer\" to allow it")]
+    #[error("the connection is not encrypted and auth = \"auto\" never sends an OAuth token in cleartext; use tls = \"implicit\" or \"starttls\" (for a server on this machine, auth = \"xoauth2\" or \"oauthbearer\" allows it)")]
     TokenInCleartext,
 }
 

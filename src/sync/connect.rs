@@ -38,7 +38,30 @@ pub(crate) fn open_prepared_session(
 ) -> Result<Session<Stream>> {
     let secret = secret(account)?;
     let client = connect(account, trace, tls)?;
-    login(client, account, &secret)
+    login(client, account, &secret).map_err(|e| match &account.oauth {
+        Some(oauth) if refused_login(&e) => {
+            let store = oauth.store(&account.state_dir);
+            match crate::oauth::store::drop_access(&store, &secret) {
+                Ok(()) => e.context(format!(
+                    "the server refused the OAuth access token (dropped: the next run gets a new one; if that is refused too, run popfetch oauth login {})",
+                    account.name
+                )),
+                Err(_) => e,
+            }
+        }
+        _ => e,
+    })
+}
+
+/// The server turned the credentials down (not a network or protocol failure).
+fn refused_login(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let pop3 = match cause.downcast_ref::<Advised>() {
+            Some(advised) => Some(&advised.error),
+            None => cause.downcast_ref::<pop3::Error>(),
+        };
+        pop3.is_some_and(|e| e.kind() == pop3::ErrorKind::Auth)
+    })
 }
 
 /// The TLS setup of an account, being built on a thread of its own.

@@ -482,3 +482,60 @@ fn a_refresh_token_from_another_tool_is_taken_over_with_import() {
     home.run(&["sync"]).expect(0);
     assert_eq!(home.delivered(), numbered(1));
 }
+
+#[test]
+fn a_cached_token_the_server_refuses_is_dropped_and_the_next_run_refreshes() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(1));
+    let auth = OAuthServer::start();
+    let home = setup(&server, &auth, "");
+    device_login(&home, &auth);
+    let mut tokens = stored(&home, "test");
+    tokens["access_token"] = serde_json::json!(server.oauth_token("mallory"));
+    fs::write(token_file(&home, "test"), tokens.to_string()).unwrap();
+    let run = home.run(&["sync"]);
+    run.expect(77);
+    assert!(
+        run.stderr()
+            .contains("the server refused the OAuth access token (dropped"),
+        "{}",
+        run.stderr()
+    );
+    assert!(stored(&home, "test").get("access_token").is_none());
+    assert_eq!(server.messages().len(), 1);
+    home.run(&["sync"]).expect(0);
+    assert_eq!(refreshes(&auth), 1);
+    assert_eq!(home.delivered(), numbered(1));
+}
+
+#[test]
+fn a_token_in_cleartext_and_a_shared_login_that_disagrees_are_refused() {
+    let home = Home::new();
+    let account = |name: &str, extra: &str| {
+        format!(
+            "[accounts.{name}]\nhost = \"pop.example.org\"\nuser = \"me\"\ndeliver = \"maildir:~/Mail\"\noauth_provider = \"microsoft\"\noauth_client_id = \"x\"\n{extra}\n"
+        )
+    };
+    home.write_config(&account("plain", "tls = \"none\""));
+    let run = home.run(&["sync"]);
+    run.expect(78);
+    assert!(run.stderr().contains("in cleartext"), "{}", run.stderr());
+
+    home.write_config(&format!(
+        "{}{}",
+        account("one", "oauth_token_name = \"me\""),
+        account(
+            "two",
+            "oauth_token_name = \"me\"\noauth_token_store = \"file\""
+        )
+    ));
+    let run = home.run(&["oauth", "status"]);
+    run.expect(78);
+    assert!(
+        run.stderr().contains(
+            "shares the OAuth login \"me\" with account \"one\" but not its oauth_token_store"
+        ),
+        "{}",
+        run.stderr()
+    );
+}
