@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+export DEBIAN_FRONTEND=noninteractive
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 PACKAGES=(
@@ -32,7 +33,6 @@ if [ "${#missing[@]}" -gt 0 ] || [ ! -d "$interop/popa3d" ]; then
         printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
         as_root chmod 755 /usr/sbin/policy-rc.d
     fi
-    export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -qq
 fi
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -98,7 +98,13 @@ pub(crate) fn login(account: &Account, oauth: &OAuth, how: How, quiet: bool) -> 
     let tokens = match how {
         How::Import => {
             let refresh_token = imported_refresh_token()?;
-            let mut tokens = client.refresh(&provider.token_url, &refresh_token)?;
+            let mut tokens = client
+                .refresh(&provider.token_url, &refresh_token)
+                .with_context(|| {
+                    format!(
+                        "the imported refresh token was not taken (it works only with the client id it was issued to); to log in anew, run popfetch oauth login {name}"
+                    )
+                })?;
             // No rotation: the imported token stays the one to keep.
             tokens.refresh_token.get_or_insert(refresh_token);
             tokens
@@ -156,10 +162,16 @@ pub(crate) struct BadImport(&'static str);
 fn imported_refresh_token() -> anyhow::Result<crate::secret::Secret> {
     use std::io::Read;
     let mut text = String::new();
-    std::io::stdin()
-        .take(1 << 20)
-        .read_to_string(&mut text)
-        .context("cannot read the refresh token from stdin")?;
+    if std::io::stdin().is_terminal() {
+        // Typed or pasted at a terminal: one line, not echoed.
+        text = rpassword::prompt_password("Refresh token (not shown): ")
+            .context("cannot read the refresh token from the terminal")?;
+    } else {
+        std::io::stdin()
+            .take(1 << 20)
+            .read_to_string(&mut text)
+            .context("cannot read the refresh token from stdin")?;
+    }
     let text = text.trim();
     let token = if text.starts_with('{') {
         serde_json::from_str::<serde_json::Value>(text)

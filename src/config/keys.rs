@@ -162,7 +162,7 @@ keys! {
     /// a command, run without a shell, whose first line of output is the OAuth client secret
     oauth_client_secret_command: String, "command";
     /// Microsoft's tenant: `"common"`, your domain or the tenant id
-    oauth_tenant: String = "common".to_string(), "string";
+    oauth_tenant: String, "string", default "`\"common\"`";
     /// the authorization endpoint (for `oauth login --browser`)
     oauth_auth_url: String, "string", default "the provider's";
     /// the token endpoint (required with `"custom"`)
@@ -174,7 +174,7 @@ keys! {
     /// the scopes to ask for, space-separated (required with `"custom"`)
     oauth_scope: String, "string", default "the provider's POP scope";
     /// where the refresh token and the cached access token live: `"auto"` (a token file already there, else the keyring when one answers, else the file), `"keyring"` or `"file"` (`STATE_DIR/NAME.oauth.json`, mode 0600)
-    oauth_token_store: TokenStore = TokenStore::Auto, "string";
+    oauth_token_store: TokenStore, "string", default "`\"auto\"`";
     /// the name the OAuth login is stored under; accounts that set the same name share one login (and refresh it in turn)
     oauth_token_name: String, "string", default "the account's name";
     /// a command whose first line of output is an access token, run as `password_command` is: for tokens popfetch does not manage (use `oauth_provider` otherwise)

@@ -596,6 +596,8 @@ fn resolve(
                 (key::oauth_revoke_url, set.oauth_revoke_url.is_some()),
                 (key::oauth_scope, set.oauth_scope.is_some()),
                 (key::oauth_token_name, set.oauth_token_name.is_some()),
+                (key::oauth_tenant, set.oauth_tenant.is_some()),
+                (key::oauth_token_store, set.oauth_token_store.is_some()),
             ];
             if let Some((stray, _)) = stray.iter().find(|(_, set)| *set) {
                 return Err(invalid(format!(
@@ -615,9 +617,14 @@ fn resolve(
                 OAuthProvider::Microsoft => (oauth::provider::Preset::Microsoft, "microsoft"),
                 OAuthProvider::Custom => (oauth::provider::Preset::Custom, "custom"),
             };
+            if set.oauth_tenant.is_some() && preset != oauth::provider::Preset::Microsoft {
+                return Err(invalid(format!(
+                    "oauth_tenant is Microsoft's; oauth_provider = \"{provider_name}\" has none"
+                )));
+            }
             let provider = oauth::provider::Provider::configured(
                 preset,
-                &set.oauth_tenant,
+                set.oauth_tenant.as_deref().unwrap_or("common"),
                 &oauth::provider::CustomEndpoints {
                     auth_url: set.oauth_auth_url.as_deref(),
                     token_url: set.oauth_token_url.as_deref(),
@@ -661,7 +668,7 @@ fn resolve(
                 provider,
                 client_id,
                 client_secret,
-                store: set.oauth_token_store,
+                store: set.oauth_token_store.unwrap_or(TokenStore::Auto),
                 token_name,
                 timeout,
             })
