@@ -307,16 +307,16 @@ mod tests {
         assert!(!url.contains(verifier.expose()));
     }
 
+    /// A listener, and the address a browser reaches it at.
+    fn listening() -> (Redirect, String) {
+        let redirect = Redirect::bind("127.0.0.1").unwrap();
+        let port = redirect.listener.local_addr().unwrap().port();
+        (redirect, format!("127.0.0.1:{port}"))
+    }
+
     #[test]
     fn the_listener_ignores_strays_and_answers_the_browser() {
-        let redirect = Redirect::bind("127.0.0.1").unwrap();
-        let port = redirect
-            .uri
-            .trim_end_matches('/')
-            .rsplit(':')
-            .next()
-            .unwrap();
-        let addr = format!("127.0.0.1:{port}");
+        let (redirect, addr) = listening();
         let browser = std::thread::spawn(move || {
             let get = |target: &str| {
                 let mut s = TcpStream::connect(&addr).unwrap();
@@ -346,16 +346,9 @@ mod tests {
 
     #[test]
     fn a_trickling_client_is_dropped_and_the_browser_still_gets_through() {
-        let redirect = Redirect::bind("127.0.0.1").unwrap();
-        let port = redirect
-            .uri
-            .trim_end_matches('/')
-            .rsplit(':')
-            .next()
-            .unwrap();
-        let addr = format!("127.0.0.1:{port}");
+        let (redirect, addr) = listening();
         let browser = std::thread::spawn(move || {
-            // One byte a second, never ending its request.
+            // A byte every half second, never ending its request.
             let mut slow = TcpStream::connect(&addr).unwrap();
             let trickle = std::thread::spawn(move || {
                 for _ in 0..30 {

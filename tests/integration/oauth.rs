@@ -544,41 +544,20 @@ fn a_token_in_cleartext_and_a_shared_login_that_disagrees_are_refused() {
 /// the tokens in the keyring: no token file, and sync, status and logout find them.
 #[test]
 fn auto_keeps_the_tokens_in_the_keyring_where_one_answers() {
-    for tool in ["/usr/bin/dbus-run-session", "/usr/bin/gnome-keyring-daemon"] {
-        assert!(
-            std::path::Path::new(tool).exists(),
-            "{tool} is missing: apt-get install dbus-daemon dbus-bin gnome-keyring"
-        );
-    }
     let server = Dovecot::start();
     server.add_messages(&numbered(2));
     let auth = OAuthServer::start();
     let home = setup(&server, &auth, "");
     let theirs = auth.device_tokens(SCOPE, dovecot::USER).unwrap();
     let script = r#"
-        set -u
-        printf '%s' keyring-unlock | gnome-keyring-daemon --unlock --components=secrets >/dev/null
         printf '%s\n' "$RT" | "$POPFETCH" oauth login test --import || exit 101
         "$POPFETCH" sync || exit 102
         "$POPFETCH" oauth status test || exit 103
         "$POPFETCH" oauth logout test || exit 104
         "$POPFETCH" oauth status test
     "#;
-    let output = std::process::Command::new("dbus-run-session")
-        .args(["--", "bash", "-c", script])
-        .env_clear()
-        .envs(
-            home.command()
-                .get_envs()
-                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
-        )
-        .env("XDG_DATA_HOME", home.path().join(".local/share"))
-        .env("RT", theirs["refresh_token"].as_str().unwrap())
-        .env("POPFETCH", env!("CARGO_BIN_EXE_popfetch"))
-        .current_dir(home.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let rt = theirs["refresh_token"].as_str().unwrap();
+    let output = home.in_keyring_session(script, &[("RT", rt)]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     // The last status runs after the logout: not logged in.

@@ -314,12 +314,6 @@ fn escape_sequences_never_reach_the_terminal() {
 fn password_from_the_system_keyring() {
     use crate::support::dovecot::{self, numbered};
     use crate::support::Dovecot;
-    for tool in ["/usr/bin/dbus-run-session", "/usr/bin/gnome-keyring-daemon"] {
-        assert!(
-            std::path::Path::new(tool).exists(),
-            "{tool} is missing: apt-get install dbus-daemon dbus-bin gnome-keyring"
-        );
-    }
     let server = Dovecot::start();
     server.add_messages(&numbered(2));
     let home = Home::new();
@@ -340,28 +334,12 @@ fn password_from_the_system_keyring() {
     );
 
     let script = r#"
-        set -u
-        printf '%s' keyring-unlock | gnome-keyring-daemon --unlock --components=secrets >/dev/null
         printf '%s\n' "$PW" | "$POPFETCH" password set test || exit 101
         "$POPFETCH" -v sync || exit $?
         "$POPFETCH" password delete test || exit 102
         "$POPFETCH" sync </dev/null
     "#;
-    let output = Command::new("dbus-run-session")
-        .args(["--", "bash", "-c", script])
-        .env_clear()
-        .envs(
-            home.command()
-                .get_envs()
-                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
-        )
-        .env("XDG_DATA_HOME", home.path().join(".local/share"))
-        .env("PW", dovecot::PASSWORD)
-        .env("POPFETCH", env!("CARGO_BIN_EXE_popfetch"))
-        .current_dir(home.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let output = home.in_keyring_session(script, &[("PW", dovecot::PASSWORD)]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     // The last step runs after the entry was deleted: no password, no terminal.
     assert_eq!(output.status.code(), Some(78), "{stderr}");

@@ -125,6 +125,36 @@ impl Home {
         cmd
     }
 
+    /// Runs `script` (bash) in this home's environment inside a D-Bus session
+    /// with an unlocked gnome-keyring, a real Secret Service; `$POPFETCH` is the
+    /// binary. A missing tool fails the test and names its package.
+    pub fn in_keyring_session(&self, script: &str, env: &[(&str, &str)]) -> Output {
+        for tool in ["/usr/bin/dbus-run-session", "/usr/bin/gnome-keyring-daemon"] {
+            assert!(
+                Path::new(tool).exists(),
+                "{tool} is missing: apt-get install dbus-daemon dbus-bin gnome-keyring"
+            );
+        }
+        let script = format!(
+            "set -u\nprintf '%s' keyring-unlock | gnome-keyring-daemon --unlock --components=secrets >/dev/null\n{script}"
+        );
+        Command::new("dbus-run-session")
+            .args(["--", "bash", "-c", &script])
+            .env_clear()
+            .envs(
+                self.command()
+                    .get_envs()
+                    .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+            )
+            .env("XDG_DATA_HOME", self.path().join(".local/share"))
+            .env("POPFETCH", env!("CARGO_BIN_EXE_popfetch"))
+            .envs(env.iter().copied())
+            .current_dir(self.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         let output = self.command().args(args).output().unwrap();
         if std::env::var_os("POPFETCH_TEST_SHOW").is_some() {
