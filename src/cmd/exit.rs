@@ -85,7 +85,10 @@ pub(crate) fn classify(err: &anyhow::Error) -> Exit {
                 FilterError::Timeout { .. } => Exit::TempFail,
             };
         }
-        if let Some(LoginError::Redirect(RedirectError::Pasted)) = cause.downcast_ref() {
+        // What the user typed or piped in is not what was asked for.
+        if let Some(LoginError::Redirect(RedirectError::Pasted) | LoginError::NotAToken(_)) =
+            cause.downcast_ref()
+        {
             return Exit::Usage;
         }
         let oauth = if let Some(e) = cause.downcast_ref::<RefreshError>() {
@@ -127,9 +130,6 @@ pub(crate) fn classify(err: &anyhow::Error) -> Exit {
                 LockError::Held { .. } => Exit::TempFail,
                 LockError::Io { .. } => Exit::IoError,
             };
-        }
-        if cause.is::<crate::cmd::oauth::BadImport>() {
-            return Exit::Usage;
         }
         if cause.is::<TlsConfigError>() || cause.is::<ChoiceError>() {
             return Exit::Config;

@@ -20,7 +20,7 @@ pub(crate) mod docs;
 pub(crate) mod exit;
 pub(crate) mod import;
 pub(crate) mod init;
-pub(crate) mod oauth;
+mod oauth;
 pub(crate) mod probe;
 mod sync;
 pub(crate) mod ui;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use crate::cmd::exit::Exit;
 use crate::config::{Account, Config, ConfigError, OAuth};
 use crate::oauth::grant::Tokens;
-use crate::oauth::login::{self, Prompt};
+use crate::oauth::login::{self, LoginError, Prompt};
 use crate::oauth::store::{CachedAccess, Store, StoreError, TokenSet};
 
 /// The account NAME, or the first whose `oauth_token_name` is NAME (a login
@@ -136,9 +136,7 @@ pub(crate) fn login(account: &Account, oauth: &OAuth, how: How, quiet: bool) -> 
 
 /// Stores the first tokens of a login, replacing any earlier ones.
 fn keep(store: &Store, tokens: Tokens) -> anyhow::Result<()> {
-    let refresh_token = tokens
-        .refresh_token
-        .ok_or(crate::oauth::login::LoginError::NoRefreshToken)?;
+    let refresh_token = tokens.refresh_token.ok_or(LoginError::NoRefreshToken)?;
     let now = chrono::Utc::now().timestamp();
     let set = TokenSet {
         refresh_token,
@@ -151,11 +149,6 @@ fn keep(store: &Store, tokens: Tokens) -> anyhow::Result<()> {
     store.save(&set)?;
     Ok(())
 }
-
-/// What `--import` read is not a refresh token (exit 64).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct BadImport(&'static str);
 
 /// The refresh token on stdin: alone on its first line, or the `refresh_token`
 /// of a JSON object (getmail's token file, mutt_oauth2.py's decrypted one).
@@ -177,14 +170,14 @@ fn imported_refresh_token() -> anyhow::Result<crate::secret::Secret> {
         serde_json::from_str::<serde_json::Value>(text)
             .ok()
             .and_then(|v| v.get("refresh_token")?.as_str().map(str::to_string))
-            .ok_or(BadImport(
+            .ok_or(LoginError::NotAToken(
                 "the JSON on stdin holds no \"refresh_token\" string",
             ))?
     } else {
         text.lines().next().unwrap_or("").trim().to_string()
     };
     if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(BadImport(
+        return Err(LoginError::NotAToken(
             "stdin holds no refresh token: give the token alone on a line, or a JSON object with \"refresh_token\"",
         )
         .into());

@@ -42,6 +42,9 @@ pub(crate) enum LoginError {
     Random(getrandom::Error),
     #[error("the provider gave no refresh token, so every sync would need a new login; the scope must allow offline access (Microsoft: offline_access) and the app must be allowed refresh tokens")]
     NoRefreshToken,
+    /// What `--import` read is not a refresh token.
+    #[error("{0}")]
+    NotAToken(&'static str),
 }
 
 impl LoginError {
@@ -54,9 +57,10 @@ impl LoginError {
                 Class::Temporary
             }
             LoginError::Redirect(_) => Class::NeedsLogin,
-            LoginError::NoDevice | LoginError::NoBrowser | LoginError::NoRefreshToken => {
-                Class::Config
-            }
+            LoginError::NoDevice
+            | LoginError::NoBrowser
+            | LoginError::NoRefreshToken
+            | LoginError::NotAToken(_) => Class::Config,
         }
     }
 }
