@@ -127,7 +127,7 @@ pub(crate) fn classify(err: &anyhow::Error) -> Exit {
         }
         if let Some(e) = cause.downcast_ref::<LockError>() {
             return match e {
-                LockError::Held { .. } => Exit::TempFail,
+                LockError::Held { .. } | LockError::DaemonRunning { .. } => Exit::TempFail,
                 LockError::Io { .. } => Exit::IoError,
             };
         }

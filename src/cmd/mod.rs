@@ -17,11 +17,14 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
 pub(crate) mod docs;
+mod daemon;
 pub(crate) mod exit;
+mod hooks;
 pub(crate) mod import;
 pub(crate) mod init;
 mod oauth;
 pub(crate) mod probe;
+mod status;
 mod sync;
 pub(crate) mod ui;
 
@@ -153,6 +156,33 @@ enum Command {
         #[command(flatten)]
         quiet: Quiet,
     },
+    /// Poll the named accounts, or all of them, every poll_interval until stopped:
+    /// SIGUSR1 polls now, SIGHUP reloads the configuration, SIGTERM stops
+    Daemon {
+        /// Accounts to poll, as named in the configuration file [default: all]
+        #[arg(value_name = "ACCOUNT")]
+        accounts: Vec<String>,
+        /// Stay in the foreground and log to stderr (for systemd and containers);
+        /// otherwise detach and log to $XDG_STATE_HOME/popfetch/daemon.log
+        #[arg(long)]
+        foreground: bool,
+        /// How many accounts to sync at once
+        #[arg(short, long, default_value_t = 4, value_name = "N")]
+        jobs: usize,
+        #[command(flatten)]
+        loud: Loud,
+    },
+    /// What each account's last run did (from cron, by hand or the daemon): its
+    /// time, result and exit code, the last success, the messages delivered and
+    /// known, and the daemon's next poll
+    Status {
+        /// Accounts to show [default: all]
+        #[arg(value_name = "ACCOUNT")]
+        accounts: Vec<String>,
+        /// Print JSON instead of a line per account
+        #[arg(long)]
+        json: bool,
+    },
     /// Log an account in to its OAuth provider once, show its tokens' state, or
     /// log it out (oauth_provider in the configuration)
     #[command(name = "oauth")]
@@ -243,12 +273,15 @@ impl Cli {
         let (verbose, quiet) = match &self.command {
             Command::Sync { loud, .. }
             | Command::List { loud, .. }
-            | Command::Probe { loud, .. } => (loud.verbose, loud.quiet),
+            | Command::Probe { loud, .. }
+            | Command::Daemon { loud, .. } => (loud.verbose, loud.quiet),
             Command::ImportState { quiet, .. }
             | Command::Init { quiet, .. }
             | Command::Password { quiet, .. }
             | Command::OAuth { quiet, .. } => (false, quiet.quiet),
-            Command::Accounts | Command::CompleteAccounts => (false, false),
+            Command::Accounts | Command::CompleteAccounts | Command::Status { .. } => {
+                (false, false)
+            }
         };
         let quiet = self.loud.quiet || quiet;
         Loudness {
@@ -287,6 +320,23 @@ pub fn run() -> ExitCode {
         Command::List { accounts, json, .. } => list(&cli, accounts, *json).into(),
         Command::Password { action, .. } => password(&cli, action).into(),
         Command::OAuth { action, .. } => oauth_command(&cli, action).into(),
+        Command::Daemon {
+            accounts,
+            foreground,
+            jobs,
+            ..
+        } => daemon::daemon(daemon::Settings {
+            config: cli.config.as_deref(),
+            names: accounts,
+            foreground: *foreground,
+            verbose: cli.loudness().verbose,
+            jobs: *jobs,
+            logger: log::Logger::stderr(cli.log_format),
+        })
+        .into(),
+        Command::Status { accounts, json } => {
+            over_accounts(&cli, accounts, |accounts| status::show(&accounts, *json)).into()
+        }
         Command::Accounts => accounts(&cli).into(),
         Command::CompleteAccounts => {
             // Quiet on any error: a completion must never print into the command line.

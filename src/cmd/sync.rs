@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use super::{over_accounts, Cli, SyncFlags};
 use crate::cmd::exit::{classify, Exit};
 use crate::cmd::ui::Ui;
+use crate::cmd::{hooks, status};
 use crate::config::secret;
 use crate::config::Account;
 use crate::sync::preview;
@@ -140,7 +141,11 @@ fn sync_one(ui: &Ui, account: &Account, flags: &SyncFlags, width: Option<usize>)
         progress: out.progress(),
         rank: Some(|err| classify(err) as u8),
     };
+    let started = chrono::Utc::now();
     let result = sync_account(account, options);
+    if !flags.dry_run {
+        after_run(account, &mut out, started, &result);
+    }
     let (exit, mut report, error) = match result {
         Ok(report) => (Exit::Ok, report, None),
         Err(e) => {
@@ -181,6 +186,46 @@ fn sync_one(ui: &Ui, account: &Account, flags: &SyncFlags, width: Option<usize>)
         json["plan"] = plan;
     }
     Outcome { exit, json }
+}
+
+/// Records the run in the account's status file and runs its hooks; a run
+/// that found another popfetch syncing the account did not happen.
+fn after_run(
+    account: &Account,
+    out: &mut crate::cmd::ui::AccountUi,
+    started: chrono::DateTime<chrono::Utc>,
+    result: &anyhow::Result<Report>,
+) {
+    let empty = Report::default();
+    let (report, failed) = match result {
+        Ok(report) => (report, None),
+        Err(e)
+            if e.chain().any(|c| {
+                matches!(c.downcast_ref(), Some(crate::sync::lock::LockError::Held { .. }))
+            }) =>
+        {
+            return
+        }
+        Err(e) => (&empty, Some((format!("{e:#}"), classify(e)))),
+    };
+    let warn = out.warn();
+    hooks::after_sync(
+        account,
+        report,
+        failed.as_ref().map(|(e, exit)| (e.as_str(), *exit)),
+        &*warn,
+    );
+    let ran = status::Ran {
+        started,
+        exit: failed.as_ref().map_or(Exit::Ok, |(_, exit)| *exit),
+        error: failed.as_ref().map(|(e, _)| e.as_str()),
+        report,
+        next_poll: None,
+        daemon_pid: None,
+    };
+    if let Err(e) = status::record(account, &ran) {
+        warn(&format!("cannot write the status file: {e}"));
+    }
 }
 
 /// Bytes here are what was written to disk (after CRLF→LF), not the server's octets.

@@ -223,6 +223,12 @@ keys! {
     received_header: bool = false, "boolean";
     /// where the UIDL state and lock files live
     state_dir: String, "path", default "`$XDG_STATE_HOME/popfetch`";
+    /// how often `popfetch daemon` polls the account, a duration such as `"5m"` (units ms, s, m, h, d), with a little jitter; never sooner than the server's LOGIN-DELAY
+    poll_interval: String = "5m".to_string(), "duration", example "\"10m\"";
+    /// a command, run without a shell after a sync that delivered mail, with a JSON array on stdin (account, unique_id, size, from, subject, date, location of each message): for notifications
+    on_new_mail: String, "command", example "\"notify-send-mail\"";
+    /// a command, run without a shell after a failed sync, with a JSON object on stdin (account, error, exit_code)
+    on_error: String, "command";
 }
 
 /// The key of this name.

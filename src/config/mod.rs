@@ -208,6 +208,11 @@ pub(crate) struct Account {
     pub filter: Option<Vec<String>>,
     /// Add a Received: trace header to each message.
     pub received_header: bool,
+    /// `poll_interval`: how often the daemon polls.
+    pub poll_interval: Duration,
+    /// `on_new_mail` and `on_error`: commands run after a sync.
+    pub on_new_mail: Option<Vec<String>>,
+    pub on_error: Option<Vec<String>>,
     pub state_dir: PathBuf,
     /// The SMTP target's TLS, login and password.
     pub smtp: deliver::Remote,
@@ -776,6 +781,26 @@ fn resolve(
         Some(cmd) => Some(command(&cmd, key::filter)?),
         None => None,
     };
+    let on_new_mail = match set.on_new_mail {
+        Some(cmd) => Some(command(&cmd, key::on_new_mail)?),
+        None => None,
+    };
+    let on_error = match set.on_error {
+        Some(cmd) => Some(command(&cmd, key::on_error)?),
+        None => None,
+    };
+    // Milliseconds too, for tests and benchmarks that poll fast.
+    let poll_interval = match set.poll_interval.trim().strip_suffix("ms") {
+        Some(ms) => ms.trim().parse().ok().map(Duration::from_millis),
+        None => policy::parse_duration(&set.poll_interval),
+    }
+    .filter(|d| *d >= Duration::from_millis(10) && d.as_secs() <= 7 * MAX_SECONDS)
+    .ok_or_else(|| {
+        invalid(format!(
+            "poll_interval = \"{}\" is not a duration such as \"5m\" (units ms, s, m, h, d), from 10 ms to a week",
+            set.poll_interval
+        ))
+    })?;
     let tls_min_version = match set.tls_min_version.as_str() {
         "1.0" => TlsVersion::V1_0,
         "1.1" => TlsVersion::V1_1,
@@ -833,6 +858,9 @@ fn resolve(
         policy,
         filter,
         received_header: set.received_header,
+        poll_interval,
+        on_new_mail,
+        on_error,
         state_dir: match set.state_dir {
             None => paths.state_dir.clone(),
             Some(dir) => path(&dir, key::state_dir, &dir)?,

@@ -12,6 +12,8 @@ use crate::sys::durable::open_private;
 pub(crate) enum LockError {
     #[error("another popfetch is syncing this account (lock {path} is held); it will be fetched on a later run")]
     Held { path: PathBuf },
+    #[error("a popfetch daemon is already running for this user (its lock {path} is held); stop it first, or send it SIGHUP to reload")]
+    DaemonRunning { path: PathBuf },
     #[error("cannot lock {path}")]
     Io { path: PathBuf, source: io::Error },
 }

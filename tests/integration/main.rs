@@ -18,6 +18,7 @@ mod oauth;
 mod oauth_harness;
 mod policies;
 mod security;
+mod service;
 mod state_files;
 mod targets;
 mod ux;
