@@ -353,16 +353,16 @@ impl Read for Noted<'_> {
 
 /// The most of a message kept for its headers: a longer header block is rare, and
 /// From:, Subject: and Date: then come from what was kept.
-const MAX_HEAD: usize = 64 << 10;
+pub(super) const MAX_HEAD: usize = 64 << 10;
 
 /// The header block of a message (RFC 5322 §2.1: up to the first empty line) as it
 /// streams past, so the report can tell its sender and subject without holding
 /// the message.
 #[derive(Default)]
-struct Head {
-    bytes: Vec<u8>,
+pub(super) struct Head {
+    pub(super) bytes: Vec<u8>,
     /// The empty line, or the bound, was reached.
-    done: bool,
+    pub(super) done: bool,
 }
 
 impl Head {
@@ -371,7 +371,7 @@ impl Head {
         self.done = false;
     }
 
-    fn see(&mut self, chunk: &[u8]) {
+    pub(super) fn see(&mut self, chunk: &[u8]) {
         if self.done {
             return;
         }
