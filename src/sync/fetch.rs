@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::policy::SessionPlan;
+use super::preview::Fields;
 use super::state::identity::Identity;
 use super::state::Ledger;
-use super::{now, Progress, Rank, Report};
+use super::{now, Delivered, Progress, Rank, Report};
 use crate::config::Account;
 use crate::deliver::{DeliverError, Target};
 use crate::pop3::{Flow, ListedMessage, Retrieved, Session, Wire};
@@ -32,6 +33,7 @@ pub(super) fn fetch_and_deliver<S: Wire>(
     let fetch: Vec<ListedMessage> = plan.fetch();
     let listed: Vec<(u32, u64)> = fetch.iter().map(|m| (m.num, m.size)).collect();
     let mut done = Batch::default();
+    let mut head = Head::default();
     let mut index = 0;
     let retrieved = session.retrieve(&listed, |num, body| {
         let message = &fetch[index];
@@ -43,13 +45,15 @@ pub(super) fn fetch_and_deliver<S: Wire>(
         };
         let trace_header = received_header(account, &message.uid);
         let id = Cell::new(None);
+        head.clear();
         let mut chained = std::io::Cursor::new(trace_header).chain(Noted {
             body: &mut *body,
             id: &id,
+            head: &mut head,
         });
         sink.target.expect(message.size);
         let delivered = deliver_one(sink.target, sink.state, &message.uid, &mut chained, &id)
-            .and_then(|bytes| {
+            .and_then(|(bytes, announced)| {
                 // Read to its end, so checked (see `Session::retrieve`).
                 let id = body.identity();
                 if let (Some(id), true) = (id, sink.target.stages()) {
@@ -60,7 +64,16 @@ pub(super) fn fetch_and_deliver<S: Wire>(
                         return Err(err.into());
                     }
                 }
-                done.add(sink, message, bytes, id, report)
+                let staged = Staged {
+                    uid: message.uid.clone(),
+                    num: message.num,
+                    bytes,
+                    size: message.size,
+                    id,
+                    fields: Fields::of(&head.bytes),
+                    announced,
+                };
+                done.add(sink, staged, report)
             });
         match delivered {
             Ok(()) => Flow::Continue,
@@ -97,11 +110,25 @@ const BATCH_MESSAGES: usize = 256;
 const BATCH_BYTES: u64 = 32 << 20;
 const BATCH_AGE: Duration = Duration::from_secs(2);
 
+/// A delivery waiting for its commit.
+struct Staged {
+    uid: String,
+    num: u32,
+    /// Bytes written.
+    bytes: u64,
+    /// The listed size.
+    size: u64,
+    id: Option<Identity>,
+    /// What the report tells of it.
+    fields: Fields,
+    /// The location the target announced for the state.
+    announced: Option<String>,
+}
+
 /// Deliveries waiting for their commit, and those committed.
 #[derive(Default)]
 struct Batch {
-    /// Staged: (unique-id, message number, bytes, listed size, identity).
-    staged: Vec<(String, u32, u64, u64, Option<Identity>)>,
+    staged: Vec<Staged>,
     staged_bytes: u64,
     /// When the first staged delivery arrived.
     began: Option<Instant>,
@@ -114,17 +141,9 @@ struct Batch {
 impl Batch {
     /// Takes a delivery: recorded at once if the target delivered it durably, or
     /// staged until a batch is full if the target stages.
-    fn add(
-        &mut self,
-        sink: &mut Sink,
-        message: &ListedMessage,
-        bytes: u64,
-        id: Option<Identity>,
-        report: &mut Report,
-    ) -> Result<()> {
-        self.staged
-            .push((message.uid.clone(), message.num, bytes, message.size, id));
-        self.staged_bytes += bytes;
+    fn add(&mut self, sink: &mut Sink, staged: Staged, report: &mut Report) -> Result<()> {
+        self.staged_bytes += staged.bytes;
+        self.staged.push(staged);
         let began = *self.began.get_or_insert_with(Instant::now);
         let full = self.staged.len() >= BATCH_MESSAGES
             || self.staged_bytes >= BATCH_BYTES
@@ -166,7 +185,17 @@ impl Batch {
         // fetching, once what landed before it is recorded.
         let mut fatal = None;
         let mut landed = landed.into_iter();
-        for (uid, num, bytes, size, id) in self.staged.drain(..) {
+        for staged in self.staged.drain(..) {
+            let Staged {
+                uid,
+                num,
+                bytes,
+                size,
+                id,
+                fields,
+                announced,
+            } = staged;
+            let mut location = None;
             match landed.next() {
                 // Refused: surely not delivered. Any other failure (the connection
                 // broke) leaves the intent for recovery to ask about next run.
@@ -184,7 +213,10 @@ impl Batch {
                     }
                     continue;
                 }
-                Some(Ok(Some(location))) => sink.state.record_intent(&uid, &location, id)?,
+                Some(Ok(Some(place))) => {
+                    sink.state.record_intent(&uid, &place, id)?;
+                    location = Some(place);
+                }
                 Some(Ok(None)) => {}
                 None if told => {
                     self.refused.push(anyhow::anyhow!(
@@ -199,6 +231,20 @@ impl Batch {
             report.fetched += 1;
             report.bytes += bytes;
             report.octets += size;
+            // Where the server said it landed, else where the state would look for
+            // it; a target that cannot look (an MDA, a mail server) announces no
+            // place of its own, so the target itself is named.
+            let location = location
+                .or(announced.filter(|_| sink.target.recovers()))
+                .unwrap_or_else(|| sink.configured.clone());
+            report.delivered.push(Delivered {
+                uid,
+                size,
+                from: fields.from,
+                subject: fields.subject,
+                date: fields.date,
+                location,
+            });
             if let Some(progress) = sink.progress {
                 progress.delivered(size);
             }
@@ -229,6 +275,8 @@ pub(super) struct Sink<'a> {
     pub(super) target: &'a mut dyn Target,
     pub(super) state: &'a mut dyn Ledger,
     pub(super) progress: Option<&'a dyn Progress>,
+    /// The target as configured, for a delivery it names no place for.
+    pub(super) configured: String,
 }
 
 /// Delivery failures of one session: the worst (by the caller's [`Rank`]) is
@@ -289,15 +337,55 @@ fn is_per_message(err: &anyhow::Error) -> bool {
 struct Noted<'a> {
     body: &'a mut dyn Retrieved,
     id: &'a Cell<Option<Identity>>,
+    head: &'a mut Head,
 }
 
 impl Read for Noted<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.body.read(buf)?;
+        self.head.see(&buf[..n]);
         if n == 0 && !buf.is_empty() {
             self.id.set(self.body.identity());
         }
         Ok(n)
+    }
+}
+
+/// The most of a message kept for its headers: a longer header block is rare, and
+/// From:, Subject: and Date: then come from what was kept.
+pub(super) const MAX_HEAD: usize = 64 << 10;
+
+/// The header block of a message (RFC 5322 §2.1: up to the first empty line) as it
+/// streams past, so the report can tell its sender and subject without holding
+/// the message.
+#[derive(Default)]
+pub(super) struct Head {
+    pub(super) bytes: Vec<u8>,
+    /// The empty line, or the bound, was reached.
+    pub(super) done: bool,
+}
+
+impl Head {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.done = false;
+    }
+
+    pub(super) fn see(&mut self, chunk: &[u8]) {
+        if self.done {
+            return;
+        }
+        // The empty line may straddle two reads.
+        let from = self.bytes.len().saturating_sub(2);
+        let room = MAX_HEAD - self.bytes.len();
+        self.bytes
+            .extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let seen = &self.bytes[from..];
+        let empty_line = memchr::memmem::find(seen, b"\n\n").is_some()
+            || memchr::memmem::find(seen, b"\n\r\n").is_some()
+            || self.bytes.starts_with(b"\n")
+            || self.bytes.starts_with(b"\r\n");
+        self.done = empty_line || self.bytes.len() >= MAX_HEAD;
     }
 }
 
@@ -311,8 +399,8 @@ fn deliver_one(
     uid: &str,
     body: &mut dyn Read,
     id: &Cell<Option<Identity>>,
-) -> Result<u64> {
-    let mut announced = false;
+) -> Result<(u64, Option<String>)> {
+    let mut announced = None;
     // An intent is made durable before a delivery only where recovery can use it:
     // a target that cannot be asked afterwards (an MDA, a mail server) reaches the
     // same verdict, "not delivered", with the intent or without it.
@@ -322,16 +410,16 @@ fn deliver_one(
         if durable_now {
             state.sync()?;
         }
-        announced = true;
+        announced = Some(location.to_string());
         Ok(())
     });
     match result {
         // Recorded as delivered by the batch, once the delivery is committed.
-        Ok(bytes) => Ok(bytes),
+        Ok(bytes) => Ok((bytes, announced)),
         Err(err) => {
             // The target left nothing behind; if this record is lost, recovery
             // finds the location empty and comes to the same conclusion.
-            if announced {
+            if announced.is_some() {
                 let _ = state.record_abandoned(uid);
             }
             Err(err.into())

@@ -80,6 +80,28 @@ pub(crate) struct Report {
     pub plan: Option<SessionPlan>,
     /// What a dry run read of each message's headers (`TOP n 0`), for its table.
     pub heads: foldhash::HashMap<u32, Headline>,
+    /// Each message delivered this run, in the order delivered (empty in a dry run).
+    pub delivered: Vec<Delivered>,
+    /// Messages on the server when the session ended: listed, less those deleted.
+    pub on_server: usize,
+    /// Unique-ids the state records as delivered after the run.
+    pub known: usize,
+    /// The server's LOGIN-DELAY (RFC 2449 §6.5) in seconds, when CAPA announced one.
+    pub login_delay: Option<u64>,
+}
+
+/// One delivered message, for the status and the on_new_mail hook.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    pub uid: String,
+    /// The server's size (LIST octets).
+    pub size: u64,
+    /// From:, Subject: and Date: as the message has them, decoded (RFC 2047) and made safe to print; None when absent.
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub date: Option<String>,
+    /// Where it went: the target's location for it when the target names one (a Maildir file name, an IMAP APPENDUID, ...), else the target as configured (e.g. "maildir:/home/u/Mail").
+    pub location: String,
 }
 
 /// Syncs one account.

@@ -113,11 +113,20 @@ pub(crate) struct Headline {
     subject: Option<String>,
 }
 
-impl Headline {
-    /// The headline of a header block; empty when it does not parse.
-    pub(crate) fn of(head: &[u8]) -> Headline {
+/// From:, Subject: and Date: as a header block has them, RFC 2047 words decoded
+/// and printable; `None` for one that is absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Fields {
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub date: Option<String>,
+}
+
+impl Fields {
+    /// The fields of a header block; all `None` when it does not parse.
+    pub(crate) fn of(head: &[u8]) -> Fields {
         let Ok((headers, _)) = mailparse::parse_headers(head) else {
-            return Headline::default();
+            return Fields::default();
         };
         let value = |name: &str| {
             headers
@@ -125,12 +134,28 @@ impl Headline {
                 .find(|h| h.get_key_ref().eq_ignore_ascii_case(name))
                 .map(|h| printable(&h.get_value()))
         };
-        let mut headline = Headline {
-            subject: value("Subject"),
+        Fields {
             from: value("From"),
+            subject: value("Subject"),
+            date: value("Date"),
+        }
+    }
+}
+
+impl Headline {
+    /// The headline of a header block; empty when it does not parse.
+    pub(crate) fn of(head: &[u8]) -> Headline {
+        let Fields {
+            from,
+            subject,
+            date,
+        } = Fields::of(head);
+        let mut headline = Headline {
+            subject,
+            from,
             ..Headline::default()
         };
-        if let Some(raw) = value("Date") {
+        if let Some(raw) = date {
             match mailparse::dateparse(&raw)
                 .ok()
                 .filter(|&t| t > 0)

@@ -8,7 +8,7 @@ use anyhow::{anyhow, Result};
 
 use super::connect::open_session;
 use super::fetch::{fetch_and_deliver, Failures, Sink};
-use super::policy::{self, Action, SessionPlan};
+use super::policy::{self, Action, Known, SessionPlan};
 use super::preview::Headline;
 use super::state::{Ledger, Place, UidlState};
 use super::{connect, filter, now, Options, Progress, Rank, Report};
@@ -58,6 +58,7 @@ pub(super) fn run_session<S: Wire>(
         target: &mut *target,
         state: &mut *state,
         progress,
+        configured: account.deliver.to_string(),
     };
     let fetched = fetch_and_deliver(
         &mut session,
@@ -79,9 +80,12 @@ pub(super) fn run_session<S: Wire>(
         deletions.extend(delivered);
     }
     let refused = session.delete(&deletions)?;
+    report.login_delay = session.login_delay();
     session.quit()?;
     report.deleted = deletions.len() - refused.len();
+    report.on_server = plan.messages.len().saturating_sub(report.deleted);
     state.tidy();
+    report.known = state.count();
     if let Some(err) = refused_deletions(&refused) {
         warn(&format!("{err:#}"));
         failures.add(err);
@@ -152,9 +156,15 @@ pub(super) fn dry_run(account: &Account, options: Options) -> Result<Report> {
         }
         Flow::Continue
     })?;
+    let login_delay = session.login_delay();
     session.quit()?;
     let fetch = plan.fetch();
     Ok(Report {
+        // Nothing was deleted or recorded: the server and the state as they are.
+        on_server: plan.messages.len(),
+        known: state.count(),
+        login_delay,
+        delivered: Vec::new(),
         fetched: fetch.len(),
         bytes: 0,
         octets: fetch.iter().map(|m| m.size).sum(),

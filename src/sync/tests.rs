@@ -14,7 +14,7 @@ use crate::deliver::{Announce, Class, DeliverError, Landed, TargetError};
 use crate::pop3::{Client, Credentials, Wire};
 use crate::sync::policy::Known;
 use crate::sync::state::identity::Identity;
-use crate::sync::state::identity::Record as Delivered;
+use crate::sync::state::identity::Record;
 use crate::sync::state::{Ledger, StateError};
 
 type Log = Rc<RefCell<Vec<String>>>;
@@ -65,6 +65,10 @@ struct Shelf {
     staged: Vec<Vec<u8>>,
     kept: Vec<Vec<u8>>,
     announced: usize,
+    /// Whether it can find a delivery again; one that cannot names no place.
+    recovers: bool,
+    /// Its flush says where each message landed, as IMAP's APPENDUID does.
+    names_places: bool,
 }
 
 impl Shelf {
@@ -78,6 +82,8 @@ impl Shelf {
             staged: Vec::new(),
             kept: Vec::new(),
             announced: 0,
+            recovers: true,
+            names_places: false,
         }
     }
 }
@@ -108,6 +114,10 @@ impl Target for Shelf {
         self.stages
     }
 
+    fn recovers(&self) -> bool {
+        self.recovers
+    }
+
     fn unstage(&mut self) {
         self.staged.pop();
     }
@@ -127,6 +137,12 @@ impl Target for Shelf {
                     self.landed.push(Ok(None));
                 }
             }
+        }
+        if self.names_places {
+            let from = self.kept.len();
+            self.landed = (from..from + self.staged.len())
+                .map(|i| Ok(Some(format!("landed-{}", i + 1))))
+                .collect();
         }
         self.kept.append(&mut self.staged);
         Ok(())
@@ -177,7 +193,7 @@ struct Watched {
 }
 
 impl Known for Watched {
-    fn records(&self, uid: &str) -> &[Delivered] {
+    fn records(&self, uid: &str) -> &[Record] {
         self.state.records(uid)
     }
     fn forms(&self, uid: &str) -> &[String] {
@@ -329,11 +345,23 @@ fn run(server: &str, stages: bool, fail_flush: bool, fail_records: bool) -> Run 
 
 /// `run`, the shelf set up by `shelf`.
 fn run_with(server: &str, shelf: impl FnOnce(&mut Shelf), fail_records: Fail) -> Run {
+    run_account(server, "", false, shelf, fail_records)
+}
+
+/// `run_with`, `extra` added to the account's config; with `capa`, the client asks
+/// CAPA before it logs in, as `connect::login` does.
+fn run_account(
+    server: &str,
+    extra: &str,
+    capa: bool,
+    shelf: impl FnOnce(&mut Shelf),
+    fail_records: Fail,
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("config.toml");
     std::fs::write(
         &config_file,
-        "[accounts.a]\nhost = \"pop.example\"\nuser = \"u\"\ndeliver = \"maildir:/nowhere\"\n",
+        format!("[accounts.a]\nhost = \"pop.example\"\nuser = \"u\"\ndeliver = \"maildir:/nowhere\"\n{extra}"),
     )
     .unwrap();
     let paths = Paths {
@@ -351,8 +379,11 @@ fn run_with(server: &str, shelf: impl FnOnce(&mut Shelf), fail_records: Fail) ->
         line: Vec::new(),
         log: log.clone(),
     };
-    let session = Client::new(stream, None)
-        .unwrap()
+    let mut client = Client::new(stream, None).unwrap();
+    if capa {
+        client.capabilities().unwrap();
+    }
+    let session = client
         .login(Credentials::User {
             user: "u",
             password: "p",
@@ -526,4 +557,156 @@ fn a_refused_dele_is_reported_and_the_others_still_go() {
     // The other deletion takes effect: QUIT still goes out.
     assert_eq!(run.sent("DELE").len(), 2);
     assert_eq!(run.sent("QUIT").len(), 1);
+}
+
+/// Headers encoded as RFC 2047 allows, and a message without a Subject.
+const ENCODED: &str = "From: =?utf-8?q?J=C3=B6rg?= <j@x>\r\nSubject: =?UTF-8?B?w6l0w6k=?=\r\nDate: Tue, 1 Jul 2003 10:52:37 +0200\r\n\r\nfirst\r\n";
+const UNTITLED: &str = "From: b@y\r\nDate: Wed, 2 Jul 2003 10:00:00 +0000\r\n\r\nsecond\r\n";
+
+/// `served`, with `ENCODED` and `UNTITLED` for the two messages, and CAPA
+/// answered first with `capa` when given.
+fn served_headers(capa: Option<&str>, after: &str) -> String {
+    let capa = capa.map_or(String::new(), |lines| {
+        format!("+OK\r\nUSER\r\n{lines}.\r\n")
+    });
+    format!(
+        "+OK hi\r\n{capa}+OK\r\n+OK\r\n+OK\r\n1 a\r\n2 b\r\n.\r\n+OK\r\n1 {}\r\n2 {}\r\n.\r\n{}{}{after}",
+        ENCODED.len(),
+        UNTITLED.len(),
+        retrieved(1, ENCODED),
+        retrieved(2, UNTITLED)
+    )
+}
+
+fn delivered(uid: &str, body: &str, location: &str) -> Delivered {
+    let fields = super::preview::Fields::of(body.as_bytes());
+    Delivered {
+        uid: uid.into(),
+        size: body.len() as u64,
+        from: fields.from,
+        subject: fields.subject,
+        date: fields.date,
+        location: location.into(),
+    }
+}
+
+#[test]
+fn each_delivered_message_is_reported_with_its_headers_and_where_it_went() {
+    for stages in [false, true] {
+        let run = run_with(
+            &served_headers(None, "+OK\r\n+OK\r\n+OK bye\r\n"),
+            |shelf| shelf.stages = stages,
+            Fail::Nothing,
+        );
+        let report = run.result.as_ref().unwrap();
+        assert_eq!(
+            report.delivered,
+            [
+                Delivered {
+                    uid: "a".into(),
+                    size: ENCODED.len() as u64,
+                    from: Some("Jörg <j@x>".into()),
+                    subject: Some("été".into()),
+                    date: Some("Tue, 1 Jul 2003 10:52:37 +0200".into()),
+                    location: "shelf-1".into(),
+                },
+                Delivered {
+                    uid: "b".into(),
+                    size: UNTITLED.len() as u64,
+                    from: Some("b@y".into()),
+                    subject: None,
+                    date: Some("Wed, 2 Jul 2003 10:00:00 +0000".into()),
+                    location: "shelf-2".into(),
+                },
+            ],
+            "{:?}",
+            run.log
+        );
+        assert_eq!(report.login_delay, None);
+    }
+}
+
+#[test]
+fn the_location_is_where_the_target_says_it_landed_else_the_target_itself() {
+    let run = run_with(
+        &served_headers(None, "+OK\r\n+OK\r\n+OK bye\r\n"),
+        |shelf| {
+            shelf.stages = true;
+            shelf.names_places = true;
+        },
+        Fail::Nothing,
+    );
+    let report = run.result.as_ref().unwrap();
+    assert_eq!(
+        report.delivered,
+        [
+            delivered("a", ENCODED, "landed-1"),
+            delivered("b", UNTITLED, "landed-2")
+        ]
+    );
+    // A target that cannot look for a delivery again (an MDA) names no place.
+    let run = run_with(
+        &served_headers(None, "+OK\r\n+OK\r\n+OK bye\r\n"),
+        |shelf| shelf.recovers = false,
+        Fail::Nothing,
+    );
+    let report = run.result.as_ref().unwrap();
+    assert_eq!(
+        report.delivered,
+        [
+            delivered("a", ENCODED, "maildir:/nowhere"),
+            delivered("b", UNTITLED, "maildir:/nowhere")
+        ]
+    );
+}
+
+#[test]
+fn what_stays_on_the_server_and_what_the_state_knows_are_reported() {
+    // Both delivered and deleted.
+    let run = run(&served("+OK\r\n+OK\r\n+OK bye\r\n"), true, false, false);
+    let report = run.result.as_ref().unwrap();
+    assert_eq!((report.on_server, report.known), (0, 2), "{:?}", run.log);
+    // Kept: both stay.
+    let run = run_account(
+        &served("+OK bye\r\n"),
+        "keep = true\n",
+        false,
+        |_| {},
+        Fail::Nothing,
+    );
+    let report = run.result.as_ref().unwrap();
+    assert_eq!(run.sent("DELE").len(), 0, "{:?}", run.log);
+    assert_eq!((report.deleted, report.on_server, report.known), (0, 2, 2));
+}
+
+#[test]
+fn the_login_delay_capa_announced_is_reported() {
+    let run = run_account(
+        &served_headers(
+            Some("LOGIN-DELAY 900 USER\r\n"),
+            "+OK\r\n+OK\r\n+OK bye\r\n",
+        ),
+        "",
+        true,
+        |_| {},
+        Fail::Nothing,
+    );
+    let report = run.result.as_ref().unwrap();
+    assert_eq!(report.login_delay, Some(900), "{:?}", run.log);
+    assert_eq!(report.delivered.len(), 2);
+}
+
+#[test]
+fn a_header_block_is_kept_whole_across_reads_and_bounded() {
+    let mut head = super::fetch::Head::default();
+    for chunk in [&b"Subject: x\r"[..], b"\n", b"\r", b"\nbody", b"more"] {
+        head.see(chunk);
+    }
+    assert!(head.done);
+    assert!(head.bytes.ends_with(b"\r\nbody"), "{:?}", head.bytes);
+    let mut head = super::fetch::Head::default();
+    for _ in 0..100 {
+        head.see(&[b'x'; 4096]);
+    }
+    assert!(head.done && head.bytes.len() == super::fetch::MAX_HEAD);
 }

@@ -173,7 +173,9 @@ impl<S: Wire> Client<S> {
         }
         let caps = self.caps.take().unwrap_or_default();
         let slow_path = self.slow_path();
-        Ok(Session::new(self.conn, caps.pipelining, slow_path))
+        let mut session = Session::new(self.conn, caps.pipelining, slow_path);
+        session.login_delay = caps.login_delay;
+        Ok(session)
     }
 
     pub(super) fn authenticate(&mut self, creds: Credentials) -> Result<(), Error> {

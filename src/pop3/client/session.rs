@@ -18,6 +18,8 @@ pub(crate) struct Session<S> {
     pub(super) pipelining: bool,
     /// The round trip is long enough to ask UIDL and LIST together.
     slow_path: bool,
+    /// What CAPA said of LOGIN-DELAY before the login (RFC 2449 §6.5).
+    pub(super) login_delay: Option<u64>,
 }
 
 impl<S: Wire> Session<S> {
@@ -26,7 +28,13 @@ impl<S: Wire> Session<S> {
             conn,
             pipelining,
             slow_path,
+            login_delay: None,
         }
+    }
+
+    /// The server's LOGIN-DELAY in seconds, if its CAPA announced one (RFC 2449 §6.5).
+    pub(crate) fn login_delay(&self) -> Option<u64> {
+        self.login_delay
     }
 
     /// STAT (RFC 1939 §5): message count and total size.

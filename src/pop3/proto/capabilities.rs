@@ -19,6 +19,9 @@ pub(crate) struct Capabilities {
     /// RFC 6856: the server can send UTF-8 headers unchanged once asked.
     pub utf8: bool,
     pub sasl: Vec<String>,
+    /// LOGIN-DELAY (RFC 2449 §6.5): the fewest seconds the server wants between
+    /// logins. A trailing USER says it may differ per user once logged in.
+    pub login_delay: Option<u64>,
     /// Every line as the server sent it, escaped, for `probe` to show.
     pub lines: Vec<String>,
 }
@@ -43,6 +46,8 @@ impl Capabilities {
                 Some("RESP-CODES") => caps.resp_codes = true,
                 Some("UTF8") => caps.utf8 = true,
                 Some("SASL") => caps.sasl = words.map(str::to_ascii_uppercase).collect(),
+                // Only a number is a delay; anything else announces none.
+                Some("LOGIN-DELAY") => caps.login_delay = words.next().and_then(|n| n.parse().ok()),
                 _ => {}
             }
         }
@@ -64,5 +69,16 @@ mod tests {
         assert!(caps.known && caps.pipelining && !caps.stls && !caps.uidl);
         assert_eq!(caps.sasl, ["PLAIN", "SCRAM-SHA-256"]);
         assert_eq!(caps.lines.len(), 3);
+        assert_eq!(caps.login_delay, None);
+    }
+
+    #[test]
+    fn login_delay_is_read_with_or_without_user() {
+        let parse = |line: &str| Capabilities::parse(&[line.as_bytes().to_vec()]).login_delay;
+        assert_eq!(parse("LOGIN-DELAY 900"), Some(900));
+        assert_eq!(parse("login-delay 300 USER"), Some(300));
+        assert_eq!(parse("LOGIN-DELAY"), None);
+        assert_eq!(parse("LOGIN-DELAY soon"), None);
+        assert_eq!(parse("LOGIN-DELAY -5"), None);
     }
 }
