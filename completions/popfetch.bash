@@ -140,7 +140,7 @@ _popfetch() {
 
     case "${cmd}" in
         popfetch)
-            opts="-c -v -q -h -V --config --verbose --quiet --help --version sync list accounts import-state init probe password oauth complete-accounts help"
+            opts="-c -v -q -h -V --config --log-format --verbose --quiet --help --version sync list accounts import-state init probe password oauth complete-accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -154,6 +154,10 @@ _popfetch() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -162,7 +166,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__accounts)
-            opts="-c -h --config --help"
+            opts="-c -h --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -174,6 +178,10 @@ _popfetch() {
                     ;;
                 -c)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -184,7 +192,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__complete__subcmd__accounts)
-            opts="-c -h --config --help"
+            opts="-c -h --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -196,6 +204,10 @@ _popfetch() {
                     ;;
                 -c)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -430,7 +442,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__import__subcmd__state)
-            opts="-q -c -h --from --key --quiet --config --help"
+            opts="-q -c -h --from --key --quiet --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -452,6 +464,10 @@ _popfetch() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -460,7 +476,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__init)
-            opts="-q -c -h --host --port --tls --user --deliver --keep --quiet --config --help"
+            opts="-q -c -h --host --port --tls --user --deliver --keep --quiet --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -494,6 +510,10 @@ _popfetch() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -502,7 +522,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__list)
-            opts="-v -q -c -h --json --verbose --quiet --config --help"
+            opts="-v -q -c -h --json --verbose --quiet --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -514,6 +534,10 @@ _popfetch() {
                     ;;
                 -c)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -524,7 +548,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__oauth)
-            opts="-q -c -h --quiet --config --help login status logout help"
+            opts="-q -c -h --quiet --config --log-format --help login status logout help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -536,6 +560,10 @@ _popfetch() {
                     ;;
                 -c)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -616,7 +644,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__oauth__subcmd__login)
-            opts="-c -h --browser --import --config --help"
+            opts="-c -h --browser --import --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -628,6 +656,10 @@ _popfetch() {
                     ;;
                 -c)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -638,7 +670,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__oauth__subcmd__logout)
-            opts="-c -h --config --help"
+            opts="-c -h --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -650,6 +682,10 @@ _popfetch() {
                     ;;
                 -c)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -660,7 +696,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__oauth__subcmd__status)
-            opts="-c -h --config --help"
+            opts="-c -h --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -674,6 +710,10 @@ _popfetch() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -682,7 +722,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__password)
-            opts="-q -c -h --quiet --config --help set delete help"
+            opts="-q -c -h --quiet --config --log-format --help set delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -696,6 +736,10 @@ _popfetch() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -704,7 +748,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__password__subcmd__delete)
-            opts="-c -h --target --config --help"
+            opts="-c -h --target --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -716,6 +760,10 @@ _popfetch() {
                     ;;
                 -c)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -782,7 +830,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__password__subcmd__set)
-            opts="-c -h --target --config --help"
+            opts="-c -h --target --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -796,6 +844,10 @@ _popfetch() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -804,7 +856,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__probe)
-            opts="-v -q -c -h --host --port --tls --tls-ca-file --verbose --quiet --config --help"
+            opts="-v -q -c -h --host --port --tls --tls-ca-file --verbose --quiet --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -834,6 +886,10 @@ _popfetch() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -842,7 +898,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__sync)
-            opts="-j -v -q -c -h --dry-run --json --jobs --verbose --quiet --config --help"
+            opts="-j -v -q -c -h --dry-run --json --jobs --verbose --quiet --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -862,6 +918,10 @@ _popfetch() {
                     ;;
                 -c)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)

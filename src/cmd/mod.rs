@@ -22,6 +22,7 @@ pub(crate) mod exit;
 mod hooks;
 pub(crate) mod import;
 pub(crate) mod init;
+pub(crate) mod log;
 mod oauth;
 pub(crate) mod probe;
 mod status;
@@ -38,6 +39,16 @@ pub(crate) struct Cli {
     /// Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]
     #[arg(short, long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// How -v, warnings and errors are written: text, or one JSON object a line
+    /// (for log collectors); the daemon's log too
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = crate::cmd::log::Format::Text
+    )]
+    log_format: crate::cmd::log::Format,
     /// -v and -q before the subcommand; they are also accepted after the
     /// subcommands they mean something to, and only those advertise them.
     #[command(flatten)]

@@ -1,12 +1,14 @@
 //! What `sync` does at the command line: the accounts run in parallel jobs, each
 //! one's output gathered and printed in one piece, passwords asked for first, and
-//! the summary, the dry-run plan or the `--json` report.
+//! the summary, the dry-run plan or the `--json` report. What goes to stderr goes
+//! through a [`Logger`], in the `--log-format` asked for.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
-use super::{over_accounts, Cli, SyncFlags};
+use super::{Cli, SyncFlags};
 use crate::cmd::exit::{classify, Exit};
+use crate::cmd::log::{Level, Logger};
 use crate::cmd::ui::Ui;
 use crate::cmd::{hooks, status};
 use crate::config::secret;
@@ -16,11 +18,34 @@ use crate::sync::state::{Place, UidlState};
 use crate::sync::{sync_account, Options, Report};
 
 pub(super) fn sync(cli: &Cli, names: &[String], flags: &SyncFlags) -> Exit {
-    over_accounts(cli, names, |accounts| sync_accounts(cli, accounts, flags))
+    let logger = Logger::stderr(cli.log_format);
+    // As `over_accounts`, with the error through the logger.
+    let config = match super::load(cli) {
+        Ok(config) => config,
+        Err(e) => return failed(&logger, None, &e),
+    };
+    match config.select(names) {
+        Ok(accounts) => sync_accounts(cli, logger, accounts, flags),
+        Err(e) => failed(&logger, None, &e.into()),
+    }
 }
 
-fn sync_accounts(cli: &Cli, accounts: Vec<&Account>, flags: &SyncFlags) -> Exit {
-    let ui = Ui::new(cli.loudness());
+/// Logs an error that ends a sync (of one account, or before any) as one line and
+/// returns its exit code.
+fn failed(logger: &Logger, account: Option<&str>, err: &anyhow::Error) -> Exit {
+    let exit = classify(err);
+    logger.log(
+        Level::Error,
+        account,
+        "sync_failed",
+        &format!("{err:#}"),
+        serde_json::json!({ "exit_code": exit as u8 }),
+    );
+    exit
+}
+
+fn sync_accounts(cli: &Cli, logger: Logger, accounts: Vec<&Account>, flags: &SyncFlags) -> Exit {
+    let ui = Ui::new(cli.loudness(), cli.log_format, logger);
     let (accounts, mut results) = prompt_first(&ui, accounts);
     // From here a Ctrl-C clears the bars and says what it means; see crate::sys::interrupt.
     let _interrupt = crate::sys::interrupt::install(ui.bars(), Exit::Interrupted as i32);
@@ -68,7 +93,7 @@ type Numbered<T> = Vec<(usize, T)>;
 fn prompt_first(ui: &Ui, accounts: Vec<&Account>) -> (Numbered<Account>, Numbered<Outcome>) {
     let asks = ui.interactive() && std::io::stdin().is_terminal();
     let mut ready = Vec::new();
-    let mut failed = Vec::new();
+    let mut failures = Vec::new();
     for (index, account) in accounts.into_iter().enumerate() {
         let mut account = account.clone();
         let source = if account.uses_token() {
@@ -81,10 +106,9 @@ fn prompt_first(ui: &Ui, accounts: Vec<&Account>) -> (Numbered<Account>, Numbere
                 Ok(secret) => *source = secret::PasswordSource::Inline(secret),
                 Err(e) => {
                     let e = anyhow::Error::from(e);
-                    let exit = classify(&e);
+                    let exit = failed(ui.logger(), Some(&account.name), &e);
                     let line = format!("{e:#}");
-                    eprintln!("popfetch: account \"{}\": {line}", account.name);
-                    failed.push((
+                    failures.push((
                         index,
                         Outcome {
                             exit,
@@ -97,7 +121,7 @@ fn prompt_first(ui: &Ui, accounts: Vec<&Account>) -> (Numbered<Account>, Numbere
         }
         ready.push((index, account));
     }
-    (ready, failed)
+    (ready, failures)
 }
 
 /// What `sync --json` says of one account.
@@ -129,10 +153,10 @@ fn sync_one(ui: &Ui, account: &Account, flags: &SyncFlags, width: Option<usize>)
     let mut out = ui.account(&account.name);
     if account.tls_insecure_skip_verify {
         // Shown on every run, even with -q: this must never be forgotten.
-        out.error(format!(
-            "popfetch: warning: account \"{}\": tls_insecure_skip_verify = true, the server's certificate is not checked and anyone on the path can read the mail and the password",
-            account.name
-        ));
+        out.warning_always(
+            "tls_insecure_skip_verify = true, the server's certificate is not checked and anyone on the path can read the mail and the password"
+                .to_string(),
+        );
     }
     let options = Options {
         trace: out.trace(),
@@ -151,7 +175,7 @@ fn sync_one(ui: &Ui, account: &Account, flags: &SyncFlags, width: Option<usize>)
         Err(e) => {
             let exit = classify(&e);
             let line = format!("{e:#}");
-            out.error(format!("popfetch: account \"{}\": {line}", account.name));
+            out.error(line.clone(), exit);
             (exit, Report::default(), Some(line))
         }
     };
@@ -178,7 +202,15 @@ fn sync_one(ui: &Ui, account: &Account, flags: &SyncFlags, width: Option<usize>)
             out.print(preview::table(&entries, width).trim_end().to_string());
         }
     } else if error.is_none() {
-        out.summary(summary(&report));
+        out.summary(
+            summary(&report),
+            serde_json::json!({
+                "fetched": report.fetched,
+                "bytes": report.bytes,
+                "deleted": report.deleted,
+                "skipped": report.skipped,
+            }),
+        );
     }
     out.finish();
     let mut json = outcome_json(account, &report, error, exit);

@@ -1,12 +1,16 @@
 //! What the user sees while accounts sync: progress bars at a terminal, silence in
 //! cron (errors only), a summary with -v, JSON for scripts. Each account's output is
-//! gathered and printed in one piece, so parallel accounts never interleave.
+//! gathered and printed in one piece, so parallel accounts never interleave. Lines
+//! for stderr are written by a [`Logger`]: as text, or with `--log-format json` as
+//! one JSON object each (and then no bars are drawn).
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::cmd::exit::Exit;
+use crate::cmd::log::{Format, Level, Logger};
 use crate::pop3::Trace;
 use crate::sync::preview::human_size;
 use crate::sync::{Progress, Warn};
@@ -21,15 +25,18 @@ pub(crate) struct Loudness {
 /// The output of a whole run.
 pub(crate) struct Ui {
     loudness: Loudness,
+    logger: Logger,
     /// Progress bars, when a person is watching a terminal.
     bars: Option<MultiProgress>,
 }
 
 impl Ui {
-    pub(crate) fn new(loudness: Loudness) -> Ui {
-        let watching = std::io::stderr().is_terminal() && !loudness.quiet;
+    /// `format` is the logger's: bars only go with text.
+    pub(crate) fn new(loudness: Loudness, format: Format, logger: Logger) -> Ui {
+        let watching = std::io::stderr().is_terminal() && !loudness.quiet && format == Format::Text;
         Ui {
             loudness,
+            logger,
             bars: watching.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
         }
     }
@@ -37,6 +44,11 @@ impl Ui {
     /// The bars of the run, for the interrupt notice to clear.
     pub(crate) fn bars(&self) -> Option<MultiProgress> {
         self.bars.clone()
+    }
+
+    /// Where lines for stderr go.
+    pub(crate) fn logger(&self) -> &Logger {
+        &self.logger
     }
 
     /// Whether a person is watching (progress bars and summaries shown).
@@ -63,6 +75,7 @@ impl Ui {
         AccountUi {
             name: name.to_string(),
             loudness: self.loudness,
+            logger: self.logger.clone(),
             stderr: Arc::new(Mutex::new(Vec::new())),
             stdout: Vec::new(),
             bar,
@@ -71,11 +84,31 @@ impl Ui {
     }
 }
 
+/// A line for stderr, held until its account is done.
+struct Entry {
+    level: Level,
+    event: &'static str,
+    message: String,
+    fields: serde_json::Value,
+}
+
+impl Entry {
+    fn new(level: Level, event: &'static str, message: String) -> Entry {
+        Entry {
+            level,
+            event,
+            message,
+            fields: serde_json::json!({}),
+        }
+    }
+}
+
 /// One account's output, held until the account is done.
 pub(crate) struct AccountUi {
     name: String,
     loudness: Loudness,
-    stderr: Arc<Mutex<Vec<String>>>,
+    logger: Logger,
+    stderr: Arc<Mutex<Vec<Entry>>>,
     stdout: Vec<String>,
     bar: Option<ProgressBar>,
     multi: Option<MultiProgress>,
@@ -85,24 +118,26 @@ impl AccountUi {
     /// With -v, the protocol steps, each line naming the account.
     pub(crate) fn trace(&self) -> Option<Trace> {
         let lines = self.stderr.clone();
-        let name = self.name.clone();
         self.loudness.verbose.then(|| {
-            Box::new(move |line: &str| lines.lock().unwrap().push(format!("{name}: {line}")))
-                as Trace
+            Box::new(move |line: &str| {
+                lines
+                    .lock()
+                    .unwrap()
+                    .push(Entry::new(Level::Debug, "protocol", line.to_string()))
+            }) as Trace
         })
     }
 
     /// Warnings that are not errors, unless -q.
     pub(crate) fn warn(&self) -> Warn {
         let lines = self.stderr.clone();
-        let name = self.name.clone();
         let quiet = self.loudness.quiet;
         Box::new(move |text: &str| {
             if !quiet {
                 lines
                     .lock()
                     .unwrap()
-                    .push(format!("popfetch: warning: account \"{name}\": {text}"));
+                    .push(Entry::new(Level::Warning, "warning", text.to_string()));
             }
         })
     }
@@ -124,18 +159,25 @@ impl AccountUi {
         self.stdout.push(line);
     }
 
-    /// A line for stderr: an error, always shown.
-    pub(crate) fn error(&mut self, line: String) {
-        self.stderr.lock().unwrap().push(line);
+    /// The error that ended the account's sync, always shown.
+    pub(crate) fn error(&mut self, message: String, exit: Exit) {
+        let mut entry = Entry::new(Level::Error, "sync_failed", message);
+        entry.fields = serde_json::json!({ "exit_code": exit as u8 });
+        self.stderr.lock().unwrap().push(entry);
     }
 
-    /// The summary line: shown at a terminal, or with -v.
-    pub(crate) fn summary(&mut self, line: String) {
+    /// A warning shown even with -q.
+    pub(crate) fn warning_always(&mut self, message: String) {
+        let entry = Entry::new(Level::Warning, "warning", message);
+        self.stderr.lock().unwrap().push(entry);
+    }
+
+    /// The summary line: shown at a terminal, or with -v. `fields` are its numbers.
+    pub(crate) fn summary(&mut self, message: String, fields: serde_json::Value) {
         if self.multi.is_some() || self.loudness.verbose {
-            self.stderr
-                .lock()
-                .unwrap()
-                .push(format!("{}: {line}", self.name));
+            let mut entry = Entry::new(Level::Info, "synced", message);
+            entry.fields = fields;
+            self.stderr.lock().unwrap().push(entry);
         }
     }
 
@@ -147,9 +189,13 @@ impl AccountUi {
         }
         let err_lines = std::mem::take(&mut *self.stderr.lock().unwrap());
         let print = || {
-            let mut err = std::io::stderr().lock();
-            for line in &err_lines {
-                let _ = writeln!(err, "{line}");
+            // Held across the lines: stderr's lock is reentrant, so the logger's
+            // writes pass and other accounts' wait until this one is done.
+            let _err = std::io::stderr().lock();
+            for line in err_lines {
+                let fields = line.fields;
+                let account = Some(self.name.as_str());
+                (self.logger).log(line.level, account, line.event, &line.message, fields);
             }
             let mut out = std::io::stdout().lock();
             for line in &self.stdout {
