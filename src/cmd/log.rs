@@ -12,10 +12,10 @@ use serde::Serialize;
 /// How the lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub(crate) enum Format {
-    /// Lines as popfetch has always printed them
+    // No doc comments on the values: clap would show them in a long --help of its
+    // own; the flag's help says what they are.
     #[default]
     Text,
-    /// One JSON object a line: time, level, account, event, fields
     Json,
 }
 
