@@ -111,7 +111,10 @@ pub(crate) fn daemon(settings: Settings) -> Exit {
         Level::Notice,
         None,
         "started",
-        &format!("daemon started (pid {pid}), polling {} account(s)", accounts.len()),
+        &format!(
+            "daemon started (pid {pid}), polling {} account(s)",
+            accounts.len()
+        ),
         serde_json::json!({ "pid": pid, "accounts": accounts.len() }),
     );
     let now = Instant::now();
@@ -142,7 +145,7 @@ pub(crate) fn daemon(settings: Settings) -> Exit {
                 let Some(entry) = schedule.get_mut(&polled.name) else {
                     continue;
                 };
-                done(account, entry, &polled, &logger);
+                done(account, entry, &polled, &logger, settings.verbose);
             }
             Event::Signal(SIGUSR1) => {
                 logger.log(Level::Notice, None, "poll_now", "SIGUSR1: polling every account now", serde_json::json!({}));
@@ -249,20 +252,38 @@ fn poll(account: &Account, logger: &Logger, verbose: bool) -> Polled {
         let logger = logger.clone();
         let name = name.clone();
         Box::new(move |line: &str| {
-            logger.log(Level::Debug, Some(&name), "protocol", line, serde_json::json!({}))
+            logger.log(
+                Level::Debug,
+                Some(&name),
+                "protocol",
+                line,
+                serde_json::json!({}),
+            )
         }) as crate::pop3::Trace
     });
     let options = Options {
         trace,
         dry_run: false,
         warn: Some(Box::new(move |text: &str| {
-            warn_logger.log(Level::Warning, Some(&warn_name), "warning", text, serde_json::json!({}))
+            warn_logger.log(
+                Level::Warning,
+                Some(&warn_name),
+                "warning",
+                text,
+                serde_json::json!({}),
+            )
         })),
         progress: None,
         rank: Some(|err| classify(err) as u8),
     };
     let warn = |text: &str| {
-        logger.log(Level::Warning, Some(&name), "hook_failed", text, serde_json::json!({}))
+        logger.log(
+            Level::Warning,
+            Some(&name),
+            "hook_failed",
+            text,
+            serde_json::json!({}),
+        )
     };
     match sync_account(account, options) {
         Ok(report) => {
@@ -298,7 +319,7 @@ fn poll(account: &Account, logger: &Logger, verbose: bool) -> Polled {
 }
 
 /// A poll ended: log it, schedule the next one, record the status.
-fn done(account: &Account, entry: &mut Schedule, polled: &Polled, logger: &Logger) {
+fn done(account: &Account, entry: &mut Schedule, polled: &Polled, logger: &Logger, verbose: bool) {
     entry.running = false;
     let interval = account.poll_interval;
     let name = Some(account.name.as_str());
@@ -313,23 +334,30 @@ fn done(account: &Account, entry: &mut Schedule, polled: &Polled, logger: &Logge
         interval
     } else if polled.exit == Exit::Ok {
         entry.failures = 0;
+        // A poll that found nothing is said only with -v: the log stays quiet.
         let fetched = polled.report.delivered.len();
-        let level = if fetched > 0 { Level::Info } else { Level::Debug };
-        logger.log(
-            level,
-            name,
-            "synced",
-            &format!(
-                "{} message(s) fetched, {} deleted, {} skipped",
-                polled.report.fetched, polled.report.deleted, polled.report.skipped
-            ),
-            serde_json::json!({
-                "fetched": polled.report.fetched,
-                "bytes": polled.report.bytes,
-                "deleted": polled.report.deleted,
-                "skipped": polled.report.skipped,
-            }),
-        );
+        let level = if fetched > 0 {
+            Level::Info
+        } else {
+            Level::Debug
+        };
+        if level == Level::Info || verbose {
+            logger.log(
+                level,
+                name,
+                "synced",
+                &format!(
+                    "{} message(s) fetched, {} deleted, {} skipped",
+                    polled.report.fetched, polled.report.deleted, polled.report.skipped
+                ),
+                serde_json::json!({
+                    "fetched": polled.report.fetched,
+                    "bytes": polled.report.bytes,
+                    "deleted": polled.report.deleted,
+                    "skipped": polled.report.skipped,
+                }),
+            );
+        }
         // RFC 2449 §6.5: no login sooner than LOGIN-DELAY after the last one.
         let delay = Duration::from_secs(polled.report.login_delay.unwrap_or(0));
         interval.max(delay)
@@ -477,7 +505,10 @@ mod tests {
         assert_eq!(backoff(minute, 3), 8 * minute);
         assert_eq!(backoff(minute, 9), 16 * minute);
         assert_eq!(backoff(Duration::from_secs(600), 5), BACKOFF_MAX);
-        assert_eq!(backoff(Duration::from_secs(7200), 2), Duration::from_secs(7200));
+        assert_eq!(
+            backoff(Duration::from_secs(7200), 2),
+            Duration::from_secs(7200)
+        );
         let tenth = Duration::from_millis(100);
         assert_eq!(backoff(tenth, 30), tenth * 16);
     }

@@ -25,7 +25,6 @@ pub(crate) enum Level {
     Error,
     Warning,
     /// For the daemon (starts, stops); `sync` has no use for it.
-    #[allow(dead_code)]
     Notice,
     Info,
     Debug,

@@ -16,8 +16,8 @@ use crate::sync::preview;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
-pub(crate) mod docs;
 mod daemon;
+pub(crate) mod docs;
 pub(crate) mod exit;
 mod hooks;
 pub(crate) mod import;

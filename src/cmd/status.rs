@@ -116,9 +116,11 @@ pub(crate) fn clear_daemon(account: &Account) {
 fn write(account: &Account, status: &Status) -> io::Result<()> {
     let dest = path(account);
     durable::create_dir_all(&account.state_dir)?;
-    let temp_path = account
-        .state_dir
-        .join(format!(".{}.status.{}.tmp", account.name, std::process::id()));
+    let temp_path = account.state_dir.join(format!(
+        ".{}.status.{}.tmp",
+        account.name,
+        std::process::id()
+    ));
     let _ = fs::remove_file(&temp_path);
     let mut temp = TempFile::create(temp_path)?;
     let text = serde_json::to_string_pretty(status).expect("plain data serializes");
@@ -231,7 +233,9 @@ mod tests {
         let text = line(&status);
         assert!(text.starts_with("work: FAILED at "), "{text}");
         assert!(
-            text.contains("(exit 75): the server is busy; 0 delivered (12 in all); never succeeded"),
+            text.contains(
+                "(exit 75): the server is busy; 0 delivered (12 in all); never succeeded"
+            ),
             "{text}"
         );
     }

@@ -233,7 +233,10 @@ fn after_run(
         Ok(report) => (report, None),
         Err(e)
             if e.chain().any(|c| {
-                matches!(c.downcast_ref(), Some(crate::sync::lock::LockError::Held { .. }))
+                matches!(
+                    c.downcast_ref(),
+                    Some(crate::sync::lock::LockError::Held { .. })
+                )
             }) =>
         {
             return

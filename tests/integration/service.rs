@@ -14,11 +14,6 @@ use std::time::{Duration, Instant};
 use crate::support::dovecot::{self, numbered};
 use crate::support::{Dovecot, Home};
 
-fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    v.sort();
-    v
-}
-
 /// A running `popfetch daemon --foreground`, its stderr (JSON lines) in a file;
 /// killed when dropped.
 struct Daemon {
@@ -28,10 +23,12 @@ struct Daemon {
 
 impl Daemon {
     fn start(home: &Home, args: &[&str]) -> Daemon {
-        let log = home.path().join(format!("daemon-{}.log", std::process::id()));
+        let log = home
+            .path()
+            .join(format!("daemon-{}.log", std::process::id()));
         let child = home
             .command()
-            .args(["--log-format", "json", "daemon", "--foreground"])
+            .args(["--log-format", "json", "daemon", "--foreground", "-v"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
@@ -48,9 +45,7 @@ impl Daemon {
     fn events(&self) -> Vec<serde_json::Value> {
         self.log()
             .lines()
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect()
     }
 
@@ -110,7 +105,11 @@ fn the_daemon_delivers_new_mail_within_an_interval_and_stops_on_sigterm() {
     let home = Home::new();
     home.write_config(&server.config(&home, "implicit", "poll_interval = \"400ms\""));
     let mut daemon = Daemon::start(&home, &[]);
-    assert!(eventually(Duration::from_secs(10), || daemon.count("synced") >= 1), "{}", daemon.log());
+    assert!(
+        eventually(Duration::from_secs(10), || daemon.count("synced") >= 1),
+        "{}",
+        daemon.log()
+    );
     // Mail that arrives is delivered within one interval plus jitter (and the
     // sync's own time).
     server.add_messages(&numbered(2));
@@ -130,7 +129,11 @@ fn the_daemon_delivers_new_mail_within_an_interval_and_stops_on_sigterm() {
     // Another daemon for the same user is refused: it would poll everything twice.
     let second = home.run(&["daemon", "--foreground"]);
     second.expect(75);
-    assert!(second.stderr().contains("already running"), "{}", second.stderr());
+    assert!(
+        second.stderr().contains("already running"),
+        "{}",
+        second.stderr()
+    );
 
     daemon.signal("TERM");
     assert_eq!(daemon.exited_within(Duration::from_secs(5)), Some(0));
@@ -144,7 +147,11 @@ fn sigusr1_polls_at_once() {
     let home = Home::new();
     home.write_config(&server.config(&home, "implicit", "poll_interval = \"1h\""));
     let daemon = Daemon::start(&home, &[]);
-    assert!(eventually(Duration::from_secs(10), || daemon.count("synced") >= 1), "{}", daemon.log());
+    assert!(
+        eventually(Duration::from_secs(10), || daemon.count("synced") >= 1),
+        "{}",
+        daemon.log()
+    );
     server.add_messages(&numbered(1));
     std::thread::sleep(Duration::from_millis(300));
     assert!(home.delivered().is_empty(), "polled before its hour");
@@ -164,12 +171,15 @@ fn sighup_keeps_the_old_config_when_the_new_one_is_broken_and_polls_a_new_accoun
     let config = server.config(&home, "implicit", "poll_interval = \"300ms\"");
     home.write_config(&config);
     let daemon = Daemon::start(&home, &[]);
-    assert!(eventually(Duration::from_secs(10), || daemon.count("synced") >= 1));
+    assert!(eventually(Duration::from_secs(10), || daemon
+        .count("synced")
+        >= 1));
 
     home.write_config("[accounts.test\nhost = ");
     daemon.signal("HUP");
     assert!(
-        eventually(Duration::from_secs(5), || daemon.count("reload_failed") == 1),
+        eventually(Duration::from_secs(5), || daemon.count("reload_failed")
+            == 1),
         "{}",
         daemon.log()
     );
@@ -240,7 +250,10 @@ fn sigterm_during_a_100_mb_message_exits_at_once_and_loses_nothing() {
         .unwrap()
         .replace("\r\n", "\n")
         .into_bytes();
-    assert!(delivered.contains(&big_unix), "the big message is not whole");
+    assert!(
+        delivered.contains(&big_unix),
+        "the big message is not whole"
+    );
     assert!(server.messages().is_empty());
 }
 
@@ -276,7 +289,10 @@ fn a_server_that_goes_away_gets_a_back_off_then_recovers() {
     let port = dovecot::free_port();
     let config = server
         .config(&home, "implicit", "poll_interval = \"200ms\"")
-        .replace(&format!("port = {}", server.tls_port), &format!("port = {port}"));
+        .replace(
+            &format!("port = {}", server.tls_port),
+            &format!("port = {port}"),
+        );
     home.write_config(&config);
     let daemon = Daemon::start(&home, &[]);
     assert!(
@@ -313,7 +329,10 @@ fn status_json_reads_back_after_a_success_and_a_failure() {
     let run = home.run(&["status"]);
     run.expect(0);
     home.write_config(&server.config(&home, "implicit", "keep = true"));
-    assert!(home.run(&["status"]).stdout().contains("test: never synced"));
+    assert!(home
+        .run(&["status"])
+        .stdout()
+        .contains("test: never synced"));
     home.run(&["sync"]).expect(0);
     let ok = status_json(&home);
     let test = &ok["accounts"][0];
@@ -339,11 +358,20 @@ fn status_json_reads_back_after_a_success_and_a_failure() {
     let test = &failed["accounts"][0];
     assert_eq!(test["last_run"]["result"], "failed");
     assert_eq!(test["last_run"]["exit_code"], 77);
-    assert!(test["last_run"]["error"].as_str().unwrap().contains("uthentication"), "{failed}");
+    assert!(
+        test["last_run"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("uthentication"),
+        "{failed}"
+    );
     assert_eq!(test["last_success"], ok["accounts"][0]["last_success"]);
     assert_eq!(test["known"], 4, "kept from the last success");
     let line = home.run(&["status"]).stdout();
-    assert!(line.starts_with("test: FAILED at ") && line.contains("(exit 77)"), "{line}");
+    assert!(
+        line.starts_with("test: FAILED at ") && line.contains("(exit 77)"),
+        "{line}"
+    );
 }
 
 fn hook_script(home: &Home, name: &str, body: &str) -> PathBuf {
@@ -395,7 +423,11 @@ fn hooks_get_the_right_json_and_a_hanging_one_is_killed() {
     // A failure: on_error hears of it, the exit is the sync's.
     home.write_config(
         &server
-            .config(&home, "implicit", &format!("on_error = \"{}\"", on_err.display()))
+            .config(
+                &home,
+                "implicit",
+                &format!("on_error = \"{}\"", on_err.display()),
+            )
             .replace(dovecot::PASSWORD, "wrong"),
     );
     home.run(&["sync"]).expect(77);
@@ -417,7 +449,11 @@ fn hooks_get_the_right_json_and_a_hanging_one_is_killed() {
     run.expect(0);
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(run.stderr().contains("on_new_mail"), "{}", run.stderr());
-    assert!(run.stderr().contains("killed at its timeout"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("killed at its timeout"),
+        "{}",
+        run.stderr()
+    );
     assert_eq!(home.delivered().len(), 2);
 }
 
@@ -432,7 +468,10 @@ fn the_daemon_detaches_without_foreground() {
     run.expect(0);
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(run.stderr().contains("daemon.log"), "{}", run.stderr());
-    assert!(eventually(Duration::from_secs(10), || home.delivered().len() == 1));
+    assert!(eventually(Duration::from_secs(10), || home
+        .delivered()
+        .len()
+        == 1));
     let pid = status_json(&home)["accounts"][0]["daemon_pid"]
         .as_u64()
         .expect("the daemon's pid");
