@@ -20,4 +20,5 @@ mod policies;
 mod security;
 mod state_files;
 mod targets;
+mod units;
 mod ux;
