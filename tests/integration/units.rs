@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 const UNITS: [&str; 3] = [
     "popfetch.service",
@@ -28,6 +28,19 @@ fn settings(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// `systemd-analyze verify` on one unit file. Without --user: the user scope
+/// needs $XDG_RUNTIME_DIR and a running user manager, which a test container
+/// has not got, and the checks made of the file itself are the same.
+fn verify(unit: &Path) -> Output {
+    Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(unit)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("systemd-analyze: {e}: apt-get install systemd (scripts/test-deps.sh)")
+        })
+}
+
 #[test]
 fn units_pass_systemd_analyze_verify() {
     // verify checks that ExecStart's command exists, and systemd 252 looks a bare
@@ -36,20 +49,16 @@ fn units_pass_systemd_analyze_verify() {
     let copy = tempfile::tempdir().unwrap();
     let exe = env!("CARGO_BIN_EXE_popfetch");
     for name in UNITS {
-        let text = read_unit(name).replace("ExecStart=popfetch ", &format!("ExecStart={exe} "));
+        let text = read_unit(name);
+        assert!(
+            name.ends_with(".timer") || text.contains("\nExecStart=popfetch "),
+            "{name}: no ExecStart=popfetch to point at the built binary"
+        );
+        let text = text.replace("ExecStart=popfetch ", &format!("ExecStart={exe} "));
         fs::write(copy.path().join(name), text).unwrap();
     }
     for name in UNITS {
-        // Without --user: a user manager's scope needs $XDG_RUNTIME_DIR and a
-        // running user manager, which a test container has not got. The checks
-        // that verify makes of a unit file are the same.
-        let out = Command::new("systemd-analyze")
-            .args(["verify", "--man=no"])
-            .arg(copy.path().join(name))
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("systemd-analyze: {e}: apt-get install systemd (scripts/test-deps.sh)")
-            });
+        let out = verify(&copy.path().join(name));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success(),
@@ -63,6 +72,27 @@ fn units_pass_systemd_analyze_verify() {
             about_ours.join("\n")
         );
     }
+}
+
+/// The check above would pass vacuously if verify stopped naming the file in
+/// its warnings: a broken copy must be caught.
+#[test]
+fn systemd_analyze_verify_names_a_broken_unit() {
+    let copy = tempfile::tempdir().unwrap();
+    let exe = env!("CARGO_BIN_EXE_popfetch");
+    let text = read_unit("popfetch.service")
+        .replace("ExecStart=popfetch ", &format!("ExecStart={exe} "))
+        .replace("TimeoutStartSec=15min", "TimeoutStartSec=soon");
+    let unit = copy.path().join("popfetch.service");
+    fs::write(&unit, text).unwrap();
+    let out = verify(&unit);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("popfetch") && l.contains("soon")),
+        "no warning about TimeoutStartSec=soon:\n{stderr}"
+    );
 }
 
 #[test]
