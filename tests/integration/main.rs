@@ -21,4 +21,5 @@ mod security;
 mod service;
 mod state_files;
 mod targets;
+mod units;
 mod ux;
