@@ -37,6 +37,7 @@ pub(crate) fn after_sync(
         },
     };
     let ended = Run::new(argv, account.timeout)
+        .own_group()
         .stdin(Stdin::Offer(input.to_string().into_bytes()))
         .stdout(Stdout::ToStderr)
         .run();

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
-use rustix::process::{kill_process, waitid, Pid, Signal, WaitId, WaitIdOptions};
+use rustix::process::{
+    kill_process, kill_process_group, waitid, Pid, Signal, WaitId, WaitIdOptions,
+};
 
 use crate::sys::copy::{self, CopyError};
 
@@ -115,6 +117,8 @@ pub(crate) struct Run<'a> {
     timeout: Duration,
     stdin: Stdin<'a>,
     stdout: Stdout,
+    /// A process group of its own, killed whole at the timeout.
+    own_group: bool,
 }
 
 impl<'a> Run<'a> {
@@ -126,7 +130,17 @@ impl<'a> Run<'a> {
             timeout,
             stdin: Stdin::Null,
             stdout: Stdout::ToStderr,
+            own_group: false,
         }
+    }
+
+    /// Runs the command in a process group of its own, so that the timeout
+    /// kills what it started too (a hook's `sleep`, a notifier it spawned), not
+    /// only the command. Not for commands that may talk to the terminal (a
+    /// pinentry): outside the terminal's foreground group they would stop.
+    pub(crate) fn own_group(mut self) -> Run<'a> {
+        self.own_group = true;
+        self
     }
 
     pub(crate) fn stdin(mut self, stdin: Stdin<'a>) -> Run<'a> {
@@ -154,7 +168,7 @@ impl<'a> Run<'a> {
             }
         };
         let deadline = Instant::now().checked_add(self.timeout);
-        let watchdog = Watchdog::start(&child, self.timeout);
+        let watchdog = Watchdog::start(&child, self.timeout, self.own_group);
         // Read on a thread: a grandchild that keeps the pipe open must not hold us
         // past the timeout, which killing the child alone cannot promise.
         let captured = match (self.stdout, child.stdout.take()) {
@@ -230,6 +244,9 @@ impl<'a> Run<'a> {
     fn command(&self) -> Command {
         let mut command = Command::new(&self.argv[0]);
         command.args(&self.argv[1..]).stderr(Stdio::inherit());
+        if self.own_group {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
         // The environment as popfetch was given it, not as it tuned it for TLS.
         for (name, value) in crate::net::found_env() {
             match value {
@@ -393,7 +410,7 @@ struct Watchdog {
 }
 
 impl Watchdog {
-    fn start(child: &std::process::Child, timeout: Duration) -> Watchdog {
+    fn start(child: &std::process::Child, timeout: Duration, group: bool) -> Watchdog {
         let pid = Pid::from_child(child);
         let (cancel, cancelled) = mpsc::channel();
         let thread = thread::spawn(move || {
@@ -402,6 +419,9 @@ impl Watchdog {
                 Err(mpsc::RecvTimeoutError::Timeout)
             );
             if fire {
+                if group {
+                    let _ = kill_process_group(pid, Signal::KILL);
+                }
                 let _ = kill_process(pid, Signal::KILL);
             }
             fire
