@@ -1163,6 +1163,82 @@ def human_size(n):
     return f"{n} B"
 
 
+def daemon_memory(binary, dove, work, polls, limit):
+    """`popfetch daemon` polling every 10 ms: its RSS after 10 polls and after
+    `polls`, and whether it grew by at most 1 MiB (issue 19). The mailbox is
+    bob's (scenario 2's), keep on: the first poll fetches it, the rest find
+    nothing new, as a long-running daemon mostly does. Returns (note, ok)."""
+    d = os.path.join(work, "daemon")
+    os.makedirs(d, exist_ok=True)
+    cfg = os.path.join(d, "config.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""[accounts.bench]
+host = "127.0.0.1"
+port = {dove.port}
+tls = "none"
+auth = "user"
+user = "bob"
+password = "{PASSWORD}"
+deliver = "maildir:{d}/Maildir"
+keep = true
+state_dir = "{d}/state"
+poll_interval = "10ms"
+""")
+    os.chmod(cfg, 0o600)
+    logpath = os.path.join(d, "daemon.log")
+    env = dict(os.environ, XDG_STATE_HOME=os.path.join(d, "xdg"))
+    with open(logpath, "w") as logf:
+        proc = subprocess.Popen([binary, "-c", cfg, "--log-format", "json", "daemon",
+                                 "--foreground", "-v"], stdout=subprocess.DEVNULL,
+                                stderr=logf, env=env)
+    seen = {"polls": 0, "offset": 0}
+
+    def count_polls():
+        with open(logpath, "rb") as f:
+            f.seek(seen["offset"])
+            chunk = f.read()
+        cut = chunk.rfind(b"\n") + 1
+        seen["offset"] += cut
+        seen["polls"] += chunk[:cut].count(b'"event":"synced"')
+        return seen["polls"]
+
+    def rss_kib():
+        with open(f"/proc/{proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def wait_for(n):
+        deadline = time.monotonic() + limit
+        while count_polls() < n:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    try:
+        if not wait_for(10):
+            return (f"- daemon memory: FAILED, {seen['polls']} poll(s) seen; "
+                    f"{read_tail(logpath)}", False)
+        early = rss_kib()
+        if not wait_for(polls):
+            return (f"- daemon memory: FAILED after {seen['polls']} poll(s); "
+                    f"{read_tail(logpath)}", False)
+        late = rss_kib()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    grown = late - early
+    ok = grown <= 1024
+    return (f"- daemon memory: `popfetch daemon` at a 10 ms interval, RSS {early:,} KiB "
+            f"after 10 polls and {late:,} KiB after {seen['polls']:,}: {grown:+,} KiB "
+            f"(target ≤ +1,024 KiB) {'ok' if ok else 'FAILED'}", ok)
+
+
 def build_scenarios(tiny):
     if tiny:
         small, lat, big, many, listed, relay = 30, 10, 1 << 20, 300, 20, 20
@@ -1591,9 +1667,15 @@ def main():
                          "messages, one transaction each, straight into the LMTP server or "
                          "Exim (MAIL, RCPT, DATA pipelined with the previous message's end; "
                          "no POP3, no state, no process start)")
+        if "bob" in dove.users:
+            daemon_note, daemon_ok = daemon_memory(args.popfetch, dove, tmp,
+                                                   200 if args.tiny else 1000, limit)
+        else:
+            daemon_note, daemon_ok = "- daemon memory: skipped (--only without scenario 2)", True
+        notes.append(daemon_note)
         print("\n".join(notes))
 
-        pf_ok = all(results.get((sc.key, "popfetch")) and results[(sc.key, "popfetch")][-1].ok
+        pf_ok = daemon_ok and all(results.get((sc.key, "popfetch")) and results[(sc.key, "popfetch")][-1].ok
                     for sc in scenarios)
         if not pf_ok:
             log("popfetch FAILED in at least one scenario")
