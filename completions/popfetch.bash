@@ -22,6 +22,9 @@ _popfetch() {
             popfetch,complete-accounts)
                 cmd="popfetch__subcmd__complete__subcmd__accounts"
                 ;;
+            popfetch,daemon)
+                cmd="popfetch__subcmd__daemon"
+                ;;
             popfetch,help)
                 cmd="popfetch__subcmd__help"
                 ;;
@@ -43,6 +46,9 @@ _popfetch() {
             popfetch,probe)
                 cmd="popfetch__subcmd__probe"
                 ;;
+            popfetch,status)
+                cmd="popfetch__subcmd__status"
+                ;;
             popfetch,sync)
                 cmd="popfetch__subcmd__sync"
                 ;;
@@ -51,6 +57,9 @@ _popfetch() {
                 ;;
             popfetch__subcmd__help,complete-accounts)
                 cmd="popfetch__subcmd__help__subcmd__complete__subcmd__accounts"
+                ;;
+            popfetch__subcmd__help,daemon)
+                cmd="popfetch__subcmd__help__subcmd__daemon"
                 ;;
             popfetch__subcmd__help,help)
                 cmd="popfetch__subcmd__help__subcmd__help"
@@ -72,6 +81,9 @@ _popfetch() {
                 ;;
             popfetch__subcmd__help,probe)
                 cmd="popfetch__subcmd__help__subcmd__probe"
+                ;;
+            popfetch__subcmd__help,status)
+                cmd="popfetch__subcmd__help__subcmd__status"
                 ;;
             popfetch__subcmd__help,sync)
                 cmd="popfetch__subcmd__help__subcmd__sync"
@@ -140,7 +152,7 @@ _popfetch() {
 
     case "${cmd}" in
         popfetch)
-            opts="-c -v -q -h -V --config --log-format --verbose --quiet --help --version sync list accounts import-state init probe password oauth complete-accounts help"
+            opts="-c -v -q -h -V --config --log-format --verbose --quiet --help --version sync list accounts import-state init probe password daemon status oauth complete-accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -217,8 +229,42 @@ _popfetch() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        popfetch__subcmd__daemon)
+            opts="-j -v -q -c -h --foreground --jobs --verbose --quiet --config --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --jobs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -j)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         popfetch__subcmd__help)
-            opts="sync list accounts import-state init probe password oauth complete-accounts help"
+            opts="sync list accounts import-state init probe password daemon status oauth complete-accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -246,6 +292,20 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__help__subcmd__complete__subcmd__accounts)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__help__subcmd__daemon)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -414,6 +474,20 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__help__subcmd__probe)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -878,6 +952,32 @@ _popfetch() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__status)
+            opts="-c -h --json --config --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
