@@ -258,7 +258,9 @@ fn after_run(
         next_poll: None,
         daemon_pid: None,
     };
-    if let Err(e) = status::record(account, &ran) {
+    // After a failure its error line says what is wrong (a full disk, say);
+    // the status file failing with it is no news.
+    if let (Err(e), None) = (status::record(account, &ran), &failed) {
         warn(&format!("cannot write the status file: {e}"));
     }
 }

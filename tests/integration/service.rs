@@ -346,7 +346,8 @@ fn status_json_reads_back_after_a_success_and_a_failure() {
 
     server.add_messages(&numbered(4)[3..]);
     home.run(&["sync"]).expect(0);
-    assert_eq!(status_json(&home)["accounts"][0]["delivered_total"], 4);
+    let ok = status_json(&home);
+    assert_eq!(ok["accounts"][0]["delivered_total"], 4);
 
     let broken = server
         .config(&home, "implicit", "keep = true")
