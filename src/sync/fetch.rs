@@ -53,7 +53,7 @@ pub(super) fn fetch_and_deliver<S: Wire>(
         });
         sink.target.expect(message.size);
         let delivered = deliver_one(sink.target, sink.state, &message.uid, &mut chained, &id)
-            .and_then(|(bytes, announced)| {
+            .and_then(|bytes| {
                 // Read to its end, so checked (see `Session::retrieve`).
                 let id = body.identity();
                 if let (Some(id), true) = (id, sink.target.stages()) {
@@ -71,7 +71,6 @@ pub(super) fn fetch_and_deliver<S: Wire>(
                     size: message.size,
                     id,
                     fields: Fields::of(&head.bytes),
-                    announced,
                 };
                 done.add(sink, staged, report)
             });
@@ -121,8 +120,6 @@ struct Staged {
     id: Option<Identity>,
     /// What the report tells of it.
     fields: Fields,
-    /// The location the target announced for the state.
-    announced: Option<String>,
 }
 
 /// Deliveries waiting for their commit, and those committed.
@@ -193,9 +190,7 @@ impl Batch {
                 size,
                 id,
                 fields,
-                announced,
             } = staged;
-            let mut location = None;
             match landed.next() {
                 // Refused: surely not delivered. Any other failure (the connection
                 // broke) leaves the intent for recovery to ask about next run.
@@ -213,10 +208,7 @@ impl Batch {
                     }
                     continue;
                 }
-                Some(Ok(Some(place))) => {
-                    sink.state.record_intent(&uid, &place, id)?;
-                    location = Some(place);
-                }
+                Some(Ok(Some(location))) => sink.state.record_intent(&uid, &location, id)?,
                 Some(Ok(None)) => {}
                 None if told => {
                     self.refused.push(anyhow::anyhow!(
@@ -231,20 +223,19 @@ impl Batch {
             report.fetched += 1;
             report.bytes += bytes;
             report.octets += size;
-            // Where the server said it landed, else where the state would look for
-            // it; a target that cannot look (an MDA, a mail server) announces no
-            // place of its own, so the target itself is named.
-            let location = location
-                .or(announced.filter(|_| sink.target.recovers()))
-                .unwrap_or_else(|| sink.configured.clone());
-            report.delivered.push(Delivered {
-                uid,
-                size,
-                from: fields.from,
-                subject: fields.subject,
-                date: fields.date,
-                location,
-            });
+            // Named by the target as configured: the state's own codes for a
+            // delivery (an mbox offset, an APPENDUID) mean nothing to a hook.
+            // The first ones only: a mailbox of 100,000 must not be held twice.
+            if report.delivered.len() < DELIVERED_LISTED {
+                report.delivered.push(Delivered {
+                    uid,
+                    size,
+                    from: fields.from,
+                    subject: fields.subject,
+                    date: fields.date,
+                    location: sink.configured.clone(),
+                });
+            }
             if let Some(progress) = sink.progress {
                 progress.delivered(size);
             }
@@ -355,6 +346,9 @@ impl Read for Noted<'_> {
 /// From:, Subject: and Date: then come from what was kept.
 pub(super) const MAX_HEAD: usize = 64 << 10;
 
+/// How many delivered messages a report lists one by one (`fetched` counts all).
+pub(crate) const DELIVERED_LISTED: usize = 1000;
+
 /// The header block of a message (RFC 5322 §2.1: up to the first empty line) as it
 /// streams past, so the report can tell its sender and subject without holding
 /// the message.
@@ -399,8 +393,8 @@ fn deliver_one(
     uid: &str,
     body: &mut dyn Read,
     id: &Cell<Option<Identity>>,
-) -> Result<(u64, Option<String>)> {
-    let mut announced = None;
+) -> Result<u64> {
+    let mut announced = false;
     // An intent is made durable before a delivery only where recovery can use it:
     // a target that cannot be asked afterwards (an MDA, a mail server) reaches the
     // same verdict, "not delivered", with the intent or without it.
@@ -410,16 +404,16 @@ fn deliver_one(
         if durable_now {
             state.sync()?;
         }
-        announced = Some(location.to_string());
+        announced = true;
         Ok(())
     });
     match result {
         // Recorded as delivered by the batch, once the delivery is committed.
-        Ok(bytes) => Ok((bytes, announced)),
+        Ok(bytes) => Ok(bytes),
         Err(err) => {
             // The target left nothing behind; if this record is lost, recovery
             // finds the location empty and comes to the same conclusion.
-            if announced.is_some() {
+            if announced {
                 let _ = state.record_abandoned(uid);
             }
             Err(err.into())

@@ -100,7 +100,7 @@ pub(crate) struct Delivered {
     pub from: Option<String>,
     pub subject: Option<String>,
     pub date: Option<String>,
-    /// Where it went: the target's location for it when the target names one (a Maildir file name, an IMAP APPENDUID, ...), else the target as configured (e.g. "maildir:/home/u/Mail").
+    /// Where it went: the target as configured (e.g. "maildir:/home/u/Mail").
     pub location: String,
 }
 

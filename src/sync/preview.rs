@@ -113,8 +113,12 @@ pub(crate) struct Headline {
     subject: Option<String>,
 }
 
+/// The most kept of one header's value, in characters.
+const FIELD_MAX: usize = 512;
+
 /// From:, Subject: and Date: as a header block has them, RFC 2047 words decoded
-/// and printable; `None` for one that is absent.
+/// and printable, at most [`FIELD_MAX`] characters each; `None` for one that is
+/// absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Fields {
     pub from: Option<String>,
@@ -128,11 +132,12 @@ impl Fields {
         let Ok((headers, _)) = mailparse::parse_headers(head) else {
             return Fields::default();
         };
+        // Bounded: a server's 60 KiB Subject is not worth keeping whole.
         let value = |name: &str| {
             headers
                 .iter()
                 .find(|h| h.get_key_ref().eq_ignore_ascii_case(name))
-                .map(|h| printable(&h.get_value()))
+                .map(|h| printable(&h.get_value()).chars().take(FIELD_MAX).collect())
         };
         Fields {
             from: value("From"),

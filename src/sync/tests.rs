@@ -608,7 +608,7 @@ fn each_delivered_message_is_reported_with_its_headers_and_where_it_went() {
                     from: Some("Jörg <j@x>".into()),
                     subject: Some("été".into()),
                     date: Some("Tue, 1 Jul 2003 10:52:37 +0200".into()),
-                    location: "shelf-1".into(),
+                    location: "maildir:/nowhere".into(),
                 },
                 Delivered {
                     uid: "b".into(),
@@ -616,7 +616,7 @@ fn each_delivered_message_is_reported_with_its_headers_and_where_it_went() {
                     from: Some("b@y".into()),
                     subject: None,
                     date: Some("Wed, 2 Jul 2003 10:00:00 +0000".into()),
-                    location: "shelf-2".into(),
+                    location: "maildir:/nowhere".into(),
                 },
             ],
             "{:?}",
@@ -627,7 +627,7 @@ fn each_delivered_message_is_reported_with_its_headers_and_where_it_went() {
 }
 
 #[test]
-fn the_location_is_where_the_target_says_it_landed_else_the_target_itself() {
+fn the_location_is_the_target_as_configured_never_the_states_own_code() {
     let run = run_with(
         &served_headers(None, "+OK\r\n+OK\r\n+OK bye\r\n"),
         |shelf| {
@@ -640,11 +640,11 @@ fn the_location_is_where_the_target_says_it_landed_else_the_target_itself() {
     assert_eq!(
         report.delivered,
         [
-            delivered("a", ENCODED, "landed-1"),
-            delivered("b", UNTITLED, "landed-2")
+            delivered("a", ENCODED, "maildir:/nowhere"),
+            delivered("b", UNTITLED, "maildir:/nowhere")
         ]
     );
-    // A target that cannot look for a delivery again (an MDA) names no place.
+    // Nor for a target that cannot look for a delivery again (an MDA).
     let run = run_with(
         &served_headers(None, "+OK\r\n+OK\r\n+OK bye\r\n"),
         |shelf| shelf.recovers = false,
