@@ -1165,9 +1165,11 @@ def human_size(n):
 
 def daemon_memory(binary, dove, work, polls, limit):
     """`popfetch daemon` polling every 10 ms: its RSS after 10 polls and after
-    `polls`, and whether it grew by at most 1 MiB (issue 19). The mailbox is
-    bob's (scenario 2's), keep on: the first poll fetches it, the rest find
-    nothing new, as a long-running daemon mostly does. Returns (note, ok)."""
+    `polls`, and whether it grew by at most 1 MiB (issue 19); also the growth
+    from poll 100 on, past the first poll's peak, which could hide a slow leak.
+    The mailbox is bob's (scenario 2's), keep on: the first poll fetches it,
+    the rest find nothing new, as a long-running daemon mostly does. SIGTERM
+    must end it with exit 0. Returns (note, ok)."""
     d = os.path.join(work, "daemon")
     os.makedirs(d, exist_ok=True)
     cfg = os.path.join(d, "config.toml")
@@ -1222,6 +1224,10 @@ poll_interval = "10ms"
             return (f"- daemon memory: FAILED, {seen['polls']} poll(s) seen; "
                     f"{read_tail(logpath)}", False)
         early = rss_kib()
+        if not wait_for(100):
+            return (f"- daemon memory: FAILED after {seen['polls']} poll(s); "
+                    f"{read_tail(logpath)}", False)
+        settled = rss_kib()
         if not wait_for(polls):
             return (f"- daemon memory: FAILED after {seen['polls']} poll(s); "
                     f"{read_tail(logpath)}", False)
@@ -1232,11 +1238,13 @@ poll_interval = "10ms"
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-    grown = late - early
-    ok = grown <= 1024
+            proc.wait()
+    grown, drift = late - early, late - settled
+    ok = grown <= 1024 and proc.returncode == 0
     return (f"- daemon memory: `popfetch daemon` at a 10 ms interval, RSS {early:,} KiB "
-            f"after 10 polls and {late:,} KiB after {seen['polls']:,}: {grown:+,} KiB "
-            f"(target ≤ +1,024 KiB) {'ok' if ok else 'FAILED'}", ok)
+            f"after 10 polls, {settled:,} after 100 and {late:,} after {seen['polls']:,}: "
+            f"{grown:+,} KiB ({drift:+,} from poll 100; target ≤ +1,024 KiB); SIGTERM "
+            f"exit {proc.returncode} {'ok' if ok else 'FAILED'}", ok)
 
 
 def build_scenarios(tiny):

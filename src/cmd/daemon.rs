@@ -20,14 +20,17 @@ use chrono::Utc;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 use crate::cmd::exit::{classify, Exit};
-use crate::cmd::log::{Level, Logger};
+use crate::cmd::log::{Format, Level, Logger};
 use crate::cmd::{hooks, status};
 use crate::config::{Account, Config, Paths};
 use crate::sync::lock::LockError;
-use crate::sync::{sync_account, Options, Report};
+use crate::sync::{sync_account, Failed, Options, Report};
 
 /// The longest back-off after failures, whatever the interval.
 const BACKOFF_MAX: Duration = Duration::from_secs(3600);
+
+/// The longest LOGIN-DELAY heeded: a server's number must not stop polling.
+const LOGIN_DELAY_MAX: Duration = Duration::from_secs(86_400);
 
 /// How the daemon was asked to run.
 pub(crate) struct Settings<'a> {
@@ -36,7 +39,7 @@ pub(crate) struct Settings<'a> {
     pub foreground: bool,
     pub verbose: bool,
     pub jobs: usize,
-    pub logger: Logger,
+    pub log_format: Format,
 }
 
 /// What the main loop hears.
@@ -49,9 +52,7 @@ enum Event {
 struct Polled {
     name: String,
     started: chrono::DateTime<Utc>,
-    exit: Exit,
-    error: Option<String>,
-    report: Report,
+    outcome: Result<Report, Failed>,
     /// Another popfetch held the account: not a run of ours.
     held: bool,
 }
@@ -59,13 +60,15 @@ struct Polled {
 /// Where each account stands.
 struct Schedule {
     next: Instant,
+    /// No login before this: the last one plus the server's LOGIN-DELAY.
+    not_before: Instant,
     /// Failures in a row, for the back-off.
     failures: u32,
     running: bool,
 }
 
 pub(crate) fn daemon(settings: Settings) -> Exit {
-    let logger = settings.logger.clone();
+    let mut logger = Logger::stderr(settings.log_format);
     let paths = match Paths::discover() {
         Ok(paths) => paths,
         Err(e) => return fail(&logger, e.into()),
@@ -101,6 +104,8 @@ pub(crate) fn daemon(settings: Settings) -> Exit {
         if let Err(e) = detach(&log) {
             return fail(&logger, anyhow::anyhow!("cannot start the daemon: {e}"));
         }
+        // stderr is the log file now: no journal behind it.
+        logger = Logger::stderr(settings.log_format);
     }
     let (events, heard) = mpsc::channel();
     if let Err(e) = listen(events.clone()) {
@@ -123,17 +128,26 @@ pub(crate) fn daemon(settings: Settings) -> Exit {
         .map(|a| (a.name.clone(), Schedule::due(now)))
         .collect();
     loop {
-        start_due(&accounts, &mut schedule, &settings, &events);
-        let wait = schedule
-            .values()
-            .filter(|s| !s.running)
-            .map(|s| s.next.saturating_duration_since(Instant::now()))
-            .min()
-            .unwrap_or(Duration::from_secs(3600));
-        let event = match heard.recv_timeout(wait) {
-            Ok(event) => event,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Exit::Software,
+        start_due(&accounts, &mut schedule, &settings, &logger, &events);
+        let running = schedule.values().filter(|s| s.running).count();
+        let event = if running >= settings.jobs.max(1) {
+            // No slot is free: only a poll ending (or a signal) changes that.
+            match heard.recv() {
+                Ok(event) => event,
+                Err(_) => return Exit::Software,
+            }
+        } else {
+            let wait = schedule
+                .values()
+                .filter(|s| !s.running)
+                .map(|s| s.next.saturating_duration_since(Instant::now()))
+                .min()
+                .unwrap_or(Duration::from_secs(3600));
+            match heard.recv_timeout(wait) {
+                Ok(event) => event,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Exit::Software,
+            }
         };
         match event {
             Event::Polled(polled) => {
@@ -151,7 +165,7 @@ pub(crate) fn daemon(settings: Settings) -> Exit {
                 logger.log(Level::Notice, None, "poll_now", "SIGUSR1: polling every account now", serde_json::json!({}));
                 let now = Instant::now();
                 for entry in schedule.values_mut() {
-                    entry.next = now;
+                    entry.next = now.max(entry.not_before);
                 }
             }
             Event::Signal(SIGHUP) => match load() {
@@ -194,7 +208,11 @@ pub(crate) fn daemon(settings: Settings) -> Exit {
                 for account in &accounts {
                     status::clear_daemon(account);
                 }
-                std::process::exit(0);
+                // At once and without atexit handlers, as sys::interrupt does:
+                // the workers are cut where they are, as by a kill.
+                let _ = std::io::Write::flush(&mut std::io::stderr());
+                // SAFETY: ends the process; nothing runs after it.
+                unsafe { libc::_exit(0) }
             }
         }
     }
@@ -204,6 +222,7 @@ impl Schedule {
     fn due(now: Instant) -> Schedule {
         Schedule {
             next: now,
+            not_before: now,
             failures: 0,
             running: false,
         }
@@ -215,6 +234,7 @@ fn start_due(
     accounts: &[Account],
     schedule: &mut BTreeMap<String, Schedule>,
     settings: &Settings,
+    logger: &Logger,
     events: &mpsc::Sender<Event>,
 ) {
     let now = Instant::now();
@@ -232,11 +252,21 @@ fn start_due(
         entry.running = true;
         running += 1;
         let account = account.clone();
-        let logger = settings.logger.clone();
+        let logger = logger.clone();
         let verbose = settings.verbose;
         let events = events.clone();
         std::thread::spawn(move || {
-            let polled = poll(&account, &logger, verbose);
+            let started = Utc::now();
+            // A panic (a bug) must not leave the account "running" for ever.
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                poll(&account, &logger, verbose)
+            }))
+            .unwrap_or_else(|_| Polled {
+                name: account.name.clone(),
+                started,
+                outcome: Err(anyhow::anyhow!("popfetch panicked while syncing (a bug)").into()),
+                held: false,
+            });
             let _ = events.send(Event::Polled(Box::new(polled)));
         });
     }
@@ -285,36 +315,16 @@ fn poll(account: &Account, logger: &Logger, verbose: bool) -> Polled {
             serde_json::json!({}),
         )
     };
-    match sync_account(account, options) {
-        Ok(report) => {
-            hooks::after_sync(account, &report, None, &warn);
-            Polled {
-                name,
-                started,
-                exit: Exit::Ok,
-                error: None,
-                report,
-                held: false,
-            }
-        }
-        Err(e) => {
-            let held = e
-                .chain()
-                .any(|c| matches!(c.downcast_ref(), Some(LockError::Held { .. })));
-            let exit = classify(&e);
-            let error = format!("{e:#}");
-            if !held {
-                hooks::after_sync(account, &Report::default(), Some((&error, exit)), &warn);
-            }
-            Polled {
-                name,
-                started,
-                exit,
-                error: Some(error),
-                report: Report::default(),
-                held,
-            }
-        }
+    let outcome = sync_account(account, options);
+    let held = matches!(&outcome, Err(failed) if LockError::held(&failed.error));
+    if !held {
+        hooks::after_sync(account, &outcome, &warn);
+    }
+    Polled {
+        name,
+        started,
+        outcome,
+        held,
     }
 }
 
@@ -323,77 +333,82 @@ fn done(account: &Account, entry: &mut Schedule, polled: &Polled, logger: &Logge
     entry.running = false;
     let interval = account.poll_interval;
     let name = Some(account.name.as_str());
-    let wait = if polled.held {
-        logger.log(
-            Level::Info,
-            name,
-            "skipped",
-            "another popfetch is syncing this account; polled again at the next interval",
-            serde_json::json!({}),
-        );
-        interval
-    } else if polled.exit == Exit::Ok {
-        entry.failures = 0;
-        // A poll that found nothing is said only with -v: the log stays quiet.
-        let fetched = polled.report.delivered.len();
-        let level = if fetched > 0 {
-            Level::Info
-        } else {
-            Level::Debug
-        };
-        if level == Level::Info || verbose {
+    let now = Instant::now();
+    let wait = match &polled.outcome {
+        _ if polled.held => {
             logger.log(
-                level,
+                Level::Info,
                 name,
-                "synced",
-                &format!(
-                    "{} message(s) fetched, {} deleted, {} skipped",
-                    polled.report.fetched, polled.report.deleted, polled.report.skipped
-                ),
+                "skipped",
+                "another popfetch is syncing this account; polled again at the next interval",
+                serde_json::json!({}),
+            );
+            interval
+        }
+        Ok(report) => {
+            entry.failures = 0;
+            // A poll that found nothing is said only with -v: the log stays quiet.
+            if report.fetched > 0 || verbose {
+                logger.log(
+                    if report.fetched > 0 {
+                        Level::Info
+                    } else {
+                        Level::Debug
+                    },
+                    name,
+                    "synced",
+                    &format!(
+                        "{} message(s) fetched, {} deleted, {} skipped",
+                        report.fetched, report.deleted, report.skipped
+                    ),
+                    serde_json::json!({
+                        "fetched": report.fetched,
+                        "bytes": report.bytes,
+                        "deleted": report.deleted,
+                        "skipped": report.skipped,
+                    }),
+                );
+            }
+            // RFC 2449 §6.5: no login sooner than LOGIN-DELAY after this one.
+            if let Some(delay) = report.login_delay {
+                let delay = Duration::from_secs(delay).min(LOGIN_DELAY_MAX);
+                entry.not_before = now.checked_add(delay).unwrap_or(now);
+            }
+            interval
+        }
+        Err(failed) => {
+            entry.failures = entry.failures.saturating_add(1);
+            let wait = backoff(interval, entry.failures);
+            let exit = classify(&failed.error);
+            logger.log(
+                Level::Error,
+                name,
+                "sync_failed",
+                &format!("{:#}; next try in {} s", failed.error, wait.as_secs()),
                 serde_json::json!({
-                    "fetched": polled.report.fetched,
-                    "bytes": polled.report.bytes,
-                    "deleted": polled.report.deleted,
-                    "skipped": polled.report.skipped,
+                    "exit_code": exit as u8,
+                    "failures": entry.failures,
+                    "retry_in_s": wait.as_secs(),
                 }),
             );
+            wait
         }
-        // RFC 2449 §6.5: no login sooner than LOGIN-DELAY after the last one.
-        let delay = Duration::from_secs(polled.report.login_delay.unwrap_or(0));
-        interval.max(delay)
-    } else {
-        entry.failures = entry.failures.saturating_add(1);
-        let wait = backoff(interval, entry.failures);
-        logger.log(
-            Level::Error,
-            name,
-            "sync_failed",
-            &format!(
-                "{}; next try in {} s",
-                polled.error.as_deref().unwrap_or(""),
-                wait.as_secs()
-            ),
-            serde_json::json!({
-                "exit_code": polled.exit as u8,
-                "failures": entry.failures,
-                "retry_in_s": wait.as_secs(),
-            }),
-        );
-        wait
     };
     let wait = wait + jitter(wait);
-    entry.next = Instant::now() + wait;
+    entry.next = now
+        .checked_add(wait)
+        .unwrap_or(now + BACKOFF_MAX)
+        .max(entry.not_before);
     if polled.held {
         return;
     }
-    let next_poll = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+    let next_poll = Utc::now()
+        + chrono::Duration::from_std(entry.next.saturating_duration_since(now)).unwrap_or_default();
     let recorded = status::record(
         account,
         &status::Ran {
             started: polled.started,
-            exit: polled.exit,
-            error: polled.error.as_deref(),
-            report: &polled.report,
+            outcome: &polled.outcome,
             next_poll: Some(next_poll),
             daemon_pid: Some(std::process::id()),
         },

@@ -1,45 +1,55 @@
 //! The hooks run after a sync: `on_new_mail` when messages were delivered (a JSON
 //! array of them on stdin) and `on_error` when the sync failed (the error as JSON).
 //! They run through the one child runner, without a shell, bounded by the
-//! account's `timeout`; a hook that fails is a warning and changes nothing that
-//! was delivered nor the exit status.
+//! account's `timeout`, in a process group of their own, their output
+//! discarded; a hook that fails is a warning and changes nothing that was
+//! delivered nor the exit status.
 
-use crate::cmd::exit::Exit;
+use crate::cmd::exit::classify;
 use crate::config::Account;
-use crate::sync::Report;
+use crate::sync::{Failed, Report};
 use crate::sys::child::{Outcome, Run, Stdin, Stdout};
 
-/// Runs the hook the run calls for, if the account has one; `warn` hears of a
-/// hook that failed.
-pub(crate) fn after_sync(
+/// Runs the hooks a run calls for: `on_new_mail` when it delivered mail (even
+/// if it failed later), `on_error` when it failed; `warn` hears of a hook that
+/// failed.
+pub(crate) fn after_sync(account: &Account, outcome: &Result<Report, Failed>, warn: &dyn Fn(&str)) {
+    let report = match outcome {
+        Ok(report) => report,
+        Err(failed) => &*failed.report,
+    };
+    if let (Some(argv), false) = (&account.on_new_mail, report.delivered.is_empty()) {
+        run(
+            "on_new_mail",
+            argv,
+            new_mail(account, report),
+            account,
+            warn,
+        );
+    }
+    if let (Some(argv), Err(failed)) = (&account.on_error, outcome) {
+        let input = serde_json::json!({
+            "account": account.name,
+            "error": format!("{:#}", failed.error),
+            "exit_code": classify(&failed.error) as u8,
+        });
+        run("on_error", argv, input, account, warn);
+    }
+}
+
+/// One hook: the JSON on its stdin, its output to none of ours (a log of JSON
+/// lines, a cron mail), a warning when it fails.
+fn run(
+    key: &str,
+    argv: &[String],
+    input: serde_json::Value,
     account: &Account,
-    report: &Report,
-    failed: Option<(&str, Exit)>,
     warn: &dyn Fn(&str),
 ) {
-    let (key, argv, input) = match failed {
-        Some((error, exit)) => match &account.on_error {
-            Some(argv) => (
-                "on_error",
-                argv,
-                serde_json::json!({
-                    "account": account.name,
-                    "error": error,
-                    "exit_code": exit as u8,
-                }),
-            ),
-            None => return,
-        },
-        None if report.delivered.is_empty() => return,
-        None => match &account.on_new_mail {
-            Some(argv) => ("on_new_mail", argv, new_mail(account, report)),
-            None => return,
-        },
-    };
     let ended = Run::new(argv, account.timeout)
         .own_group()
         .stdin(Stdin::Offer(input.to_string().into_bytes()))
-        .stdout(Stdout::ToStderr)
+        .stdout(Stdout::Null)
         .run();
     match ended.outcome {
         Outcome::Exited(0) => {}

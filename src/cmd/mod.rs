@@ -342,7 +342,7 @@ pub fn run() -> ExitCode {
             foreground: *foreground,
             verbose: cli.loudness().verbose,
             jobs: *jobs,
-            logger: log::Logger::stderr(cli.log_format),
+            log_format: cli.log_format,
         })
         .into(),
         Command::Status { accounts, json } => {

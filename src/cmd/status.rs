@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::cmd::exit::Exit;
+use crate::cmd::exit::{classify, Exit};
 use crate::config::Account;
-use crate::sync::Report;
+use crate::sync::{Failed, Report};
 use crate::sys::durable::{self, TempFile};
 
 /// One account's status file.
@@ -63,35 +63,45 @@ pub(crate) fn load(account: &Account) -> Option<Status> {
 /// A run's result, to record.
 pub(crate) struct Ran<'a> {
     pub started: DateTime<Utc>,
-    pub exit: Exit,
-    pub error: Option<&'a str>,
-    pub report: &'a Report,
+    pub outcome: &'a Result<Report, Failed>,
     /// The daemon's next poll of this account.
     pub next_poll: Option<DateTime<Utc>>,
     pub daemon_pid: Option<u32>,
 }
 
-/// Records a run: the last run, the totals, and what the state and the server
-/// hold after a success (a failure keeps the last known numbers).
+/// Records a run: the last run, the totals (mail a failed run delivered
+/// counts), and what the state and the server hold after a success (a failure
+/// keeps the last known numbers). Load, change and write happen under the
+/// status file's lock, so a cron run and the daemon ending at once both count.
 pub(crate) fn record(account: &Account, ran: &Ran) -> io::Result<()> {
+    durable::create_dir_all(&account.state_dir)?;
+    let lock = durable::open_private(
+        &account
+            .state_dir
+            .join(format!("{}.status.lock", account.name)),
+    )?;
+    lock.lock()?;
     let mut status = load(account).unwrap_or_default();
     let now = Utc::now();
-    let ok = ran.exit == Exit::Ok;
-    let delivered = ran.report.delivered.len() as u64;
+    let (report, failure) = match ran.outcome {
+        Ok(report) => (report, None),
+        Err(failed) => (&*failed.report, Some(&failed.error)),
+    };
+    let delivered = report.fetched as u64;
     status.account = account.name.clone();
     status.last_run = Some(LastRun {
         started: stamp(ran.started),
         finished: stamp(now),
-        result: if ok { "ok" } else { "failed" }.to_string(),
-        exit_code: ran.exit as u8,
-        error: ran.error.map(str::to_string),
+        result: if failure.is_none() { "ok" } else { "failed" }.to_string(),
+        exit_code: failure.map_or(Exit::Ok, classify) as u8,
+        error: failure.map(|e| format!("{e:#}")),
         delivered,
     });
     status.delivered_total = status.delivered_total.saturating_add(delivered);
-    if ok {
+    if failure.is_none() {
         status.last_success = Some(stamp(now));
-        status.known = Some(ran.report.known as u64);
-        status.on_server = Some(ran.report.on_server as u64);
+        status.known = Some(report.known as u64);
+        status.on_server = Some(report.on_server as u64);
     }
     // A run from cron or by hand leaves a running daemon's schedule as it is.
     if ran.daemon_pid.is_some() {
@@ -207,7 +217,13 @@ fn alive(pid: u32) -> bool {
     i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
-        .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok())
+        // EPERM: it exists, as someone else.
+        .is_some_and(|pid| {
+            !matches!(
+                rustix::process::test_kill_process(pid),
+                Err(rustix::io::Errno::SRCH)
+            )
+        })
 }
 
 #[cfg(test)]

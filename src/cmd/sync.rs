@@ -13,9 +13,10 @@ use crate::cmd::ui::Ui;
 use crate::cmd::{hooks, status};
 use crate::config::secret;
 use crate::config::Account;
+use crate::sync::lock::LockError;
 use crate::sync::preview;
 use crate::sync::state::{Place, UidlState};
-use crate::sync::{sync_account, Options, Report};
+use crate::sync::{sync_account, Failed, Options, Report};
 
 pub(super) fn sync(cli: &Cli, names: &[String], flags: &SyncFlags) -> Exit {
     let logger = Logger::stderr(cli.log_format);
@@ -172,11 +173,12 @@ fn sync_one(ui: &Ui, account: &Account, flags: &SyncFlags, width: Option<usize>)
     }
     let (exit, mut report, error) = match result {
         Ok(report) => (Exit::Ok, report, None),
-        Err(e) => {
-            let exit = classify(&e);
-            let line = format!("{e:#}");
+        // What it delivered before it failed still counts, in --json too.
+        Err(Failed { error, report }) => {
+            let exit = classify(&error);
+            let line = format!("{error:#}");
             out.error(line.clone(), exit);
-            (exit, Report::default(), Some(line))
+            (exit, *report, Some(line))
         }
     };
     let mut plan = None;
@@ -220,47 +222,28 @@ fn sync_one(ui: &Ui, account: &Account, flags: &SyncFlags, width: Option<usize>)
     Outcome { exit, json }
 }
 
-/// Records the run in the account's status file and runs its hooks; a run
+/// Runs the account's hooks and records the run in its status file; a run
 /// that found another popfetch syncing the account did not happen.
 fn after_run(
     account: &Account,
     out: &mut crate::cmd::ui::AccountUi,
     started: chrono::DateTime<chrono::Utc>,
-    result: &anyhow::Result<Report>,
+    outcome: &Result<Report, Failed>,
 ) {
-    let empty = Report::default();
-    let (report, failed) = match result {
-        Ok(report) => (report, None),
-        Err(e)
-            if e.chain().any(|c| {
-                matches!(
-                    c.downcast_ref(),
-                    Some(crate::sync::lock::LockError::Held { .. })
-                )
-            }) =>
-        {
-            return
-        }
-        Err(e) => (&empty, Some((format!("{e:#}"), classify(e)))),
-    };
+    if matches!(outcome, Err(failed) if LockError::held(&failed.error)) {
+        return;
+    }
     let warn = out.warn();
-    hooks::after_sync(
-        account,
-        report,
-        failed.as_ref().map(|(e, exit)| (e.as_str(), *exit)),
-        &*warn,
-    );
+    hooks::after_sync(account, outcome, &*warn);
     let ran = status::Ran {
         started,
-        exit: failed.as_ref().map_or(Exit::Ok, |(_, exit)| *exit),
-        error: failed.as_ref().map(|(e, _)| e.as_str()),
-        report,
+        outcome,
         next_poll: None,
         daemon_pid: None,
     };
     // After a failure its error line says what is wrong (a full disk, say);
     // the status file failing with it is no news.
-    if let (Err(e), None) = (status::record(account, &ran), &failed) {
+    if let (Err(e), Ok(_)) = (status::record(account, &ran), outcome) {
         warn(&format!("cannot write the status file: {e}"));
     }
 }

@@ -18,6 +18,15 @@ pub(crate) enum LockError {
     Io { path: PathBuf, source: io::Error },
 }
 
+impl LockError {
+    /// Whether `err` says another popfetch holds the account: a run that did
+    /// not happen, rather than one that failed.
+    pub(crate) fn held(err: &anyhow::Error) -> bool {
+        err.chain()
+            .any(|cause| matches!(cause.downcast_ref(), Some(LockError::Held { .. })))
+    }
+}
+
 /// Held for as long as the account is being synced.
 #[derive(Debug)]
 pub(crate) struct AccountLock {

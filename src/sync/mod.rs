@@ -80,7 +80,8 @@ pub(crate) struct Report {
     pub plan: Option<SessionPlan>,
     /// What a dry run read of each message's headers (`TOP n 0`), for its table.
     pub heads: foldhash::HashMap<u32, Headline>,
-    /// Each message delivered this run, in the order delivered (empty in a dry run).
+    /// The messages delivered this run, in order, the first [`fetch::DELIVERED_LISTED`]
+    /// of them (`fetched` counts them all; none in a dry run).
     pub delivered: Vec<Delivered>,
     /// Messages on the server when the session ended: listed, less those deleted.
     pub on_server: usize,
@@ -104,10 +105,28 @@ pub(crate) struct Delivered {
     pub location: String,
 }
 
+/// A sync that failed, and what it had done by then: mail it delivered is
+/// delivered, and counts.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub error: anyhow::Error,
+    pub report: Box<Report>,
+}
+
+impl From<anyhow::Error> for Failed {
+    /// A failure before anything was delivered.
+    fn from(error: anyhow::Error) -> Failed {
+        Failed {
+            error,
+            report: Box::default(),
+        }
+    }
+}
+
 /// Syncs one account.
-pub(crate) fn sync_account(account: &Account, options: Options) -> Result<Report> {
+pub(crate) fn sync_account(account: &Account, options: Options) -> Result<Report, Failed> {
     if options.dry_run {
-        return session::dry_run(account, options);
+        return Ok(session::dry_run(account, options)?);
     }
     let Options {
         progress,

@@ -11,7 +11,7 @@ use super::fetch::{fetch_and_deliver, Failures, Sink};
 use super::policy::{self, Action, Known, SessionPlan};
 use super::preview::Headline;
 use super::state::{Ledger, Place, UidlState};
-use super::{connect, filter, now, Options, Progress, Rank, Report};
+use super::{connect, filter, now, Failed, Options, Progress, Rank, Report};
 use crate::config::Account;
 use crate::deliver::Target;
 use crate::pop3::{self, Flow, Session, Wire};
@@ -21,6 +21,37 @@ use crate::pop3::{self, Flow, Session, Wire};
 /// without QUIT, so the server never enters its UPDATE state (RFC 1939 §6) and
 /// every message stays there.
 pub(super) fn run_session<S: Wire>(
+    session: Session<S>,
+    account: &Account,
+    target: &mut dyn Target,
+    state: &mut dyn Ledger,
+    progress: Option<&dyn Progress>,
+    warn: &dyn Fn(&str),
+    rank: Rank,
+) -> Result<Report, Failed> {
+    let mut report = Report::default();
+    match run(
+        session,
+        account,
+        target,
+        state,
+        progress,
+        warn,
+        rank,
+        &mut report,
+    ) {
+        Ok(()) => Ok(report),
+        // What was delivered before the failure is still delivered: the caller
+        // counts it and tells the on_new_mail hook.
+        Err(error) => Err(Failed {
+            error,
+            report: Box::new(report),
+        }),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<S: Wire>(
     mut session: Session<S>,
     account: &Account,
     target: &mut dyn Target,
@@ -28,7 +59,8 @@ pub(super) fn run_session<S: Wire>(
     progress: Option<&dyn Progress>,
     warn: &dyn Fn(&str),
     rank: Rank,
-) -> Result<Report> {
+    report: &mut Report,
+) -> Result<()> {
     let mut failures = Failures::new(rank);
     let plan = plan_session(
         &mut session,
@@ -46,10 +78,7 @@ pub(super) fn run_session<S: Wire>(
     state.forget_records(&plan.stale)?;
     state.forget(&plan.forget)?;
 
-    let mut report = Report {
-        skipped: plan.skipped().len(),
-        ..Report::default()
-    };
+    report.skipped = plan.skipped().len();
     if let Some(progress) = progress {
         let fetch = plan.fetch();
         progress.planned(fetch.len() as u64, fetch.iter().map(|m| m.size).sum());
@@ -65,7 +94,7 @@ pub(super) fn run_session<S: Wire>(
         &plan,
         account,
         &mut sink,
-        &mut report,
+        report,
         &mut failures,
     );
     // Whatever happened while fetching, every completed delivery is made durable,
@@ -100,7 +129,7 @@ pub(super) fn run_session<S: Wire>(
             report.refused
         ))));
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The error for DELEs the server refused (RFC 1939 §5 allows -ERR): the messages

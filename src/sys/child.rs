@@ -43,6 +43,8 @@ pub(crate) enum Stdin<'a> {
 pub(crate) enum Stdout {
     /// To our stderr.
     ToStderr,
+    /// Nowhere (`/dev/null`).
+    Null,
     /// Captured: the first line, at most `line_max` bytes without its end, then
     /// the rest drained up to `rest_max` bytes (`pass show` prints notes there).
     /// More is a runaway (`yes`), killed so it cannot fill our memory. The pipe is
@@ -265,6 +267,7 @@ impl<'a> Run<'a> {
                 .map(Stdio::from)
                 .unwrap_or_else(|_| Stdio::null()),
             Stdout::FirstLine { .. } => Stdio::piped(),
+            Stdout::Null => Stdio::null(),
         });
         command
     }

@@ -489,3 +489,53 @@ fn the_daemon_detaches_without_foreground() {
         !Path::new(&format!("/proc/{pid}")).exists()
     }));
 }
+
+/// A run that delivered mail and then failed (the server refused a DELE): the
+/// mail it delivered is announced to on_new_mail and counted, and on_error
+/// hears of the failure.
+#[test]
+fn a_run_that_fails_after_delivering_still_announces_and_counts_the_mail() {
+    use crate::support::scripted::{logged_in, Faults};
+    use crate::support::{Scripted, Step};
+    let mail = |n: &str| format!("From: x@example.org\nSubject: {n}\n\nbody {n}\n").into_bytes();
+    let mut script = logged_in();
+    script.push(Step::ServeWith(
+        vec![("a".into(), mail("one")), ("b".into(), mail("two"))],
+        Faults {
+            refuse_dele: vec![2],
+            dele_reply: "-ERR [SYS/TEMP] later",
+            close_at: None,
+        },
+    ));
+    let server = Scripted::start(vec![script]);
+    let home = Home::new();
+    let seen = home.path().join("seen.json");
+    let failed = home.path().join("failed.json");
+    let on_new = hook_script(&home, "on-new", &format!("cat > {}", seen.display()));
+    let on_err = hook_script(&home, "on-err", &format!("cat > {}", failed.display()));
+    home.write_config(&server.config(
+        &home,
+        &format!(
+            "on_new_mail = \"{}\"\non_error = \"{}\"",
+            on_new.display(),
+            on_err.display()
+        ),
+    ));
+    home.run(&["sync"]).expect(75);
+    let new = read_json(&seen);
+    let subjects: Vec<_> = new
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(subjects, ["one", "two"], "{new}");
+    assert_eq!(read_json(&failed)["exit_code"], 75);
+    let status = status_json(&home);
+    assert_eq!(
+        status["accounts"][0]["last_run"]["delivered"], 2,
+        "{status}"
+    );
+    assert_eq!(status["accounts"][0]["delivered_total"], 2);
+    assert_eq!(status["accounts"][0]["last_run"]["result"], "failed");
+}
