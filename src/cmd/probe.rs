@@ -24,6 +24,10 @@ use crate::pop3::{self, Capabilities, Client, Trace};
 /// Where to probe, and what to trust there.
 pub(crate) struct Target {
     pub host: String,
+    /// The name the certificate must carry (`tls_host_override`, else `host`).
+    pub name: String,
+    /// `source_ip` and `ip_version`.
+    pub route: crate::net::Route,
     pub port: u16,
     pub tls: TlsMode,
     /// The trust rules: the account's own, or (`--host`) the defaults with any
@@ -36,6 +40,8 @@ impl Target {
     pub(crate) fn of(account: &Account) -> Target {
         Target {
             host: account.host.clone(),
+            name: account.tls_name().to_string(),
+            route: account.route,
             port: account.port,
             tls: account.tls,
             trust: account.tls_options(),
@@ -48,6 +54,8 @@ impl Target {
     pub(crate) fn host(host: &str, port: u16, tls: TlsMode, ca_file: Option<PathBuf>) -> Target {
         Target {
             host: host.to_string(),
+            name: host.to_string(),
+            route: crate::net::Route::default(),
             port,
             tls,
             trust: TlsOptions {
@@ -71,9 +79,17 @@ pub(crate) fn probe(
     mut trace: Option<Trace>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let mut stream =
-        Stream::connect(&target.host, target.port, target.timeout).map_err(pop3::Error::from)?;
+    let mut stream = Stream::connect_by(&target.host, target.port, target.timeout, &target.route)
+        .map_err(pop3::Error::from)?;
     crate::sync::connect::trace_connect(&mut trace, &stream);
+    if let (Some(local), Some(peer)) = (stream.local(), stream.peer()) {
+        let family = if peer.is_ipv4() { "IPv4" } else { "IPv6" };
+        writeln!(
+            out,
+            "route:         {}; {family}, {local} -> {peer}",
+            target.route.describe()
+        )?;
+    }
     let mut trusted = Ok(());
     if target.tls == TlsMode::Implicit {
         let (secured, verdict) = handshake(stream, target, out)?;
@@ -167,7 +183,7 @@ fn handshake(
     };
     let config = TlsConfig::report(&options).map_err(crate::sync::connect::tls_setup_error)?;
     let tls = stream
-        .secure(&config, &target.host)
+        .secure(&config, &target.name)
         .map_err(|e| crate::sync::connect::advise(e.into()))?;
     let session = tls.tls().expect("a secured stream has a TLS session");
     let negotiated = session.negotiated();
@@ -201,7 +217,7 @@ fn handshake(
     } else {
         chain_verdict(target)
     };
-    let verdict = verdict(&target.trust, &target.host, chain, &digest, version);
+    let verdict = verdict(&target.trust, &target.name, chain, &digest, version);
     match &verdict {
         Ok(how) => writeln!(out, "  verified:    {how}")?,
         Err(why) => writeln!(out, "  verified:    NO ({why})")?,
@@ -222,16 +238,16 @@ fn chain_verdict(target: &Target) -> Result<(), ChainProblem> {
     };
     let unchecked = |e: &dyn std::fmt::Display| ChainProblem::Unchecked(e.to_string());
     let config = TlsConfig::new(&options).map_err(|e| unchecked(&e))?;
-    let plain =
-        Stream::connect(&target.host, target.port, target.timeout).map_err(|e| unchecked(&e))?;
+    let plain = Stream::connect_by(&target.host, target.port, target.timeout, &target.route)
+        .map_err(|e| unchecked(&e))?;
     let secured = match target.tls {
         TlsMode::Starttls => Client::new(plain, None)
             .and_then(|client| {
-                client.starttls(|p| p.secure(&config, &target.host).map_err(Into::into))
+                client.starttls(|p| p.secure(&config, &target.name).map_err(Into::into))
             })
             .map(|client| drop(client.quit())),
         _ => plain
-            .secure(&config, &target.host)
+            .secure(&config, &target.name)
             .map(drop)
             .map_err(pop3::Error::from),
     };

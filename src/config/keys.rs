@@ -141,6 +141,12 @@ keys! {
     tls_fingerprint: String, "string";
     /// the lowest TLS version: `"1.0"`, `"1.1"`, `"1.2"` or `"1.3"`
     tls_min_version: String = "1.2".to_string(), "string";
+    /// the name the server's certificate must carry, when `host` is an address or a tunnel's end (mpop `tls_host_override`, fetchmail `sslcommonname`); also sent as SNI
+    tls_host_override: String, "string", default "`host`";
+    /// the local address to connect from, IPv4 or IPv6 (it must be one of this machine's)
+    source_ip: String, "string";
+    /// `"4"` or `"6"` to use only the server's IPv4 or IPv6 addresses; `"any"` tries them all
+    ip_version: String = "any".to_string(), "string";
     /// `true` accepts any certificate, with a warning on every run
     tls_insecure_skip_verify: bool = false, "boolean";
     /// seconds, 1 to 86400; bounds connecting, the TLS handshake, every read, mbox locking, each OAuth request, `password_command` and `oauth_token_command`

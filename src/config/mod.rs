@@ -189,6 +189,10 @@ pub(crate) struct Account {
     pub tls_min_version: TlsVersion,
     pub tls_insecure_skip_verify: bool,
     pub tls_fingerprint: Option<[u8; 32]>,
+    /// `tls_host_override`: the name the certificate must carry, if not `host`.
+    pub tls_host_override: Option<String>,
+    /// `source_ip` and `ip_version`.
+    pub route: crate::net::Route,
     pub timeout: Duration,
     pub user: String,
     pub password: PasswordSource,
@@ -224,6 +228,11 @@ pub(crate) struct Account {
 }
 
 impl Account {
+    /// The name the server's certificate must carry.
+    pub(crate) fn tls_name(&self) -> &str {
+        self.tls_host_override.as_deref().unwrap_or(&self.host)
+    }
+
     /// The account logs in with an OAuth access token, not a password.
     pub(crate) fn uses_token(&self) -> bool {
         self.oauth.is_some() || !matches!(self.oauth_token, PasswordSource::Missing)
@@ -812,6 +821,57 @@ fn resolve(
             )))
         }
     };
+    let tls_host_override = match set.tls_host_override {
+        None => None,
+        Some(name) => {
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-_:[]".contains(c));
+            if !valid {
+                return Err(invalid(format!(
+                    "tls_host_override = {} is not a host name or address",
+                    toml_string(&name)
+                )));
+            }
+            Some(name)
+        }
+    };
+    let source = match set.source_ip {
+        None => None,
+        Some(text) => Some(text.trim().parse::<std::net::IpAddr>().map_err(|_| {
+            invalid(format!(
+                "source_ip = {} is not an IPv4 or IPv6 address",
+                toml_string(&text)
+            ))
+        })?),
+    };
+    let family = match set.ip_version.as_str() {
+        "any" => crate::net::Family::Any,
+        "4" => crate::net::Family::V4,
+        "6" => crate::net::Family::V6,
+        other => {
+            return Err(invalid(format!(
+                "ip_version = {} is not \"4\", \"6\" or \"any\"",
+                toml_string(other)
+            )))
+        }
+    };
+    if let Some(source) = source {
+        let clash = match family {
+            crate::net::Family::V4 => source.is_ipv6(),
+            crate::net::Family::V6 => source.is_ipv4(),
+            crate::net::Family::Any => false,
+        };
+        if clash {
+            return Err(invalid(format!(
+                "source_ip = \"{source}\" is not of ip_version = \"{}\"",
+                set.ip_version
+            )));
+        }
+    }
+    let route = crate::net::Route { source, family };
     let tls_fingerprint = match set.tls_fingerprint {
         None => None,
         Some(text) => Some(parse_fingerprint(&text).ok_or_else(|| {
@@ -846,6 +906,8 @@ fn resolve(
         tls_min_version,
         tls_insecure_skip_verify: set.tls_insecure_skip_verify,
         tls_fingerprint,
+        tls_host_override,
+        route,
         timeout,
         user,
         password,

@@ -54,6 +54,10 @@ impl Tcp {
         self.socket.peer_addr().ok()
     }
 
+    pub(super) fn local(&self) -> Option<std::net::SocketAddr> {
+        self.socket.local_addr().ok()
+    }
+
     /// `bytes` more are on their way.
     pub(super) fn due(&mut self, bytes: u64) {
         self.due = self.due.saturating_add(bytes);

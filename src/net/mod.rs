@@ -78,6 +78,81 @@ pub(crate) fn names_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Which addresses of a name to try (`ip_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Family {
+    #[default]
+    Any,
+    V4,
+    V6,
+}
+
+/// How to reach a server: from which local address, over which family. The
+/// default is the system's choice of both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Route {
+    /// Bound before connecting (`source_ip`).
+    pub source: Option<std::net::IpAddr>,
+    pub family: Family,
+}
+
+impl Route {
+    /// Whether `addr` may be tried on this route: of the family asked for, and
+    /// of the source address's own family.
+    fn admits(&self, addr: &std::net::SocketAddr) -> bool {
+        let family = match self.family {
+            Family::Any => true,
+            Family::V4 => addr.is_ipv4(),
+            Family::V6 => addr.is_ipv6(),
+        };
+        family
+            && self
+                .source
+                .is_none_or(|source| source.is_ipv4() == addr.is_ipv4())
+    }
+
+    /// For `probe`: "direct, from 127.0.0.2, IPv4 only".
+    pub(crate) fn describe(&self) -> String {
+        let mut parts = vec!["direct".to_string()];
+        if let Some(source) = self.source {
+            parts.push(format!("from {source}"));
+        }
+        match self.family {
+            Family::Any => {}
+            Family::V4 => parts.push("IPv4 only".into()),
+            Family::V6 => parts.push("IPv6 only".into()),
+        }
+        parts.join(", ")
+    }
+}
+
+/// A TCP connection to `addr`, from `source` when one is given (bound first,
+/// port chosen by the system).
+fn connect_from(
+    addr: &std::net::SocketAddr,
+    source: Option<std::net::IpAddr>,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect_timeout(addr, timeout);
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(*addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket
+        .bind(&std::net::SocketAddr::new(source, 0).into())
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("source_ip {source} is not an address of this machine ({e})"),
+            )
+        })?;
+    socket.connect_timeout(&(*addr).into(), timeout)?;
+    Ok(socket.into())
+}
+
 /// A connection to the server, secured or not.
 pub(crate) enum Stream {
     Plain(Tcp),
@@ -88,6 +163,17 @@ impl Stream {
     /// Connects to `host:port`, trying each address in turn, each attempt bounded by
     /// `timeout`, which then also bounds every read and write.
     pub(crate) fn connect(host: &str, port: u16, timeout: Duration) -> Result<Stream, Error> {
+        Stream::connect_by(host, port, timeout, &Route::default())
+    }
+
+    /// [`Stream::connect`] on a route: only addresses of its family, from its
+    /// source address.
+    pub(crate) fn connect_by(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        route: &Route,
+    ) -> Result<Stream, Error> {
         let addrs = (host, port)
             .to_socket_addrs()
             .map_err(|source| Error::Resolve {
@@ -95,8 +181,10 @@ impl Stream {
                 source,
             })?;
         let mut last = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, timeout) {
+        let mut tried = false;
+        for addr in addrs.filter(|addr| route.admits(addr)) {
+            tried = true;
+            match connect_from(&addr, route.source, timeout) {
                 Ok(tcp) => {
                     let setup = tcp
                         .set_read_timeout(Some(timeout))
@@ -118,7 +206,14 @@ impl Stream {
             },
             None => Error::Resolve {
                 host: host.to_string(),
-                source: io::Error::new(io::ErrorKind::NotFound, "no address found"),
+                source: io::Error::new(
+                    io::ErrorKind::NotFound,
+                    if tried || *route == Route::default() {
+                        "no address found".to_string()
+                    } else {
+                        format!("no address for the route asked ({})", route.describe())
+                    },
+                ),
             },
         })
     }
@@ -136,6 +231,14 @@ impl Stream {
             Stream::Tls(s) => s.tcp(),
         };
         tcp.peer()
+    }
+
+    /// Our end of the connection.
+    pub(crate) fn local(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Stream::Plain(tcp) => tcp.local(),
+            Stream::Tls(s) => s.tcp().local(),
+        }
     }
 
     /// The TCP connection, under TLS or not.

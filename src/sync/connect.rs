@@ -88,7 +88,8 @@ fn connect(
     mut trace: Option<Trace>,
     building: PreparedTls,
 ) -> Result<Client<Stream>> {
-    let connected = Stream::connect(&account.host, account.port, account.timeout);
+    let connected =
+        Stream::connect_by(&account.host, account.port, account.timeout, &account.route);
     // The setup's error comes first, so that a bad tls_ca_file is reported as such.
     let tls = building
         .0
@@ -118,7 +119,7 @@ fn connect(
     let mut client = match (&tls, account.tls) {
         (Some(tls), TlsMode::Implicit) => {
             let secured = stream
-                .secure(tls, &account.host)
+                .secure(tls, account.tls_name())
                 .map_err(|e| advise(e.into()))?;
             trace_tls(&mut trace, &secured);
             greeted(secured, trace)?
@@ -127,7 +128,7 @@ fn connect(
     };
     if let (Some(tls), TlsMode::Starttls) = (&tls, account.tls) {
         client = client
-            .starttls(|plain| plain.secure(tls, &account.host).map_err(Into::into))
+            .starttls(|plain| plain.secure(tls, account.tls_name()).map_err(Into::into))
             .map_err(advise)?;
         let lines = stream_report(client.stream());
         for line in lines {

@@ -17,6 +17,7 @@ mod net;
 mod oauth;
 mod oauth_harness;
 mod policies;
+mod routes;
 mod security;
 mod service;
 mod state_files;

@@ -1,0 +1,116 @@
+//! How popfetch reaches a server (issue 20, in part): `source_ip`, `ip_version`
+//! and `tls_host_override`, against the test Dovecot and the scripted TLS server,
+//! and the route `probe` shows.
+
+use crate::support::dovecot::{bad_certs, certs, numbered};
+use crate::support::scripted::logged_in;
+use crate::support::{Dovecot, Home, Scripted, Step};
+
+#[test]
+fn source_ip_binds_the_local_end_and_probe_shows_it() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(1));
+    let home = Home::new();
+    home.write_config(&server.config(&home, "implicit", "source_ip = \"127.0.0.2\""));
+    home.run(&["sync"]).expect(0);
+    assert_eq!(home.delivered().len(), 1);
+    // Dovecot saw the connection come from 127.0.0.2.
+    let log = server.log();
+    assert!(log.contains("rip=127.0.0.2"), "{log}");
+    let probe = home.run(&["probe", "test"]);
+    probe.expect(0);
+    assert!(
+        probe
+            .stdout()
+            .contains("route:         direct, from 127.0.0.2; IPv4, 127.0.0.2:"),
+        "{}",
+        probe.stdout()
+    );
+}
+
+#[test]
+fn a_route_that_cannot_be_taken_is_one_clear_line() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(1));
+    let home = Home::new();
+    for (extra, code, says) in [
+        (
+            "ip_version = \"6\"",
+            69,
+            "no address for the route asked (direct, IPv6 only)",
+        ),
+        (
+            "source_ip = \"192.0.2.1\"",
+            69,
+            "source_ip 192.0.2.1 is not an address of this machine",
+        ),
+        (
+            "source_ip = \"here\"",
+            78,
+            "source_ip = \"here\" is not an IPv4 or IPv6 address",
+        ),
+        (
+            "ip_version = \"5\"",
+            78,
+            "ip_version = \"5\" is not \"4\", \"6\" or \"any\"",
+        ),
+        (
+            "source_ip = \"::1\"\nip_version = \"4\"",
+            78,
+            "source_ip = \"::1\" is not of ip_version = \"4\"",
+        ),
+    ] {
+        home.write_config(&server.config(&home, "implicit", extra));
+        let run = home.run(&["sync"]);
+        run.expect(code);
+        assert_eq!(run.stderr().lines().count(), 1, "{extra}: {}", run.stderr());
+        assert!(run.stderr().contains(says), "{extra}: {}", run.stderr());
+    }
+    assert_eq!(server.messages().len(), 1, "nothing was fetched");
+    // ip_version = "4" to 127.0.0.1 works.
+    home.write_config(&server.config(&home, "implicit", "ip_version = \"4\""));
+    home.run(&["sync"]).expect(0);
+}
+
+#[test]
+fn tls_host_override_checks_the_certificate_against_another_name() {
+    let bad = bad_certs();
+    let scripted = |extra: &str| {
+        let mut script = vec![Step::Tls(
+            bad.wrong_name.0.clone(),
+            bad.wrong_name.1.clone(),
+        )];
+        script.extend(logged_in());
+        script.push(Step::Serve(vec![(
+            "u1".into(),
+            b"Subject: hi\n\nok\n".to_vec(),
+        )]));
+        let server = Scripted::start(vec![script]);
+        let home = Home::new();
+        home.write_config(
+            &server
+                .config(&home, extra)
+                .replace("tls = \"none\"", "tls = \"implicit\"")
+                .replace(
+                    "auth = \"user\"",
+                    &format!(
+                        "auth = \"user\"\ntls_ca_file = \"{}\"",
+                        certs().ca.display()
+                    ),
+                ),
+        );
+        (server, home)
+    };
+    // Connected to 127.0.0.1, the certificate names wrong.example: refused.
+    let (_server, home) = scripted("");
+    let run = home.run(&["sync"]);
+    run.expect(69);
+    assert!(run.stderr().contains("does not name"), "{}", run.stderr());
+    // With the name it carries, accepted.
+    let (_server, home) = scripted("tls_host_override = \"wrong.example\"");
+    home.run(&["sync"]).expect(0);
+    assert_eq!(home.delivered(), vec![b"Subject: hi\n\nok\n".to_vec()]);
+    // Another name still fails.
+    let (_server, home) = scripted("tls_host_override = \"other.example\"");
+    home.run(&["sync"]).expect(69);
+}
