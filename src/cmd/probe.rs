@@ -63,6 +63,7 @@ impl Target {
                 min_version: TlsVersion::V1_2,
                 skip_verify: false,
                 fingerprint: None,
+                client: None,
             },
             timeout: Duration::from_secs(30),
         }
@@ -317,6 +318,7 @@ mod tests {
             min_version,
             skip_verify: skip,
             fingerprint: pin,
+            client: None,
         }
     }
 

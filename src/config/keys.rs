@@ -143,6 +143,10 @@ keys! {
     tls_min_version: String = "1.2".to_string(), "string";
     /// the name the server's certificate must carry, when `host` is an address or a tunnel's end (mpop `tls_host_override`, fetchmail `sslcommonname`); also sent as SNI
     tls_host_override: String, "string", default "`host`";
+    /// a client certificate (PEM) for servers that ask for one; with `tls_key_file`
+    tls_cert_file: String, "path";
+    /// the client certificate's private key (PEM, PKCS#8); refused unless readable by you alone
+    tls_key_file: String, "path";
     /// the local address to connect from, IPv4 or IPv6 (it must be one of this machine's)
     source_ip: String, "string";
     /// `"4"` or `"6"` to use only the server's IPv4 or IPv6 addresses; `"any"` tries them all

@@ -189,6 +189,8 @@ pub(crate) struct Account {
     pub tls_min_version: TlsVersion,
     pub tls_insecure_skip_verify: bool,
     pub tls_fingerprint: Option<[u8; 32]>,
+    /// `tls_cert_file` and `tls_key_file`: our certificate, for a server that asks.
+    pub tls_client: Option<crate::net::ClientCert>,
     /// `tls_host_override`: the name the certificate must carry, if not `host`.
     pub tls_host_override: Option<String>,
     /// `source_ip` and `ip_version`.
@@ -244,6 +246,7 @@ impl Account {
             min_version: self.tls_min_version,
             skip_verify: self.tls_insecure_skip_verify,
             fingerprint: self.tls_fingerprint,
+            client: self.tls_client.clone(),
         }
     }
 
@@ -821,6 +824,32 @@ fn resolve(
             )))
         }
     };
+    let tls_client = match (set.tls_cert_file, set.tls_key_file) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let cert = path(&cert, key::tls_cert_file, &cert)?;
+            let key_path = path(&key, key::tls_key_file, &key)?;
+            // A private key is a secret: the password's rule.
+            if let Ok(meta) = fs::metadata(&key_path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    return Err(invalid(format!(
+                        "tls_key_file {} can be read by group or others; run chmod 600 {}",
+                        key_path.display(),
+                        key_path.display()
+                    )));
+                }
+            }
+            Some(crate::net::ClientCert {
+                cert,
+                key: key_path,
+            })
+        }
+        _ => {
+            return Err(invalid(
+                "tls_cert_file and tls_key_file go together: set both, or neither".into(),
+            ))
+        }
+    };
     let tls_host_override = match set.tls_host_override {
         None => None,
         Some(name) => {
@@ -892,6 +921,7 @@ fn resolve(
                     min_version: tls_min_version,
                     skip_verify: false,
                     fingerprint: None,
+                    client: None,
                 },
             })
         };
@@ -906,6 +936,7 @@ fn resolve(
         tls_min_version,
         tls_insecure_skip_verify: set.tls_insecure_skip_verify,
         tls_fingerprint,
+        tls_client,
         tls_host_override,
         route,
         timeout,

@@ -477,6 +477,7 @@ pub(crate) fn test_context() -> Context<'static> {
             min_version: crate::net::TlsVersion::V1_2,
             skip_verify: false,
             fingerprint: None,
+            client: None,
         },
     };
     Context {

@@ -23,8 +23,8 @@ pub(crate) use certificate::CertificateDetails;
 pub(crate) use hello::Negotiated;
 pub(crate) use roots::{found_env, prefer_lazy_roots};
 pub(crate) use tls::{
-    fingerprint_text, CertificateProblem, Secured, TlsConfig, TlsConfigError, TlsOptions,
-    TlsVersion,
+    fingerprint_text, CertificateProblem, ClientCert, Secured, TlsConfig, TlsConfigError,
+    TlsOptions, TlsVersion,
 };
 
 /// The byte stream a session runs over. Besides reading and writing, it may be

@@ -91,6 +91,7 @@ impl Stream {
             min_version: TlsVersion::V1_0,
             skip_verify: true,
             fingerprint: None,
+            client: None,
         };
         let Ok(config) = TlsConfig::new(&options) else {
             return false;
@@ -297,6 +298,15 @@ pub(crate) struct TlsOptions {
     /// The SHA-256 of the server certificate's DER, pinned. When set, it
     /// replaces the CA and host name checks: the pin is the trust.
     pub fingerprint: Option<[u8; 32]>,
+    /// A certificate of ours, for a server that asks for one (RFC 8446 §4.4.2).
+    pub client: Option<ClientCert>,
+}
+
+/// A client certificate and its key, PEM files (the key PKCS#8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// How to verify servers: the system's trusted roots plus any extra CA file, or a
@@ -320,6 +330,14 @@ pub(crate) enum TlsConfigError {
     ReadCa { path: String, source: io::Error },
     #[error("the CA file {path} holds no usable PEM certificate: {reason}")]
     BadCa { path: String, reason: String },
+    #[error("cannot read the client certificate file {path}")]
+    ReadClient { path: String, source: io::Error },
+    #[error("tls_cert_file {cert} and tls_key_file {key} are not a PEM certificate and its PKCS#8 key ({reason}); convert the key with openssl pkcs8 -topk8 -nocrypt")]
+    BadClient {
+        cert: String,
+        key: String,
+        reason: String,
+    },
     #[error("cannot set up TLS: {0}")]
     Setup(#[from] native_tls::Error),
 }
@@ -361,6 +379,9 @@ impl TlsConfig {
             for cert in read_ca_file(path)? {
                 builder.add_root_certificate(cert);
             }
+        }
+        if let Some(client) = &options.client {
+            builder.identity(read_identity(client)?);
         }
         Ok(TlsConfig {
             connector: builder.build()?,
@@ -404,6 +425,22 @@ impl TlsConfig {
 }
 
 /// The certificates of a CA file, PEM.
+/// The client certificate and key, as native-tls's identity.
+fn read_identity(client: &ClientCert) -> Result<native_tls::Identity, TlsConfigError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| TlsConfigError::ReadClient {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let (cert, key) = (read(&client.cert)?, read(&client.key)?);
+    native_tls::Identity::from_pkcs8(&cert, &key).map_err(|e| TlsConfigError::BadClient {
+        cert: client.cert.display().to_string(),
+        key: client.key.display().to_string(),
+        reason: e.to_string().lines().next().unwrap_or("").to_string(),
+    })
+}
+
 fn read_ca_file(path: &Path) -> Result<Vec<Certificate>, TlsConfigError> {
     let shown = path.display().to_string();
     let pem = std::fs::read(path).map_err(|source| TlsConfigError::ReadCa {
@@ -482,6 +519,7 @@ mod tests {
             min_version: TlsVersion::V1_2,
             skip_verify: true,
             fingerprint: None,
+            client: None,
         };
         let config = TlsConfig::new(&options).unwrap();
         let plain = Stream::connect("127.0.0.1", port, Duration::from_secs(30)).unwrap();
@@ -519,6 +557,7 @@ mod tests {
             min_version: min,
             skip_verify: true,
             fingerprint: None,
+            client: None,
         };
         let config = TlsConfig::new(&options).unwrap();
         let plain = Stream::connect("127.0.0.1", port, Duration::from_secs(30)).unwrap();

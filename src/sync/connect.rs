@@ -182,7 +182,9 @@ pub(crate) fn tls_setup_error(error: TlsConfigError) -> anyhow::Error {
         TlsConfigError::ReadCa { .. } | TlsConfigError::BadCa { .. } => {
             anyhow::Error::new(error).context("tls_ca_file")
         }
-        TlsConfigError::Setup(_) => error.into(),
+        TlsConfigError::ReadClient { .. }
+        | TlsConfigError::BadClient { .. }
+        | TlsConfigError::Setup(_) => error.into(),
     }
 }
 

@@ -1,8 +1,12 @@
-//! How popfetch reaches a server (issue 20, in part): `source_ip`, `ip_version`
-//! and `tls_host_override`, against the test Dovecot and the scripted TLS server,
-//! and the route `probe` shows.
+//! How popfetch reaches a server (issue 20, in part): `source_ip`, `ip_version`,
+//! `tls_host_override` and a client certificate, against the test Dovecot and
+//! the scripted TLS server, and the route `probe` shows.
 
-use crate::support::dovecot::{bad_certs, certs, numbered};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use crate::support::dovecot::{bad_certs, certs, good_cert, numbered};
 use crate::support::scripted::logged_in;
 use crate::support::{Dovecot, Home, Scripted, Step};
 
@@ -113,4 +117,69 @@ fn tls_host_override_checks_the_certificate_against_another_name() {
     // Another name still fails.
     let (_server, home) = scripted("tls_host_override = \"other.example\"");
     home.run(&["sync"]).expect(69);
+}
+
+/// A Dovecot that wants a client certificate signed by the test CA.
+fn wants_client_cert() -> Dovecot {
+    Dovecot::start_with(&format!(
+        "ssl_ca = <{}\nssl_verify_client_cert = yes\nssl_require_crl = no\nauth_ssl_require_client_cert = yes\n",
+        certs().ca.display()
+    ))
+}
+
+/// A certificate and key copied into the home, the key at `mode`.
+fn client_pair(home: &Home, (cert, key): &(PathBuf, PathBuf), mode: u32) -> String {
+    let (c, k) = (
+        home.path().join("client.pem"),
+        home.path().join("client.key"),
+    );
+    fs::copy(cert, &c).unwrap();
+    fs::copy(key, &k).unwrap();
+    fs::set_permissions(&k, fs::Permissions::from_mode(mode)).unwrap();
+    format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+        c.display(),
+        k.display()
+    )
+}
+
+#[test]
+fn a_client_certificate_logs_in_where_the_server_requires_one() {
+    let server = wants_client_cert();
+    server.add_messages(&numbered(1));
+    let home = Home::new();
+    // The right certificate: signed by the CA the server trusts.
+    let keys = client_pair(&home, &good_cert(), 0o600);
+    home.write_config(&server.config(&home, "implicit", &keys));
+    home.run(&["sync"]).expect(0);
+    assert_eq!(home.delivered().len(), 1);
+
+    // No certificate, or one the server does not trust: refused, one line.
+    server.add_messages(&numbered(2)[1..]);
+    for extra in [
+        String::new(),
+        client_pair(&home, &bad_certs().unknown_root, 0o600),
+    ] {
+        home.write_config(&server.config(&home, "implicit", &extra));
+        let run = home.run(&["sync"]);
+        assert_ne!(run.code(), 0, "{extra}: {}", run.stderr());
+        assert_eq!(run.stderr().lines().count(), 1, "{}", run.stderr());
+        assert!(
+            run.stderr().contains("account \"test\""),
+            "{}",
+            run.stderr()
+        );
+    }
+    assert_eq!(server.messages().len(), 1, "the second message stays");
+
+    // A key others can read is refused before anything is sent.
+    let keys = client_pair(&home, &good_cert(), 0o644);
+    home.write_config(&server.config(&home, "implicit", &keys));
+    let run = home.run(&["sync"]);
+    run.expect(78);
+    assert!(
+        run.stderr().contains("can be read by group or others"),
+        "{}",
+        run.stderr()
+    );
 }

@@ -255,10 +255,15 @@ impl Dovecot {
     /// Starts Dovecot on fresh loopback ports, retrying when a port it was given
     /// was taken in the meantime by another test.
     pub fn start() -> Dovecot {
-        super::daemon::started("Dovecot", Dovecot::try_start)
+        Dovecot::start_with("")
     }
 
-    fn try_start() -> Result<Dovecot, String> {
+    /// A Dovecot with `extra` added to its configuration.
+    pub fn start_with(extra: &str) -> Dovecot {
+        super::daemon::started("Dovecot", || Dovecot::try_start(extra))
+    }
+
+    fn try_start(extra: &str) -> Result<Dovecot, String> {
         assert!(
             Path::new(DOVECOT).exists(),
             "Dovecot is not installed: apt-get install dovecot-pop3d (see .ci/run)"
@@ -329,6 +334,7 @@ service imap-login {{
 service anvil {{
   chroot =
 }}
+{extra}
 "#,
             cert = certs.cert.display(),
             key = certs.key.display(),
