@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::cmd::exit::{classify, Exit};
 use crate::config::Account;
 use crate::sync::{Failed, Report};
-use crate::sys::durable::{self, TempFile};
+use crate::sys::durable;
 
 /// One account's status file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -71,17 +71,15 @@ pub(crate) struct Ran<'a> {
 
 /// Records a run: the last run, the totals (mail a failed run delivered
 /// counts), and what the state and the server hold after a success (a failure
-/// keeps the last known numbers). Load, change and write happen under the
-/// status file's lock, so a cron run and the daemon ending at once both count.
+/// keeps the last known numbers).
 pub(crate) fn record(account: &Account, ran: &Ran) -> io::Result<()> {
-    durable::create_dir_all(&account.state_dir)?;
-    let lock = durable::open_private(
-        &account
-            .state_dir
-            .join(format!("{}.status.lock", account.name)),
-    )?;
-    lock.lock()?;
-    let mut status = load(account).unwrap_or_default();
+    update(account, |status| {
+        fill(status, account, ran);
+        true
+    })
+}
+
+fn fill(status: &mut Status, account: &Account, ran: &Ran) {
     let now = Utc::now();
     let (report, failure) = match ran.outcome {
         Ok(report) => (report, None),
@@ -108,34 +106,35 @@ pub(crate) fn record(account: &Account, ran: &Ran) -> io::Result<()> {
         status.next_poll = ran.next_poll.map(stamp);
         status.daemon_pid = ran.daemon_pid;
     }
-    write(account, &status)
 }
 
 /// The daemon has stopped: no next poll to show.
 pub(crate) fn clear_daemon(account: &Account) {
-    if let Some(mut status) = load(account) {
-        if status.daemon_pid.is_some() || status.next_poll.is_some() {
-            status.next_poll = None;
-            status.daemon_pid = None;
-            let _ = write(account, &status);
-        }
-    }
+    let _ = update(account, |status| {
+        let had = status.daemon_pid.is_some() || status.next_poll.is_some();
+        status.next_poll = None;
+        status.daemon_pid = None;
+        had
+    });
 }
 
-/// Replaces the file whole: a temporary file, then rename.
-fn write(account: &Account, status: &Status) -> io::Result<()> {
-    let dest = path(account);
+/// Loads the status, lets `change` edit it and, when it says it did, replaces
+/// the file whole — all under the status file's lock, so that a cron run and
+/// the daemon ending at once both count.
+fn update(account: &Account, change: impl FnOnce(&mut Status) -> bool) -> io::Result<()> {
     durable::create_dir_all(&account.state_dir)?;
-    let temp_path = account.state_dir.join(format!(
-        ".{}.status.{}.tmp",
-        account.name,
-        std::process::id()
-    ));
-    let _ = fs::remove_file(&temp_path);
-    let mut temp = TempFile::create(temp_path)?;
-    let text = serde_json::to_string_pretty(status).expect("plain data serializes");
-    temp.file().write_all(text.as_bytes())?;
-    temp.rename_into(&dest)
+    let lock = durable::open_private(
+        &account
+            .state_dir
+            .join(format!("{}.status.lock", account.name)),
+    )?;
+    lock.lock()?;
+    let mut status = load(account).unwrap_or_default();
+    if !change(&mut status) {
+        return Ok(());
+    }
+    let text = serde_json::to_string_pretty(&status).expect("plain data serializes");
+    durable::replace(&path(account), text.as_bytes())
 }
 
 fn stamp(time: DateTime<Utc>) -> String {

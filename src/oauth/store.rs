@@ -6,14 +6,14 @@
 //! §10.4; providers such as Microsoft rotate it on every use).
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::grant::{self, Class, Tokens};
 use crate::secret::{Secret, KEYRING_SERVICE};
-use crate::sys::durable::{self, TempFile};
+use crate::sys::durable;
 
 /// A cached access token is used while it has more than this left, so that it
 /// does not expire between the check and the login.
@@ -314,15 +314,7 @@ fn decode(text: &str) -> Option<TokenSet> {
 fn write_file(path: &Path, text: &str) -> Result<(), (&'static str, io::Error)> {
     let dir = path.parent().unwrap_or(Path::new("."));
     durable::create_dir_all(dir).map_err(|e| ("create the directory of", e))?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp_path = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    // Left by a process of the same id that was killed mid-write.
-    let _ = fs::remove_file(&temp_path);
-    let mut temp = TempFile::create(temp_path).map_err(|e| ("create", e))?;
-    temp.file()
-        .write_all(text.as_bytes())
-        .map_err(|e| ("write", e))?;
-    temp.rename_into(path).map_err(|e| ("write", e))
+    durable::replace(path, text.as_bytes()).map_err(|e| ("write", e))
 }
 
 /// What [`refresh`] reads and writes the tokens with: a [`Store`], or a test's

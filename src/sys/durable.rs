@@ -49,6 +49,19 @@ impl TempFile {
     }
 }
 
+/// Replaces `path` whole with `bytes`, owner-only, atomically and durably: a
+/// temporary file beside it (one a killed writer of the same pid left is
+/// cleared first), fsync, rename, fsync of the directory.
+pub(crate) fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp_path = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&temp_path);
+    let mut temp = TempFile::create(temp_path)?;
+    io::Write::write_all(temp.file(), bytes)?;
+    temp.rename_into(path)
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.placed {

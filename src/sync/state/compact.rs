@@ -2,13 +2,13 @@
 //! a new epoch, when it is damaged at the tail, in an old format, or has grown
 //! well past its live records.
 
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 
 use super::journal::open_append;
 use super::record::{delivered_line, intent_line, seal};
 use super::{StateError, UidlState, MAGIC, VERSION};
-use crate::sys::durable::TempFile;
+use crate::sys::durable;
 
 impl UidlState {
     /// Whether the journal holds many more lines than live records: a run that
@@ -82,11 +82,7 @@ fn write_snapshot(path: &Path, header: &str, state: &UidlState) -> io::Result<us
             text.push_str(&seal(&format!("{}{line}", mark(uid))));
         }
     }
-    let mut temp_name = path.as_os_str().to_owned();
-    temp_name.push(format!(".tmp{}", std::process::id()));
-    let mut temp = TempFile::create(PathBuf::from(temp_name))?;
-    temp.file().write_all(text.as_bytes())?;
-    temp.rename_into(path)?;
+    durable::replace(path, text.as_bytes())?;
     Ok(memchr::memchr_iter(b'\n', text.as_bytes()).count())
 }
 
