@@ -9,7 +9,7 @@
 //! `sync`'s, so a cron run and the daemon never sync one account at once.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ use crate::cmd::exit::{classify, Exit};
 use crate::cmd::log::{Format, Level, Logger};
 use crate::cmd::{hooks, status};
 use crate::config::{Account, Config, Paths};
-use crate::sync::lock::LockError;
+use crate::sync::lock::{AccountLock, LockError};
 use crate::sync::{sync_account, Failed, Options, Report};
 
 /// The longest back-off after failures, whatever the interval.
@@ -454,15 +454,16 @@ fn listen(events: mpsc::Sender<Event>) -> std::io::Result<()> {
 }
 
 /// The daemon's lock, `STATE_DIR/daemon.lock`, held for its life.
-fn single_instance(state_dir: &Path) -> anyhow::Result<File> {
+fn single_instance(state_dir: &Path) -> anyhow::Result<AccountLock> {
     crate::sys::durable::create_dir_all(state_dir)?;
-    let path = state_dir.join("daemon.lock");
-    let file = crate::sys::durable::open_private(&path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(LockError::DaemonRunning { path }.into()),
-        Err(TryLockError::Error(e)) => Err(LockError::Io { path, source: e }.into()),
-    }
+    // The accounts' own flock, its refusal worded for the daemon.
+    AccountLock::acquire(&state_dir.join("daemon.lock")).map_err(|e| {
+        match e {
+            LockError::Held { path } => LockError::DaemonRunning { path },
+            other => other,
+        }
+        .into()
+    })
 }
 
 /// Leaves the terminal: fork, a new session, fork again (so no terminal can be

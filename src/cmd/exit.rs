@@ -11,7 +11,7 @@ use crate::oauth::grant;
 use crate::oauth::login::LoginError;
 use crate::oauth::redirect::RedirectError;
 use crate::oauth::store::{RefreshError, StoreError};
-use crate::pop3::{self, ErrorKind};
+use crate::pop3::ErrorKind;
 use crate::sync::auth::ChoiceError;
 use crate::sync::filter::FilterError;
 use crate::sync::lock::LockError;
@@ -50,11 +50,7 @@ impl From<Exit> for ExitCode {
 /// The exit code for an error: the first typed error in its chain decides.
 pub(crate) fn classify(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
-        let pop3 = match cause.downcast_ref::<crate::sync::connect::Advised>() {
-            Some(advised) => Some(&advised.error),
-            None => cause.downcast_ref::<pop3::Error>(),
-        };
-        if let Some(e) = pop3 {
+        if let Some(e) = crate::sync::connect::pop3_error(cause) {
             return match e.kind() {
                 ErrorKind::Unavailable => Exit::Unavailable,
                 ErrorKind::Temporary => Exit::TempFail,

@@ -55,13 +55,18 @@ pub(crate) fn open_prepared_session(
 
 /// The server turned the credentials down (not a network or protocol failure).
 fn refused_login(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        let pop3 = match cause.downcast_ref::<Advised>() {
-            Some(advised) => Some(&advised.error),
-            None => cause.downcast_ref::<pop3::Error>(),
-        };
-        pop3.is_some_and(|e| e.kind() == pop3::ErrorKind::Auth)
-    })
+    e.chain()
+        .any(|cause| pop3_error(cause).is_some_and(|e| e.kind() == pop3::ErrorKind::Auth))
+}
+
+/// The POP3 error in one link of an error chain, bare or with its advice.
+pub(crate) fn pop3_error<'a>(
+    cause: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a pop3::Error> {
+    match cause.downcast_ref::<Advised>() {
+        Some(advised) => Some(&advised.error),
+        None => cause.downcast_ref::<pop3::Error>(),
+    }
 }
 
 /// The TLS setup of an account, being built on a thread of its own.
