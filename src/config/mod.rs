@@ -510,12 +510,7 @@ fn resolve(
         account: name.clone(),
         message,
     };
-    let valid_name = !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-@+".contains(c));
-    if !valid_name {
+    if !valid_name(&name) {
         return Err(invalid(
             "account names may hold only letters, digits and . _ - @ + (and not start with a dot)"
                 .into(),
@@ -669,12 +664,7 @@ fn resolve(
                 source => source,
             };
             let token_name = set.oauth_token_name.unwrap_or_else(|| name.clone());
-            let valid_token_name = !token_name.is_empty()
-                && !token_name.starts_with('.')
-                && token_name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-@+".contains(c));
-            if !valid_token_name {
+            if !valid_name(&token_name) {
                 return Err(invalid(format!(
                     "oauth_token_name = {} may hold only letters, digits and . _ - @ + (and not start with a dot)",
                     toml_string(&token_name)
@@ -975,6 +965,16 @@ fn resolve(
         imap_password,
         name,
     })
+}
+
+/// A name that becomes part of file names (an account's, a shared OAuth
+/// login's): letters, digits and `. _ - @ +`, not starting with a dot.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@+".contains(c))
 }
 
 /// `sha256:` and the SHA-256 in hex, with or without colons, in either case.

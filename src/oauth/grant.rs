@@ -191,7 +191,7 @@ fn describe(description: &Option<String>) -> String {
 }
 
 /// Server text for a one-line message: printable ASCII only, at most `max` chars.
-fn clean(text: &str, max: usize) -> String {
+pub(super) fn clean(text: &str, max: usize) -> String {
     text.chars()
         .filter(|c| c.is_ascii_graphic() || *c == ' ')
         .take(max)

@@ -113,11 +113,7 @@ impl Provider {
             Preset::Microsoft => Provider::microsoft(tenant)?,
             Preset::Custom => return Provider::custom(given),
         };
-        let checked = |key, url: Option<&str>| {
-            url.map(|url| checked_url(key, url).map(str::to_string))
-                .transpose()
-        };
-        if let Some(url) = checked("oauth_token_url", given.token_url)? {
+        if let Some(url) = checked_opt("oauth_token_url", given.token_url)? {
             provider.token_url = url;
         }
         for (key, url, slot) in [
@@ -133,7 +129,7 @@ impl Provider {
                 &mut provider.revoke_url,
             ),
         ] {
-            if let Some(url) = checked(key, url)? {
+            if let Some(url) = checked_opt(key, url)? {
                 *slot = Some(url);
             }
         }
@@ -145,10 +141,6 @@ impl Provider {
 
     /// Endpoints given one by one, each checked; the error names the config key.
     fn custom(given: &CustomEndpoints) -> Result<Provider, EndpointError> {
-        let optional = |key, url: Option<&str>| {
-            url.map(|url| checked_url(key, url).map(str::to_string))
-                .transpose()
-        };
         let token_url = given
             .token_url
             .ok_or(EndpointError::Missing {
@@ -162,10 +154,10 @@ impl Provider {
             .ok_or(EndpointError::Missing { key: "oauth_scope" })?
             .to_string();
         let provider = Provider {
-            auth_url: optional("oauth_auth_url", given.auth_url)?,
+            auth_url: checked_opt("oauth_auth_url", given.auth_url)?,
             token_url,
-            device_url: optional("oauth_device_url", given.device_url)?,
-            revoke_url: optional("oauth_revoke_url", given.revoke_url)?,
+            device_url: checked_opt("oauth_device_url", given.device_url)?,
+            revoke_url: checked_opt("oauth_revoke_url", given.revoke_url)?,
             scope,
             redirect_host: "127.0.0.1",
             manage_url: None,
@@ -175,6 +167,12 @@ impl Provider {
         }
         Ok(provider)
     }
+}
+
+/// [`checked_url`] for a key that may be unset.
+fn checked_opt(key: &'static str, url: Option<&str>) -> Result<Option<String>, EndpointError> {
+    url.map(|url| checked_url(key, url).map(str::to_string))
+        .transpose()
 }
 
 /// `url` if it is `https://HOST…`, or `http://` to a loopback address; the error

@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
+use super::grant::clean;
 use super::pkce::Verifier;
 use crate::secret::Secret;
 
@@ -237,8 +238,8 @@ fn callback(query: &str, state: &str) -> Callback {
         match &*key {
             "code" => code = Some(value.into_owned()),
             "state" => matches = value == state,
-            "error" => error = Some(clean(&value)),
-            "error_description" => description = Some(clean(&value)),
+            "error" => error = Some(clean(&value, 200)),
+            "error_description" => description = Some(clean(&value, 200)),
             _ => {}
         }
     }
@@ -250,14 +251,6 @@ fn callback(query: &str, state: &str) -> Callback {
         (Some(code), None) if !code.is_empty() => Callback::Code(code),
         _ => Callback::Stray,
     }
-}
-
-/// Server text for one line: printable ASCII, at most 200 characters.
-fn clean(text: &str) -> String {
-    text.chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(200)
-        .collect()
 }
 
 fn html(text: &str) -> String {
