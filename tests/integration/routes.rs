@@ -91,18 +91,7 @@ fn tls_host_override_checks_the_certificate_against_another_name() {
         )]));
         let server = Scripted::start(vec![script]);
         let home = Home::new();
-        home.write_config(
-            &server
-                .config(&home, extra)
-                .replace("tls = \"none\"", "tls = \"implicit\"")
-                .replace(
-                    "auth = \"user\"",
-                    &format!(
-                        "auth = \"user\"\ntls_ca_file = \"{}\"",
-                        certs().ca.display()
-                    ),
-                ),
-        );
+        home.write_config(&server.tls_config(&home, extra));
         (server, home)
     };
     // Connected to 127.0.0.1, the certificate names wrong.example: refused.

@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::dovecot::{bad_certs, certs, good_cert};
+use crate::support::dovecot::{bad_certs, good_cert};
 use crate::support::scripted::{greeting_and_capa, logged_in, send};
 use crate::support::{Home, Scripted, Step};
 
@@ -16,20 +16,6 @@ fn credentials_sent(received: &[String]) -> bool {
             .iter()
             .any(|c| l.to_ascii_uppercase().starts_with(c))
     })
-}
-
-/// A config for a scripted server speaking implicit TLS, trusting the test CA.
-fn tls_config(server: &Scripted, home: &Home, extra: &str) -> String {
-    server
-        .config(home, extra)
-        .replace("tls = \"none\"", "tls = \"implicit\"")
-        .replace(
-            "auth = \"user\"",
-            &format!(
-                "auth = \"user\"\ntls_ca_file = \"{}\"",
-                certs().ca.display()
-            ),
-        )
 }
 
 fn tls_step((cert, key): &(std::path::PathBuf, std::path::PathBuf)) -> Step {
@@ -64,7 +50,7 @@ fn bad_certificates_are_refused_before_any_credential() {
         script.extend(logged_in());
         let server = Scripted::start(vec![script]);
         let home = Home::new();
-        home.write_config(&tls_config(&server, &home, ""));
+        home.write_config(&server.tls_config(&home, ""));
         let run = home.run(&["sync"]);
         assert_eq!(run.code(), 69, "{what}: {}", run.stderr());
         let stderr = run.stderr();
@@ -93,7 +79,7 @@ fn the_good_certificate_is_accepted() {
     )]));
     let server = Scripted::start(vec![script]);
     let home = Home::new();
-    home.write_config(&tls_config(&server, &home, ""));
+    home.write_config(&server.tls_config(&home, ""));
     home.run(&["sync"]).expect(0);
     assert_eq!(home.delivered(), vec![b"Subject: hi\n\nok\n".to_vec()]);
 }
@@ -111,11 +97,7 @@ fn pinned_fingerprint_is_the_trust() {
     let server = Scripted::start(vec![script]);
     let home = Home::new();
     let pin = sha256_pin(&bad.self_signed.0);
-    home.write_config(&tls_config(
-        &server,
-        &home,
-        &format!("tls_fingerprint = \"{pin}\""),
-    ));
+    home.write_config(&server.tls_config(&home, &format!("tls_fingerprint = \"{pin}\"")));
     home.run(&["sync"]).expect(0);
     assert_eq!(home.delivered().len(), 1);
 
@@ -124,11 +106,7 @@ fn pinned_fingerprint_is_the_trust() {
     script.extend(logged_in());
     let server = Scripted::start(vec![script]);
     let home = Home::new();
-    home.write_config(&tls_config(
-        &server,
-        &home,
-        &format!("tls_fingerprint = \"{pin}\""),
-    ));
+    home.write_config(&server.tls_config(&home, &format!("tls_fingerprint = \"{pin}\"")));
     let run = home.run(&["sync"]);
     run.expect(69);
     assert!(
@@ -151,11 +129,7 @@ fn skipping_verification_warns_on_every_run_even_quiet() {
     script.push(Step::Serve(Vec::new()));
     let server = Scripted::start(vec![script]);
     let home = Home::new();
-    home.write_config(&tls_config(
-        &server,
-        &home,
-        "tls_insecure_skip_verify = true",
-    ));
+    home.write_config(&server.tls_config(&home, "tls_insecure_skip_verify = true"));
     let run = home.run(&["-q", "sync"]);
     run.expect(0);
     assert!(
@@ -166,7 +140,9 @@ fn skipping_verification_warns_on_every_run_even_quiet() {
 }
 
 fn starttls_config(server: &Scripted, home: &Home) -> String {
-    tls_config(server, home, "").replace("tls = \"implicit\"", "tls = \"starttls\"")
+    server
+        .tls_config(home, "")
+        .replace("tls = \"implicit\"", "tls = \"starttls\"")
 }
 
 #[test]
@@ -227,7 +203,7 @@ fn hangs_at_every_phase_end_in_a_timeout() {
         let server = Scripted::start(vec![script]);
         let home = Home::new();
         let config = if implicit {
-            tls_config(&server, &home, "")
+            server.tls_config(&home, "")
         } else {
             server.config(&home, "")
         };

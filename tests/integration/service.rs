@@ -381,6 +381,21 @@ fn hook_script(home: &Home, name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// Hooks that keep what they read: on_new_mail's stdin in the first file,
+/// on_error's in the second; and the config lines that set them.
+fn recording_hooks(home: &Home) -> (PathBuf, PathBuf, String) {
+    let seen = home.path().join("seen.json");
+    let failed = home.path().join("failed.json");
+    let on_new = hook_script(home, "on-new", &format!("cat > {}", seen.display()));
+    let on_err = hook_script(home, "on-err", &format!("cat > {}", failed.display()));
+    let lines = format!(
+        "on_new_mail = \"{}\"\non_error = \"{}\"",
+        on_new.display(),
+        on_err.display()
+    );
+    (seen, failed, lines)
+}
+
 fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -391,19 +406,8 @@ fn hooks_get_the_right_json_and_a_hanging_one_is_killed() {
     let message = b"From: =?UTF-8?Q?Ren=C3=A9?= <rene@example.org>\r\nSubject: hello hooks\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\nbody\r\n".to_vec();
     server.add_messages(&[message]);
     let home = Home::new();
-    let seen = home.path().join("seen.json");
-    let failed = home.path().join("failed.json");
-    let on_new = hook_script(&home, "on-new", &format!("cat > {}", seen.display()));
-    let on_err = hook_script(&home, "on-err", &format!("cat > {}", failed.display()));
-    home.write_config(&server.config(
-        &home,
-        "implicit",
-        &format!(
-            "on_new_mail = \"{}\"\non_error = \"{}\"",
-            on_new.display(),
-            on_err.display()
-        ),
-    ));
+    let (seen, failed, hooks) = recording_hooks(&home);
+    home.write_config(&server.config(&home, "implicit", &hooks));
     home.run(&["sync"]).expect(0);
     let new = read_json(&seen);
     let first = &new[0];
@@ -426,7 +430,7 @@ fn hooks_get_the_right_json_and_a_hanging_one_is_killed() {
             .config(
                 &home,
                 "implicit",
-                &format!("on_error = \"{}\"", on_err.display()),
+                &format!("on_error = \"{}\"", home.path().join("on-err").display()),
             )
             .replace(dovecot::PASSWORD, "wrong"),
     );
@@ -509,18 +513,8 @@ fn a_run_that_fails_after_delivering_still_announces_and_counts_the_mail() {
     ));
     let server = Scripted::start(vec![script]);
     let home = Home::new();
-    let seen = home.path().join("seen.json");
-    let failed = home.path().join("failed.json");
-    let on_new = hook_script(&home, "on-new", &format!("cat > {}", seen.display()));
-    let on_err = hook_script(&home, "on-err", &format!("cat > {}", failed.display()));
-    home.write_config(&server.config(
-        &home,
-        &format!(
-            "on_new_mail = \"{}\"\non_error = \"{}\"",
-            on_new.display(),
-            on_err.display()
-        ),
-    ));
+    let (seen, failed, hooks) = recording_hooks(&home);
+    home.write_config(&server.config(&home, &hooks));
     home.run(&["sync"]).expect(75);
     let new = read_json(&seen);
     let subjects: Vec<_> = new

@@ -124,6 +124,19 @@ impl Scripted {
     pub fn config(&self, home: &super::Home, extra: &str) -> String {
         plain_config(self.port, &home.maildir(), extra)
     }
+
+    /// The same for a script speaking implicit TLS, trusting the test CA.
+    pub fn tls_config(&self, home: &super::Home, extra: &str) -> String {
+        self.config(home, extra)
+            .replace("tls = \"none\"", "tls = \"implicit\"")
+            .replace(
+                "auth = \"user\"",
+                &format!(
+                    "auth = \"user\"\ntls_ca_file = \"{}\"",
+                    super::dovecot::certs().ca.display()
+                ),
+            )
+    }
 }
 
 /// The server side of one connection, plain or TLS.
