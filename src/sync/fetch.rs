@@ -70,7 +70,12 @@ pub(super) fn fetch_and_deliver<S: Wire>(
                     bytes,
                     size: message.size,
                     id,
-                    fields: Fields::of(&head.bytes),
+                    // Parsed only while the report still lists messages.
+                    fields: if report.delivered.len() + done.staged.len() < DELIVERED_LISTED {
+                        Fields::of(&head.bytes)
+                    } else {
+                        Fields::default()
+                    },
                 };
                 done.add(sink, staged, report)
             });
