@@ -533,3 +533,41 @@ fn a_run_that_fails_after_delivering_still_announces_and_counts_the_mail() {
     assert_eq!(status["accounts"][0]["delivered_total"], 2);
     assert_eq!(status["accounts"][0]["last_run"]["result"], "failed");
 }
+
+/// One account failing (its server is not there) does not hold up another.
+#[test]
+fn the_daemon_keeps_polling_the_other_accounts_while_one_fails() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(1));
+    let home = Home::new();
+    let good = server.config(&home, "implicit", "poll_interval = \"300ms\"");
+    let dead = good
+        .replace("[accounts.test]", "[accounts.dead]")
+        .replace(
+            &format!("port = {}", server.tls_port),
+            &format!("port = {}", dovecot::free_port()),
+        )
+        .replace(
+            &format!("maildir:{}", home.maildir().display()),
+            &format!("maildir:{}/dead", home.path().display()),
+        );
+    home.write_config(&format!("{dead}\n{good}"));
+    let daemon = Daemon::start(&home, &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || home.delivered().len() == 1),
+        "{}",
+        daemon.log()
+    );
+    server.add_messages(&numbered(2)[1..]);
+    assert!(
+        eventually(Duration::from_secs(10), || home.delivered().len() == 2),
+        "{}",
+        daemon.log()
+    );
+    let failed = daemon
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "sync_failed" && e["account"] == "dead")
+        .count();
+    assert!(failed >= 1, "{}", daemon.log());
+}
