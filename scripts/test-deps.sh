@@ -19,6 +19,9 @@ PACKAGES=(
     dbus dbus-bin dbus-daemon gnome-keyring
     # Clock games, pseudo-terminals (script(1), tmux) and the tools import-state reads.
     faketime bsdutils tmux mpop fetchmail getmail6
+    # A real SOCKS5 server (RFC 1928 and 1929) for the proxy tests; the package
+    # starts no service, the tests start it on loopback.
+    microsocks
     # systemd-analyze, to verify the units in contrib/systemd. Installing it starts
     # nothing where systemd is not PID 1 (containers, CI).
     systemd

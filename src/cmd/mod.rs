@@ -521,10 +521,10 @@ fn probe(
                 Err(e) => return fail(None, e),
             };
             match config.select(&[name.to_string()]) {
-                Ok(accounts) => (
-                    crate::cmd::probe::Target::of(accounts[0]),
-                    Some(accounts[0]),
-                ),
+                Ok(accounts) => match crate::cmd::probe::Target::of(accounts[0]) {
+                    Ok(target) => (target, Some(accounts[0])),
+                    Err(e) => return fail(Some(name), e.into()),
+                },
                 Err(e) => return fail(None, e.into()),
             }
         }

@@ -26,7 +26,7 @@ pub(crate) struct Target {
     pub host: String,
     /// The name the certificate must carry (`tls_host_override`, else `host`).
     pub name: String,
-    /// `source_ip` and `ip_version`.
+    /// `source_ip`, `ip_version` and `proxy`.
     pub route: crate::net::Route,
     pub port: u16,
     pub tls: TlsMode,
@@ -37,16 +37,18 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    pub(crate) fn of(account: &Account) -> Target {
-        Target {
+    /// The account's server, reached as a sync reaches it (the proxy's
+    /// password command runs).
+    pub(crate) fn of(account: &Account) -> Result<Target, crate::config::secret::SecretError> {
+        Ok(Target {
             host: account.host.clone(),
             name: account.tls_name().to_string(),
-            route: account.route,
+            route: account.route()?,
             port: account.port,
             tls: account.tls,
             trust: account.tls_options(),
             timeout: account.timeout,
-        }
+        })
     }
 
     /// A server given on the command line, verified against the system's roots

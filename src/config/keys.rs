@@ -151,6 +151,12 @@ keys! {
     source_ip: String, "string";
     /// `"4"` or `"6"` to use only the server's IPv4 or IPv6 addresses; `"any"` tries them all
     ip_version: String = "any".to_string(), "string";
+    /// a SOCKS5 proxy to reach the server through: `"socks5://HOST:PORT"`, or `"socks5h://HOST:PORT"` to have the proxy resolve the server's name (Tor needs it); `socks5://USER:PASSWORD@HOST:PORT` logs in to the proxy (the password only in a config file readable by you alone)
+    proxy: String, "string", example "\"socks5h://127.0.0.1:9050\"";
+    /// a command, run without a shell, whose first line of output is the proxy's password (for the user name in `proxy`)
+    proxy_password_command: String, "command";
+    /// `true` sends the SMTP, LMTP and IMAP targets' TCP connections through `proxy` too, from `source_ip` over `ip_version`; otherwise they connect directly, and a target on this machine always does
+    proxy_targets: bool = false, "boolean";
     /// `true` accepts any certificate, with a warning on every run
     tls_insecure_skip_verify: bool = false, "boolean";
     /// seconds, 1 to 86400; bounds connecting, the TLS handshake, every read, mbox locking, each OAuth request, `password_command` and `oauth_token_command`

@@ -193,8 +193,13 @@ pub(crate) struct Account {
     pub tls_client: Option<crate::net::ClientCert>,
     /// `tls_host_override`: the name the certificate must carry, if not `host`.
     pub tls_host_override: Option<String>,
-    /// `source_ip` and `ip_version`.
+    /// `source_ip`, `ip_version` and `proxy` (with the password in its URL, if
+    /// any; see [`Account::route`]).
     pub route: crate::net::Route,
+    /// `proxy_password_command`.
+    pub proxy_password: Option<SecretCommand>,
+    /// `proxy_targets`: the network targets take `route` too.
+    pub proxy_targets: bool,
     pub timeout: Duration,
     pub user: String,
     pub password: PasswordSource,
@@ -250,6 +255,16 @@ impl Account {
         }
     }
 
+    /// The route to the server, the proxy's password read from
+    /// `proxy_password_command` if that is where it comes from.
+    pub(crate) fn route(&self) -> Result<crate::net::Route, SecretError> {
+        let mut route = self.route.clone();
+        if let (Some(proxy), Some(command)) = (&mut route.proxy, &self.proxy_password) {
+            proxy.password = Some(command.run()?);
+        }
+        Ok(route)
+    }
+
     /// What opening its delivery target takes from the account.
     pub(crate) fn target_context(&self) -> deliver::Context<'_> {
         deliver::Context {
@@ -292,6 +307,16 @@ impl deliver::Secrets for Account {
                 },
             })
     }
+
+    fn route(&self) -> Result<crate::net::Route, deliver::NoSecret> {
+        if !self.proxy_targets {
+            return Ok(crate::net::Route::default());
+        }
+        Account::route(self).map_err(|e| deliver::NoSecret {
+            temporary: e.is_temporary(),
+            message: format!("the proxy's password: {e}"),
+        })
+    }
 }
 
 impl From<TlsMode> for deliver::Security {
@@ -310,6 +335,9 @@ impl RawAccount {
             || self.smtp_password.is_some()
             || self.imap_password.is_some()
             || self.oauth_client_secret.is_some()
+            || self.proxy.as_deref().is_some_and(|url| {
+                crate::net::Proxy::parse(url).is_ok_and(|proxy| proxy.password.is_some())
+            })
     }
 }
 
@@ -683,7 +711,9 @@ fn resolve(
     };
     let token_source = oauth.is_some() || set.oauth_token_command.is_some();
     // A bearer token is as good as a password to whoever reads it (RFC 6750 §5.3).
-    if token_source && tls == TlsMode::None && !crate::net::names_loopback(&host) {
+    // Through a proxy, a loopback name is the proxy's machine, not ours.
+    let here = crate::net::names_loopback(&host) && set.proxy.is_none();
+    if token_source && tls == TlsMode::None && !here {
         return Err(invalid(
             "an OAuth token would cross the network in cleartext with tls = \"none\"; use tls = \"implicit\" or \"starttls\"".into(),
         ));
@@ -890,7 +920,55 @@ fn resolve(
             )));
         }
     }
-    let route = crate::net::Route { source, family };
+    let proxy = match set.proxy {
+        None => None,
+        Some(url) => Some(crate::net::Proxy::parse(&url).map_err(|e| {
+            invalid(format!(
+                "proxy = {} {e}",
+                toml_string(&redact_url_password(&url))
+            ))
+        })?),
+    };
+    let proxy_password = match set.proxy_password_command {
+        None => None,
+        Some(text) => {
+            let Some(proxy) = &proxy else {
+                return Err(invalid(
+                    "proxy_password_command is set but proxy is not".into(),
+                ));
+            };
+            if proxy.user.is_none() {
+                return Err(invalid(
+                    "proxy_password_command needs the user name in proxy: \"socks5://USER@HOST:PORT\"".into(),
+                ));
+            }
+            if proxy.password.is_some() {
+                return Err(invalid(
+                    "set the proxy's password either in the proxy URL or in proxy_password_command, not both".into(),
+                ));
+            }
+            Some(SecretCommand {
+                key: key::proxy_password_command,
+                argv: command(&text, key::proxy_password_command)?,
+                text,
+                timeout,
+            })
+        }
+    };
+    if proxy.as_ref().is_some_and(|p| p.remote_dns) && family != crate::net::Family::Any {
+        return Err(invalid(format!(
+            "ip_version = \"{}\" cannot hold with a socks5h proxy, which resolves the server's name itself; use socks5:// (names resolved here) or drop ip_version",
+            set.ip_version
+        )));
+    }
+    if set.proxy_targets && proxy.is_none() {
+        return Err(invalid("proxy_targets = true needs a proxy".into()));
+    }
+    let route = crate::net::Route {
+        source,
+        family,
+        proxy,
+    };
     let tls_fingerprint = match set.tls_fingerprint {
         None => None,
         Some(text) => Some(parse_fingerprint(&text).ok_or_else(|| {
@@ -929,6 +1007,8 @@ fn resolve(
         tls_client,
         tls_host_override,
         route,
+        proxy_password,
+        proxy_targets: set.proxy_targets,
         timeout,
         user,
         password,
@@ -1017,6 +1097,20 @@ pub(crate) fn shown(text: &str) -> String {
 /// [`shown`] for a path, which need not be UTF-8.
 pub(crate) fn shown_path(path: &Path) -> String {
     shown(&path.to_string_lossy())
+}
+
+/// A proxy URL for a message: any password in it replaced by asterisks.
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((login, address)) => match login.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:********@{address}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -1139,6 +1233,57 @@ state_dir = "~/st"
     fn account(extra: &str) -> Result<Account, ConfigError> {
         let text = format!("[accounts.a]\nhost=\"h\"\nuser=\"u\"\n{extra}\n");
         load(&text, 0o600).map(|c| c.accounts.into_iter().next().unwrap())
+    }
+
+    #[test]
+    fn a_proxy_is_read_and_its_mistakes_are_named_without_its_password() {
+        let maildir = "deliver=\"maildir:/m\"\n";
+        let proxy = |extra: &str| account(&format!("{maildir}{extra}"));
+        let a = proxy("proxy=\"socks5h://u:p%20w@127.0.0.1:9050\"").unwrap();
+        let p = a.route.proxy.as_ref().unwrap();
+        assert!(p.remote_dns);
+        assert_eq!(p.password.as_ref().map(Secret::expose), Some("p w"));
+        let a = proxy("proxy=\"socks5://u@h\"\nproxy_password_command=\"printf pw\"").unwrap();
+        assert_eq!(
+            a.route().unwrap().proxy.unwrap().password.unwrap().expose(),
+            "pw"
+        );
+        for (extra, says) in [
+            (
+                "proxy=\"http://u:hunter2@h:1\"",
+                "proxy = \"http://u:********@h:1\" is not socks5://",
+            ),
+            (
+                "proxy_password_command=\"pw\"",
+                "proxy_password_command is set but proxy is not",
+            ),
+            (
+                "proxy=\"socks5://h\"\nproxy_password_command=\"pw\"",
+                "needs the user name in proxy",
+            ),
+            (
+                "proxy=\"socks5://u:x@h\"\nproxy_password_command=\"pw\"",
+                "not both",
+            ),
+            (
+                "proxy=\"socks5h://h\"\nip_version=\"6\"",
+                "cannot hold with a socks5h proxy",
+            ),
+            ("proxy_targets=true", "proxy_targets = true needs a proxy"),
+        ] {
+            let err = proxy(extra).unwrap_err().to_string();
+            assert!(err.contains(says), "{extra}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        // A password in the proxy URL is a password: the file must be yours alone.
+        let text = "[accounts.a]\nhost=\"h\"\nuser=\"u\"\ndeliver=\"maildir:/m\"\npassword_command=\"x\"\nproxy=\"socks5://u:p@h\"\n";
+        assert!(matches!(
+            load(text, 0o644),
+            Err(ConfigError::Insecure { .. })
+        ));
+        let text = text.replace("u:p@", "u@");
+        let loaded = load(&text, 0o644);
+        assert!(loaded.is_ok(), "{loaded:?}");
     }
 
     #[test]

@@ -166,7 +166,11 @@ impl ImapSpec {
     /// Connects and secures the connection as `imap_tls` says: TLS from the
     /// first byte, or STARTTLS required (never a cleartext fallback), or none
     /// only to this machine. Returns the client greeted, and HOST:PORT.
-    fn connect(&self, context: &Context) -> Result<(Client<Stream>, String), ImapError> {
+    fn connect(
+        &self,
+        context: &Context,
+        route: &net::Route,
+    ) -> Result<(Client<Stream>, String), ImapError> {
         let security = context.imap.security;
         if security == Security::Plain && !net::names_loopback(&self.host) {
             return Err(ImapError::Cleartext {
@@ -183,7 +187,7 @@ impl ImapSpec {
             Security::Plain => None,
             _ => Some(TlsConfig::new(&context.imap.tls).map_err(ImapError::Tls)?),
         };
-        let mut stream = Stream::connect(&self.host, port, context.timeout)
+        let mut stream = Stream::connect_by(&self.host, port, context.timeout, route)
             .map_err(|e| failed(Setup::Net(e)))?;
         // The name said loopback; so must the address it led to, before a
         // password goes out in the clear.
@@ -211,7 +215,13 @@ impl ImapSpec {
 
 impl Spec for ImapSpec {
     fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError> {
-        let (client, server) = self.connect(context)?;
+        // A server on this machine is never reached through the proxy.
+        let route = if net::names_loopback(&self.host) {
+            net::Route::default()
+        } else {
+            context.secrets.route()?
+        };
+        let (client, server) = self.connect(context, &route)?;
         // Asked for only when the server wants a login.
         let password = if client.is_preauth() {
             String::new()

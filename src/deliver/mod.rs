@@ -251,6 +251,11 @@ pub(crate) trait Secrets {
     /// The password of the login `entry` (`USER@HOST`) of a target's `service`
     /// (`"imap"`, `"smtp"`), or why there is none.
     fn password(&self, service: &'static str, entry: &str) -> Result<String, NoSecret>;
+
+    /// The route a target's TCP connection takes to a server not on this
+    /// machine: direct, or through the account's proxy (whose password may
+    /// come from a command).
+    fn route(&self) -> Result<crate::net::Route, NoSecret>;
 }
 
 /// A target's login has no password: nothing configured, a command that failed.
@@ -467,6 +472,10 @@ pub(crate) fn test_context() -> Context<'static> {
                 message: format!("no {service} password for {entry}"),
                 temporary: false,
             })
+        }
+
+        fn route(&self) -> Result<crate::net::Route, NoSecret> {
+            Ok(crate::net::Route::default())
         }
     }
     let remote = |security| Remote {

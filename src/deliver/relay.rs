@@ -313,8 +313,14 @@ impl Relay {
                         source,
                     }
                 };
+                // A server on this machine is never reached through the proxy.
+                let route = if local {
+                    net::Route::default()
+                } else {
+                    context.secrets.route()?
+                };
                 let mut stream =
-                    Stream::connect(host, port, context.timeout).map_err(unreachable)?;
+                    Stream::connect_by(host, port, context.timeout, &route).map_err(unreachable)?;
                 // "On this machine" is what the connection reached, not what the
                 // name promised.
                 let local = local && stream.reaches_loopback();

@@ -35,6 +35,8 @@ pub(crate) struct Tcp {
     /// How long a batch may take: PATIENCE (the tests set their own).
     pub(super) patience: Duration,
     pub(super) batching: bool,
+    /// Whether the peer is a SOCKS proxy rather than the server.
+    pub(super) proxied: bool,
 }
 
 impl Tcp {
@@ -46,6 +48,7 @@ impl Tcp {
             timeout,
             patience: PATIENCE,
             batching: true,
+            proxied: false,
         }
     }
 

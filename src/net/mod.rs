@@ -2,7 +2,8 @@
 //! for delivery): the byte stream (`Stream`), a TCP connection plain or
 //! inside TLS; reads that wait for what is due in batches (`batch`); TLS trust,
 //! pinning and what a handshake negotiated (`tls`, `hello`); what a certificate
-//! says of itself (`certificate`); where the system's roots are found (`roots`).
+//! says of itself (`certificate`); where the system's roots are found (`roots`);
+//! the SOCKS5 proxy a connection may go through (`proxy`).
 //! It knows nothing of the protocols above it nor of the configuration: its errors speak of
 //! the network only.
 
@@ -11,6 +12,7 @@ mod certificate;
 mod hello;
 #[cfg(test)]
 pub(crate) mod mock;
+mod proxy;
 mod roots;
 mod tls;
 
@@ -21,6 +23,7 @@ use std::time::Duration;
 use batch::Tcp;
 pub(crate) use certificate::CertificateDetails;
 pub(crate) use hello::Negotiated;
+pub(crate) use proxy::Proxy;
 pub(crate) use roots::{found_env, prefer_lazy_roots};
 pub(crate) use tls::{
     fingerprint_text, CertificateProblem, ClientCert, Secured, TlsConfig, TlsConfigError,
@@ -66,6 +69,12 @@ pub(crate) enum Error {
     NotTls { host: String },
     #[error("timed out waiting for the server during {0}")]
     Timeout(&'static str),
+    #[error("cannot connect to the SOCKS5 proxy {proxy}: {reason}")]
+    ProxyUnreachable { proxy: String, reason: String },
+    #[error("the SOCKS5 proxy {proxy} {reason}")]
+    Proxy { proxy: String, reason: String },
+    #[error("the SOCKS5 proxy {proxy} {}", if *given { "refused the user name and password" } else { "asks for a user name and password" })]
+    ProxyLogin { proxy: String, given: bool },
 }
 
 /// Whether a host name or address names this machine: `localhost`, or a
@@ -87,13 +96,15 @@ pub(crate) enum Family {
     V6,
 }
 
-/// How to reach a server: from which local address, over which family. The
-/// default is the system's choice of both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How to reach a server: from which local address, over which family,
+/// through which proxy. The default is the system's choice of both, direct.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Route {
-    /// Bound before connecting (`source_ip`).
+    /// Bound before connecting (`source_ip`); through a proxy, the local end
+    /// of the connection to the proxy.
     pub source: Option<std::net::IpAddr>,
     pub family: Family,
+    pub proxy: Option<Proxy>,
 }
 
 impl Route {
@@ -111,9 +122,13 @@ impl Route {
                 .is_none_or(|source| source.is_ipv4() == addr.is_ipv4())
     }
 
-    /// For `probe`: "direct, from 127.0.0.2, IPv4 only".
+    /// For `probe`: "direct, from 127.0.0.2, IPv4 only", or "through
+    /// socks5h://127.0.0.1:9050".
     pub(crate) fn describe(&self) -> String {
-        let mut parts = vec!["direct".to_string()];
+        let mut parts = vec![match &self.proxy {
+            None => "direct".to_string(),
+            Some(proxy) => format!("through {}", proxy.describe()),
+        }];
         if let Some(source) = self.source {
             parts.push(format!("from {source}"));
         }
@@ -160,20 +175,27 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
-    /// Connects to `host:port`, trying each address in turn, each attempt bounded by
-    /// `timeout`, which then also bounds every read and write.
+    /// Connects to `host:port` directly, by the system's choice of route.
+    #[cfg(test)]
     pub(crate) fn connect(host: &str, port: u16, timeout: Duration) -> Result<Stream, Error> {
         Stream::connect_by(host, port, timeout, &Route::default())
     }
 
-    /// [`Stream::connect`] on a route: only addresses of its family, from its
-    /// source address.
+    /// Connects to `host:port` on `route`: through its proxy, or trying each
+    /// address of its family in turn from its source address. Each attempt is
+    /// bounded by `timeout`, which then also bounds every read and write.
     pub(crate) fn connect_by(
         host: &str,
         port: u16,
         timeout: Duration,
         route: &Route,
     ) -> Result<Stream, Error> {
+        if let Some(proxy) = &route.proxy {
+            let tcp = proxy::connect(proxy, host, port, timeout, route)?;
+            let mut tcp = Tcp::new(tcp, timeout);
+            tcp.proxied = true;
+            return Ok(Stream::Plain(tcp));
+        }
         let addrs = (host, port)
             .to_socket_addrs()
             .map_err(|source| Error::Resolve {
@@ -208,7 +230,7 @@ impl Stream {
                 host: host.to_string(),
                 source: io::Error::new(
                     io::ErrorKind::NotFound,
-                    if tried || *route == Route::default() {
+                    if tried || (route.source.is_none() && route.family == Family::Any) {
                         "no address found".to_string()
                     } else {
                         format!("no address for the route asked ({})", route.describe())
@@ -219,26 +241,28 @@ impl Stream {
     }
 
     /// Whether the connection reached this machine: its peer is a loopback
-    /// address, whatever the name that led there.
+    /// address, whatever the name that led there. Never through a proxy: the
+    /// proxy may be here, the server it reached is not known to be.
     pub(crate) fn reaches_loopback(&self) -> bool {
-        self.peer().is_some_and(|peer| peer.ip().is_loopback())
+        !self.tcp().proxied && self.peer().is_some_and(|peer| peer.ip().is_loopback())
     }
 
-    /// The address connected to.
-    pub(crate) fn peer(&self) -> Option<std::net::SocketAddr> {
-        let tcp = match self {
+    /// The TCP connection, under TLS or not.
+    fn tcp(&self) -> &Tcp {
+        match self {
             Stream::Plain(tcp) => tcp,
             Stream::Tls(s) => s.tcp(),
-        };
-        tcp.peer()
+        }
+    }
+
+    /// The address connected to (through a proxy, the proxy's).
+    pub(crate) fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.tcp().peer()
     }
 
     /// Our end of the connection.
     pub(crate) fn local(&self) -> Option<std::net::SocketAddr> {
-        match self {
-            Stream::Plain(tcp) => tcp.local(),
-            Stream::Tls(s) => s.tcp().local(),
-        }
+        self.tcp().local()
     }
 
     /// The TCP connection, under TLS or not.

@@ -11,7 +11,7 @@ use native_tls::{Certificate, HandshakeError, Protocol, TlsConnector, TlsStream}
 use sha2::{Digest, Sha256};
 
 use super::batch::Tcp;
-use super::{Error, Negotiated, Stream};
+use super::{Error, Negotiated, Route, Stream};
 
 /// A TLS session, and what its handshake negotiated.
 pub(crate) struct Secured {
@@ -84,8 +84,9 @@ impl Stream {
     }
 
     /// Whether `host:port` answers a TLS handshake within `patience`: a fresh
-    /// connection, nothing verified, nothing sent after it.
-    pub(crate) fn speaks_tls(host: &str, port: u16, patience: Duration) -> bool {
+    /// connection on `route` (never around its proxy), nothing verified,
+    /// nothing sent after it.
+    pub(crate) fn speaks_tls(host: &str, port: u16, patience: Duration, route: &Route) -> bool {
         let options = TlsOptions {
             ca_file: None,
             min_version: TlsVersion::V1_0,
@@ -96,7 +97,7 @@ impl Stream {
         let Ok(config) = TlsConfig::new(&options) else {
             return false;
         };
-        Stream::connect(host, port, patience)
+        Stream::connect_by(host, port, patience, route)
             .and_then(|plain| plain.secure(&config, host))
             .is_ok()
     }

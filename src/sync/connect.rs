@@ -93,8 +93,8 @@ fn connect(
     mut trace: Option<Trace>,
     building: PreparedTls,
 ) -> Result<Client<Stream>> {
-    let connected =
-        Stream::connect_by(&account.host, account.port, account.timeout, &account.route);
+    let route = account.route()?;
+    let connected = Stream::connect_by(&account.host, account.port, account.timeout, &route);
     // The setup's error comes first, so that a bad tls_ca_file is reported as such.
     let tls = building
         .0
@@ -105,7 +105,7 @@ fn connect(
         })
         .transpose()
         .map_err(tls_setup_error)?;
-    let stream = connected.map_err(pop3::Error::from)?;
+    let stream = connected.map_err(|e| advise(e.into()))?;
     trace_connect(&mut trace, &stream);
     let greeted = |stream, trace| {
         Client::new(stream, trace).map_err(|e| match e {
@@ -114,7 +114,7 @@ fn connect(
             // from a slow server, so the error says what to change.
             pop3::Error::Timeout(_)
                 if account.tls != TlsMode::Implicit
-                    && Stream::speaks_tls(&account.host, account.port, TLS_LOOK) =>
+                    && Stream::speaks_tls(&account.host, account.port, TLS_LOOK, &route) =>
             {
                 advise(pop3::Error::TlsNotGreeting)
             }
@@ -216,6 +216,15 @@ pub(crate) fn advise(error: pop3::Error) -> anyhow::Error {
         pop3::Error::Net(net::Error::Certificate { problem, .. }) => certificate_hint(problem),
         pop3::Error::Net(net::Error::PinMismatch { .. }) => {
             "it does not match tls_fingerprint: if the certificate was renewed, check the new one and update the pin (popfetch probe shows it)"
+        }
+        pop3::Error::Net(net::Error::ProxyLogin { given: false, .. }) => {
+            "give the user name in proxy (\"socks5://USER@HOST:PORT\") and the password there or in proxy_password_command"
+        }
+        pop3::Error::Net(net::Error::ProxyLogin { given: true, .. }) => {
+            "check the user name in proxy and the proxy's password"
+        }
+        pop3::Error::Net(net::Error::ProxyUnreachable { .. }) => {
+            "check that the proxy runs and that proxy names its address and port"
         }
         _ => return error.into(),
     };

@@ -68,6 +68,8 @@ impl Error {
     pub(crate) fn kind(&self) -> ErrorKind {
         match self {
             Error::Net(net::Error::Timeout(_)) => ErrorKind::Temporary,
+            // The proxy turned down its login: credentials to fix, like the server's.
+            Error::Net(net::Error::ProxyLogin { .. }) => ErrorKind::Auth,
             Error::Net(_)
             | Error::TlsNotGreeting
             | Error::StlsUnavailable

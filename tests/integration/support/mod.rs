@@ -13,6 +13,7 @@ pub mod oauth;
 pub mod proxy;
 pub mod scripted;
 pub mod servers;
+pub mod socks;
 pub mod tmpfs;
 
 pub use dovecot::Dovecot;
