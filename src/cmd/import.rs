@@ -53,7 +53,8 @@ pub(crate) fn import(
     crate::sys::durable::create_dir_all(&account.state_dir)
         .with_context(|| format!("cannot create {}", account.state_dir.display()))?;
     let _lock = AccountLock::acquire(&Place::of(account).lock())?;
-    let mut state = UidlState::open(&Place::of(account))?;
+    let located = account.policy.until_deleted_locally;
+    let mut state = UidlState::open_located(&Place::of(account), located)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

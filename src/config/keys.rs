@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use super::{AuthMethod, OAuthProvider, SizeValue, TlsMode, TokenStore};
+use super::{AuthMethod, KeepValue, OAuthProvider, SizeValue, TlsMode, TokenStore};
 
 /// One key as the documentation shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,8 +221,8 @@ keys! {
     imap_password: String, "string", default "`imap_password_command`, else the keyring entry `USER@HOST`, else a prompt";
     /// a command, run without a shell, whose first line of output is the IMAP target's password
     imap_password_command: String, "command", example "\"pass show mail/imap\"";
-    /// `true` leaves messages on the server after delivery
-    keep: bool = false, "boolean";
+    /// `true` leaves messages on the server after delivery; `"until-deleted-locally"` (Maildir only) leaves each one there until its file is gone from the Maildir (from new/ and cur/, whatever its flags), as Thunderbird's "until I delete it" does; with `delete_after`, whichever comes first
+    keep: KeepValue, "boolean or string", default "`false`";
     /// with `keep = true`: delete messages first seen longer ago than this (`"30d"`; units `s m h d w`, required: getmail counts a bare number in days, so popfetch refuses one). POP3 has no arrival date, so age counts from the first-seen time in the state
     delete_after: String, "duration", example "\"30d\"";
     /// `true` fetches messages already delivered too, to re-archive a mailbox

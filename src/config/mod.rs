@@ -341,6 +341,14 @@ impl RawAccount {
     }
 }
 
+/// `keep`: `true`, `false`, or `"until-deleted-locally"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum KeepValue {
+    Bool(bool),
+    Text(String),
+}
+
 /// `max_size`: a TOML integer counts bytes (as fetchmail's `limit`), a string may
 /// carry a unit.
 #[derive(Debug, Clone, Deserialize)]
@@ -761,7 +769,22 @@ fn resolve(
             toml_string(&recipient)
         )));
     }
-    let keep = set.keep;
+    let (keep, until_deleted_locally) = match set.keep {
+        None | Some(KeepValue::Bool(false)) => (false, false),
+        Some(KeepValue::Bool(true)) => (true, false),
+        Some(KeepValue::Text(text)) if text == "until-deleted-locally" => (true, true),
+        Some(KeepValue::Text(text)) => {
+            return Err(invalid(format!(
+                "keep = {} is not true, false or \"until-deleted-locally\"",
+                toml_string(&text)
+            )))
+        }
+    };
+    if until_deleted_locally && !deliver.tells_deletion() {
+        return Err(invalid(format!(
+            "keep = \"until-deleted-locally\" needs a Maildir target, where popfetch can see a message deleted; deliver = \"{deliver}\" is not one"
+        )));
+    }
     let delete_after = match set.delete_after {
         None => None,
         Some(text) => Some(policy::parse_duration(&text).ok_or_else(|| {
@@ -803,6 +826,7 @@ fn resolve(
     }
     let policy = Policy {
         keep,
+        until_deleted_locally,
         delete_after,
         fetch_all: set.fetch_all,
         max_size,

@@ -19,6 +19,8 @@ pub(crate) enum SizeAction {
 pub(crate) struct Policy {
     /// Leave messages on the server after delivering them.
     pub keep: bool,
+    /// With `keep`, delete each once its file is gone from the Maildir.
+    pub until_deleted_locally: bool,
     /// With `keep`, delete messages first seen longer ago than this.
     pub delete_after: Option<Duration>,
     /// Fetch messages already delivered too (to re-archive a mailbox).

@@ -46,11 +46,14 @@ pub(crate) struct MaildirTarget {
     staged: Vec<String>,
     /// Names were linked into new/ since it was last fsynced.
     unsynced: bool,
+    /// new/ or cur/ did not exist and was made by `open`: see [`Target::gone`].
+    made: bool,
 }
 
 impl MaildirTarget {
     /// Opens the Maildir at `root`, creating it and its tmp/, new/ and cur/ as needed.
     pub(crate) fn open(root: &Path) -> Result<MaildirTarget, DeliverError> {
+        let made = !root.join("new").is_dir() || !root.join("cur").is_dir();
         for sub in ["tmp", "new", "cur"] {
             let dir = root.join(sub);
             durable::create_dir_all(&dir).map_err(|source| MaildirError {
@@ -65,7 +68,25 @@ impl MaildirTarget {
             sequence: 0,
             staged: Vec::new(),
             unsynced: false,
+            made,
         })
+    }
+
+    /// The unique part of every name in new/, then in cur/: a name up to its
+    /// info (`:2,FLAGS`), which a reader changes as it moves a message from new/
+    /// to cur/ and sets its flags.
+    fn unique_names(&self) -> Result<foldhash::HashSet<String>, DeliverError> {
+        let mut names = foldhash::HashSet::default();
+        for sub in ["new", "cur"] {
+            let dir = self.root.join(sub);
+            for entry in fs::read_dir(&dir).map_err(self.local(sub))? {
+                let name = entry.map_err(self.local(sub))?.file_name();
+                let name = name.to_string_lossy();
+                let unique = name.split_once(':').map_or(&*name, |(unique, _)| unique);
+                names.insert(unique.to_string());
+            }
+        }
+        Ok(names)
     }
 
     fn local(&self, sub: &str) -> impl Fn(io::Error) -> MaildirError {
@@ -205,6 +226,28 @@ impl Target for MaildirTarget {
         Ok(())
     }
 
+    /// A delivered file counts as gone only when neither new/ nor cur/ holds its
+    /// unique name, whatever its info says, in two listings one after the other,
+    /// each new/ first: a reader moves a message from new/ to cur/, so it cannot
+    /// slip between them, and a file renamed while a directory is read (which
+    /// readdir may then show under neither name, POSIX leaves it open) is seen by
+    /// the second. A Maildir that `open` had to make says nothing is gone: it is
+    /// not the one the messages went to (a disk not mounted, a path changed).
+    fn gone(&mut self, locations: &[&str]) -> Result<Vec<String>, DeliverError> {
+        if self.made || locations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut missing: Vec<&str> = locations.to_vec();
+        for _ in 0..2 {
+            let present = self.unique_names()?;
+            missing.retain(|name| !present.contains(*name));
+            if missing.is_empty() {
+                break;
+            }
+        }
+        Ok(missing.into_iter().map(str::to_string).collect())
+    }
+
     fn recover(&mut self, name: &str) -> Result<Recovered, DeliverError> {
         // Joined onto new/ and tmp/ below: anything but a name of our own making
         // could reach outside the Maildir.
@@ -248,6 +291,41 @@ mod tests {
         assert!(!md.root.join("new").join(&location).exists());
         let result = result.and_then(|size| md.flush().map(|()| size));
         (result, location)
+    }
+
+    /// A message a reader moved to cur/ or flagged (renamed as mutt and Dovecot
+    /// do) is not gone; one unlinked is; a Maildir made afresh says nothing.
+    #[test]
+    fn only_a_file_gone_from_new_and_cur_counts_as_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Mail");
+        let mut md = MaildirTarget::open(&root).unwrap();
+        let names: Vec<String> = (0..4)
+            .map(|_| deliver(&mut md, &mut &b"Subject: x\n\nbody\n"[..]).1)
+            .collect();
+        let (new, cur) = (root.join("new"), root.join("cur"));
+        // mutt reads one: new/ to cur/ with its info.
+        fs::rename(new.join(&names[0]), cur.join(format!("{}:2,S", names[0]))).unwrap();
+        // Dovecot flags one in cur/, then flags it again.
+        fs::rename(new.join(&names[1]), cur.join(format!("{}:2,", names[1]))).unwrap();
+        fs::rename(
+            cur.join(format!("{}:2,", names[1])),
+            cur.join(format!("{}:2,FRS", names[1])),
+        )
+        .unwrap();
+        // One deleted from new/, one expunged from cur/ after its T flag.
+        fs::remove_file(new.join(&names[2])).unwrap();
+        fs::rename(new.join(&names[3]), cur.join(format!("{}:2,ST", names[3]))).unwrap();
+        fs::remove_file(cur.join(format!("{}:2,ST", names[3]))).unwrap();
+        // This run's target was opened before the Maildir existed.
+        let asked: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert!(md.gone(&asked).unwrap().is_empty());
+        let mut md = MaildirTarget::open(&root).unwrap();
+        let mut gone = md.gone(&asked).unwrap();
+        gone.sort();
+        let mut want = vec![names[2].clone(), names[3].clone()];
+        want.sort();
+        assert_eq!(gone, want);
     }
 
     #[test]

@@ -65,6 +65,12 @@ pub(crate) trait Spec: fmt::Debug + fmt::Display + Send + Sync {
         let _ = context;
         None
     }
+
+    /// Whether an opened target can say which delivered messages were deleted
+    /// there since ([`Target::gone`]): a Maildir can.
+    fn tells_deletion(&self) -> bool {
+        false
+    }
 }
 
 /// Where an account's messages go.
@@ -109,6 +115,11 @@ impl Delivery {
     /// The keyring entry of the target's own login, if it makes one.
     pub(crate) fn keyring_entry(&self, context: &Context) -> Option<String> {
         self.0.keyring_entry(context)
+    }
+
+    /// See [`Spec::tells_deletion`].
+    pub(crate) fn tells_deletion(&self) -> bool {
+        self.0.tells_deletion()
     }
 }
 
@@ -192,6 +203,10 @@ impl fmt::Display for PathSpec {
 impl Spec for PathSpec {
     fn open(&self, context: &Context) -> Result<Box<dyn Target>, DeliverError> {
         (self.open)(&self.path, context)
+    }
+
+    fn tells_deletion(&self) -> bool {
+        self.kind == maildir::KIND.name
     }
 }
 
@@ -445,6 +460,14 @@ pub(crate) trait Target {
     /// alone, which stays on the server while the others are delivered.
     fn landed(&mut self) -> Vec<Landed> {
         Vec::new()
+    }
+
+    /// Of the `locations` earlier deliveries landed at, those no longer there:
+    /// deleted by the user, not merely moved or renamed. A target that cannot
+    /// tell says none.
+    fn gone(&mut self, locations: &[&str]) -> Result<Vec<String>, DeliverError> {
+        let _ = locations;
+        Ok(Vec::new())
     }
 }
 

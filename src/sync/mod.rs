@@ -177,8 +177,13 @@ fn open_state_and_session(
             .open(&account.target_context())
             .map_err(anyhow::Error::from)
             .and_then(|mut target| {
-                let mut state = UidlState::open(&Place::of(account))?;
+                let located = account.policy.until_deleted_locally;
+                let mut state = UidlState::open_located(&Place::of(account), located)?;
                 recover(&mut state, target.as_mut())?;
+                if located {
+                    let gone = target.gone(&state.locations())?;
+                    state.mark_gone(gone);
+                }
                 Ok((target, state))
             });
         let session = connecting

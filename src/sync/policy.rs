@@ -23,6 +23,8 @@ pub(crate) enum Reason {
     Limit,
     /// The filter said so.
     Filter,
+    /// Kept until deleted locally, and its file is gone from the Maildir.
+    DeletedLocally,
 }
 
 impl std::fmt::Display for Reason {
@@ -33,6 +35,7 @@ impl std::fmt::Display for Reason {
             Reason::TooLarge { max } => write!(f, "larger than max_size ({max} bytes)"),
             Reason::Limit => write!(f, "over max_messages for this run"),
             Reason::Filter => write!(f, "by the filter"),
+            Reason::DeletedLocally => write!(f, "deleted from the Maildir"),
         }
     }
 }
@@ -145,6 +148,12 @@ pub(crate) trait Known {
     /// message from being fetched again, but is never grounds for a DELE: see
     /// [`crate::sync::state::Place`].
     fn own(&self, uid: &str) -> bool;
+    /// Whether the message `id` of `uid` was delivered where the account keeps
+    /// messages until they are deleted there, and is gone from there now.
+    fn deleted_locally(&self, uid: &str, id: Identity) -> bool {
+        let _ = (uid, id);
+        false
+    }
 }
 
 /// What `TOP n 0` told of a listed message whose records must be checked.
@@ -173,18 +182,20 @@ pub(crate) fn needs_probe(
     now: u64,
 ) -> bool {
     let has_forms = !known.forms(uid).is_empty();
-    probe_needed(known.records(uid), has_forms, repeated, policy, now)
+    probe_needed(uid, known, has_forms, repeated, policy, now)
 }
 
 /// [`needs_probe`] on records already looked up: the listing asks this of every
 /// message, so each is looked up once.
 fn probe_needed(
-    records: &[Record],
+    uid: &str,
+    known: &dyn Known,
     has_forms: bool,
     repeated: bool,
     policy: &Policy,
     now: u64,
 ) -> bool {
+    let records = known.records(uid);
     if repeated || records.len() > 1 || has_forms {
         return true;
     }
@@ -194,9 +205,10 @@ fn probe_needed(
             size: 0,
             uid: String::new(),
         };
+        let gone = record.id.is_some_and(|id| known.deleted_locally(uid, id));
         matches!(
-            decide(&unlisted, Some(record.first_seen), policy, now),
-            Action::Delete(Reason::Delivered | Reason::Expired { .. })
+            decide(&unlisted, Some(record.first_seen), gone, policy, now),
+            Action::Delete(Reason::Delivered | Reason::Expired { .. } | Reason::DeletedLocally)
         )
     })
 }
@@ -207,16 +219,17 @@ pub(crate) fn needs_size(uid: &str, known: &dyn Known, policy: &Policy, now: u64
     if policy.fetch_all {
         return true;
     }
-    let records = known.records(uid);
     let has_forms = !known.forms(uid).is_empty();
-    (records.is_empty() && !has_forms) || probe_needed(records, has_forms, false, policy, now)
+    (known.records(uid).is_empty() && !has_forms)
+        || probe_needed(uid, known, has_forms, false, policy, now)
 }
 
 /// What the records say of one listed message.
 enum Recalled {
     New,
-    /// A record proves this is the message delivered, first seen then.
-    Verified(u64),
+    /// A record proves this is the message delivered, first seen then; and
+    /// whether it is gone from where it was kept until deleted locally.
+    Verified(u64, bool),
     /// Its unique-id was delivered, but no record proves it was this message: it
     /// may stay, but it is never deleted without being retrieved first. The flag
     /// says whether the records are this mailbox's own: an adopted one keeps the
@@ -293,7 +306,8 @@ pub(crate) fn plan(
                 let earliest = |key: &str| known.records(key).iter().map(|r| r.first_seen).min();
                 if let Some(record) = records.iter().find(|r| r.id == Some(id)) {
                     if known.own(&message.uid) {
-                        Recalled::Verified(record.first_seen)
+                        let gone = known.deleted_locally(&message.uid, id);
+                        Recalled::Verified(record.first_seen, gone)
                     } else {
                         Recalled::Unverified(record.first_seen, false)
                     }
@@ -309,7 +323,7 @@ pub(crate) fn plan(
                         id: Some(id),
                     };
                     plan.adopt.push((message.uid.clone(), record));
-                    Recalled::Verified(first_seen)
+                    Recalled::Verified(first_seen, false)
                 } else if let ([record], false) = (records, repeated.contains(&message.uid)) {
                     match record.id {
                         None => Recalled::Unverified(record.first_seen, known.own(&message.uid)),
@@ -346,21 +360,23 @@ pub(crate) fn plan(
             }
         };
         let action = match recalled {
-            Recalled::New => decide(&message, None, policy, now),
-            Recalled::Verified(seen) => decide(&message, Some(seen), policy, now),
-            Recalled::Unverified(seen, own) => match decide(&message, Some(seen), policy, now) {
-                // A record this mailbox did not write (adopted, imported) keeps the
-                // message from being fetched again and never grounds a DELE.
-                Action::Delete(Reason::Delivered | Reason::Expired { .. })
-                    if !own && !policy.fetch_all =>
-                {
-                    Action::Keep
+            Recalled::New => decide(&message, None, false, policy, now),
+            Recalled::Verified(seen, gone) => decide(&message, Some(seen), gone, policy, now),
+            Recalled::Unverified(seen, own) => {
+                match decide(&message, Some(seen), false, policy, now) {
+                    // A record this mailbox did not write (adopted, imported) keeps the
+                    // message from being fetched again and never grounds a DELE.
+                    Action::Delete(Reason::Delivered | Reason::Expired { .. })
+                        if !own && !policy.fetch_all =>
+                    {
+                        Action::Keep
+                    }
+                    Action::Delete(Reason::Delivered | Reason::Expired { .. }) => {
+                        decide(&message, None, false, policy, now)
+                    }
+                    action => action,
                 }
-                Action::Delete(Reason::Delivered | Reason::Expired { .. }) => {
-                    decide(&message, None, policy, now)
-                }
-                action => action,
-            },
+            }
         };
         plan.messages.push((message, action));
     }
@@ -404,11 +420,22 @@ pub(crate) fn plan(
 }
 
 /// What to do with one message, given when it was first seen if a record proves
-/// it delivered.
-fn decide(message: &ListedMessage, first_seen: Option<u64>, policy: &Policy, now: u64) -> Action {
+/// it delivered, and whether it is gone from where it was kept until deleted
+/// locally.
+fn decide(
+    message: &ListedMessage,
+    first_seen: Option<u64>,
+    deleted_locally: bool,
+    policy: &Policy,
+    now: u64,
+) -> Action {
     if let Some(seen) = first_seen {
         if !policy.keep {
             return Action::Delete(Reason::Delivered);
+        }
+        // `keep = "until-deleted-locally"`, with delete_after: whichever first.
+        if deleted_locally {
+            return Action::Delete(Reason::DeletedLocally);
         }
         let age = Duration::from_secs(now.saturating_sub(seen));
         if policy.delete_after.is_some_and(|limit| age > limit) {
@@ -451,6 +478,8 @@ mod tests {
     struct State {
         records: HashMap<String, Vec<Record>>,
         forms: HashMap<String, Vec<String>>,
+        /// Records whose file is gone from the Maildir.
+        gone: Vec<(String, Identity)>,
     }
 
     impl State {
@@ -496,6 +525,10 @@ mod tests {
         /// Uids starting with `L` stand for adopted records.
         fn own(&self, uid: &str) -> bool {
             !uid.starts_with('L')
+        }
+
+        fn deleted_locally(&self, uid: &str, id: Identity) -> bool {
+            self.gone.iter().any(|(u, i)| u == uid && *i == id)
         }
     }
 
@@ -746,6 +779,55 @@ mod tests {
             ]
         );
         assert!(!plan.delete_after_delivery);
+    }
+
+    #[test]
+    fn until_deleted_locally_deletes_what_is_gone_and_only_on_a_verified_record() {
+        let policy = Policy {
+            keep: true,
+            until_deleted_locally: true,
+            delete_after: parse_duration("30d"),
+            ..Policy::default()
+        };
+        let now = 100 * DAY;
+        let mut state = State::default();
+        state.add("a", now - DAY, Some(id(100, 1)));
+        state.add("b", now - DAY, Some(id(5000, 2)));
+        state.add("c", now - 31 * DAY, Some(id(100, 3)));
+        state.add("d", now - DAY, Some(id(100, 4)));
+        // a's file is gone; so is d's, but the server's d is another message.
+        state.gone = vec![("a".into(), id(100, 1)), ("d".into(), id(100, 4))];
+        assert!(needs_probe("a", false, &state, &policy, now));
+        assert!(!needs_probe("b", false, &state, &policy, now));
+        // delete_after still holds: whichever comes first.
+        assert!(needs_probe("c", false, &state, &policy, now));
+        let probes: Probes = [(1, probe(1)), (3, probe(3)), (4, probe(9))]
+            .into_iter()
+            .collect();
+        let planned = plan(listing(), &probes, &state, &policy, now);
+        use Action::*;
+        assert_eq!(
+            actions(&planned),
+            [
+                Delete(Reason::DeletedLocally),
+                Keep,
+                Delete(Reason::Expired {
+                    age: Duration::from_secs(31 * DAY)
+                }),
+                Fetch
+            ]
+        );
+        // A server that refused TOP: nothing is deleted unverified.
+        let unprobed = plan_of(&state, &Probes::default(), listing(), policy);
+        assert!(unprobed.delete().is_empty(), "{unprobed:?}");
+        // An adopted record never grounds a DELE, gone or not.
+        let mut adopted = State::default();
+        adopted.add("La", now - DAY, Some(id(100, 1)));
+        adopted.gone = vec![("La".into(), id(100, 1))];
+        let probes: Probes = [(1, probe(1))].into_iter().collect();
+        let adopted_plan =
+            super::plan(vec![message(1, "La", 100)], &probes, &adopted, &policy, now);
+        assert_eq!(actions(&adopted_plan), [Keep]);
     }
 
     #[test]

@@ -20,10 +20,10 @@ fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 }
 
 /// A small seeded generator (xorshift64*), so a failing chaos run can be replayed.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn from_env() -> (Rng, u64) {
+    pub(crate) fn from_env() -> (Rng, u64) {
         let seed = std::env::var("POPFETCH_CHAOS_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -31,7 +31,7 @@ impl Rng {
         (Rng(seed | 1), seed)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -40,7 +40,7 @@ impl Rng {
 }
 
 /// Distinct messages, numbered from `start`.
-fn batch(start: usize, n: usize) -> Vec<Vec<u8>> {
+pub(crate) fn batch(start: usize, n: usize) -> Vec<Vec<u8>> {
     (start..start + n)
         .map(|i| format!("Subject: chaos {i}\nMessage-ID: <chaos.{i}@test>\n\nFrom the body of {i}\n.\n..\nend {i}\n").into_bytes())
         .collect()

@@ -1,6 +1,8 @@
 //! What to fetch and what stays on the server, against Dovecot: delete_after (with
-//! time moved by libfaketime), fetch_all, max_size, max_messages, filters, servers
-//! without UIDL, the Received: header, `list` and a side-effect-free `--dry-run`.
+//! time moved by libfaketime), `keep = "until-deleted-locally"` (with files renamed
+//! as mutt and Dovecot rename them, and SIGKILL), fetch_all, max_size,
+//! max_messages, filters, servers without UIDL, the Received: header, `list` and
+//! a side-effect-free `--dry-run`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -275,4 +277,204 @@ fn dry_run_changes_nothing_anywhere() {
     run.expect(0);
     assert!(run.stdout().contains("would fetch"), "{}", run.stdout());
     assert_eq!((tree(home.path()), server.messages()), before);
+}
+
+/// The Maildir's files (new/ and cur/) with their contents.
+fn local_files(maildir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for sub in ["new", "cur"] {
+        let Ok(entries) = fs::read_dir(maildir.join(sub)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let body = fs::read(&path).unwrap();
+            files.push((path, body));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Moves a file from new/ to cur/ with `info` after its name, or renames it
+/// within cur/ to that info, as a mail reader does.
+fn flag(path: &Path, info: &str) {
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    let unique = name.split(':').next().unwrap();
+    let cur = path.parent().unwrap().parent().unwrap().join("cur");
+    fs::rename(path, cur.join(format!("{unique}:2,{info}"))).unwrap();
+}
+
+#[test]
+fn until_deleted_locally_deletes_only_what_was_deleted_here() {
+    let server = Dovecot::start();
+    let corpus = numbered(5);
+    server.add_messages(&corpus);
+    let home = Home::new();
+    home.write_config(&server.config(&home, "implicit", "keep = \"until-deleted-locally\""));
+    home.run(&["sync"]).expect(0);
+    assert_eq!(server.messages().len(), 5, "kept for now");
+    let files = local_files(&home.maildir());
+    assert_eq!(files.len(), 5);
+    // mutt reads one (new/ to cur/ with :2,S), Dovecot flags one twice, one is
+    // flagged and then expunged, one deleted from new/, one left alone.
+    flag(&files[0].0, "S");
+    flag(&files[1].0, "");
+    let renamed = local_files(&home.maildir())
+        .into_iter()
+        .find(|(_, body)| *body == files[1].1)
+        .unwrap();
+    flag(&renamed.0, "FRS");
+    flag(&files[2].0, "ST");
+    let trashed = local_files(&home.maildir())
+        .into_iter()
+        .find(|(_, body)| *body == files[2].1)
+        .unwrap();
+    fs::remove_file(&trashed.0).unwrap();
+    fs::remove_file(&files[3].0).unwrap();
+    home.run(&["sync"]).expect(0);
+    let deleted = [&files[2].1, &files[3].1];
+    let left = server.messages();
+    assert_eq!(left.len(), 3, "only the two deleted here go");
+    assert!(left.iter().all(|m| !deleted.contains(&m)));
+    // Nothing was fetched again, and a further run changes nothing.
+    home.run(&["sync"]).expect(0);
+    assert_eq!(server.messages().len(), 3);
+    assert_eq!(local_files(&home.maildir()).len(), 3);
+    // A Maildir that is not there (a disk not mounted) deletes nothing: the
+    // run makes a new one, and the messages stay on the server.
+    fs::rename(home.maildir(), home.path().join("Mail.away")).unwrap();
+    home.run(&["sync"]).expect(0);
+    assert_eq!(server.messages().len(), 3);
+}
+
+#[test]
+fn until_deleted_locally_with_delete_after_whichever_comes_first() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(2));
+    let home = Home::new();
+    home.write_config(&plain(
+        &server,
+        &home,
+        "keep = \"until-deleted-locally\"\ndelete_after = \"30d\"",
+    ));
+    home.run(&["sync"]).expect(0);
+    assert_eq!(server.messages().len(), 2);
+    // Both files stay here, but 31 days on delete_after deletes them there.
+    let output = home
+        .command()
+        .arg("sync")
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME", "+31d")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(server.messages().is_empty());
+    assert_eq!(local_files(&home.maildir()).len(), 2);
+    // Any other target is refused: only a Maildir shows what was deleted.
+    let home = Home::new();
+    let config = plain(&server, &home, "keep = \"until-deleted-locally\"").replace(
+        &format!("maildir:{}", home.maildir().display()),
+        &format!("mbox:{}", home.path().join("mbox").display()),
+    );
+    home.write_config(&config);
+    let run = home.run(&["sync"]);
+    run.expect(78);
+    assert!(
+        run.stderr().contains("needs a Maildir target"),
+        "{}",
+        run.stderr()
+    );
+}
+
+/// SIGKILL at random moments of syncs with `keep = "until-deleted-locally"`,
+/// while files are deleted and flagged between runs: no message whose file is
+/// still here is ever deleted from the server, none deleted here is fetched
+/// again, and in the end the server holds exactly what the Maildir holds.
+#[test]
+fn sigkill_with_until_deleted_locally_never_deletes_a_message_still_here() {
+    use crate::crash_safety::{batch, Rng};
+    use std::process::Stdio;
+    use std::time::Duration;
+    let server = Dovecot::start();
+    let (mut rng, seed) = Rng::from_env();
+    let mut corpus = batch(0, 150);
+    server.add_messages(&corpus);
+    let home = Home::new();
+    home.write_config(&server.config(&home, "implicit", "keep = \"until-deleted-locally\""));
+    let mut deleted_here: Vec<Vec<u8>> = Vec::new();
+    let mut whole = 200;
+    for round in 0..14 {
+        // Between runs: delete some files, read and flag others.
+        for (path, body) in local_files(&home.maildir()) {
+            match rng.below(8) {
+                0 => {
+                    fs::remove_file(&path).unwrap();
+                    deleted_here.push(body);
+                }
+                1 | 2 => flag(&path, ["S", "RS", "FS"][rng.below(3) as usize]),
+                _ => {}
+            }
+        }
+        if round % 4 == 3 {
+            let more = batch(corpus.len(), 60);
+            server.add_messages(&more);
+            corpus.extend(more);
+        }
+        // Every other run ends by itself; the others are killed at a random
+        // moment of a run as long as the last whole one took.
+        let started = std::time::Instant::now();
+        let mut child = home
+            .command()
+            .arg("sync")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if round % 2 == 0 {
+            assert!(
+                child.wait().unwrap().success(),
+                "seed {seed}, round {round}"
+            );
+            whole = started.elapsed().as_millis() as u64;
+        } else {
+            std::thread::sleep(Duration::from_millis(rng.below(whole + 20)));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Whatever the moment: a message still here is still there.
+        let on_server = server.messages();
+        for (_, body) in local_files(&home.maildir()) {
+            assert!(
+                on_server.contains(&body),
+                "seed {seed}, round {round}: a message still in the Maildir was deleted from the server"
+            );
+        }
+    }
+    home.run(&["sync"]).expect(0);
+    home.run(&["sync"]).expect(0);
+    let mut here: Vec<Vec<u8>> = local_files(&home.maildir())
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    here.sort();
+    let mut deduped = here.clone();
+    deduped.dedup();
+    assert_eq!(here, deduped, "seed {seed}: a message was delivered twice");
+    for body in &deleted_here {
+        assert!(
+            !here.contains(body),
+            "seed {seed}: a message deleted here came back"
+        );
+    }
+    assert_eq!(
+        server.messages(),
+        here,
+        "seed {seed}: the server holds what the Maildir holds"
+    );
+    assert_eq!(here.len() + deleted_here.len(), corpus.len(), "seed {seed}");
 }

@@ -14,7 +14,9 @@ impl UidlState {
     /// Whether the journal holds many more lines than live records: a run that
     /// delivered N messages appended 2N (an intent and a delivery each).
     pub(super) fn bloated(&self) -> bool {
-        let live = self.recorded.delivered.count() + self.pending.len();
+        // A kept location is a second line (its intent) beside its record.
+        let located = self.recorded.located.as_ref().map_or(0, |l| l.count());
+        let live = self.recorded.delivered.count() + self.pending.len() + located;
         self.lines > live + live / 2 + 1000
     }
 
@@ -67,6 +69,17 @@ fn write_snapshot(path: &Path, header: &str, state: &UidlState) -> io::Result<us
     uids.sort_by(|a, b| a.0.cmp(b.0));
     for (uid, records) in uids {
         for record in records {
+            // The intent before its delivery: where it landed, read back by replay.
+            let location = record.id.and_then(|id| {
+                state
+                    .recorded
+                    .located
+                    .as_ref()
+                    .and_then(|located| located.of(uid, id))
+            });
+            if let Some(location) = location {
+                text.push_str(&seal(&intent_line(uid, location, None)));
+            }
             let line = delivered_line(uid, record.first_seen, record.id);
             text.push_str(&seal(&format!("{}{line}", mark(uid))));
         }

@@ -116,6 +116,9 @@ pub(crate) struct Snapshot {
     pub(super) delivered: Records,
     /// Unique-ids whose records are adopted (`L`): never grounds for a DELE.
     pub(super) adopted: HashSet<String>,
+    /// Where delivered messages landed, when the account keeps them until they
+    /// are deleted there.
+    pub(super) located: Option<super::Locations>,
 }
 
 impl Snapshot {
@@ -157,5 +160,12 @@ impl<T: Holds> Known for T {
 
     fn own(&self, uid: &str) -> bool {
         !self.snapshot().adopted.contains(uid)
+    }
+
+    fn deleted_locally(&self, uid: &str, id: Identity) -> bool {
+        self.snapshot()
+            .located
+            .as_ref()
+            .is_some_and(|located| located.is_gone(uid, id))
     }
 }

@@ -42,13 +42,15 @@
 //! Here: the public types and the recording API. Beside it: `place` (file names),
 //! `record` (one line), `known` (the records in memory), `replay` (reading a
 //! journal back), `open` (checks on open), `journal` (appending), `compact`,
-//! `witness` (`.synced`) and `adopt` (format 1).
+//! `witness` (`.synced`), `adopt` (format 1) and `located` (where delivered
+//! messages landed, for `keep = "until-deleted-locally"`).
 
 mod adopt;
 mod compact;
 pub(crate) mod identity;
 mod journal;
 mod known;
+mod located;
 mod open;
 mod place;
 mod record;
@@ -62,6 +64,7 @@ use std::path::PathBuf;
 
 pub(crate) use adopt::Adoption;
 pub(crate) use known::Snapshot;
+pub(crate) use located::Locations;
 pub(crate) use place::Place;
 
 use crate::sync::policy::Known;
@@ -159,7 +162,12 @@ impl UidlState {
                     .insert(uid.to_string(), (location.to_string(), id));
             }
             Record::Delivered(uid, record) => {
-                self.pending.remove(uid);
+                let announced = self.pending.remove(uid);
+                if let (Some(located), Some((location, _)), Some(id)) =
+                    (&mut self.recorded.located, announced, record.id)
+                {
+                    located.insert(uid, id, &location);
+                }
                 self.recorded.delivered.insert(uid, record);
                 self.recorded.adopted.remove(uid);
             }
@@ -167,6 +175,9 @@ impl UidlState {
                 self.pending.remove(uid);
             }
             Record::Forgotten(uid, id) => {
+                if let Some(located) = &mut self.recorded.located {
+                    located.forget(uid, id);
+                }
                 self.recorded.delivered.forget(uid, id);
                 if !self.recorded.delivered.by_uid.contains_key(uid) {
                     self.recorded.adopted.remove(uid);
@@ -203,6 +214,23 @@ impl UidlState {
                 id: *id,
             })
             .collect()
+    }
+
+    /// Every location kept (with `keep = "until-deleted-locally"`), for the
+    /// target to say which are gone.
+    pub(crate) fn locations(&self) -> Vec<&str> {
+        self.recorded
+            .located
+            .as_ref()
+            .map_or_else(Vec::new, Locations::all)
+    }
+
+    /// Notes the locations the target no longer holds: the plan then deletes
+    /// their messages from the server (see [`Known::deleted_locally`]).
+    pub(crate) fn mark_gone(&mut self, gone: Vec<String>) {
+        if let Some(located) = &mut self.recorded.located {
+            located.set_gone(gone);
+        }
     }
 
     /// Records `uid` as delivered on the word of something other than this
@@ -424,5 +452,56 @@ mod tests {
         s.forget(&["u1".into()]).unwrap();
         s.sync().unwrap();
         assert!(!UidlState::open(&place).unwrap().is_delivered("u1"));
+    }
+
+    /// `keep = "until-deleted-locally"`: where each delivery landed survives a
+    /// reopen and a compaction, goes with its record, and is never kept for an
+    /// adopted record or by a state that does not keep locations.
+    #[test]
+    fn locations_follow_their_records_through_reopen_and_compaction() {
+        let id = |tag| Identity {
+            size: 10,
+            digest: [tag; 16],
+        };
+        let (_dir, place) = temp_state();
+        let mut s = UidlState::open_located(&place, true).unwrap();
+        for (uid, tag) in [("a", 1), ("b", 2), ("c", 3)] {
+            s.record_intent(uid, &format!("17.M1P1Q{tag}.h"), None)
+                .unwrap();
+            s.record_identity(uid, id(tag)).unwrap();
+            s.record_delivered(uid, 1, Some(id(tag))).unwrap();
+        }
+        // No identity, no location: such a record can never ground a DELE.
+        s.record_intent("n", "17.M1P1Q9.h", None).unwrap();
+        s.record_delivered("n", 1, None).unwrap();
+        s.record_adopted("old", 1).unwrap();
+        s.forget(&["c".into()]).unwrap();
+        s.sync().unwrap();
+        let sorted = |s: &UidlState| {
+            let mut l: Vec<String> = s.locations().into_iter().map(str::to_string).collect();
+            l.sort();
+            l
+        };
+        assert_eq!(sorted(&s), ["17.M1P1Q1.h", "17.M1P1Q2.h"]);
+        drop(s);
+        let mut s = UidlState::open_located(&place, true).unwrap();
+        assert_eq!(sorted(&s), ["17.M1P1Q1.h", "17.M1P1Q2.h"]);
+        s.compact().unwrap();
+        drop(s);
+        let mut s = UidlState::open_located(&place, true).unwrap();
+        assert_eq!(sorted(&s), ["17.M1P1Q1.h", "17.M1P1Q2.h"]);
+        assert!(!s.bloated(), "a kept location is not bloat");
+        // The target says b's file is gone: b, and only b, was deleted locally.
+        s.mark_gone(vec!["17.M1P1Q2.h".into()]);
+        assert!(s.deleted_locally("b", id(2)));
+        assert!(!s.deleted_locally("a", id(1)));
+        assert!(!s.deleted_locally("b", id(7)));
+        // A state that does not keep locations knows none, and a compacted
+        // journal still reads as before to it.
+        drop(s);
+        let plain = UidlState::open(&place).unwrap();
+        assert!(plain.locations().is_empty());
+        assert!(plain.is_delivered("a") && plain.is_delivered("b"));
+        assert!(plain.interrupted().is_empty());
     }
 }

@@ -41,25 +41,39 @@ impl UidlState {
         }
     }
 
+    /// [`UidlState::open`], keeping where each delivery landed when `located`
+    /// (`keep = "until-deleted-locally"`): see [`super::Locations`].
+    pub(crate) fn open_located(place: &Place, located: bool) -> Result<UidlState, StateError> {
+        UidlState::open_with(place, located)
+    }
+
     /// Reads the state of `place` without changing anything on disk: no file is
     /// created, adopted or compacted (for `list` and `sync --dry-run`).
     pub(crate) fn peek(place: &Place) -> Result<Snapshot, StateError> {
-        Ok(UidlState::read(place)?.0.recorded)
+        Ok(UidlState::read(place, false)?.0.recorded)
     }
 
     /// Reads the state of `place`: its own file, checked against the header's
     /// mailbox and the witness; else the format-1 file of its account, adopted;
     /// else nothing. `unsynced` is set when the file needs a rewrite (a torn tail,
     /// an old format). The witness comes back too, read once for the whole open.
-    fn read(place: &Place) -> Result<(UidlState, Option<Synced>), StateError> {
+    fn read(place: &Place, located: bool) -> Result<(UidlState, Option<Synced>), StateError> {
         let path = place.path();
         // The witness first: it only grows after the journal has, so a journal read
         // after it is never shorter than it unless the file was cut.
         let synced = Synced::read(&place.witness());
         let Some(text) = read_existing(&path)? else {
-            return Ok((UidlState::adopt(place)?, None));
+            let mut state = UidlState::adopt(place)?;
+            if located {
+                // Adopted records are not this mailbox's own: no location of theirs counts.
+                state.recorded.located = Some(super::Locations::default());
+            }
+            return Ok((state, None));
         };
         let mut state = UidlState::empty(&path, Some(place));
+        if located {
+            state.recorded.located = Some(super::Locations::default());
+        }
         let replayed = state.replay(&text)?;
         if let Some(found) = replayed.mailbox.filter(|m| m != place.mailbox()) {
             return Err(StateError::Foreign {
@@ -89,8 +103,13 @@ impl UidlState {
 
     /// Opens the state of `place`, creating an empty one if there is none. A
     /// format-1 state of its account is adopted: see [`UidlState::adoption`].
+    #[cfg(test)]
     pub(crate) fn open(place: &Place) -> Result<UidlState, StateError> {
-        let (mut state, synced) = UidlState::read(place)?;
+        UidlState::open_with(place, false)
+    }
+
+    fn open_with(place: &Place, located: bool) -> Result<UidlState, StateError> {
+        let (mut state, synced) = UidlState::read(place, located)?;
         let path = state.path.clone();
         // `unsynced` after `read`: the file is missing, torn, or in an old format.
         let fresh = !path.exists();

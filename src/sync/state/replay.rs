@@ -82,6 +82,9 @@ impl UidlState {
         let mut delivered: HashMap<&str, Deliveries> = HashMap::with_capacity(lines.len());
         let mut pending: HashMap<&str, (&str, Option<Identity>)> = HashMap::new();
         let mut adopted: HashSet<&str> = HashSet::new();
+        // Where deliveries landed: each `D` of this mailbox's own paired with the
+        // `I` before it, when the account keeps them (see `located`).
+        let mut located = self.recorded.located.take();
         for (index, line) in lines.iter().enumerate().skip(1) {
             let record = checked(line).ok_or_else(|| damaged(index + 1, "bad checksum"))?;
             let (record, prefixed) = match record.strip_prefix("L ") {
@@ -117,7 +120,12 @@ impl UidlState {
                 Record::Delivered(uid, record) => {
                     // A compacted journal has no intents: no lookup for them.
                     if !pending.is_empty() {
-                        pending.remove(uid);
+                        let announced = pending.remove(uid);
+                        if let (Some(located), Some((location, _)), Some(id)) =
+                            (&mut located, announced, record.id)
+                        {
+                            located.insert(uid, id, location);
+                        }
                     }
                     let records = delivered.entry(uid).or_default();
                     if !records.iter().any(|r| r.id == record.id) {
@@ -134,6 +142,9 @@ impl UidlState {
                     pending.remove(uid);
                 }
                 Record::Forgotten(uid, id) => {
+                    if let Some(located) = &mut located {
+                        located.forget(uid, id);
+                    }
                     let gone = match (id, delivered.get_mut(uid)) {
                         (Some(id), Some(records)) => {
                             records.retain(|r| r.id != Some(id));
@@ -156,6 +167,7 @@ impl UidlState {
             records.put(uid, list);
         }
         self.recorded.delivered = records;
+        self.recorded.located = located;
         self.pending = pending
             .into_iter()
             .map(|(uid, (location, id))| (uid.to_owned(), (location.to_owned(), id)))
