@@ -334,20 +334,30 @@ pub(crate) fn login<S: Wire + ServerCertificate>(
         Ok(session) => return Ok(session),
         Err(failed) => (failed.error, failed.client),
     };
+    let mut bound = matches!(chosen, Login::Sasl(m) if m.binds_channel());
     let (error, client) = match (chosen, error) {
         // `auto` tried a -PLUS mechanism and the server refused it before any
-        // proof: it binds to another channel binding type than the one popfetch
-        // has (Cyrus offers -PLUS with tls-unique only, which native-tls cannot
-        // give). The same hash without binding follows on the same connection,
-        // with "n" (RFC 5802 §6: a client that does not bind; "y" would be
-        // refused, as the server advertised -PLUS). A man in the middle can cause
-        // this refusal, but with `auto` it could as well strike SCRAM from CAPA
-        // and be sent the password itself over TLS; a refusal after the proof
-        // (another certificate, a wrong password) is never retried. Naming a
-        // -PLUS mechanism in the config makes the binding required.
+        // proof, on its GS2 header: it binds to another channel binding type
+        // than tls-server-end-point, the one popfetch has. A relaying man in the
+        // middle cannot cause such a refusal (the binding data comes only with
+        // the proof), so the same hash without binding follows on the same
+        // connection, with "n" (RFC 5802 §6: a client that does not bind; "y"
+        // would be refused, as the server advertised -PLUS). One who rewrites
+        // the dialogue could fake it, but could as well strike SCRAM from CAPA
+        // and be sent the password over TLS by `auto`.
+        //
+        // A refusal after the proof is never retried: a relaying man in the
+        // middle causes exactly that (the server sees his certificate's hash),
+        // and a retry without binding would log him in. Cyrus is such a case
+        // without any man in the middle: it binds to tls-unique only, which
+        // native-tls cannot give, and says so only after the proof, with the
+        // same -ERR; there, auth = "scram-sha-256" (gs2 "n") is the way, and the
+        // error says so. Naming a -PLUS mechanism in the config makes the
+        // binding required.
         (Login::Sasl(mechanism), pop3::Error::BindingRefused { .. })
             if account.auth == AuthMethod::Auto =>
         {
+            bound = false;
             let mut client = client;
             let unbound = mechanism.unbound();
             client.note(&format!(
@@ -368,6 +378,11 @@ pub(crate) fn login<S: Wire + ServerCertificate>(
         pop3::Error::BindingRefused { .. } => Advised {
             error,
             hint: "a SCRAM auth without -PLUS (or \"auto\") logs in without channel binding",
+        }
+        .into(),
+        pop3::Error::Auth { .. } if bound && error.kind() == pop3::ErrorKind::Auth => Advised {
+            error,
+            hint: "the login was bound to the TLS certificate (SCRAM -PLUS): if the password is right, either the server binds to tls-unique only (Cyrus does: set auth = \"scram-sha-256\") or a man in the middle relays the connection",
         }
         .into(),
         error => error.into(),
