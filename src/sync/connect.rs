@@ -336,18 +336,19 @@ pub(crate) fn login<S: Wire + ServerCertificate>(
     };
     let mut bound = matches!(chosen, Login::Sasl(m) if m.binds_channel());
     let (error, client) = match (chosen, error) {
-        // `auto` tried a -PLUS mechanism and the server refused it before any
-        // proof, on its GS2 header: it binds to another channel binding type
-        // than tls-server-end-point, the one popfetch has. A relaying man in the
-        // middle cannot cause such a refusal (the binding data comes only with
-        // the proof), so the same hash without binding follows on the same
-        // connection, with "n" (RFC 5802 §6: a client that does not bind; "y"
-        // would be refused, as the server advertised -PLUS). One who rewrites
-        // the dialogue could fake it, but could as well strike SCRAM from CAPA
-        // and be sent the password over TLS by `auto`.
+        // `auto` tried a -PLUS mechanism and the server refused its binding
+        // type: before any proof, on its GS2 header, or saying
+        // e=unsupported-channel-binding-type. It binds to another type than
+        // tls-server-end-point, the one popfetch has. A relaying man in the
+        // middle cannot cause such a refusal (the type is ours whoever relays),
+        // so the same hash without binding follows on the same connection, with
+        // "n" (RFC 5802 §6: a client that does not bind; "y" would be refused,
+        // as the server advertised -PLUS). One who rewrites the dialogue could
+        // fake it, but could as well strike SCRAM from CAPA and be sent the
+        // password over TLS by `auto`.
         //
-        // A refusal after the proof is never retried: a relaying man in the
-        // middle causes exactly that (the server sees his certificate's hash),
+        // Any other refusal of a -PLUS login is never retried: a relaying man in
+        // the middle causes one (the server sees his certificate's hash),
         // and a retry without binding would log him in. Cyrus is such a case
         // without any man in the middle: it binds to tls-unique only, which
         // native-tls cannot give, and says so only after the proof, with the
@@ -361,7 +362,7 @@ pub(crate) fn login<S: Wire + ServerCertificate>(
             let mut client = client;
             let unbound = mechanism.unbound();
             client.note(&format!(
-                "{} refused before any proof; trying {} without channel binding",
+                "{} refused its channel binding type; trying {} without channel binding",
                 mechanism.name(),
                 unbound.name()
             ));

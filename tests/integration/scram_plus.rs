@@ -156,6 +156,51 @@ fn a_man_in_the_middle_with_a_trusted_certificate_gets_nothing() {
         !received.iter().any(|l| l.starts_with("RETR")),
         "{received:?}"
     );
+    // Refused after the proof: never retried without the binding.
+    let auths = received.iter().filter(|l| l.starts_with("AUTH")).count();
+    assert_eq!(auths, 1, "{received:?}");
+}
+
+/// A server that refuses the -PLUS exchange on its first message, before any
+/// proof, takes another binding type: auto logs in with the same SCRAM unbound,
+/// saying "n" on the same connection; a -PLUS auth named in the config does not.
+#[test]
+fn a_binding_type_refused_before_the_proof_makes_auto_log_in_unbound() {
+    for auth in ["auto", "scram-sha-256-plus"] {
+        let server = Scripted::start(vec![vec![
+            tls_step(good_cert()),
+            send("+OK scripted ready\r\n"),
+            Step::Expect("CAPA"),
+            send(CAPA_PLUS),
+            Step::Expect("AUTH SCRAM-SHA-256-PLUS "),
+            send("-ERR [AUTH] unsupported channel binding type\r\n"),
+            Step::Expect("AUTH SCRAM-SHA-256 "),
+            send("-ERR [AUTH] no\r\n"),
+            Step::Expect("QUIT"),
+            send("+OK\r\n"),
+        ]]);
+        let home = Home::new();
+        home.write_config(&config(server.port, &home, "implicit", auth));
+        let run = home.run(&["sync"]);
+        run.expect(77);
+        let received = server.finish();
+        let retry = received
+            .iter()
+            .find_map(|l| l.strip_prefix("AUTH SCRAM-SHA-256 "));
+        if auth == "auto" {
+            let first = base64::engine::general_purpose::STANDARD
+                .decode(retry.unwrap_or_else(|| panic!("{received:?}")))
+                .unwrap();
+            assert!(
+                first.starts_with(b"n,,"),
+                "{}",
+                String::from_utf8_lossy(&first)
+            );
+        } else {
+            assert_eq!(retry, None, "{received:?}");
+            assert!(run.stderr().contains("without -PLUS"), "{}", run.stderr());
+        }
+    }
 }
 
 #[test]

@@ -56,10 +56,10 @@ pub(crate) enum Error {
         code: Option<RespCode>,
         text: String,
     },
-    /// A SCRAM -PLUS mechanism refused before the password was at stake (its
-    /// client-first message, RFC 5802 §7), or with a server-error saying the
-    /// binding type is not taken.
-    #[error("the server refused {mechanism} before any proof (\"{text}\"): it may not take the channel binding tls-server-end-point (RFC 5929), the only one popfetch can offer")]
+    /// A SCRAM -PLUS mechanism refused for its binding type: on its client-first
+    /// message, before any proof (RFC 5802 §7), or with a server-error saying the
+    /// type is not taken.
+    #[error("the server refused {mechanism}'s channel binding (\"{text}\"): it may not take tls-server-end-point (RFC 5929), the only type popfetch can offer")]
     BindingRefused {
         mechanism: &'static str,
         code: Option<RespCode>,
