@@ -167,7 +167,7 @@ keys! {
     password: String, "string";
     /// a command, run without a shell, whose first line of output is the password
     password_command: String, "command", example "\"pass show mail/main\"";
-    /// `"auto"` (the strongest offered, never a cleartext password outside TLS; with OAuth, `xoauth2` or `oauthbearer`, whichever the server offers), `"user"`, `"apop"`, `"plain"`, `"login"`, `"cram-md5"`, `"cram-sha1"`, `"cram-sha256"`, `"scram-sha-1"`, `"scram-sha-224"`, `"scram-sha-256"`, `"scram-sha-384"`, `"scram-sha-512"`, `"xoauth2"` or `"oauthbearer"`
+    /// `"auto"` (the strongest offered, a -PLUS one first over TLS, never a cleartext password outside TLS; with OAuth, `xoauth2` or `oauthbearer`, whichever the server offers), `"user"`, `"apop"`, `"plain"`, `"login"`, `"cram-md5"`, `"cram-sha1"`, `"cram-sha256"`, `"scram-sha-1"`, `"scram-sha-224"`, `"scram-sha-256"`, `"scram-sha-384"`, `"scram-sha-512"`, the same bound to the TLS session (`"scram-sha-1-plus"`, `"scram-sha-224-plus"`, `"scram-sha-256-plus"`, `"scram-sha-384-plus"`, `"scram-sha-512-plus"`: TLS only), `"xoauth2"` or `"oauthbearer"`
     auth: AuthMethod = AuthMethod::Auto, "string";
     /// OAuth 2.0 built in: `"google"`, `"microsoft"` or `"custom"`; log in once with `popfetch oauth login ACCOUNT`, then every sync refreshes its own token
     oauth_provider: OAuthProvider, "string", example "\"microsoft\"";

@@ -77,6 +77,17 @@ pub(crate) enum AuthMethod {
     ScramSha384,
     #[serde(rename = "scram-sha-512")]
     ScramSha512,
+    /// The SCRAM mechanisms bound to the TLS session (RFC 5802 §6, RFC 5929 §4.1).
+    #[serde(rename = "scram-sha-1-plus")]
+    ScramSha1Plus,
+    #[serde(rename = "scram-sha-224-plus")]
+    ScramSha224Plus,
+    #[serde(rename = "scram-sha-256-plus")]
+    ScramSha256Plus,
+    #[serde(rename = "scram-sha-384-plus")]
+    ScramSha384Plus,
+    #[serde(rename = "scram-sha-512-plus")]
+    ScramSha512Plus,
     Xoauth2,
     Oauthbearer,
 }
@@ -175,6 +186,18 @@ impl AuthMethod {
     /// XOAUTH2 and OAUTHBEARER log in with a token instead of a password.
     pub(crate) fn uses_token(self) -> bool {
         matches!(self, AuthMethod::Xoauth2 | AuthMethod::Oauthbearer)
+    }
+
+    /// The SCRAM -PLUS methods bind the login to the TLS session, so need TLS.
+    pub(crate) fn binds_channel(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::ScramSha1Plus
+                | AuthMethod::ScramSha224Plus
+                | AuthMethod::ScramSha256Plus
+                | AuthMethod::ScramSha384Plus
+                | AuthMethod::ScramSha512Plus
+        )
     }
 }
 
@@ -717,6 +740,11 @@ fn resolve(
             })
         }
     };
+    if auth.binds_channel() && tls == TlsMode::None {
+        return Err(invalid(
+            "a SCRAM -PLUS auth binds the login to the TLS session and needs tls = \"implicit\" or \"starttls\" (or an auth without -PLUS)".into(),
+        ));
+    }
     let token_source = oauth.is_some() || set.oauth_token_command.is_some();
     // A bearer token is as good as a password to whoever reads it (RFC 6750 §5.3).
     // Through a proxy, a loopback name is the proxy's machine, not ours.

@@ -14,4 +14,4 @@ pub(crate) use proto::error::{Error, ErrorKind};
 pub(crate) use proto::listing::{join, repeated_uids, ListedMessage, Listing};
 pub(crate) use proto::pipeline::Flow;
 pub(crate) use proto::response::{RespCode, Status};
-pub(crate) use proto::sasl::{Mechanism, Peer};
+pub(crate) use proto::sasl::{ChannelBinding, Mechanism, Peer};

@@ -1,6 +1,7 @@
 //! Choosing how to log in: the configured method, or with `auth = "auto"` the
 //! strongest one the server offers that does not expose the password on a cleartext
-//! connection. A configured method is never swapped for another.
+//! connection, a SCRAM -PLUS one first inside TLS. A configured method is never
+//! swapped for another.
 
 use crate::config::AuthMethod;
 use crate::pop3::{Capabilities, Mechanism};
@@ -23,6 +24,8 @@ pub(crate) enum ChoiceError {
     NoOAuth { offered: String },
     #[error("the connection is not encrypted and auth = \"auto\" never sends an OAuth token in cleartext; use tls = \"implicit\" or \"starttls\" (for a server on this machine, auth = \"xoauth2\" or \"oauthbearer\" allows it)")]
     TokenInCleartext,
+    #[error("auth = \"{wanted}\" binds the login to the TLS session, and this connection has no TLS; use tls = \"implicit\" or \"starttls\"")]
+    BindingWithoutTls { wanted: String },
 }
 
 /// What the server offers, as far as choosing a login goes.
@@ -32,6 +35,9 @@ pub(crate) struct Offer<'a> {
     pub apop: bool,
     /// The connection is inside TLS.
     pub encrypted: bool,
+    /// The connection is inside TLS and its certificate gives `tls-server-end-point`
+    /// binding data (RFC 5929 §4.1), so a -PLUS mechanism can be used.
+    pub bindable: bool,
     /// The secret is an OAuth access token, not a password.
     pub token: bool,
 }
@@ -44,6 +50,16 @@ const SCRAM: [Mechanism; 5] = [
     Mechanism::ScramSha384,
     Mechanism::ScramSha224,
     Mechanism::ScramSha1,
+];
+/// The same bound to the TLS session, for `auto` inside TLS before all others:
+/// channel binding (RFC 5802 §6) also defeats a man in the middle who holds a
+/// certificate this machine trusts.
+const SCRAM_PLUS: [Mechanism; 5] = [
+    Mechanism::ScramSha256Plus,
+    Mechanism::ScramSha512Plus,
+    Mechanism::ScramSha384Plus,
+    Mechanism::ScramSha224Plus,
+    Mechanism::ScramSha1Plus,
 ];
 /// OAuth mechanisms for `auto`: XOAUTH2 first, the one Google and Microsoft
 /// document for POP; OAUTHBEARER (RFC 7628) where only it is offered.
@@ -78,9 +94,20 @@ pub(crate) fn choose(method: AuthMethod, offer: &Offer) -> Result<Login, ChoiceE
         AuthMethod::ScramSha256 => Mechanism::ScramSha256,
         AuthMethod::ScramSha384 => Mechanism::ScramSha384,
         AuthMethod::ScramSha512 => Mechanism::ScramSha512,
+        AuthMethod::ScramSha1Plus => Mechanism::ScramSha1Plus,
+        AuthMethod::ScramSha224Plus => Mechanism::ScramSha224Plus,
+        AuthMethod::ScramSha256Plus => Mechanism::ScramSha256Plus,
+        AuthMethod::ScramSha384Plus => Mechanism::ScramSha384Plus,
+        AuthMethod::ScramSha512Plus => Mechanism::ScramSha512Plus,
         AuthMethod::Xoauth2 => Mechanism::XOAuth2,
         AuthMethod::Oauthbearer => Mechanism::OAuthBearer,
     };
+    // Never outside TLS, whatever the server says (the config refuses it too).
+    if wanted.binds_channel() && !offer.encrypted {
+        return Err(ChoiceError::BindingWithoutTls {
+            wanted: wanted.name().to_ascii_lowercase(),
+        });
+    }
     // Without CAPA we cannot know; try it, and the server's -ERR will tell.
     if offer.caps.known && !sasl(wanted) {
         return Err(ChoiceError::NotOffered {
@@ -110,6 +137,11 @@ fn choose_oauth(offer: &Offer, sasl: &dyn Fn(Mechanism) -> bool) -> Result<Login
 }
 
 fn choose_auto(offer: &Offer, sasl: &dyn Fn(Mechanism) -> bool) -> Result<Login, ChoiceError> {
+    if offer.encrypted && offer.bindable {
+        if let Some(m) = SCRAM_PLUS.iter().copied().find(|&m| sasl(m)) {
+            return Ok(Login::Sasl(m));
+        }
+    }
     if let Some(m) = SCRAM.iter().copied().find(|&m| sasl(m)) {
         return Ok(Login::Sasl(m));
     }
@@ -173,6 +205,7 @@ mod tests {
                 caps: &caps(sasl),
                 apop,
                 encrypted,
+                bindable: encrypted,
                 token: false,
             },
         )
@@ -185,6 +218,7 @@ mod tests {
                 caps: &caps(sasl),
                 apop: true,
                 encrypted,
+                bindable: encrypted,
                 token: true,
             },
         )
@@ -224,6 +258,53 @@ mod tests {
             Ok(Login::Sasl(Mechanism::Plain))
         );
         assert_eq!(pick(AuthMethod::Auto, &[], false, true), Ok(Login::User));
+    }
+
+    #[test]
+    fn auto_binds_to_tls_where_it_can_and_never_outside_it() {
+        let all = [
+            "SCRAM-SHA-1",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-1-PLUS",
+            "SCRAM-SHA-512-PLUS",
+            "SCRAM-SHA-256-PLUS",
+        ];
+        assert_eq!(
+            pick(AuthMethod::Auto, &all, false, true),
+            Ok(Login::Sasl(Mechanism::ScramSha256Plus))
+        );
+        assert_eq!(
+            pick(AuthMethod::Auto, &all[..4], false, true),
+            Ok(Login::Sasl(Mechanism::ScramSha512Plus))
+        );
+        // Without TLS, or with a certificate that gives no binding data: no -PLUS.
+        assert_eq!(
+            pick(AuthMethod::Auto, &all, false, false),
+            Ok(Login::Sasl(Mechanism::ScramSha256))
+        );
+        let unbindable = choose(
+            AuthMethod::Auto,
+            &Offer {
+                caps: &caps(&all),
+                apop: false,
+                encrypted: true,
+                bindable: false,
+                token: false,
+            },
+        );
+        assert_eq!(unbindable, Ok(Login::Sasl(Mechanism::ScramSha256)));
+        let err = pick(AuthMethod::ScramSha256Plus, &all, false, false).unwrap_err();
+        assert_eq!(
+            err,
+            ChoiceError::BindingWithoutTls {
+                wanted: "scram-sha-256-plus".into()
+            }
+        );
+        assert_eq!(
+            pick(AuthMethod::ScramSha1Plus, &all, false, true),
+            Ok(Login::Sasl(Mechanism::ScramSha1Plus))
+        );
+        assert!(pick(AuthMethod::ScramSha384Plus, &all, false, true).is_err());
     }
 
     #[test]

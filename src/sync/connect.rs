@@ -9,11 +9,13 @@ use std::thread::JoinHandle;
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Account, TlsMode};
+use crate::config::{Account, AuthMethod, TlsMode};
 use crate::net::{self, CertificateDetails, CertificateProblem, Stream, TlsConfig, TlsConfigError};
 use crate::pop3::proto::response::apop_timestamp;
+use crate::pop3::proto::sasl::tls_server_end_point;
 use crate::pop3::{
-    self, Client, Credentials, Flow, ListedMessage, Listing, Peer, Session, Status, Trace, Wire,
+    self, ChannelBinding, Client, Credentials, Flow, ListedMessage, Listing, Mechanism, Peer,
+    Session, Status, Trace, Wire,
 };
 use crate::secret::Secret;
 use crate::sync::auth::{self, Login, Offer};
@@ -276,21 +278,50 @@ pub(crate) fn secret(account: &Account) -> Result<Secret> {
     })
 }
 
+/// A stream that may be inside TLS: the server's certificate, for SCRAM's channel
+/// binding (RFC 5929 §4.1).
+pub(crate) trait ServerCertificate {
+    /// The server's certificate, DER, when the stream is inside TLS.
+    fn server_certificate(&self) -> Option<Vec<u8>>;
+}
+
+impl ServerCertificate for Stream {
+    fn server_certificate(&self) -> Option<Vec<u8>> {
+        self.tls().and_then(net::Secured::peer_certificate)
+    }
+}
+
 /// Logs in the way the account asks, or the strongest way the server offers.
-pub(crate) fn login<S: Wire>(
+pub(crate) fn login<S: Wire + ServerCertificate>(
     mut client: Client<S>,
     account: &Account,
     secret: &Secret,
 ) -> Result<Session<S>> {
     let caps = client.capabilities()?.clone();
+    let encrypted = account.tls != TlsMode::None;
+    let certificate = client.stream().server_certificate().filter(|_| encrypted);
     let offer = Offer {
         caps: &caps,
         apop: apop_timestamp(&client.greeting().raw).is_some(),
-        encrypted: account.tls != TlsMode::None,
+        encrypted,
+        bindable: certificate
+            .as_deref()
+            .is_some_and(|der| tls_server_end_point(der).is_ok()),
         token: account.uses_token(),
     };
     let (user, secret) = (account.user.as_str(), secret.expose());
-    let credentials = match auth::choose(account.auth, &offer)? {
+    let sasl = |mechanism: Mechanism, binding: ChannelBinding| Credentials::Sasl {
+        mechanism,
+        user,
+        secret,
+        peer: Peer {
+            host: account.host.clone(),
+            port: account.port,
+        },
+        binding,
+    };
+    let chosen = auth::choose(account.auth, &offer)?;
+    let credentials = match chosen {
         Login::User => Credentials::User {
             user,
             password: secret,
@@ -299,24 +330,73 @@ pub(crate) fn login<S: Wire>(
             user,
             password: secret,
         },
-        Login::Sasl(mechanism) => Credentials::Sasl {
+        Login::Sasl(mechanism) => sasl(
             mechanism,
-            user,
-            secret,
-            peer: Peer {
-                host: account.host.clone(),
-                port: account.port,
-            },
-        },
+            ChannelBinding::for_scram(
+                mechanism,
+                certificate.as_deref(),
+                caps.offers_channel_binding(),
+            )?,
+        ),
     };
-    match client.login(credentials) {
-        Ok(session) => Ok(session),
-        Err(failed) => {
-            // Be polite, but the login error is what matters.
-            let _ = failed.client.quit();
-            Err(failed.error.into())
+    let (error, client) = match client.login(credentials) {
+        Ok(session) => return Ok(session),
+        Err(failed) => (failed.error, failed.client),
+    };
+    let mut bound = matches!(chosen, Login::Sasl(m) if m.binds_channel());
+    let (error, client) = match (chosen, error) {
+        // `auto` tried a -PLUS mechanism and the server refused its binding
+        // type: before any proof, on its GS2 header, or saying
+        // e=unsupported-channel-binding-type. It binds to another type than
+        // tls-server-end-point, the one popfetch has. A relaying man in the
+        // middle cannot cause such a refusal (the type is ours whoever relays),
+        // so the same hash without binding follows on the same connection, with
+        // "n" (RFC 5802 §6: a client that does not bind; "y" would be refused,
+        // as the server advertised -PLUS). One who rewrites the dialogue could
+        // fake it, but could as well strike SCRAM from CAPA and be sent the
+        // password over TLS by `auto`.
+        //
+        // Any other refusal of a -PLUS login is never retried: a relaying man in
+        // the middle causes one (the server sees his certificate's hash),
+        // and a retry without binding would log him in. Cyrus is such a case
+        // without any man in the middle: it binds to tls-unique only, which
+        // native-tls cannot give, and says so only after the proof, with the
+        // same -ERR; there, auth = "scram-sha-256" (gs2 "n") is the way, and the
+        // error says so. Naming a -PLUS mechanism in the config makes the
+        // binding required.
+        (Login::Sasl(mechanism), pop3::Error::BindingRefused { .. })
+            if account.auth == AuthMethod::Auto =>
+        {
+            bound = false;
+            let mut client = client;
+            let unbound = mechanism.unbound();
+            client.note(&format!(
+                "{} refused its channel binding type; trying {} without channel binding",
+                mechanism.name(),
+                unbound.name()
+            ));
+            match client.login(sasl(unbound, ChannelBinding::None)) {
+                Ok(session) => return Ok(session),
+                Err(failed) => (failed.error, failed.client),
+            }
         }
-    }
+        (_, error) => (error, client),
+    };
+    // Be polite, but the login error is what matters.
+    let _ = client.quit();
+    Err(match error {
+        pop3::Error::BindingRefused { .. } => Advised {
+            error,
+            hint: "a SCRAM auth without -PLUS (or \"auto\") logs in without channel binding",
+        }
+        .into(),
+        pop3::Error::Auth { .. } if bound && error.kind() == pop3::ErrorKind::Auth => Advised {
+            error,
+            hint: "the login was bound to the TLS certificate (SCRAM -PLUS): if the password is right, either the server binds to tls-unique only (Cyrus does: set auth = \"scram-sha-256\") or a man in the middle relays the connection",
+        }
+        .into(),
+        error => error.into(),
+    })
 }
 
 /// Every message on the server with a unique-id, and its size: of every message

@@ -178,7 +178,11 @@ fn cyrus_every_tls_mode_and_login() {
     each_login(
         &account,
         &[
-            ("implicit", "auto", "> AUTH SCRAM-SHA-256 ********"),
+            // Over TLS Cyrus offers every SCRAM -PLUS, bound to tls-unique only:
+            // SCRAM named without -PLUS logs in unbound (gs2 "n"); auto, which
+            // tries -PLUS first, is refused (cyrus_plus_is_tls_unique_only).
+            ("implicit", "scram-sha-256", "> AUTH SCRAM-SHA-256 ********"),
+            ("none", "auto", "> AUTH SCRAM-SHA-256 ********"),
             ("starttls", "plain", "> AUTH PLAIN ********"),
             ("starttls", "login", "> AUTH LOGIN"),
             ("none", "user", "> PASS ********"),
@@ -191,8 +195,9 @@ fn cyrus_every_tls_mode_and_login() {
         ],
         &stored,
     );
+    let scram = "auth = \"scram-sha-256\"";
     let home = Home::new();
-    home.write_config(&account.config(&home, "implicit", ""));
+    home.write_config(&account.config(&home, "implicit", scram));
     home.run(&["sync"]).expect(0);
     assert_eq!(home.delivered(), stored);
     let run = home.run(&["list", "--json"]);
@@ -209,8 +214,47 @@ fn cyrus_every_tls_mode_and_login() {
         password: "wrong-Secret",
         ..account
     };
-    wrong.write_config(&impostor.config(&wrong, "implicit", ""));
+    wrong.write_config(&impostor.config(&wrong, "implicit", scram));
     wrong.run(&["sync"]).expect(77);
+}
+
+/// Cyrus 3.6 offers SCRAM-SHA-*-PLUS over TLS but binds to tls-unique only (the
+/// one type libcyrus_imap names), which native-tls cannot give; it refuses
+/// tls-server-end-point only after the client's proof, with the same -ERR a
+/// relaying man in the middle would cause. So auto, which tries -PLUS first, is
+/// refused and not retried unbound: exit 77, a line naming the way out, nothing
+/// fetched.
+#[test]
+fn cyrus_plus_is_tls_unique_only() {
+    let server = Cyrus::start();
+    server.add_messages(&fidelity_corpus()[..1]);
+    let account = Server {
+        port: server.port,
+        tls_port: server.tls_port,
+        user: servers::CYRUS_USER,
+        password: servers::CYRUS_PASSWORD,
+    };
+    for (tls, auth, wire) in [
+        ("implicit", "auto", "> AUTH SCRAM-SHA-256-PLUS ********"),
+        (
+            "starttls",
+            "scram-sha-1-plus",
+            "> AUTH SCRAM-SHA-1-PLUS ********",
+        ),
+    ] {
+        let home = Home::new();
+        home.write_config(&account.config(&home, tls, &format!("auth = \"{auth}\"")));
+        let run = home.run(&["-v", "sync"]);
+        run.expect(77);
+        let stderr = run.stderr();
+        assert!(stderr.contains(wire), "{tls} {auth}: {stderr}");
+        let last = stderr.trim_end().lines().last().unwrap();
+        assert!(
+            last.contains("tls-unique") && last.contains("auth = \"scram-sha-256\""),
+            "{tls} {auth}: {last}"
+        );
+        assert!(home.delivered().is_empty(), "{tls} {auth}");
+    }
 }
 
 /// Courier: implicit TLS, STLS and plain; USER and SASL (PLAIN, LOGIN, CRAM-MD5,

@@ -18,6 +18,7 @@ mod oauth;
 mod oauth_harness;
 mod policies;
 mod routes;
+mod scram_plus;
 mod security;
 mod service;
 mod state_files;

@@ -16,7 +16,7 @@ use crate::net::Wire;
 use crate::pop3::proto::capabilities::Capabilities;
 use crate::pop3::proto::command::Command;
 use crate::pop3::proto::response::{apop_timestamp, parse_status, Status};
-use crate::pop3::proto::sasl::{Exchange, Mechanism, Peer};
+use crate::pop3::proto::sasl::{ChannelBinding, Exchange, Mechanism, Peer};
 use crate::pop3::proto::Error;
 
 /// A round trip at least this long (timed on CAPA) makes UIDL and LIST go out
@@ -41,6 +41,8 @@ pub(crate) enum Credentials<'a> {
         user: &'a str,
         secret: &'a str,
         peer: Peer,
+        /// For SCRAM: the GS2 channel binding (RFC 5802 §6).
+        binding: ChannelBinding,
     },
 }
 
@@ -232,7 +234,8 @@ impl<S: Wire> Client<S> {
                 user,
                 secret,
                 peer,
-            } => return self.sasl(Exchange::new(mechanism, user, secret, peer)),
+                binding,
+            } => return self.sasl(Exchange::new(mechanism, user, secret, peer, binding)),
         }
         let status = self.conn.read_status("login")?;
         if status.ok {
@@ -268,6 +271,14 @@ impl<S: Wire> Client<S> {
                     .note(|| format!("< {}", if status.ok { "+OK" } else { "-ERR" }));
                 return if status.ok {
                     exchange.finish()
+                } else if exchange.mechanism().binds_channel() && !exchange.past_client_first() {
+                    // Refused on its GS2 header, before any proof: the binding
+                    // type, not the password (RFC 5802 §7).
+                    Err(Error::BindingRefused {
+                        mechanism: name,
+                        code: status.code,
+                        text: status.text,
+                    })
                 } else {
                     Err(Error::Auth {
                         code: status.code,

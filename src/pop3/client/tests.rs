@@ -14,7 +14,7 @@ use crate::pop3::proto::identity::{HeadHasher, Identity};
 use crate::pop3::proto::listing::{MAX_LISTED, MAX_LISTING_BYTES, MAX_LISTING_LINE};
 use crate::pop3::proto::pipeline::BYTES_IN_FLIGHT;
 use crate::pop3::proto::response::MAX_LINE;
-use crate::pop3::{join, Error, Flow, Listing, Mechanism, Peer, Wire};
+use crate::pop3::{join, ChannelBinding, Error, Flow, Listing, Mechanism, Peer, Wire};
 
 fn client(server: &str) -> Client<MockStream> {
     Client::new(MockStream::new(server), None).unwrap()
@@ -491,6 +491,7 @@ fn sasl_plain_with_initial_response() {
             host: "h".into(),
             port: 110,
         },
+        binding: ChannelBinding::None,
     })
     .unwrap();
     assert!(c
@@ -512,6 +513,7 @@ fn sasl_login_answers_challenges_and_cancels_on_garbage() {
             host: "h".into(),
             port: 110,
         },
+        binding: ChannelBinding::None,
     };
     let err = c.authenticate(creds.clone()).unwrap_err();
     assert_eq!(err.kind(), super::super::ErrorKind::Auth);

@@ -27,6 +27,15 @@ pub(crate) struct Capabilities {
 }
 
 impl Capabilities {
+    /// Whether the SASL line offers a SCRAM -PLUS mechanism: the server binds
+    /// logins to the TLS session (RFC 5802 §6), so a SCRAM client that does not
+    /// bind must say "n", never "y".
+    pub(crate) fn offers_channel_binding(&self) -> bool {
+        self.sasl
+            .iter()
+            .any(|m| m.starts_with("SCRAM-") && m.ends_with("-PLUS"))
+    }
+
     /// The capabilities of a +OK CAPA reply's lines (dot-unstuffed).
     pub(crate) fn parse(lines: &[Vec<u8>]) -> Capabilities {
         let mut caps = Capabilities {
@@ -68,6 +77,9 @@ mod tests {
         let caps = Capabilities::parse(&lines);
         assert!(caps.known && caps.pipelining && !caps.stls && !caps.uidl);
         assert_eq!(caps.sasl, ["PLAIN", "SCRAM-SHA-256"]);
+        assert!(!caps.offers_channel_binding());
+        let plus = Capabilities::parse(&[b"SASL SCRAM-SHA-1 scram-sha-1-plus".to_vec()]);
+        assert!(plus.offers_channel_binding());
         assert_eq!(caps.lines.len(), 3);
         assert_eq!(caps.login_delay, None);
     }

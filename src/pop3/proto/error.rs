@@ -56,6 +56,25 @@ pub(crate) enum Error {
         code: Option<RespCode>,
         text: String,
     },
+    /// A SCRAM -PLUS mechanism refused for its binding type: on its client-first
+    /// message, before any proof (RFC 5802 §7), or with a server-error saying the
+    /// type is not taken.
+    #[error("the server refused {mechanism}'s channel binding (\"{text}\"): it may not take tls-server-end-point (RFC 5929), the only type popfetch can offer")]
+    BindingRefused {
+        mechanism: &'static str,
+        code: Option<RespCode>,
+        text: String,
+    },
+    /// The server's view of the TLS session differs from ours (RFC 5802 §6).
+    #[error("{mechanism} failed: {why}; a man in the middle may be relaying the connection with a certificate this machine trusts")]
+    BindingMismatch {
+        mechanism: &'static str,
+        why: &'static str,
+    },
+    /// Channel binding is impossible here: no TLS, or a certificate without a
+    /// binding (RFC 5929 §4.1).
+    #[error("channel binding: {0}")]
+    ChannelBinding(String),
     #[error("{phase} not sent: the connection was already unusable ({why})")]
     Unusable { phase: &'static str, why: String },
     #[error("protocol error: {0}")]
@@ -81,11 +100,12 @@ impl Error {
                 Some(RespCode::Auth) => ErrorKind::Auth,
                 _ => ErrorKind::Protocol,
             },
-            Error::Auth { code, .. } => match code {
+            Error::Auth { code, .. } | Error::BindingRefused { code, .. } => match code {
                 Some(c) if c.is_temporary() => ErrorKind::Temporary,
                 _ => ErrorKind::Auth,
             },
-            Error::Refused(_) => ErrorKind::Config,
+            Error::BindingMismatch { .. } => ErrorKind::Auth,
+            Error::Refused(_) | Error::ChannelBinding(_) => ErrorKind::Config,
         }
     }
 

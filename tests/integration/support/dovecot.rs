@@ -199,6 +199,61 @@ pub fn good_cert() -> (PathBuf, PathBuf) {
     (certs().cert.clone(), certs().key.clone())
 }
 
+/// A second certificate for localhost and 127.0.0.1 from the test CA, and its key:
+/// one the client trusts as much as the server's, for a man in the middle.
+pub fn other_good_cert() -> (PathBuf, PathBuf) {
+    static OTHER: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    OTHER
+        .get_or_init(|| {
+            let dir = certs().ca.parent().unwrap().to_path_buf();
+            let ec = [
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ];
+            openssl(
+                &dir,
+                &[
+                    &["req"],
+                    &ec[..],
+                    &[
+                        "-keyout",
+                        "other.key",
+                        "-out",
+                        "other.csr",
+                        "-subj",
+                        "/CN=localhost",
+                    ],
+                ]
+                .concat(),
+            );
+            openssl(
+                &dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "other.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    "other.pem",
+                    "-days",
+                    "3",
+                    "-extfile",
+                    "ext.cnf",
+                ],
+            );
+            (dir.join("other.pem"), dir.join("other.key"))
+        })
+        .clone()
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)

@@ -1,5 +1,6 @@
 //! A scripted POP3 server on a loopback port, for what a real server will not do:
-//! injected bytes, cut connections, duplicate unique-ids, silence. It serves the
+//! injected bytes, cut connections, duplicate unique-ids, silence; and for what no
+//! server in the interop matrix does, SCRAM-SHA-256-PLUS with tls-server-end-point. It serves the
 //! scripts given, one connection each, and records every line the client sent.
 
 use std::io::{Read, Write};
@@ -24,6 +25,13 @@ pub enum Step {
     /// Start TLS as the server with this certificate and key (PEM files); the
     /// handshake may fail, which ends the script.
     Tls(std::path::PathBuf, std::path::PathBuf),
+    /// Verify an `AUTH SCRAM-SHA-256-PLUS` login as a server does (RFC 5802 §5-7,
+    /// RFC 7677): the channel binding must be tls-server-end-point over the
+    /// certificate of the `Tls` step before (RFC 5929 §4.1), the proof that of
+    /// this password. Success sends v= and +OK, and the script goes on; a wrong
+    /// binding gets `e=channel-bindings-dont-match`, any other fault -ERR, and
+    /// the script ends. The outcome is logged as a line "scram-plus: ...".
+    ScramPlus(&'static str),
     /// Close the connection.
     Close,
 }
@@ -187,6 +195,8 @@ impl<T: Read + Write> ReadWrite for T {}
 
 fn run_script(stream: TcpStream, script: Vec<Step>, log: &Mutex<Vec<String>>) {
     let mut conn = Conn::Plain(stream);
+    // The DER certificate the TLS step served, for channel binding.
+    let mut certificate = Vec::new();
     for step in script {
         match step {
             Step::Send(bytes) => {
@@ -227,6 +237,16 @@ fn run_script(stream: TcpStream, script: Vec<Step>, log: &Mutex<Vec<String>>) {
                 }
                 return;
             }
+            Step::ScramPlus(password) => {
+                let outcome = scram_plus(&mut conn, log, password, &certificate);
+                let ok = outcome.is_ok();
+                log.lock()
+                    .unwrap()
+                    .push(format!("scram-plus: {}", outcome.unwrap_or_else(|e| e)));
+                if !ok {
+                    return;
+                }
+            }
             Step::Sleep(d) => std::thread::sleep(d),
             Step::Close => return,
             Step::Tls(cert, key) => {
@@ -234,10 +254,11 @@ fn run_script(stream: TcpStream, script: Vec<Step>, log: &Mutex<Vec<String>>) {
                     return;
                 };
                 let identity = native_tls::Identity::from_pkcs8(
-                    &std::fs::read(cert).unwrap(),
+                    &std::fs::read(&cert).unwrap(),
                     &std::fs::read(key).unwrap(),
                 )
                 .unwrap();
+                certificate = pem_der(&std::fs::read_to_string(&cert).unwrap());
                 let acceptor = native_tls::TlsAcceptor::new(identity).unwrap();
                 match acceptor.accept(tcp) {
                     Ok(tls) => conn = Conn::Tls(Box::new(tls)),
@@ -246,6 +267,100 @@ fn run_script(stream: TcpStream, script: Vec<Step>, log: &Mutex<Vec<String>>) {
             }
         }
     }
+}
+
+/// The DER of the first certificate in a PEM text.
+pub fn pem_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
+
+/// The server side of SCRAM-SHA-256-PLUS (RFC 5802 §5, §7), with a salt and a
+/// nonce of its own. The certificate is the test CA's, signed with ECDSA and
+/// SHA-256, so its tls-server-end-point data is its SHA-256 (RFC 5929 §4.1).
+fn scram_plus(
+    conn: &mut Conn,
+    log: &Mutex<Vec<String>>,
+    password: &str,
+    certificate: &[u8],
+) -> Result<&'static str, &'static str> {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let hmac = |key: &[u8], data: &[u8]| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        mac.update(data);
+        mac.finalize().into_bytes().to_vec()
+    };
+    let refuse = |conn: &mut Conn, why: &'static str| {
+        conn.write(b"-ERR [AUTH] authentication failed\r\n");
+        Err(why)
+    };
+    let line = conn.read_line(log).ok_or("no AUTH")?;
+    let Some(rest) = line.strip_prefix("AUTH SCRAM-SHA-256-PLUS") else {
+        return refuse(conn, "not AUTH SCRAM-SHA-256-PLUS");
+    };
+    let initial = match rest.trim() {
+        "" => {
+            conn.write(b"+ \r\n");
+            conn.read_line(log).ok_or("no initial response")?
+        }
+        ir => ir.to_string(),
+    };
+    let decode =
+        |b64: &str| String::from_utf8(B64.decode(b64).unwrap_or_default()).unwrap_or_default();
+    let client_first = decode(&initial);
+    let header = "p=tls-server-end-point,,";
+    let Some(bare) = client_first.strip_prefix(header) else {
+        return refuse(conn, "gs2 header is not p=tls-server-end-point,,");
+    };
+    let Some(client_nonce) = bare.split(',').find_map(|f| f.strip_prefix("r=")) else {
+        return refuse(conn, "no client nonce");
+    };
+    let salt = b"scripted-salt-16";
+    let nonce = format!("{client_nonce}scripted-server-nonce");
+    let server_first = format!("r={nonce},s={},i=4096", B64.encode(salt));
+    conn.write(format!("+ {}\r\n", B64.encode(&server_first)).as_bytes());
+    let client_final = decode(&conn.read_line(log).ok_or("no client-final")?);
+    let Some((without_proof, proof)) = client_final.rsplit_once(",p=") else {
+        return refuse(conn, "no proof");
+    };
+    // RFC 5802 §7: c= is the GS2 header and the binding data, in base64.
+    let mut binding = header.as_bytes().to_vec();
+    binding.extend_from_slice(&Sha256::digest(certificate));
+    if without_proof != format!("c={},r={nonce}", B64.encode(&binding)) {
+        if without_proof.starts_with(&format!("c={}", B64.encode(&binding))) {
+            return refuse(conn, "wrong nonce");
+        }
+        conn.write(format!("+ {}\r\n", B64.encode("e=channel-bindings-dont-match")).as_bytes());
+        conn.read_line(log);
+        conn.write(b"-ERR [AUTH] channel bindings don't match\r\n");
+        return Err("channel bindings don't match");
+    }
+    let salted = pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password.as_bytes(), salt, 4096);
+    let stored_key = Sha256::digest(hmac(&salted, b"Client Key")).to_vec();
+    let auth_message = format!("{bare},{server_first},{without_proof}");
+    let signature = hmac(&stored_key, auth_message.as_bytes());
+    let proof = B64.decode(proof).unwrap_or_default();
+    let client_key: Vec<u8> = proof.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+    if proof.len() != 32 || Sha256::digest(&client_key).to_vec() != stored_key {
+        return refuse(conn, "wrong proof");
+    }
+    let server_signature = hmac(&hmac(&salted, b"Server Key"), auth_message.as_bytes());
+    let verifier = format!("v={}", B64.encode(server_signature));
+    conn.write(format!("+ {}\r\n", B64.encode(verifier)).as_bytes());
+    conn.read_line(log);
+    conn.write(b"+OK logged in, bound to this TLS session\r\n");
+    Ok("ok")
 }
 
 fn serve(line: &str, messages: &[(String, Vec<u8>)]) -> Vec<u8> {

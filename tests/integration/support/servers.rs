@@ -7,6 +7,7 @@ use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -311,6 +312,9 @@ impl Cyrus {
             .arg("-D")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group: a master stopping signals its whole group,
+            // which would otherwise take the children of another test's Cyrus.
+            .process_group(0)
             .spawn()
             .expect("Cyrus' master is needed: apt-get install cyrus-common");
         let server = Cyrus {
