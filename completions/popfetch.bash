@@ -19,6 +19,9 @@ _popfetch() {
             popfetch,accounts)
                 cmd="popfetch__subcmd__accounts"
                 ;;
+            popfetch,adopt)
+                cmd="popfetch__subcmd__adopt"
+                ;;
             popfetch,complete-accounts)
                 cmd="popfetch__subcmd__complete__subcmd__accounts"
                 ;;
@@ -54,6 +57,9 @@ _popfetch() {
                 ;;
             popfetch__subcmd__help,accounts)
                 cmd="popfetch__subcmd__help__subcmd__accounts"
+                ;;
+            popfetch__subcmd__help,adopt)
+                cmd="popfetch__subcmd__help__subcmd__adopt"
                 ;;
             popfetch__subcmd__help,complete-accounts)
                 cmd="popfetch__subcmd__help__subcmd__complete__subcmd__accounts"
@@ -152,7 +158,7 @@ _popfetch() {
 
     case "${cmd}" in
         popfetch)
-            opts="-c -v -q -h -V --config --log-format --verbose --quiet --help --version sync list accounts import-state init probe password daemon status oauth complete-accounts help"
+            opts="-c -v -q -h -V --config --log-format --verbose --quiet --help --version sync list accounts adopt import-state init probe password daemon status oauth complete-accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -184,6 +190,36 @@ _popfetch() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__adopt)
+            opts="-y -n -v -q -c -h --all --before --yes --dry-run --verbose --quiet --config --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --before)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -264,7 +300,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__help)
-            opts="sync list accounts import-state init probe password daemon status oauth complete-accounts help"
+            opts="sync list accounts adopt import-state init probe password daemon status oauth complete-accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -278,6 +314,20 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__help__subcmd__accounts)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__help__subcmd__adopt)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

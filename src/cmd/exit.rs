@@ -81,6 +81,12 @@ pub(crate) fn classify(err: &anyhow::Error) -> Exit {
                 FilterError::Timeout { .. } => Exit::TempFail,
             };
         }
+        if cause
+            .downcast_ref::<crate::cmd::adopt::NoAnswer>()
+            .is_some()
+        {
+            return Exit::Usage;
+        }
         // What the user typed or piped in is not what was asked for.
         if let Some(LoginError::Redirect(RedirectError::Pasted) | LoginError::NotAToken(_)) =
             cause.downcast_ref()

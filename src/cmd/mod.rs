@@ -16,6 +16,7 @@ use crate::sync::preview;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
+pub(crate) mod adopt;
 mod daemon;
 pub(crate) mod docs;
 pub(crate) mod exit;
@@ -101,6 +102,28 @@ enum Command {
     },
     /// List the configured accounts
     Accounts,
+    /// Record the messages on the server as delivered without downloading them,
+    /// to start from now on a mailbox already read elsewhere
+    Adopt {
+        /// The account, as named in the configuration file
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+        /// Every message on the server now
+        #[arg(long, required_unless_present = "before", conflicts_with = "before")]
+        all: bool,
+        /// Only those whose Date: is before DATE (2024-06-01, midnight UTC, or an
+        /// RFC 3339 time); read with TOP n 0, pipelined
+        #[arg(long, value_name = "DATE", value_parser = adopt::parse_before)]
+        before: Option<i64>,
+        /// Record without asking (needed where there is no terminal)
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Show what would be recorded, and record nothing
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        #[command(flatten)]
+        loud: Loud,
+    },
     /// Record the messages another fetcher already delivered, so switching tools
     /// does not fetch a mailbox again
     ImportState {
@@ -285,6 +308,7 @@ impl Cli {
             Command::Sync { loud, .. }
             | Command::List { loud, .. }
             | Command::Probe { loud, .. }
+            | Command::Adopt { loud, .. }
             | Command::Daemon { loud, .. } => (loud.verbose, loud.quiet),
             Command::ImportState { quiet, .. }
             | Command::Init { quiet, .. }
@@ -366,6 +390,21 @@ pub fn run() -> ExitCode {
             ..
         } => import_state(&cli, account, *tool, key.as_deref(), path).into(),
         Command::Init { answers, .. } => init(&cli, answers).into(),
+        Command::Adopt {
+            account,
+            before,
+            yes,
+            dry_run,
+            ..
+        } => {
+            let which = before.map_or(adopt::Which::All, adopt::Which::Before);
+            let asked = adopt::Asked {
+                which,
+                yes: *yes,
+                dry_run: *dry_run,
+            };
+            adopt(&cli, account, asked).into()
+        }
         Command::Probe {
             account,
             host,
@@ -418,6 +457,25 @@ fn import_state(
             };
             eprintln!("popfetch: account \"{name}\": {e:#}");
             code
+        }
+    }
+}
+
+fn adopt(cli: &Cli, name: &str, asked: adopt::Asked) -> Exit {
+    let config = match load(cli) {
+        Ok(config) => config,
+        Err(e) => return fail(None, e),
+    };
+    let account = match config.select(&[name.to_string()]) {
+        Ok(accounts) => accounts[0],
+        Err(e) => return fail(None, e.into()),
+    };
+    let mut out = std::io::stdout().lock();
+    match adopt::adopt(account, asked, trace(cli, name), &mut out) {
+        Ok(_) => Exit::Ok,
+        Err(e) => {
+            let _ = out.flush();
+            fail(Some(name), e)
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod adopt;
 mod cli_errors;
 mod cli_ux;
 mod config_checks;

@@ -108,10 +108,15 @@ impl Home {
     /// `popfetch sync` on a pseudo-terminal, through script(1), in this home's
     /// environment; stdin and stdout are left for the caller to set.
     pub fn sync_on_pty(&self) -> Command {
+        self.on_pty("sync")
+    }
+
+    /// `popfetch ARGS` on a pseudo-terminal, as [`Home::sync_on_pty`].
+    pub fn on_pty(&self, args: &str) -> Command {
         let mut cmd = Command::new("script");
         cmd.args([
             "-qec",
-            &format!("{} sync", env!("CARGO_BIN_EXE_popfetch")),
+            &format!("{} {args}", env!("CARGO_BIN_EXE_popfetch")),
             "/dev/null",
         ])
         .env_clear()
