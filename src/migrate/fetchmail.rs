@@ -770,7 +770,7 @@ fn mailbox(entry: &Entry, o: &Opts, rc: &Rc, context: &Context) -> Result<Mailbo
         m.note("fetchmail skipped this entry unless named on its command line; popfetch syncs every account unless named (`popfetch sync ACCOUNT`)");
     }
     if proto == "auto" && o.proto.is_some() {
-        m.note("`proto auto`: popfetch speaks POP3");
+        m.note("fetchmail's `proto auto`: popfetch speaks POP3");
     }
     m.set("host", host.as_str());
     if let Some(port) = &o.port {

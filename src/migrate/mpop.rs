@@ -254,7 +254,7 @@ fn mailbox(name: &str, s: &Settings) -> Mailbox {
         },
     );
     if !tls {
-        m.note("`tls off` (mpop's default): popfetch then never sends a cleartext password (auth = \"auto\" picks a method that hides it, if the server has one); prefer `tls = \"implicit\"` or `\"starttls\"`");
+        m.note("mpop's `tls off` (its default): popfetch then never sends a cleartext password (auth = \"auto\" picks a method that hides it, if the server has one); prefer `tls = \"implicit\"` or `\"starttls\"`");
     }
     match s.get("tls_trust_file") {
         Some("system") | None => {}

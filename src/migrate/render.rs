@@ -56,7 +56,14 @@ fn account_table(out: &mut String, account: &Mailbox, sink: Sink) {
         password(out, account, sink);
     }
     for note in &account.notes {
-        comment(out, "not converted: ", note);
+        // A note that opens with an option quoted is about that option, which
+        // was left out; the others explain what was converted.
+        let prefix = if note.starts_with(['`', '[']) {
+            "not converted: "
+        } else {
+            ""
+        };
+        comment(out, prefix, note);
     }
 }
 

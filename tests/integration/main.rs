@@ -12,6 +12,7 @@ mod dovecot_sync;
 mod fuzz;
 mod hostile_server;
 mod identity;
+mod import_config;
 mod interop;
 mod net;
 mod oauth;
