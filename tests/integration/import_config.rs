@@ -380,3 +380,56 @@ fn import_state_needs_the_accounts_in_the_config() {
     );
     assert!(run.stdout().contains("[accounts.x]"));
 }
+
+#[test]
+fn after_the_real_getmail_import_state_fetches_nothing_again() {
+    let server = Dovecot::start();
+    server.add_messages(&numbered(3));
+    let home = Home::new();
+    // getmail keeps oldmail-SERVER-PORT-USER beside its rc file.
+    let dir = home.path().join(".getmail");
+    fs::create_dir_all(&dir).unwrap();
+    let rc = dir.join("getmailrc");
+    write_private(
+        &rc,
+        &format!(
+            "[retriever]\ntype = SimplePOP3Retriever\nserver = 127.0.0.1\nport = {port}\nusername = {user}\npassword_command = (\"/bin/echo\", \"{password}\")\n\n[destination]\ntype = MDA_external\npath = /bin/true\nallow_root_commands = true\n\n[options]\nread_all = false\ndelete = false\n",
+            port = server.port,
+            user = dovecot::USER,
+            password = dovecot::PASSWORD,
+        ),
+    );
+    // getmail refuses a Maildir as root (as CI runs): an MDA that drops them.
+    run_tool(
+        &home,
+        Command::new("getmail")
+            .arg(format!("--getmaildir={}", dir.display()))
+            .arg("--rcfile=getmailrc"),
+        "getmail",
+    );
+    let run = home.run(&[
+        "import-config",
+        "--from",
+        "getmail",
+        rc.to_str().unwrap(),
+        "--write",
+        "--import-state",
+    ]);
+    run.expect(0);
+    assert!(
+        run.stderr()
+            .contains("recorded 3 message(s) from getmail's")
+            && run.stderr().contains("oldmail-127.0.0.1-"),
+        "{}",
+        run.stderr()
+    );
+    let config = fs::read_to_string(home.config_path()).unwrap();
+    assert!(
+        config.contains("password_command = \"/bin/echo"),
+        "{config}"
+    );
+    // Plain POP3 on loopback, as getmail's SimplePOP3Retriever logged in.
+    let config = config.replace("tls = \"none\"", "tls = \"none\"\nauth = \"user\"");
+    fs::write(home.config_path(), config).unwrap();
+    assert_eq!(fetched(&home), 0, "nothing is fetched again");
+}
