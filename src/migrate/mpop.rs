@@ -79,10 +79,14 @@ fn on(arg: &str) -> bool {
     arg.is_empty() || arg == "on"
 }
 
-/// Reads the accounts of an mpoprc, each with its defaults and inheritance.
-fn accounts(text: &str) -> Result<(Vec<(String, Settings)>, Vec<String>), MigrateError> {
+/// The accounts of a file, named, in file order.
+type Accounts = Vec<(String, Settings)>;
+
+/// Reads the accounts of an mpoprc, each with its defaults and inheritance, and
+/// notes on the lines that cannot be converted.
+fn accounts(text: &str) -> Result<(Accounts, Vec<String>), MigrateError> {
     let mut defaults = Settings::default();
-    let mut accounts: Vec<(String, Settings)> = Vec::new();
+    let mut accounts: Accounts = Vec::new();
     let mut in_account = false;
     let mut notes = Vec::new();
     for (i, raw) in text.lines().enumerate() {
