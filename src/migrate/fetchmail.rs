@@ -498,7 +498,8 @@ fn parse(text: &str) -> Result<Rc, MigrateError> {
         if token.quoted {
             return Err(MigrateError::Syntax {
                 line: token.line,
-                what: format!("unexpected string {:?}", token.text),
+                // Never shown: a misplaced string may well be a password.
+                what: "a quoted string where a keyword should be".into(),
             });
         }
         match word.as_str() {
@@ -674,6 +675,7 @@ fn option(p: &mut Parser, token: &Token, o: &mut Opts) -> Result<(), MigrateErro
                 name.to_string()
             };
             if !negated {
+                let secret = *name == "esmtppassword";
                 let values = match *args {
                     0 => Vec::new(),
                     usize::MAX => p.list(),
@@ -693,7 +695,12 @@ fn option(p: &mut Parser, token: &Token, o: &mut Opts) -> Result<(), MigrateErro
                 };
                 for v in values {
                     text.push(' ');
-                    text.push_str(&quote(&v));
+                    // A password is never written where it could be printed.
+                    if secret {
+                        text.push('…');
+                    } else {
+                        text.push_str(&quote(&v));
+                    }
                 }
             }
             if !(negated && *args == 0) || *name != "uidl" {
@@ -1080,6 +1087,14 @@ mod tests {
         }
         assert_eq!(draft.accounts[1].str("deliver"), Some("lmtp:/var/run/lmtp"));
         assert!(draft.notes.iter().any(|n| n.contains("protocol imap")));
+    }
+
+    #[test]
+    fn passwords_never_reach_a_note_or_an_error() {
+        let draft = convert("poll a user b esmtppassword hunter2\n", &context()).unwrap();
+        assert!(!format!("{draft:?}").contains("hunter2"));
+        let err = convert("poll a user b \"hunter2\"\n", &context()).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

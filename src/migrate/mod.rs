@@ -36,8 +36,8 @@ impl std::fmt::Display for Tool {
 pub(crate) enum MigrateError {
     #[error("line {line}: {what}")]
     Syntax { line: usize, what: String },
-    #[error("it names no mailbox to fetch from")]
-    Empty,
+    #[error("it names no POP3 mailbox popfetch can fetch from{}", .0.iter().map(|n| format!("; {n}")).collect::<String>())]
+    Empty(Vec<String>),
     #[error("{0}")]
     Other(String),
 }
@@ -154,7 +154,7 @@ pub(crate) fn convert(tool: Tool, text: &str, context: &Context) -> Result<Draft
     };
     draft.tool = Some(tool);
     if draft.accounts.is_empty() {
-        return Err(MigrateError::Empty);
+        return Err(MigrateError::Empty(draft.notes));
     }
     unique_names(&mut draft.accounts);
     Ok(draft)
