@@ -379,6 +379,35 @@ fn import_state_needs_the_accounts_in_the_config() {
         run.stderr()
     );
     assert!(run.stdout().contains("[accounts.x]"));
+    // -c names the file --write creates.
+    let other = home.path().join("sub/popfetch.toml");
+    let run = home.run(&[
+        "-c",
+        other.to_str().unwrap(),
+        "import-config",
+        "--from",
+        "mpop",
+        rc.to_str().unwrap(),
+        "--write",
+    ]);
+    run.expect(0);
+    assert!(
+        run.stderr().contains("with 1 account(s): x"),
+        "{}",
+        run.stderr()
+    );
+    home.run(&["-c", other.to_str().unwrap(), "accounts"])
+        .expect(0);
+    // A file whose mailboxes are all IMAP says so.
+    let rc = home.path().join("fetchmailrc");
+    write_private(&rc, "poll imap.example proto imap user me\n");
+    let run = home.run(&["import-config", "--from", "fetchmail", rc.to_str().unwrap()]);
+    run.expect(78);
+    assert!(
+        run.stderr().contains("no POP3 mailbox") && run.stderr().contains("protocol imap"),
+        "{}",
+        run.stderr()
+    );
 }
 
 #[test]
