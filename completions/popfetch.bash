@@ -31,6 +31,9 @@ _popfetch() {
             popfetch,help)
                 cmd="popfetch__subcmd__help"
                 ;;
+            popfetch,import-config)
+                cmd="popfetch__subcmd__import__subcmd__config"
+                ;;
             popfetch,import-state)
                 cmd="popfetch__subcmd__import__subcmd__state"
                 ;;
@@ -69,6 +72,9 @@ _popfetch() {
                 ;;
             popfetch__subcmd__help,help)
                 cmd="popfetch__subcmd__help__subcmd__help"
+                ;;
+            popfetch__subcmd__help,import-config)
+                cmd="popfetch__subcmd__help__subcmd__import__subcmd__config"
                 ;;
             popfetch__subcmd__help,import-state)
                 cmd="popfetch__subcmd__help__subcmd__import__subcmd__state"
@@ -158,7 +164,7 @@ _popfetch() {
 
     case "${cmd}" in
         popfetch)
-            opts="-c -v -q -h -V --config --log-format --verbose --quiet --help --version sync list accounts adopt import-state init probe password daemon status oauth complete-accounts help"
+            opts="-c -v -q -h -V --config --log-format --verbose --quiet --help --version sync list accounts adopt import-state import-config init probe password daemon status oauth complete-accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -300,7 +306,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__help)
-            opts="sync list accounts adopt import-state init probe password daemon status oauth complete-accounts help"
+            opts="sync list accounts adopt import-state import-config init probe password daemon status oauth complete-accounts help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -370,6 +376,20 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__help__subcmd__import__subcmd__config)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -558,6 +578,36 @@ _popfetch() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__import__subcmd__config)
+            opts="-q -c -h --from --write --import-state --quiet --config --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from)
+                    COMPREPLY=($(compgen -W "fetchmail mpop getmail" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

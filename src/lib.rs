@@ -4,6 +4,8 @@
 //! - `cmd`: what each subcommand does and prints, the exit codes and the docs;
 //! - `sync`: the session story (connect, log in, list, plan, fetch, deliver,
 //!   record, delete), its policy, state and lock;
+//! - `migrate`: fetchmail's, mpop's and getmail's configurations read and
+//!   written as popfetch's;
 //! - `config`: the configuration file and the secrets it names;
 //! - `oauth`: OAuth 2.0 providers, logins, token requests and the token store;
 //! - `deliver`: the delivery targets, one file per kind;
@@ -20,6 +22,7 @@ mod cmd;
 mod config;
 mod deliver;
 mod imap;
+mod migrate;
 mod net;
 mod oauth;
 mod pop3;

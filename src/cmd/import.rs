@@ -10,23 +10,7 @@ use crate::config::Account;
 use crate::sync::lock::AccountLock;
 use crate::sync::state::{Ledger, Place, UidlState};
 
-/// Which tool wrote the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Tool {
-    Fetchmail,
-    Mpop,
-    Getmail,
-}
-
-impl std::fmt::Display for Tool {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(match self {
-            Tool::Fetchmail => "fetchmail",
-            Tool::Mpop => "mpop",
-            Tool::Getmail => "getmail",
-        })
-    }
-}
+pub(crate) use crate::migrate::Tool;
 
 /// Records every UID in `path` as delivered for `account`; returns how many were new.
 /// `key` (USER@HOST) takes another mailbox's list from a file that holds several.

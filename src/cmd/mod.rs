@@ -22,6 +22,7 @@ pub(crate) mod docs;
 pub(crate) mod exit;
 mod hooks;
 pub(crate) mod import;
+mod import_config;
 pub(crate) mod init;
 pub(crate) mod log;
 mod oauth;
@@ -140,6 +141,29 @@ enum Command {
         /// fetchmail's .fetchids, mpop's uidls file, or getmail's oldmail-* file
         #[arg(value_name = "PATH")]
         path: std::path::PathBuf,
+        #[command(flatten)]
+        quiet: Quiet,
+    },
+    /// Convert fetchmail's, mpop's or getmail's configuration into popfetch's:
+    /// printed, or with --write written to the configuration file (mode 0600,
+    /// never over an existing one); what does not map is kept as comments
+    ImportConfig {
+        /// The tool that wrote the file
+        #[arg(long = "from", value_enum, value_name = "TOOL")]
+        tool: crate::cmd::import::Tool,
+        /// .fetchmailrc, mpoprc (~/.mpoprc or ~/.config/mpop/config) or getmailrc
+        #[arg(value_name = "FILE")]
+        path: std::path::PathBuf,
+        /// Write it to the configuration file (-c FILE, or the default path),
+        /// passwords included, instead of printing it without them
+        #[arg(long)]
+        write: bool,
+        /// Then record each account's seen messages from the tool's UID file
+        /// (.fetchids or idfile, mpop's uidls_file, getmail's oldmail-*), so the
+        /// first sync fetches nothing again; the accounts must be in the
+        /// configuration (--write, or already there)
+        #[arg(long)]
+        import_state: bool,
         #[command(flatten)]
         quiet: Quiet,
     },
@@ -311,6 +335,7 @@ impl Cli {
             | Command::Adopt { loud, .. }
             | Command::Daemon { loud, .. } => (loud.verbose, loud.quiet),
             Command::ImportState { quiet, .. }
+            | Command::ImportConfig { quiet, .. }
             | Command::Init { quiet, .. }
             | Command::Password { quiet, .. }
             | Command::OAuth { quiet, .. } => (false, quiet.quiet),
@@ -389,6 +414,13 @@ pub fn run() -> ExitCode {
             path,
             ..
         } => import_state(&cli, account, *tool, key.as_deref(), path).into(),
+        Command::ImportConfig {
+            tool,
+            path,
+            write,
+            import_state,
+            ..
+        } => import_config(&cli, *tool, path, *write, *import_state).into(),
         Command::Init { answers, .. } => init(&cli, answers).into(),
         Command::Adopt {
             account,
@@ -478,6 +510,34 @@ fn adopt(cli: &Cli, name: &str, asked: adopt::Asked) -> Exit {
             fail(Some(name), e)
         }
     }
+}
+
+fn import_config(
+    cli: &Cli,
+    tool: crate::cmd::import::Tool,
+    path: &std::path::Path,
+    write: bool,
+    import_state: bool,
+) -> Exit {
+    let write_to = if write {
+        match &cli.config {
+            Some(path) => Some(path.clone()),
+            None => match Paths::discover() {
+                Ok(paths) => Some(paths.config_file),
+                Err(e) => return fail(None, e.into()),
+            },
+        }
+    } else {
+        None
+    };
+    let request = import_config::Request {
+        tool,
+        path,
+        write_to,
+        import_state,
+        quiet: cli.loudness().quiet,
+    };
+    import_config::run(&request, &|| load(cli))
 }
 
 fn accounts(cli: &Cli) -> Exit {

@@ -13,6 +13,7 @@ mod dovecot_sync;
 mod fuzz;
 mod hostile_server;
 mod identity;
+mod import_config;
 mod interop;
 mod net;
 mod oauth;
