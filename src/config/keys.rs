@@ -237,6 +237,8 @@ keys! {
     filter: String, "command";
     /// `true` adds a `Received:` trace header naming popfetch, the server and the time
     received_header: bool = false, "boolean";
+    /// with `keep`: a session that finds the mailbox as the last one left it (the same STAT, and the same unique-ids first and last) lists nothing more; at least this often it lists every message anyway (`"24h"`; units `s m h d w`)
+    full_listing_interval: String = "24h".to_string(), "duration";
     /// where the UIDL state and lock files live
     state_dir: String, "path", default "`$XDG_STATE_HOME/popfetch`";
     /// how often `popfetch daemon` polls the account, a duration such as `"5m"` (units ms, s, m, h, d), with a little jitter; never sooner than the server's LOGIN-DELAY

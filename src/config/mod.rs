@@ -852,9 +852,18 @@ fn resolve(
     if set.max_messages == Some(0) {
         return Err(invalid("max_messages must be at least 1".into()));
     }
+    let full_listing = policy::parse_duration(&set.full_listing_interval)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            invalid(format!(
+                "full_listing_interval = {} is not a duration such as \"24h\" (units s, m, h, d, w)",
+                toml_string(&set.full_listing_interval)
+            ))
+        })?;
     let policy = Policy {
         keep,
         until_deleted_locally,
+        full_listing,
         delete_after,
         fetch_all: set.fetch_all,
         max_size,

@@ -30,6 +30,9 @@ pub(crate) struct Policy {
     pub max_size_action: SizeAction,
     /// Fetch at most this many messages per run, oldest first.
     pub max_messages: Option<usize>,
+    /// With `keep`: how long a mailbox found unchanged may go without a full
+    /// listing (see `sync::glance`).
+    pub full_listing: Duration,
 }
 
 /// Splits "30 d" or "30d" into the number and its unit (trimmed, maybe empty).

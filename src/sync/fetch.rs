@@ -301,6 +301,11 @@ impl Failures {
         }
     }
 
+    /// Whether nothing failed.
+    pub(super) fn none(&self) -> bool {
+        self.count == 0
+    }
+
     pub(super) fn worst(self) -> Option<anyhow::Error> {
         let others = self.count.saturating_sub(1);
         self.worst.map(|err| {

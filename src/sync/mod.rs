@@ -12,6 +12,7 @@ pub(crate) mod auth;
 pub(crate) mod connect;
 mod fetch;
 pub(crate) mod filter;
+mod glance;
 pub(crate) mod lock;
 pub(crate) mod policy;
 pub(crate) mod preview;

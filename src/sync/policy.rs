@@ -154,6 +154,10 @@ pub(crate) trait Known {
         let _ = (uid, id);
         false
     }
+    /// Whether any message kept until deleted locally is gone from there.
+    fn any_deleted_locally(&self) -> bool {
+        false
+    }
 }
 
 /// What `TOP n 0` told of a listed message whose records must be checked.

@@ -11,7 +11,7 @@ use super::fetch::{fetch_and_deliver, Failures, Sink};
 use super::policy::{self, Action, Known, SessionPlan};
 use super::preview::Headline;
 use super::state::{Ledger, Place, UidlState};
-use super::{connect, filter, now, Failed, Options, Progress, Rank, Report};
+use super::{connect, filter, glance, now, Failed, Options, Progress, Rank, Report};
 use crate::config::Account;
 use crate::deliver::Target;
 use crate::pop3::{self, Flow, Session, Wire};
@@ -62,6 +62,26 @@ fn run<S: Wire>(
     report: &mut Report,
 ) -> Result<()> {
     let mut failures = Failures::new(rank);
+    // A keep-on-server mailbox as the last session left it is not listed again.
+    let now = now();
+    let glance_path = glance::path(account);
+    let glancing = glance::applies(account, &*state, now);
+    if glancing {
+        match glance::load(&glance_path, account, &*state, now) {
+            Some(seen) => {
+                let (stat, ends) = session.stat_and_ends(seen.count)?;
+                if glance::matches(&seen, stat, ends.as_ref()) {
+                    report.on_server = seen.count as usize;
+                    report.known = state.count();
+                    report.login_delay = session.login_delay();
+                    session.quit()?;
+                    return Ok(());
+                }
+            }
+            // STAT goes with the listing, to be kept for the next session.
+            None => session.stat_with_listing()?,
+        }
+    }
     let plan = plan_session(
         &mut session,
         account,
@@ -110,11 +130,43 @@ fn run<S: Wire>(
     }
     let refused = session.delete(&deletions)?;
     report.login_delay = session.login_delay();
+    let stat = session.stat_seen();
     session.quit()?;
     report.deleted = deletions.len() - refused.len();
     report.on_server = plan.messages.len().saturating_sub(report.deleted);
     state.tidy();
     report.known = state.count();
+    if glancing {
+        // Only a session that left nothing to do is worth a glance: every
+        // message known and kept, nothing skipped, failed or deleted.
+        let settled = deletions.is_empty()
+            && failures.none()
+            && report.refused == 0
+            && plan
+                .messages
+                .iter()
+                .all(|(_, action)| matches!(action, Action::Keep | Action::Fetch))
+            && report.fetched == plan.fetch().len();
+        let seen = match (stat, plan.messages.first(), plan.messages.last()) {
+            (Some((count, octets)), Some((first, _)), Some((last, _)))
+                if settled && count as usize == plan.messages.len() =>
+            {
+                Some(glance::Glance {
+                    count,
+                    octets,
+                    first: first.uid.clone(),
+                    last: last.uid.clone(),
+                    known: state.count(),
+                    listed_at: now,
+                })
+            }
+            _ => None,
+        };
+        match seen {
+            Some(seen) => glance::save(&glance_path, &seen),
+            None => glance::forget(&glance_path),
+        }
+    }
     if let Some(err) = refused_deletions(&refused) {
         warn(&format!("{err:#}"));
         failures.add(err);

@@ -667,9 +667,11 @@ fn what_stays_on_the_server_and_what_the_state_knows_are_reported() {
     let run = run(&served("+OK\r\n+OK\r\n+OK bye\r\n"), true, false, false);
     let report = run.result.as_ref().unwrap();
     assert_eq!((report.on_server, report.known), (0, 2), "{:?}", run.log);
-    // Kept: both stay.
+    // Kept: both stay. A keep-on-server session asks STAT with its listing,
+    // for the glance of the next (see `glance`).
+    let stat = format!("+OK 2 {}\r\n+OK\r\n1 a\r\n", FIRST.len() + SECOND.len());
     let run = run_account(
-        &served("+OK bye\r\n"),
+        &served("+OK bye\r\n").replacen("+OK\r\n1 a\r\n", &stat, 1),
         "keep = true\n",
         false,
         |_| {},

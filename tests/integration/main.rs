@@ -11,6 +11,7 @@ mod crash_safety;
 mod delivery;
 mod dovecot_sync;
 mod fuzz;
+mod glance;
 mod hostile_server;
 mod identity;
 mod import_config;

@@ -12,6 +12,10 @@ use crate::pop3::proto::pipeline::{Flow, Pipeline, WINDOW};
 use crate::pop3::proto::response::{parse_list_line, parse_uidl_line, Status};
 use crate::pop3::proto::Error;
 
+/// What STAT said and the unique-ids of the first and last message, if the
+/// server gave them: see [`Session::stat_and_ends`].
+pub(crate) type Glimpse = ((u32, u64), Option<(String, String)>);
+
 /// A logged-in connection in the TRANSACTION state.
 pub(crate) struct Session<S> {
     pub(super) conn: Connection<S>,
@@ -20,6 +24,10 @@ pub(crate) struct Session<S> {
     slow_path: bool,
     /// What CAPA said of LOGIN-DELAY before the login (RFC 2449 §6.5).
     pub(super) login_delay: Option<u64>,
+    /// A STAT queued to go out with the next listing, its reply not read yet.
+    stat_owed: bool,
+    /// What the last STAT said: message count and octets.
+    stat_seen: Option<(u32, u64)>,
 }
 
 impl<S: Wire> Session<S> {
@@ -29,6 +37,8 @@ impl<S: Wire> Session<S> {
             pipelining,
             slow_path,
             login_delay: None,
+            stat_owed: false,
+            stat_seen: None,
         }
     }
 
@@ -40,6 +50,37 @@ impl<S: Wire> Session<S> {
     /// STAT (RFC 1939 §5): message count and total size.
     pub(crate) fn stat(&mut self) -> Result<(u32, u64), Error> {
         self.conn.send(Command::Stat)?;
+        self.read_stat()
+    }
+
+    /// Asks STAT along with the next listing: queued to go out with its UIDL
+    /// where the server allows pipelining, else at once. Its answer is then
+    /// [`stat_seen`](Self::stat_seen).
+    pub(crate) fn stat_with_listing(&mut self) -> Result<(), Error> {
+        if self.pipelining {
+            self.conn.queue(Command::Stat)?;
+            self.stat_owed = true;
+        } else {
+            self.stat_seen = Some(self.stat()?);
+        }
+        Ok(())
+    }
+
+    /// What the last STAT said, if one was asked.
+    pub(crate) fn stat_seen(&self) -> Option<(u32, u64)> {
+        self.stat_seen
+    }
+
+    /// Reads the reply to a STAT queued before a listing.
+    fn read_owed_stat(&mut self) -> Result<(), Error> {
+        if std::mem::take(&mut self.stat_owed) {
+            self.stat_seen = Some(self.read_stat()?);
+        }
+        Ok(())
+    }
+
+    /// The reply to STAT: count and octets.
+    fn read_stat(&mut self) -> Result<(u32, u64), Error> {
         let status = self.conn.expect_ok("STAT")?;
         let mut words = status.text.split(' ');
         let mut number = || words.next().and_then(|w| w.parse::<u64>().ok());
@@ -48,10 +89,53 @@ impl<S: Wire> Session<S> {
             (Some(count), Some(size)) => {
                 // RFC 1939 numbers messages from 1; more than u32 of them is a lie.
                 let count = u32::try_from(count).map_err(|_| malformed())?;
+                self.stat_seen = Some((count, size));
                 Ok((count, size))
             }
             _ => Err(malformed()),
         }
+    }
+
+    /// STAT, and the unique-ids of the first and of the `count`th message:
+    /// `UIDL 1` and `UIDL count` (RFC 1939 §5, §7), all three in one round trip
+    /// where the server allows pipelining. The unique-ids are `None` when the
+    /// server refuses either (no UIDL, or fewer messages than `count`).
+    pub(crate) fn stat_and_ends(&mut self, count: u32) -> Result<Glimpse, Error> {
+        if !self.pipelining || count == 0 {
+            let stat = self.stat()?;
+            if stat.0 != count || count == 0 {
+                return Ok((stat, None));
+            }
+            self.conn.send(Command::UidlOne(1))?;
+            let first = self.uidl_reply(1)?;
+            self.conn.send(Command::UidlOne(count))?;
+            let last = self.uidl_reply(count)?;
+            return Ok((stat, first.zip(last)));
+        }
+        self.conn.queue(Command::Stat)?;
+        self.conn.queue(Command::UidlOne(1))?;
+        self.conn.queue(Command::UidlOne(count))?;
+        self.conn.flush("STAT")?;
+        let stat = self.read_stat()?;
+        let first = self.uidl_reply(1)?;
+        let last = self.uidl_reply(count)?;
+        Ok((stat, first.zip(last)))
+    }
+
+    /// The reply to `UIDL num`: `+OK num uid`, or `None` for -ERR.
+    fn uidl_reply(&mut self, num: u32) -> Result<Option<String>, Error> {
+        let status = self.conn.read_status("UIDL")?;
+        if !status.ok {
+            return Ok(None);
+        }
+        let (listed, uid) = parse_uidl_line(status.text.as_bytes())?;
+        if listed != num {
+            let wrong = Err(Error::Protocol(format!(
+                "asked UIDL {num}, the server answered for message {listed}"
+            )));
+            return self.conn.check(wrong);
+        }
+        Ok(Some(uid))
     }
 
     /// Every message with its size and unique-id: UIDL and LIST, sent together when
@@ -62,6 +146,7 @@ impl<S: Wire> Session<S> {
             self.conn.queue(Command::List)?;
         }
         self.conn.flush("UIDL")?;
+        self.read_owed_stat()?;
         let uids = self.read_uids()?;
         if !self.pipelining {
             self.conn.send(Command::List)?;
@@ -84,6 +169,7 @@ impl<S: Wire> Session<S> {
             return self.listing();
         }
         self.conn.send(Command::Uidl)?;
+        self.read_owed_stat()?;
         let Some(uids) = self.read_uids()? else {
             self.conn.send(Command::List)?;
             return Ok(Listing::SizesOnly(self.read_sizes(None)?));

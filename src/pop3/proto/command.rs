@@ -21,6 +21,8 @@ pub(crate) enum Command<'a> {
     /// LIST with a message number: that message's size only.
     ListOne(u32),
     Uidl,
+    /// UIDL with a message number: that message's unique-id only.
+    UidlOne(u32),
     Retr(u32),
     Top(u32, u32),
     Dele(u32),
@@ -41,7 +43,7 @@ impl Command<'_> {
             Command::SaslResponse(_) => "AUTH",
             Command::Stat => "STAT",
             Command::List | Command::ListOne(_) => "LIST",
-            Command::Uidl => "UIDL",
+            Command::Uidl | Command::UidlOne(_) => "UIDL",
             Command::Retr(_) => "RETR",
             Command::Top(..) => "TOP",
             Command::Dele(_) => "DELE",
@@ -60,6 +62,7 @@ impl Command<'_> {
             Command::Auth(mechanism, Some(initial)) => format!("AUTH {mechanism} {initial}"),
             Command::SaslResponse(response) => response.to_string(),
             Command::ListOne(n) => format!("LIST {n}"),
+            Command::UidlOne(n) => format!("UIDL {n}"),
             Command::Retr(n) => format!("RETR {n}"),
             Command::Top(n, lines) => format!("TOP {n} {lines}"),
             Command::Dele(n) => format!("DELE {n}"),
@@ -81,6 +84,7 @@ impl Command<'_> {
             Command::SaslResponse(_) => "********".into(),
             Command::User(user) => format!("USER {user}"),
             Command::ListOne(n) => format!("LIST {n}"),
+            Command::UidlOne(n) => format!("UIDL {n}"),
             Command::Retr(n) => format!("RETR {n}"),
             Command::Top(n, l) => format!("TOP {n} {l}"),
             Command::Dele(n) => format!("DELE {n}"),

@@ -162,6 +162,13 @@ impl<T: Holds> Known for T {
         !self.snapshot().adopted.contains(uid)
     }
 
+    fn any_deleted_locally(&self) -> bool {
+        self.snapshot()
+            .located
+            .as_ref()
+            .is_some_and(super::Locations::any_gone)
+    }
+
     fn deleted_locally(&self, uid: &str, id: Identity) -> bool {
         self.snapshot()
             .located

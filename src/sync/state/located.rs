@@ -74,6 +74,11 @@ impl Locations {
         self.gone = gone.into_iter().map(String::into_boxed_str).collect();
     }
 
+    /// Whether the target said any location is gone.
+    pub(super) fn any_gone(&self) -> bool {
+        !self.gone.is_empty()
+    }
+
     /// Whether the record `id` of `uid` has a location, and the target said it
     /// is gone.
     pub(super) fn is_gone(&self, uid: &str, id: Identity) -> bool {

@@ -79,6 +79,12 @@ impl Place {
         self.dir.join(format!("{}.lock", self.stem))
     }
 
+    /// `STATE_DIR/MAILBOX.glance`: what the last session that left nothing to do
+    /// saw of the mailbox (see `sync::glance`).
+    pub(crate) fn glance(&self) -> PathBuf {
+        self.dir.join(format!("{}.glance", self.stem))
+    }
+
     /// `STATE_DIR/MAILBOX.synced`: the journal's length as of its last fsync.
     pub(crate) fn witness(&self) -> PathBuf {
         self.dir.join(format!("{}.synced", self.stem))

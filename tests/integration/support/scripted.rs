@@ -467,6 +467,8 @@ pub struct MailboxModel {
     pub pipelining: bool,
     /// Connections served so far.
     pub sessions: usize,
+    /// Every command line clients sent, across sessions.
+    pub commands: Vec<String>,
 }
 
 /// A POP3 server over a [`MailboxModel`]: it answers whatever the client sends, in
@@ -552,6 +554,11 @@ fn serve_mailbox(stream: TcpStream, model: &Mutex<MailboxModel>) {
     }
     let mut index = 0;
     while let Some(line) = conn.read_line(&log) {
+        model
+            .lock()
+            .unwrap()
+            .commands
+            .push(line.trim_end().to_string());
         let this = index;
         index += 1;
         if has(&|f| matches!(f, Fault::CloseAt(n) if *n == this)) {

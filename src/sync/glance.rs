@@ -1,0 +1,101 @@
+//! The glance that spares a keep-on-server session its full listing when the
+//! mailbox is as the last session left it: that session's STAT (count and
+//! octets) and the unique-ids of its first and last message, kept beside the
+//! state (`MAILBOX.glance`), checked with `STAT`, `UIDL 1` and `UIDL n` in one
+//! round trip.
+//!
+//! Why a match means nothing new (RFC 1939 §7 keeps a unique-id for a message
+//! across sessions, and a maildrop takes new mail at its end):
+//! - a message that arrived is last, under a unique-id the last session did not
+//!   see there, unless one also went: then the count is the same only if
+//!   another was deleted, and the octets the same only if it was of the very
+//!   same size; and the last unique-id is still the new one's;
+//! - a deletion alone lowers the count;
+//! - a server that renumbers its unique-ids changes the first and the last;
+//! - a reordering that keeps the first and the last, the count and the octets
+//!   brings nothing new either: the same messages, known already.
+//!
+//! A server that files new mail in the middle would escape the unique-ids, not
+//! the octets unless the sizes matched byte for byte; for that, and for anything
+//! else this argument does not foresee, a full listing still happens at least
+//! every `full_listing_interval`. The glance is written only after a session
+//! that listed everything and left nothing to do (every message known and
+//! kept), and it names how many records the state held then, so a state
+//! changed by other hands (import-state, adopt, a restored copy) is listed in
+//! full again.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Account;
+use crate::sync::policy::Known;
+
+/// What the last session that left nothing to do saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Glance {
+    pub count: u32,
+    pub octets: u64,
+    pub first: String,
+    pub last: String,
+    /// Records the state held then.
+    pub known: usize,
+    /// When the mailbox was last listed in full (Unix seconds).
+    pub listed_at: u64,
+}
+
+/// `STATE_DIR/MAILBOX.glance`.
+pub(crate) fn path(account: &Account) -> PathBuf {
+    crate::sync::state::Place::of(account).glance()
+}
+
+/// Whether the account's sessions may rely on a glance: messages stay on the
+/// server, none is fetched again, no limit leaves work for the next run, none
+/// is due under `delete_after`, and none kept until deleted locally is gone.
+pub(crate) fn applies(account: &Account, known: &dyn Known, now: u64) -> bool {
+    let policy = &account.policy;
+    if !policy.keep || policy.fetch_all || policy.max_messages.is_some() {
+        return false;
+    }
+    if known.any_deleted_locally() {
+        return false;
+    }
+    match policy.delete_after {
+        None => true,
+        Some(limit) => {
+            let oldest = known
+                .uids()
+                .into_iter()
+                .flat_map(|uid| known.records(uid).iter().map(|r| r.first_seen))
+                .min();
+            oldest.is_none_or(|seen| now.saturating_sub(seen) <= limit.as_secs())
+        }
+    }
+}
+
+/// The glance of the last session, if it may stand for this one: recent enough
+/// (`full_listing_interval`) and taken over the same records.
+pub(crate) fn load(path: &Path, account: &Account, known: &dyn Known, now: u64) -> Option<Glance> {
+    let glance: Glance = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let age = now.checked_sub(glance.listed_at)?;
+    (age < account.policy.full_listing.as_secs() && glance.known == known.count()).then_some(glance)
+}
+
+/// Whether the server shows what `glance` saw.
+pub(crate) fn matches(glance: &Glance, stat: (u32, u64), ends: Option<&(String, String)>) -> bool {
+    stat == (glance.count, glance.octets)
+        && ends.is_some_and(|(first, last)| *first == glance.first && *last == glance.last)
+}
+
+/// Keeps `glance` for the next session; a failure only costs that session a
+/// full listing.
+pub(crate) fn save(path: &Path, glance: &Glance) {
+    if let Ok(text) = serde_json::to_vec(glance) {
+        let _ = crate::sys::durable::replace(path, &text);
+    }
+}
+
+/// Forgets the glance: the next session lists in full.
+pub(crate) fn forget(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
