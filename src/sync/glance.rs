@@ -20,7 +20,8 @@
 //! else this argument does not foresee, a full listing still happens at least
 //! every `full_listing_interval`. The glance is written only after a session
 //! that listed everything and left nothing to do (every message known and
-//! kept), and it names how many records the state held then, so a state
+//! kept), never for a server that repeats unique-ids (whose new message may
+//! come under the last one's), and it names how many records the state held then, so a state
 //! changed by other hands (import-state, adopt, a restored copy) is listed in
 //! full again.
 

@@ -138,8 +138,13 @@ fn run<S: Wire>(
     report.known = state.count();
     if glancing {
         // Only a session that left nothing to do is worth a glance: every
-        // message known and kept, nothing skipped, failed or deleted.
+        // message known and kept, nothing skipped, failed or deleted; and not
+        // on a server that repeats unique-ids (popa3d), whose last one may be
+        // a new message's too.
+        let repeats =
+            !pop3::repeated_uids(plan.messages.iter().map(|(m, _)| m.uid.as_str())).is_empty();
         let settled = deletions.is_empty()
+            && !repeats
             && failures.none()
             && report.refused == 0
             && plan
