@@ -12,6 +12,7 @@ use crate::config::Account;
 use crate::pop3::{Flow, ListedMessage, Trace};
 use crate::sync::connect;
 use crate::sync::lock::AccountLock;
+use crate::sync::policy::Known;
 use crate::sync::preview::{human_size, Fields};
 use crate::sync::state::{Ledger, Place, UidlState};
 
@@ -42,6 +43,9 @@ struct Survey {
     newer: usize,
     /// Without a Date: that parses: left for the sync to fetch.
     undated: usize,
+    /// Under a unique-id the listing repeats: left to the sync, which tells
+    /// such messages apart.
+    repeated: usize,
     /// Already in the state.
     known: usize,
 }
@@ -67,12 +71,22 @@ pub(crate) fn adopt(
     crate::sys::durable::create_dir_all(&account.state_dir)?;
     let place = Place::of(account);
     let _lock = AccountLock::acquire(&place.lock())?;
-    let mut state = UidlState::open_located(&place, account.policy.until_deleted_locally)?;
+    // A dry run only reads the state: nothing created, compacted or adopted.
+    let located = account.policy.until_deleted_locally;
+    let mut state = (!asked.dry_run)
+        .then(|| UidlState::open_located(&place, located))
+        .transpose()?;
+    let peeked = asked.dry_run.then(|| UidlState::peek(&place)).transpose()?;
+    let known: &dyn Known = match (&state, &peeked) {
+        (Some(state), _) => state,
+        (None, Some(peeked)) => peeked,
+        (None, None) => unreachable!("one of them is read"),
+    };
     let mut session = connect::open_session(account, trace)?;
     let listing = connect::listing(&mut session, None, &|w| {
         eprintln!("popfetch: account \"{}\": {w}", account.name);
     })?;
-    let survey = survey(&mut session, listing, &state, asked.which)?;
+    let survey = survey(&mut session, listing, known, asked.which)?;
     session.quit()?;
     let name = &account.name;
     let bytes: u64 = survey.chosen.iter().map(|(_, size)| size).sum();
@@ -98,6 +112,12 @@ pub(crate) fn adopt(
     }
     if survey.undated > 0 {
         rest.push(format!("{} without a readable Date:", survey.undated));
+    }
+    if survey.repeated > 0 {
+        rest.push(format!(
+            "{} under unique-ids the server repeats",
+            survey.repeated
+        ));
     }
     if !rest.is_empty() {
         writeln!(
@@ -129,6 +149,9 @@ pub(crate) fn adopt(
             return Ok(0);
         }
     }
+    let Some(state) = state.as_mut() else {
+        return Ok(0);
+    };
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     for (uid, _) in &survey.chosen {
         state.record_adopted(uid, now)?;
@@ -153,7 +176,7 @@ pub(crate) struct NoAnswer;
 fn survey<S: crate::pop3::Wire>(
     session: &mut crate::pop3::Session<S>,
     listing: Vec<ListedMessage>,
-    state: &UidlState,
+    known: &dyn Known,
     which: Which,
 ) -> Result<Survey> {
     let repeated: foldhash::HashSet<&str> =
@@ -163,10 +186,10 @@ fn survey<S: crate::pop3::Wire>(
     let mut survey = Survey::default();
     let mut new = Vec::new();
     for message in &listing {
-        if state.is_delivered(&message.uid) {
+        if !known.records(&message.uid).is_empty() {
             survey.known += 1;
         } else if repeated.contains(message.uid.as_str()) {
-            survey.undated += 1;
+            survey.repeated += 1;
         } else {
             new.push(message);
         }

@@ -358,9 +358,7 @@ impl RawAccount {
             || self.smtp_password.is_some()
             || self.imap_password.is_some()
             || self.oauth_client_secret.is_some()
-            || self.proxy.as_deref().is_some_and(|url| {
-                crate::net::Proxy::parse(url).is_ok_and(|proxy| proxy.password.is_some())
-            })
+            || self.proxy.as_deref().is_some_and(url_has_password)
     }
 }
 
@@ -808,6 +806,13 @@ fn resolve(
             )))
         }
     };
+    // Fetched again, a message would have two files: deleting the newer would
+    // delete it on the server while the older is still here.
+    if until_deleted_locally && set.fetch_all {
+        return Err(invalid(
+            "keep = \"until-deleted-locally\" and fetch_all = true do not go together: a message fetched again would have two files here".into(),
+        ));
+    }
     if until_deleted_locally && !deliver.tells_deletion() {
         return Err(invalid(format!(
             "keep = \"until-deleted-locally\" needs a Maildir target, where popfetch can see a message deleted; deliver = \"{deliver}\" is not one"
@@ -1161,17 +1166,27 @@ pub(crate) fn shown_path(path: &Path) -> String {
 }
 
 /// A proxy URL for a message: any password in it replaced by asterisks.
+/// Whatever stands between the user name and the last `@` is taken for a
+/// password, with or without a scheme before it: a URL that does not parse
+/// may still hold one (`user:secret@host`, `socks5:/user:secret@host`).
 fn redact_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some((login, address)) = url.rsplit_once('@') else {
         return url.to_string();
     };
-    match rest.rsplit_once('@') {
-        Some((login, address)) => match login.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:********@{address}"),
-            None => url.to_string(),
-        },
+    let (scheme, login) = match login.split_once("://") {
+        Some((scheme, login)) => (format!("{scheme}://"), login),
+        None => (String::new(), login),
+    };
+    match login.split_once(':') {
+        Some((user, _)) => format!("{scheme}{user}:********@{address}"),
         None => url.to_string(),
     }
+}
+
+/// Whether a proxy URL, parsed or not, holds a password (see
+/// [`redact_url_password`]): the config file must then be yours alone.
+fn url_has_password(url: &str) -> bool {
+    redact_url_password(url) != url
 }
 
 #[cfg(test)]
@@ -1314,6 +1329,11 @@ state_dir = "~/st"
                 "proxy=\"http://u:hunter2@h:1\"",
                 "proxy = \"http://u:********@h:1\" is not socks5://",
             ),
+            (
+                "proxy=\"u:hunter2@h:1\"",
+                "proxy = \"u:********@h:1\" is not socks5://",
+            ),
+            ("proxy=\"socks5:/u:hunter2@h\"", "is not socks5://"),
             (
                 "proxy_password_command=\"pw\"",
                 "proxy_password_command is set but proxy is not",

@@ -327,6 +327,7 @@ impl TargetError for ImapError {
             ImapError::Login { .. } => Class::Auth,
             ImapError::Connect { source, .. } => match source {
                 net::Error::Timeout(_) => Class::Temporary,
+                net::Error::ProxyLogin { .. } => Class::Auth,
                 _ => Class::Unavailable,
             },
             ImapError::Conversation { source, .. } => match source {

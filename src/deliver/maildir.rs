@@ -23,6 +23,26 @@ pub(crate) const KIND: Kind = Kind {
     parse: |rest, env| env.path_spec(rest, |root, _| Ok(Box::new(MaildirTarget::open(root)?))),
 };
 
+/// The file in a Maildir's root that names the mailboxes whose messages it keeps
+/// until they are deleted there (`keep = "until-deleted-locally"`).
+const MARKER: &str = ".popfetch-kept";
+
+/// A Maildir without the marker of a mailbox that delivered messages kept
+/// until deleted locally into it: another directory in its place.
+#[derive(Debug, thiserror::Error)]
+#[error("{root} is not the Maildir that {count} message(s) kept until deleted locally went to: its {MARKER} does not name {owner}. Is its disk mounted, its path right? Nothing is fetched or deleted until it is back. If those messages are gone for good, add the line {owner} to {root}/{MARKER}: they are then deleted from the server")]
+pub(crate) struct Unmarked {
+    root: String,
+    owner: String,
+    count: usize,
+}
+
+impl TargetError for Unmarked {
+    fn class(&self) -> Class {
+        Class::Temporary
+    }
+}
+
 /// The local side failed: disk full, permissions, I/O error.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot deliver into {path}")]
@@ -46,14 +66,11 @@ pub(crate) struct MaildirTarget {
     staged: Vec<String>,
     /// Names were linked into new/ since it was last fsynced.
     unsynced: bool,
-    /// new/ or cur/ did not exist and was made by `open`: see [`Target::gone`].
-    made: bool,
 }
 
 impl MaildirTarget {
     /// Opens the Maildir at `root`, creating it and its tmp/, new/ and cur/ as needed.
     pub(crate) fn open(root: &Path) -> Result<MaildirTarget, DeliverError> {
-        let made = !root.join("new").is_dir() || !root.join("cur").is_dir();
         for sub in ["tmp", "new", "cur"] {
             let dir = root.join(sub);
             durable::create_dir_all(&dir).map_err(|source| MaildirError {
@@ -68,13 +85,10 @@ impl MaildirTarget {
             sequence: 0,
             staged: Vec::new(),
             unsynced: false,
-            made,
         })
     }
 
-    /// The unique part of every name in new/, then in cur/: a name up to its
-    /// info (`:2,FLAGS`), which a reader changes as it moves a message from new/
-    /// to cur/ and sets its flags.
+    /// The unique part of every name in new/, then in cur/ (see [`unique_part`]).
     fn unique_names(&self) -> Result<foldhash::HashSet<String>, DeliverError> {
         let mut names = foldhash::HashSet::default();
         for sub in ["new", "cur"] {
@@ -82,8 +96,7 @@ impl MaildirTarget {
             for entry in fs::read_dir(&dir).map_err(self.local(sub))? {
                 let name = entry.map_err(self.local(sub))?.file_name();
                 let name = name.to_string_lossy();
-                let unique = name.split_once(':').map_or(&*name, |(unique, _)| unique);
-                names.insert(unique.to_string());
+                names.insert(unique_part(&name).to_string());
             }
         }
         Ok(names)
@@ -98,7 +111,17 @@ impl MaildirTarget {
     }
 }
 
-/// The host name as the Maildir spec wants it in file names: "/" and ":" escaped.
+/// The unique part of a Maildir file name: up to its info (`:2,FLAGS`), which a
+/// reader changes as it moves a message from new/ to cur/ and sets its flags,
+/// and up to the first comma, after which Dovecot, Courier, mbsync and
+/// offlineimap add fields of their own (`,S=`, `,W=`, `,U=`, `,FMD5=`).
+/// popfetch's own names hold neither.
+fn unique_part(name: &str) -> &str {
+    name.split([':', ',']).next().unwrap_or(name)
+}
+
+/// The host name as the Maildir spec wants it in file names: "/" and ":" escaped,
+/// and "," too, so that a name of ours is its own unique part.
 fn maildir_host() -> String {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let host = if host.is_empty() {
@@ -106,7 +129,9 @@ fn maildir_host() -> String {
     } else {
         host
     };
-    host.replace('/', "\\057").replace(':', "\\072")
+    host.replace('/', "\\057")
+        .replace(':', "\\072")
+        .replace(',', "\\054")
 }
 
 impl MaildirTarget {
@@ -127,19 +152,28 @@ impl MaildirTarget {
     }
 
     fn holds(&self, name: &str) -> Result<bool, DeliverError> {
-        if self.root.join("new").join(name).exists() {
-            return Ok(true);
+        // A reader may have moved it to cur/, adding ":2,FLAGS" to the name (and
+        // a sync tool its own fields): see `unique_part`.
+        Ok(self.root.join("new").join(name).exists() || self.unique_names()?.contains(name))
+    }
+
+    /// The mailboxes whose messages kept until deleted locally this Maildir
+    /// holds, as its marker file lists them.
+    fn marked(&self) -> Result<Vec<String>, DeliverError> {
+        match fs::read_to_string(self.root.join(MARKER)) {
+            Ok(text) => Ok(text.lines().map(str::to_string).collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.local(MARKER)(e).into()),
         }
-        // A reader may have moved it to cur/, adding ":2,FLAGS" to the name.
-        let cur = self.root.join("cur");
-        for entry in fs::read_dir(&cur).map_err(self.local("cur"))? {
-            let entry = entry.map_err(self.local("cur"))?.file_name();
-            let entry = entry.to_string_lossy();
-            if entry == name || entry.starts_with(&format!("{name}:")) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+    }
+
+    /// Adds `owner` to the marker file, durably.
+    fn mark(&self, owner: &str) -> Result<(), DeliverError> {
+        let mut owners = self.marked()?;
+        owners.push(owner.to_string());
+        let text = owners.join("\n") + "\n";
+        durable::replace(&self.root.join(MARKER), text.as_bytes()).map_err(self.local(MARKER))?;
+        Ok(())
     }
 }
 
@@ -157,7 +191,7 @@ fn is_own_name(name: &str) -> bool {
         .and_then(|rest| rest.split_once('P'))
         .and_then(|(micros, rest)| Some((micros, rest.split_once('Q')?)))
         .is_some_and(|(micros, (pid, seq))| digits(micros) && digits(pid) && digits(seq));
-    digits(seconds) && unique && !host.is_empty() && !host.contains(['/', ':', '\0'])
+    digits(seconds) && unique && !host.is_empty() && !host.contains(['/', ':', ',', '\0'])
 }
 
 impl MaildirTarget {
@@ -231,10 +265,23 @@ impl Target for MaildirTarget {
     /// each new/ first: a reader moves a message from new/ to cur/, so it cannot
     /// slip between them, and a file renamed while a directory is read (which
     /// readdir may then show under neither name, POSIX leaves it open) is seen by
-    /// the second. A Maildir that `open` had to make says nothing is gone: it is
-    /// not the one the messages went to (a disk not mounted, a path changed).
-    fn gone(&mut self, locations: &[&str]) -> Result<Vec<String>, DeliverError> {
-        if self.made || locations.is_empty() {
+    /// the second. The Maildir must carry the marker of `owner`, written when it
+    /// first took such a message: another directory in its place (a disk not
+    /// mounted, a path changed) is refused, before anything is delivered into
+    /// it or deleted on the strength of its emptiness.
+    fn gone(&mut self, locations: &[&str], owner: &str) -> Result<Vec<String>, DeliverError> {
+        if !self.marked()?.iter().any(|o| o == owner) {
+            if !locations.is_empty() {
+                return Err(Unmarked {
+                    root: self.root.display().to_string(),
+                    owner: owner.to_string(),
+                    count: locations.len(),
+                }
+                .into());
+            }
+            self.mark(owner)?;
+        }
+        if locations.is_empty() {
             return Ok(Vec::new());
         }
         let mut missing: Vec<&str> = locations.to_vec();
@@ -294,13 +341,17 @@ mod tests {
     }
 
     /// A message a reader moved to cur/ or flagged (renamed as mutt and Dovecot
-    /// do) is not gone; one unlinked is; a Maildir made afresh says nothing.
+    /// do), or that a sync tool renamed with fields of its own (mbsync's
+    /// `,U=`), is not gone; one unlinked is; a Maildir without the mailbox's
+    /// marker is refused once messages are kept in it.
     #[test]
     fn only_a_file_gone_from_new_and_cur_counts_as_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("Mail");
         let mut md = MaildirTarget::open(&root).unwrap();
-        let names: Vec<String> = (0..4)
+        // The first use marks the Maildir as this mailbox's.
+        assert!(md.gone(&[], "me@h:110").unwrap().is_empty());
+        let names: Vec<String> = (0..5)
             .map(|_| deliver(&mut md, &mut &b"Subject: x\n\nbody\n"[..]).1)
             .collect();
         let (new, cur) = (root.join("new"), root.join("cur"));
@@ -313,19 +364,28 @@ mod tests {
             cur.join(format!("{}:2,FRS", names[1])),
         )
         .unwrap();
+        // mbsync gives one its UID.
+        fs::rename(
+            new.join(&names[4]),
+            cur.join(format!("{},U=12:2,S", names[4])),
+        )
+        .unwrap();
         // One deleted from new/, one expunged from cur/ after its T flag.
         fs::remove_file(new.join(&names[2])).unwrap();
         fs::rename(new.join(&names[3]), cur.join(format!("{}:2,ST", names[3]))).unwrap();
         fs::remove_file(cur.join(format!("{}:2,ST", names[3]))).unwrap();
-        // This run's target was opened before the Maildir existed.
         let asked: Vec<&str> = names.iter().map(String::as_str).collect();
-        assert!(md.gone(&asked).unwrap().is_empty());
-        let mut md = MaildirTarget::open(&root).unwrap();
-        let mut gone = md.gone(&asked).unwrap();
+        let mut gone = md.gone(&asked, "me@h:110").unwrap();
         gone.sort();
         let mut want = vec![names[2].clone(), names[3].clone()];
         want.sort();
         assert_eq!(gone, want);
+        // Another directory in its place (a disk not mounted): refused.
+        let mut stand_in = MaildirTarget::open(&dir.path().join("Other")).unwrap();
+        let err = stand_in.gone(&asked, "me@h:110").unwrap_err();
+        assert!(err.to_string().contains("is not the Maildir"), "{err}");
+        // Nor does another mailbox's marker do.
+        assert!(md.gone(&asked, "you@h:110").is_err());
     }
 
     #[test]

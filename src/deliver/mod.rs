@@ -462,11 +462,11 @@ pub(crate) trait Target {
         Vec::new()
     }
 
-    /// Of the `locations` earlier deliveries landed at, those no longer there:
-    /// deleted by the user, not merely moved or renamed. A target that cannot
-    /// tell says none.
-    fn gone(&mut self, locations: &[&str]) -> Result<Vec<String>, DeliverError> {
-        let _ = locations;
+    /// Of the `locations` earlier deliveries of the mailbox `owner` landed at,
+    /// those no longer there: deleted by the user, not merely moved or renamed.
+    /// A target that cannot tell says none.
+    fn gone(&mut self, locations: &[&str], owner: &str) -> Result<Vec<String>, DeliverError> {
+        let _ = (locations, owner);
         Ok(Vec::new())
     }
 }

@@ -198,6 +198,11 @@ impl TargetError for RelayError {
                 source: net::Error::Timeout(_),
                 ..
             } => Class::Temporary,
+            // The proxy turned its login down: credentials, as the server's.
+            RelayError::Connect {
+                source: net::Error::ProxyLogin { .. },
+                ..
+            } => Class::Auth,
             RelayError::Connect { .. }
             | RelayError::Socket { .. }
             | RelayError::NoStartTls { .. } => Class::Unavailable,

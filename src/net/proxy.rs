@@ -235,6 +235,10 @@ fn to_proxy(proxy: &Proxy, timeout: Duration, route: &Route) -> Result<TcpStream
             .is_none_or(|source: IpAddr| source.is_ipv4() == addr.is_ipv4())
     }) {
         match super::connect_from(&addr, route.source, timeout) {
+            // Silent (packets dropped): the next run may find it answering.
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(Error::Timeout("connecting to the SOCKS5 proxy"));
+            }
             Ok(tcp) => {
                 tcp.set_read_timeout(Some(timeout))
                     .and_then(|()| tcp.set_write_timeout(Some(timeout)))

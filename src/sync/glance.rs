@@ -83,8 +83,12 @@ pub(crate) fn load(path: &Path, account: &Account, known: &dyn Known, now: u64) 
 }
 
 /// Whether the server shows what `glance` saw.
-pub(crate) fn matches(glance: &Glance, stat: (u32, u64), ends: Option<&(String, String)>) -> bool {
-    stat == (glance.count, glance.octets)
+pub(crate) fn matches(
+    glance: &Glance,
+    stat: Option<(u32, u64)>,
+    ends: Option<&(String, String)>,
+) -> bool {
+    stat == Some((glance.count, glance.octets))
         && ends.is_some_and(|(first, last)| *first == glance.first && *last == glance.last)
 }
 

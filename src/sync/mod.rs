@@ -179,10 +179,11 @@ fn open_state_and_session(
             .map_err(anyhow::Error::from)
             .and_then(|mut target| {
                 let located = account.policy.until_deleted_locally;
-                let mut state = UidlState::open_located(&Place::of(account), located)?;
+                let place = Place::of(account);
+                let mut state = UidlState::open_located(&place, located)?;
                 recover(&mut state, target.as_mut())?;
                 if located {
-                    let gone = target.gone(&state.locations())?;
+                    let gone = target.gone(&state.locations(), place.mailbox())?;
                     state.mark_gone(gone);
                 }
                 Ok((target, state))

@@ -341,11 +341,28 @@ fn until_deleted_locally_deletes_only_what_was_deleted_here() {
     home.run(&["sync"]).expect(0);
     assert_eq!(server.messages().len(), 3);
     assert_eq!(local_files(&home.maildir()).len(), 3);
-    // A Maildir that is not there (a disk not mounted) deletes nothing: the
-    // run makes a new one, and the messages stay on the server.
+    // A Maildir that is not there (a disk not mounted) deletes nothing and
+    // takes nothing: the run stops with one line, twice, and goes on once the
+    // Maildir is back.
     fs::rename(home.maildir(), home.path().join("Mail.away")).unwrap();
+    server.add_messages(&numbered(6)[5..]);
+    for _ in 0..2 {
+        let run = home.run(&["sync"]);
+        run.expect(75);
+        assert!(
+            run.stderr().contains("is not the Maildir"),
+            "{}",
+            run.stderr()
+        );
+        assert_eq!(run.stderr().trim_end().lines().count(), 1);
+        assert_eq!(server.messages().len(), 4);
+        assert!(local_files(&home.maildir()).is_empty());
+    }
+    fs::remove_dir_all(home.maildir()).unwrap();
+    fs::rename(home.path().join("Mail.away"), home.maildir()).unwrap();
     home.run(&["sync"]).expect(0);
-    assert_eq!(server.messages().len(), 3);
+    assert_eq!(server.messages().len(), 4);
+    assert_eq!(local_files(&home.maildir()).len(), 4);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use crate::pop3::proto::Error;
 
 /// What STAT said and the unique-ids of the first and last message, if the
 /// server gave them: see [`Session::stat_and_ends`].
-pub(crate) type Glimpse = ((u32, u64), Option<(String, String)>);
+pub(crate) type Glimpse = (Option<(u32, u64)>, Option<(String, String)>);
 
 /// A logged-in connection in the TRANSACTION state.
 pub(crate) struct Session<S> {
@@ -61,7 +61,8 @@ impl<S: Wire> Session<S> {
             self.conn.queue(Command::Stat)?;
             self.stat_owed = true;
         } else {
-            self.stat_seen = Some(self.stat()?);
+            self.conn.send(Command::Stat)?;
+            self.stat_seen = self.read_stat_loosely()?;
         }
         Ok(())
     }
@@ -74,9 +75,24 @@ impl<S: Wire> Session<S> {
     /// Reads the reply to a STAT queued before a listing.
     fn read_owed_stat(&mut self) -> Result<(), Error> {
         if std::mem::take(&mut self.stat_owed) {
-            self.stat_seen = Some(self.read_stat()?);
+            self.stat_seen = self.read_stat_loosely()?;
         }
         Ok(())
+    }
+
+    /// The reply to a STAT asked only to spare a listing: a -ERR or a reply
+    /// that does not parse is one line all the same, and says nothing.
+    fn read_stat_loosely(&mut self) -> Result<Option<(u32, u64)>, Error> {
+        let status = self.conn.read_status("STAT")?;
+        if !status.ok {
+            return Ok(None);
+        }
+        let mut words = status.text.split(' ');
+        let count = words.next().and_then(|w| w.parse::<u32>().ok());
+        let octets = words.next().and_then(|w| w.parse::<u64>().ok());
+        let seen = count.zip(octets);
+        self.stat_seen = seen;
+        Ok(seen)
     }
 
     /// The reply to STAT: count and octets.
@@ -102,8 +118,9 @@ impl<S: Wire> Session<S> {
     /// server refuses either (no UIDL, or fewer messages than `count`).
     pub(crate) fn stat_and_ends(&mut self, count: u32) -> Result<Glimpse, Error> {
         if !self.pipelining || count == 0 {
-            let stat = self.stat()?;
-            if stat.0 != count || count == 0 {
+            self.conn.send(Command::Stat)?;
+            let stat = self.read_stat_loosely()?;
+            if stat.is_none_or(|(n, _)| n != count) || count == 0 {
                 return Ok((stat, None));
             }
             self.conn.send(Command::UidlOne(1))?;
@@ -116,7 +133,7 @@ impl<S: Wire> Session<S> {
         self.conn.queue(Command::UidlOne(1))?;
         self.conn.queue(Command::UidlOne(count))?;
         self.conn.flush("STAT")?;
-        let stat = self.read_stat()?;
+        let stat = self.read_stat_loosely()?;
         let first = self.uidl_reply(1)?;
         let last = self.uidl_reply(count)?;
         Ok((stat, first.zip(last)))

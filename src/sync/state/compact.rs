@@ -78,7 +78,7 @@ fn write_snapshot(path: &Path, header: &str, state: &UidlState) -> io::Result<us
                     .and_then(|located| located.of(uid, id))
             });
             if let Some(location) = location {
-                text.push_str(&seal(&intent_line(uid, location, None)));
+                text.push_str(&seal(&intent_line(uid, location, record.id)));
             }
             let line = delivered_line(uid, record.first_seen, record.id);
             text.push_str(&seal(&format!("{}{line}", mark(uid))));

@@ -163,10 +163,14 @@ impl UidlState {
             }
             Record::Delivered(uid, record) => {
                 let announced = self.pending.remove(uid);
-                if let (Some(located), Some((location, _)), Some(id)) =
+                // Paired by identity too: of two messages under one unique-id
+                // in one batch, the later intent replaced the earlier.
+                if let (Some(located), Some((location, Some(announced))), Some(id)) =
                     (&mut self.recorded.located, announced, record.id)
                 {
-                    located.insert(uid, id, &location);
+                    if announced == id {
+                        located.insert(uid, id, &location);
+                    }
                 }
                 self.recorded.delivered.insert(uid, record);
                 self.recorded.adopted.remove(uid);
@@ -496,6 +500,13 @@ mod tests {
         assert!(s.deleted_locally("b", id(2)));
         assert!(!s.deleted_locally("a", id(1)));
         assert!(!s.deleted_locally("b", id(7)));
+        // Two messages under one unique-id in one batch: the later intent
+        // replaced the earlier, and neither delivery takes the other's place.
+        s.record_intent("r", "17.M1P1Q5.h", Some(id(5))).unwrap();
+        s.record_intent("r", "17.M1P1Q6.h", Some(id(6))).unwrap();
+        s.record_delivered("r", 1, Some(id(5))).unwrap();
+        s.record_delivered("r", 1, Some(id(6))).unwrap();
+        assert_eq!(sorted(&s), ["17.M1P1Q1.h", "17.M1P1Q2.h"]);
         // A state that does not keep locations knows none, and a compacted
         // journal still reads as before to it.
         drop(s);

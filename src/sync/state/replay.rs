@@ -121,10 +121,13 @@ impl UidlState {
                     // A compacted journal has no intents: no lookup for them.
                     if !pending.is_empty() {
                         let announced = pending.remove(uid);
-                        if let (Some(located), Some((location, _)), Some(id)) =
+                        // By identity too, as `UidlState::apply` pairs them.
+                        if let (Some(located), Some((location, Some(announced))), Some(id)) =
                             (&mut located, announced, record.id)
                         {
-                            located.insert(uid, id, location);
+                            if announced == id {
+                                located.insert(uid, id, location);
+                            }
                         }
                     }
                     let records = delivered.entry(uid).or_default();
