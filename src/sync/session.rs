@@ -130,7 +130,8 @@ fn run<S: Wire>(
     }
     let refused = session.delete(&deletions)?;
     report.login_delay = session.login_delay();
-    let stat = session.stat_seen();
+    // A server without UIDL has no unique-ids to glance at.
+    let stat = session.stat_seen().filter(|_| !session.uidl_refused());
     session.quit()?;
     report.deleted = deletions.len() - refused.len();
     report.on_server = plan.messages.len().saturating_sub(report.deleted);

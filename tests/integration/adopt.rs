@@ -2,10 +2,6 @@
 //! delivered without being downloaded, all of them or those dated before a day
 //! (read with TOP n 0), shown first, asked at a terminal, and never deleted.
 
-use std::io::Write;
-use std::process::Stdio;
-use std::time::Duration;
-
 use crate::support::{Dovecot, Home};
 
 /// Three messages from 2019 and two from 2026.
@@ -50,22 +46,8 @@ fn adopt_before_a_day_shows_asks_records_and_the_sync_fetches_only_newer_mail() 
     assert_eq!(refused.stderr().trim_end().lines().count(), 1);
     // Asked at a terminal, "n" records nothing; "y" records the three.
     for (answer, recorded) in [("n", false), ("y", true)] {
-        let mut child = home
-            .on_pty("adopt test --before 2025-01-01")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("script(1) is needed: apt-get install bsdutils");
-        std::thread::sleep(Duration::from_millis(1500));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{answer}\n").as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
-        let screen = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "{screen}");
+        let (screen, status) = home.answer_on_pty("adopt test --before 2025-01-01", answer);
+        assert!(status.success(), "{screen}");
         assert!(screen.contains("Record them? [y/N]"), "{screen}");
         assert_eq!(
             screen.contains("recorded 3 message(s)"),

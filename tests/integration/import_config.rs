@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::dovecot::{self, certs, numbered};
+use crate::support::home::Run;
 use crate::support::{Dovecot, Home};
 
 fn fixtures() -> PathBuf {
@@ -55,6 +56,20 @@ const SECRETS: &[&str] = &[
     "mailpassword",
     "jeffs-password",
 ];
+
+/// `import-config --from TOOL RC --write --import-state`, which must succeed.
+fn write_and_import(home: &Home, tool: &str, rc: &Path) -> Run {
+    let run = home.run(&[
+        "import-config",
+        "--from",
+        tool,
+        rc.to_str().unwrap(),
+        "--write",
+        "--import-state",
+    ]);
+    run.expect(0);
+    run
+}
 
 #[test]
 fn fixtures_convert_as_recorded_and_without_passwords() {
@@ -293,15 +308,7 @@ fn after_the_real_fetchmail_import_state_fetches_nothing_again() {
     assert_eq!(home.delivered().len(), 3, "fetchmail delivered them");
     assert!(home.path().join(".fetchids").exists());
 
-    let run = home.run(&[
-        "import-config",
-        "--from",
-        "fetchmail",
-        rc.to_str().unwrap(),
-        "--write",
-        "--import-state",
-    ]);
-    run.expect(0);
+    let run = write_and_import(&home, "fetchmail", &rc);
     assert!(
         run.stderr()
             .contains("recorded 3 message(s) from fetchmail's")
@@ -340,15 +347,7 @@ fn after_the_real_mpop_import_state_fetches_nothing_again() {
     );
     assert_eq!(home.delivered().len(), 3, "mpop delivered them");
 
-    let run = home.run(&[
-        "import-config",
-        "--from",
-        "mpop",
-        rc.to_str().unwrap(),
-        "--write",
-        "--import-state",
-    ]);
-    run.expect(0);
+    let run = write_and_import(&home, "mpop", &rc);
     assert!(
         run.stderr().contains("recorded 3 message(s) from mpop's")
             && run.stderr().contains(".mpop_uidls/alice_at_127.0.0.1"),
@@ -436,15 +435,7 @@ fn after_the_real_getmail_import_state_fetches_nothing_again() {
             .arg("--rcfile=getmailrc"),
         "getmail",
     );
-    let run = home.run(&[
-        "import-config",
-        "--from",
-        "getmail",
-        rc.to_str().unwrap(),
-        "--write",
-        "--import-state",
-    ]);
-    run.expect(0);
+    let run = write_and_import(&home, "getmail", &rc);
     assert!(
         run.stderr()
             .contains("recorded 3 message(s) from getmail's")

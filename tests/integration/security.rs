@@ -341,24 +341,9 @@ fn password_prompt_at_a_terminal() {
     server.add_messages(&numbered(2));
     let home = Home::new();
     home.write_config(&server.config_without_password(&home, "implicit", ""));
-    let mut child = home
-        .sync_on_pty()
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("script(1) is needed: apt-get install bsdutils");
     // Typed at the prompt, once it is there.
-    std::thread::sleep(Duration::from_millis(1500));
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{}\n", dovecot::PASSWORD).as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let screen = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{screen}");
+    let (screen, status) = home.answer_on_pty("sync", dovecot::PASSWORD);
+    assert!(status.success(), "{screen}");
     assert!(screen.contains("Password for alice@127.0.0.1:"), "{screen}");
     assert!(
         !screen.contains(dovecot::PASSWORD),

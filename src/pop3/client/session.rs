@@ -28,6 +28,8 @@ pub(crate) struct Session<S> {
     stat_owed: bool,
     /// What the last STAT said: message count and octets.
     stat_seen: Option<(u32, u64)>,
+    /// The server refused UIDL.
+    uidl_refused: bool,
 }
 
 impl<S: Wire> Session<S> {
@@ -39,6 +41,7 @@ impl<S: Wire> Session<S> {
             login_delay: None,
             stat_owed: false,
             stat_seen: None,
+            uidl_refused: false,
         }
     }
 
@@ -65,6 +68,11 @@ impl<S: Wire> Session<S> {
             self.stat_seen = self.read_stat_loosely()?;
         }
         Ok(())
+    }
+
+    /// Whether the server refused UIDL: its unique-ids are popfetch's digests.
+    pub(crate) fn uidl_refused(&self) -> bool {
+        self.uidl_refused
     }
 
     /// What the last STAT said, if one was asked.
@@ -210,6 +218,7 @@ impl<S: Wire> Session<S> {
     /// The unique-id listing, or `None` when the server refuses UIDL.
     fn read_uids(&mut self) -> Result<Option<Vec<(u32, String)>>, Error> {
         if !self.conn.read_status("UIDL")?.ok {
+            self.uidl_refused = true;
             return Ok(None);
         }
         let mut uids = Vec::new();

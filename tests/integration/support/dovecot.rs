@@ -57,18 +57,11 @@ pub fn certs() -> &'static Certs {
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
         )
         .unwrap();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
         openssl(
             &dir,
             &[
                 &["req", "-x509"],
-                &ec[..],
+                &EC_KEY[..],
                 &[
                     "-keyout",
                     "ca.key",
@@ -82,42 +75,7 @@ pub fn certs() -> &'static Certs {
             ]
             .concat(),
         );
-        openssl(
-            &dir,
-            &[
-                &["req"],
-                &ec[..],
-                &[
-                    "-keyout",
-                    "server.key",
-                    "-out",
-                    "server.csr",
-                    "-subj",
-                    "/CN=localhost",
-                ],
-            ]
-            .concat(),
-        );
-        openssl(
-            &dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "3",
-                "-extfile",
-                "ext.cnf",
-            ],
-        );
+        issue(&dir, "server");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         for f in ["server.key", "server.pem", "ca.pem"] {
             fs::set_permissions(dir.join(f), fs::Permissions::from_mode(0o644)).unwrap();
@@ -145,7 +103,7 @@ pub fn bad_certs() -> &'static BadCerts {
         let good = certs();
         let dir = good.ca.parent().unwrap().join("bad");
         fs::create_dir_all(dir.join("newcerts")).unwrap();
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ec = EC_KEY;
         let pair = |name: &str| (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
         // Self-signed, for the right name.
         openssl(&dir, &[&["req", "-x509"], &ec[..], &["-keyout", "self.key", "-out", "self.pem", "-days", "3", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]].concat());
@@ -206,52 +164,51 @@ pub fn other_good_cert() -> (PathBuf, PathBuf) {
     OTHER
         .get_or_init(|| {
             let dir = certs().ca.parent().unwrap().to_path_buf();
-            let ec = [
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-            ];
-            openssl(
-                &dir,
-                &[
-                    &["req"],
-                    &ec[..],
-                    &[
-                        "-keyout",
-                        "other.key",
-                        "-out",
-                        "other.csr",
-                        "-subj",
-                        "/CN=localhost",
-                    ],
-                ]
-                .concat(),
-            );
-            openssl(
-                &dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    "other.csr",
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-out",
-                    "other.pem",
-                    "-days",
-                    "3",
-                    "-extfile",
-                    "ext.cnf",
-                ],
-            );
+            issue(&dir, "other");
             (dir.join("other.pem"), dir.join("other.key"))
         })
         .clone()
+}
+
+/// The elliptic-curve key every test certificate has.
+const EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+/// `NAME.pem` and `NAME.key` in `dir`: a certificate for localhost and
+/// 127.0.0.1 (`ext.cnf`) that the test CA there signs.
+fn issue(dir: &Path, name: &str) {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    let subject = ["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"];
+    openssl(dir, &[&["req"], &EC_KEY[..], &subject[..]].concat());
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "3",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
 }
 
 fn openssl(dir: &Path, args: &[&str]) {

@@ -111,6 +111,30 @@ impl Home {
         self.on_pty("sync")
     }
 
+    /// `popfetch ARGS` on a pseudo-terminal, `answer` typed once its prompt
+    /// is there; what the terminal showed, and how it ended.
+    pub fn answer_on_pty(&self, args: &str, answer: &str) -> (String, std::process::ExitStatus) {
+        use std::io::Write;
+        let mut child = self
+            .on_pty(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("script(1) is needed: apt-get install bsdutils");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{answer}\n").as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            output.status,
+        )
+    }
+
     /// `popfetch ARGS` on a pseudo-terminal, as [`Home::sync_on_pty`].
     pub fn on_pty(&self, args: &str) -> Command {
         let mut cmd = Command::new("script");
