@@ -292,7 +292,11 @@ mod tests {
             start.elapsed()
         });
         assert_eq!(done.len(), 13);
-        assert_eq!(done.last().unwrap().0, 0, "the slow item finishes last: {done:?}");
+        assert_eq!(
+            done.last().unwrap().0,
+            0,
+            "the slow item finishes last: {done:?}"
+        );
         let fast_done = done.iter().filter(|(i, _)| *i != 0).map(|(_, t)| *t).max();
         assert!(fast_done.unwrap() < Duration::from_millis(500), "{done:?}");
     }
