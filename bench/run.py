@@ -1917,6 +1917,9 @@ def main():
             noise = max(max(mvs) - min(mvs), max(r.wall for r in fl) - min(r.wall for r in fl))
             if mp <= noise:
                 return text, f"— (mpop within noise, {noise * 1000:.0f} ms)", None
+            if pf <= 0:
+                # Accounts in parallel can end below a floor that runs 16 sessions.
+                return text, "popfetch at or below the floor ✓", 0.0
             share = pf / mp
             return text, f"{share:.2f}× {'✓' if share <= 0.5 else '✗'}", share
 
