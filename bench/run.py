@@ -14,12 +14,20 @@ Every fetcher reads the same mailboxes from a private Dovecot (POP3 on
      unix socket (popfetch `deliver = "lmtp:SOCKET"` against fetchmail `lmtp`)
   7. many small messages delivered into Exim over SMTP on loopback (popfetch
      `deliver = "smtp:127.0.0.1:PORT"` against fetchmail's SMTP forwarding)
+  8. many accounts (50 Dovecot users of 40 messages), all synced by one run of
+     each tool: one popfetch config, one mpoprc (`mpop -a`), one .fetchmailrc
+     with a poll entry per account, getmail with an --rcfile per account
+  9. a big mailbox (100,000 × 2 KB), in steps on one state: a first sync (wall
+     time and peak RSS; popfetch's state file size a message after it and after
+     the next step), a run with nothing new, a run with 10 new messages
 
 1 to 4 each in plain POP3 and over implicit TLS, with a table of TLS against
 plain; 6 and 7 get a table of their own with popfetch / fetchmail.
 
 Each timed run starts from fresh state (empty Maildir, no UIDL state) except
-scenario 4, which keeps the state of one untimed first run; in 6 and 7 every
+scenario 4, which keeps the state of one untimed first run, and the later steps
+of 9, which keep the state of the step before (at full size only popfetch and
+mpop run 9 unless --big-peers says more); in 6 and 7 every
 run delivers to a new recipient, whose Maildir the server creates.  A run
 counts only if the tool exits successfully *and* the Maildir holds exactly
 the expected number of messages afterwards (for Exim, once its spool is
@@ -207,13 +215,51 @@ class TlsOver:
         self._pump()
 
 
+FLOOR_CONNECTIONS = 16   # the floor's sessions at once, for many accounts
+
+
 def bare_read(sc, server):
     """The server's floor for a scenario: a client that logs in, pipelines
-    UIDL, LIST and every RETR (or, when nothing is new, sends UIDL alone, as a
-    fetcher that knows every unique-id need not ask for sizes), reads the
-    replies into nothing, in batches as popfetch does, and quits. No delivery,
-    no state, no process start: what is left of a fetcher's time is the
-    server's and the network's."""
+    UIDL, LIST and every RETR (or, when state is kept, sends UIDL alone, as a
+    fetcher that knows every unique-id need not ask for sizes, then RETRs the
+    new messages at the end), reads the replies into nothing, in batches as
+    popfetch does, and quits. No delivery, no state, no process start: what is
+    left of a fetcher's time is the server's and the network's.  Over many
+    accounts, up to FLOOR_CONNECTIONS sessions run at once, each taking the
+    next account as it ends."""
+    users = sc.users
+    if len(users) == 1:
+        return bare_session(sc, server, users[0])
+    t0 = time.monotonic()
+    todo = queue.Queue()
+    for u in users:
+        todo.put(u)
+    errors = []
+
+    def worker():
+        while True:
+            try:
+                u = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                bare_session(sc, server, u)
+            except (OSError, ValueError) as e:
+                errors.append(e)
+
+    threads = [threading.Thread(target=worker, daemon=True)
+               for _ in range(min(FLOOR_CONNECTIONS, len(users)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return RunResult(True, time.monotonic() - t0)
+
+
+def bare_session(sc, server, user):
+    """One account's session of bare_read."""
     t0 = time.monotonic()
     sock = socket.create_connection(("127.0.0.1", server["port"]), timeout=120)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -236,7 +282,7 @@ def bare_read(sc, server):
             buf.extend(data)
 
     read_until(b"\r\n")
-    user, password = f"USER {server['user']}\r\n".encode(), f"PASS {PASSWORD}\r\n".encode()
+    user, password = f"USER {user}\r\n".encode(), f"PASS {PASSWORD}\r\n".encode()
     if sc.delay:
         # Over a slow path, USER and PASS in one round trip, as popfetch does.
         conn.sendall(user + password)
@@ -251,6 +297,12 @@ def bare_read(sc, server):
     if sc.state_kept:
         conn.sendall(b"UIDL\r\n")
         read_until(b"\r\n.\r\n")
+        if sc.new:
+            raw.due += sc.new * sc.size
+            first = sc.count - sc.new + 1
+            conn.sendall(b"".join(b"RETR %d\r\n" % n for n in range(first, sc.count + 1)))
+            for _ in range(sc.new):
+                read_until(b"\r\n.\r\n")
     elif sc.command == "list":
         # A listing with sizes, then every message's headers (TOP n 0), pipelined.
         conn.sendall(b"UIDL\r\nLIST\r\n")
@@ -1003,6 +1055,7 @@ class Tool:
 class Popfetch(Tool):
     name = "popfetch"
     command = "sync"
+    jobs = None   # --jobs for sync; None: popfetch's default
 
     def runs(self, sc):
         return True
@@ -1018,39 +1071,58 @@ class Popfetch(Tool):
                        f'recipient = "{server["recipient"]}"')
         else:
             deliver = f'deliver = "maildir:{self.maildir(scen)}"'
-        with open(cfg, "w") as f:
-            f.write(f"""[accounts.bench]
+        accounts = []
+        for user in server["users"]:
+            # One account is "bench"; many are named after their users.
+            name = "bench" if len(server["users"]) == 1 else user
+            accounts.append(f"""[accounts.{name}]
 host = "127.0.0.1"
 port = {server['port']}
 {tls}
 auth = "user"
-user = "{server['user']}"
+user = "{user}"
 password = "{PASSWORD}"
 {deliver}
 keep = true
 state_dir = "{d}/state"
 timeout = 60
 """)
+        with open(cfg, "w") as f:
+            f.write("\n".join(accounts))
         os.chmod(cfg, 0o600)
-        return [self.binary, "-c", cfg, self.command]
+        jobs = ["--jobs", str(self.jobs)] if self.jobs and self.command == "sync" else []
+        return [self.binary, "-c", cfg, self.command] + jobs
 
 
 class Mpop(Tool):
     name = "mpop"
 
     def argv(self, scen, server):
+        """One mpoprc with an account per user, all fetched by `mpop -a` (mpop
+        takes them one after another)."""
         d = os.path.join(self.work, scen)
-        a = [self.binary, "--host=127.0.0.1", f"--port={server['port']}",
-             "--auth=user", f"--user={server['user']}",
-             f"--passwordeval=echo {PASSWORD}", "--keep=on", "--only-new=on",
-             "--received-header=off", "--timeout=60",
-             f"--delivery=maildir,{self.maildir(scen)}",
-             f"--uidls-file={d}/uidls", "--quiet"]
         if server["tls"]:
-            a += ["--tls=on", "--tls-starttls=off", f"--tls-trust-file={server['ca']}"]
+            tls = f"tls on\ntls_starttls off\ntls_trust_file {server['ca']}"
         else:
-            a += ["--tls=off"]
-        return a
+            tls = "tls off"
+        rc = os.path.join(d, "mpoprc")
+        with open(rc, "w") as f:
+            f.write(f"""defaults
+host 127.0.0.1
+port {server['port']}
+auth user
+password {PASSWORD}
+keep on
+only_new on
+received_header off
+timeout 60
+delivery maildir {self.maildir(scen)}
+{tls}
+""")
+            for user in server["users"]:
+                f.write(f"\naccount {user}\nuser {user}\nuidls_file {d}/uidls-{user}\n")
+        os.chmod(rc, 0o600)
+        return [self.binary, "-C", rc, "-a", "--quiet"]
 
 
 class Fetchmail(Tool):
@@ -1066,6 +1138,8 @@ class Fetchmail(Tool):
         return sc.command == "sync"
 
     def argv(self, scen, server):
+        """One .fetchmailrc with a poll entry per user (`via` the one server),
+        all polled by one run."""
         d = os.path.join(self.work, scen)
         if server.get("target") == "lmtp":
             # For LMTP a smtphost starting with '/' is a unix socket.
@@ -1084,10 +1158,10 @@ class Fetchmail(Tool):
         else:
             tls = "sslproto ''"
         with open(rc, "w") as f:
-            f.write(f"""set no bouncemail
-set no syslog
-poll 127.0.0.1 port {server['port']} protocol pop3 uidl auth password timeout 60
-  user "{server['user']}" password "{PASSWORD}" keep {tls}
+            f.write("set no bouncemail\nset no syslog\n")
+            for user in server["users"]:
+                f.write(f"""poll {user} via 127.0.0.1 port {server['port']} protocol pop3 uidl auth password timeout 60
+  user "{user}" password "{PASSWORD}" keep {tls}
   {deliver}
 """)
         os.chmod(rc, 0o600)
@@ -1106,19 +1180,23 @@ class Getmail(Tool):
             self.run_as = (nobody.pw_uid, nobody.pw_gid)
 
     def argv(self, scen, server):
+        """An rc file per user, all named to one getmail run (--rcfile each)."""
         d = os.path.join(self.work, scen)
         gdir = os.path.join(d, "getmail")
         os.makedirs(gdir, exist_ok=True)
-        rc = os.path.join(gdir, "getmailrc")
         if server["tls"]:
             retr = f"type = SimplePOP3SSLRetriever\nca_certs = {server['ca']}\n"
         else:
             retr = "type = SimplePOP3Retriever\n"
-        with open(rc, "w") as f:
-            f.write(f"""[retriever]
+        rcs = []
+        for user in server["users"]:
+            rc = os.path.join(gdir, f"getmailrc-{user}")
+            rcs.append(f"--rcfile={rc}")
+            with open(rc, "w") as f:
+                f.write(f"""[retriever]
 {retr}server = 127.0.0.1
 port = {server['port']}
-username = {server['user']}
+username = {user}
 password = {PASSWORD}
 timeout = 60
 
@@ -1135,7 +1213,7 @@ delivered_to = false
 message_log_verbose = false
 """)
         self.fix_owner(scen)
-        return [self.binary, f"--getmaildir={gdir}", f"--rcfile={rc}", "--quiet"]
+        return [self.binary, f"--getmaildir={gdir}", *rcs, "--quiet"]
 
 
 # --------------------------------------------------------------------------
@@ -1145,7 +1223,7 @@ message_log_verbose = false
 class Scenario:
     def __init__(self, key, label, user, count, size, tls=False, delay=0.0,
                  metric="time", state_kept=False, big=False, same_runs_as=None, plain_of=None,
-                 command="sync", target=None):
+                 command="sync", target=None, accounts=1, new=0, group=None):
         self.key, self.label, self.user = key, label, user
         self.count, self.size, self.tls, self.delay = count, size, tls, delay
         self.metric, self.state_kept, self.big = metric, state_kept, big
@@ -1153,6 +1231,27 @@ class Scenario:
         self.plain_of = plain_of           # for a TLS scenario: its plain twin
         self.command = command             # "sync", or "list" (popfetch only)
         self.target = target               # None (a Maildir), "lmtp" or "smtp"
+        self.accounts = accounts           # mailboxes (users user01...), one run over all
+        self.new = new                     # messages new since the kept state (the last ones)
+        self.group = group                 # scenarios run as steps of one sequence share it
+
+    @property
+    def users(self):
+        """The Dovecot users the scenario reads: `user`, or user01... for many accounts."""
+        if self.accounts == 1:
+            return [self.user]
+        return [f"{self.user}{i:02d}" for i in range(1, self.accounts + 1)]
+
+    @property
+    def total(self):
+        """Messages a run leaves in the Maildir (every account delivers into one)."""
+        return self.count * self.accounts
+
+    @property
+    def workdir(self):
+        """A tool's directory for the scenario; the steps of a group share one, so
+        each step starts from the state and Maildir the step before left."""
+        return self.group or self.key
 
 
 def human_size(n):
@@ -1250,9 +1349,11 @@ poll_interval = "10ms"
 def build_scenarios(tiny):
     if tiny:
         small, lat, big, many, listed, relay = 30, 10, 1 << 20, 300, 20, 20
+        accounts, per_account, huge, news = 3, 3, 300, 3
     else:
         small, lat, big, many, listed, relay = 2000, 200, 100 << 20, 20000, 1000, 2000
-    kb4 = 4096
+        accounts, per_account, huge, news = 50, 40, 100000, 10
+    kb4, kb2 = 4096, 2048
     return [
         Scenario("s1", f"1. {small:,} × 4 KB, loopback, plain", "alice", small, kb4),
         Scenario("s1tls", f"1. {small:,} × 4 KB, loopback, implicit TLS", "alice", small, kb4,
@@ -1280,34 +1381,74 @@ def build_scenarios(tiny):
                  kb4, target="lmtp"),
         Scenario("s7", f"7. {relay:,} × 4 KB into Exim, SMTP on loopback", "frank", relay,
                  kb4, target="smtp"),
+        Scenario("m1", f"8. {accounts} accounts × {per_account} × 4 KB, one run over all",
+                 "acct", per_account, kb4, accounts=accounts),
+        # Steps of one sequence, in this order, for each tool in each run: a first
+        # sync of a big mailbox, a run with nothing new, a run with `news` new.
+        Scenario("b1", f"9. {huge:,} × 2 KB, first sync", "grace", huge, kb2, group="big"),
+        Scenario("b1rss", f"9. {huge:,} × 2 KB, first sync: peak RSS", "grace", huge, kb2,
+                 metric="rss", group="big", same_runs_as="b1"),
+        Scenario("b2", f"9. {huge:,} × 2 KB, nothing new", "grace", huge, kb2,
+                 state_kept=True, group="big"),
+        Scenario("b3", f"9. {huge:,} × 2 KB, {news} new", "grace", huge + news, kb2,
+                 state_kept=True, new=news, group="big"),
     ]
+
+
+def write_messages(newdir, tag, first, count, size, stamp=1700000000):
+    """Messages first..first+count-1 of `size` bytes, straight into a Maildir's
+    new/ (far faster than delivering them: 100,000 take seconds)."""
+    for i in range(first, first + count):
+        with open(os.path.join(newdir, f"{stamp}.M{i}P1.bench"), "wb") as f:
+            f.write(make_message(i, size, tag))
 
 
 def populate(dove, scenarios):
     seen = set()
     for sc in scenarios:
-        if sc.user in seen:
-            continue
-        seen.add(sc.user)
-        newdir = dove.add_user(sc.user)
-        if sc.big:
-            write_big_message(os.path.join(newdir, f"1700000000.M0P1.bench"), sc.size, sc.user)
-        else:
-            for i in range(sc.count):
-                with open(os.path.join(newdir, f"1700000000.M{i}P1.bench"), "wb") as f:
-                    f.write(make_message(i, sc.size, sc.user))
+        for user in sc.users:
+            if user in seen:
+                continue
+            seen.add(user)
+            newdir = dove.add_user(user)
+            if sc.big:
+                write_big_message(os.path.join(newdir, "1700000000.M0P1.bench"), sc.size, user)
+            else:
+                write_messages(newdir, user, 0, sc.count - sc.new, sc.size)
+
+
+NEW_STAMP = 1800000000   # the file names of messages added between runs start with it
+
+
+def add_new(dove, sc):
+    """Adds the scenario's `new` messages to its mailbox (as a delivery would,
+    and Dovecot's index learns them before any fetcher is timed)."""
+    newdir = os.path.join(dove.maildir(sc.user), "new")
+    write_messages(newdir, sc.user, sc.count - sc.new, sc.new, sc.size, NEW_STAMP)
+    dove._chown_tree(dove.maildir(sc.user))
+    dove.warm_up(sc.user, sc.count)
+
+
+def remove_new(dove, sc):
+    """Takes the messages add_new added out of the mailbox again."""
+    md = dove.maildir(sc.user)
+    for sub in ("new", "cur"):
+        for e in os.scandir(os.path.join(md, sub)):
+            if e.name.startswith(f"{NEW_STAMP}."):
+                os.unlink(e.path)
+    dove.warm_up(sc.user, sc.count - sc.new)
 
 
 def one_run(tool, sc, server, logpath, limit, fresh=True):
     if fresh:
-        tool.reset(sc.key)
+        tool.reset(sc.workdir)
     tool.command = sc.command
-    dest = tool.maildir(sc.key)
+    dest = tool.maildir(sc.workdir)
     sink = server.get("sink")
     if sink:
         # A new recipient, so a new (empty) destination Maildir, every run.
         server["recipient"], dest = sink.fresh(tool.name)
-    argv = tool.argv(sc.key, server)
+    argv = tool.argv(sc.workdir, server)
     # Nothing dirty from an earlier run may land on this run's fsyncs.
     os.sync()
     try:
@@ -1329,11 +1470,174 @@ def one_run(tool, sc, server, logpath, limit, fresh=True):
             return RunResult(False, wall, note=f"failed: listed {listed}/{sc.count} lines")
         return RunResult(True, wall, cpu, rss)
     got = count_maildir(dest)
-    if got != sc.count:
-        return RunResult(False, wall, note=f"failed: delivered {got}/{sc.count}")
+    if got != sc.total:
+        return RunResult(False, wall, note=f"failed: delivered {got}/{sc.total}")
     if sc.big and largest_in_maildir(dest) < sc.size:
         return RunResult(False, wall, note="failed: message truncated")
     return RunResult(True, wall, cpu, rss)
+
+
+class Runner:
+    """Runs the scenarios: for each, `runs` rounds of the server floor and every
+    tool once, the tools taking turns run by run so that whatever else the
+    machine is doing (writeback, Dovecot's own housekeeping) falls on all alike.
+    Results go to `results`: (scenario key, tool name or "floor"/"dfloor") ->
+    list of RunResult."""
+
+    def __init__(self, tools, dove, sinks, missing, runs, limit, tmp, big_peers):
+        self.tools, self.dove, self.sinks, self.missing = tools, dove, sinks, missing
+        self.runs, self.limit, self.big_peers = runs, limit, big_peers
+        self.results = {}
+        self.state_sizes = {}   # "first"/"second" -> bytes per message of popfetch's state
+        self.logpaths = {t.name: os.path.join(tmp, f"{t.name}.log") for t in tools}
+        self.proxies = []
+
+    def close(self):
+        for p in self.proxies:
+            p.close()
+        self.proxies = []
+
+    def server_for(self, sc):
+        """Where a scenario's tools connect to, and deliver into."""
+        dove = self.dove
+        port = dove.tls_port if sc.tls else dove.port
+        if sc.delay:
+            proxy = DelayProxy(port, sc.delay)
+            self.proxies.append(proxy)
+            port = proxy.port
+        server = {"port": port, "tls": sc.tls, "ca": dove.ca, "users": sc.users}
+        if sc.target:
+            sink = self.sinks[sc.target]
+            server.update(target=sc.target, sink=sink, socket=getattr(sink, "socket", None),
+                          smtp_port=sink.port)
+        return server
+
+    def run_all(self, scenarios):
+        done = set()
+        for sc in scenarios:
+            if sc.same_runs_as and any(k[0] == sc.same_runs_as for k in self.results):
+                for tool in self.tools:
+                    self.results[(sc.key, tool.name)] = self.results.get(
+                        (sc.same_runs_as, tool.name))
+                continue
+            if sc.group:
+                if sc.group not in done:
+                    done.add(sc.group)
+                    self.run_group([s for s in scenarios
+                                    if s.group == sc.group and not s.same_runs_as])
+                continue
+            if sc.target in self.missing:
+                self.results[(sc.key, "popfetch")] = [RunResult(
+                    False, note="failed: " + self.missing[sc.target].splitlines()[0])]
+                continue
+            self.run_scenario(sc)
+            self.close()
+
+    def run_scenario(self, sc):
+        server = self.server_for(sc)
+        runs_of = {t.name: [] for t in self.tools}
+        stopped = set()
+        if sc.state_kept:
+            # One untimed first run, so that the timed ones find nothing new.
+            for tool in self.tools:
+                first = one_run(tool, sc, server, self.logpaths[tool.name], self.limit)
+                if not first.ok:
+                    first.note = "first run " + first.note
+                    runs_of[tool.name].append(first)
+                    stopped.add(tool.name)
+        for _ in range(self.runs):
+            self.round(sc, server, runs_of, stopped, fresh=not sc.state_kept)
+        self.record(sc, runs_of)
+
+    def run_group(self, steps):
+        """A sequence of steps on one mailbox (scenario 9), in each run for each
+        tool in turn: a first sync from fresh state, then each later step on
+        the state the one before left (a step with new messages adds them to
+        the mailbox before its round and takes them out after).  Peers not in
+        --big-peers are not run (at full size fetchmail and getmail would take
+        many minutes a run).  popfetch's state file is measured after the
+        first and the second step."""
+        server = self.server_for(steps[0])
+        runs_of = {sc.key: {t.name: [] for t in self.tools} for sc in steps}
+        stopped = {t.name for t in self.tools
+                   if t.name != "popfetch" and t.name not in self.big_peers}
+        sizes = {"first": [], "second": []}
+        popfetch = self.tools[0]
+        for _ in range(self.runs):
+            for i, sc in enumerate(steps):
+                if sc.new:
+                    add_new(self.dove, sc)
+                self.round(sc, server, runs_of[sc.key], stopped, fresh=i == 0)
+                if sc.new:
+                    remove_new(self.dove, sc)
+                if i < 2 and "popfetch" not in stopped:
+                    sizes["first" if i == 0 else "second"].append(
+                        state_bytes(popfetch, sc) / (sc.total or 1))
+        for sc in steps:
+            for name in stopped:
+                if name != "popfetch" and not runs_of[sc.key][name]:
+                    runs_of[sc.key][name] = [RunResult(False, note="not run (--big-peers)")]
+            self.record(sc, runs_of[sc.key])
+        self.state_sizes = {k: statistics.median(v) for k, v in sizes.items() if v}
+
+    def round(self, sc, server, runs_of, stopped, fresh):
+        """The floor, then every tool that has a command for the scenario, once."""
+        try:
+            runs_of.setdefault("floor", []).append(bare_read(sc, server))
+        except (OSError, ValueError) as e:
+            log(f"  {sc.key:6} floor     failed: {e}")
+        if sc.target:
+            try:
+                runs_of.setdefault("dfloor", []).append(delivery_floor(sc, server))
+            except (OSError, ValueError) as e:
+                log(f"  {sc.key:6} delivery floor failed: {e}")
+        for tool in self.tools:
+            if tool.name in stopped or not tool.runs(sc):
+                continue
+            r = one_run(tool, sc, server, self.logpaths[tool.name], self.limit, fresh=fresh)
+            runs_of[tool.name].append(r)
+            if not r.ok:
+                stopped.add(tool.name)
+
+    def record(self, sc, runs_of):
+        """Keeps a scenario's runs and logs them (a failure with its log's tail)."""
+        for kind in ("floor", "dfloor"):
+            if runs_of.get(kind):
+                self.results[(sc.key, kind)] = runs_of[kind]
+                log(f"  {sc.key:6} {kind:9} "
+                    + " ".join(fmt_value("time", r.wall) for r in runs_of[kind]))
+        for tool in self.tools:
+            rs = runs_of[tool.name]
+            if not tool.runs(sc) or not rs:
+                continue
+            self.results[(sc.key, tool.name)] = rs
+            last = rs[-1]
+            if last.ok:
+                v = [fmt_value(sc.metric, r.maxrss_kb if sc.metric == "rss" else r.wall)
+                     for r in rs]
+                log(f"  {sc.key:6} {tool.name:9} {' '.join(v)}")
+                continue
+            log(f"  {sc.key:6} {tool.name:9} {last.note}")
+            if last.note.startswith("not run"):
+                continue
+            if sc.target == "smtp":
+                log("    | exim: " + "\n    | exim: ".join(
+                    self.sinks["smtp"].log().strip().splitlines()[-6:]))
+            try:
+                with open(self.logpaths[tool.name], errors="replace") as f:
+                    tail = f.read()[-1500 if tool.name == "popfetch" else -400:]
+                log("    | " + "\n    | ".join(tail.strip().splitlines()[-12:]))
+            except OSError:
+                pass
+
+
+def state_bytes(tool, sc):
+    """The size of popfetch's state files (*.state) for a scenario."""
+    total = 0
+    for dirpath, _, filenames in os.walk(os.path.join(tool.work, sc.workdir, "state")):
+        total += sum(os.path.getsize(os.path.join(dirpath, n))
+                     for n in filenames if n.endswith(".state"))
+    return total
 
 
 def log_since(logpath, start):
@@ -1367,6 +1671,63 @@ def fmt_value(metric, v):
     return f"{v:.2f} s"
 
 
+def target_notes(scenarios, cell, bench, popfetch):
+    """Issue 22's targets for scenarios 8 and 9, met or not."""
+    notes = []
+    by_key = {sc.key: sc for sc in scenarios}
+
+    def ratio(key, target):
+        sc = by_key[key]
+        pf, mp = cell(sc, "popfetch")[1], cell(sc, "mpop")[1]
+        if pf is None or not mp:
+            return f"{sc.label}: popfetch/mpop — (target ≤ {target}×)"
+        r = pf / mp
+        return (f"{sc.label}: popfetch/mpop {r:.2f}× (target ≤ {target}×) "
+                f"{'ok' if r <= target else 'MISSED'}")
+
+    if "m1" in by_key:
+        jobs = popfetch.jobs or "default"
+        notes.append(f"- scenario 8 (popfetch --jobs {jobs}; mpop -a, one account after "
+                     "another; fetchmail one rc with a poll entry per account; getmail "
+                     "--rcfile per account; floor: "
+                     f"{FLOOR_CONNECTIONS} sessions at once): " + ratio("m1", 0.3))
+    for key in ("b1", "b2", "b3"):
+        if key in by_key:
+            notes.append("- scenario " + ratio(key, 0.7))
+    if "b1rss" in by_key:
+        v = cell(by_key["b1rss"], "popfetch")[1]
+        if v is not None:
+            mib = v / 1024
+            notes.append(f"- scenario 9, first sync: popfetch peak RSS {mib:.1f} MiB "
+                         f"(target ≤ 32 MiB) {'ok' if mib <= 32 else 'MISSED'}")
+    for step, what in (("first", "after the first sync"), ("second", "after a second run")):
+        v = bench.state_sizes.get(step)
+        if v is not None:
+            notes.append(f"- scenario 9: popfetch's state file {what}: {v:.1f} bytes a "
+                         f"message (target ≤ 64) {'ok' if v <= 64 else 'MISSED'}")
+    return notes
+
+
+def fmt_spread(metric, v, spread):
+    """The spread of a cell's runs, in the unit fmt_value shows `v` in."""
+    if metric == "rss":
+        return f"±{spread / 1024:.1f}"
+    if v < 0.1:
+        return f"±{spread * 1000:.0f}"
+    return f"±{spread:.2f}"
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tiny", action="store_true",
@@ -1378,7 +1739,14 @@ def main():
                     help="comma-separated peers to run (default: all installed)")
     ap.add_argument("--only", default="",
                     help="comma-separated scenario keys "
-                         "(s1,s1tls,s2,s2tls,s3,s3t,s3tls,s3tlst,s4,s4tls,s5,s6,s7)")
+                         "(s1,s1tls,s2,s2tls,s3,s3t,s3tls,s3tlst,s4,s4tls,s5,s6,s7,m1,"
+                         "b1,b1rss,b2,b3; each of b1...b3 runs the whole sequence of "
+                         "scenario 9, as each step needs the one before)")
+    ap.add_argument("--big-peers", default=None,
+                    help="comma-separated peers to run in scenario 9 (default: mpop; "
+                         "at full size fetchmail and getmail take many minutes a run)")
+    ap.add_argument("--popfetch-jobs", type=int, default=None,
+                    help="popfetch sync --jobs N (default: popfetch's own default)")
     ap.add_argument("--limit", type=float, default=None,
                     help="time limit of one run in seconds (default 600, --tiny 60)")
     ap.add_argument("--keep-tmp", action="store_true", help="leave the temp dir for debugging")
@@ -1399,7 +1767,6 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="popfetch-bench-")
     dove = None
-    proxy = None
     sinks = {}     # "lmtp"/"smtp" -> a started LmtpStore/Exim
     old_handlers = {}
 
@@ -1433,10 +1800,17 @@ def main():
         for s in skipped:
             log(f"skipping {s}")
 
+        tools[0].jobs = args.popfetch_jobs
+        if args.big_peers is not None:
+            big_peers = {p.strip() for p in args.big_peers.split(",") if p.strip()}
+        else:
+            big_peers = {"mpop"}
         scenarios = build_scenarios(args.tiny)
         if args.only:
             keys = {k.strip() for k in args.only.split(",")}
-            scenarios = [s for s in scenarios if s.key in keys]
+            # A step of a sequence needs the others: any one selects its group.
+            groups = {s.group for s in scenarios if s.key in keys and s.group}
+            scenarios = [s for s in scenarios if s.key in keys or s.group in groups]
 
         t0 = time.monotonic()
         log(f"writing test mailboxes under {tmp} ...")
@@ -1445,9 +1819,10 @@ def main():
         dove.start()
         warmed = set()
         for sc in scenarios:
-            if sc.user not in warmed:
-                dove.warm_up(sc.user, sc.count)
-                warmed.add(sc.user)
+            for user in sc.users:
+                if user not in warmed:
+                    dove.warm_up(user, sc.count - sc.new)
+                    warmed.add(user)
         log(f"dovecot ready on 127.0.0.1:{dove.port}/{dove.tls_port} "
             f"({time.monotonic() - t0:.1f} s)")
 
@@ -1480,125 +1855,98 @@ def main():
                                    + missing[sc.target].splitlines()[0])
             scenarios = [sc for sc in scenarios if sc.target not in missing]
 
-        results = {}   # (scenario key, tool) -> list[RunResult]
-        for sc in scenarios:
-            if sc.same_runs_as and any(k[0] == sc.same_runs_as for k in results):
-                for tool in tools:
-                    results[(sc.key, tool.name)] = results.get((sc.same_runs_as, tool.name))
-                continue
-            if sc.delay:
-                proxy = DelayProxy(dove.tls_port if sc.tls else dove.port, sc.delay)
-                port = proxy.port
-            else:
-                port = dove.tls_port if sc.tls else dove.port
-            server = {"port": port, "tls": sc.tls, "ca": dove.ca, "user": sc.user}
-            if sc.target in missing:
-                results[(sc.key, "popfetch")] = [RunResult(
-                    False, note="failed: " + missing[sc.target].splitlines()[0])]
-                continue
-            if sc.target:
-                sink = sinks[sc.target]
-                server.update(target=sc.target, sink=sink, socket=getattr(sink, "socket", None),
-                              smtp_port=sink.port)
-            # The tools take turns, run by run, so that whatever else the machine
-            # is doing (writeback, Dovecot's own housekeeping) falls on all alike.
-            logpaths = {t.name: os.path.join(tmp, f"{t.name}.log") for t in tools}
-            runs_of = {t.name: [] for t in tools}
-            stopped = set()
-            if sc.state_kept:
-                for tool in tools:
-                    first = one_run(tool, sc, server, logpaths[tool.name], limit, fresh=True)
-                    if not first.ok:
-                        first.note = "first run " + first.note
-                        runs_of[tool.name].append(first)
-                        stopped.add(tool.name)
-            for _ in range(runs):
-                try:
-                    runs_of.setdefault("floor", []).append(bare_read(sc, server))
-                except (OSError, ValueError) as e:
-                    log(f"  {sc.key:6} floor     failed: {e}")
-                if sc.target:
-                    try:
-                        runs_of.setdefault("dfloor", []).append(delivery_floor(sc, server))
-                    except (OSError, ValueError) as e:
-                        log(f"  {sc.key:6} delivery floor failed: {e}")
-                for tool in tools:
-                    if tool.name in stopped or not tool.runs(sc):
-                        continue
-                    r = one_run(tool, sc, server, logpaths[tool.name], limit,
-                                fresh=not sc.state_kept)
-                    runs_of[tool.name].append(r)
-                    if not r.ok:
-                        stopped.add(tool.name)
-            if runs_of.get("floor"):
-                results[(sc.key, "floor")] = runs_of["floor"]
-                log(f"  {sc.key:6} floor     "
-                    + " ".join(fmt_value("time", r.wall) for r in runs_of["floor"]))
-            if runs_of.get("dfloor"):
-                results[(sc.key, "dfloor")] = runs_of["dfloor"]
-                log(f"  {sc.key:6} dfloor    "
-                    + " ".join(fmt_value("time", r.wall) for r in runs_of["dfloor"]))
-            for tool in tools:
-                logpath = logpaths[tool.name]
-                rs = runs_of[tool.name]
-                if not tool.runs(sc):
-                    continue
-                results[(sc.key, tool.name)] = rs
-                last = rs[-1]
-                if last.ok:
-                    v = [fmt_value(sc.metric, r.maxrss_kb if sc.metric == "rss" else r.wall)
-                         for r in rs]
-                    log(f"  {sc.key:6} {tool.name:9} {' '.join(v)}")
-                else:
-                    log(f"  {sc.key:6} {tool.name:9} {last.note}")
-                    if sc.target == "smtp":
-                        log("    | exim: " + "\n    | exim: ".join(
-                            sinks["smtp"].log().strip().splitlines()[-6:]))
-                    try:
-                        with open(logpath, errors="replace") as f:
-                            tail = f.read()[-1500 if tool.name == "popfetch" else -400:]
-                        log("    | " + "\n    | ".join(tail.strip().splitlines()[-12:]))
-                    except OSError:
-                        pass
-            if proxy:
-                proxy.close()
-                proxy = None
+        bench = Runner(tools, dove, sinks, missing, runs, limit, tmp, big_peers)
+        try:
+            bench.run_all(scenarios)
+        finally:
+            bench.close()
+        results = bench.results
 
         # ---------------------------------------------------------------- table
         present = {t.name for t in tools}
 
-        def cell(sc, name, what="main"):
-            if name not in present and name != "floor":
-                return "—", None
+        def values(sc, name, what="main"):
+            """The runs' values of a cell, or None (not run, failed)."""
+            if name not in present and name not in ("floor", "dfloor"):
+                return None
             rs = results.get((sc.key, name))
-            if not rs:
-                return "—", None
-            if not rs[-1].ok:
-                return rs[-1].note, None
+            if not rs or not rs[-1].ok:
+                return None
             if what == "cpu":
-                v = statistics.median(r.cpu for r in rs)
-                return fmt_value("time", v), v
-            v = statistics.median(r.maxrss_kb if sc.metric == "rss" else r.wall for r in rs)
-            return fmt_value(sc.metric, v), v
+                return [r.cpu for r in rs]
+            return [r.maxrss_kb if sc.metric == "rss" else r.wall for r in rs]
+
+        def cell(sc, name, what="main", noise=False):
+            """A cell's text and median; with noise, the text adds the spread
+            (max − min) of the runs."""
+            vs = values(sc, name, what)
+            if vs is None:
+                rs = results.get((sc.key, name)) if name in present else None
+                return (rs[-1].note if rs else "—"), None
+            metric = "time" if what == "cpu" else sc.metric
+            v = statistics.median(vs)
+            text = fmt_value(metric, v)
+            if noise and len(vs) > 1:
+                text += " " + fmt_spread(metric, v, max(vs) - min(vs))
+            return text, v
+
+        def floor_of(sc):
+            """The floor's runs of a time row (an RSS row has none)."""
+            if sc.metric != "time":
+                return None
+            return results.get((sc.same_runs_as or sc.key, "floor"))
+
+        def above_floor(sc):
+            """Each tool's median minus the floor's, and popfetch's share of mpop's
+            with the target (≤ 0.5×) where mpop is above the floor by more than
+            the noise (the larger spread of mpop's runs and the floor's)."""
+            fl = floor_of(sc)
+            if not fl:
+                return "—", "—", None
+            f = statistics.median(r.wall for r in fl)
+            over = {}
+            for t in TOOLS:
+                v = cell(sc, t)[1]
+                over[t] = None if v is None else v - f
+            text = " / ".join("—" if over[t] is None else fmt_value("time", over[t])
+                              for t in TOOLS)
+            pf, mp = over["popfetch"], over["mpop"]
+            if pf is None or mp is None:
+                return text, "—", None
+            mvs = values(sc, "mpop")
+            noise = max(max(mvs) - min(mvs), max(r.wall for r in fl) - min(r.wall for r in fl))
+            if mp <= noise:
+                return text, f"— (mpop within noise, {noise * 1000:.0f} ms)", None
+            if pf <= 0:
+                # Accounts in parallel can end below a floor that runs 16 sessions.
+                return text, "popfetch at or below the floor ✓", 0.0
+            share = pf / mp
+            return text, f"{share:.2f}× {'✓' if share <= 0.5 else '✗'}", share
 
         def table(title, what):
             floor = what == "main"
             lines = [f"### {title}", "",
                      "| scenario | popfetch | mpop | fetchmail | getmail | popfetch/mpop |"
-                     + (" server floor |" if floor else ""),
-                     "|---|---:|---:|---:|---:|---:|" + ("---:|" if floor else "")]
+                     + (" server floor | above floor: popfetch / mpop / fetchmail / getmail "
+                        "| popfetch/mpop above floor |" if floor else ""),
+                     "|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if floor else "")]
             for sc in scenarios:
                 if what == "cpu" and sc.metric == "rss" or what == "main" and sc.target:
                     continue
-                cells = [cell(sc, t, what) for t in TOOLS]
+                cells = [cell(sc, t, what, noise=floor) for t in TOOLS]
                 pf, mp = cells[0][1], cells[1][1]
                 ratio = f"{pf / mp:.2f}×" if pf is not None and mp else "—"
                 extra = ""
                 if floor:
-                    key = sc.same_runs_as if sc.same_runs_as and sc.metric == "time" else sc.key
-                    fl = results.get((key, "floor")) if sc.metric == "time" else None
-                    extra = (f" {fmt_value('time', statistics.median(r.wall for r in fl))} |"
-                             if fl else " — |")
+                    fl = floor_of(sc)
+                    vs = [r.wall for r in fl] if fl else []
+                    fl_text = "—"
+                    if vs:
+                        m = statistics.median(vs)
+                        fl_text = fmt_value("time", m) + (
+                            " " + fmt_spread("time", m, max(vs) - min(vs)) if len(vs) > 1 else "")
+                    over, share, _ = above_floor(sc)
+                    extra = f" {fl_text} | {over} | {share} |"
                 lines.append(f"| {sc.label} | " + " | ".join(c[0] for c in cells)
                              + f" | {ratio} |" + extra)
             return "\n".join(lines)
@@ -1645,14 +1993,20 @@ def main():
                 lines.append(f"| {sc.label} | " + " | ".join(row) + " |")
             print("\n".join(lines))
             print()
-        notes = [f"- machine: {platform.node()}, {os.cpu_count()} CPUs, "
+        notes = [f"- machine: {platform.node()}, {cpu_model()}, {os.cpu_count()} CPUs, "
                  f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
                  f"- dovecot {dovecot_version(dovecot_bin)}; "
                  + "; ".join(f"{t.name} {tool_version(t)}" for t in tools)]
         for s in skipped:
             notes.append(f"- skipped {s}")
         notes.append("- Maildir delivery, keep on, fresh state per run except scenario 4 "
-                     "(timed runs follow one untimed full fetch)")
+                     "(timed runs follow one untimed full fetch) and scenario 9 (each run: "
+                     "a first sync, nothing new, new messages added, on one state)")
+        notes.append("- ±: the spread (max − min) of a cell's runs; above floor: a tool's "
+                     "median minus the floor's; target popfetch ≤ 0.5× mpop's where mpop is "
+                     "above the floor by more than the noise (the larger spread of mpop and "
+                     "the floor)")
+        notes.extend(target_notes(scenarios, cell, bench, tools[0]))
         if relayed:
             notes.append("- scenarios 6 and 7: popfetch `deliver = \"lmtp:SOCKET\"` / "
                          "`\"smtp:127.0.0.1:PORT\"` (smtp_tls = \"none\"), fetchmail `smtphost` "
@@ -1692,8 +2046,6 @@ def main():
         log("interrupted")
         return 130
     finally:
-        if proxy:
-            proxy.close()
         if dove:
             dove.stop()
         for sink in sinks.values():

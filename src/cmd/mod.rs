@@ -224,9 +224,10 @@ enum Command {
         /// otherwise detach and log to $XDG_STATE_HOME/popfetch/daemon.log
         #[arg(long)]
         foreground: bool,
-        /// How many accounts to sync at once
-        #[arg(short, long, default_value_t = 4, value_name = "N")]
-        jobs: usize,
+        /// How many accounts to sync at once [default: twice the CPUs, at least 4,
+        /// at most 16]
+        #[arg(short, long, value_name = "N")]
+        jobs: Option<usize>,
         #[command(flatten)]
         loud: Loud,
     },
@@ -263,9 +264,25 @@ struct SyncFlags {
     /// Print a JSON summary of each account on stdout (with --dry-run, the plan too)
     #[arg(long)]
     json: bool,
-    /// How many accounts to sync at once
-    #[arg(short, long, default_value_t = 4, value_name = "N")]
-    jobs: usize,
+    /// How many accounts to sync at once [default: twice the CPUs, at least 4, at
+    /// most 16]
+    #[arg(short, long, value_name = "N")]
+    jobs: Option<usize>,
+}
+
+/// How many accounts `sync` and `daemon` take on at once unless --jobs says: an
+/// account mostly waits for its server (the login, each round trip, the server's
+/// disk), so more run at once than there are CPUs, twice as many, but never
+/// fewer than 4 (a one- or two-CPU machine still overlaps four servers' waits)
+/// nor more than 16 (past that a big machine only opens more connections at
+/// once, to what is often one provider that limits them).
+pub(crate) fn default_jobs() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    jobs_for(cpus)
+}
+
+fn jobs_for(cpus: usize) -> usize {
+    (2 * cpus).clamp(4, 16)
 }
 
 #[derive(Debug, Subcommand)]
@@ -390,7 +407,7 @@ pub fn run() -> ExitCode {
             names: accounts,
             foreground: *foreground,
             verbose: cli.loudness().verbose,
-            jobs: *jobs,
+            jobs: jobs.unwrap_or_else(default_jobs),
             log_format: cli.log_format,
         })
         .into(),

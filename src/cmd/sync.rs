@@ -50,25 +50,15 @@ fn sync_accounts(cli: &Cli, logger: Logger, accounts: Vec<&Account>, flags: &Syn
     let (accounts, mut results) = prompt_first(&ui, accounts);
     // From here a Ctrl-C clears the bars and says what it means; see crate::sys::interrupt.
     let _interrupt = crate::sys::interrupt::install(ui.bars(), Exit::Interrupted as i32);
-    let queue = Mutex::new(accounts.iter());
-    let outcomes = Mutex::new(Vec::new());
     let width = if flags.json {
         None
     } else {
         crate::cmd::ui::stdout_width()
     };
-    std::thread::scope(|scope| {
-        for _ in 0..flags.jobs.clamp(1, accounts.len().max(1)) {
-            scope.spawn(|| loop {
-                let Some((index, account)) = queue.lock().unwrap().next() else {
-                    break;
-                };
-                let outcome = sync_one(&ui, account, flags, width);
-                outcomes.lock().unwrap().push((*index, outcome));
-            });
-        }
-    });
-    results.extend(outcomes.into_inner().unwrap());
+    let jobs = flags.jobs.unwrap_or_else(super::default_jobs);
+    results.extend(in_parallel(jobs, &accounts, |account| {
+        sync_one(&ui, account, flags, width)
+    }));
     results.sort_by_key(|(index, _)| *index);
     let worst = results
         .iter()
@@ -87,6 +77,31 @@ fn sync_accounts(cli: &Cli, logger: Logger, accounts: Vec<&Account>, flags: &Syn
 
 /// Items with their place among the accounts named, so output keeps that order.
 type Numbered<T> = Vec<(usize, T)>;
+
+/// Runs `work` on every item, on up to `jobs` threads that each take the next
+/// item as soon as they finish one: a slow account holds up no other, only its
+/// own thread. The results come in the order they finished, each with its item's
+/// number.
+fn in_parallel<T: Sync, R: Send>(
+    jobs: usize,
+    items: &[(usize, T)],
+    work: impl Fn(&T) -> R + Sync,
+) -> Numbered<R> {
+    let queue = Mutex::new(items.iter());
+    let done = Mutex::new(Vec::with_capacity(items.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
+            scope.spawn(|| loop {
+                let Some((index, item)) = queue.lock().unwrap().next() else {
+                    break;
+                };
+                let result = work(item);
+                done.lock().unwrap().push((*index, result));
+            });
+        }
+    });
+    done.into_inner().unwrap()
+}
 
 /// At a terminal, asks for the passwords that only a person can give before any
 /// progress bar is drawn, one prompt a line, so no prompt shares a line with a bar.
@@ -254,4 +269,56 @@ fn summary(report: &Report) -> String {
         "{} message(s) fetched ({} bytes written), {} deleted, {} skipped",
         report.fetched, report.bytes, report.deleted, report.skipped
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_parallel;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_slow_item_holds_up_no_other() {
+        // Two threads, one item that takes 600 ms and twelve of 20 ms: the other
+        // thread takes the short ones one after another, so all twelve are done
+        // long before the slow one (fixed batches of two would wait 600 ms after
+        // the first batch).
+        let items: Vec<(usize, u64)> = std::iter::once(600)
+            .chain(std::iter::repeat_n(20, 12))
+            .enumerate()
+            .collect();
+        let start = Instant::now();
+        let done = in_parallel(2, &items, |ms| {
+            std::thread::sleep(Duration::from_millis(*ms));
+            start.elapsed()
+        });
+        assert_eq!(done.len(), 13);
+        assert_eq!(
+            done.last().unwrap().0,
+            0,
+            "the slow item finishes last: {done:?}"
+        );
+        let fast_done = done.iter().filter(|(i, _)| *i != 0).map(|(_, t)| *t).max();
+        assert!(fast_done.unwrap() < Duration::from_millis(500), "{done:?}");
+    }
+
+    #[test]
+    fn every_item_runs_once_whatever_the_jobs() {
+        let items: Vec<(usize, usize)> = (0..7).map(|i| (i, i * 10)).collect();
+        for jobs in [0, 1, 3, 7, 100] {
+            let mut done = in_parallel(jobs, &items, |v| *v + 1);
+            done.sort();
+            let want: Vec<(usize, usize)> = (0..7).map(|i| (i, i * 10 + 1)).collect();
+            assert_eq!(done, want, "jobs {jobs}");
+        }
+    }
+
+    #[test]
+    fn the_default_jobs_are_twice_the_cpus_from_4_to_16() {
+        use crate::cmd::jobs_for;
+        assert_eq!(jobs_for(1), 4);
+        assert_eq!(jobs_for(2), 4);
+        assert_eq!(jobs_for(3), 6);
+        assert_eq!(jobs_for(8), 16);
+        assert_eq!(jobs_for(64), 16);
+    }
 }
