@@ -480,45 +480,47 @@ fn import_state(
     key: Option<&str>,
     path: &std::path::Path,
 ) -> Exit {
+    with_account(cli, name, |account| {
+        match crate::cmd::import::import(account, tool, key, path) {
+            Ok(added) => {
+                if !cli.loudness().quiet {
+                    eprintln!(
+                    "popfetch: account \"{name}\": recorded {added} message(s) from {tool} as delivered"
+                );
+                }
+                Exit::Ok
+            }
+            Err(e) => {
+                // A held lock is temporary; a file that cannot be read or understood is
+                // a local input problem.
+                let code = match classify(&e) {
+                    Exit::Software => Exit::IoError,
+                    other => other,
+                };
+                eprintln!("popfetch: account \"{name}\": {e:#}");
+                code
+            }
+        }
+    })
+}
+
+/// Runs `then` on the account `name` of the config, or fails in one line.
+fn with_account(cli: &Cli, name: &str, then: impl FnOnce(&Account) -> Exit) -> Exit {
     let config = match load(cli) {
         Ok(config) => config,
         Err(e) => return fail(None, e),
     };
-    let account = match config.select(&[name.to_string()]) {
-        Ok(accounts) => accounts[0],
-        Err(e) => return fail(None, e.into()),
-    };
-    match crate::cmd::import::import(account, tool, key, path) {
-        Ok(added) => {
-            if !cli.loudness().quiet {
-                eprintln!(
-                    "popfetch: account \"{name}\": recorded {added} message(s) from {tool} as delivered"
-                );
-            }
-            Exit::Ok
-        }
-        Err(e) => {
-            // A held lock is temporary; a file that cannot be read or understood is
-            // a local input problem.
-            let code = match classify(&e) {
-                Exit::Software => Exit::IoError,
-                other => other,
-            };
-            eprintln!("popfetch: account \"{name}\": {e:#}");
-            code
-        }
+    match config.select(&[name.to_string()]) {
+        Ok(accounts) => then(accounts[0]),
+        Err(e) => fail(None, e.into()),
     }
 }
 
 fn adopt(cli: &Cli, name: &str, asked: adopt::Asked) -> Exit {
-    let config = match load(cli) {
-        Ok(config) => config,
-        Err(e) => return fail(None, e),
-    };
-    let account = match config.select(&[name.to_string()]) {
-        Ok(accounts) => accounts[0],
-        Err(e) => return fail(None, e.into()),
-    };
+    with_account(cli, name, |account| adopt_one(cli, name, account, asked))
+}
+
+fn adopt_one(cli: &Cli, name: &str, account: &Account, asked: adopt::Asked) -> Exit {
     let mut out = std::io::stdout().lock();
     match adopt::adopt(account, asked, trace(cli, name), &mut out) {
         Ok(_) => Exit::Ok,

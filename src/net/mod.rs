@@ -141,6 +141,16 @@ impl Route {
     }
 }
 
+/// The addresses of `host:port`, by the system's resolver.
+fn resolve(host: &str, port: u16) -> Result<std::vec::IntoIter<std::net::SocketAddr>, Error> {
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|source| Error::Resolve {
+            host: host.to_string(),
+            source,
+        })
+}
+
 /// A TCP connection to `addr`, from `source` when one is given (bound first,
 /// port chosen by the system).
 fn connect_from(
@@ -196,12 +206,7 @@ impl Stream {
             tcp.proxied = true;
             return Ok(Stream::Plain(tcp));
         }
-        let addrs = (host, port)
-            .to_socket_addrs()
-            .map_err(|source| Error::Resolve {
-                host: host.to_string(),
-                source,
-            })?;
+        let addrs = resolve(host, port)?;
         let mut last = None;
         let mut tried = false;
         for addr in addrs.filter(|addr| route.admits(addr)) {

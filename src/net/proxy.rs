@@ -155,12 +155,7 @@ pub(super) fn connect(
             reason: e.to_string(),
         })?]
     } else {
-        let addrs = (host, port)
-            .to_socket_addrs()
-            .map_err(|source| Error::Resolve {
-                host: host.to_string(),
-                source,
-            })?;
+        let addrs = super::resolve(host, port)?;
         let family = Route {
             source: None,
             ..route.clone()
