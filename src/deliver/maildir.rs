@@ -11,6 +11,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{copy_message, Announce, Class, DeliverError, Kind, Recovered, Target, TargetError};
@@ -61,7 +62,6 @@ pub(crate) struct MaildirTarget {
     root: PathBuf,
     host: String,
     pid: u32,
-    sequence: u64,
     /// Names written into tmp/ and waiting for `flush` to commit them.
     staged: Vec<String>,
     /// Names were linked into new/ since it was last fsynced.
@@ -82,7 +82,6 @@ impl MaildirTarget {
             root: root.to_path_buf(),
             host: maildir_host(),
             pid: std::process::id(),
-            sequence: 0,
             staged: Vec::new(),
             unsynced: false,
         })
@@ -136,17 +135,20 @@ fn maildir_host() -> String {
 
 impl MaildirTarget {
     /// `SECONDS.MmicrosPpidQseq.HOST`, unique per the Maildir spec's modern form.
+    /// The sequence counts for the whole process: accounts synced at once on
+    /// threads may share a Maildir and a microsecond.
     fn unique_name(&mut self) -> String {
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        self.sequence += 1;
+        let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed) + 1;
         format!(
             "{}.M{}P{}Q{}.{}",
             now.as_secs(),
             now.subsec_micros(),
             self.pid,
-            self.sequence,
+            sequence,
             self.host
         )
     }
@@ -449,6 +451,28 @@ mod tests {
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
         assert!(is_own_name(&md.unique_name()));
         assert!(is_own_name("1.M1P1Q1.host\\057with.dots"));
+    }
+
+    /// Accounts synced at once on threads may deliver into one Maildir: two
+    /// targets in one process never make the same name (bench scenario 8 once
+    /// failed with EEXIST in tmp/).
+    #[test]
+    fn two_targets_in_one_process_never_share_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut one = MaildirTarget::open(dir.path()).unwrap();
+        let mut two = MaildirTarget::open(dir.path()).unwrap();
+        let sequence = |name: &str| {
+            name.split_once('Q')
+                .unwrap()
+                .1
+                .split_once('.')
+                .unwrap()
+                .0
+                .to_string()
+        };
+        let names = [one.unique_name(), two.unique_name(), one.unique_name()];
+        let sequences: std::collections::HashSet<_> = names.iter().map(|n| sequence(n)).collect();
+        assert_eq!(sequences.len(), 3, "{names:?}");
     }
 
     #[test]
