@@ -45,7 +45,7 @@ complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "status" -d 'What 
 complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "oauth" -d 'Log an account in to its OAuth provider once, show its tokens\' state, or log it out (oauth_provider in the configuration)'
 complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "complete-accounts" -d 'Account names, one a line, for the shell completions'
 complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -s j -l jobs -d 'How many accounts to sync at once [default: twice the CPUs, at least 4, at most 16]' -r
+complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -s j -l jobs -d 'How many accounts to sync at once [default: four per CPU, at least 8, at most 32]' -r
 complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
 complete -c popfetch -n "__fish_popfetch_using_subcommand sync" -l log-format -d 'How -v, warnings and errors are written: text, or one JSON object a line (for log collectors); the daemon\'s log too' -r -f -a "text\t''
 json\t''"
@@ -140,7 +140,7 @@ complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_s
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "set" -d 'Store the password: prompted for on a terminal, else read from stdin'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Remove the stored password'
 complete -c popfetch -n "__fish_popfetch_using_subcommand password; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c popfetch -n "__fish_popfetch_using_subcommand daemon" -s j -l jobs -d 'How many accounts to sync at once [default: twice the CPUs, at least 4, at most 16]' -r
+complete -c popfetch -n "__fish_popfetch_using_subcommand daemon" -s j -l jobs -d 'How many accounts to sync at once [default: four per CPU, at least 8, at most 32]' -r
 complete -c popfetch -n "__fish_popfetch_using_subcommand daemon" -s c -l config -d 'Configuration file [default: $XDG_CONFIG_HOME/popfetch/config.toml]' -r -F
 complete -c popfetch -n "__fish_popfetch_using_subcommand daemon" -l log-format -d 'How -v, warnings and errors are written: text, or one JSON object a line (for log collectors); the daemon\'s log too' -r -f -a "text\t''
 json\t''"

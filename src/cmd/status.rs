@@ -134,7 +134,7 @@ fn update(account: &Account, change: impl FnOnce(&mut Status) -> bool) -> io::Re
         return Ok(());
     }
     let text = serde_json::to_string_pretty(&status).expect("plain data serializes");
-    durable::replace(&path(account), text.as_bytes())
+    durable::replace_lazily(&path(account), text.as_bytes())
 }
 
 fn stamp(time: DateTime<Utc>) -> String {

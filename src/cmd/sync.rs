@@ -313,12 +313,12 @@ mod tests {
     }
 
     #[test]
-    fn the_default_jobs_are_twice_the_cpus_from_4_to_16() {
+    fn the_default_jobs_are_four_per_cpu_from_8_to_32() {
         use crate::cmd::jobs_for;
-        assert_eq!(jobs_for(1), 4);
-        assert_eq!(jobs_for(2), 4);
-        assert_eq!(jobs_for(3), 6);
-        assert_eq!(jobs_for(8), 16);
-        assert_eq!(jobs_for(64), 16);
+        assert_eq!(jobs_for(1), 8);
+        assert_eq!(jobs_for(2), 8);
+        assert_eq!(jobs_for(3), 12);
+        assert_eq!(jobs_for(8), 32);
+        assert_eq!(jobs_for(64), 32);
     }
 }

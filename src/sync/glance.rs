@@ -93,10 +93,13 @@ pub(crate) fn matches(
 }
 
 /// Keeps `glance` for the next session; a failure only costs that session a
-/// full listing.
+/// full listing. Not fsynced: it is written after the state it speaks for is
+/// durable, and a power cut leaves no glance, a torn one that does not parse,
+/// or the one before, which is still true of the mailbox it saw (and names a
+/// record count the state has likely left).
 pub(crate) fn save(path: &Path, glance: &Glance) {
     if let Ok(text) = serde_json::to_vec(glance) {
-        let _ = crate::sys::durable::replace(path, &text);
+        let _ = crate::sys::durable::replace_lazily(path, &text);
     }
 }
 

@@ -62,6 +62,23 @@ pub(crate) fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     temp.rename_into(path)
 }
 
+/// Replaces `path` whole with `bytes`, owner-only and atomically but not
+/// durably: no fsync. For hints whose loss in a power cut costs only work or a
+/// figure (the glance, the status record), never mail; their readers take an
+/// empty, torn or missing file for no file. Each fsync it spares is a journal
+/// commit that every account syncing at once would wait for.
+pub(crate) fn replace_lazily(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp_path = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&temp_path);
+    let mut temp = TempFile::create(temp_path)?;
+    io::Write::write_all(temp.file(), bytes)?;
+    fs::rename(&temp.path, path)?;
+    temp.placed = true;
+    Ok(())
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.placed {
