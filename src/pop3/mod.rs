@@ -8,10 +8,10 @@ mod client;
 pub(crate) mod proto;
 
 pub(crate) use crate::net::Wire;
-pub(crate) use client::{Client, Credentials, Retrieved, Session, Trace};
+pub(crate) use client::{Client, Credentials, Glimpse, Retrieved, Session, Trace};
 pub(crate) use proto::capabilities::Capabilities;
 pub(crate) use proto::error::{Error, ErrorKind};
 pub(crate) use proto::listing::{join, repeated_uids, ListedMessage, Listing};
-pub(crate) use proto::pipeline::Flow;
+pub(crate) use proto::pipeline::{Flow, WINDOW};
 pub(crate) use proto::response::{RespCode, Status};
 pub(crate) use proto::sasl::{ChannelBinding, Mechanism, Peer};

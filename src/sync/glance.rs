@@ -15,6 +15,10 @@
 //! - a reordering that keeps the first and the last, the count and the octets
 //!   brings nothing new either: the same messages, known already.
 //!
+//! A mailbox that only grew (more messages, both ends where they were) lists
+//! just its new messages, `UIDL n` and `LIST n` each: see [`tail_fits`] for
+//! why the messages before them need no listing.
+//!
 //! A server that files new mail in the middle would escape the unique-ids, not
 //! the octets unless the sizes matched byte for byte; for that, and for anything
 //! else this argument does not foresee, a full listing still happens at least
@@ -30,6 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Account;
+use crate::pop3::{Glimpse, ListedMessage};
 use crate::sync::policy::Known;
 
 /// What the last session that left nothing to do saw.
@@ -82,14 +87,70 @@ pub(crate) fn load(path: &Path, account: &Account, known: &dyn Known, now: u64) 
     (age < account.policy.full_listing.as_secs() && glance.known == known.count()).then_some(glance)
 }
 
-/// Whether the server shows what `glance` saw.
-pub(crate) fn matches(
+/// What the server shows against what the glance saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// The very mailbox the glance saw: nothing to list.
+    Same,
+    /// More messages, the glance's first and last still at 1 and at its count:
+    /// new mail on top of the messages it saw, if [`tail_fits`] agrees.
+    Grown { count: u32, octets: u64 },
+    /// Anything else: list everything.
+    Changed,
+}
+
+/// Compares the server's STAT and the unique-ids at 1 and at the glance's count
+/// with the glance.
+pub(crate) fn compare(glance: &Glance, (stat, ends): Glimpse) -> Seen {
+    let ends_match = ends.is_some_and(|(first, last)| first == glance.first && last == glance.last);
+    match stat {
+        Some(stat) if ends_match && stat == (glance.count, glance.octets) => Seen::Same,
+        Some((count, octets)) if ends_match && count > glance.count => {
+            Seen::Grown { count, octets }
+        }
+        _ => Seen::Changed,
+    }
+}
+
+/// How many new messages are listed one by one (`UIDL n` and `LIST n`) rather
+/// than with the whole mailbox: a pipeline window, or a few where every command
+/// waits for its reply.
+pub(crate) fn tail_limit(pipelining: bool) -> u32 {
+    if pipelining {
+        crate::pop3::WINDOW as u32
+    } else {
+        8
+    }
+}
+
+/// Whether `tail`, the messages after the glance's count, is only new mail on
+/// top of the messages the glance saw, so that those need no listing.
+///
+/// The glance's first and last unique-ids are still at 1 and at its count
+/// ([`Seen::Grown`]). A deletion among the messages it saw would have moved a
+/// later message, a new one, into its last position; a server that renumbers
+/// changes both ends; one that files mail in the middle moves the last. The
+/// octets before the tail must be the glance's, so a message replaced by one of
+/// another size shows too. And the tail must be new: unique-ids the state has
+/// never seen, each once, neither of the glance's ends — a server that repeats
+/// unique-ids (a digest of the message) could list a copy of a known message
+/// there, and only the full listing tells such messages apart.
+pub(crate) fn tail_fits(
     glance: &Glance,
-    stat: Option<(u32, u64)>,
-    ends: Option<&(String, String)>,
+    octets: u64,
+    tail: &[ListedMessage],
+    known: &dyn Known,
 ) -> bool {
-    stat == Some((glance.count, glance.octets))
-        && ends.is_some_and(|(first, last)| *first == glance.first && *last == glance.last)
+    let tail_octets = tail.iter().try_fold(0u64, |sum, m| sum.checked_add(m.size));
+    let mut uids = foldhash::HashSet::default();
+    tail_octets.and_then(|t| octets.checked_sub(t)) == Some(glance.octets)
+        && tail.iter().all(|m| {
+            uids.insert(m.uid.as_str())
+                && m.uid != glance.first
+                && m.uid != glance.last
+                && known.records(&m.uid).is_empty()
+                && known.forms(&m.uid).is_empty()
+        })
 }
 
 /// Keeps `glance` for the next session; a failure only costs that session a

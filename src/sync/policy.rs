@@ -264,6 +264,37 @@ pub(crate) fn plan(
     policy: &Policy,
     now: u64,
 ) -> SessionPlan {
+    plan_listed(listing, probes, known, policy, now, Listed::Whole)
+}
+
+/// The plan for new messages listed after the ones a glance vouches for (see
+/// `glance::tail_fits`): as [`plan`], but nothing is forgotten, for the
+/// messages not listed are still on the server.
+pub(crate) fn plan_tail(
+    tail: Vec<ListedMessage>,
+    probes: &Probes,
+    known: &dyn Known,
+    policy: &Policy,
+    now: u64,
+) -> SessionPlan {
+    plan_listed(tail, probes, known, policy, now, Listed::Tail)
+}
+
+/// How much of the mailbox a listing shows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listed {
+    Whole,
+    Tail,
+}
+
+fn plan_listed(
+    listing: Vec<ListedMessage>,
+    probes: &Probes,
+    known: &dyn Known,
+    policy: &Policy,
+    now: u64,
+    listed: Listed,
+) -> SessionPlan {
     let mut plan = SessionPlan {
         delete_after_delivery: !policy.keep,
         fetch_all: policy.fetch_all,
@@ -401,7 +432,7 @@ pub(crate) fn plan(
     // Listed unique-ids are distinct but for `repeated`, so when as many are known
     // as the state holds, none of the state's is gone: the usual run, spared a set
     // of the whole listing.
-    if listed_known < known.count() || !repeated.is_empty() {
+    if listed == Listed::Whole && (listed_known < known.count() || !repeated.is_empty()) {
         // An adopted digest form (`uid-HEX`) of a listed unique-id still names a
         // message on the server (an own one was made over to the unique-id).
         let on_server: HashSet<&str> = plan

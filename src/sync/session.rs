@@ -62,31 +62,46 @@ fn run<S: Wire>(
     report: &mut Report,
 ) -> Result<()> {
     let mut failures = Failures::new(rank);
-    // A keep-on-server mailbox as the last session left it is not listed again.
+    // A keep-on-server mailbox as the last session left it is not listed again,
+    // nor one that only grew: then only its new messages are.
     let now = now();
     let glance_path = glance::path(account);
     let glancing = glance::applies(account, &*state, now);
+    let mut vouched = None;
     if glancing {
         match glance::load(&glance_path, account, &*state, now) {
-            Some(seen) => {
-                let (stat, ends) = session.stat_and_ends(seen.count)?;
-                if glance::matches(&seen, stat, ends.as_ref()) {
+            Some(seen) => match glance::compare(&seen, session.stat_and_ends(seen.count)?) {
+                glance::Seen::Same => {
                     report.on_server = seen.count as usize;
                     report.known = state.count();
                     report.login_delay = session.login_delay();
                     session.quit()?;
                     return Ok(());
                 }
-            }
+                glance::Seen::Grown { count, octets }
+                    if count - seen.count <= glance::tail_limit(session.pipelines()) =>
+                {
+                    if let Some(tail) = session.tail(seen.count + 1, count)? {
+                        if glance::tail_fits(&seen, octets, &tail, &*state) {
+                            vouched = Some((seen, tail));
+                        }
+                    }
+                }
+                _ => {}
+            },
             // STAT goes with the listing, to be kept for the next session.
             None => session.stat_with_listing()?,
         }
     }
+    // The messages the glance vouches for, known and kept, come before the tail.
+    let (vouched, tail) = vouched.unzip();
+    let before = vouched.as_ref().map_or(0, |seen| seen.count as usize);
     let plan = plan_session(
         &mut session,
         account,
         &*state,
         Shown::No,
+        tail,
         warn,
         &mut failures,
     )?;
@@ -134,7 +149,8 @@ fn run<S: Wire>(
     let stat = session.stat_seen().filter(|_| !session.uidl_refused());
     session.quit()?;
     report.deleted = deletions.len() - refused.len();
-    report.on_server = plan.messages.len().saturating_sub(report.deleted);
+    let listed = before + plan.messages.len();
+    report.on_server = listed.saturating_sub(report.deleted);
     state.tidy();
     report.known = state.count();
     if glancing {
@@ -153,17 +169,22 @@ fn run<S: Wire>(
                 .iter()
                 .all(|(_, action)| matches!(action, Action::Keep | Action::Fetch))
             && report.fetched == plan.fetch().len();
-        let seen = match (stat, plan.messages.first(), plan.messages.last()) {
-            (Some((count, octets)), Some((first, _)), Some((last, _)))
-                if settled && count as usize == plan.messages.len() =>
+        let first = match &vouched {
+            Some(seen) => Some(&seen.first),
+            None => plan.messages.first().map(|(m, _)| &m.uid),
+        };
+        let seen = match (stat, first, plan.messages.last()) {
+            (Some((count, octets)), Some(first), Some((last, _)))
+                if settled && count as usize == listed =>
             {
                 Some(glance::Glance {
                     count,
                     octets,
-                    first: first.uid.clone(),
+                    first: first.clone(),
                     last: last.uid.clone(),
                     known: state.count(),
-                    listed_at: now,
+                    // Listed in full when the glance it grew from was.
+                    listed_at: vouched.as_ref().map_or(now, |seen| seen.listed_at),
                 })
             }
             _ => None,
@@ -230,6 +251,7 @@ pub(super) fn dry_run(account: &Account, options: Options) -> Result<Report> {
         account,
         &state,
         Shown::Yes,
+        None,
         &warn,
         &mut failures,
     )?;
@@ -281,6 +303,7 @@ fn plan_session<S: Wire>(
     account: &Account,
     known: &dyn policy::Known,
     shown: Shown,
+    tail: Option<Vec<pop3::ListedMessage>>,
     warn: &dyn Fn(&str),
     failures: &mut Failures,
 ) -> Result<SessionPlan> {
@@ -292,9 +315,18 @@ fn plan_session<S: Wire>(
         Shown::No => Some(&sized),
         Shown::Yes => None,
     };
-    let listing = connect::listing(session, sized, warn)?;
-    let probes = connect::probe(session, &listing, known, &account.policy, now, warn)?;
-    let mut plan = policy::plan(listing, &probes, known, &account.policy, now);
+    let mut plan = match tail {
+        // New messages after those a glance vouches for: listed already.
+        Some(tail) => {
+            let probes = connect::probe(session, &tail, known, &account.policy, now, warn)?;
+            policy::plan_tail(tail, &probes, known, &account.policy, now)
+        }
+        None => {
+            let listing = connect::listing(session, sized, warn)?;
+            let probes = connect::probe(session, &listing, known, &account.policy, now, warn)?;
+            policy::plan(listing, &probes, known, &account.policy, now)
+        }
+    };
     run_filter(session, &mut plan, account, failures)?;
     Ok(plan)
 }

@@ -140,3 +140,115 @@ fn what_a_policy_needs_and_the_interval_bring_the_full_listing_back() {
     }
     assert_eq!(sync(&server, &home), (true, false));
 }
+
+/// Everything the last sync sent.
+fn sent(server: &Mailbox) -> Vec<String> {
+    server.model.lock().unwrap().commands.clone()
+}
+
+fn forget_glance(home: &Home) {
+    for entry in std::fs::read_dir(home.state_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "glance") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+}
+
+#[test]
+fn new_mail_on_an_unchanged_mailbox_is_listed_alone() {
+    let (server, home) = start("");
+    {
+        let mut m = server.model.lock().unwrap();
+        m.messages.push(message(4, "u4", 10));
+        m.messages.push(message(5, "u5", 12));
+    }
+    assert_eq!(sync(&server, &home), (false, true));
+    let sent = sent(&server);
+    for command in [
+        "UIDL 4", "UIDL 5", "UIDL 6", "LIST 5", "LIST 6", "RETR 5", "RETR 6",
+    ] {
+        assert!(sent.iter().any(|c| c == command), "{command} in {sent:?}");
+    }
+    assert!(
+        !sent
+            .iter()
+            .any(|c| c == "LIST" || c == "RETR 1" || c == "RETR 4"),
+        "{sent:?}"
+    );
+    assert_eq!(home.delivered().len(), 6);
+    // The glance moved on to the new last message.
+    assert_eq!(sync(&server, &home), (false, true));
+    assert!(!sent_retr(&server));
+    // The state still knows the messages that were not listed: a full listing
+    // fetches nothing again and forgets nothing.
+    forget_glance(&home);
+    assert_eq!(sync(&server, &home), (true, false));
+    assert!(!sent_retr(&server));
+    assert_eq!(home.delivered().len(), 6);
+}
+
+fn sent_retr(server: &Mailbox) -> bool {
+    sent(server).iter().any(|c| c.starts_with("RETR"))
+}
+
+/// A deletion under new mail moves a new message into the glance's last
+/// place: the count grew, yet the mailbox is listed in full.
+#[test]
+fn a_deletion_under_new_mail_is_seen() {
+    let (server, home) = start("");
+    {
+        let mut m = server.model.lock().unwrap();
+        m.messages.remove(1);
+        m.messages.push(message(8, "u8", 10));
+        m.messages.push(message(9, "u9", 10));
+    }
+    assert!(sync(&server, &home).0);
+    assert_eq!(home.delivered().len(), 6);
+}
+
+/// New mail at the end while a message in the middle was replaced by one of
+/// another size: both ends are where the glance saw them and the count grew;
+/// only the octets before the new message tell. Fails when the octets are
+/// dropped from `tail_fits`.
+#[test]
+fn new_mail_and_a_message_replaced_in_the_middle_are_seen_by_the_octets() {
+    let (server, home) = start("");
+    {
+        let mut m = server.model.lock().unwrap();
+        m.messages[1] = message(7, "u7", 25);
+        m.messages.push(message(8, "u8", 10));
+    }
+    assert!(sync(&server, &home).0);
+    assert_eq!(home.delivered().len(), 6, "u7 and u8 fetched");
+}
+
+/// A server that repeats unique-ids (a digest of the message) lists a second
+/// message under a known one at the end: only the full listing tells them
+/// apart. Fails when known unique-ids are let into the tail.
+#[test]
+fn a_known_unique_id_among_new_mail_brings_the_full_listing_back() {
+    let (server, home) = start("");
+    server
+        .model
+        .lock()
+        .unwrap()
+        .messages
+        .push(message(9, "u1", 10));
+    assert!(sync(&server, &home).0);
+    assert_eq!(home.delivered().len(), 5);
+}
+
+#[test]
+fn more_new_mail_than_a_window_is_listed_in_full() {
+    let (server, home) = start("");
+    {
+        let mut m = server.model.lock().unwrap();
+        for i in 10..310 {
+            m.messages.push(message(i, &format!("u{i}"), 10));
+        }
+    }
+    assert!(sync(&server, &home).0);
+    assert_eq!(home.delivered().len(), 304);
+    assert_eq!(sync(&server, &home), (false, true));
+}

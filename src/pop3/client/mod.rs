@@ -12,7 +12,7 @@ mod session;
 pub(crate) use connection::Trace;
 pub(crate) use fetch::Retrieved;
 pub(crate) use login::{Client, Credentials};
-pub(crate) use session::Session;
+pub(crate) use session::{Glimpse, Session};
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,8 @@ use super::connection::Connection;
 use crate::net::Wire;
 use crate::pop3::proto::command::Command;
 use crate::pop3::proto::listing::{
-    join, repeated_number, repeated_uids, with_sizes, LineBudget, Listing, MAX_LISTED,
+    join, repeated_number, repeated_uids, with_sizes, LineBudget, ListedMessage, Listing,
+    MAX_LISTED,
 };
 use crate::pop3::proto::pipeline::{Flow, Pipeline, WINDOW};
 use crate::pop3::proto::response::{parse_list_line, parse_uidl_line, Status};
@@ -70,6 +71,11 @@ impl<S: Wire> Session<S> {
         Ok(())
     }
 
+    /// Whether commands may be pipelined (RFC 2449 §6.6).
+    pub(crate) fn pipelines(&self) -> bool {
+        self.pipelining
+    }
+
     /// Whether the server refused UIDL: its unique-ids are popfetch's digests.
     pub(crate) fn uidl_refused(&self) -> bool {
         self.uidl_refused
@@ -128,7 +134,8 @@ impl<S: Wire> Session<S> {
         if !self.pipelining || count == 0 {
             self.conn.send(Command::Stat)?;
             let stat = self.read_stat_loosely()?;
-            if stat.is_none_or(|(n, _)| n != count) || count == 0 {
+            // Fewer messages than `count`: no `count`th to ask for.
+            if stat.is_none_or(|(n, _)| n < count) || count == 0 {
                 return Ok((stat, None));
             }
             self.conn.send(Command::UidlOne(1))?;
@@ -145,6 +152,51 @@ impl<S: Wire> Session<S> {
         let first = self.uidl_reply(1)?;
         let last = self.uidl_reply(count)?;
         Ok((stat, first.zip(last)))
+    }
+
+    /// The messages `first..=last` with their unique-ids and sizes: `UIDL n` and
+    /// `LIST n` for each (RFC 1939 §5, §7), pipelined where the server allows.
+    /// `None` when the server refuses any of them (a message gone meanwhile, no
+    /// UIDL): the caller then lists everything.
+    pub(crate) fn tail(
+        &mut self,
+        first: u32,
+        last: u32,
+    ) -> Result<Option<Vec<ListedMessage>>, Error> {
+        let nums: Vec<u32> = (first..=last).collect();
+        let mut listed = Vec::with_capacity(nums.len());
+        let mut refused = false;
+        self.pipelined(
+            "UIDL",
+            &nums,
+            |_| 0,
+            |conn, &num| {
+                conn.queue(Command::UidlOne(num))?;
+                conn.queue(Command::ListOne(num))
+            },
+            |conn, &num, stopped| {
+                let uid = conn.read_status("UIDL")?;
+                let size = conn.read_status("LIST")?;
+                if stopped || refused {
+                    return Ok(Flow::Stop);
+                }
+                if !uid.ok || !size.ok {
+                    refused = true;
+                    return Ok(Flow::Stop);
+                }
+                let (at, uid) = parse_uidl_line(uid.text.as_bytes())?;
+                let (sized, size) = parse_list_line(size.text.as_bytes())?;
+                if at != num || sized != num {
+                    return Err(Error::Protocol(format!(
+                        "asked UIDL and LIST {num}, the server answered for message {}",
+                        if at != num { at } else { sized }
+                    )));
+                }
+                listed.push(ListedMessage { num, size, uid });
+                Ok(Flow::Continue)
+            },
+        )?;
+        Ok((!refused).then_some(listed))
     }
 
     /// The reply to `UIDL num`: `+OK num uid`, or `None` for -ERR.
