@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Account;
 use crate::pop3::{Glimpse, ListedMessage};
 use crate::sync::policy::Known;
+use crate::sync::state::fingerprint::{self, Fingerprint};
 
 /// What the last session that left nothing to do saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +49,10 @@ pub(crate) struct Glance {
     pub known: usize,
     /// When the mailbox was last listed in full (Unix seconds).
     pub listed_at: u64,
+    /// The journal as this glance left it: while it is the same, the state
+    /// need not even be read to trust the glance (see [`trusted`]).
+    #[serde(default)]
+    pub journal: Option<Fingerprint>,
 }
 
 /// `STATE_DIR/MAILBOX.glance`.
@@ -79,12 +84,38 @@ pub(crate) fn applies(account: &Account, known: &dyn Known, now: u64) -> bool {
     }
 }
 
+/// The glance of the last session, when it may be trusted before the state is
+/// read: the account's policy never needs the records for it (keep, no
+/// `delete_after`, no limit, nothing kept until deleted locally), and the
+/// journal is byte for byte the one the glance was taken over (see
+/// [`Fingerprint`]), so every record it counted is still there, and no
+/// delivery was left half done since.
+pub(crate) fn trusted(account: &Account, now: u64) -> Option<Glance> {
+    let policy = &account.policy;
+    if !policy.keep
+        || policy.fetch_all
+        || policy.max_messages.is_some()
+        || policy.delete_after.is_some()
+        || policy.until_deleted_locally
+    {
+        return None;
+    }
+    let glance = read(&path(account), account, now)?;
+    let journal = fingerprint::of(&crate::sync::state::Place::of(account).path())?;
+    (glance.journal == Some(journal)).then_some(glance)
+}
+
+/// The glance file, if it parses and is recent enough (`full_listing_interval`).
+fn read(path: &Path, account: &Account, now: u64) -> Option<Glance> {
+    let glance: Glance = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let age = now.checked_sub(glance.listed_at)?;
+    (age < account.policy.full_listing.as_secs()).then_some(glance)
+}
+
 /// The glance of the last session, if it may stand for this one: recent enough
 /// (`full_listing_interval`) and taken over the same records.
 pub(crate) fn load(path: &Path, account: &Account, known: &dyn Known, now: u64) -> Option<Glance> {
-    let glance: Glance = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    let age = now.checked_sub(glance.listed_at)?;
-    (age < account.policy.full_listing.as_secs() && glance.known == known.count()).then_some(glance)
+    read(path, account, now).filter(|glance| glance.known == known.count())
 }
 
 /// What the server shows against what the glance saw.

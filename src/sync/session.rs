@@ -10,7 +10,7 @@ use super::connect::open_session;
 use super::fetch::{fetch_and_deliver, Failures, Sink};
 use super::policy::{self, Action, Known, SessionPlan};
 use super::preview::Headline;
-use super::state::{Ledger, Place, UidlState};
+use super::state::{self, Ledger, Place, UidlState};
 use super::{connect, filter, glance, now, Failed, Options, Progress, Rank, Report};
 use crate::config::Account;
 use crate::deliver::Target;
@@ -21,7 +21,7 @@ use crate::pop3::{self, Flow, Session, Wire};
 /// without QUIT, so the server never enters its UPDATE state (RFC 1939 §6) and
 /// every message stays there.
 pub(super) fn run_session<S: Wire>(
-    session: Session<S>,
+    Connected { session, asked }: Connected<S>,
     account: &Account,
     target: &mut dyn Target,
     state: &mut dyn Ledger,
@@ -32,6 +32,7 @@ pub(super) fn run_session<S: Wire>(
     let mut report = Report::default();
     match run(
         session,
+        asked,
         account,
         target,
         state,
@@ -53,6 +54,7 @@ pub(super) fn run_session<S: Wire>(
 #[allow(clippy::too_many_arguments)]
 fn run<S: Wire>(
     mut session: Session<S>,
+    asked: Option<Asked>,
     account: &Account,
     target: &mut dyn Target,
     state: &mut dyn Ledger,
@@ -70,12 +72,9 @@ fn run<S: Wire>(
     let mut vouched = None;
     if glancing {
         match glance::load(&glance_path, account, &*state, now) {
-            Some(seen) => match glance::compare(&seen, session.stat_and_ends(seen.count)?) {
+            Some(seen) => match glance::compare(&seen, glimpse_of(&mut session, &seen, asked)?) {
                 glance::Seen::Same => {
-                    report.on_server = seen.count as usize;
-                    report.known = state.count();
-                    report.login_delay = session.login_delay();
-                    session.quit()?;
+                    *report = unchanged(session, &seen)?;
                     return Ok(());
                 }
                 glance::Seen::Grown { count, octets }
@@ -185,6 +184,7 @@ fn run<S: Wire>(
                     known: state.count(),
                     // Listed in full when the glance it grew from was.
                     listed_at: vouched.as_ref().map_or(now, |seen| seen.listed_at),
+                    journal: state::fingerprint::of(&Place::of(account).path()),
                 })
             }
             _ => None,
@@ -209,6 +209,41 @@ fn run<S: Wire>(
         ))));
     }
     Ok(())
+}
+
+/// A logged-in session as `sync` hands it over, with what it asked already.
+pub(super) struct Connected<S> {
+    pub session: Session<S>,
+    pub asked: Option<Asked>,
+}
+
+/// What a session asked for a glance before the state was read: the count it
+/// asked `UIDL` at, and what the server said (see `sync::open_state_and_session`).
+pub(super) type Asked = (u32, pop3::Glimpse);
+
+/// STAT and the unique-ids at 1 and at the glance's count, unless asked already.
+fn glimpse_of<S: Wire>(
+    session: &mut Session<S>,
+    seen: &glance::Glance,
+    asked: Option<Asked>,
+) -> Result<pop3::Glimpse, pop3::Error> {
+    match asked {
+        Some((count, glimpse)) if count == seen.count => Ok(glimpse),
+        _ => session.stat_and_ends(seen.count),
+    }
+}
+
+/// The end of a session that found the mailbox as `seen` saw it: nothing to
+/// list, fetch or delete.
+pub(super) fn unchanged<S: Wire>(session: Session<S>, seen: &glance::Glance) -> Result<Report> {
+    let report = Report {
+        on_server: seen.count as usize,
+        known: seen.known,
+        login_delay: session.login_delay(),
+        ..Report::default()
+    };
+    session.quit()?;
+    Ok(report)
 }
 
 /// The error for DELEs the server refused (RFC 1939 §5 allows -ERR): the messages

@@ -403,8 +403,19 @@ fn run_account(
     let warned = RefCell::new(Vec::new());
     let warn = |text: &str| warned.borrow_mut().push(text.to_string());
     let rank = |err: &anyhow::Error| crate::cmd::exit::classify(err) as u8;
-    let result = run_session(session, account, &mut target, &mut state, None, &warn, rank)
-        .map_err(|failed| failed.error);
+    let result = run_session(
+        super::session::Connected {
+            session,
+            asked: None,
+        },
+        account,
+        &mut target,
+        &mut state,
+        None,
+        &warn,
+        rank,
+    )
+    .map_err(|failed| failed.error);
     drop(state);
     let recorded = UidlState::peek(&Place::of(account))
         .unwrap()

@@ -252,3 +252,24 @@ fn more_new_mail_than_a_window_is_listed_in_full() {
     assert_eq!(home.delivered().len(), 304);
     assert_eq!(sync(&server, &home), (false, true));
 }
+
+/// A glance is trusted before the state is read only while the journal is the
+/// very one it was taken over: records added since (by import-state here) bring
+/// the full listing back. Fails when `glance::trusted` ignores the journal.
+#[test]
+fn records_added_since_the_glance_bring_the_full_listing_back() {
+    let (server, home) = start("");
+    assert_eq!(sync(&server, &home), (false, true));
+    let ids = home.path().join("fetchids");
+    std::fs::write(&ids, "alice@127.0.0.1 imported-1\n").unwrap();
+    home.run(&[
+        "import-state",
+        "test",
+        "--from",
+        "fetchmail",
+        ids.to_str().unwrap(),
+    ])
+    .expect(0);
+    assert_eq!(sync(&server, &home), (true, false));
+    assert_eq!(home.delivered().len(), 4);
+}

@@ -47,6 +47,7 @@
 
 mod adopt;
 mod compact;
+pub(crate) mod fingerprint;
 pub(crate) mod identity;
 mod journal;
 mod known;

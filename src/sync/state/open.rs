@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::journal::open_append;
 use super::witness::Synced;
@@ -45,6 +46,20 @@ impl UidlState {
     /// (`keep = "until-deleted-locally"`): see [`super::Locations`].
     pub(crate) fn open_located(place: &Place, located: bool) -> Result<UidlState, StateError> {
         UidlState::open_with(place, located)
+    }
+
+    /// [`UidlState::open_located`], unless `stop` is set before the state is
+    /// read to its end: then `None`, and nothing changed on disk. For a session
+    /// that a glance may find with nothing to do (see `sync`).
+    pub(crate) fn open_unless(
+        place: &Place,
+        located: bool,
+        stop: &AtomicBool,
+    ) -> Result<Option<UidlState>, StateError> {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        UidlState::open_with(place, located).map(Some)
     }
 
     /// Reads the state of `place` without changing anything on disk: no file is
