@@ -69,8 +69,9 @@ pub(crate) struct SessionPlan {
 }
 
 impl SessionPlan {
-    /// Messages to fetch, oldest first.
-    pub(crate) fn fetch(&self) -> Vec<ListedMessage> {
+    /// Messages to fetch, oldest first: borrowed, not copied, as there may be
+    /// 100,000 of them (issue 22).
+    pub(crate) fn fetch(&self) -> Vec<&ListedMessage> {
         self.with(|a| a == Action::Fetch)
     }
 
@@ -93,11 +94,11 @@ impl SessionPlan {
             .collect()
     }
 
-    fn with(&self, keep: impl Fn(Action) -> bool) -> Vec<ListedMessage> {
+    fn with(&self, keep: impl Fn(Action) -> bool) -> Vec<&ListedMessage> {
         self.messages
             .iter()
             .filter(|(_, a)| keep(*a))
-            .map(|(m, _)| m.clone())
+            .map(|(m, _)| m)
             .collect()
     }
 
@@ -143,6 +144,11 @@ pub(crate) trait Known {
     fn uids(&self) -> Vec<&str>;
     /// How many keys have records.
     fn count(&self) -> usize;
+    /// A hint: about `new` records are to be added in this run (the messages
+    /// planned for fetching), so that the state can make room for them at once.
+    fn expect_records(&self, new: usize) {
+        let _ = new;
+    }
     /// Whether the record of `uid` was written by this mailbox's own sessions. One
     /// that was not (adopted from an older popfetch's state, or imported) keeps the
     /// message from being fetched again, but is never grounds for a DELE: see
@@ -385,6 +391,11 @@ pub(crate) fn plan(
         plan.messages.push((message, action));
     }
     plan.limit(policy);
+    known.expect_records(
+        (plan.messages.iter())
+            .filter(|(_, action)| *action == Action::Fetch)
+            .count(),
+    );
     // Records of a unique-id whose every message was probed and matched none of
     // them describe messages gone from the server.
     for (uid, matched) in &probed {

@@ -2,6 +2,8 @@
 //! the digest forms an older popfetch wrote, which records are adopted, and the
 //! answers both views of the state give the policy ([`Known`]).
 
+use std::cell::Cell;
+
 use foldhash::{HashMap, HashSet};
 
 use crate::sync::policy::Known;
@@ -16,7 +18,9 @@ pub(super) type Deliveries = smallvec::SmallVec<[Delivered; 1]>;
 /// under one form is known under the other.
 #[derive(Debug, Default)]
 pub(super) struct Records {
-    pub(super) by_uid: HashMap<String, Deliveries>,
+    /// Keyed by `Box<str>`: 8 bytes a message less than `String`, whose capacity
+    /// a key never uses.
+    pub(super) by_uid: HashMap<Box<str>, Deliveries>,
     forms: HashMap<String, Vec<String>>,
 }
 
@@ -27,7 +31,7 @@ impl Records {
             Some(records) => records,
             None => {
                 self.index_form(uid);
-                self.by_uid.entry(uid.to_string()).or_default()
+                self.by_uid.entry(uid.into()).or_default()
             }
         };
         if !records.iter().any(|r| r.id == record.id) {
@@ -38,7 +42,7 @@ impl Records {
     /// Sets the records of `uid`, which has none yet (a replay's last step).
     pub(super) fn put(&mut self, uid: &str, records: Deliveries) {
         self.index_form(uid);
-        self.by_uid.insert(uid.to_string(), records);
+        self.by_uid.insert(uid.into(), records);
     }
 
     /// Indexes a new key of the digest form `uid-HEX` under its unique-id.
@@ -99,7 +103,7 @@ impl Records {
     }
 
     fn uids(&self) -> Vec<&str> {
-        self.by_uid.keys().map(String::as_str).collect()
+        self.by_uid.keys().map(|uid| &**uid).collect()
     }
 
     pub(super) fn count(&self) -> usize {
@@ -119,13 +123,16 @@ pub(crate) struct Snapshot {
     /// Where delivered messages landed, when the account keeps them until they
     /// are deleted there.
     pub(super) located: Option<super::Locations>,
+    /// How many records the plan expects this run to add (see
+    /// [`Known::expect_records`]): the table is grown for them at the first, once.
+    pub(super) expected: Cell<usize>,
 }
 
 impl Snapshot {
     /// Every delivered unique-id.
     #[cfg(test)]
     pub(crate) fn delivered_uids(&self) -> impl Iterator<Item = &str> {
-        self.delivered.by_uid.keys().map(String::as_str)
+        self.delivered.by_uid.keys().map(|uid| &**uid)
     }
 }
 
@@ -156,6 +163,10 @@ impl<T: Holds> Known for T {
 
     fn count(&self) -> usize {
         self.snapshot().delivered.count()
+    }
+
+    fn expect_records(&self, new: usize) {
+        self.snapshot().expected.set(new);
     }
 
     fn own(&self, uid: &str) -> bool {

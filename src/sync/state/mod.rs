@@ -169,6 +169,11 @@ impl UidlState {
                     .insert(uid.to_string(), (location.to_string(), id));
             }
             Record::Delivered(uid, record) => {
+                // The table grown once for all the run's deliveries: grown as they
+                // come, it would hold its old and new buckets at once each time it
+                // doubles, at the run's peak of memory (issue 22).
+                let expected = self.recorded.expected.take();
+                self.recorded.delivered.by_uid.reserve(expected);
                 let announced = self.pending.remove(uid);
                 // Paired by identity too: of two messages under one unique-id
                 // in one batch, the later intent replaced the earlier.
