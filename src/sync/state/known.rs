@@ -12,15 +12,86 @@ use crate::sync::state::identity::{Identity, Record as Delivered};
 /// The records of one unique-id: one, nearly always.
 pub(super) type Deliveries = smallvec::SmallVec<[Delivered; 1]>;
 
+/// A unique-id as the state keys it: inline up to [`Uid::INLINE`] bytes (Dovecot's
+/// are 16, most servers' shorter than 23), so that 100,000 keys are not 100,000
+/// heap blocks (issue 22); a longer one in a block of its own.
+#[derive(Clone)]
+pub(super) enum Uid {
+    Inline { len: u8, bytes: [u8; Uid::INLINE] },
+    Heap(Box<str>),
+}
+
+impl Uid {
+    /// As many bytes as fit beside the length in the 24 bytes of a `String`.
+    const INLINE: usize = 22;
+
+    pub(super) fn as_str(&self) -> &str {
+        match self {
+            Uid::Inline { len, bytes } => {
+                // Copied whole from a `str`: always UTF-8.
+                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("a unique-id is UTF-8")
+            }
+            Uid::Heap(uid) => uid,
+        }
+    }
+}
+
+impl From<&str> for Uid {
+    fn from(uid: &str) -> Uid {
+        match u8::try_from(uid.len()) {
+            Ok(len) if uid.len() <= Uid::INLINE => {
+                let mut bytes = [0; Uid::INLINE];
+                bytes[..uid.len()].copy_from_slice(uid.as_bytes());
+                Uid::Inline { len, bytes }
+            }
+            _ => Uid::Heap(uid.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for Uid {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// Looked up by `&str`: hashed and compared as the `str` it holds, as `Borrow`
+/// requires.
+impl std::borrow::Borrow<str> for Uid {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::hash::Hash for Uid {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialEq for Uid {
+    fn eq(&self, other: &Uid) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Uid {}
+
+impl std::fmt::Debug for Uid {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
 /// The delivered messages: the records of each unique-id, and an index of the keys
 /// an older popfetch wrote for repeated unique-ids (`uid-HEX`, HEX 32 hex digits of
 /// a digest of the headers from TOP and the listed size), so that a message known
 /// under one form is known under the other.
 #[derive(Debug, Default)]
 pub(super) struct Records {
-    /// Keyed by `Box<str>`: 8 bytes a message less than `String`, whose capacity
-    /// a key never uses.
-    pub(super) by_uid: HashMap<Box<str>, Deliveries>,
+    pub(super) by_uid: HashMap<Uid, Deliveries>,
     forms: HashMap<String, Vec<String>>,
 }
 
@@ -103,7 +174,7 @@ impl Records {
     }
 
     fn uids(&self) -> Vec<&str> {
-        self.by_uid.keys().map(|uid| &**uid).collect()
+        self.by_uid.keys().map(Uid::as_str).collect()
     }
 
     pub(super) fn count(&self) -> usize {
@@ -132,7 +203,7 @@ impl Snapshot {
     /// Every delivered unique-id.
     #[cfg(test)]
     pub(crate) fn delivered_uids(&self) -> impl Iterator<Item = &str> {
-        self.delivered.by_uid.keys().map(|uid| &**uid)
+        self.delivered.by_uid.keys().map(Uid::as_str)
     }
 }
 
@@ -185,5 +256,33 @@ impl<T: Holds> Known for T {
             .located
             .as_ref()
             .is_some_and(|located| located.is_gone(uid, id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key reads back as the unique-id it was made from, inline or not, and is
+    /// found by it; one of Dovecot's takes no heap block.
+    #[test]
+    fn keys_hold_their_unique_ids() {
+        let mut map: HashMap<Uid, u32> = HashMap::default();
+        let long = "x".repeat(70);
+        let uids = ["", "a", "0000000169f1a2b3", "é€𝄞 12 more byte", &long];
+        for (i, uid) in uids.iter().enumerate() {
+            map.insert((*uid).into(), i as u32);
+        }
+        for (i, uid) in uids.iter().enumerate() {
+            assert_eq!(map[*uid], i as u32);
+            assert_eq!(Uid::from(*uid).as_str(), *uid);
+        }
+        assert!(matches!(Uid::from("0000000169f1a2b3"), Uid::Inline { .. }));
+        assert!(matches!(
+            Uid::from("x".repeat(22).as_str()),
+            Uid::Inline { .. }
+        ));
+        assert!(matches!(Uid::from("x".repeat(23).as_str()), Uid::Heap(_)));
+        assert_eq!(std::mem::size_of::<Uid>(), 24);
     }
 }
