@@ -9,8 +9,62 @@ use foldhash::{HashMap, HashSet};
 use crate::sync::policy::Known;
 use crate::sync::state::identity::{Identity, Record as Delivered};
 
-/// The records of one unique-id: one, nearly always.
-pub(super) type Deliveries = smallvec::SmallVec<[Delivered; 1]>;
+/// The records of one unique-id: one, nearly always, held inline in the 40 bytes
+/// of that record (a `SmallVec` of one takes 48: 800 KB more for 100,000).
+#[derive(Debug, Clone, Default)]
+pub(super) enum Deliveries {
+    #[default]
+    None,
+    One(Delivered),
+    Many(Box<Vec<Delivered>>),
+}
+
+impl Deliveries {
+    pub(super) fn push(&mut self, record: Delivered) {
+        *self = match std::mem::take(self) {
+            Deliveries::None => Deliveries::One(record),
+            Deliveries::One(first) => Deliveries::Many(Box::new(vec![first, record])),
+            Deliveries::Many(mut records) => {
+                records.push(record);
+                Deliveries::Many(records)
+            }
+        };
+    }
+
+    pub(super) fn retain(&mut self, keep: impl FnMut(&Delivered) -> bool) {
+        let mut records = self.to_vec();
+        records.retain(keep);
+        *self = Deliveries::None;
+        for record in records {
+            self.push(record);
+        }
+    }
+
+    pub(super) fn as_slice(&self) -> &[Delivered] {
+        match self {
+            Deliveries::None => &[],
+            Deliveries::One(record) => std::slice::from_ref(record),
+            Deliveries::Many(records) => records,
+        }
+    }
+}
+
+impl std::ops::Deref for Deliveries {
+    type Target = [Delivered];
+
+    fn deref(&self) -> &[Delivered] {
+        self.as_slice()
+    }
+}
+
+impl<'a> IntoIterator for &'a Deliveries {
+    type Item = &'a Delivered;
+    type IntoIter = std::slice::Iter<'a, Delivered>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter()
+    }
+}
 
 /// A unique-id as the state keys it: inline up to [`Uid::INLINE`] bytes (Dovecot's
 /// are 16, most servers' shorter than 23), so that 100,000 keys are not 100,000
@@ -284,5 +338,32 @@ mod tests {
         ));
         assert!(matches!(Uid::from("x".repeat(23).as_str()), Uid::Heap(_)));
         assert_eq!(std::mem::size_of::<Uid>(), 24);
+    }
+
+    /// Records of one unique-id pushed and retained: the one inline, several in a
+    /// vector, in order; and no larger than one record.
+    #[test]
+    fn deliveries_hold_one_or_many_records() {
+        let record = |first_seen| Delivered {
+            first_seen,
+            id: None,
+        };
+        let mut d = Deliveries::default();
+        assert!(d.is_empty());
+        d.push(record(1));
+        assert!(matches!(d, Deliveries::One(_)));
+        d.push(record(2));
+        d.push(record(3));
+        assert_eq!(d.as_slice(), [record(1), record(2), record(3)]);
+        d.retain(|r| r.first_seen != 2);
+        assert_eq!(d.iter().map(|r| r.first_seen).collect::<Vec<_>>(), [1, 3]);
+        d.retain(|r| r.first_seen == 3);
+        assert!(matches!(d, Deliveries::One(r) if r == record(3)));
+        d.retain(|_| false);
+        assert!(d.is_empty() && matches!(d, Deliveries::None));
+        assert_eq!(
+            std::mem::size_of::<Deliveries>(),
+            std::mem::size_of::<Delivered>()
+        );
     }
 }
