@@ -10,23 +10,26 @@ use crate::sync::policy::Known;
 use crate::sync::state::identity::{Identity, Record as Delivered};
 
 /// The records of one unique-id: one, nearly always, held inline in the 40 bytes
-/// of that record (a `SmallVec` of one takes 48: 800 KB more for 100,000).
+/// of that record (a `SmallVec` of one takes 48: 800 KB more for 100,000), or
+/// several in a block of their own.
 #[derive(Debug, Clone, Default)]
 pub(super) enum Deliveries {
     #[default]
     None,
     One(Delivered),
-    Many(Box<Vec<Delivered>>),
+    Many(Box<[Delivered]>),
 }
 
 impl Deliveries {
     pub(super) fn push(&mut self, record: Delivered) {
         *self = match std::mem::take(self) {
             Deliveries::None => Deliveries::One(record),
-            Deliveries::One(first) => Deliveries::Many(Box::new(vec![first, record])),
-            Deliveries::Many(mut records) => {
+            Deliveries::One(first) => Deliveries::Many(Box::new([first, record])),
+            // Rare (a server that repeats unique-ids): a copy per record is cheap.
+            Deliveries::Many(records) => {
+                let mut records = records.into_vec();
                 records.push(record);
-                Deliveries::Many(records)
+                Deliveries::Many(records.into_boxed_slice())
             }
         };
     }
