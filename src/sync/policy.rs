@@ -285,6 +285,7 @@ pub(crate) fn plan(
     let mut unprobed: HashSet<String> = HashSet::default();
     plan.messages.reserve_exact(listing.len());
     let mut listed_known = 0;
+    let mut unknown_fetched = 0;
     for message in listing {
         let records = known.records(&message.uid);
         listed_known += usize::from(!records.is_empty());
@@ -388,14 +389,15 @@ pub(crate) fn plan(
                 }
             }
         };
+        unknown_fetched += usize::from(records.is_empty() && action == Action::Fetch);
         plan.messages.push((message, action));
     }
     plan.limit(policy);
-    known.expect_records(
-        (plan.messages.iter())
-            .filter(|(_, action)| *action == Action::Fetch)
-            .count(),
-    );
+    // New unique-ids to be fetched: a message fetched again (`fetch_all`) adds no key.
+    let fetching = (plan.messages.iter())
+        .filter(|(_, action)| *action == Action::Fetch)
+        .count();
+    known.expect_records(unknown_fetched.min(fetching));
     // Records of a unique-id whose every message was probed and matched none of
     // them describe messages gone from the server.
     for (uid, matched) in &probed {
@@ -495,6 +497,8 @@ mod tests {
         forms: HashMap<String, Vec<String>>,
         /// Records whose file is gone from the Maildir.
         gone: Vec<(String, Identity)>,
+        /// The plan's last hint (see [`Known::expect_records`]).
+        expected: std::cell::Cell<usize>,
     }
 
     impl State {
@@ -535,6 +539,10 @@ mod tests {
 
         fn count(&self) -> usize {
             self.records.len()
+        }
+
+        fn expect_records(&self, new: usize) {
+            self.expected.set(new);
         }
 
         /// Uids starting with `L` stand for adopted records.
@@ -854,6 +862,17 @@ mod tests {
         };
         let plan = run(&[("a", 0), ("b", 0)], policy, 1);
         assert_eq!(plan.fetch().len(), 4);
+        // Only the two new unique-ids will need room in the state, and with
+        // max_messages only as many as are fetched.
+        let state = State::of(&[("a", 0), ("b", 0)]);
+        super::plan(listing(), &Probes::default(), &state, &policy, 1);
+        assert_eq!(state.expected.get(), 2);
+        let one = Policy {
+            max_messages: Some(1),
+            ..policy
+        };
+        super::plan(listing(), &Probes::default(), &state, &one, 1);
+        assert_eq!(state.expected.get(), 1);
     }
 
     #[test]

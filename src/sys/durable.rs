@@ -263,6 +263,26 @@ mod tests {
         assert_eq!(fs::read(&dest).unwrap(), b"old");
     }
 
+    /// A write that fails half-way leaves the old file whole and no temporary file.
+    #[test]
+    fn a_failed_streamed_replace_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("d");
+        fs::write(&dest, b"old").unwrap();
+        let failed = replace_with(&dest, |out| {
+            out.write_all(&[b'x'; 100_000])?;
+            Err::<(), _>(io::Error::other("disk full"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(fs::read(&dest).unwrap(), b"old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(
+            replace_with(&dest, |out| out.write_all(b"new").map(|()| 7)).unwrap(),
+            7
+        );
+        assert_eq!(fs::read(&dest).unwrap(), b"new");
+    }
+
     #[test]
     fn rename_replaces_atomically() {
         let dir = tempfile::tempdir().unwrap();
