@@ -30,7 +30,7 @@ pub(super) fn fetch_and_deliver<S: Wire>(
     report: &mut Report,
     failures: &mut Failures,
 ) -> Result<Vec<u32>> {
-    let fetch: Vec<ListedMessage> = plan.fetch();
+    let fetch: Vec<&ListedMessage> = plan.fetch();
     let listed: Vec<(u32, u64)> = fetch.iter().map(|m| (m.num, m.size)).collect();
     let mut done = Batch::default();
     let mut head = Head::default();

@@ -69,8 +69,9 @@ pub(crate) struct SessionPlan {
 }
 
 impl SessionPlan {
-    /// Messages to fetch, oldest first.
-    pub(crate) fn fetch(&self) -> Vec<ListedMessage> {
+    /// Messages to fetch, oldest first: borrowed, not copied, as there may be
+    /// 100,000 of them (issue 22).
+    pub(crate) fn fetch(&self) -> Vec<&ListedMessage> {
         self.with(|a| a == Action::Fetch)
     }
 
@@ -93,11 +94,11 @@ impl SessionPlan {
             .collect()
     }
 
-    fn with(&self, keep: impl Fn(Action) -> bool) -> Vec<ListedMessage> {
+    fn with(&self, keep: impl Fn(Action) -> bool) -> Vec<&ListedMessage> {
         self.messages
             .iter()
             .filter(|(_, a)| keep(*a))
-            .map(|(m, _)| m.clone())
+            .map(|(m, _)| m)
             .collect()
     }
 
@@ -143,6 +144,11 @@ pub(crate) trait Known {
     fn uids(&self) -> Vec<&str>;
     /// How many keys have records.
     fn count(&self) -> usize;
+    /// A hint: about `new` records are to be added in this run (the messages
+    /// planned for fetching), so that the state can make room for them at once.
+    fn expect_records(&self, new: usize) {
+        let _ = new;
+    }
     /// Whether the record of `uid` was written by this mailbox's own sessions. One
     /// that was not (adopted from an older popfetch's state, or imported) keeps the
     /// message from being fetched again, but is never grounds for a DELE: see
@@ -310,6 +316,7 @@ fn plan_listed(
     let mut unprobed: HashSet<String> = HashSet::default();
     plan.messages.reserve_exact(listing.len());
     let mut listed_known = 0;
+    let mut unknown_fetched = 0;
     for message in listing {
         let records = known.records(&message.uid);
         listed_known += usize::from(!records.is_empty());
@@ -413,9 +420,15 @@ fn plan_listed(
                 }
             }
         };
+        unknown_fetched += usize::from(records.is_empty() && action == Action::Fetch);
         plan.messages.push((message, action));
     }
     plan.limit(policy);
+    // New unique-ids to be fetched: a message fetched again (`fetch_all`) adds no key.
+    let fetching = (plan.messages.iter())
+        .filter(|(_, action)| *action == Action::Fetch)
+        .count();
+    known.expect_records(unknown_fetched.min(fetching));
     // Records of a unique-id whose every message was probed and matched none of
     // them describe messages gone from the server.
     for (uid, matched) in &probed {
@@ -515,6 +528,8 @@ mod tests {
         forms: HashMap<String, Vec<String>>,
         /// Records whose file is gone from the Maildir.
         gone: Vec<(String, Identity)>,
+        /// The plan's last hint (see [`Known::expect_records`]).
+        expected: std::cell::Cell<usize>,
     }
 
     impl State {
@@ -555,6 +570,10 @@ mod tests {
 
         fn count(&self) -> usize {
             self.records.len()
+        }
+
+        fn expect_records(&self, new: usize) {
+            self.expected.set(new);
         }
 
         /// Uids starting with `L` stand for adopted records.
@@ -874,6 +893,17 @@ mod tests {
         };
         let plan = run(&[("a", 0), ("b", 0)], policy, 1);
         assert_eq!(plan.fetch().len(), 4);
+        // Only the two new unique-ids will need room in the state, and with
+        // max_messages only as many as are fetched.
+        let state = State::of(&[("a", 0), ("b", 0)]);
+        super::plan(listing(), &Probes::default(), &state, &policy, 1);
+        assert_eq!(state.expected.get(), 2);
+        let one = Policy {
+            max_messages: Some(1),
+            ..policy
+        };
+        super::plan(listing(), &Probes::default(), &state, &one, 1);
+        assert_eq!(state.expected.get(), 1);
     }
 
     #[test]

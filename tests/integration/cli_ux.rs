@@ -233,7 +233,9 @@ fn ctrl_c_clears_the_bar_says_nothing_is_lost_and_exits_130() {
         })
         .unwrap_or_default();
     assert!(
-        !state.lines().any(|l| l.starts_with("D ")),
+        !state
+            .lines()
+            .any(|l| l.starts_with("D ") || l.starts_with("d ")),
         "nothing recorded as delivered: {state}"
     );
 }

@@ -99,7 +99,9 @@ fn deferring_mda_keeps_everything_then_each_message_arrives_once() {
     );
     let state = fs::read_to_string(home.state_file()).unwrap();
     assert!(
-        !state.lines().any(|l| l.starts_with("D ")),
+        !state
+            .lines()
+            .any(|l| l.starts_with("D ") || l.starts_with("d ")),
         "nothing recorded as delivered:\n{state}"
     );
 

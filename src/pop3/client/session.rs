@@ -324,14 +324,19 @@ impl<S: Wire> Session<S> {
             return Ok(sizes);
         }
         self.conn.send(Command::List)?;
-        let all: foldhash::HashMap<u32, u64> = self.read_sizes(Some(listed))?.into_iter().collect();
+        let mut all = self.read_sizes(Some(listed))?;
+        // Searched, not hashed: no table beside a listing of 100,000 (issue 22).
+        // Servers list in ascending order, which the sort finds at once.
+        all.sort_unstable_by_key(|&(num, _)| num);
         nums.iter()
-            .map(|&num| match all.get(&num) {
-                Some(&size) => Ok((num, size)),
-                None => Err(Error::Protocol(format!(
-                    "UIDL names message {num}, which LIST does not"
-                ))),
-            })
+            .map(
+                |&num| match all.binary_search_by_key(&num, |&(listed, _)| listed) {
+                    Ok(at) => Ok((num, all[at].1)),
+                    Err(_) => Err(Error::Protocol(format!(
+                        "UIDL names message {num}, which LIST does not"
+                    ))),
+                },
+            )
             .collect()
     }
 

@@ -103,10 +103,13 @@ mod tests {
         assert!(s.interrupted().is_empty());
         let text = fs::read_to_string(place.path()).unwrap();
         assert!(
-            text.starts_with("popfetch-state 2 me@pop.example:995 "),
+            text.starts_with("popfetch-state 3 me@pop.example:995 "),
             "{text}"
         );
-        assert!(text.contains("L D u1 5\t"), "{text}");
+        // Compacted: u1's first sighting is the base time.
+        let header = text.lines().next().unwrap().split('\t').next().unwrap();
+        assert!(header.ends_with(" 5"), "{header}");
+        assert!(text.contains("L d u1 0\t"), "{text}");
 
         // A delivery of this mailbox's own makes the record its own, also across a
         // compaction.

@@ -2,13 +2,145 @@
 //! the digest forms an older popfetch wrote, which records are adopted, and the
 //! answers both views of the state give the policy ([`Known`]).
 
+use std::cell::Cell;
+
 use foldhash::{HashMap, HashSet};
 
 use crate::sync::policy::Known;
 use crate::sync::state::identity::{Identity, Record as Delivered};
 
-/// The records of one unique-id: one, nearly always.
-pub(super) type Deliveries = smallvec::SmallVec<[Delivered; 1]>;
+/// The records of one unique-id: one, nearly always, held inline in the 40 bytes
+/// of that record (a `SmallVec` of one takes 48: 800 KB more for 100,000), or
+/// several in a block of their own.
+#[derive(Debug, Clone, Default)]
+pub(super) enum Deliveries {
+    #[default]
+    None,
+    One(Delivered),
+    Many(Box<[Delivered]>),
+}
+
+impl Deliveries {
+    pub(super) fn push(&mut self, record: Delivered) {
+        *self = match std::mem::take(self) {
+            Deliveries::None => Deliveries::One(record),
+            Deliveries::One(first) => Deliveries::Many(Box::new([first, record])),
+            // Rare (a server that repeats unique-ids): a copy per record is cheap.
+            Deliveries::Many(records) => {
+                let mut records = records.into_vec();
+                records.push(record);
+                Deliveries::Many(records.into_boxed_slice())
+            }
+        };
+    }
+
+    pub(super) fn retain(&mut self, keep: impl FnMut(&Delivered) -> bool) {
+        let mut records = self.to_vec();
+        records.retain(keep);
+        *self = Deliveries::None;
+        for record in records {
+            self.push(record);
+        }
+    }
+
+    pub(super) fn as_slice(&self) -> &[Delivered] {
+        match self {
+            Deliveries::None => &[],
+            Deliveries::One(record) => std::slice::from_ref(record),
+            Deliveries::Many(records) => records,
+        }
+    }
+}
+
+impl std::ops::Deref for Deliveries {
+    type Target = [Delivered];
+
+    fn deref(&self) -> &[Delivered] {
+        self.as_slice()
+    }
+}
+
+impl<'a> IntoIterator for &'a Deliveries {
+    type Item = &'a Delivered;
+    type IntoIter = std::slice::Iter<'a, Delivered>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter()
+    }
+}
+
+/// A unique-id as the state keys it: inline up to [`Uid::INLINE`] bytes (Dovecot's
+/// are 16, most servers' shorter than 23), so that 100,000 keys are not 100,000
+/// heap blocks (issue 22); a longer one in a block of its own.
+#[derive(Clone)]
+pub(super) enum Uid {
+    Inline { len: u8, bytes: [u8; Uid::INLINE] },
+    Heap(Box<str>),
+}
+
+impl Uid {
+    /// As many bytes as fit beside the length in the 24 bytes of a `String`.
+    const INLINE: usize = 22;
+
+    pub(super) fn as_str(&self) -> &str {
+        match self {
+            Uid::Inline { len, bytes } => {
+                // Copied whole from a `str`: always UTF-8.
+                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("a unique-id is UTF-8")
+            }
+            Uid::Heap(uid) => uid,
+        }
+    }
+}
+
+impl From<&str> for Uid {
+    fn from(uid: &str) -> Uid {
+        match u8::try_from(uid.len()) {
+            Ok(len) if uid.len() <= Uid::INLINE => {
+                let mut bytes = [0; Uid::INLINE];
+                bytes[..uid.len()].copy_from_slice(uid.as_bytes());
+                Uid::Inline { len, bytes }
+            }
+            _ => Uid::Heap(uid.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for Uid {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// Looked up by `&str`: hashed and compared as the `str` it holds, as `Borrow`
+/// requires.
+impl std::borrow::Borrow<str> for Uid {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::hash::Hash for Uid {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialEq for Uid {
+    fn eq(&self, other: &Uid) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Uid {}
+
+impl std::fmt::Debug for Uid {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
 
 /// The delivered messages: the records of each unique-id, and an index of the keys
 /// an older popfetch wrote for repeated unique-ids (`uid-HEX`, HEX 32 hex digits of
@@ -16,7 +148,7 @@ pub(super) type Deliveries = smallvec::SmallVec<[Delivered; 1]>;
 /// under one form is known under the other.
 #[derive(Debug, Default)]
 pub(super) struct Records {
-    pub(super) by_uid: HashMap<String, Deliveries>,
+    pub(super) by_uid: HashMap<Uid, Deliveries>,
     forms: HashMap<String, Vec<String>>,
 }
 
@@ -27,7 +159,7 @@ impl Records {
             Some(records) => records,
             None => {
                 self.index_form(uid);
-                self.by_uid.entry(uid.to_string()).or_default()
+                self.by_uid.entry(uid.into()).or_default()
             }
         };
         if !records.iter().any(|r| r.id == record.id) {
@@ -38,7 +170,7 @@ impl Records {
     /// Sets the records of `uid`, which has none yet (a replay's last step).
     pub(super) fn put(&mut self, uid: &str, records: Deliveries) {
         self.index_form(uid);
-        self.by_uid.insert(uid.to_string(), records);
+        self.by_uid.insert(uid.into(), records);
     }
 
     /// Indexes a new key of the digest form `uid-HEX` under its unique-id.
@@ -99,7 +231,7 @@ impl Records {
     }
 
     fn uids(&self) -> Vec<&str> {
-        self.by_uid.keys().map(String::as_str).collect()
+        self.by_uid.keys().map(Uid::as_str).collect()
     }
 
     pub(super) fn count(&self) -> usize {
@@ -119,13 +251,16 @@ pub(crate) struct Snapshot {
     /// Where delivered messages landed, when the account keeps them until they
     /// are deleted there.
     pub(super) located: Option<super::Locations>,
+    /// How many records the plan expects this run to add (see
+    /// [`Known::expect_records`]): the table is grown for them at the first, once.
+    pub(super) expected: Cell<usize>,
 }
 
 impl Snapshot {
     /// Every delivered unique-id.
     #[cfg(test)]
     pub(crate) fn delivered_uids(&self) -> impl Iterator<Item = &str> {
-        self.delivered.by_uid.keys().map(String::as_str)
+        self.delivered.by_uid.keys().map(Uid::as_str)
     }
 }
 
@@ -158,6 +293,10 @@ impl<T: Holds> Known for T {
         self.snapshot().delivered.count()
     }
 
+    fn expect_records(&self, new: usize) {
+        self.snapshot().expected.set(new);
+    }
+
     fn own(&self, uid: &str) -> bool {
         !self.snapshot().adopted.contains(uid)
     }
@@ -174,5 +313,60 @@ impl<T: Holds> Known for T {
             .located
             .as_ref()
             .is_some_and(|located| located.is_gone(uid, id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key reads back as the unique-id it was made from, inline or not, and is
+    /// found by it; one of Dovecot's takes no heap block.
+    #[test]
+    fn keys_hold_their_unique_ids() {
+        let mut map: HashMap<Uid, u32> = HashMap::default();
+        let long = "x".repeat(70);
+        let uids = ["", "a", "0000000169f1a2b3", "é€𝄞 12 more byte", &long];
+        for (i, uid) in uids.iter().enumerate() {
+            map.insert((*uid).into(), i as u32);
+        }
+        for (i, uid) in uids.iter().enumerate() {
+            assert_eq!(map[*uid], i as u32);
+            assert_eq!(Uid::from(*uid).as_str(), *uid);
+        }
+        assert!(matches!(Uid::from("0000000169f1a2b3"), Uid::Inline { .. }));
+        assert!(matches!(
+            Uid::from("x".repeat(22).as_str()),
+            Uid::Inline { .. }
+        ));
+        assert!(matches!(Uid::from("x".repeat(23).as_str()), Uid::Heap(_)));
+        assert_eq!(std::mem::size_of::<Uid>(), 24);
+    }
+
+    /// Records of one unique-id pushed and retained: the one inline, several in a
+    /// vector, in order; and no larger than one record.
+    #[test]
+    fn deliveries_hold_one_or_many_records() {
+        let record = |first_seen| Delivered {
+            first_seen,
+            id: None,
+        };
+        let mut d = Deliveries::default();
+        assert!(d.is_empty());
+        d.push(record(1));
+        assert!(matches!(d, Deliveries::One(_)));
+        d.push(record(2));
+        d.push(record(3));
+        assert_eq!(d.as_slice(), [record(1), record(2), record(3)]);
+        d.retain(|r| r.first_seen != 2);
+        assert_eq!(d.iter().map(|r| r.first_seen).collect::<Vec<_>>(), [1, 3]);
+        d.retain(|r| r.first_seen == 3);
+        assert!(matches!(d, Deliveries::One(r) if r == record(3)));
+        d.retain(|_| false);
+        assert!(d.is_empty() && matches!(d, Deliveries::None));
+        assert_eq!(
+            std::mem::size_of::<Deliveries>(),
+            std::mem::size_of::<Delivered>()
+        );
     }
 }

@@ -18,16 +18,22 @@
 //!   so a unique-id may have several records, told apart by their identities. A
 //!   record without one (recovered before its body was checked) marks its
 //!   unique-id as delivered but can never authorize a DELE.
+//! - `d uid offset [size digest]`: a `D` record as a compaction writes it, in fewer
+//!   bytes: `offset` is the first-seen time less the header's base time, `digest`
+//!   is in base64 (22 characters). Lines appended later keep the `D` form.
 //! - `A uid`: the delivery announced by `I` was abandoned and left nothing behind.
 //! - `F uid [size digest]`: `uid` (or only its record with that identity) is no
 //!   longer on the server and is forgotten.
-//! - `L D uid time`, `L I uid location`: a record adopted from a state that does not
+//! - `L D uid time`, `L d uid offset`, `L I uid location`: a record adopted from a state that does not
 //!   say which mailbox wrote it (format 1, or `import-state`). It keeps the message
 //!   from being fetched again, but never leads to a DELE.
 //!
-//! The header is `popfetch-state 2 MAILBOX EPOCH`: the mailbox the file belongs to
-//! (see [`Place`]) and a random epoch, new at every compaction. Format 1 files
-//! (`popfetch-state 1`, no mailbox) are still read: all their records are adopted.
+//! The header is `popfetch-state 3 MAILBOX EPOCH BASE`: the mailbox the file
+//! belongs to (see [`Place`]), a random epoch, new at every compaction, and the
+//! base time of the `d` records (the least first-seen time in the snapshot).
+//! Format 2 files (no base, no `d` records) and format 1 files (`popfetch-state 1`,
+//! no mailbox; all their records are adopted) are still read, and compacted into
+//! format 3 at once.
 //!
 //! A final line without its newline is a write cut short by a crash and is ignored;
 //! any other damage stops popfetch instead of guessing. A file cut short at a line
@@ -74,8 +80,9 @@ use known::Holds;
 use record::{delivered_line, intent_line, Record};
 
 const MAGIC: &str = "popfetch-state";
-/// 2: the header names the mailbox and an epoch; `L` records.
-const VERSION: u32 = 2;
+/// 2: the header names the mailbox and an epoch; `L` records. 3: the header's base
+/// time, and the compact `d` records counting from it.
+const VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StateError {
@@ -163,6 +170,11 @@ impl UidlState {
                     .insert(uid.to_string(), (location.to_string(), id));
             }
             Record::Delivered(uid, record) => {
+                // The table grown once for all the run's deliveries: grown as they
+                // come, it would hold its old and new buckets at once each time it
+                // doubles, at the run's peak of memory (issue 22).
+                let expected = self.recorded.expected.take();
+                self.recorded.delivered.by_uid.reserve(expected);
                 let announced = self.pending.remove(uid);
                 // Paired by identity too: of two messages under one unique-id
                 // in one batch, the later intent replaced the earlier.

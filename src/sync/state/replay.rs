@@ -56,7 +56,7 @@ impl UidlState {
                 found: version,
             });
         }
-        let (mailbox, epoch) = if version >= 2 {
+        let (mailbox, epoch, base) = if version >= 2 {
             // Only what mailbox_key writes, so that a hand-made header never puts a
             // raw control character into a message.
             let mailbox = words.next().filter(|m| {
@@ -68,9 +68,16 @@ impl UidlState {
             let (Some(mailbox), Some(epoch)) = (mailbox, epoch) else {
                 return Err(damaged(1, "the header names no mailbox"));
             };
-            (Some(mailbox.to_string()), epoch)
+            // Format 3: the base time that the compact `d` records count from.
+            let base = if version >= 3 {
+                let base = words.next().and_then(|b| b.parse::<u64>().ok());
+                Some(base.ok_or_else(|| damaged(1, "the header names no base time"))?)
+            } else {
+                None
+            };
+            (Some(mailbox.to_string()), epoch, base)
         } else {
-            (None, 0)
+            (None, 0, None)
         };
         if words.next().is_some() {
             return Err(not_ours());
@@ -92,7 +99,7 @@ impl UidlState {
                 _ => (record, false),
             };
             let marked = prefixed || all_adopted;
-            let parsed = parse_record(record)
+            let parsed = parse_record(record, base)
                 .filter(|r| !prefixed || matches!(r, Record::Intent(..) | Record::Delivered(..)))
                 .ok_or_else(|| damaged(index + 1, "unknown record"))?;
             // An adopted record never carries an identity: an identity is what
@@ -229,6 +236,115 @@ mod tests {
         let err = UidlState::open(&place).err().unwrap();
         assert!(matches!(err, StateError::Damaged { line: 2, .. }), "{err}");
         assert!(err.to_string().contains("damaged at line 2"));
+    }
+
+    /// A format-2 file (long `D` lines, no base time) opens as it did, and is
+    /// rewritten at once in format 3, in compact `d` lines that read back the same.
+    #[test]
+    fn a_format_2_file_opens_and_is_rewritten_compactly() {
+        use crate::sync::policy::Known;
+        let (_dir, place) = temp_state();
+        let path = place.path();
+        let id = Identity {
+            size: 2048,
+            digest: [0x5a; 16],
+        };
+        let old = [
+            "popfetch-state 2 me@pop.example:995 00000000000000ab".to_string(),
+            format!("D 0000000169f1a2b3 1764547260 2048 {}", id.hex()),
+            "D no-identity 1764547200".to_string(),
+            "L D adopted 1764547300".to_string(),
+            "I open 1795333438.M1P2Q3.host".to_string(),
+        ];
+        fs::write(&path, old.iter().map(|r| seal(r)).collect::<String>()).unwrap();
+        let check = |s: &UidlState| {
+            assert_eq!(
+                s.records("0000000169f1a2b3"),
+                [Delivered {
+                    first_seen: 1_764_547_260,
+                    id: Some(id)
+                }]
+            );
+            assert_eq!(s.first_seen("no-identity"), Some(1_764_547_200));
+            assert!(s.own("no-identity") && !s.own("adopted"));
+            assert_eq!(s.first_seen("adopted"), Some(1_764_547_300));
+            assert_eq!(s.interrupted()[0].location, "1795333438.M1P2Q3.host");
+        };
+        let s = UidlState::open(&place).unwrap();
+        check(&s);
+        drop(s);
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| l.split('\t').next().unwrap())
+            .collect();
+        assert!(
+            lines[0].starts_with("popfetch-state 3 me@pop.example:995 ")
+                && lines[0].ends_with(" 1764547200"),
+            "{text}"
+        );
+        let mut compact = lines[1..].to_vec();
+        compact.sort_unstable();
+        assert_eq!(
+            compact,
+            [
+                "I open 1795333438.M1P2Q3.host",
+                "L d adopted 100",
+                "d 0000000169f1a2b3 60 2048 WlpaWlpaWlpaWlpaWlpaWg",
+                "d no-identity 0",
+            ]
+        );
+        check(&UidlState::open(&place).unwrap());
+    }
+
+    /// A compact line is sealed like any other: damage to one in the middle of the
+    /// journal is refused, one torn at the end is ignored, and one in a file of a
+    /// format without a base time is not a record.
+    #[test]
+    fn a_damaged_compact_line_is_refused() {
+        let (_dir, place) = temp_state();
+        let path = place.path();
+        let id = Identity {
+            size: 2048,
+            digest: [7; 16],
+        };
+        let mut s = UidlState::open(&place).unwrap();
+        s.record_delivered("u1", 1_764_547_200, Some(id)).unwrap();
+        s.record_delivered("u2", 1_764_547_201, Some(id)).unwrap();
+        s.compact().unwrap();
+        drop(s);
+        let whole = fs::read_to_string(&path).unwrap();
+        assert_eq!(whole.matches("\nd u").count(), 2, "{whole}");
+        // One character changed in the first record's digest.
+        let at = whole.find("\nd u").unwrap() + 13;
+        let mut damaged = whole.clone().into_bytes();
+        damaged[at] = if damaged[at] == b'A' { b'B' } else { b'A' };
+        fs::write(&path, &damaged).unwrap();
+        let err = UidlState::open(&place).err().unwrap();
+        assert!(matches!(err, StateError::Damaged { line: 2, .. }), "{err}");
+        // A torn compact line at the end: the rest reads, and it is compacted away.
+        fs::write(&path, &whole).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"d u3 5 2048 BwcHBwcHBw").unwrap();
+        let s = UidlState::open(&place).unwrap();
+        assert!(s.is_delivered("u1") && s.is_delivered("u2") && !s.is_delivered("u3"));
+        assert_eq!(s.first_seen("u2"), Some(1_764_547_201));
+        drop(s);
+        assert!(fs::read_to_string(&path).unwrap().ends_with('\n'));
+        // A format-2 header has no base: a `d` line under it is damage, not a guess.
+        let v2 = [
+            "popfetch-state 2 me@pop.example:995 00000000000000ab",
+            "d u1 0",
+        ];
+        fs::write(&path, v2.iter().map(|r| seal(r)).collect::<String>()).unwrap();
+        let _ = fs::remove_file(place.witness());
+        let err = UidlState::open(&place).err().unwrap();
+        assert!(matches!(err, StateError::Damaged { line: 2, .. }), "{err}");
+        // And a format-3 header must name its base.
+        let v3 = ["popfetch-state 3 me@pop.example:995 00000000000000ab"];
+        fs::write(&path, v3.iter().map(|r| seal(r)).collect::<String>()).unwrap();
+        let err = UidlState::open(&place).err().unwrap();
+        assert!(matches!(err, StateError::Damaged { line: 1, .. }), "{err}");
     }
 
     #[test]
