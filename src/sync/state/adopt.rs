@@ -41,7 +41,7 @@ impl UidlState {
         };
         let mut old = UidlState::empty(legacy, None);
         // Format 1 only: no popfetch writes a newer format under an account's name.
-        if old.replay(&text)?.version != 1 {
+        if old.replay(&text, None)?.version != 1 {
             return Ok(state);
         }
         state.adoption = Some(Adoption {

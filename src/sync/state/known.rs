@@ -69,78 +69,11 @@ impl<'a> IntoIterator for &'a Deliveries {
     }
 }
 
-/// A unique-id as the state keys it: inline up to [`Uid::INLINE`] bytes (Dovecot's
-/// are 16, most servers' shorter than 23), so that 100,000 keys are not 100,000
-/// heap blocks (issue 22); a longer one in a block of its own.
-#[derive(Clone)]
-pub(super) enum Uid {
-    Inline { len: u8, bytes: [u8; Uid::INLINE] },
-    Heap(Box<str>),
-}
-
-impl Uid {
-    /// As many bytes as fit beside the length in the 24 bytes of a `String`.
-    const INLINE: usize = 22;
-
-    pub(super) fn as_str(&self) -> &str {
-        match self {
-            Uid::Inline { len, bytes } => {
-                // Copied whole from a `str`: always UTF-8.
-                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("a unique-id is UTF-8")
-            }
-            Uid::Heap(uid) => uid,
-        }
-    }
-}
-
-impl From<&str> for Uid {
-    fn from(uid: &str) -> Uid {
-        match u8::try_from(uid.len()) {
-            Ok(len) if uid.len() <= Uid::INLINE => {
-                let mut bytes = [0; Uid::INLINE];
-                bytes[..uid.len()].copy_from_slice(uid.as_bytes());
-                Uid::Inline { len, bytes }
-            }
-            _ => Uid::Heap(uid.into()),
-        }
-    }
-}
-
-impl std::ops::Deref for Uid {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-/// Looked up by `&str`: hashed and compared as the `str` it holds, as `Borrow`
-/// requires.
-impl std::borrow::Borrow<str> for Uid {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl std::hash::Hash for Uid {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state)
-    }
-}
-
-impl PartialEq for Uid {
-    fn eq(&self, other: &Uid) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Uid {}
-
-impl std::fmt::Debug for Uid {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        self.as_str().fmt(f)
-    }
-}
+/// A unique-id as the state keys it: held inline up to 24 bytes (Dovecot's are
+/// 16, most servers' shorter), so that 100,000 keys are not 100,000 heap blocks
+/// (issue 22); a longer one in a block of its own. Hashed and compared as the
+/// `str` it holds, so the table is searched by `&str`.
+pub(super) type Uid = compact_str::CompactString;
 
 /// The delivered messages: the records of each unique-id, and an index of the keys
 /// an older popfetch wrote for repeated unique-ids (`uid-HEX`, HEX 32 hex digits of
@@ -334,12 +267,9 @@ mod tests {
             assert_eq!(map[*uid], i as u32);
             assert_eq!(Uid::from(*uid).as_str(), *uid);
         }
-        assert!(matches!(Uid::from("0000000169f1a2b3"), Uid::Inline { .. }));
-        assert!(matches!(
-            Uid::from("x".repeat(22).as_str()),
-            Uid::Inline { .. }
-        ));
-        assert!(matches!(Uid::from("x".repeat(23).as_str()), Uid::Heap(_)));
+        assert!(!Uid::from("0000000169f1a2b3").is_heap_allocated());
+        assert!(!Uid::from("x".repeat(24).as_str()).is_heap_allocated());
+        assert!(Uid::from("x".repeat(25).as_str()).is_heap_allocated());
         assert_eq!(std::mem::size_of::<Uid>(), 24);
     }
 

@@ -116,6 +116,10 @@ pub(crate) enum StateError {
         synced_lines: u64,
         witness: PathBuf,
     },
+    /// Reading was stopped because the session no longer needs the state
+    /// (`UidlState::open_unless`, which never passes it on).
+    #[error("reading the state file was stopped")]
+    Stopped,
 }
 
 /// A delivery that was under way when a run died.

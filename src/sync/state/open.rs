@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use super::journal::open_append;
 use super::witness::Synced;
@@ -45,7 +45,7 @@ impl UidlState {
     /// [`UidlState::open`], keeping where each delivery landed when `located`
     /// (`keep = "until-deleted-locally"`): see [`super::Locations`].
     pub(crate) fn open_located(place: &Place, located: bool) -> Result<UidlState, StateError> {
-        UidlState::open_with(place, located)
+        UidlState::open_with(place, located, None)
     }
 
     /// [`UidlState::open_located`], unless `stop` is set before the state is
@@ -56,23 +56,28 @@ impl UidlState {
         located: bool,
         stop: &AtomicBool,
     ) -> Result<Option<UidlState>, StateError> {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(None);
+        match UidlState::open_with(place, located, Some(stop)) {
+            Ok(state) => Ok(Some(state)),
+            Err(StateError::Stopped) => Ok(None),
+            Err(err) => Err(err),
         }
-        UidlState::open_with(place, located).map(Some)
     }
 
     /// Reads the state of `place` without changing anything on disk: no file is
     /// created, adopted or compacted (for `list` and `sync --dry-run`).
     pub(crate) fn peek(place: &Place) -> Result<Snapshot, StateError> {
-        Ok(UidlState::read(place, false)?.0.recorded)
+        Ok(UidlState::read(place, false, None)?.0.recorded)
     }
 
     /// Reads the state of `place`: its own file, checked against the header's
     /// mailbox and the witness; else the format-1 file of its account, adopted;
     /// else nothing. `unsynced` is set when the file needs a rewrite (a torn tail,
     /// an old format). The witness comes back too, read once for the whole open.
-    fn read(place: &Place, located: bool) -> Result<(UidlState, Option<Synced>), StateError> {
+    fn read(
+        place: &Place,
+        located: bool,
+        stop: Option<&AtomicBool>,
+    ) -> Result<(UidlState, Option<Synced>), StateError> {
         let path = place.path();
         // The witness first: it only grows after the journal has, so a journal read
         // after it is never shorter than it unless the file was cut.
@@ -89,7 +94,7 @@ impl UidlState {
         if located {
             state.recorded.located = Some(super::Locations::default());
         }
-        let replayed = state.replay(&text)?;
+        let replayed = state.replay(&text, stop)?;
         if let Some(found) = replayed.mailbox.filter(|m| m != place.mailbox()) {
             return Err(StateError::Foreign {
                 home: Place::new(&place.dir, found.clone(), None).path(),
@@ -120,11 +125,15 @@ impl UidlState {
     /// format-1 state of its account is adopted: see [`UidlState::adoption`].
     #[cfg(test)]
     pub(crate) fn open(place: &Place) -> Result<UidlState, StateError> {
-        UidlState::open_with(place, false)
+        UidlState::open_with(place, false, None)
     }
 
-    fn open_with(place: &Place, located: bool) -> Result<UidlState, StateError> {
-        let (mut state, synced) = UidlState::read(place, located)?;
+    fn open_with(
+        place: &Place,
+        located: bool,
+        stop: Option<&AtomicBool>,
+    ) -> Result<UidlState, StateError> {
+        let (mut state, synced) = UidlState::read(place, located, stop)?;
         let path = state.path.clone();
         // `unsynced` after `read`: the file is missing, torn, or in an old format.
         let fresh = !path.exists();
@@ -173,5 +182,25 @@ mod tests {
             .to_string()
             .contains(&place.path().display().to_string()));
         assert!(UidlState::peek(&other).is_err());
+    }
+
+    #[test]
+    fn a_stopped_open_reads_no_further_and_changes_nothing() {
+        let (_dir, place) = temp_state();
+        let mut s = UidlState::open(&place).unwrap();
+        for i in 0..10_000 {
+            s.record_delivered(&format!("u{i}"), 1, None).unwrap();
+        }
+        s.sync().unwrap();
+        drop(s);
+        let before = fs::read(place.path()).unwrap();
+        let stop = AtomicBool::new(true);
+        assert!(UidlState::open_unless(&place, false, &stop)
+            .unwrap()
+            .is_none());
+        assert_eq!(fs::read(place.path()).unwrap(), before);
+        stop.store(false, std::sync::atomic::Ordering::Relaxed);
+        let s = UidlState::open_unless(&place, false, &stop).unwrap().unwrap();
+        assert_eq!(s.delivered_uids().count(), 10_000);
     }
 }

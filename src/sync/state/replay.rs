@@ -2,6 +2,8 @@
 //! every record applied in order, a torn last line set apart, and any other damage
 //! refused rather than guessed at.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use super::known::{Deliveries, Records};
@@ -21,8 +23,13 @@ pub(super) struct Replayed {
 }
 
 impl UidlState {
-    /// Applies every line of the journal.
-    pub(super) fn replay(&mut self, text: &[u8]) -> Result<Replayed, StateError> {
+    /// Applies every line of the journal, unless `stop` is set meanwhile
+    /// ([`StateError::Stopped`]; looked at every few thousand lines).
+    pub(super) fn replay(
+        &mut self,
+        text: &[u8],
+        stop: Option<&AtomicBool>,
+    ) -> Result<Replayed, StateError> {
         let path = self.path.clone();
         let damaged = |line: usize, reason: &str| StateError::Damaged {
             path: path.clone(),
@@ -93,6 +100,9 @@ impl UidlState {
         // `I` before it, when the account keeps them (see `located`).
         let mut located = self.recorded.located.take();
         for (index, line) in lines.iter().enumerate().skip(1) {
+            if index % 4096 == 0 && stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
+                return Err(StateError::Stopped);
+            }
             let record = checked(line).ok_or_else(|| damaged(index + 1, "bad checksum"))?;
             let (record, prefixed) = match record.strip_prefix("L ") {
                 Some(inner) if version >= 2 => (inner, true),
