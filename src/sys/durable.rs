@@ -30,6 +30,16 @@ impl TempFile {
         })
     }
 
+    /// A temporary file beside `path`, to replace it: `.NAME.PID.tmp`, one a
+    /// killed writer of the same pid left removed first.
+    fn beside(path: &Path) -> io::Result<TempFile> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let temp_path = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let _ = fs::remove_file(&temp_path);
+        TempFile::create(temp_path)
+    }
+
     pub(crate) fn file(&mut self) -> &mut File {
         &mut self.file
     }
@@ -62,11 +72,7 @@ pub(crate) fn replace_with<T>(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<T>,
 ) -> io::Result<T> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp_path = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let _ = fs::remove_file(&temp_path);
-    let mut temp = TempFile::create(temp_path)?;
+    let mut temp = TempFile::beside(path)?;
     let mut out = io::BufWriter::with_capacity(64 << 10, temp.file());
     let value = write(&mut out)?;
     // Every byte in the file before its fsync; a failed write removes the file.
@@ -82,11 +88,7 @@ pub(crate) fn replace_with<T>(
 /// empty, torn or missing file for no file. Each fsync it spares is a journal
 /// commit that every account syncing at once would wait for.
 pub(crate) fn replace_lazily(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp_path = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let _ = fs::remove_file(&temp_path);
-    let mut temp = TempFile::create(temp_path)?;
+    let mut temp = TempFile::beside(path)?;
     temp.file().write_all(bytes)?;
     fs::rename(&temp.path, path)?;
     temp.placed = true;
