@@ -200,7 +200,9 @@ mod tests {
             .is_none());
         assert_eq!(fs::read(place.path()).unwrap(), before);
         stop.store(false, std::sync::atomic::Ordering::Relaxed);
-        let s = UidlState::open_unless(&place, false, &stop).unwrap().unwrap();
+        let s = UidlState::open_unless(&place, false, &stop)
+            .unwrap()
+            .unwrap();
         assert_eq!(s.delivered_uids().count(), 10_000);
     }
 }
