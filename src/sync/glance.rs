@@ -23,11 +23,18 @@
 //! the octets unless the sizes matched byte for byte; for that, and for anything
 //! else this argument does not foresee, a full listing still happens at least
 //! every `full_listing_interval`. The glance is written only after a session
-//! that listed everything and left nothing to do (every message known and
+//! that listed everything, or the new messages on top of a glance, and left
+//! nothing to do (every message known and
 //! kept), never for a server that repeats unique-ids (whose new message may
 //! come under the last one's), and it names how many records the state held then, so a state
 //! changed by other hands (import-state, adopt, a restored copy) is listed in
-//! full again.
+//! full again. It also names the journal's fingerprint: while the file on disk
+//! is that very journal, the glance is checked before the state is read to its
+//! end ([`trusted`]).
+//!
+//! A trusted glance does not read the state, so damage inside the journal that
+//! keeps its length and header shows only at the next run that reads it; an
+//! unchanged mailbox has nothing to fetch or delete meanwhile.
 
 use std::path::{Path, PathBuf};
 

@@ -246,7 +246,8 @@ fn open_state_and_session(
                     connected: session::Connected { session, asked },
                 })))
             }
-            // The state is left unread only when the mailbox is unchanged.
+            // Cannot happen: the state is left unread only when the connection
+            // found the mailbox unchanged, and then it says so (the first arm).
             (Ok(None), Ok((session, _, None))) => {
                 let _ = session.quit();
                 Err(anyhow::anyhow!("the state was not read"))

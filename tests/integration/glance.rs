@@ -273,3 +273,19 @@ fn records_added_since_the_glance_bring_the_full_listing_back() {
     assert_eq!(sync(&server, &home), (true, false));
     assert_eq!(home.delivered().len(), 4);
 }
+
+/// Without PIPELINING the new messages are asked for one command at a time.
+#[test]
+fn new_mail_without_pipelining_is_listed_alone() {
+    let (server, home) = start("");
+    {
+        let mut m = server.model.lock().unwrap();
+        m.pipelining = false;
+        m.messages.push(message(4, "u4", 10));
+        m.messages.push(message(5, "u5", 12));
+    }
+    assert_eq!(sync(&server, &home), (false, true));
+    let sent = sent(&server);
+    assert!(sent.iter().any(|c| c == "LIST 6"), "{sent:?}");
+    assert_eq!(home.delivered().len(), 6);
+}

@@ -165,6 +165,25 @@ impl<S: Wire> Session<S> {
     ) -> Result<Option<Vec<ListedMessage>>, Error> {
         let nums: Vec<u32> = (first..=last).collect();
         let mut listed = Vec::with_capacity(nums.len());
+        if !self.pipelining {
+            // One command at a time: a server without PIPELINING may drop what
+            // it reads early (RFC 2449 §6.6).
+            for num in nums {
+                self.conn.send(Command::UidlOne(num))?;
+                let uid = self.conn.read_status("UIDL")?;
+                if !uid.ok {
+                    return Ok(None);
+                }
+                self.conn.send(Command::ListOne(num))?;
+                let size = self.conn.read_status("LIST")?;
+                if !size.ok {
+                    return Ok(None);
+                }
+                let message = listed_one(num, &uid, &size);
+                listed.push(self.conn.check(message)?);
+            }
+            return Ok(Some(listed));
+        }
         let mut refused = false;
         self.pipelined(
             "UIDL",
@@ -184,15 +203,7 @@ impl<S: Wire> Session<S> {
                     refused = true;
                     return Ok(Flow::Stop);
                 }
-                let (at, uid) = parse_uidl_line(uid.text.as_bytes())?;
-                let (sized, size) = parse_list_line(size.text.as_bytes())?;
-                if at != num || sized != num {
-                    return Err(Error::Protocol(format!(
-                        "asked UIDL and LIST {num}, the server answered for message {}",
-                        if at != num { at } else { sized }
-                    )));
-                }
-                listed.push(ListedMessage { num, size, uid });
+                listed.push(listed_one(num, &uid, &size)?);
                 Ok(Flow::Continue)
             },
         )?;
@@ -410,4 +421,17 @@ impl<S: Wire> Session<S> {
         self.conn.send(Command::Quit)?;
         self.conn.expect_ok("QUIT").map(drop)
     }
+}
+
+/// Message `num` from the +OK replies to `UIDL num` and `LIST num`.
+fn listed_one(num: u32, uid: &Status, size: &Status) -> Result<ListedMessage, Error> {
+    let (at, uid) = parse_uidl_line(uid.text.as_bytes())?;
+    let (sized, size) = parse_list_line(size.text.as_bytes())?;
+    if at != num || sized != num {
+        return Err(Error::Protocol(format!(
+            "asked UIDL and LIST {num}, the server answered for message {}",
+            if at != num { at } else { sized }
+        )));
+    }
+    Ok(ListedMessage { num, size, uid })
 }

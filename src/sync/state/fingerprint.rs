@@ -1,9 +1,9 @@
 //! What tells, without reading it, that a journal is the very file a glance was
 //! taken over: its length and a checksum of its header line.
 //!
-//! The journal only grows by appending, and every rewrite (compaction, a new
-//! format, `import-state` or `adopt` through compaction) puts a new random epoch
-//! into its header. So the same header and the same length mean no line was
+//! The journal only grows by appending (a sync, `import-state`, `adopt`), which
+//! changes its length, and every rewrite (compaction, a new format) puts a new
+//! random epoch into its header. So the same header and the same length mean no line was
 //! added, removed or rewritten since: no delivery interrupted, no record
 //! adopted, none forgotten. A journal cut short changes the length.
 
