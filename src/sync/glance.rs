@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::policy::Policy;
 use crate::config::Account;
 use crate::pop3::{Glimpse, ListedMessage};
 use crate::sync::policy::Known;
@@ -72,7 +73,7 @@ pub(crate) fn path(account: &Account) -> PathBuf {
 /// is due under `delete_after`, and none kept until deleted locally is gone.
 pub(crate) fn applies(account: &Account, known: &dyn Known, now: u64) -> bool {
     let policy = &account.policy;
-    if !policy.keep || policy.fetch_all || policy.max_messages.is_some() {
+    if !leaves_all_kept(policy) {
         return false;
     }
     if known.any_deleted_locally() {
@@ -91,6 +92,12 @@ pub(crate) fn applies(account: &Account, known: &dyn Known, now: u64) -> bool {
     }
 }
 
+/// Whether a session under `policy` leaves every message on the server and
+/// no work for the next run: kept, none fetched again, no limit.
+fn leaves_all_kept(policy: &Policy) -> bool {
+    policy.keep && !policy.fetch_all && policy.max_messages.is_none()
+}
+
 /// The glance of the last session, when it may be trusted before the state is
 /// read: the account's policy never needs the records for it (keep, no
 /// `delete_after`, no limit, nothing kept until deleted locally), and the
@@ -99,12 +106,7 @@ pub(crate) fn applies(account: &Account, known: &dyn Known, now: u64) -> bool {
 /// delivery was left half done since.
 pub(crate) fn trusted(account: &Account, now: u64) -> Option<Glance> {
     let policy = &account.policy;
-    if !policy.keep
-        || policy.fetch_all
-        || policy.max_messages.is_some()
-        || policy.delete_after.is_some()
-        || policy.until_deleted_locally
-    {
+    if !leaves_all_kept(policy) || policy.delete_after.is_some() || policy.until_deleted_locally {
         return None;
     }
     let glance = read(&path(account), account, now)?;

@@ -163,47 +163,48 @@ impl<S: Wire> Session<S> {
         first: u32,
         last: u32,
     ) -> Result<Option<Vec<ListedMessage>>, Error> {
-        let nums: Vec<u32> = (first..=last).collect();
-        let mut listed = Vec::with_capacity(nums.len());
-        if !self.pipelining {
-            // One command at a time: a server without PIPELINING may drop what
-            // it reads early (RFC 2449 §6.6).
-            for num in nums {
-                self.conn.send(Command::UidlOne(num))?;
-                let uid = self.conn.read_status("UIDL")?;
-                if !uid.ok {
-                    return Ok(None);
-                }
-                self.conn.send(Command::ListOne(num))?;
-                let size = self.conn.read_status("LIST")?;
-                if !size.ok {
-                    return Ok(None);
-                }
-                let message = listed_one(num, &uid, &size);
-                listed.push(self.conn.check(message)?);
-            }
-            return Ok(Some(listed));
-        }
+        // One command per item, so that a server without PIPELINING gets one at
+        // a time (RFC 2449 §6.6): `UIDL n`, then `LIST n`.
+        let items: Vec<(u32, bool)> = (first..=last)
+            .flat_map(|num| [(num, false), (num, true)])
+            .collect();
+        let mut listed = Vec::with_capacity(items.len() / 2);
+        let mut uid = None;
         let mut refused = false;
         self.pipelined(
             "UIDL",
-            &nums,
+            &items,
             |_| 0,
-            |conn, &num| {
-                conn.queue(Command::UidlOne(num))?;
-                conn.queue(Command::ListOne(num))
+            |conn, &(num, size)| match size {
+                false => conn.queue(Command::UidlOne(num)),
+                true => conn.queue(Command::ListOne(num)),
             },
-            |conn, &num, stopped| {
-                let uid = conn.read_status("UIDL")?;
-                let size = conn.read_status("LIST")?;
+            |conn, &(num, size), stopped| {
+                let status = conn.read_status(if size { "LIST" } else { "UIDL" })?;
                 if stopped || refused {
                     return Ok(Flow::Stop);
                 }
-                if !uid.ok || !size.ok {
+                if !status.ok {
                     refused = true;
                     return Ok(Flow::Stop);
                 }
-                listed.push(listed_one(num, &uid, &size)?);
+                let text = status.text.as_bytes();
+                let at = if size {
+                    let (at, size) = parse_list_line(text)?;
+                    if let Some(uid) = uid.take() {
+                        listed.push(ListedMessage { num, size, uid });
+                    }
+                    at
+                } else {
+                    let (at, listed_uid) = parse_uidl_line(text)?;
+                    uid = Some(listed_uid);
+                    at
+                };
+                if at != num {
+                    return Err(Error::Protocol(format!(
+                        "asked for message {num}, the server answered for message {at}"
+                    )));
+                }
                 Ok(Flow::Continue)
             },
         )?;
@@ -421,17 +422,4 @@ impl<S: Wire> Session<S> {
         self.conn.send(Command::Quit)?;
         self.conn.expect_ok("QUIT").map(drop)
     }
-}
-
-/// Message `num` from the +OK replies to `UIDL num` and `LIST num`.
-fn listed_one(num: u32, uid: &Status, size: &Status) -> Result<ListedMessage, Error> {
-    let (at, uid) = parse_uidl_line(uid.text.as_bytes())?;
-    let (sized, size) = parse_list_line(size.text.as_bytes())?;
-    if at != num || sized != num {
-        return Err(Error::Protocol(format!(
-            "asked UIDL and LIST {num}, the server answered for message {}",
-            if at != num { at } else { sized }
-        )));
-    }
-    Ok(ListedMessage { num, size, uid })
 }

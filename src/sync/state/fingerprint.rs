@@ -25,17 +25,11 @@ const HEADER_MAX: usize = 512;
 
 /// The fingerprint of the journal at `path`, if it can be read.
 pub(crate) fn of(path: &Path) -> Option<Fingerprint> {
-    let mut file = File::open(path).ok()?;
+    let file = File::open(path).ok()?;
     let len = file.metadata().ok()?.len();
-    let mut head = [0u8; HEADER_MAX];
-    let mut filled = 0;
-    while filled < head.len() {
-        match file.read(&mut head[filled..]).ok()? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    let end = memchr::memchr(b'\n', &head[..filled])?;
+    let mut head = Vec::with_capacity(HEADER_MAX);
+    file.take(HEADER_MAX as u64).read_to_end(&mut head).ok()?;
+    let end = memchr::memchr(b'\n', &head)?;
     Some(Fingerprint {
         len,
         header: crc32fast::hash(&head[..end]),
