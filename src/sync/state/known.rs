@@ -34,13 +34,13 @@ impl Deliveries {
         };
     }
 
-    pub(super) fn retain(&mut self, keep: impl FnMut(&Delivered) -> bool) {
-        let mut records = self.to_vec();
-        records.retain(keep);
-        *self = Deliveries::None;
-        for record in records {
-            self.push(record);
-        }
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Delivered) -> bool) {
+        let kept: Vec<Delivered> = self.iter().copied().filter(|r| keep(r)).collect();
+        *self = match kept[..] {
+            [] => Deliveries::None,
+            [one] => Deliveries::One(one),
+            _ => Deliveries::Many(kept.into_boxed_slice()),
+        };
     }
 
     pub(super) fn as_slice(&self) -> &[Delivered] {
