@@ -140,7 +140,9 @@ def write_big_message(path, size, tag):
 class BatchedSocket:
     """Reads as popfetch does: while at least 16 KiB are surely due (the listed
     sizes of the messages asked for), a read waits for up to 64 KiB of them
-    (SO_RCVLOWAT) for at most 20 ms, instead of waking for every record."""
+    (SO_RCVLOWAT) for at most 250 ms, instead of waking for every record.
+    Python's socket timeout waits in poll(2) and then reads, as popfetch does,
+    so neither is left asleep by a mark (see src/net/batch.rs)."""
 
     def __init__(self, sock, timeout):
         self.sock, self.timeout = sock, timeout
@@ -150,7 +152,7 @@ class BatchedSocket:
     def _low_water(self, n):
         if n != self.low:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, n)
-            self.sock.settimeout(0.02 if n > 1 else self.timeout)
+            self.sock.settimeout(0.25 if n > 1 else self.timeout)
             self.low = n
 
     def recv(self, n):
