@@ -418,21 +418,31 @@ mod tests {
         Wire::due(&mut stream, 1 << 20);
         let start = Instant::now();
         let mut buf = [0; 1 << 16];
+        // Less than a batch within the patience: the read takes it, and batching
+        // goes on (a batch may come slowly).
         assert_eq!(stream.read(&mut buf).unwrap(), 10_000);
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "{:?}",
             start.elapsed()
         );
-        // Batching is over for this connection; a later read takes what comes,
-        // within the account's timeout.
+        assert!(stream.tcp_mut().batching);
+        // Nothing at all within the patience: batching is over for this
+        // connection, and the read takes what comes, within the account's timeout.
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            server.write_all(b"more").unwrap();
+            server
+        });
+        assert_eq!(stream.read(&mut buf).unwrap(), 4);
         let tcp = stream.tcp_mut();
         assert!(!tcp.batching);
         assert_eq!(tcp.low_water, 1);
         assert_eq!(tcp.socket.read_timeout().unwrap(), Some(tcp.timeout));
+        let mut server = writer.join().unwrap();
         Wire::due(&mut stream, 1 << 20);
-        server.write_all(b"more").unwrap();
-        assert_eq!(stream.read(&mut buf).unwrap(), 4);
+        server.write_all(b"again").unwrap();
+        assert_eq!(stream.read(&mut buf).unwrap(), 5);
     }
 
     #[test]
