@@ -138,11 +138,10 @@ def write_big_message(path, size, tag):
 
 
 class BatchedSocket:
-    """Reads as popfetch does: while at least 16 KiB are surely due (the listed
-    sizes of the messages asked for), a read waits for up to 64 KiB of them
-    (SO_RCVLOWAT) for at most 250 ms, instead of waking for every record.
-    Python's socket timeout waits in poll(2) and then reads, as popfetch does,
-    so neither is left asleep by a mark (see src/net/batch.rs)."""
+    """Reads as popfetch does (src/net/batch.rs): while at least 16 KiB are
+    surely due (the listed sizes of the messages asked for), a read waits for up
+    to 64 KiB of them (SO_RCVLOWAT), in poll(2), for at most 20 ms, then takes
+    whatever has come; only a wait that brought nothing ends batching."""
 
     def __init__(self, sock, timeout):
         self.sock, self.timeout = sock, timeout
@@ -152,7 +151,7 @@ class BatchedSocket:
     def _low_water(self, n):
         if n != self.low:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, n)
-            self.sock.settimeout(0.25 if n > 1 else self.timeout)
+            self.sock.settimeout(0.02 if n > 1 else self.timeout)
             self.low = n
 
     def recv(self, n):
@@ -163,9 +162,18 @@ class BatchedSocket:
         except socket.timeout:
             if self.low == 1:
                 raise
-            self.due = 0
-            self._low_water(1)
-            data = self.sock.recv(n)
+            # Python polls before any read with a timeout; none, to take
+            # what is queued.
+            self.sock.settimeout(0)
+            try:
+                data = self.sock.recv(n)
+            except BlockingIOError:
+                data = None
+            self.sock.settimeout(0.02)
+            if data is None:
+                self.due = 0
+                self._low_water(1)
+                data = self.sock.recv(n)
         self.due = max(0, self.due - len(data))
         return data
 
