@@ -31,9 +31,9 @@ const MIN_BATCH: usize = 16 * 1024;
 /// sometimes stalls short of the mark: over a 50 ms path with TLS, 1 sync in 8
 /// had a poll return only after 208 ms (TCP's 200 ms timer, it seems), with
 /// 62 KiB then queued: 0.2 s added to a 0.4 s sync. A batch that is coming
-/// arrives well within 20 ms
-/// on any link fast enough for batching to matter (64 KiB in 20 ms is
-/// 26 Mbit/s); on a slower one a read every 20 ms still saves wake-ups.
+/// arrives well within 20 ms on any link fast enough for batching to matter
+/// (64 KiB in 20 ms is 26 Mbit/s); on a slower one a read every 20 ms still
+/// saves wake-ups.
 const PATIENCE: Duration = Duration::from_millis(20);
 
 /// The TCP connection, told how many bytes are on their way: the listed sizes of
