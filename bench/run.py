@@ -141,7 +141,8 @@ class BatchedSocket:
     """Reads as popfetch does (src/net/batch.rs): while at least 16 KiB are
     surely due (the listed sizes of the messages asked for), a read waits for up
     to 64 KiB of them (SO_RCVLOWAT), in poll(2), for at most 20 ms, then takes
-    whatever has come; only a wait that brought nothing ends batching."""
+    whatever has come; a wait that brought nothing waits for the first byte,
+    and the next read batches again."""
 
     def __init__(self, sock, timeout):
         self.sock, self.timeout = sock, timeout
@@ -171,7 +172,6 @@ class BatchedSocket:
                 data = None
             self.sock.settimeout(0.02)
             if data is None:
-                self.due = 0
                 self._low_water(1)
                 data = self.sock.recv(n)
         self.due = max(0, self.due - len(data))

@@ -10,7 +10,8 @@
 //! such stalls were half the time of syncing 50 small accounts). poll weighs
 //! everything queued against the mark, and the read then takes it at once.
 //! A poll still waits its patience now and then (see [`PATIENCE`]), and then
-//! the read takes what has come.
+//! the read takes what has come; when nothing has come, it waits for the first
+//! byte as any read, and the next batches again.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -153,9 +154,9 @@ impl Tcp {
 impl Tcp {
     /// Waits up to the patience for the batch (the mark is set), then takes what
     /// has come without blocking, a whole batch or not. Nothing at all within the
-    /// patience (a server that owes less than it listed, or a slow one) ends
-    /// batching, and the read then waits as any other, within the account's
-    /// timeout.
+    /// patience (the first reply after a round trip longer than the patience, a
+    /// slow server) and this read waits as any other, within the account's
+    /// timeout, for whatever comes first; the next read batches again.
     fn read_batch(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let patience = rustix::time::Timespec::try_from(self.patience.min(self.timeout))
             .map_err(|_| io::Error::other("the patience does not fit a timespec"))?;
@@ -173,7 +174,7 @@ impl Tcp {
             Err(rustix::io::Errno::AGAIN) => {}
             Err(e) => return Err(e.into()),
         }
-        self.stop_batching()?;
+        self.settle()?;
         self.socket.read(buf)
     }
 }

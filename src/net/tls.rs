@@ -534,6 +534,7 @@ mod tests {
         // What the socket brought per read, not what OpenSSL hands up per record.
         let sizes = reads(&mut stream, 64 * 4096);
         drop(server.join().unwrap());
+        assert!(stream.tcp_mut().batching);
         assert!(batched(&sizes), "{sizes:?}");
     }
 
