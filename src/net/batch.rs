@@ -48,7 +48,9 @@ pub(crate) struct Tcp {
     pub(super) due: u64,
     /// SO_RCVLOWAT as it is set now; 1, the system's default, when not batching.
     pub(super) low_water: usize,
-    /// The timeout for reads that do not batch.
+    /// The account's read timeout, as set on the socket for every blocking read;
+    /// kept here so that a batch's patience never exceeds it without asking the
+    /// socket on each read.
     pub(super) timeout: Duration,
     /// How long a batch may take: PATIENCE (the tests set their own).
     pub(super) patience: Duration,
